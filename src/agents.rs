@@ -1,0 +1,71 @@
+//! Agent catalogue: the configured agents, or the built-in demo agent when none are configured.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{AgentConfig, Config, ToolConfig};
+use crate::llm::demo::DEMO_TOOL_NAME;
+use crate::llm::ToolSpec;
+use crate::tools::DEMO_TOOL_URL;
+
+pub struct Agents {
+    by_id: HashMap<String, Arc<AgentConfig>>,
+    /// Answers every agentId when no agents are configured.
+    demo: Option<Arc<AgentConfig>>,
+}
+
+impl Agents {
+    pub fn new(config: &Config) -> Self {
+        let by_id = config.agents.iter().map(|a| (a.id.clone(), Arc::new(a.clone()))).collect();
+        let demo = config.agents.is_empty().then(|| {
+            let offline = config.llm.base_url.is_empty();
+            Arc::new(AgentConfig {
+                id: String::new(),
+                name: "Switchboard Demo".into(),
+                system_prompt: "You are a helpful support agent.".into(),
+                confirm_tools: vec!["delete_*".into()],
+                models: vec![],
+                // The in-process demo tool only makes sense with the offline demo model.
+                tools: if offline {
+                    vec![ToolConfig {
+                        name: DEMO_TOOL_NAME.into(),
+                        description: "Delete a record by id (demo: deletes nothing)".into(),
+                        parameters: serde_json::json!({"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]}),
+                        url: DEMO_TOOL_URL.into(),
+                    }]
+                } else {
+                    vec![]
+                },
+            })
+        });
+        Self { by_id, demo }
+    }
+
+    /// The agent for an id: configured, or the demo agent (under the requested id) when none are configured.
+    pub fn get(&self, agent_id: &str) -> Option<Arc<AgentConfig>> {
+        if let Some(a) = self.by_id.get(agent_id) {
+            return Some(a.clone());
+        }
+        self.demo.as_ref().map(|d| {
+            let mut a = (**d).clone();
+            a.id = agent_id.to_string();
+            Arc::new(a)
+        })
+    }
+}
+
+pub fn tool_specs(agent: &AgentConfig) -> Vec<ToolSpec> {
+    agent
+        .tools
+        .iter()
+        .map(|t| ToolSpec {
+            name: t.name.clone(),
+            description: t.description.clone(),
+            parameters: t.parameters.clone(),
+        })
+        .collect()
+}
+
+pub fn needs_confirmation(agent: &AgentConfig, tool: &str) -> bool {
+    agent.confirm_tools.iter().any(|p| crate::util::glob_match(p, tool))
+}

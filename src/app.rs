@@ -1,0 +1,278 @@
+//! The pod: shared state of one Switchboard process, its background loops (bus delivery, sweepers, canary,
+//! registry heartbeat) and the operations several layers share (emitting a session event, cancelling a turn).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::agents::Agents;
+use crate::auth::Authenticator;
+use crate::backend::{Backends, Channel, Decided};
+use crate::config::Config;
+use crate::error::{ClientError, ErrorCode};
+use crate::hub::Hub;
+use crate::llm::ChatModel;
+use crate::metrics::Metrics;
+use crate::protocol::outbound as out;
+use crate::tools::ToolRunner;
+use crate::util::now_ms;
+
+/// A turn running on this pod.
+struct LocalTurn {
+    turn_id: String,
+    /// Cancelled by `cancel`; the turn task owns the reaction (emits `cancelled`).
+    cancel: CancellationToken,
+}
+
+pub struct App {
+    pub config: Arc<Config>,
+    pub pod_id: String,
+    pub backends: Backends,
+    pub hub: Arc<Hub>,
+    pub agents: Agents,
+    pub model: Arc<dyn ChatModel>,
+    pub tools: ToolRunner,
+    pub auth: Authenticator,
+    pub metrics: Arc<Metrics>,
+    /// Turns running on this pod, by session. Written by turn tasks, read by cancel.
+    local_turns: Mutex<HashMap<String, LocalTurn>>,
+    /// Cancelled when draining starts: readiness fails, sockets get `reconnect` + 1012.
+    pub draining: CancellationToken,
+    /// Cancelled after the pre-stop pause: every socket gets `reconnect` and a 1012 close.
+    pub close_sockets: CancellationToken,
+    /// Cancelled when the drain timeout ends: running turns stop with `TURN_INTERRUPTED`.
+    pub interrupt: CancellationToken,
+    /// Cancelled last: background loops stop.
+    pub stopped: CancellationToken,
+    /// Tracks turn tasks and socket tasks so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    pub bus_ok: AtomicBool,
+}
+
+impl App {
+    pub fn new(config: Config, backends: Backends, model: Arc<dyn ChatModel>) -> Arc<App> {
+        let metrics = Arc::new(Metrics::default());
+        let hub = Hub::new(backends.bus.clone(), metrics.clone());
+        Arc::new(App {
+            agents: Agents::new(&config),
+            tools: ToolRunner::new(&config.tools),
+            auth: Authenticator::new(&config.auth),
+            pod_id: format!("pod-{}", uuid::Uuid::new_v4().simple()),
+            config: Arc::new(config),
+            backends,
+            hub,
+            model,
+            metrics,
+            local_turns: Mutex::new(HashMap::new()),
+            draining: CancellationToken::new(),
+            close_sockets: CancellationToken::new(),
+            interrupt: CancellationToken::new(),
+            stopped: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            bus_ok: AtomicBool::new(true),
+        })
+    }
+
+    /// Subscribes the pod channels and starts the background loops.
+    pub async fn start(self: &Arc<Self>) -> Result<(), crate::backend::BackendError> {
+        let rx = self.backends.bus.receiver();
+        self.hub.subscribe_pod(&Channel::Pod(self.pod_id.clone())).await?;
+        self.hub.subscribe_pod(&Channel::Canary(self.pod_id.clone())).await?;
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        tokio::spawn(self.hub.clone().run(rx, self.pod_id.clone(), control_tx, self.stopped.clone()));
+        tokio::spawn(self.clone().control_loop(control_rx));
+        tokio::spawn(self.clone().sweep_loop());
+        tokio::spawn(self.clone().canary_loop());
+        Ok(())
+    }
+
+    /// Appends a session event to the log (which publishes it). Returns its seq.
+    pub async fn emit(&self, session_id: &str, event: &Value) -> Result<u64, ClientError> {
+        let text = event.to_string();
+        let seq = self.backends.log.append(session_id, &text).await?;
+        self.metrics.events_published.fetch_add(1, Ordering::Relaxed);
+        Ok(seq)
+    }
+
+    /// Emits the `error` event that ends a turn, and counts it.
+    pub async fn emit_turn_error(&self, session_id: &str, request_id: &str, e: &ClientError) {
+        self.metrics.error(e.code);
+        if let Err(err) = self.emit(session_id, &out::error(Some(request_id), e)).await {
+            tracing::error!(%session_id, error = %err, "could not emit turn error");
+        }
+    }
+
+    pub fn register_turn(&self, session_id: &str, turn_id: &str) -> CancellationToken {
+        let token = CancellationToken::new();
+        self.local_turns
+            .lock()
+            .insert(session_id.to_string(), LocalTurn { turn_id: turn_id.to_string(), cancel: token.clone() });
+        token
+    }
+
+    pub fn unregister_turn(&self, session_id: &str, turn_id: &str) {
+        let mut turns = self.local_turns.lock();
+        if turns.get(session_id).is_some_and(|t| t.turn_id == turn_id) {
+            turns.remove(session_id);
+        }
+    }
+
+    fn cancel_local(&self, session_id: &str, turn_id: &str) -> bool {
+        let turns = self.local_turns.lock();
+        match turns.get(session_id) {
+            Some(t) if t.turn_id == turn_id || turn_id.is_empty() => {
+                t.cancel.cancel();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Cancels the session's turn wherever it is: parked (no pod), here, or on another pod.
+    /// Returns whether a turn was found.
+    pub async fn cancel_turn(&self, session_id: &str) -> Result<bool, ClientError> {
+        for _ in 0..3 {
+            let Some(info) = self.backends.leases.current(session_id).await? else {
+                return Ok(false);
+            };
+            if info.pod_id.is_empty() {
+                // Parked: whoever takes the parked record ends the turn.
+                if let Some(parked) = self.backends.confirms.take(session_id).await? {
+                    self.backends.leases.release(session_id, &parked.turn_id).await?;
+                    self.emit(session_id, &out::cancelled(&parked.request_id)).await?;
+                    return Ok(true);
+                }
+                // A decision won the race and the turn is resuming: look again.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            if info.pod_id == self.pod_id {
+                if self.cancel_local(session_id, &info.turn_id) {
+                    return Ok(true);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            // The traceparent links the cancelling request's trace to the pod that acts on it.
+            let msg = json!({"kind": "cancel", "sessionId": session_id, "turnId": info.turn_id,
+                             "traceparent": crate::telemetry::current_traceparent()})
+            .to_string();
+            self.backends.bus.publish(&Channel::Pod(info.pod_id.clone()), &msg).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Pod-channel messages: cancels for turns running here, connection-targeted publishes.
+    async fn control_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Arc<str>>) {
+        while let Some(msg) = rx.recv().await {
+            let Ok(v) = serde_json::from_str::<Value>(&msg) else {
+                continue;
+            };
+            match v.get("kind").and_then(Value::as_str) {
+                Some("cancel") => {
+                    let sid = v.get("sessionId").and_then(Value::as_str).unwrap_or_default();
+                    let tid = v.get("turnId").and_then(Value::as_str).unwrap_or_default();
+                    let span = tracing::info_span!("cancel.remote", session_id = %sid, turn_id = %tid);
+                    if let Some(tp) = v.get("traceparent").and_then(Value::as_str) {
+                        crate::telemetry::set_parent(&span, tp);
+                    }
+                    let _entered = span.enter();
+                    let found = self.cancel_local(sid, tid);
+                    tracing::info!(found, "cancel requested by another pod");
+                }
+                Some("deliver") => {
+                    let cid = v.get("connectionId").and_then(Value::as_str).unwrap_or_default();
+                    if let (Some(conn), Some(ev)) = (self.hub.connection(cid), v.get("event")) {
+                        conn.offer(crate::hub::Outbound::Frame(Arc::from(ev.to_string())), &self.metrics);
+                    }
+                }
+                _ => tracing::debug!("unknown control message"),
+            }
+        }
+    }
+
+    /// Ends what no pod will end: expired confirmations (deny and resume) and turns whose pod died.
+    async fn sweep_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = self.stopped.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if self.draining.is_cancelled() {
+                continue;
+            }
+            match self.backends.confirms.expired(now_ms(), 50).await {
+                Ok(sids) => {
+                    for sid in sids {
+                        match self.backends.confirms.decide(&sid, None, false).await {
+                            Ok(Decided::Claimed(parked)) => {
+                                tracing::info!(session_id = %sid, tool = %parked.call.tool_name, "confirmation timed out: denied");
+                                crate::turn::resume_parked(self.clone(), parked, false, "the confirmation timed out")
+                                    .await;
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "confirmation sweep failed"),
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "confirmation sweep failed"),
+            }
+            match self.backends.leases.claim_lapsed(now_ms(), 50).await {
+                Ok(lapsed) => {
+                    for (sid, info) in lapsed {
+                        tracing::warn!(session_id = %sid, pod = %info.pod_id, "turn lease lapsed: ending the turn");
+                        let _ = self.backends.confirms.take(&sid).await;
+                        let e = ClientError::new(
+                            ErrorCode::TurnInterrupted,
+                            "the turn was interrupted: the server running it stopped",
+                        );
+                        self.emit_turn_error(&sid, &info.request_id, &e).await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "lease sweep failed"),
+            }
+        }
+    }
+
+    /// Publishes to this pod's canary channel; readiness needs it to come back.
+    async fn canary_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let channel = Channel::Canary(self.pod_id.clone());
+        loop {
+            tokio::select! {
+                _ = self.stopped.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let ok = self.backends.bus.publish(&channel, &now_ms().to_string()).await.is_ok();
+            self.bus_ok.store(ok, Ordering::Relaxed);
+        }
+    }
+
+    /// `/readyz`: not draining, storage answers, and the bus delivered our canary recently.
+    pub async fn ready(&self) -> Result<(), &'static str> {
+        if self.draining.is_cancelled() {
+            return Err("draining");
+        }
+        if !self.backends.health.ping().await {
+            return Err("storage unreachable");
+        }
+        if self.hub.restoring.load(Ordering::Relaxed) {
+            return Err("bus subscriptions being restored");
+        }
+        let seen = self.hub.canary_seen_ms.load(Ordering::Relaxed);
+        let restored = self.hub.restored_at_ms.load(Ordering::Relaxed);
+        if !self.bus_ok.load(Ordering::Relaxed) || now_ms() - seen > 2_000 || seen < restored {
+            return Err("bus not delivering");
+        }
+        Ok(())
+    }
+}

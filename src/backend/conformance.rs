@@ -1,0 +1,338 @@
+//! The generic conformance suite: one set of behaviours every backend pair must show. Each check takes two
+//! "pods" (backend handles sharing one store) and panics with a message on a violation. Run against memory
+//! (unit tests below) and Redis (`tests/redis_backends.rs`).
+
+use std::time::Duration;
+
+use super::*;
+use crate::util::now_ms;
+
+fn sid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+async fn recv_message(rx: &mut broadcast::Receiver<BusEvent>, want: &Channel) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Ok(BusEvent::Message { channel, payload })) if &channel == want => return payload.to_string(),
+            Ok(Ok(_)) => continue,
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+            Ok(Err(e)) => panic!("bus receiver closed: {e}"),
+            Err(_) => panic!("no message on {want:?} within 5 s"),
+        }
+    }
+}
+
+async fn assert_silent(rx: &mut broadcast::Receiver<BusEvent>, channel: &Channel) {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Ok(BusEvent::Message { channel: c, payload })) if &c == channel => {
+                panic!("unexpected message on {channel:?}: {payload}")
+            }
+            Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+            Ok(Err(_)) | Err(_) => return,
+        }
+    }
+}
+
+fn session(id: &str, user: &str) -> (SessionRecord, ConversationRecord) {
+    let cid = uuid::Uuid::new_v4().to_string();
+    (
+        SessionRecord {
+            session_id: id.into(),
+            conversation_id: cid.clone(),
+            agent_id: "agent".into(),
+            agent_name: "Agent".into(),
+            user_id: user.into(),
+            org_id: "org".into(),
+            user_participant_id: "up".into(),
+            agent_participant_id: "ap".into(),
+            created_at_ms: now_ms(),
+        },
+        ConversationRecord {
+            conversation_id: cid,
+            user_id: user.into(),
+            org_id: "org".into(),
+            agent_id: "agent".into(),
+            title: String::new(),
+            created_at_ms: now_ms(),
+            updated_at_ms: now_ms(),
+            message_count: 0,
+        },
+    )
+}
+
+fn msg(dir: &str, text: &str) -> StoredMessage {
+    StoredMessage {
+        id: uuid::Uuid::new_v4().to_string(),
+        direction: dir.into(),
+        text: text.into(),
+        created_at: "2026-01-01T00:00:00Z".into(),
+    }
+}
+
+/// Sessions and conversations written on one pod are read on the other; history pages are newest first.
+pub async fn sessions_and_history(a: &Backends, b: &Backends) {
+    let id = sid();
+    let (s, c) = session(&id, "alice");
+    a.sessions.create_session(&s, Some(&c)).await.expect("create");
+    assert_eq!(b.sessions.get_session(&id).await.expect("get"), Some(s.clone()));
+    assert_eq!(b.sessions.get_session(&sid()).await.expect("get"), None);
+    for i in 0..5 {
+        let dir = if i % 2 == 0 { "inbound" } else { "outbound" };
+        a.sessions.append_message(&c.conversation_id, &msg(dir, &format!("m{i}")), now_ms() + i).await.expect("append");
+    }
+    let conv = b.sessions.get_conversation(&c.conversation_id).await.expect("conv").expect("exists");
+    assert_eq!(conv.message_count, 5);
+    assert_eq!(conv.title, "m0", "the first inbound message names the conversation");
+    let p1 = b.sessions.messages_page(&c.conversation_id, None, 2).await.expect("page");
+    assert_eq!(p1.messages.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["m4", "m3"]);
+    assert!(p1.has_more);
+    let p2 = b.sessions.messages_page(&c.conversation_id, Some(p1.oldest_index), 2).await.expect("page");
+    assert_eq!(p2.messages.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["m2", "m1"]);
+    let p3 = b.sessions.messages_page(&c.conversation_id, Some(p2.oldest_index), 2).await.expect("page");
+    assert_eq!(p3.messages.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["m0"]);
+    assert!(!p3.has_more);
+    let recent = b.sessions.recent_messages(&c.conversation_id, 3).await.expect("recent");
+    assert_eq!(recent.iter().map(|m| m.text.as_str()).collect::<Vec<_>>(), ["m2", "m3", "m4"]);
+    assert!(b.sessions.rename_conversation(&c.conversation_id, "Renamed").await.expect("rename"));
+    assert!(!b.sessions.rename_conversation(&sid(), "x").await.expect("rename missing"));
+    assert_eq!(a.sessions.get_conversation(&c.conversation_id).await.expect("c").expect("c").title, "Renamed");
+}
+
+/// Conversations list per user, most recently updated first, paged by offset.
+pub async fn conversation_listing(a: &Backends, b: &Backends) {
+    let user = format!("u-{}", sid());
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (s, mut c) = session(&sid(), &user);
+        c.updated_at_ms = 1_000 + i;
+        a.sessions.create_session(&s, Some(&c)).await.expect("create");
+        ids.push(c.conversation_id.clone());
+    }
+    // Touch the oldest so it becomes the newest.
+    a.sessions.append_message(&ids[0], &msg("inbound", "hello"), 5_000).await.expect("append");
+    let page = b.sessions.list_conversations(&user, 0, 2).await.expect("list");
+    assert_eq!(page.conversations.len(), 2);
+    assert_eq!(page.conversations[0].conversation_id, ids[0]);
+    assert_eq!(page.conversations[1].conversation_id, ids[2]);
+    assert!(page.has_more);
+    let rest = b.sessions.list_conversations(&user, 2, 2).await.expect("list");
+    assert_eq!(rest.conversations.len(), 1);
+    assert_eq!(rest.conversations[0].conversation_id, ids[1]);
+    assert!(!rest.has_more);
+    assert!(b.sessions.list_conversations("nobody", 0, 10).await.expect("list").conversations.is_empty());
+}
+
+/// Seq starts at 1 and has no gaps under concurrent appends from two pods; the log is bounded; publishes
+/// carry `seq:json` and reach a subscriber on the other pod.
+pub async fn event_log_and_publish(a: &Backends, b: &Backends, log_len: usize) {
+    let id = sid();
+    assert_eq!(a.log.bounds(&id).await.expect("bounds"), (0, 0));
+    let ch = Channel::Session(id.clone());
+    let mut rx = b.bus.receiver();
+    b.bus.subscribe(&ch).await.expect("subscribe");
+    let s1 = a.log.append(&id, r#"{"n":1}"#).await.expect("append");
+    assert_eq!(s1, 1);
+    assert_eq!(recv_message(&mut rx, &ch).await, r#"1:{"n":1}"#);
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let log = if i % 2 == 0 { a.log.clone() } else { b.log.clone() };
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move { log.append(&id, &format!(r#"{{"n":{}}}"#, i + 2)).await }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.expect("join").expect("append"));
+    }
+    seqs.sort();
+    assert_eq!(seqs, (2..=21).collect::<Vec<u64>>(), "seq must be gap-free under concurrency");
+    let all = b.log.read_after(&id, 0, 1000).await.expect("read");
+    let got: Vec<u64> = all.iter().map(|(s, _)| *s).collect();
+    assert_eq!(got, (1..=21).collect::<Vec<u64>>());
+    let tail = b.log.read_after(&id, 19, 1000).await.expect("read");
+    assert_eq!(tail.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [20, 21]);
+    assert_eq!(b.log.read_after(&id, 5, 2).await.expect("read").len(), 2);
+    // A batch gets consecutive seqs and arrives as one message of `seq:json` lines.
+    let batch = vec![r#"{"b":1}"#.to_string(), r#"{"b":2}"#.to_string(), r#"{"b":3}"#.to_string()];
+    assert_eq!(a.log.append_batch(&id, &batch).await.expect("batch"), 22);
+    // The 20 concurrent appends published one message each; the batch is the next, as three lines.
+    for _ in 0..20 {
+        recv_message(&mut rx, &ch).await;
+    }
+    assert_eq!(recv_message(&mut rx, &ch).await, "22:{\"b\":1}\n23:{\"b\":2}\n24:{\"b\":3}");
+    let batch_read = b.log.read_after(&id, 21, 10).await.expect("read");
+    assert_eq!(batch_read, vec![(22, batch[0].clone()), (23, batch[1].clone()), (24, batch[2].clone())]);
+    assert_eq!(a.log.append_batch(&id, &[]).await.expect("empty batch"), 0);
+    // Bounded: write past the limit; the oldest retained moves up, the latest stays exact.
+    for _ in 0..(log_len + 50) {
+        a.log.append(&id, "{}").await.expect("append");
+    }
+    let (oldest, latest) = b.log.bounds(&id).await.expect("bounds");
+    assert_eq!(latest, 24 + log_len as u64 + 50);
+    assert!(oldest > 1, "log must be trimmed");
+    let retained = b.log.read_after(&id, 0, usize::MAX).await.expect("read");
+    assert!(retained.len() <= log_len * 2, "log holds {} entries, limit {log_len}", retained.len());
+    assert_eq!(retained.first().map(|e| e.0), Some(oldest));
+    b.bus.unsubscribe(&ch).await.expect("unsubscribe");
+}
+
+/// Non-session channels deliver to subscribed pods only, and stop after unsubscribe.
+pub async fn bus_routing(a: &Backends, b: &Backends) {
+    let user = Channel::User(sid());
+    let org = Channel::Org(sid());
+    let mut rx = b.bus.receiver();
+    b.bus.subscribe(&user).await.expect("sub");
+    a.bus.publish(&user, r#"{"type":"hello"}"#).await.expect("pub");
+    assert_eq!(recv_message(&mut rx, &user).await, r#"{"type":"hello"}"#);
+    a.bus.publish(&org, r#"{"type":"nobody"}"#).await.expect("pub");
+    assert_silent(&mut rx, &org).await;
+    b.bus.unsubscribe(&user).await.expect("unsub");
+    a.bus.publish(&user, r#"{"type":"late"}"#).await.expect("pub");
+    assert_silent(&mut rx, &user).await;
+}
+
+fn parked(session_id: &str, call: &str, expires_at_ms: i64) -> ParkedTurn {
+    ParkedTurn {
+        session_id: session_id.into(),
+        turn_id: "turn-1".into(),
+        request_id: "req-1".into(),
+        call: PendingCall { tool_call_id: call.into(), tool_name: "delete_record".into(), arguments: "{}".into() },
+        expires_at_ms,
+        state: serde_json::json!({"k": "v"}),
+    }
+}
+
+/// First decision wins across pods; repeats return the first decision; nothing pending is said so.
+pub async fn confirmations(a: &Backends, b: &Backends) {
+    let id = sid();
+    assert_eq!(a.confirms.decide(&id, None, true).await.expect("decide"), Decided::NoPending);
+    let p = parked(&id, "call-1", now_ms() + 60_000);
+    a.confirms.park(&p).await.expect("park");
+    assert_eq!(b.confirms.get(&id).await.expect("get"), Some(p.clone()));
+    assert_eq!(b.confirms.decide(&id, Some("other"), true).await.expect("decide"), Decided::NoPending);
+    let (ra, rb) = tokio::join!(a.confirms.decide(&id, None, true), b.confirms.decide(&id, Some("call-1"), false));
+    let (ra, rb) = (ra.expect("a"), rb.expect("b"));
+    let winners = [&ra, &rb].iter().filter(|d| matches!(d, Decided::Claimed(_))).count();
+    assert_eq!(winners, 1, "exactly one decision wins: {ra:?} / {rb:?}");
+    let first = matches!(ra, Decided::Claimed(_));
+    match a.confirms.decide(&id, Some("call-1"), !first).await.expect("repeat") {
+        Decided::AlreadyDecided { approved, tool_call_id, request_id } => {
+            assert_eq!(approved, first);
+            assert_eq!(tool_call_id, "call-1");
+            assert_eq!(request_id, "req-1");
+        }
+        other => panic!("repeat must return the first decision, got {other:?}"),
+    }
+    assert_eq!(b.confirms.last_decision(&id).await.expect("last"), Some(("call-1".into(), first, "req-1".into())));
+    assert_eq!(b.confirms.get(&id).await.expect("get"), None);
+    // Cancel takes a parked turn exactly once.
+    a.confirms.park(&parked(&id, "call-2", now_ms() + 60_000)).await.expect("park");
+    let (ta, tb) = tokio::join!(a.confirms.take(&id), b.confirms.take(&id));
+    assert_eq!(ta.expect("a").is_some() as u8 + tb.expect("b").is_some() as u8, 1);
+    // Expiry is visible to any pod.
+    let id2 = sid();
+    a.confirms.park(&parked(&id2, "call-3", now_ms() - 1)).await.expect("park");
+    let expired = b.confirms.expired(now_ms(), 100).await.expect("expired");
+    assert!(expired.contains(&id2), "{expired:?}");
+    b.confirms.take(&id2).await.expect("take");
+}
+
+/// One holder at a time; renew only by the holder; a lapsed lease frees the slot and is claimed once.
+pub async fn turn_leases(a: &Backends, b: &Backends) {
+    let id = sid();
+    let t1 = TurnInfo { turn_id: "t1".into(), request_id: "r1".into(), pod_id: "pod-a".into() };
+    let t2 = TurnInfo { turn_id: "t2".into(), request_id: "r2".into(), pod_id: "pod-b".into() };
+    assert!(a.leases.acquire(&id, &t1, 5_000).await.expect("acquire"));
+    assert!(!b.leases.acquire(&id, &t2, 5_000).await.expect("acquire"), "second turn must be refused");
+    assert_eq!(b.leases.current(&id).await.expect("current"), Some(t1.clone()));
+    assert!(!b.leases.renew(&id, &t2, 5_000).await.expect("renew"), "only the holder renews");
+    let moved = TurnInfo { pod_id: "pod-b".into(), ..t1.clone() };
+    assert!(b.leases.renew(&id, &moved, 5_000).await.expect("renew"));
+    assert_eq!(a.leases.current(&id).await.expect("current"), Some(moved));
+    assert!(!b.leases.release(&id, "t2").await.expect("release"));
+    assert!(a.leases.release(&id, "t1").await.expect("release"));
+    assert_eq!(b.leases.current(&id).await.expect("current"), None);
+    assert!(b.leases.acquire(&id, &t2, 1_000).await.expect("acquire after release"));
+    // Let it lapse: the slot frees itself and the lapsed turn is claimed by exactly one sweeper.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(a.leases.current(&id).await.expect("current"), None);
+    let now = now_ms();
+    let (ca, cb) = tokio::join!(a.leases.claim_lapsed(now, 100), b.leases.claim_lapsed(now, 100));
+    let claimed: Vec<_> = ca.expect("a").into_iter().chain(cb.expect("b")).filter(|(s, _)| s == &id).collect();
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    assert_eq!(claimed[0].1, t2);
+    assert!(a.leases.claim_lapsed(now_ms(), 100).await.expect("again").iter().all(|(s, _)| s != &id));
+    let t3 = TurnInfo { turn_id: "t3".into(), request_id: "r3".into(), pod_id: "pod-a".into() };
+    assert!(a.leases.acquire(&id, &t3, 5_000).await.expect("acquire after lapse"));
+    assert!(a.leases.release(&id, "t3").await.expect("release"));
+    assert!(a.leases.claim_lapsed(now_ms() + 10_000, 100).await.expect("none").iter().all(|(s, _)| s != &id));
+}
+
+/// Sockets registered on one pod are listed from another, filtered, and removed.
+pub async fn registry(a: &Backends, b: &Backends) {
+    let user = sid();
+    let e1 = SocketEntry {
+        connection_id: sid(),
+        pod_id: "pod-a".into(),
+        user_id: user.clone(),
+        org_id: "org-x".into(),
+        sessions: vec!["s1".into()],
+        agents: vec![],
+        connected_at_ms: now_ms(),
+    };
+    let e2 = SocketEntry { connection_id: sid(), pod_id: "pod-b".into(), sessions: vec!["s2".into()], ..e1.clone() };
+    a.registry.upsert(&e1, 10_000).await.expect("upsert");
+    b.registry.upsert(&e2, 10_000).await.expect("upsert");
+    let by_user =
+        a.registry.list(&SocketFilter { user: Some(user.clone()), ..Default::default() }, 100).await.expect("list");
+    assert_eq!(by_user.len(), 2);
+    let by_session = b
+        .registry
+        .list(&SocketFilter { session: Some("s2".into()), user: Some(user.clone()), ..Default::default() }, 100)
+        .await
+        .expect("list");
+    assert_eq!(by_session, vec![e2.clone()]);
+    a.registry.remove(&e2.connection_id).await.expect("remove");
+    let left =
+        b.registry.list(&SocketFilter { user: Some(user.clone()), ..Default::default() }, 100).await.expect("list");
+    assert_eq!(left, vec![e1.clone()]);
+    a.registry.remove(&e1.connection_id).await.expect("remove");
+}
+
+#[cfg(test)]
+mod memory_suite {
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+
+    fn pods() -> (Backends, Backends) {
+        let mut config = Config::default();
+        config.limits.log_len = 50;
+        let m = MemoryBackend::new(&config);
+        (m.backends(), m.backends())
+    }
+
+    macro_rules! on_memory {
+        ($($name:ident => $check:ident $(, $arg:expr)?);* $(;)?) => {$(
+            #[tokio::test]
+            async fn $name() {
+                let (a, b) = pods();
+                $check(&a, &b $(, $arg)?).await;
+            }
+        )*};
+    }
+
+    on_memory! {
+        memory_sessions_and_history => sessions_and_history;
+        memory_conversation_listing => conversation_listing;
+        memory_event_log_and_publish => event_log_and_publish, 50;
+        memory_bus_routing => bus_routing;
+        memory_confirmations => confirmations;
+        memory_turn_leases => turn_leases;
+        memory_registry => registry;
+    }
+}

@@ -1,0 +1,446 @@
+//! In-memory backends: the embedded default (one pod, nothing to install) and the reference behaviour the
+//! Redis backends must match. Several [`MemoryBackend::backends`] handles share one state, which lets the
+//! conformance suite play several pods without Redis.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::broadcast;
+
+use super::*;
+use crate::util::now_ms;
+
+/// Shared state of all memory "pods" built from one [`MemoryBackend`].
+#[derive(Clone)]
+pub struct MemoryBackend {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    log_len: usize,
+    idle_ttl_ms: i64,
+    state: Mutex<State>,
+    /// Per-pod broadcast senders, keyed by bus handle id; the receivers belong to each pod's hub.
+    pods: Mutex<HashMap<u64, broadcast::Sender<BusEvent>>>,
+    next_pod: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<String, (SessionRecord, i64)>,
+    conversations: HashMap<String, ConversationRecord>,
+    messages: HashMap<String, Vec<StoredMessage>>,
+    logs: HashMap<String, LogState>,
+    /// channel → subscribed bus handle ids.
+    subs: HashMap<Channel, HashSet<u64>>,
+    parked: HashMap<String, ParkedTurn>,
+    decided: HashMap<String, HashMap<String, (bool, String)>>,
+    last_decision: HashMap<String, (String, bool, String)>,
+    leases: HashMap<String, (TurnInfo, i64)>,
+    /// Turn records outlive the lease so a lapsed turn can be ended: session → (info, lease deadline).
+    turns: HashMap<String, (TurnInfo, i64)>,
+    registry: HashMap<String, (SocketEntry, i64)>,
+    last_purge_ms: i64,
+}
+
+#[derive(Default)]
+struct LogState {
+    latest: u64,
+    entries: VecDeque<(u64, String)>,
+    touched_ms: i64,
+}
+
+impl MemoryBackend {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                log_len: config.limits.log_len,
+                idle_ttl_ms: (config.session.idle_ttl_s as i64).saturating_mul(1000),
+                state: Mutex::new(State::default()),
+                pods: Mutex::new(HashMap::new()),
+                next_pod: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// One pod's set of backends. Each call creates a new bus handle with its own subscriptions.
+    pub fn backends(&self) -> Backends {
+        let id = self.shared.next_pod.fetch_add(1, Ordering::Relaxed);
+        let (tx, _) = broadcast::channel(4096);
+        self.shared.pods.lock().insert(id, tx.clone());
+        let store = Arc::new(MemoryStore { shared: self.shared.clone() });
+        let bus = Arc::new(MemoryBus { shared: self.shared.clone(), id, tx });
+        Backends::from_store(store, bus)
+    }
+}
+
+impl Shared {
+    fn deliver(&self, state: &State, channel: &Channel, payload: &str) {
+        let Some(ids) = state.subs.get(channel) else {
+            return;
+        };
+        let pods = self.pods.lock();
+        let payload: Arc<str> = Arc::from(payload);
+        for id in ids {
+            if let Some(tx) = pods.get(id) {
+                let _ = tx.send(BusEvent::Message { channel: channel.clone(), payload: payload.clone() });
+            }
+        }
+    }
+
+    /// Drops idle sessions, logs and decisions (at most once a minute, on writes).
+    fn purge(&self, st: &mut State, now: i64) {
+        if now - st.last_purge_ms < 60_000 {
+            return;
+        }
+        st.last_purge_ms = now;
+        let ttl = self.idle_ttl_ms;
+        st.sessions.retain(|_, (_, t)| now - *t < ttl);
+        st.logs.retain(|_, l| now - l.touched_ms < ttl);
+        st.registry.retain(|_, (_, d)| *d > now);
+        let live: HashSet<String> = st.sessions.keys().cloned().collect();
+        st.decided.retain(|k, _| live.contains(k));
+        st.last_decision.retain(|k, _| live.contains(k));
+    }
+}
+
+struct MemoryStore {
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn create_session(&self, session: &SessionRecord, conv: Option<&ConversationRecord>) -> BResult<()> {
+        let now = now_ms();
+        let mut st = self.shared.state.lock();
+        self.shared.purge(&mut st, now);
+        st.sessions.insert(session.session_id.clone(), (session.clone(), now));
+        if let Some(c) = conv {
+            st.conversations.insert(c.conversation_id.clone(), c.clone());
+        }
+        Ok(())
+    }
+
+    async fn get_session(&self, session_id: &str) -> BResult<Option<SessionRecord>> {
+        let now = now_ms();
+        let ttl = self.shared.idle_ttl_ms;
+        let mut st = self.shared.state.lock();
+        match st.sessions.get_mut(session_id) {
+            Some((rec, touched)) if now - *touched < ttl => {
+                *touched = now;
+                Ok(Some(rec.clone()))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn get_conversation(&self, conversation_id: &str) -> BResult<Option<ConversationRecord>> {
+        Ok(self.shared.state.lock().conversations.get(conversation_id).cloned())
+    }
+
+    async fn append_message(&self, conversation_id: &str, message: &StoredMessage, now: i64) -> BResult<()> {
+        let mut st = self.shared.state.lock();
+        if let Some(c) = st.conversations.get_mut(conversation_id) {
+            c.message_count += 1;
+            c.updated_at_ms = now;
+            if c.title.is_empty() && message.direction == "inbound" {
+                c.title = crate::util::title_from(&message.text);
+            }
+        }
+        st.messages.entry(conversation_id.to_string()).or_default().push(message.clone());
+        Ok(())
+    }
+
+    async fn messages_page(&self, conversation_id: &str, before: Option<u64>, limit: usize) -> BResult<MessagePage> {
+        let st = self.shared.state.lock();
+        let all = st.messages.get(conversation_id).map(Vec::as_slice).unwrap_or(&[]);
+        let end = before.map(|b| (b as usize).min(all.len())).unwrap_or(all.len());
+        let start = end.saturating_sub(limit);
+        let mut messages: Vec<StoredMessage> = all[start..end].to_vec();
+        messages.reverse();
+        Ok(MessagePage { messages, oldest_index: start as u64, has_more: start > 0 })
+    }
+
+    async fn recent_messages(&self, conversation_id: &str, n: usize) -> BResult<Vec<StoredMessage>> {
+        let st = self.shared.state.lock();
+        let all = st.messages.get(conversation_id).map(Vec::as_slice).unwrap_or(&[]);
+        Ok(all[all.len().saturating_sub(n)..].to_vec())
+    }
+
+    async fn list_conversations(&self, user_id: &str, offset: usize, limit: usize) -> BResult<ConversationPage> {
+        let st = self.shared.state.lock();
+        let mut mine: Vec<&ConversationRecord> = st.conversations.values().filter(|c| c.user_id == user_id).collect();
+        mine.sort_by(|a, b| {
+            b.updated_at_ms.cmp(&a.updated_at_ms).then_with(|| b.conversation_id.cmp(&a.conversation_id))
+        });
+        let conversations: Vec<ConversationRecord> =
+            mine.iter().skip(offset).take(limit).map(|c| (*c).clone()).collect();
+        let has_more = mine.len() > offset + conversations.len();
+        Ok(ConversationPage { conversations, has_more })
+    }
+
+    async fn rename_conversation(&self, conversation_id: &str, title: &str) -> BResult<bool> {
+        let mut st = self.shared.state.lock();
+        Ok(match st.conversations.get_mut(conversation_id) {
+            Some(c) => {
+                c.title = title.to_string();
+                true
+            }
+            None => false,
+        })
+    }
+}
+
+#[async_trait]
+impl EventLog for MemoryStore {
+    async fn append(&self, session_id: &str, event: &str) -> BResult<u64> {
+        let mut st = self.shared.state.lock();
+        let log = st.logs.entry(session_id.to_string()).or_default();
+        log.latest += 1;
+        log.touched_ms = now_ms();
+        let seq = log.latest;
+        log.entries.push_back((seq, event.to_string()));
+        while log.entries.len() > self.shared.log_len {
+            log.entries.pop_front();
+        }
+        // Publishing under the state lock keeps seq order on the bus equal to append order.
+        self.shared.deliver(&st, &Channel::Session(session_id.to_string()), &format!("{seq}:{event}"));
+        Ok(seq)
+    }
+
+    async fn append_batch(&self, session_id: &str, events: &[String]) -> BResult<u64> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let mut st = self.shared.state.lock();
+        let log = st.logs.entry(session_id.to_string()).or_default();
+        log.touched_ms = now_ms();
+        let first = log.latest + 1;
+        let mut lines = Vec::with_capacity(events.len());
+        for event in events {
+            log.latest += 1;
+            log.entries.push_back((log.latest, event.clone()));
+            lines.push(format!("{}:{event}", log.latest));
+        }
+        while log.entries.len() > self.shared.log_len {
+            log.entries.pop_front();
+        }
+        self.shared.deliver(&st, &Channel::Session(session_id.to_string()), &lines.join("\n"));
+        Ok(first)
+    }
+
+    async fn read_after(&self, session_id: &str, after: u64, max: usize) -> BResult<Vec<(u64, String)>> {
+        let st = self.shared.state.lock();
+        Ok(st
+            .logs
+            .get(session_id)
+            .map(|l| l.entries.iter().filter(|(s, _)| *s > after).take(max).cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn bounds(&self, session_id: &str) -> BResult<(u64, u64)> {
+        let st = self.shared.state.lock();
+        Ok(st
+            .logs
+            .get(session_id)
+            .map(|l| (l.entries.front().map(|e| e.0).unwrap_or(l.latest + 1), l.latest))
+            .map(|(o, l)| if l == 0 { (0, 0) } else { (o, l) })
+            .unwrap_or((0, 0)))
+    }
+}
+
+struct MemoryBus {
+    shared: Arc<Shared>,
+    id: u64,
+    /// Sender side of this pod's receiver; owned by the bus, receivers are handed to the hub.
+    tx: broadcast::Sender<BusEvent>,
+}
+
+#[async_trait]
+impl Bus for MemoryBus {
+    async fn publish(&self, channel: &Channel, payload: &str) -> BResult<()> {
+        let st = self.shared.state.lock();
+        self.shared.deliver(&st, channel, payload);
+        Ok(())
+    }
+    async fn subscribe(&self, channel: &Channel) -> BResult<()> {
+        self.shared.state.lock().subs.entry(channel.clone()).or_default().insert(self.id);
+        Ok(())
+    }
+    async fn unsubscribe(&self, channel: &Channel) -> BResult<()> {
+        let mut st = self.shared.state.lock();
+        if let Some(set) = st.subs.get_mut(channel) {
+            set.remove(&self.id);
+            if set.is_empty() {
+                st.subs.remove(channel);
+            }
+        }
+        Ok(())
+    }
+    fn receiver(&self) -> broadcast::Receiver<BusEvent> {
+        self.tx.subscribe()
+    }
+}
+
+impl Drop for MemoryBus {
+    fn drop(&mut self) {
+        self.shared.pods.lock().remove(&self.id);
+    }
+}
+
+#[async_trait]
+impl ConfirmStore for MemoryStore {
+    async fn park(&self, parked: &ParkedTurn) -> BResult<()> {
+        self.shared.state.lock().parked.insert(parked.session_id.clone(), parked.clone());
+        Ok(())
+    }
+    async fn get(&self, session_id: &str) -> BResult<Option<ParkedTurn>> {
+        Ok(self.shared.state.lock().parked.get(session_id).cloned())
+    }
+    async fn decide(&self, session_id: &str, tool_call_id: Option<&str>, approved: bool) -> BResult<Decided> {
+        let mut st = self.shared.state.lock();
+        if let Some(id) = tool_call_id {
+            if let Some((first, req)) = st.decided.get(session_id).and_then(|d| d.get(id)) {
+                return Ok(Decided::AlreadyDecided {
+                    tool_call_id: id.to_string(),
+                    approved: *first,
+                    request_id: req.clone(),
+                });
+            }
+        }
+        let matches = match (st.parked.get(session_id), tool_call_id) {
+            (Some(p), Some(id)) => p.call.tool_call_id == id,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !matches {
+            return Ok(Decided::NoPending);
+        }
+        let Some(parked) = st.parked.remove(session_id) else {
+            return Ok(Decided::NoPending);
+        };
+        let call_id = parked.call.tool_call_id.clone();
+        st.decided
+            .entry(session_id.to_string())
+            .or_default()
+            .insert(call_id.clone(), (approved, parked.request_id.clone()));
+        st.last_decision.insert(session_id.to_string(), (call_id, approved, parked.request_id.clone()));
+        Ok(Decided::Claimed(parked))
+    }
+    async fn last_decision(&self, session_id: &str) -> BResult<Option<(String, bool, String)>> {
+        Ok(self.shared.state.lock().last_decision.get(session_id).cloned())
+    }
+    async fn take(&self, session_id: &str) -> BResult<Option<ParkedTurn>> {
+        Ok(self.shared.state.lock().parked.remove(session_id))
+    }
+    async fn expired(&self, now: i64, max: usize) -> BResult<Vec<String>> {
+        let st = self.shared.state.lock();
+        Ok(st.parked.values().filter(|p| p.expires_at_ms <= now).take(max).map(|p| p.session_id.clone()).collect())
+    }
+}
+
+#[async_trait]
+impl TurnLease for MemoryStore {
+    async fn acquire(&self, session_id: &str, info: &TurnInfo, ttl_ms: u64) -> BResult<bool> {
+        let now = now_ms();
+        let mut st = self.shared.state.lock();
+        if matches!(st.leases.get(session_id), Some((_, d)) if *d > now) {
+            return Ok(false);
+        }
+        let deadline = now + ttl_ms as i64;
+        st.leases.insert(session_id.to_string(), (info.clone(), deadline));
+        st.turns.insert(session_id.to_string(), (info.clone(), deadline));
+        Ok(true)
+    }
+    async fn renew(&self, session_id: &str, info: &TurnInfo, ttl_ms: u64) -> BResult<bool> {
+        let now = now_ms();
+        let mut st = self.shared.state.lock();
+        match st.leases.get(session_id) {
+            Some((held, d)) if held.turn_id == info.turn_id && *d > now => {
+                let deadline = now + ttl_ms as i64;
+                st.leases.insert(session_id.to_string(), (info.clone(), deadline));
+                st.turns.insert(session_id.to_string(), (info.clone(), deadline));
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+    async fn release(&self, session_id: &str, turn_id: &str) -> BResult<bool> {
+        let mut st = self.shared.state.lock();
+        let mut released = false;
+        if matches!(st.leases.get(session_id), Some((held, _)) if held.turn_id == turn_id) {
+            st.leases.remove(session_id);
+            released = true;
+        }
+        if matches!(st.turns.get(session_id), Some((held, _)) if held.turn_id == turn_id) {
+            st.turns.remove(session_id);
+            released = true;
+        }
+        Ok(released)
+    }
+    async fn current(&self, session_id: &str) -> BResult<Option<TurnInfo>> {
+        let now = now_ms();
+        let st = self.shared.state.lock();
+        Ok(st.leases.get(session_id).filter(|(_, d)| *d > now).map(|(i, _)| i.clone()))
+    }
+    async fn claim_lapsed(&self, now: i64, max: usize) -> BResult<Vec<(String, TurnInfo)>> {
+        let mut st = self.shared.state.lock();
+        let lapsed: Vec<String> =
+            st.turns.iter().filter(|(_, (_, d))| *d <= now).take(max).map(|(k, _)| k.clone()).collect();
+        let mut out = Vec::new();
+        for sid in lapsed {
+            if let Some((info, _)) = st.turns.remove(&sid) {
+                st.leases.remove(&sid);
+                out.push((sid, info));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Registry for MemoryStore {
+    async fn upsert(&self, entry: &SocketEntry, ttl_ms: u64) -> BResult<()> {
+        let deadline = now_ms() + ttl_ms as i64;
+        self.shared.state.lock().registry.insert(entry.connection_id.clone(), (entry.clone(), deadline));
+        Ok(())
+    }
+    async fn remove(&self, connection_id: &str) -> BResult<()> {
+        self.shared.state.lock().registry.remove(connection_id);
+        Ok(())
+    }
+    async fn list(&self, filter: &SocketFilter, max: usize) -> BResult<Vec<SocketEntry>> {
+        let now = now_ms();
+        let st = self.shared.state.lock();
+        let mut out: Vec<SocketEntry> = st
+            .registry
+            .values()
+            .filter(|(_, d)| *d > now)
+            .map(|(e, _)| e)
+            .filter(|e| filter.matches(e))
+            .take(max)
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.connection_id.cmp(&b.connection_id));
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Health for MemoryStore {
+    async fn ping(&self) -> bool {
+        true
+    }
+}
+
+impl SocketFilter {
+    pub fn matches(&self, e: &SocketEntry) -> bool {
+        self.session.as_ref().is_none_or(|s| e.sessions.contains(s))
+            && self.user.as_ref().is_none_or(|u| &e.user_id == u)
+            && self.org.as_ref().is_none_or(|o| &e.org_id == o)
+            && self.connection.as_ref().is_none_or(|c| &e.connection_id == c)
+    }
+}

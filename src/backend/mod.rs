@@ -1,0 +1,353 @@
+//! Storage and messaging seams. Every trait has two siblings, [`memory`] (one pod, the embedded default) and
+//! [`redis`] (the scaled service), chosen in one place ([`Backends::from_config`]) and checked by one generic
+//! conformance suite ([`conformance`]) that runs against both.
+//!
+//! Delivery semantics, stated once:
+//! - [`EventLog::append`] assigns a per-session `seq` (1, 2, 3 … without gaps), appends to a bounded log and
+//!   publishes `"<seq>:<json>"` on the session's channel in one atomic step ([`EventLog::append_batch`]: several
+//!   events, one message of such lines). The log is the truth; the
+//!   publish is a wake-up that may be lost (pub/sub is at-most-once), so consumers repair gaps from the log.
+//! - [`Bus::publish`] on non-session channels is at-most-once, unordered across publishers.
+//! - Confirmation decisions and turn leases are compare-and-set operations: exactly one caller wins.
+
+pub mod conformance;
+pub mod memory;
+pub mod redis;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::config::Config;
+
+/// Errors of the storage layer. Converted into a client-safe `INTERNAL_ERROR` at the edge.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("redis: {0}")]
+    Redis(String),
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    #[error("invalid redis_url: {0}")]
+    Config(String),
+}
+
+pub type BResult<T> = Result<T, BackendError>;
+
+/// A session: one client conversation attached to one agent, owned by one user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub session_id: String,
+    pub conversation_id: String,
+    pub agent_id: String,
+    pub agent_name: String,
+    pub user_id: String,
+    pub org_id: String,
+    pub user_participant_id: String,
+    pub agent_participant_id: String,
+    pub created_at_ms: i64,
+}
+
+/// A conversation: the message history a session (or several, over time) talks into.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationRecord {
+    pub conversation_id: String,
+    pub user_id: String,
+    pub org_id: String,
+    pub agent_id: String,
+    pub title: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub message_count: u64,
+}
+
+/// One stored message of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    pub id: String,
+    /// `inbound` (from the user) or `outbound` (from the agent).
+    pub direction: String,
+    pub text: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// A page of messages, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessagePage {
+    pub messages: Vec<StoredMessage>,
+    /// Index (from the start of the conversation) of the oldest message on this page, for the next cursor.
+    pub oldest_index: u64,
+    pub has_more: bool,
+}
+
+/// A page of a user's conversations, most recently updated first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationPage {
+    pub conversations: Vec<ConversationRecord>,
+    pub has_more: bool,
+}
+
+/// Sessions, conversations and their messages.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Stores a new session and, when `new_conversation` is set, its new conversation.
+    async fn create_session(
+        &self,
+        session: &SessionRecord,
+        new_conversation: Option<&ConversationRecord>,
+    ) -> BResult<()>;
+    /// A session by id; refreshes its idle TTL.
+    async fn get_session(&self, session_id: &str) -> BResult<Option<SessionRecord>>;
+    async fn get_conversation(&self, conversation_id: &str) -> BResult<Option<ConversationRecord>>;
+    /// Appends a message, bumps count and `updated_at`; the first inbound message sets an empty title.
+    async fn append_message(&self, conversation_id: &str, message: &StoredMessage, now_ms: i64) -> BResult<()>;
+    /// Newest first, `limit` messages strictly older than index `before` (None = from the newest).
+    async fn messages_page(&self, conversation_id: &str, before: Option<u64>, limit: usize) -> BResult<MessagePage>;
+    /// The last `n` messages, oldest first (history replayed to the model).
+    async fn recent_messages(&self, conversation_id: &str, n: usize) -> BResult<Vec<StoredMessage>>;
+    /// A user's conversations, most recently updated first, skipping `offset`.
+    async fn list_conversations(&self, user_id: &str, offset: usize, limit: usize) -> BResult<ConversationPage>;
+    /// Sets a title; false when the conversation does not exist.
+    async fn rename_conversation(&self, conversation_id: &str, title: &str) -> BResult<bool>;
+}
+
+/// The per-session ordered event log, with publish on append.
+#[async_trait]
+pub trait EventLog: Send + Sync {
+    /// Assigns the next `seq`, appends `event` (a JSON object as text), trims to the configured length and
+    /// publishes `"<seq>:<event>"` on [`Channel::Session`], atomically. Returns the seq.
+    async fn append(&self, session_id: &str, event: &str) -> BResult<u64>;
+    /// Appends several events atomically with consecutive seqs and publishes them as one bus message of
+    /// `"<seq>:<event>"` lines. Returns the first seq (0 for an empty batch). A turn's emitter uses it to
+    /// group events produced while the previous append was in flight (group commit).
+    async fn append_batch(&self, session_id: &str, events: &[String]) -> BResult<u64>;
+    /// Events with `seq > after`, oldest first, at most `max`.
+    async fn read_after(&self, session_id: &str, after: u64, max: usize) -> BResult<Vec<(u64, String)>>;
+    /// `(oldest retained seq, latest seq)`; `(0, 0)` for a session with no events yet.
+    async fn bounds(&self, session_id: &str) -> BResult<(u64, u64)>;
+}
+
+/// A pub/sub address. Session channels carry `"<seq>:<json>"`; all others carry the JSON event as is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Channel {
+    Session(String),
+    User(String),
+    Org(String),
+    Agent(String),
+    /// One pod's control channel: cancel requests, connection-targeted publishes.
+    Pod(String),
+    /// Liveness canary: each pod publishes to itself to prove the bus delivers.
+    Canary(String),
+}
+
+impl Channel {
+    /// The Redis channel name. Session channels carry the session hash tag so they shard with its keys.
+    pub fn name(&self, prefix: &str) -> String {
+        match self {
+            Channel::Session(id) => format!("{prefix}:{{{id}}}:events"),
+            Channel::User(id) => format!("{prefix}:user:{id}"),
+            Channel::Org(id) => format!("{prefix}:org:{id}"),
+            Channel::Agent(id) => format!("{prefix}:agent:{id}"),
+            Channel::Pod(id) => format!("{prefix}:pod:{id}"),
+            Channel::Canary(id) => format!("{prefix}:canary:{id}"),
+        }
+    }
+
+    /// Inverse of [`Channel::name`].
+    pub fn parse(prefix: &str, name: &str) -> Option<Channel> {
+        let rest = name.strip_prefix(prefix)?.strip_prefix(':')?;
+        if let Some(tagged) = rest.strip_prefix('{') {
+            let (id, tail) = tagged.split_once('}')?;
+            return (tail == ":events").then(|| Channel::Session(id.to_string()));
+        }
+        let (kind, id) = rest.split_once(':')?;
+        let id = id.to_string();
+        Some(match kind {
+            "user" => Channel::User(id),
+            "org" => Channel::Org(id),
+            "agent" => Channel::Agent(id),
+            "pod" => Channel::Pod(id),
+            "canary" => Channel::Canary(id),
+            _ => return None,
+        })
+    }
+}
+
+/// What a pod's bus receiver yields.
+#[derive(Debug, Clone)]
+pub enum BusEvent {
+    Message {
+        channel: Channel,
+        payload: Arc<str>,
+    },
+    /// The connection to the broker was re-established (subscriptions restored): messages may have been lost,
+    /// so session consumers must repair from the log.
+    Resubscribed,
+}
+
+/// One pod's view of the message bus. Subscriptions are per pod; the hub counts local sockets.
+#[async_trait]
+pub trait Bus: Send + Sync {
+    /// At-most-once publish.
+    async fn publish(&self, channel: &Channel, payload: &str) -> BResult<()>;
+    async fn subscribe(&self, channel: &Channel) -> BResult<()>;
+    async fn unsubscribe(&self, channel: &Channel) -> BResult<()>;
+    /// Every message for this pod's subscriptions. A `Lagged` receive means messages were dropped locally:
+    /// treat it as [`BusEvent::Resubscribed`] (repair from the log), never as the end of the stream.
+    fn receiver(&self) -> broadcast::Receiver<BusEvent>;
+}
+
+/// A gated tool call waiting for a human.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingCall {
+    pub tool_call_id: String,
+    pub tool_name: String,
+    pub arguments: String,
+}
+
+/// A parked turn: everything needed to resume it on any pod.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParkedTurn {
+    pub session_id: String,
+    pub turn_id: String,
+    pub request_id: String,
+    /// The call being asked about now (the oldest undecided gated call).
+    pub call: PendingCall,
+    /// Unix ms after which the call is denied.
+    pub expires_at_ms: i64,
+    /// The turn engine's serialized state (opaque to the store).
+    pub state: serde_json::Value,
+}
+
+/// The outcome of a decision.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decided {
+    /// This caller won: it must resume the turn with the decision.
+    Claimed(ParkedTurn),
+    /// The call was decided before; the first decision stands.
+    AlreadyDecided {
+        tool_call_id: String,
+        approved: bool,
+        request_id: String,
+    },
+    NoPending,
+}
+
+/// Pending human-in-the-loop confirmations (one parked call per session at a time).
+#[async_trait]
+pub trait ConfirmStore: Send + Sync {
+    /// Stores the parked turn (replacing any previous one of the session).
+    async fn park(&self, parked: &ParkedTurn) -> BResult<()>;
+    async fn get(&self, session_id: &str) -> BResult<Option<ParkedTurn>>;
+    /// Atomically decides the pending call. `tool_call_id = None` answers the pending call; a call id that was
+    /// already decided returns the first decision; `approved` is recorded for repeats.
+    async fn decide(&self, session_id: &str, tool_call_id: Option<&str>, approved: bool) -> BResult<Decided>;
+    /// The session's most recent decision `(tool_call_id, approved, request_id)`, for repeated v1 confirms.
+    async fn last_decision(&self, session_id: &str) -> BResult<Option<(String, bool, String)>>;
+    /// Atomically removes the parked turn (cancel). Exactly one caller gets `Some`.
+    async fn take(&self, session_id: &str) -> BResult<Option<ParkedTurn>>;
+    /// Sessions whose pending call expired at `now_ms`, at most `max`.
+    async fn expired(&self, now_ms: i64, max: usize) -> BResult<Vec<String>>;
+}
+
+/// Who holds a session's turn slot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnInfo {
+    pub turn_id: String,
+    pub request_id: String,
+    /// Pod running the turn; empty while parked (no pod needed).
+    pub pod_id: String,
+}
+
+/// One turn at a time per session, across pods: a lease renewed while the turn runs.
+#[async_trait]
+pub trait TurnLease: Send + Sync {
+    /// Takes the slot if free. Records the turn so a sweeper can end it if its pod dies.
+    async fn acquire(&self, session_id: &str, info: &TurnInfo, ttl_ms: u64) -> BResult<bool>;
+    /// Extends the lease (and may change the holder's pod, e.g. parked → running) if `turn_id` holds it.
+    async fn renew(&self, session_id: &str, info: &TurnInfo, ttl_ms: u64) -> BResult<bool>;
+    /// Frees the slot if `turn_id` holds it (or held it and it lapsed); forgets the turn record.
+    async fn release(&self, session_id: &str, turn_id: &str) -> BResult<bool>;
+    /// The current holder, if the lease is live.
+    async fn current(&self, session_id: &str) -> BResult<Option<TurnInfo>>;
+    /// Turns whose lease lapsed without release (their pod died). Each is returned to exactly one caller,
+    /// which must end the turn.
+    async fn claim_lapsed(&self, now_ms: i64, max: usize) -> BResult<Vec<(String, TurnInfo)>>;
+}
+
+/// A live socket as seen by the registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SocketEntry {
+    pub connection_id: String,
+    pub pod_id: String,
+    pub user_id: String,
+    pub org_id: String,
+    pub sessions: Vec<String>,
+    pub agents: Vec<String>,
+    pub connected_at_ms: i64,
+}
+
+/// Filter for [`Registry::list`].
+#[derive(Debug, Clone, Default)]
+pub struct SocketFilter {
+    pub session: Option<String>,
+    pub user: Option<String>,
+    pub org: Option<String>,
+    pub connection: Option<String>,
+}
+
+/// Live sockets of every pod (heartbeat TTL, so a dead pod's entries expire).
+#[async_trait]
+pub trait Registry: Send + Sync {
+    async fn upsert(&self, entry: &SocketEntry, ttl_ms: u64) -> BResult<()>;
+    async fn remove(&self, connection_id: &str) -> BResult<()>;
+    async fn list(&self, filter: &SocketFilter, max: usize) -> BResult<Vec<SocketEntry>>;
+}
+
+/// All backends of one pod.
+#[derive(Clone)]
+pub struct Backends {
+    pub sessions: Arc<dyn SessionStore>,
+    pub log: Arc<dyn EventLog>,
+    pub bus: Arc<dyn Bus>,
+    pub confirms: Arc<dyn ConfirmStore>,
+    pub leases: Arc<dyn TurnLease>,
+    pub registry: Arc<dyn Registry>,
+    /// Liveness of the backend connection for `/readyz` (memory: always true).
+    pub health: Arc<dyn Health>,
+}
+
+/// Readiness of the storage connection.
+#[async_trait]
+pub trait Health: Send + Sync {
+    async fn ping(&self) -> bool;
+}
+
+impl Backends {
+    /// Backends served by one store type that implements every storage trait, plus a pod's bus.
+    pub fn from_store<S>(store: Arc<S>, bus: Arc<dyn Bus>) -> Backends
+    where
+        S: SessionStore + EventLog + ConfirmStore + TurnLease + Registry + Health + 'static,
+    {
+        Backends {
+            sessions: store.clone(),
+            log: store.clone(),
+            bus,
+            confirms: store.clone(),
+            leases: store.clone(),
+            registry: store.clone(),
+            health: store,
+        }
+    }
+
+    /// The one place a backend is chosen: empty `redis_url` = memory, else Redis.
+    pub async fn from_config(config: &Config) -> BResult<Backends> {
+        if config.redis_url.is_empty() {
+            Ok(memory::MemoryBackend::new(config).backends())
+        } else {
+            redis::connect(config).await
+        }
+    }
+}

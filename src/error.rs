@@ -1,0 +1,97 @@
+//! Client-safe errors: every layer's error converts into [`ClientError`], whose `code` is part of the wire
+//! protocol and whose `message` never leaks internals (backend failures are logged, not sent).
+
+use serde::Serialize;
+
+/// The documented error codes of the protocol. The string form is what clients see in `error.code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    ValidationError,
+    UnsupportedAction,
+    SessionNotFound,
+    ConversationNotFound,
+    TurnInProgress,
+    AgentNotFound,
+    SkillNotFound,
+    RateLimited,
+    NoPendingConfirmation,
+    LlmUnavailable,
+    AgentError,
+    TurnInterrupted,
+    Unauthorized,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::ValidationError => "VALIDATION_ERROR",
+            ErrorCode::UnsupportedAction => "UNSUPPORTED_ACTION",
+            ErrorCode::SessionNotFound => "SESSION_NOT_FOUND",
+            ErrorCode::ConversationNotFound => "CONVERSATION_NOT_FOUND",
+            ErrorCode::TurnInProgress => "TURN_IN_PROGRESS",
+            ErrorCode::AgentNotFound => "AGENT_NOT_FOUND",
+            ErrorCode::SkillNotFound => "SKILL_NOT_FOUND",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::NoPendingConfirmation => "NO_PENDING_CONFIRMATION",
+            ErrorCode::LlmUnavailable => "LLM_UNAVAILABLE",
+            ErrorCode::AgentError => "AGENT_ERROR",
+            ErrorCode::TurnInterrupted => "TURN_INTERRUPTED",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::Internal => "INTERNAL_ERROR",
+        }
+    }
+
+    /// Every code, for metrics pre-registration and docs.
+    pub const ALL: [ErrorCode; 14] = [
+        ErrorCode::ValidationError,
+        ErrorCode::UnsupportedAction,
+        ErrorCode::SessionNotFound,
+        ErrorCode::ConversationNotFound,
+        ErrorCode::TurnInProgress,
+        ErrorCode::AgentNotFound,
+        ErrorCode::SkillNotFound,
+        ErrorCode::RateLimited,
+        ErrorCode::NoPendingConfirmation,
+        ErrorCode::LlmUnavailable,
+        ErrorCode::AgentError,
+        ErrorCode::TurnInterrupted,
+        ErrorCode::Unauthorized,
+        ErrorCode::Internal,
+    ];
+}
+
+/// The one error type that reaches a client. Built from each layer's own error.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct ClientError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ClientError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ValidationError, message)
+    }
+    pub fn session_not_found(session_id: &str) -> Self {
+        Self::new(ErrorCode::SessionNotFound, format!("session '{session_id}' not found"))
+    }
+    pub fn turn_in_progress() -> Self {
+        Self::new(
+            ErrorCode::TurnInProgress,
+            "a turn is already in progress on this session; cancel it or wait for it to complete",
+        )
+    }
+}
+
+impl From<crate::backend::BackendError> for ClientError {
+    fn from(e: crate::backend::BackendError) -> Self {
+        // Backend detail (Redis addresses, script errors) stays in the logs.
+        tracing::error!(error = %e, "backend error");
+        ClientError::new(ErrorCode::Internal, "internal error, please retry")
+    }
+}

@@ -1,0 +1,438 @@
+//! Action handlers: one function per client action. Request errors are replies to the asking socket (never
+//! logged); once a turn is accepted (202) its events go through the session log.
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::backend::{ConversationRecord, Decided, SessionRecord, StoredMessage, TurnInfo};
+use crate::error::{ClientError, ErrorCode};
+use crate::llm::ChatMessage;
+use crate::protocol::inbound::{Action, CreateSession, ParseError, Request, SendMessage};
+use crate::protocol::outbound as out;
+use crate::turn::{self, TurnState};
+use crate::util::{new_id, now_ms, now_rfc3339};
+use crate::ws::Conn;
+
+pub async fn handle(conn: &mut Conn, parsed: Result<Request, ParseError>) {
+    let req = match parsed {
+        Ok(r) => r,
+        Err(e) => return conn.reply_error(e.request_id.as_deref(), &e.error),
+    };
+    let rid = req.request_id.clone();
+    if let Err(e) = dispatch(conn, req).await {
+        conn.reply_error(rid.as_deref(), &e);
+    }
+}
+
+async fn dispatch(conn: &mut Conn, req: Request) -> Result<(), ClientError> {
+    let rid = req.request_id.as_deref();
+    match req.action {
+        Action::Ping => conn.reply(&out::pong(rid)),
+        Action::CreateSession(c) => create_session(conn, rid, c).await?,
+        Action::SendMessage(m) => send_message(conn, rid, m).await?,
+        Action::GetSession { session_id } => get_session(conn, rid, &session_id).await?,
+        Action::GetMessages { session_id, limit, cursor } => {
+            get_messages(conn, rid, &session_id, limit, cursor).await?
+        }
+        Action::ListConversations { limit, cursor } => list_conversations(conn, rid, limit, cursor).await?,
+        Action::RenameConversation { conversation_id, title } => rename(conn, rid, &conversation_id, &title).await?,
+        Action::ConfirmToolAction { session_id, approved, tool_call_id } => {
+            confirm(conn, rid, &session_id, approved, tool_call_id.filter(|_| conn.extended)).await?
+        }
+        Action::Cancel { session_id } => cancel(conn, rid, session_id).await?,
+        Action::ResumeSession { session_id, after_seq } if conn.extended => {
+            resume(conn, rid, &session_id, after_seq).await?
+        }
+        Action::ResumeSession { .. } => {
+            return Err(ClientError::new(
+                ErrorCode::UnsupportedAction,
+                "action 'resume_session' needs the 'switchboard' WebSocket subprotocol",
+            ))
+        }
+        Action::NotImplemented(name) => {
+            return Err(ClientError::new(
+                ErrorCode::UnsupportedAction,
+                format!("action '{name}' is not supported by this server"),
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// The session if it exists and belongs to this user; otherwise `SESSION_NOT_FOUND` (never reveal existence).
+async fn owned_session(conn: &Conn, session_id: &str) -> Result<SessionRecord, ClientError> {
+    match conn.app.backends.sessions.get_session(session_id).await? {
+        Some(s) if s.user_id == conn.identity.user_id && s.org_id == conn.identity.org_id => Ok(s),
+        _ => Err(ClientError::session_not_found(session_id)),
+    }
+}
+
+fn session_data(s: &SessionRecord) -> Value {
+    json!({
+        "sessionId": s.session_id,
+        "conversationId": s.conversation_id,
+        "agentId": s.agent_id,
+        "agentName": s.agent_name,
+        "userParticipantId": s.user_participant_id,
+        "agentParticipantId": s.agent_participant_id,
+    })
+}
+
+async fn create_session(conn: &mut Conn, rid: Option<&str>, c: CreateSession) -> Result<(), ClientError> {
+    let app = conn.app.clone();
+    let agent = app
+        .agents
+        .get(&c.agent_id)
+        .ok_or_else(|| ClientError::new(ErrorCode::AgentNotFound, format!("agent '{}' not found", c.agent_id)))?;
+    let now = now_ms();
+    let (conversation_id, new_conv) = match c.conversation_id {
+        Some(cid) => match app.backends.sessions.get_conversation(&cid).await? {
+            Some(conv) if conv.user_id == conn.identity.user_id && conv.org_id == conn.identity.org_id => (cid, None),
+            _ => {
+                return Err(ClientError::new(
+                    ErrorCode::ConversationNotFound,
+                    format!("conversation '{cid}' not found"),
+                ))
+            }
+        },
+        None => {
+            let cid = new_id();
+            let conv = ConversationRecord {
+                conversation_id: cid.clone(),
+                user_id: conn.identity.user_id.clone(),
+                org_id: conn.identity.org_id.clone(),
+                agent_id: c.agent_id.clone(),
+                title: String::new(),
+                created_at_ms: now,
+                updated_at_ms: now,
+                message_count: 0,
+            };
+            (cid, Some(conv))
+        }
+    };
+    let session = SessionRecord {
+        session_id: new_id(),
+        conversation_id,
+        agent_id: c.agent_id.clone(),
+        agent_name: agent.name.clone(),
+        user_id: conn.identity.user_id.clone(),
+        org_id: conn.identity.org_id.clone(),
+        user_participant_id: new_id(),
+        agent_participant_id: new_id(),
+        created_at_ms: now,
+    };
+    app.backends.sessions.create_session(&session, new_conv.as_ref()).await?;
+    conn.attach_session(&session.session_id, None).await?;
+    conn.attach_agent(&c.agent_id).await?;
+    conn.reply(&out::immediate(rid, 200, "Session created", session_data(&session)));
+    Ok(())
+}
+
+fn rate_limited(conn: &mut Conn) -> bool {
+    let now = now_ms();
+    while conn.recent_sends.front().is_some_and(|t| now - *t >= 60_000) {
+        conn.recent_sends.pop_front();
+    }
+    if conn.recent_sends.len() >= conn.app.config.limits.messages_per_minute as usize {
+        return true;
+    }
+    conn.recent_sends.push_back(now);
+    false
+}
+
+async fn send_message(conn: &mut Conn, rid: Option<&str>, m: SendMessage) -> Result<(), ClientError> {
+    let app = conn.app.clone();
+    let session = owned_session(conn, &m.session_id).await?;
+    let agent = app
+        .agents
+        .get(&session.agent_id)
+        .ok_or_else(|| ClientError::new(ErrorCode::AgentNotFound, format!("agent '{}' not found", session.agent_id)))?;
+    if let Some(skill) = &m.skill {
+        return Err(ClientError::new(ErrorCode::SkillNotFound, format!("skill '{skill}' not found")));
+    }
+    let model = match &m.model {
+        Some(name) if agent.models.iter().any(|x| x == name) => name.clone(),
+        Some(name) => return Err(ClientError::validation(format!("model '{name}' is not offered by this agent"))),
+        None => app.config.llm.model.clone(),
+    };
+    if rate_limited(conn) {
+        return Err(ClientError::new(
+            ErrorCode::RateLimited,
+            format!("more than {} messages per minute", app.config.limits.messages_per_minute),
+        ));
+    }
+    if app.draining.is_cancelled() {
+        return Err(ClientError::new(ErrorCode::TurnInterrupted, "the server is draining; reconnect and retry"));
+    }
+    // The requestId is the turn's identity on the wire; one is made up when the client sent none.
+    let request_id = rid.map(str::to_string).unwrap_or_else(new_id);
+    let turn_id = new_id();
+    let info = TurnInfo { turn_id: turn_id.clone(), request_id: request_id.clone(), pod_id: app.pod_id.clone() };
+    if !app.backends.leases.acquire(&session.session_id, &info, app.config.turn.lease_ms).await? {
+        return Err(ClientError::turn_in_progress());
+    }
+    let prepared = prepare_turn(conn, &session, &agent.system_prompt, &m, &model, &request_id, &turn_id).await;
+    let state = match prepared {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = app.backends.leases.release(&session.session_id, &turn_id).await;
+            return Err(e);
+        }
+    };
+    conn.reply(&out::immediate(Some(&request_id), 202, "Processing your request...", json!({})));
+    turn::spawn_new(app, state);
+    Ok(())
+}
+
+async fn prepare_turn(
+    conn: &mut Conn,
+    session: &SessionRecord,
+    system_prompt: &str,
+    m: &SendMessage,
+    model: &str,
+    request_id: &str,
+    turn_id: &str,
+) -> Result<TurnState, ClientError> {
+    let app = conn.app.clone();
+    conn.attach_session(&session.session_id, None).await?;
+    let history =
+        app.backends.sessions.recent_messages(&session.conversation_id, app.config.turn.history_messages).await?;
+    let stored =
+        StoredMessage { id: new_id(), direction: "inbound".into(), text: m.message.clone(), created_at: now_rfc3339() };
+    app.backends.sessions.append_message(&session.conversation_id, &stored, now_ms()).await?;
+    let mut messages = Vec::with_capacity(history.len() + 2);
+    if !system_prompt.is_empty() {
+        messages.push(ChatMessage::text("system", system_prompt));
+    }
+    for h in history {
+        let role = if h.direction == "inbound" { "user" } else { "assistant" };
+        messages.push(ChatMessage::text(role, &h.text));
+    }
+    let content = if m.images.is_empty() {
+        Value::String(m.message.clone())
+    } else {
+        let mut parts = vec![json!({"type": "text", "text": m.message})];
+        for img in &m.images {
+            let mut image_url = json!({"url": img.url});
+            if let Some(d) = &img.detail {
+                image_url["detail"] = Value::String(d.clone());
+            }
+            parts.push(json!({"type": "image_url", "image_url": image_url}));
+        }
+        Value::Array(parts)
+    };
+    messages.push(ChatMessage { role: "user".into(), content: Some(content), tool_calls: None, tool_call_id: None });
+    Ok(TurnState {
+        turn_id: turn_id.to_string(),
+        request_id: request_id.to_string(),
+        session_id: session.session_id.clone(),
+        conversation_id: session.conversation_id.clone(),
+        agent_id: session.agent_id.clone(),
+        model: model.to_string(),
+        stream: m.stream,
+        messages,
+        iteration: 0,
+        usage: Default::default(),
+        pending: Vec::new(),
+        files: m.files.clone(),
+        traceparent: None,
+    })
+}
+
+async fn get_session(conn: &mut Conn, rid: Option<&str>, session_id: &str) -> Result<(), ClientError> {
+    let s = owned_session(conn, session_id).await?;
+    let mut data = session_data(&s);
+    data["status"] = json!("active");
+    data["threadId"] = json!(s.conversation_id);
+    if conn.extended {
+        if let Some(p) = conn.app.backends.confirms.get(session_id).await? {
+            data["pendingConfirmation"] = json!({
+                "toolId": p.call.tool_name,
+                "toolCallId": p.call.tool_call_id,
+                "arguments": p.call.arguments,
+                "expiresAt": crate::util::rfc3339_from_ms(p.expires_at_ms),
+            });
+        }
+    }
+    conn.reply(&out::immediate(rid, 200, "Session", data));
+    Ok(())
+}
+
+const CURSOR_ENGINE: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+fn encode_cursor(kind: &str, n: u64) -> String {
+    CURSOR_ENGINE.encode(format!("{kind}:{n}"))
+}
+
+fn decode_cursor(kind: &str, cursor: &str) -> Result<u64, ClientError> {
+    let bad = || ClientError::validation("'cursor' is not a cursor this server issued");
+    let raw = CURSOR_ENGINE.decode(cursor).map_err(|_| bad())?;
+    let text = String::from_utf8(raw).map_err(|_| bad())?;
+    let n = text.strip_prefix(kind).and_then(|r| r.strip_prefix(':')).ok_or_else(bad)?;
+    n.parse().map_err(|_| bad())
+}
+
+async fn get_messages(
+    conn: &mut Conn,
+    rid: Option<&str>,
+    session_id: &str,
+    limit: usize,
+    cursor: Option<String>,
+) -> Result<(), ClientError> {
+    let s = owned_session(conn, session_id).await?;
+    let before = cursor.as_deref().map(|c| decode_cursor("m", c)).transpose()?;
+    let page = conn.app.backends.sessions.messages_page(&s.conversation_id, before, limit).await?;
+    let messages: Vec<Value> = page.messages.iter().map(message_json).collect();
+    let next = page.has_more.then(|| encode_cursor("m", page.oldest_index));
+    conn.reply(&out::immediate(
+        rid,
+        200,
+        "ConversationMessages",
+        json!({"conversationId": s.conversation_id, "messages": messages, "nextCursor": next, "hasMore": page.has_more}),
+    ));
+    Ok(())
+}
+
+async fn list_conversations(
+    conn: &mut Conn,
+    rid: Option<&str>,
+    limit: usize,
+    cursor: Option<String>,
+) -> Result<(), ClientError> {
+    let offset = cursor.as_deref().map(|c| decode_cursor("c", c)).transpose()?.unwrap_or(0) as usize;
+    let page = conn.app.backends.sessions.list_conversations(&conn.identity.user_id, offset, limit).await?;
+    let items: Vec<Value> = page
+        .conversations
+        .iter()
+        .filter(|c| c.org_id == conn.identity.org_id)
+        .map(|c| {
+            json!({"conversationId": c.conversation_id, "title": c.title,
+                   "updatedAt": crate::util::rfc3339_from_ms(c.updated_at_ms), "messageCount": c.message_count})
+        })
+        .collect();
+    let next = page.has_more.then(|| encode_cursor("c", (offset + page.conversations.len()) as u64));
+    conn.reply(&out::immediate(
+        rid,
+        200,
+        "Conversations",
+        json!({"conversations": items, "nextCursor": next, "hasMore": page.has_more}),
+    ));
+    Ok(())
+}
+
+async fn rename(conn: &mut Conn, rid: Option<&str>, conversation_id: &str, title: &str) -> Result<(), ClientError> {
+    let not_found =
+        || ClientError::new(ErrorCode::ConversationNotFound, format!("conversation '{conversation_id}' not found"));
+    match conn.app.backends.sessions.get_conversation(conversation_id).await? {
+        Some(c) if c.user_id == conn.identity.user_id && c.org_id == conn.identity.org_id => {}
+        _ => return Err(not_found()),
+    }
+    if !conn.app.backends.sessions.rename_conversation(conversation_id, title).await? {
+        return Err(not_found());
+    }
+    conn.reply(&out::immediate(
+        rid,
+        200,
+        "Conversation renamed",
+        json!({"conversationId": conversation_id, "title": title}),
+    ));
+    Ok(())
+}
+
+fn confirm_ack(rid: Option<&str>, session_id: &str, approved: bool) -> Value {
+    let message = if approved { "Tool action approved" } else { "Tool action rejected" };
+    out::immediate(rid, 200, message, json!({"approved": approved, "sessionId": session_id}))
+}
+
+async fn confirm(
+    conn: &mut Conn,
+    rid: Option<&str>,
+    session_id: &str,
+    approved: bool,
+    tool_call_id: Option<String>,
+) -> Result<(), ClientError> {
+    let app = conn.app.clone();
+    owned_session(conn, session_id).await?;
+    conn.attach_session(session_id, None).await?;
+    // The parked record is stored before `write_confirmation_required` is published (turn::park), so a
+    // decision never arrives before it: no waiting here.
+    match app.backends.confirms.decide(session_id, tool_call_id.as_deref(), approved).await? {
+        Decided::Claimed(parked) => {
+            conn.reply(&confirm_ack(rid, session_id, approved));
+            turn::resume_parked(app.clone(), parked, approved, "user rejected the action").await;
+            Ok(())
+        }
+        Decided::AlreadyDecided { approved: first, .. } => {
+            conn.reply(&confirm_ack(rid, session_id, first));
+            Ok(())
+        }
+        Decided::NoPending => {
+            if tool_call_id.is_none() {
+                let current = app.backends.leases.current(session_id).await?;
+                if let (Some((_, first, turn_rid)), Some(cur)) =
+                    (app.backends.confirms.last_decision(session_id).await?, &current)
+                {
+                    if cur.request_id == turn_rid && !cur.pod_id.is_empty() {
+                        // A repeat while the decided turn still runs: the first decision stands.
+                        conn.reply(&confirm_ack(rid, session_id, first));
+                        return Ok(());
+                    }
+                }
+            }
+            Err(ClientError::new(
+                ErrorCode::NoPendingConfirmation,
+                format!("no tool action is awaiting confirmation for session '{session_id}'"),
+            ))
+        }
+    }
+}
+
+async fn cancel(conn: &mut Conn, rid: Option<&str>, session_id: Option<String>) -> Result<(), ClientError> {
+    let app = conn.app.clone();
+    let target = match session_id {
+        Some(sid) => {
+            owned_session(conn, &sid).await?;
+            Some(sid)
+        }
+        None => {
+            // By requestId: the attached session whose running turn has it.
+            let mut found = None;
+            if let Some(rid) = rid {
+                for sid in conn.sessions.iter() {
+                    if app.backends.leases.current(sid).await?.is_some_and(|t| t.request_id == rid) {
+                        found = Some(sid.clone());
+                        break;
+                    }
+                }
+            }
+            found
+        }
+    };
+    if let Some(sid) = target {
+        // Nothing running emits nothing; the turn itself emits `cancelled`.
+        app.cancel_turn(&sid).await?;
+    }
+    Ok(())
+}
+
+async fn resume(conn: &mut Conn, rid: Option<&str>, session_id: &str, after_seq: u64) -> Result<(), ClientError> {
+    owned_session(conn, session_id).await?;
+    let (oldest, latest) = conn.app.backends.log.bounds(session_id).await?;
+    // The log reaches back to `after_seq` when nothing after it was trimmed, and `after_seq` is not from
+    // another epoch (newer than anything this log has).
+    let recovered = after_seq <= latest && (latest == 0 || after_seq + 1 >= oldest);
+    let from = if recovered { after_seq } else { oldest.saturating_sub(1) };
+    conn.reply(&out::immediate(
+        rid,
+        200,
+        "Session resumed",
+        json!({"sessionId": session_id, "seq": latest, "recovered": recovered}),
+    ));
+    conn.attach_session(session_id, Some(from)).await?;
+    Ok(())
+}
+
+/// A conversation message as `get_conversation_messages` shows it (v1 `ConversationMessage`).
+pub fn message_json(m: &StoredMessage) -> Value {
+    json!({"id": m.id, "direction": m.direction, "content": {"text": m.text}, "createdAt": m.created_at})
+}

@@ -1,0 +1,115 @@
+//! Model access: an OpenAI-compatible streaming client ([`openai`]) and the offline demo model ([`demo`]),
+//! both behind [`ChatModel`]. A model call yields a stream of [`ModelEvent`]s; tool calls arrive assembled
+//! (streamed argument fragments are joined by the client).
+
+pub mod demo;
+pub mod openai;
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::protocol::outbound::Usage;
+
+/// One message in OpenAI chat format.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl ChatMessage {
+    pub fn text(role: &str, text: &str) -> Self {
+        Self { role: role.into(), content: Some(Value::String(text.into())), tool_calls: None, tool_call_id: None }
+    }
+    pub fn tool_result(tool_call_id: &str, text: &str) -> Self {
+        Self {
+            role: "tool".into(),
+            content: Some(Value::String(text.into())),
+            tool_calls: None,
+            tool_call_id: Some(tool_call_id.into()),
+        }
+    }
+    /// The text of a string content, or the joined text parts of a multi-part content.
+    pub fn text_content(&self) -> String {
+        match &self.content {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(parts)) => {
+                parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect::<Vec<_>>().join(" ")
+            }
+            _ => String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+fn function_type() -> String {
+    "function".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    pub name: String,
+    pub arguments: String,
+}
+
+/// A tool offered to the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    pub parameters: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    pub tools: Vec<ToolSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelEvent {
+    Token(String),
+    Reasoning(String),
+    /// All tool calls of the response, in index order, arguments complete.
+    ToolCalls(Vec<ToolCall>),
+    Usage(Usage),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LlmError {
+    #[error("model endpoint unreachable: {0}")]
+    Unreachable(String),
+    #[error("model endpoint answered HTTP {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("model call timed out")]
+    Timeout,
+    #[error("model stream broken: {0}")]
+    Stream(String),
+}
+
+pub type ModelStream = Pin<Box<dyn Stream<Item = Result<ModelEvent, LlmError>> + Send>>;
+
+/// A chat model.
+#[async_trait]
+pub trait ChatModel: Send + Sync {
+    /// Starts a streamed completion. Errors before the stream starts (after retries) come here; errors
+    /// mid-stream come as stream items.
+    async fn stream(&self, request: ChatRequest) -> Result<ModelStream, LlmError>;
+}

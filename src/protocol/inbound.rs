@@ -1,0 +1,356 @@
+//! Client → server frames. Parsing is lenient (unknown fields are ignored) but a known field of the wrong
+//! type is a `VALIDATION_ERROR`, and every error echoes the `requestId` when one could be read.
+
+use serde_json::{Map, Value};
+
+use super::MAX_MESSAGE_CHARS;
+use crate::error::{ClientError, ErrorCode};
+
+/// One parsed client frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub request_id: Option<String>,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    CreateSession(CreateSession),
+    SendMessage(SendMessage),
+    GetSession {
+        session_id: String,
+    },
+    GetMessages {
+        session_id: String,
+        limit: usize,
+        cursor: Option<String>,
+    },
+    ConfirmToolAction {
+        session_id: String,
+        approved: bool,
+        tool_call_id: Option<String>,
+    },
+    Cancel {
+        session_id: Option<String>,
+    },
+    Ping,
+    ListConversations {
+        limit: usize,
+        cursor: Option<String>,
+    },
+    RenameConversation {
+        conversation_id: String,
+        title: String,
+    },
+    /// Extension: replay a session's log after `after_seq`, then go live.
+    ResumeSession {
+        session_id: String,
+        after_seq: u64,
+    },
+    /// Known v1 actions this server does not implement yet (`submit_interaction`, `verify_otp`).
+    NotImplemented(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateSession {
+    pub agent_id: String,
+    pub conversation_id: Option<String>,
+    pub user_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendMessage {
+    pub session_id: String,
+    pub message: String,
+    pub stream: bool,
+    pub model: Option<String>,
+    pub skill: Option<String>,
+    pub images: Vec<Image>,
+    pub files: Vec<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image {
+    pub url: String,
+    pub detail: Option<String>,
+}
+
+/// A parse failure: the error and the `requestId` to echo, if one could be read.
+#[derive(Debug, Clone)]
+pub struct ParseError {
+    pub request_id: Option<String>,
+    pub error: ClientError,
+}
+
+/// Parses one text frame.
+pub fn parse(text: &str) -> Result<Request, ParseError> {
+    let fail = |request_id: Option<String>, message: String| ParseError {
+        request_id,
+        error: ClientError::validation(message),
+    };
+    let value: Value = serde_json::from_str(text).map_err(|e| fail(None, format!("invalid JSON frame: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(fail(None, "a frame must be a JSON object".into()));
+    };
+    let request_id = match obj.get("requestId") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.len() <= 256 => Some(s.clone()),
+        Some(Value::String(_)) => return Err(fail(None, "'requestId' must be at most 256 characters".into())),
+        Some(_) => return Err(fail(None, "'requestId' must be a string".into())),
+    };
+    let action = match obj.get("action") {
+        None | Some(Value::Null) => return Err(fail(request_id, "missing 'action' field".into())),
+        Some(Value::String(a)) => a.clone(),
+        Some(_) => return Err(fail(request_id, "'action' must be a string".into())),
+    };
+    let f = Fields { obj: &obj };
+    let parsed = parse_action(&action, &f);
+    match parsed {
+        Ok(action) => Ok(Request { request_id, action }),
+        Err(error) => Err(ParseError { request_id, error }),
+    }
+}
+
+fn parse_action(action: &str, f: &Fields<'_>) -> Result<Action, ClientError> {
+    Ok(match action {
+        "create_conversation_session" => Action::CreateSession(CreateSession {
+            agent_id: f.req_str("agentId")?,
+            conversation_id: f.opt_str("conversationId")?,
+            user_name: f.opt_str("userName")?,
+        }),
+        "send_message" => Action::SendMessage(parse_send(f)?),
+        "get_session" => Action::GetSession { session_id: f.req_str("sessionId")? },
+        "get_conversation_messages" => {
+            Action::GetMessages { session_id: f.req_str("sessionId")?, limit: f.limit()?, cursor: f.opt_str("cursor")? }
+        }
+        "confirm_tool_action" => Action::ConfirmToolAction {
+            session_id: f.req_str("sessionId")?,
+            approved: f.req_bool("approved")?,
+            tool_call_id: f.opt_str("toolCallId")?,
+        },
+        "cancel" => Action::Cancel { session_id: f.opt_str("sessionId")? },
+        "ping" => Action::Ping,
+        "list_conversations" => Action::ListConversations { limit: f.limit()?, cursor: f.opt_str("cursor")? },
+        "rename_conversation" => {
+            let title = f.req_str("title")?;
+            if title.trim().is_empty() || title.chars().count() > 200 {
+                return Err(ClientError::validation("'title' must be 1-200 characters"));
+            }
+            Action::RenameConversation {
+                conversation_id: f.req_str("conversationId")?,
+                title: title.trim().to_string(),
+            }
+        }
+        "resume_session" => {
+            Action::ResumeSession { session_id: f.req_str("sessionId")?, after_seq: f.req_u64("afterSeq")? }
+        }
+        "submit_interaction" | "verify_otp" => Action::NotImplemented(action.to_string()),
+        other => {
+            let shown: String = other.chars().take(64).collect();
+            return Err(ClientError::new(
+                ErrorCode::UnsupportedAction,
+                format!("action '{shown}' is not supported by this server"),
+            ));
+        }
+    })
+}
+
+fn parse_send(f: &Fields<'_>) -> Result<SendMessage, ClientError> {
+    let session_id = f.req_str("sessionId")?;
+    let message = f.opt_str("message")?.unwrap_or_default();
+    let images = match f.obj.get("images") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| {
+                let url = item.get("url").and_then(Value::as_str).filter(|u| !u.is_empty());
+                let detail = item.get("detail").and_then(Value::as_str);
+                match (url, detail) {
+                    (Some(url), d) if d.is_none_or(|d| matches!(d, "low" | "high" | "auto")) => {
+                        Ok(Image { url: url.to_string(), detail: d.map(str::to_string) })
+                    }
+                    _ => Err(ClientError::validation(
+                        "each of 'images' needs a 'url' and an optional 'detail' of low|high|auto",
+                    )),
+                }
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(ClientError::validation("'images' must be an array")),
+    };
+    let files = match f.obj.get("files") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => {
+            for item in items {
+                let name_ok = item.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty() && n.len() <= 255);
+                let url_ok = item.get("url").and_then(Value::as_str).is_some_and(|u| !u.is_empty());
+                if !name_ok || !url_ok {
+                    return Err(ClientError::validation("each of 'files' needs a 'name' (1-255 chars) and a 'url'"));
+                }
+            }
+            items.clone()
+        }
+        Some(_) => return Err(ClientError::validation("'files' must be an array")),
+    };
+    if message.trim().is_empty() && images.is_empty() && files.is_empty() {
+        return Err(ClientError::validation(
+            "missing or empty 'message' (an empty message needs at least one 'images' or 'files' attachment)",
+        ));
+    }
+    if message.chars().count() > MAX_MESSAGE_CHARS {
+        return Err(ClientError::validation(format!("'message' is longer than {MAX_MESSAGE_CHARS} characters")));
+    }
+    let skill = f.opt_str("skill")?;
+    Ok(SendMessage {
+        session_id,
+        message,
+        stream: f.opt_bool("stream")?.unwrap_or(true),
+        model: f.opt_str("model")?,
+        skill,
+        images,
+        files,
+    })
+}
+
+struct Fields<'a> {
+    obj: &'a Map<String, Value>,
+}
+
+impl Fields<'_> {
+    fn opt_str(&self, key: &str) -> Result<Option<String>, ClientError> {
+        match self.obj.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(ClientError::validation(format!("'{key}' must be a string"))),
+        }
+    }
+    fn req_str(&self, key: &str) -> Result<String, ClientError> {
+        match self.opt_str(key)? {
+            Some(s) if !s.is_empty() && s.len() <= 256 => Ok(s),
+            Some(s) if !s.is_empty() => Err(ClientError::validation(format!("'{key}' is too long"))),
+            _ => Err(ClientError::validation(format!("missing or empty '{key}'"))),
+        }
+    }
+    fn opt_bool(&self, key: &str) -> Result<Option<bool>, ClientError> {
+        match self.obj.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(ClientError::validation(format!("'{key}' must be a boolean"))),
+        }
+    }
+    fn req_bool(&self, key: &str) -> Result<bool, ClientError> {
+        self.opt_bool(key)?.ok_or_else(|| ClientError::validation(format!("missing '{key}'")))
+    }
+    fn req_u64(&self, key: &str) -> Result<u64, ClientError> {
+        match self.obj.get(key) {
+            Some(Value::Number(n)) => {
+                n.as_u64().ok_or_else(|| ClientError::validation(format!("'{key}' must be a non-negative integer")))
+            }
+            None | Some(Value::Null) => Err(ClientError::validation(format!("missing '{key}'"))),
+            Some(_) => Err(ClientError::validation(format!("'{key}' must be a non-negative integer"))),
+        }
+    }
+    /// `limit`: 1–100, default 50.
+    fn limit(&self) -> Result<usize, ClientError> {
+        match self.obj.get("limit") {
+            None | Some(Value::Null) => Ok(50),
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(l @ 1..=100) => Ok(l as usize),
+                _ => Err(ClientError::validation("'limit' must be an integer from 1 to 100")),
+            },
+            Some(_) => Err(ClientError::validation("'limit' must be an integer from 1 to 100")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn err(text: &str) -> (Option<String>, ErrorCode, String) {
+        let e = parse(text).expect_err("should fail");
+        (e.request_id, e.error.code, e.error.message)
+    }
+
+    #[test]
+    fn reference_errors() {
+        assert_eq!(err("this is not json").1, ErrorCode::ValidationError);
+        assert!(err("this is not json").2.starts_with("invalid JSON frame"));
+        assert_eq!(
+            err(r#"{"requestId":"r","message":"hi"}"#),
+            (Some("r".into()), ErrorCode::ValidationError, "missing 'action' field".into())
+        );
+        let (rid, code, msg) = err(r#"{"action":"frobnicate","requestId":"r-bad"}"#);
+        assert_eq!((rid.as_deref(), code), (Some("r-bad"), ErrorCode::UnsupportedAction));
+        assert_eq!(msg, "action 'frobnicate' is not supported by this server");
+        let (_, code, msg) = err(r#"{"action":"send_message","requestId":"r","sessionId":"s","message":""}"#);
+        assert_eq!(code, ErrorCode::ValidationError);
+        assert!(msg.contains("missing or empty 'message'"));
+    }
+
+    #[test]
+    fn wrong_types_are_validation_errors() {
+        for frame in [
+            r#"{"action":"send_message","requestId":"r","sessionId":5,"message":"x"}"#,
+            r#"{"action":"send_message","requestId":"r","sessionId":"s","message":"x","stream":"yes"}"#,
+            r#"{"action":"confirm_tool_action","requestId":"r","sessionId":"s","approved":"true"}"#,
+            r#"{"action":"get_conversation_messages","requestId":"r","sessionId":"s","limit":0}"#,
+            r#"{"action":"get_conversation_messages","requestId":"r","sessionId":"s","limit":101}"#,
+            r#"{"action":"get_conversation_messages","requestId":"r","sessionId":"s","limit":"5"}"#,
+            r#"{"action":"resume_session","requestId":"r","sessionId":"s","afterSeq":-1}"#,
+            r#"{"action":5,"requestId":"r"}"#,
+        ] {
+            let (rid, code, _) = err(frame);
+            assert_eq!(code, ErrorCode::ValidationError, "{frame}");
+            assert_eq!(rid.as_deref(), Some("r"), "{frame}");
+        }
+        assert_eq!(err(r#"{"action":"ping","requestId":7}"#).0, None);
+        assert_eq!(err("[1,2]").1, ErrorCode::ValidationError);
+    }
+
+    #[test]
+    fn message_length_bounds() {
+        let ok =
+            format!(r#"{{"action":"send_message","sessionId":"s","message":"{}"}}"#, "é".repeat(MAX_MESSAGE_CHARS));
+        assert!(parse(&ok).is_ok());
+        let long =
+            format!(r#"{{"action":"send_message","sessionId":"s","message":"{}"}}"#, "a".repeat(MAX_MESSAGE_CHARS + 1));
+        assert_eq!(err(&long).1, ErrorCode::ValidationError);
+        let img = r#"{"action":"send_message","sessionId":"s","message":"","images":[{"url":"http://x/a.png"}]}"#;
+        assert!(parse(img).is_ok());
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let r = parse(r#"{"action":"ping","requestId":"p","extra":{"a":1}}"#).expect("ok");
+        assert_eq!(r, Request { request_id: Some("p".into()), action: Action::Ping });
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// Any input gets either a request or a clear error; never a panic.
+        #[test]
+        fn never_panics_on_arbitrary_text(s in ".{0,300}") {
+            let _ = parse(&s);
+        }
+
+        #[test]
+        fn never_panics_on_arbitrary_objects(
+            action in prop_oneof![Just("send_message".to_string()), Just("confirm_tool_action".to_string()),
+                Just("get_conversation_messages".to_string()), Just("create_conversation_session".to_string()),
+                Just("resume_session".to_string()), Just("cancel".to_string()), "[a-z_]{0,12}"],
+            key in prop_oneof![Just("sessionId"), Just("message"), Just("approved"), Just("limit"), Just("afterSeq"), Just("images"), Just("stream")],
+            val in prop_oneof![Just("null".to_string()), Just("1".to_string()), Just("-5".to_string()), Just("true".to_string()),
+                Just("[]".to_string()), Just("{}".to_string()), Just("[{}]".to_string()), "\"[a-z]{0,8}\""],
+        ) {
+            let frame = format!(r#"{{"action":"{action}","requestId":"q","{key}":{val}}}"#);
+            match parse(&frame) {
+                Ok(_) => {}
+                Err(e) => {
+                    prop_assert_eq!(e.request_id.as_deref(), Some("q"));
+                    prop_assert!(!e.error.message.is_empty());
+                }
+            }
+        }
+    }
+}

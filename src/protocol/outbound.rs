@@ -1,0 +1,147 @@
+//! Server → client frames, each built in the exact v1 shape (see [`super::shapes`]). Extensions
+//! (`sessionId`/`seq` on session events, `reconnect`) are added only for connections that asked for them.
+
+use serde_json::{json, Value};
+
+use crate::error::ClientError;
+use crate::util::now_ms;
+
+fn with_rid(mut v: Value, request_id: Option<&str>) -> Value {
+    if let (Some(rid), Some(obj)) = (request_id, v.as_object_mut()) {
+        obj.insert("requestId".into(), Value::String(rid.to_string()));
+    }
+    v
+}
+
+/// `immediate_response`: 202 (accepted, `data: {}`) or 200 (final, with data).
+pub fn immediate(request_id: Option<&str>, status: u16, message: &str, data: Value) -> Value {
+    with_rid(
+        json!({"type": "immediate_response", "status": status, "message": message, "data": data, "timestamp": now_ms()}),
+        request_id,
+    )
+}
+
+/// `error` with the code and message both at the top level and under `data`.
+pub fn error(request_id: Option<&str>, e: &ClientError) -> Value {
+    let err = json!({"code": e.code.as_str(), "message": e.message});
+    let mut data = json!({"error": err});
+    if let (Some(rid), Some(obj)) = (request_id, data.as_object_mut()) {
+        obj.insert("requestId".into(), Value::String(rid.to_string()));
+    }
+    with_rid(json!({"type": "error", "error": err, "data": data, "timestamp": now_ms()}), request_id)
+}
+
+/// `stream_token`, `stream_reasoning` or `stream_preamble`.
+pub fn token(kind: &str, request_id: &str, token: &str) -> Value {
+    json!({"type": kind, "requestId": request_id, "token": token,
+           "data": {"requestId": request_id, "token": token}, "timestamp": now_ms()})
+}
+
+/// [`token`] rendered straight to text: the hot path of a streamed turn (one per model chunk).
+pub fn token_text(kind: &str, request_id: &str, token: &str) -> String {
+    let esc = |v: &str| serde_json::to_string(v).unwrap_or_else(|_| "\"\"".into());
+    let (kind, rid, tok) = (esc(kind), esc(request_id), esc(token));
+    format!(
+        r#"{{"type":{kind},"requestId":{rid},"token":{tok},"data":{{"requestId":{rid},"token":{tok}}},"timestamp":{}}}"#,
+        now_ms()
+    )
+}
+
+/// `stream_chunk` for a tool step: `raw` is `{"toolCall": …}` or `{"toolResult": …}`.
+pub fn chunk(request_id: &str, node: &str, raw: Value) -> Value {
+    json!({"type": "stream_chunk", "requestId": request_id, "node": node,
+           "data": {"requestId": request_id, "node": node, "state": {"rawResponse": raw}}, "timestamp": now_ms()})
+}
+
+pub fn tool_call_chunk(request_id: &str, name: &str, arguments: &str) -> Value {
+    chunk(request_id, name, json!({"toolCall": {"name": name, "arguments": arguments}}))
+}
+
+pub fn tool_result_chunk(request_id: &str, name: &str, is_error: bool, result: &str) -> Value {
+    chunk(request_id, name, json!({"toolResult": {"name": name, "isError": is_error, "result": result}}))
+}
+
+pub fn write_confirmation_required(request_id: &str, tool_id: &str, description: &str) -> Value {
+    json!({"type": "write_confirmation_required", "requestId": request_id,
+           "data": {"requestId": request_id, "data": {"toolId": tool_id, "actionDescription": description}},
+           "timestamp": now_ms()})
+}
+
+/// Token counts summed over a turn's model calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// The single authoritative end of a turn.
+pub fn eventual_response(request_id: &str, message_id: &str, text: &str, usage: Usage) -> Value {
+    json!({"type": "eventual_response", "requestId": request_id, "status": 200,
+           "data": {"requestId": request_id, "status": 200, "data": {
+               "messageId": message_id,
+               "needsEscalation": false,
+               "response": {
+                   "responseParts": [text],
+                   "customerHappinessScore": 0.5,
+                   "needsSatisfactionScore": 0.5,
+                   "requestSummary": "",
+                   "resolutionStatus": "in_progress",
+                   "suggestedNextActions": []
+               },
+               "usage": {"promptTokens": usage.prompt_tokens, "completionTokens": usage.completion_tokens, "costUsd": 0.0}
+           }},
+           "timestamp": now_ms()})
+}
+
+pub fn cancelled(request_id: &str) -> Value {
+    json!({"type": "cancelled", "requestId": request_id, "status": 499,
+           "data": {"requestId": request_id, "status": 499}, "timestamp": now_ms()})
+}
+
+pub fn pong(request_id: Option<&str>) -> Value {
+    let ts = now_ms();
+    with_rid(json!({"type": "pong", "data": {"timestamp": ts}, "timestamp": ts}), request_id)
+}
+
+pub fn keepalive() -> Value {
+    json!({"type": "keepalive", "data": {"requestId": ""}, "timestamp": now_ms()})
+}
+
+/// Extension: sent before the server closes a socket (drain: 1012, slow consumer: 4000).
+pub fn reconnect(reason: &str, retry_after_ms: u64) -> Value {
+    json!({"type": "reconnect", "data": {"reason": reason, "retryAfterMs": retry_after_ms}, "timestamp": now_ms()})
+}
+
+/// Adds the extension fields to a session event already serialized in v1 form, without re-parsing it.
+pub fn extend_session_event(v1: &str, session_id: &str, seq: u64) -> String {
+    let body = v1.trim_start();
+    let rest = body.strip_prefix('{').unwrap_or(body).trim_start();
+    let sid = serde_json::to_string(session_id).unwrap_or_else(|_| "\"\"".into());
+    if rest.starts_with('}') {
+        format!("{{\"sessionId\":{sid},\"seq\":{seq}{rest}")
+    } else {
+        format!("{{\"sessionId\":{sid},\"seq\":{seq},{rest}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_text_equals_token() {
+        let mut a: Value = serde_json::from_str(&token_text("stream_token", "r\"1", "he said \"hi\"\n")).expect("json");
+        let mut b = token("stream_token", "r\"1", "he said \"hi\"\n");
+        a["timestamp"] = 0.into();
+        b["timestamp"] = 0.into();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn extension_fields_are_spliced_in() {
+        let v: Value = serde_json::from_str(&extend_session_event(r#"{"type":"x","a":1}"#, "s\"1", 7)).expect("json");
+        assert_eq!(v, json!({"type": "x", "a": 1, "sessionId": "s\"1", "seq": 7}));
+        let v: Value = serde_json::from_str(&extend_session_event("{}", "s", 1)).expect("json");
+        assert_eq!(v, json!({"sessionId": "s", "seq": 1}));
+    }
+}

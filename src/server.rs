@@ -1,0 +1,121 @@
+//! Process lifecycle: build the pod from config, serve, and drain in the order DESIGN §2 fixes:
+//! readiness fails at once → pre-stop pause → sockets get `reconnect` + 1012 → running turns continue until
+//! `drain.timeout_s` → then end with `TURN_INTERRUPTED` → exit.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::App;
+use crate::backend::Backends;
+use crate::config::Config;
+use crate::llm::{demo::DemoModel, openai::OpenAiModel, ChatModel};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("backend: {0}")]
+    Backend(#[from] crate::backend::BackendError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+}
+
+/// A started pod: its address and a handle to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    /// Completes when the server has fully stopped.
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Begins the graceful drain (as on SIGTERM).
+    pub fn drain(&self) {
+        self.app.draining.cancel();
+    }
+
+    /// Drains and waits for the process-level stop.
+    pub async fn stop(self) {
+        self.drain();
+        let _ = self.done.await;
+    }
+
+    /// Stops at once without draining (a crashed pod): sockets drop, turns are abandoned mid-flight.
+    pub fn kill(self) {
+        self.app.stopped.cancel();
+        self.done.abort();
+    }
+}
+
+pub fn model_for(config: &Config) -> Arc<dyn ChatModel> {
+    if config.llm.base_url.is_empty() {
+        tracing::warn!(
+            "llm.base_url is empty: using the OFFLINE DEMO MODEL (replies are canned, labelled [demo model])"
+        );
+        Arc::new(DemoModel::default())
+    } else {
+        Arc::new(OpenAiModel::new(&config.llm))
+    }
+}
+
+/// Builds backends from config and starts serving.
+pub async fn start(config: Config) -> Result<Running, ServerError> {
+    let backends = Backends::from_config(&config).await?;
+    start_with(config, backends).await
+}
+
+/// Starts a pod on given backends (tests share one memory backend between pods).
+pub async fn start_with(config: Config, backends: Backends) -> Result<Running, ServerError> {
+    if config.auth.mode == "none" {
+        tracing::warn!("auth.mode = none: every connection is the same anonymous user; for local use only");
+    }
+    let model = model_for(&config);
+    let listener = tokio::net::TcpListener::bind(&config.bind)
+        .await
+        .map_err(|source| ServerError::Bind { addr: config.bind.clone(), source })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.bind.clone(), source })?;
+    let app = App::new(config, backends, model);
+    app.start().await?;
+    tracing::info!(%addr, pod = %app.pod_id, "switchboard listening");
+    let router = crate::http::router(app.clone());
+    let done = tokio::spawn(serve(app.clone(), listener, router));
+    Ok(Running { addr, app, done })
+}
+
+async fn serve(app: Arc<App>, listener: tokio::net::TcpListener, router: axum::Router) {
+    let stop_accepting = app.close_sockets.clone();
+    use axum::serve::ListenerExt;
+    // Token streams are many small frames: Nagle plus delayed ACKs would add up to 40 ms to each.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY failed");
+        }
+    });
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move { stop_accepting.cancelled().await });
+    let drain = {
+        let app = app.clone();
+        async move {
+            tokio::select! {
+                _ = app.draining.cancelled() => {}
+                _ = app.stopped.cancelled() => return,
+            }
+            let cfg = &app.config.drain;
+            tracing::info!(pre_stop_s = cfg.pre_stop_s, timeout_s = cfg.timeout_s, "draining: readiness is failing");
+            tokio::time::sleep(Duration::from_secs(cfg.pre_stop_s)).await;
+            tracing::info!("draining: closing sockets with reconnect + 1012");
+            app.close_sockets.cancel();
+            app.tasks.close();
+            let remaining = Duration::from_secs(cfg.timeout_s.saturating_sub(cfg.pre_stop_s));
+            if tokio::time::timeout(remaining, app.tasks.wait()).await.is_err() {
+                tracing::warn!("drain timeout: interrupting running turns");
+                app.interrupt.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(3), app.tasks.wait()).await;
+            }
+            app.stopped.cancel();
+        }
+    };
+    let (served, ()) = tokio::join!(async move { server.await }, drain);
+    if let Err(e) = served {
+        tracing::error!(error = %e, "server error");
+    }
+    tracing::info!("switchboard stopped");
+}

@@ -1,0 +1,143 @@
+//! HTTP webhook tools. `POST url` with `{"tool", "arguments", "sessionId", "toolCallId", "agentId", "files"?}`
+//! and an `Idempotency-Key: <toolCallId>` header (a resumed turn may repeat a call whose pod died mid-call).
+//! `200 {"result": <string|json>}` is a result; `{"error": "..."}`, non-2xx, timeout, bad JSON or a body over
+//! `tools.max_output_bytes` become an error result for the model. A tool never fails the turn.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use crate::config::{ToolConfig, ToolsConfig};
+
+/// URL of the demo agent's in-process tool (used only with the offline demo model).
+pub const DEMO_TOOL_URL: &str = "builtin:demo";
+
+/// What the model is told a tool returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolOutcome {
+    pub is_error: bool,
+    pub result: String,
+}
+
+impl ToolOutcome {
+    fn error(msg: impl Into<String>) -> Self {
+        Self { is_error: true, result: msg.into() }
+    }
+}
+
+pub struct ToolContext<'a> {
+    pub session_id: &'a str,
+    pub tool_call_id: &'a str,
+    pub agent_id: &'a str,
+    pub files: &'a [Value],
+}
+
+pub struct ToolRunner {
+    http: reqwest::Client,
+    timeout: Duration,
+    max_output: usize,
+}
+
+impl ToolRunner {
+    pub fn new(config: &ToolsConfig) -> Self {
+        Self {
+            http: reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(60)).build().unwrap_or_default(),
+            timeout: Duration::from_millis(config.timeout_ms),
+            max_output: config.max_output_bytes,
+        }
+    }
+
+    pub async fn call(&self, tool: &ToolConfig, arguments: &str, ctx: ToolContext<'_>) -> ToolOutcome {
+        if tool.url == DEMO_TOOL_URL {
+            let id = serde_json::from_str::<Value>(arguments)
+                .ok()
+                .and_then(|v| v.get("id").map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string())))
+                .unwrap_or_else(|| "?".into());
+            return ToolOutcome {
+                is_error: false,
+                result: format!("record {id} deleted (demo tool, nothing was really deleted)"),
+            };
+        }
+        let args: Value = serde_json::from_str(arguments).unwrap_or_else(|_| Value::String(arguments.to_string()));
+        let mut body = json!({
+            "tool": tool.name,
+            "arguments": args,
+            "sessionId": ctx.session_id,
+            "toolCallId": ctx.tool_call_id,
+            "agentId": ctx.agent_id,
+        });
+        if !ctx.files.is_empty() {
+            body["files"] = Value::Array(ctx.files.to_vec());
+        }
+        let fut = async {
+            let resp = self
+                .http
+                .post(&tool.url)
+                .header("Idempotency-Key", ctx.tool_call_id)
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| format!("tool '{}' unreachable: {}", tool.name, without_url(&e)))?;
+            let status = resp.status();
+            if !status.is_success() {
+                return Err(format!("tool '{}' failed with HTTP {}", tool.name, status.as_u16()));
+            }
+            let mut bytes = Vec::new();
+            let mut stream = resp.bytes_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| format!("tool '{}' response broken: {}", tool.name, without_url(&e)))?;
+                if bytes.len() + chunk.len() > self.max_output {
+                    return Err(format!("tool '{}' output exceeds {} bytes", tool.name, self.max_output));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            let v: Value =
+                serde_json::from_slice(&bytes).map_err(|_| format!("tool '{}' returned invalid JSON", tool.name))?;
+            if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+                let msg = err.as_str().map(str::to_string).unwrap_or_else(|| err.to_string());
+                return Ok(ToolOutcome::error(msg));
+            }
+            match v.get("result") {
+                Some(Value::String(s)) => Ok(ToolOutcome { is_error: false, result: s.clone() }),
+                Some(other) => Ok(ToolOutcome { is_error: false, result: other.to_string() }),
+                None => Err(format!("tool '{}' answered without 'result' or 'error'", tool.name)),
+            }
+        };
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(msg)) => {
+                tracing::warn!(tool = %tool.name, %msg, "tool call failed");
+                ToolOutcome::error(msg)
+            }
+            Err(_) => {
+                tracing::warn!(tool = %tool.name, "tool call timed out");
+                ToolOutcome::error(format!("tool '{}' timed out after {} ms", tool.name, self.timeout.as_millis()))
+            }
+        }
+    }
+}
+
+/// reqwest errors include the URL, which may carry secrets; keep only the kind.
+fn without_url(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timeout".into()
+    } else if e.is_connect() {
+        "connection refused".into()
+    } else {
+        e.without_url_ref().to_string()
+    }
+}
+
+trait WithoutUrlRef {
+    fn without_url_ref(&self) -> String;
+}
+impl WithoutUrlRef for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        let s = self.to_string();
+        match self.url() {
+            Some(u) => s.replace(u.as_str(), "<tool url>"),
+            None => s,
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Small shared helpers: clocks, ids, titles, globs.
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// RFC 3339 timestamp with nanoseconds, as the reference server writes `createdAt`.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// RFC 3339 form of a Unix-ms time.
+pub fn rfc3339_from_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A conversation title from its first message: first line, at most 60 characters, on a word boundary.
+pub fn title_from(text: &str) -> String {
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    if line.chars().count() <= 60 {
+        return line.to_string();
+    }
+    let cut: String = line.chars().take(60).collect();
+    let trimmed = match cut.rfind(' ') {
+        Some(i) if i > 20 => &cut[..i],
+        _ => cut.as_str(),
+    };
+    format!("{}…", trimmed.trim_end())
+}
+
+/// Glob match with `*` (any run) and `?` (one char), used for `confirm_tools`.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    let (mut pi, mut ni) = (0usize, 0usize);
+    let (mut star, mut mark) = (None::<usize>, 0usize);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("delete_*", "delete_record"));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("a?c", "abc"));
+        assert!(!glob_match("delete_*", "get_record"));
+        assert!(!glob_match("a?c", "abbc"));
+        assert!(glob_match("*_record", "delete_record"));
+        assert!(glob_match("issue_refund", "issue_refund"));
+    }
+
+    #[test]
+    fn titles() {
+        assert_eq!(title_from("  hi there \nsecond"), "hi there");
+        let long = "word ".repeat(30);
+        let t = title_from(&long);
+        assert!(t.chars().count() <= 61 && t.ends_with('…'), "{t}");
+    }
+}

@@ -1,0 +1,440 @@
+//! One WebSocket connection: the upgrade (auth, subprotocol, limits), the reader loop that parses frames and
+//! dispatches them (see [`crate::handlers`]), and the writer task that owns the socket's sink, renders session
+//! events for v1 or extended clients, keeps per-session positions (dropping duplicates, repairing gaps from
+//! the log) and sends keepalives.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::auth::Identity;
+use crate::backend::{Channel, SocketEntry};
+use crate::error::ClientError;
+use crate::hub::{ConnHandle, Outbound};
+use crate::protocol::{inbound, outbound as out, EXTENSION_SUBPROTOCOL};
+use crate::util::now_ms;
+
+pub const CLOSE_TOO_LARGE: u16 = 1009;
+pub const CLOSE_DRAINING: u16 = 1012;
+pub const CLOSE_SLOW_CONSUMER: u16 = 4000;
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4401;
+
+/// How the writer should close the socket.
+#[derive(Debug, Clone)]
+pub struct CloseSpec {
+    pub code: u16,
+    pub reason: &'static str,
+    /// Send the `reconnect` extension frame first (extended clients only).
+    pub reconnect: bool,
+}
+
+#[derive(serde::Deserialize)]
+pub struct WsQuery {
+    token: Option<String>,
+}
+
+static NEXT_CONN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+pub async fn upgrade(
+    State(app): State<Arc<App>>,
+    Query(q): Query<WsQuery>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if app.draining.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    let identity = match app.auth.authenticate(q.token.as_deref().or(bearer)) {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::info!(error = %e, "websocket upgrade refused");
+            return (StatusCode::UNAUTHORIZED, "unauthorized").into_response();
+        }
+    };
+    let max = app.config.limits.max_frame_bytes;
+    let ws = ws
+        .protocols([EXTENSION_SUBPROTOCOL])
+        // Frames up to twice the limit are read so we can answer them with a proper 1009 close.
+        .max_message_size(max * 2 + 1024)
+        .max_frame_size(max * 2 + 1024)
+        // Small buffers keep an idle socket cheap; they grow on demand.
+        .read_buffer_size(512)
+        // Frames are fed and flushed per batch; the buffer only grows while a batch is written.
+        .write_buffer_size(16 * 1024);
+    let extended = ws.selected_protocol().is_some();
+    let tasks = app.tasks.clone();
+    ws.on_upgrade(move |socket| tasks.track_future(run_connection(app, socket, identity, extended)))
+}
+
+/// Per-connection state used by the handlers.
+pub struct Conn {
+    pub app: Arc<App>,
+    pub identity: Identity,
+    pub extended: bool,
+    pub handle: ConnHandle,
+    /// Sessions this socket is attached to (receives their logged events).
+    /// Few per socket, so plain vectors (an idle socket's size matters at 10k sockets per pod).
+    pub sessions: Vec<String>,
+    pub agents: Vec<String>,
+    pub connected_at_ms: i64,
+    /// `send_message` timestamps in the last minute (rate limit).
+    pub recent_sends: std::collections::VecDeque<i64>,
+}
+
+impl Conn {
+    /// A reply to the asking socket only (not logged).
+    pub fn reply(&self, frame: &serde_json::Value) {
+        self.handle.offer(Outbound::Frame(Arc::from(frame.to_string())), &self.app.metrics);
+    }
+
+    pub fn reply_error(&self, request_id: Option<&str>, e: &ClientError) {
+        self.app.metrics.error(e.code);
+        self.reply(&out::error(request_id, e));
+    }
+
+    /// Attaches this socket to a session's events from `after` (None = from now).
+    pub async fn attach_session(&mut self, session_id: &str, after: Option<u64>) -> Result<(), ClientError> {
+        let sid: Arc<str> = Arc::from(session_id);
+        let attached = self.sessions.iter().any(|s| s == session_id);
+        if attached && after.is_none() {
+            return Ok(());
+        }
+        let channel = Channel::Session(session_id.to_string());
+        let position = match after {
+            Some(a) => a,
+            None => self.app.backends.log.bounds(session_id).await?.1,
+        };
+        self.handle.offer(Outbound::SetCursor { session_id: sid.clone(), after: position }, &self.app.metrics);
+        if !attached {
+            self.sessions.push(session_id.to_string());
+            self.app.hub.attach(&channel, &self.handle).await?;
+            self.app.metrics.sessions_attached.fetch_add(1, Ordering::Relaxed);
+            self.register().await;
+        }
+        // Anything appended between reading the position and the hub registration is read back here, and no
+        // further: later events arrive live, in order with this socket's replies.
+        let latest = self.app.backends.log.bounds(session_id).await?.1;
+        if latest > position {
+            self.handle.offer(Outbound::CatchUp { session_id: sid, until: Some(latest) }, &self.app.metrics);
+        }
+        Ok(())
+    }
+
+    pub async fn attach_agent(&mut self, agent_id: &str) -> Result<(), ClientError> {
+        if !self.agents.iter().any(|a| a == agent_id) {
+            self.agents.push(agent_id.to_string());
+            let channel = Channel::Agent(agent_id.to_string());
+            self.app.hub.attach(&channel, &self.handle).await?;
+            self.register().await;
+        }
+        Ok(())
+    }
+
+    /// Every channel this socket may be routed on (detaching one it is not on is harmless).
+    fn channels(&self) -> Vec<Channel> {
+        let mut out = vec![Channel::User(self.identity.user_id.clone()), Channel::Org(self.identity.org_id.clone())];
+        out.extend(self.sessions.iter().map(|s| Channel::Session(s.clone())));
+        out.extend(self.agents.iter().map(|a| Channel::Agent(a.clone())));
+        out
+    }
+
+    fn entry(&self) -> SocketEntry {
+        SocketEntry {
+            connection_id: self.handle.connection_id.to_string(),
+            pod_id: self.app.pod_id.clone(),
+            user_id: self.identity.user_id.clone(),
+            org_id: self.identity.org_id.clone(),
+            sessions: self.sessions.clone(),
+            agents: self.agents.clone(),
+            connected_at_ms: self.connected_at_ms,
+        }
+    }
+
+    /// Registry entry with a TTL of three heartbeats, so a dead pod's sockets disappear.
+    pub async fn register(&self) {
+        if let Err(e) = self.app.backends.registry.upsert(&self.entry(), REGISTRY_TTL_MS).await {
+            tracing::warn!(error = %e, "socket registry update failed");
+        }
+    }
+}
+
+const REGISTRY_TTL_MS: u64 = 30_000;
+
+async fn run_connection(app: Arc<App>, socket: WebSocket, identity: Identity, extended: bool) {
+    let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    let queue = Arc::new(crate::queue::OutQueue::new(app.config.limits.outbound_queue));
+    let handle = ConnHandle {
+        id,
+        connection_id: Arc::from(crate::util::new_id()),
+        queue: queue.clone(),
+        slow: CancellationToken::new(),
+    };
+    app.metrics.connections.fetch_add(1, Ordering::Relaxed);
+    app.hub.register_connection(&handle);
+    let (sink, mut stream) = socket.split();
+    let (close_tx, close_rx) = watch::channel(None::<CloseSpec>);
+    let writer = tokio::spawn(writer_loop(app.clone(), sink, queue.clone(), extended, close_rx));
+    let mut conn = Conn {
+        app: app.clone(),
+        identity,
+        extended,
+        handle,
+        sessions: Vec::new(),
+        agents: Vec::new(),
+        connected_at_ms: now_ms(),
+        recent_sends: Default::default(),
+    };
+    for channel in [Channel::User(conn.identity.user_id.clone()), Channel::Org(conn.identity.org_id.clone())] {
+        match app.hub.attach(&channel, &conn.handle).await {
+            Ok(()) => {}
+            Err(e) => tracing::warn!(error = %e, "could not subscribe user/org channel"),
+        }
+    }
+    conn.register().await;
+
+    let max = app.config.limits.max_frame_bytes;
+    let expires_in = conn
+        .identity
+        .expires_at
+        .map(|exp| Duration::from_secs((exp - chrono::Utc::now().timestamp()).max(0) as u64))
+        .unwrap_or(Duration::from_secs(u64::MAX / 4));
+    let token_expiry = tokio::time::sleep(expires_in);
+    tokio::pin!(token_expiry);
+    let mut heartbeat = tokio::time::interval(Duration::from_millis(REGISTRY_TTL_MS / 3));
+    heartbeat.tick().await;
+    let close = |spec: CloseSpec| {
+        let _ = close_tx.send(Some(spec));
+    };
+    loop {
+        tokio::select! {
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    if text.len() > max {
+                        close(CloseSpec { code: CLOSE_TOO_LARGE, reason: "frame too large", reconnect: false });
+                        break;
+                    }
+                    let parsed = inbound::parse(text.as_str());
+                    // Boxed: the handler's large state lives on the heap only while a frame is handled, so an
+                    // idle connection's future stays small.
+                    Box::pin(crate::handlers::handle(&mut conn, parsed)).await;
+                }
+                Some(Ok(Message::Binary(b))) => {
+                    if b.len() > max {
+                        close(CloseSpec { code: CLOSE_TOO_LARGE, reason: "frame too large", reconnect: false });
+                        break;
+                    }
+                    conn.reply_error(None, &ClientError::validation("binary frames are not supported; send JSON text frames"));
+                }
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    let too_big = e.to_string().to_lowercase().contains("too long") || e.to_string().contains("Capacity");
+                    if too_big {
+                        close(CloseSpec { code: CLOSE_TOO_LARGE, reason: "frame too large", reconnect: false });
+                    }
+                    tracing::debug!(error = %e, "websocket read error");
+                    break;
+                }
+            },
+            _ = conn.handle.slow.cancelled() => {
+                tracing::info!(connection_id = %conn.handle.connection_id, "slow consumer: closing with 4000");
+                close(CloseSpec { code: CLOSE_SLOW_CONSUMER, reason: "slow consumer: resume to continue", reconnect: true });
+                break;
+            }
+            _ = app.close_sockets.cancelled() => {
+                close(CloseSpec { code: CLOSE_DRAINING, reason: "server draining: reconnect", reconnect: true });
+                break;
+            }
+            _ = &mut token_expiry => {
+                close(CloseSpec { code: CLOSE_TOKEN_EXPIRED, reason: "token expired", reconnect: false });
+                break;
+            }
+            _ = heartbeat.tick() => conn.register().await,
+            _ = app.stopped.cancelled() => break,
+        }
+    }
+    // Give the writer a moment to flush the close frame.
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    queue.close();
+    app.hub.detach_all(conn.handle.id, &conn.handle.connection_id, &conn.channels()).await;
+    let _ = app.backends.registry.remove(&conn.handle.connection_id).await;
+    app.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    app.metrics.sessions_attached.fetch_sub(conn.sessions.len() as i64, Ordering::Relaxed);
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+async fn send_text(sink: &mut Sink, text: &str) -> bool {
+    sink.send(Message::Text(Utf8Bytes::from(text))).await.is_ok()
+}
+
+/// Per session: the last seq this socket received. A socket follows few sessions, so a small vector.
+#[derive(Default)]
+struct Cursors(Vec<(Arc<str>, u64)>);
+
+impl Cursors {
+    fn get(&self, session_id: &str) -> Option<&u64> {
+        self.0.iter().find(|(s, _)| &**s == session_id).map(|(_, p)| p)
+    }
+
+    fn insert(&mut self, session_id: Arc<str>, pos: u64) {
+        match self.0.iter_mut().find(|(s, _)| *s == session_id) {
+            Some(entry) => entry.1 = pos,
+            None => self.0.push((session_id, pos)),
+        }
+    }
+}
+
+/// Queues a frame without flushing; the writer flushes once per batch of ready items.
+async fn feed_text(sink: &mut Sink, text: &str) -> bool {
+    sink.feed(Message::Text(Utf8Bytes::from(text))).await.is_ok()
+}
+
+/// Items handled per flush: a burst of tokens becomes one socket write instead of one per frame.
+const WRITE_BATCH: usize = 64;
+
+/// Owns the sink. Ends on a close request or a write error.
+async fn writer_loop(
+    app: Arc<App>,
+    mut sink: Sink,
+    queue: Arc<crate::queue::OutQueue>,
+    extended: bool,
+    mut close_rx: watch::Receiver<Option<CloseSpec>>,
+) {
+    let keepalive = Duration::from_secs(app.config.keepalive_s);
+    // Per session: the last seq this socket received.
+    let mut cursors = Cursors::default();
+    loop {
+        let item = tokio::select! {
+            biased;
+            changed = close_rx.changed() => {
+                let spec = close_rx.borrow().clone();
+                if let (Ok(()), Some(spec)) = (changed, spec) {
+                    if spec.reconnect && extended {
+                        let _ = send_text(&mut sink, &out::reconnect(spec.reason, 500).to_string()).await;
+                    }
+                    let frame = CloseFrame { code: spec.code, reason: Utf8Bytes::from_static(spec.reason) };
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                }
+                let _ = sink.close().await;
+                return;
+            }
+            item = queue.pop() => match item { Some(i) => i, None => return },
+            _ = tokio::time::sleep(keepalive) => {
+                if !send_text(&mut sink, &out::keepalive().to_string()).await { return; }
+                continue;
+            }
+        };
+        if !process(&app, &mut sink, &mut cursors, item, extended).await {
+            return;
+        }
+        for _ in 1..WRITE_BATCH {
+            let Some(item) = queue.try_pop() else { break };
+            if !process(&app, &mut sink, &mut cursors, item, extended).await {
+                return;
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Handles one queued item (frames are fed, not flushed). False on a write error.
+async fn process(app: &App, sink: &mut Sink, cursors: &mut Cursors, item: Outbound, extended: bool) -> bool {
+    match item {
+        Outbound::Frame(text) => {
+            app.metrics.events_delivered.fetch_add(1, Ordering::Relaxed);
+            feed_text(sink, &text).await
+        }
+        Outbound::SetCursor { session_id, after } => {
+            cursors.insert(session_id, after);
+            true
+        }
+        Outbound::CatchUp { session_id, until } => {
+            Box::pin(catch_up(app, sink, cursors, &session_id, extended, until)).await
+        }
+        Outbound::Session(item) => {
+            let (session_id, seq, json) = (item.session_id.clone(), item.seq, &item.json);
+            let Some(&pos) = cursors.get(&session_id) else {
+                return true;
+            };
+            if seq <= pos {
+                return true; // duplicate (already replayed from the log)
+            }
+            if seq > pos + 1 {
+                app.metrics.gap_repairs.fetch_add(seq - pos - 1, Ordering::Relaxed);
+                if !Box::pin(catch_up(app, sink, cursors, &session_id, extended, Some(seq - 1))).await {
+                    return false;
+                }
+            }
+            if cursors.get(&session_id).is_some_and(|p| *p >= seq) {
+                return true;
+            }
+            cursors.insert(session_id.clone(), seq);
+            app.metrics.events_delivered.fetch_add(1, Ordering::Relaxed);
+            send_session(sink, &session_id, seq, json, extended).await
+        }
+    }
+}
+
+async fn send_session(sink: &mut Sink, session_id: &str, seq: u64, json: &str, extended: bool) -> bool {
+    if extended {
+        feed_text(sink, &out::extend_session_event(json, session_id, seq)).await
+    } else {
+        feed_text(sink, json).await
+    }
+}
+
+/// Delivers logged events after the socket's position (up to `until` when set). Returns false on a write error.
+async fn catch_up(
+    app: &App,
+    sink: &mut Sink,
+    cursors: &mut Cursors,
+    session_id: &Arc<str>,
+    extended: bool,
+    until: Option<u64>,
+) -> bool {
+    let Some(mut pos) = cursors.get(session_id).copied() else {
+        return true;
+    };
+    loop {
+        let batch = match app.backends.log.read_after(session_id, pos, 256).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, %session_id, "log read failed during catch-up");
+                return true;
+            }
+        };
+        if batch.is_empty() {
+            break;
+        }
+        for (seq, json) in batch {
+            if until.is_some_and(|u| seq > u) {
+                cursors.insert(session_id.clone(), pos);
+                return true;
+            }
+            if !send_session(sink, session_id, seq, &json, extended).await {
+                return false;
+            }
+            app.metrics.events_delivered.fetch_add(1, Ordering::Relaxed);
+            pos = seq;
+        }
+    }
+    cursors.insert(session_id.clone(), pos);
+    true
+}

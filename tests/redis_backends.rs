@@ -1,0 +1,400 @@
+//! The generic backend conformance suite against real Redis: a single server, a 3-master cluster and a
+//! Sentinel-managed master/replica, each with two "pods" (two `connect` calls sharing one Redis under a fresh
+//! key prefix). Plus the failures the Redis backends exist to survive: a Redis restart (the bus resubscribes
+//! and says so), a Sentinel failover after the master died, and a Sentinel failover that demotes the master
+//! in place (the client must follow `+switch-master`).
+
+mod support;
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use switchboard::backend::{conformance, redis, BResult, Backends, BusEvent, Channel, SessionRecord};
+use switchboard::config::Config;
+
+use support::redis::{RedisCluster, RedisSentinel, RedisServer};
+use support::unique_id;
+
+const LOG_LEN: usize = 50;
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+fn config(url: &str) -> Config {
+    Config {
+        redis_url: url.to_string(),
+        redis_key_prefix: unique_id("sbt"),
+        limits: switchboard::config::LimitsConfig { log_len: LOG_LEN, ..Default::default() },
+        ..Config::default()
+    }
+}
+
+/// Two pods on one Redis, sharing a fresh key prefix.
+async fn pods(url: &str) -> (Backends, Backends) {
+    let (a, b, _) = pods_with_prefix(url).await;
+    (a, b)
+}
+
+/// [`pods`], also returning the key prefix for tests that look at the keys.
+async fn pods_with_prefix(url: &str) -> (Backends, Backends, String) {
+    init_tracing();
+    let config = config(url);
+    let a = redis::connect(&config).await.expect("connect pod a");
+    let b = redis::connect(&config).await.expect("connect pod b");
+    (a, b, config.redis_key_prefix)
+}
+
+/// Every conformance check, each on its own pair of pods (fresh prefix), as the single-server tests do one
+/// by one.
+async fn full_suite(url: &str) {
+    let (a, b) = pods(url).await;
+    conformance::sessions_and_history(&a, &b).await;
+    let (a, b) = pods(url).await;
+    conformance::conversation_listing(&a, &b).await;
+    let (a, b) = pods(url).await;
+    conformance::event_log_and_publish(&a, &b, LOG_LEN).await;
+    let (a, b) = pods(url).await;
+    conformance::bus_routing(&a, &b).await;
+    let (a, b) = pods(url).await;
+    conformance::confirmations(&a, &b).await;
+    let (a, b) = pods(url).await;
+    conformance::turn_leases(&a, &b).await;
+    let (a, b) = pods(url).await;
+    conformance::registry(&a, &b).await;
+}
+
+/// Retries `op` until it succeeds or `within` passes (Redis is coming back, or failing over).
+async fn eventually<T, F, Fut>(within: Duration, what: &str, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = BResult<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match op().await {
+            Ok(v) => return v,
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(error = %e, "{what}: retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("{what} still failing after {within:?}: {e}"),
+        }
+    }
+}
+
+/// Skips messages on `want` until one equals `payload` (earlier ones may or may not have been delivered).
+async fn recv_payload(rx: &mut broadcast::Receiver<BusEvent>, want: &Channel, payload: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if recv_on(rx, want, left).await == payload {
+            return;
+        }
+    }
+}
+
+/// Waits until the Sentinel set's replica has `key` = `value` (replication is asynchronous).
+async fn replicated(set: &RedisSentinel, key: &str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while set.replica().cli(&["GET", key]) != value {
+        assert!(Instant::now() < deadline, "the replica never received {key}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sentinel and cluster tests start several Redis processes and depend on failover timing: they take turns
+/// so that two of them never compete for the machine's two cores.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Waits for a [`BusEvent::Resubscribed`], skipping messages.
+async fn wait_resubscribed(rx: &mut broadcast::Receiver<BusEvent>, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Ok(BusEvent::Resubscribed)) => return,
+            Ok(Ok(BusEvent::Message { .. })) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+            Ok(Err(e)) => panic!("bus receiver closed: {e}"),
+            Err(_) => panic!("no BusEvent::Resubscribed within {within:?}"),
+        }
+    }
+}
+
+/// The next message on `want`, skipping others (and Resubscribed events).
+async fn recv_on(rx: &mut broadcast::Receiver<BusEvent>, want: &Channel, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Ok(BusEvent::Message { channel, payload })) if &channel == want => return payload.to_string(),
+            Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+            Ok(Err(e)) => panic!("bus receiver closed: {e}"),
+            Err(_) => panic!("no message on {want:?} within {within:?}"),
+        }
+    }
+}
+
+fn session(id: &str) -> SessionRecord {
+    SessionRecord {
+        session_id: id.into(),
+        conversation_id: unique_id("conv"),
+        agent_id: "agent".into(),
+        agent_name: "Agent".into(),
+        user_id: "user".into(),
+        org_id: "org".into(),
+        user_participant_id: "up".into(),
+        agent_participant_id: "ap".into(),
+        created_at_ms: 1,
+    }
+}
+
+// ------------------------------------------------------------------------------------- single server
+
+/// One test per conformance check on a single Redis, each with its own server.
+macro_rules! single {
+    ($($name:ident => $check:ident $(, $arg:expr)?);* $(;)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let redis = RedisServer::start();
+            let (a, b) = pods(&redis.url()).await;
+            conformance::$check(&a, &b $(, $arg)?).await;
+        }
+    )*};
+}
+
+single! {
+    single_sessions_and_history => sessions_and_history;
+    single_conversation_listing => conversation_listing;
+    single_event_log_and_publish => event_log_and_publish, LOG_LEN;
+    single_bus_routing => bus_routing;
+    single_confirmations => confirmations;
+    single_turn_leases => turn_leases;
+    single_registry => registry;
+}
+
+/// The keys of one session share a slot and carry the idle TTL, and nothing is left without one except the
+/// documented global indexes and conversations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_session_keys_carry_the_idle_ttl() {
+    let redis = RedisServer::start();
+    init_tracing();
+    let config = config(&redis.url());
+    let pod = redis::connect(&config).await.expect("connect");
+    let sid = unique_id("s");
+    pod.sessions.create_session(&session(&sid), None).await.expect("create");
+    pod.log.append(&sid, r#"{"n":1}"#).await.expect("append");
+    let prefix = &config.redis_key_prefix;
+    for what in ["session", "seq", "log"] {
+        let key = format!("{prefix}:{{{sid}}}:{what}");
+        let ttl: i64 = redis.cli(&["TTL", &key]).parse().expect("ttl");
+        assert!(ttl > 0 && ttl <= config.session.idle_ttl_s as i64, "{key} ttl {ttl}");
+    }
+    assert_eq!(redis.cli(&["XRANGE", &format!("{prefix}:{{{sid}}}:log"), "-", "+"]).lines().next(), Some("1-0"));
+}
+
+// ------------------------------------------------------------------------------------------- cluster
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_conformance() {
+    let _turn = HEAVY.lock().await;
+    let cluster = RedisCluster::start();
+    full_suite(&cluster.url()).await;
+}
+
+// ------------------------------------------------------------------------------------------ sentinel
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_conformance() {
+    let _turn = HEAVY.lock().await;
+    let set = RedisSentinel::start();
+    full_suite(&set.url()).await;
+}
+
+// ---------------------------------------------------------------------------------------- failures
+
+/// Redis dies and comes back empty on the same port: the bus reconnects, resubscribes and emits
+/// `Resubscribed`; live messages flow again, and the log and the stores work (a new epoch: seq restarts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_resubscribes_and_keeps_working() {
+    let mut redis = RedisServer::start();
+    let (a, b) = pods(&redis.url()).await;
+    let sid = unique_id("s");
+    let session_ch = Channel::Session(sid.clone());
+    let user_ch = Channel::User(unique_id("u"));
+    let mut rx = b.bus.receiver();
+    b.bus.subscribe(&session_ch).await.expect("subscribe session");
+    b.bus.subscribe(&user_ch).await.expect("subscribe user");
+    assert_eq!(a.log.append(&sid, r#"{"n":1}"#).await.expect("append"), 1);
+    assert_eq!(recv_on(&mut rx, &session_ch, Duration::from_secs(5)).await, r#"1:{"n":1}"#);
+
+    tokio::task::block_in_place(|| redis.kill());
+    assert!(!a.health.ping().await, "ping must fail while Redis is down");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::task::block_in_place(|| redis.restart());
+
+    wait_resubscribed(&mut rx, Duration::from_secs(20)).await;
+    // Pub/sub flows again on both kinds of channel, from the other pod.
+    eventually(Duration::from_secs(15), "publish after restart", || a.bus.publish(&user_ch, r#"{"after":"restart"}"#))
+        .await;
+    assert_eq!(recv_on(&mut rx, &user_ch, Duration::from_secs(5)).await, r#"{"after":"restart"}"#);
+    let seq = eventually(Duration::from_secs(15), "append after restart", || a.log.append(&sid, r#"{"n":2}"#)).await;
+    assert_eq!(seq, 1, "Redis came back empty: a new epoch starts at seq 1");
+    assert_eq!(recv_on(&mut rx, &session_ch, Duration::from_secs(5)).await, r#"1:{"n":2}"#);
+    assert_eq!(b.log.bounds(&sid).await.expect("bounds"), (1, 1));
+    assert_eq!(b.log.read_after(&sid, 0, 10).await.expect("read"), vec![(1, r#"{"n":2}"#.to_string())]);
+    let record = session(&sid);
+    a.sessions.create_session(&record, None).await.expect("create after restart");
+    assert_eq!(b.sessions.get_session(&sid).await.expect("get"), Some(record));
+    assert!(a.health.ping().await && b.health.ping().await);
+}
+
+/// Two pods on a Sentinel set with one logged event on a session that pod b follows, replicated so that it
+/// survives a failover. Returns the pods, the session, its channel, b's receiver and the seq key.
+async fn sentinel_session(
+    set: &RedisSentinel,
+) -> (Backends, Backends, String, Channel, broadcast::Receiver<BusEvent>, String) {
+    let (a, b, prefix) = pods_with_prefix(&set.url()).await;
+    let sid = unique_id("s");
+    let ch = Channel::Session(sid.clone());
+    let mut rx = b.bus.receiver();
+    b.bus.subscribe(&ch).await.expect("subscribe");
+    assert_eq!(a.log.append(&sid, r#"{"n":1}"#).await.expect("append"), 1);
+    assert_eq!(recv_on(&mut rx, &ch, Duration::from_secs(15)).await, r#"1:{"n":1}"#);
+    let seq_key = format!("{prefix}:{{{sid}}}:seq");
+    // Replication is asynchronous: wait until the replica has the log so it survives the failover.
+    replicated(set, &seq_key, "1").await;
+    (a, b, sid, ch, rx, seq_key)
+}
+
+/// The master is killed; Sentinel promotes the replica; appends and publishes go through the new master and
+/// the bus resubscribes there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_failover_after_master_death() {
+    let _turn = HEAVY.lock().await;
+    let mut set = RedisSentinel::start();
+    let (a, b, sid, ch, mut rx, _) = sentinel_session(&set).await;
+
+    set.kill_master();
+    let new_master = set.wait_for_failover_async(Duration::from_secs(30)).await;
+    assert_ne!(new_master, set.master_port());
+    wait_resubscribed(&mut rx, Duration::from_secs(30)).await;
+
+    let seq = eventually(Duration::from_secs(20), "append after failover", || a.log.append(&sid, r#"{"n":2}"#)).await;
+    assert_eq!(seq, 2, "the replica had the log: seq continues on the new master");
+    recv_payload(&mut rx, &ch, r#"2:{"n":2}"#, Duration::from_secs(15)).await;
+    let user = Channel::User(unique_id("u"));
+    b.bus.subscribe(&user).await.expect("subscribe on new master");
+    a.bus.publish(&user, r#"{"hello":"new master"}"#).await.expect("publish");
+    assert_eq!(recv_on(&mut rx, &user, Duration::from_secs(15)).await, r#"{"hello":"new master"}"#);
+    assert_eq!(b.log.bounds(&sid).await.expect("bounds"), (1, 2));
+    assert!(a.health.ping().await);
+}
+
+/// `SENTINEL FAILOVER` promotes the replica while the old master keeps running: Sentinel only demotes it (and
+/// drops its clients) on its next periodic check, up to ~10 s later, and every write that reaches it meanwhile
+/// is lost on the resync. The pods must follow `+switch-master` right away instead of waiting for that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_switch_master_is_followed_and_loses_no_write() {
+    let _turn = HEAVY.lock().await;
+    let set = RedisSentinel::start();
+    let (a, b, sid, ch, mut rx, seq_key) = sentinel_session(&set).await;
+
+    // Both pods' watchers must be subscribed to +switch-master before the failover (under CPU load they may
+    // still be connecting); Sentinel's CLIENT LIST shows them as `sub=1`.
+    let watching = Instant::now() + Duration::from_secs(20);
+    while set.sentinel_cli(&["CLIENT", "LIST"]).lines().filter(|l| l.contains(" sub=1 ")).count() < 2 {
+        assert!(Instant::now() < watching, "the pods never subscribed to +switch-master");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Sentinel only promotes a replica it has fresh INFO from; right after start it may answer NOGOODSLAVE.
+    let asked = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = set.sentinel_cli(&["SENTINEL", "FAILOVER", "mymaster"]);
+        if out == "OK" {
+            break;
+        }
+        assert!(Instant::now() < asked, "SENTINEL FAILOVER refused: {out}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let new_master = set.wait_for_failover_async(Duration::from_secs(30)).await;
+    assert_eq!(new_master, set.replica_port());
+    // Pod b reconnects its commands, then its bus, on +switch-master (usually within a second, well before
+    // Sentinel's demotion; under CPU load it can take longer, so the bound here is loose). What must hold either
+    // way is asserted next: the write lands on the promoted node and nothing is lost.
+    wait_resubscribed(&mut rx, Duration::from_secs(30)).await;
+    let seq = eventually(Duration::from_secs(10), "append after switch", || b.log.append(&sid, r#"{"n":2}"#)).await;
+    assert_eq!(seq, 2, "the promoted replica had the log: seq continues");
+    assert_eq!(set.replica().cli(&["GET", &seq_key]), "2", "the write went to the promoted node");
+
+    // Once Sentinel has demoted the old master (its resync drops anything written there), nothing is lost.
+    let demoted = Instant::now() + Duration::from_secs(30);
+    while set.master().cli(&["ROLE"]).lines().next() != Some("slave") {
+        assert!(Instant::now() < demoted, "sentinel did not demote the old master");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let next = eventually(Duration::from_secs(10), "append after demotion", || a.log.append(&sid, r#"{"n":3}"#)).await;
+    assert_eq!(next, 3);
+    // n:2 may or may not have reached b (published while b's subscriber moved); n:3 must.
+    recv_payload(&mut rx, &ch, r#"3:{"n":3}"#, Duration::from_secs(15)).await;
+    let log: Vec<u64> = b.log.read_after(&sid, 0, 10).await.expect("read").into_iter().map(|(s, _)| s).collect();
+    assert_eq!(log, [1, 2, 3]);
+}
+
+/// Connections dropped under load (fred resends the commands that were in flight) never append an event
+/// twice: the log stays gap-free, each event appears once, and each returned seq points at its own event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_never_duplicate_an_append() {
+    let redis = RedisServer::start();
+    init_tracing();
+    let mut config = config(&redis.url());
+    config.limits.log_len = 100_000;
+    let a = redis::connect(&config).await.expect("connect pod a");
+    let b = redis::connect(&config).await.expect("connect pod b");
+    let sid = unique_id("s");
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let log = a.log.clone();
+            let sid = sid.clone();
+            tokio::spawn(async move {
+                let mut done = Vec::new();
+                for i in 0..150 {
+                    let event = format!(r#"{{"w":{w},"i":{i}}}"#);
+                    done.push((event.clone(), log.append(&sid, &event).await));
+                }
+                done
+            })
+        })
+        .collect();
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        tokio::task::block_in_place(|| redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]));
+    }
+    let mut acked = Vec::new();
+    for w in writers {
+        for (event, result) in w.await.expect("writer") {
+            match result {
+                Ok(seq) => acked.push((seq, event)),
+                Err(e) => tracing::info!(error = %e, "append failed (may or may not be logged)"),
+            }
+        }
+    }
+    let log = b.log.read_after(&sid, 0, 1_000_000).await.expect("read");
+    let seqs: Vec<u64> = log.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (1..=log.len() as u64).collect::<Vec<_>>(), "gap-free");
+    let mut events: Vec<&String> = log.iter().map(|(_, e)| e).collect();
+    events.sort();
+    let before = events.len();
+    events.dedup();
+    assert_eq!(events.len(), before, "an event was appended twice");
+    for (seq, event) in &acked {
+        assert_eq!(&log[(*seq - 1) as usize].1, event, "seq {seq} was returned for another event");
+    }
+    assert!(acked.len() > 1_000, "most appends succeed: {}", acked.len());
+}

@@ -1,0 +1,32 @@
+//! Shared integration-test support: real components the tests drive over real sockets.
+//!
+//! Every helper here talks to a real process or a real HTTP/WebSocket server on 127.0.0.1, never a
+//! mock of Redis, so a test exercises the same code paths production does:
+//!
+//! - [`redis`]: `redis-server` child processes (single, 3-node cluster, master/replica + Sentinel) that a
+//!   test can kill and restart;
+//! - [`llm`]: an OpenAI-compatible `/v1/chat/completions` server that streams a scripted SSE reply;
+//! - [`tools`]: an HTTP tool webhook server with per-tool behaviour and a call log;
+//! - [`ws`]: a WebSocket client with timeouts and assertions suited to the Switchboard protocol.
+//!
+//! Test files pull this in with `mod support;`; not every test uses every helper, hence the blanket
+//! `dead_code` allowance below.
+#![allow(dead_code)]
+
+/// Scripted OpenAI-compatible model server.
+pub mod llm;
+/// Free ports for processes that must be told theirs up front.
+pub mod ports;
+/// Real `redis-server` processes: single, cluster, Sentinel.
+pub mod redis;
+/// HTTP tool webhook server.
+pub mod tools;
+/// WebSocket test client.
+pub mod ws;
+
+/// A fresh identifier for keys, sessions or users, so tests sharing one Redis never see each other's data.
+///
+/// `tag` is kept as a readable prefix to make leftovers attributable when debugging with `redis-cli`.
+pub fn unique_id(tag: &str) -> String {
+    format!("{tag}-{}", uuid::Uuid::new_v4().simple())
+}
