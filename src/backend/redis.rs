@@ -1422,7 +1422,7 @@ async fn pump(subscriber: SubscriberClient, prefix: String, tx: broadcast::Sende
 async fn resubscribe(subscriber: &SubscriberClient, what: &str) {
     let mut delay = Duration::from_millis(50);
     loop {
-        let restored = match subscriber.resubscribe_all().await {
+        let restored = match restore_tracked(subscriber).await {
             Ok(()) => barrier(subscriber, legacy_slot(subscriber)).await,
             Err(e) => Err(e),
         };
@@ -1443,6 +1443,24 @@ async fn resubscribe(subscriber: &SubscriberClient, what: &str) {
             }
         }
     }
+}
+
+/// Subscribes again to every channel fred tracks. Not fred's `resubscribe_all`: that always sends
+/// `PSUBSCRIBE` even with no patterns, which Redis answers with an error, so the restore never succeeded
+/// on a pod with no patterns (every pod: Switchboard uses none).
+async fn restore_tracked(subscriber: &SubscriberClient) -> Result<(), FredError> {
+    let channels: Vec<fred::types::Key> = subscriber.tracked_channels().into_iter().map(Into::into).collect();
+    if !channels.is_empty() {
+        subscriber.subscribe(channels).await?;
+    }
+    let patterns: Vec<fred::types::Key> = subscriber.tracked_patterns().into_iter().map(Into::into).collect();
+    if !patterns.is_empty() {
+        subscriber.psubscribe(patterns).await?;
+    }
+    for (_, keys) in fred::util::group_by_hash_slot(subscriber.tracked_shard_channels())? {
+        subscriber.ssubscribe(Vec::from(keys)).await?;
+    }
+    Ok(())
 }
 
 /// Follows Sentinel's `+switch-master` for our service. Between promoting a replica and demoting the old
