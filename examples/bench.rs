@@ -52,6 +52,8 @@ struct Env {
     ws: [String; 2],
     http: [String; 2],
     pids: Vec<u32>,
+    /// The bench's own Redis, when it started one: its command counts are reported per turn.
+    redis_port: Option<u16>,
     _children: Vec<ChildGuard>,
 }
 
@@ -98,7 +100,7 @@ async fn start_env(model_port: u16) -> Env {
         let pids = std::env::var("BENCH_PIDS").unwrap_or_default().split(',').filter_map(|p| p.parse().ok()).collect();
         let b = std::env::var("BENCH_WS_B").unwrap_or_else(|_| a.clone());
         let http = std::env::var("BENCH_HTTP_A").unwrap_or_default();
-        return Env { ws: [a, b], http: [http.clone(), http], pids, _children: vec![] };
+        return Env { ws: [a, b], http: [http.clone(), http], pids, redis_port: None, _children: vec![] };
     }
     // BENCH_SERVER=reference runs the seed's reference server (REFERENCE_BIN) the same way, side by side.
     let reference = std::env::var("BENCH_SERVER").is_ok_and(|v| v == "reference");
@@ -159,7 +161,13 @@ async fn start_env(model_port: u16) -> Env {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    Env { ws: [ws[0].clone(), ws[1].clone()], http: [http[0].clone(), http[1].clone()], pids, _children: children }
+    Env {
+        ws: [ws[0].clone(), ws[1].clone()],
+        http: [http[0].clone(), http[1].clone()],
+        pids,
+        redis_port: Some(rport),
+        _children: children,
+    }
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -310,8 +318,41 @@ async fn max_rate(env: &Env, secs: u64, workers: usize) {
     );
 }
 
+/// Redis `INFO commandstats` as command → calls (empty when the bench did not start Redis).
+async fn redis_calls(port: Option<u16>) -> std::collections::BTreeMap<String, u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut out = std::collections::BTreeMap::new();
+    let Some(port) = port else { return out };
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return out };
+    if s.write_all(b"INFO commandstats\r\n").await.is_err() {
+        return out;
+    }
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    // A bulk reply: `$<len>\r\n<body>\r\n`; read until the body is complete.
+    while let Ok(n) = s.read(&mut chunk).await {
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some((len, rest)) = text.strip_prefix('$').and_then(|t| t.split_once("\r\n")) {
+            if len.parse::<usize>().is_ok_and(|l| rest.len() >= l) {
+                break;
+            }
+        }
+    }
+    for line in String::from_utf8_lossy(&buf).lines() {
+        let Some((name, stats)) = line.strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) else { continue };
+        let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls=")).and_then(|c| c.parse().ok());
+        out.insert(name.to_string(), calls.unwrap_or(0));
+    }
+    out
+}
+
 /// C clients × T turns; server CPU per turn from /proc.
 async fn turns(env: &Env, clients: usize, per_client: usize) {
+    let calls_before = redis_calls(env.redis_port).await;
     let before: Vec<f64> = env.pids.iter().map(|p| proc_stats(*p).0).collect();
     let done = Arc::new(AtomicU64::new(0));
     let frames_total = Arc::new(AtomicU64::new(0));
@@ -354,6 +395,18 @@ async fn turns(env: &Env, clients: usize, per_client: usize) {
         "turns clients={clients} turns={n} wall={elapsed:.2}s server_cpu={cpu:.2}s cpu_per_turn={:.3}ms frames_per_turn={frames_per_turn:.1} (800-char replies, 100 chunks)",
         cpu * 1000.0 / n.max(1) as f64
     );
+    let calls_after = redis_calls(env.redis_port).await;
+    let mut per_turn: Vec<(String, f64)> = calls_after
+        .iter()
+        .map(|(c, a)| (c.clone(), (a - calls_before.get(c).copied().unwrap_or(0)) as f64 / n.max(1) as f64))
+        .filter(|(_, v)| *v > 0.0)
+        .collect();
+    per_turn.sort_by(|a, b| b.1.total_cmp(&a.1));
+    if !per_turn.is_empty() {
+        let total: f64 = per_turn.iter().map(|(_, v)| v).sum();
+        let top: Vec<String> = per_turn.iter().take(30).map(|(c, v)| format!("{c}={v:.1}")).collect();
+        println!("  redis commands per turn: {total:.1} ({})", top.join(" "));
+    }
 }
 
 /// N idle sockets each holding a session on pod B; RSS delta per socket.
@@ -405,7 +458,13 @@ async fn main() {
         max_rate(&env, 5, 32).await;
     }
     if what == "turns" || what == "all" {
-        turns(&env, 40, 20).await;
+        // The first round also pays for the pods' heap growing to its working set (page faults); the later
+        // rounds are the steady state a long-running pod sees. Every round is printed.
+        let rounds = std::env::var("BENCH_TURN_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+        for round in 1..=rounds {
+            print!("round {round}{}: ", if round == 1 { " (cold)" } else { "" });
+            turns(&env, 40, 20).await;
+        }
     }
     if what == "idle" || what == "all" {
         idle(&env, 10_000).await;

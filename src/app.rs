@@ -59,7 +59,7 @@ pub struct App {
 impl App {
     pub fn new(config: Config, backends: Backends, model: Arc<dyn ChatModel>) -> Arc<App> {
         let metrics = Arc::new(Metrics::default());
-        let hub = Hub::new(backends.bus.clone(), metrics.clone());
+        let hub = Hub::new(backends.bus.clone(), backends.log.clone(), metrics.clone());
         Arc::new(App {
             agents: Agents::new(&config),
             tools: ToolRunner::new(&config.tools),

@@ -13,7 +13,9 @@ use parking_lot::RwLock;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{BResult, Bus, BusEvent, Channel};
+use futures_util::StreamExt;
+
+use crate::backend::{BResult, Bus, BusEvent, Channel, EventLog};
 use crate::metrics::Metrics;
 
 /// What a socket's writer task receives.
@@ -38,7 +40,17 @@ pub enum Outbound {
 pub struct SessionItem {
     pub session_id: Arc<str>,
     pub seq: u64,
-    pub json: Box<str>,
+    /// The bus message the event came in, shared by the events of one batch (no copy per event).
+    payload: Arc<str>,
+    /// Where the event's JSON lies in `payload`.
+    json: std::ops::Range<usize>,
+}
+
+impl SessionItem {
+    /// The event in v1 form.
+    pub fn json(&self) -> &str {
+        self.payload.get(self.json.clone()).unwrap_or("")
+    }
 }
 
 /// A local socket as the hub sees it.
@@ -75,6 +87,8 @@ pub type ControlSender = mpsc::UnboundedSender<Arc<str>>;
 
 pub struct Hub {
     bus: Arc<dyn Bus>,
+    /// The session log, read for the bounds of catch-ups after a reconnect or lag.
+    log: Arc<dyn EventLog>,
     metrics: Arc<Metrics>,
     /// channel → local sockets. Read on every delivery, written on attach/detach.
     routes: RwLock<HashMap<Channel, HashMap<u64, ConnHandle>>>,
@@ -91,9 +105,10 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(bus: Arc<dyn Bus>, metrics: Arc<Metrics>) -> Arc<Hub> {
+    pub fn new(bus: Arc<dyn Bus>, log: Arc<dyn EventLog>, metrics: Arc<Metrics>) -> Arc<Hub> {
         Arc::new(Hub {
             bus,
+            log,
             metrics,
             routes: RwLock::new(HashMap::new()),
             by_connection: RwLock::new(HashMap::new()),
@@ -185,13 +200,12 @@ impl Hub {
                         hub.resubscribe_all().await;
                         hub.restored_at_ms.store(crate::util::now_ms(), Ordering::Relaxed);
                         hub.restoring.store(false, Ordering::Relaxed);
-                        hub.catch_up_all();
+                        hub.catch_up_all().await;
                     });
-                    self.catch_up_all();
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(dropped = n, "bus receiver lagged; repairing sessions from the log");
-                    self.catch_up_all();
+                    tokio::spawn(self.clone().catch_up_all());
                 }
                 Err(broadcast::error::RecvError::Closed) => {
                     tracing::error!("bus receiver closed");
@@ -223,16 +237,21 @@ impl Hub {
                 let session_id: Arc<str> = Arc::from(sid.as_str());
                 let routes = self.routes.read();
                 let Some(conns) = routes.get(channel) else { return };
+                let mut line_start = 0;
                 for line in payload.split('\n') {
+                    let offset = line_start;
+                    line_start += line.len() + 1;
                     let Some((seq, json)) = line.split_once(':').and_then(|(s, j)| Some((s.parse::<u64>().ok()?, j)))
                     else {
                         tracing::warn!(%sid, "malformed session bus message");
                         continue;
                     };
+                    let from = offset + (line.len() - json.len());
                     let item = Outbound::Session(Arc::new(SessionItem {
                         session_id: session_id.clone(),
                         seq,
-                        json: json.into(),
+                        payload: payload.clone(),
+                        json: from..from + json.len(),
                     }));
                     for conn in conns.values() {
                         conn.offer(item.clone(), &self.metrics);
@@ -260,16 +279,100 @@ impl Hub {
         }
     }
 
-    /// After a reconnect or lag every local session socket re-reads its log tail.
-    fn catch_up_all(&self) {
-        let routes = self.routes.read();
-        for (channel, conns) in routes.iter() {
-            if let Channel::Session(sid) = channel {
-                let sid: Arc<str> = Arc::from(sid.as_str());
-                for conn in conns.values() {
-                    conn.offer(Outbound::CatchUp { session_id: sid.clone(), until: None }, &self.metrics);
+    /// After a reconnect or lag every local session socket re-reads its log tail, up to the log's end as read
+    /// now that the pod is subscribed: anything newer arrives live (or is repaired as a gap when it does). An
+    /// unbounded catch-up could run after a reply the socket was sent later, and deliver the turn that reply
+    /// starts ahead of it.
+    async fn catch_up_all(self: Arc<Self>) {
+        let sessions: Vec<(Arc<str>, Vec<ConnHandle>)> = {
+            let routes = self.routes.read();
+            routes
+                .iter()
+                .filter_map(|(channel, conns)| match channel {
+                    Channel::Session(sid) => Some((Arc::from(sid.as_str()), conns.values().cloned().collect())),
+                    _ => None,
+                })
+                .collect()
+        };
+        let log = self.log.clone();
+        let mut ends = futures_util::stream::iter(sessions)
+            .map(|(sid, conns)| {
+                let log = log.clone();
+                async move {
+                    let until = match log.bounds(&sid).await {
+                        Ok((_, latest)) => Some(latest),
+                        Err(e) => {
+                            // Rare double fault (Redis lost again right after the restore): read to the end.
+                            tracing::warn!(error = %e, session_id = %sid, "log bounds unreadable for catch-up");
+                            None
+                        }
+                    };
+                    (sid, conns, until)
                 }
+            })
+            .buffer_unordered(CATCH_UP_READS);
+        while let Some((sid, conns, until)) = ends.next().await {
+            for conn in conns {
+                conn.offer(Outbound::CatchUp { session_id: sid.clone(), until }, &self.metrics);
             }
         }
+    }
+}
+
+/// Log-bound reads in flight at once while every session of the pod catches up.
+const CATCH_UP_READS: usize = 32;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryBackend;
+    use crate::config::Config;
+
+    #[tokio::test]
+    async fn reconnect_catch_up_stops_at_the_log_end_read_after_resubscribing() {
+        let backends = MemoryBackend::new(&Config::default()).backends();
+        let metrics = Arc::new(Metrics::default());
+        let hub = Hub::new(backends.bus.clone(), backends.log.clone(), metrics.clone());
+        let queue = Arc::new(crate::queue::OutQueue::new(64));
+        let conn =
+            ConnHandle { id: 1, connection_id: Arc::from("c1"), queue: queue.clone(), slow: CancellationToken::new() };
+        let channel = Channel::Session("s1".into());
+        hub.attach(&channel, &conn).await.expect("attach");
+        let events: Vec<String> = (0..3).map(|i| format!("{{\"n\":{i}}}")).collect();
+        backends.log.append_batch("s1", events.clone()).await.expect("append");
+
+        hub.clone().catch_up_all().await;
+        // A turn that starts after the restore appends more; the queued catch-up must not reach it.
+        backends.log.append_batch("s1", events.clone()).await.expect("append");
+        match queue.try_pop() {
+            Some(Outbound::CatchUp { session_id, until }) => {
+                assert_eq!(&*session_id, "s1");
+                assert_eq!(until, Some(3));
+            }
+            other => panic!("expected a bounded catch-up, got {other:?}"),
+        }
+        assert!(queue.try_pop().is_none(), "one catch-up per socket and session");
+    }
+
+    #[tokio::test]
+    async fn a_batch_message_becomes_one_item_per_event_sharing_the_payload() {
+        let backends = MemoryBackend::new(&Config::default()).backends();
+        let hub = Hub::new(backends.bus.clone(), backends.log.clone(), Arc::new(Metrics::default()));
+        let queue = Arc::new(crate::queue::OutQueue::new(64));
+        let conn =
+            ConnHandle { id: 1, connection_id: Arc::from("c1"), queue: queue.clone(), slow: CancellationToken::new() };
+        let channel = Channel::Session("s1".into());
+        hub.attach(&channel, &conn).await.expect("attach");
+        let (control, _rx) = mpsc::unbounded_channel();
+        let payload: Arc<str> = Arc::from("7:{\"a\":\"x:y\"}\nbad line\n8:{\"b\":2}");
+        hub.deliver(&channel, payload, "pod", &control);
+        let mut got = Vec::new();
+        while let Some(item) = queue.try_pop() {
+            match item {
+                Outbound::Session(item) => got.push((item.seq, item.json().to_string())),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(got, [(7, r#"{"a":"x:y"}"#.to_string()), (8, r#"{"b":2}"#.to_string())]);
     }
 }

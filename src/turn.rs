@@ -229,9 +229,10 @@ impl Emitter {
                     }
                 }
                 if !events.is_empty() && failed.is_none() {
-                    match app.backends.log.append_batch(&session_id, &events).await {
+                    let n = events.len() as u64;
+                    match app.backends.log.append_batch(&session_id, events).await {
                         Ok(_) => {
-                            app.metrics.events_published.fetch_add(events.len() as u64, Ordering::Relaxed);
+                            app.metrics.events_published.fetch_add(n, Ordering::Relaxed);
                         }
                         Err(e) => failed = Some(e.into()),
                     }

@@ -369,7 +369,7 @@ async fn process(app: &App, sink: &mut Sink, cursors: &mut Cursors, item: Outbou
             Box::pin(catch_up(app, sink, cursors, &session_id, extended, until)).await
         }
         Outbound::Session(item) => {
-            let (session_id, seq, json) = (item.session_id.clone(), item.seq, &item.json);
+            let (session_id, seq, json) = (item.session_id.clone(), item.seq, item.json());
             let Some(&pos) = cursors.get(&session_id) else {
                 return true;
             };

@@ -159,7 +159,7 @@ pub async fn event_log_and_publish(a: &Backends, b: &Backends, log_len: usize) {
     assert_eq!(b.log.read_after(&id, 5, 2).await.expect("read").len(), 2);
     // A batch gets consecutive seqs and arrives as one message of `seq:json` lines.
     let batch = vec![r#"{"b":1}"#.to_string(), r#"{"b":2}"#.to_string(), r#"{"b":3}"#.to_string()];
-    assert_eq!(a.log.append_batch(&id, &batch).await.expect("batch"), 22);
+    assert_eq!(a.log.append_batch(&id, batch.clone()).await.expect("batch"), 22);
     // The 20 concurrent appends published one message each; the batch is the next, as three lines.
     for _ in 0..20 {
         recv_message(&mut rx, &ch).await;
@@ -167,7 +167,7 @@ pub async fn event_log_and_publish(a: &Backends, b: &Backends, log_len: usize) {
     assert_eq!(recv_message(&mut rx, &ch).await, "22:{\"b\":1}\n23:{\"b\":2}\n24:{\"b\":3}");
     let batch_read = b.log.read_after(&id, 21, 10).await.expect("read");
     assert_eq!(batch_read, vec![(22, batch[0].clone()), (23, batch[1].clone()), (24, batch[2].clone())]);
-    assert_eq!(a.log.append_batch(&id, &[]).await.expect("empty batch"), 0);
+    assert_eq!(a.log.append_batch(&id, Vec::new()).await.expect("empty batch"), 0);
     // Bounded: write past the limit; the oldest retained moves up, the latest stays exact.
     for _ in 0..(log_len + 50) {
         a.log.append(&id, "{}").await.expect("append");

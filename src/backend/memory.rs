@@ -211,7 +211,7 @@ impl EventLog for MemoryStore {
         Ok(seq)
     }
 
-    async fn append_batch(&self, session_id: &str, events: &[String]) -> BResult<u64> {
+    async fn append_batch(&self, session_id: &str, events: Vec<String>) -> BResult<u64> {
         if events.is_empty() {
             return Ok(0);
         }
@@ -222,8 +222,8 @@ impl EventLog for MemoryStore {
         let mut lines = Vec::with_capacity(events.len());
         for event in events {
             log.latest += 1;
-            log.entries.push_back((log.latest, event.clone()));
             lines.push(format!("{}:{event}", log.latest));
+            log.entries.push_back((log.latest, event));
         }
         while log.entries.len() > self.shared.log_len {
             log.entries.pop_front();

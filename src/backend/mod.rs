@@ -122,7 +122,7 @@ pub trait EventLog: Send + Sync {
     /// Appends several events atomically with consecutive seqs and publishes them as one bus message of
     /// `"<seq>:<event>"` lines. Returns the first seq (0 for an empty batch). A turn's emitter uses it to
     /// group events produced while the previous append was in flight (group commit).
-    async fn append_batch(&self, session_id: &str, events: &[String]) -> BResult<u64>;
+    async fn append_batch(&self, session_id: &str, events: Vec<String>) -> BResult<u64>;
     /// Events with `seq > after`, oldest first, at most `max`.
     async fn read_after(&self, session_id: &str, after: u64, max: usize) -> BResult<Vec<(u64, String)>>;
     /// `(oldest retained seq, latest seq)`; `(0, 0)` for a session with no events yet.

@@ -849,7 +849,7 @@ impl EventLog for RedisStore {
         int(&reply).and_then(|n| u64::try_from(n).ok()).ok_or_else(|| corrupt("append", "no seq returned"))
     }
 
-    async fn append_batch(&self, session_id: &str, events: &[String]) -> BResult<u64> {
+    async fn append_batch(&self, session_id: &str, events: Vec<String>) -> BResult<u64> {
         if events.is_empty() {
             return Ok(0);
         }
@@ -858,7 +858,7 @@ impl EventLog for RedisStore {
         let publish = if s.cluster { "SPUBLISH" } else { "PUBLISH" };
         let mut args = Vec::with_capacity(events.len() + 4);
         args.extend([s.log_len.to_string(), s.idle_ttl_s.to_string(), channel, publish.to_string()]);
-        args.extend(events.iter().cloned());
+        args.extend(events);
         let reply = s
             .eval_once(
                 &s.scripts.append_batch,

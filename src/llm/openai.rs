@@ -124,7 +124,11 @@ struct PartialCall {
 
 struct SseState<S> {
     bytes: S,
+    /// Received bytes; `buf[start..]` is not parsed yet. Lines are consumed by moving `start`, and the buffer is
+    /// compacted once per network read: draining each line off the front moved the rest of a whole response
+    /// body per line (quadratic in its size).
     buf: Vec<u8>,
+    start: usize,
     calls: BTreeMap<u64, PartialCall>,
     pending: std::collections::VecDeque<Result<ModelEvent, LlmError>>,
     deadline: Instant,
@@ -135,8 +139,15 @@ fn async_stream<S>(bytes: S, deadline: Instant) -> impl futures_util::Stream<Ite
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send + Unpin + 'static,
 {
-    let state =
-        SseState { bytes, buf: Vec::new(), calls: BTreeMap::new(), pending: Default::default(), deadline, done: false };
+    let state = SseState {
+        bytes,
+        buf: Vec::new(),
+        start: 0,
+        calls: BTreeMap::new(),
+        pending: Default::default(),
+        deadline,
+        done: false,
+    };
     futures_util::stream::unfold(state, |mut st| async move {
         loop {
             if let Some(ev) = st.pending.pop_front() {
@@ -146,13 +157,18 @@ where
                 return None;
             }
             // Whole lines first.
-            if let Some(pos) = st.buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = st.buf.drain(..=pos).collect();
-                let line = String::from_utf8_lossy(&line);
-                let line = line.trim_end_matches(['\r', '\n']);
-                if let Some(data) = line.strip_prefix("data:") {
-                    st.handle_data(data.trim());
+            if let Some(len) = st.buf[st.start..].iter().position(|b| *b == b'\n') {
+                let (from, to) = (st.start, st.start + len);
+                st.start = to + 1;
+                let buf = std::mem::take(&mut st.buf);
+                {
+                    let line = String::from_utf8_lossy(&buf[from..to]);
+                    let line = line.trim_end_matches(['\r', '\n']);
+                    if let Some(data) = line.strip_prefix("data:") {
+                        st.handle_data(data.trim());
+                    }
                 }
+                st.buf = buf;
                 continue;
             }
             match tokio::time::timeout_at(st.deadline, st.bytes.next()).await {
@@ -170,6 +186,8 @@ where
                     return Some((Err(LlmError::Stream(e.to_string())), st));
                 }
                 Ok(Some(Ok(chunk))) => {
+                    st.buf.drain(..st.start);
+                    st.start = 0;
                     if st.buf.len() + chunk.len() > 4 * 1024 * 1024 {
                         st.done = true;
                         return Some((Err(LlmError::Stream("SSE line longer than 4 MiB".into())), st));
@@ -309,4 +327,40 @@ struct SseUsage {
     prompt_tokens: Option<u64>,
     #[serde(default)]
     completion_tokens: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reply text and usage seen when `body` arrives cut into `size`-byte network reads.
+    async fn parse_in_pieces(body: &str, size: usize) -> (String, Option<u64>) {
+        let pieces: Vec<Result<bytes::Bytes, reqwest::Error>> =
+            body.as_bytes().chunks(size).map(|c| Ok(bytes::Bytes::copy_from_slice(c))).collect();
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let mut events = Box::pin(async_stream(futures_util::stream::iter(pieces), deadline));
+        let (mut text, mut completion) = (String::new(), None);
+        while let Some(ev) = events.next().await {
+            match ev.expect("event") {
+                ModelEvent::Token(t) => text.push_str(&t),
+                ModelEvent::Usage(u) => completion = Some(u.completion_tokens),
+                _ => {}
+            }
+        }
+        (text, completion)
+    }
+
+    #[tokio::test]
+    async fn sse_lines_split_across_reads_parse_the_same() {
+        let mut body = String::new();
+        for word in ["Hel", "lo, ", "wör", "ld"] {
+            body.push_str(&format!("data: {}\r\n\r\n", serde_json::json!({"choices": [{"delta": {"content": word}}]})));
+        }
+        body.push_str(": a comment line\n\n");
+        body.push_str("data: {\"choices\": [], \"usage\": {\"prompt_tokens\": 3, \"completion_tokens\": 4}}\n\n");
+        body.push_str("data: [DONE]\n\n");
+        for size in [1, 2, 3, 7, 64, body.len()] {
+            assert_eq!(parse_in_pieces(&body, size).await, ("Hello, wörld".to_string(), Some(4)), "reads of {size}");
+        }
+    }
 }
