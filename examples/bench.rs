@@ -67,25 +67,36 @@ impl Drop for ChildGuard {
 
 async fn fake_model() -> u16 {
     let reply: String = "All good. ".repeat(80); // 800 characters
+    // BENCH_CHUNK_DELAY_MS paces the 100 chunks like a real model streaming tokens (default 0: the whole
+    // reply in one response body, which lets a server coalesce a turn's events).
+    let delay = std::env::var("BENCH_CHUNK_DELAY_MS").ok().and_then(|d| d.parse::<u64>().ok()).unwrap_or(0);
     let app = axum::Router::new().route(
         "/v1/chat/completions",
         axum::routing::post(move || {
             let reply = reply.clone();
             async move {
-                let mut body = String::new();
-                for chunk in reply.as_bytes().chunks(8) {
-                    let t = String::from_utf8_lossy(chunk);
-                    body.push_str(&format!(
-                        "data: {}\n\n",
-                        json!({"choices": [{"index": 0, "delta": {"content": t}}]})
-                    ));
-                }
-                body.push_str(&format!(
+                let mut events: Vec<String> = reply
+                    .as_bytes()
+                    .chunks(8)
+                    .map(|chunk| {
+                        let t = String::from_utf8_lossy(chunk);
+                        format!("data: {}\n\n", json!({"choices": [{"index": 0, "delta": {"content": t}}]}))
+                    })
+                    .collect();
+                events.push(format!(
                     "data: {}\n\n",
                     json!({"choices": [], "usage": {"prompt_tokens": 20, "completion_tokens": 100}})
                 ));
-                body.push_str("data: [DONE]\n\n");
-                ([("content-type", "text/event-stream")], body).into_response()
+                events.push("data: [DONE]\n\n".to_string());
+                let headers = [("content-type", "text/event-stream")];
+                if delay == 0 {
+                    return (headers, events.concat()).into_response();
+                }
+                let paced = futures_util::stream::iter(events).then(move |e| async move {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    Ok::<_, std::convert::Infallible>(e)
+                });
+                (headers, axum::body::Body::from_stream(paced)).into_response()
             }
         }),
     );

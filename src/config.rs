@@ -92,6 +92,11 @@ pub struct TurnConfig {
     pub history_messages: usize,
     /// Turn lease in milliseconds: renewed while a turn runs; a dead pod's turn is ended after it lapses.
     pub lease_ms: u64,
+    /// Milliseconds a turn's streamed events may wait to be logged and published together (0: each as soon
+    /// as the previous append returns). Every event stays its own frame with its own `seq`; only the Redis
+    /// append and the pub/sub message are shared. The first event of a turn and its terminal event never
+    /// wait. A model streaming a token every few ms costs one Redis call per window instead of per token.
+    pub coalesce_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -217,7 +222,7 @@ impl Default for AuthConfig {
 }
 impl Default for TurnConfig {
     fn default() -> Self {
-        Self { max_iterations: 8, history_messages: 50, lease_ms: 10_000 }
+        Self { max_iterations: 8, history_messages: 50, lease_ms: 10_000, coalesce_ms: 20 }
     }
 }
 impl Default for ConfirmConfig {
@@ -320,6 +325,9 @@ impl Config {
         positive("turn.history_messages", self.turn.history_messages as u64)?;
         if self.turn.lease_ms < 1000 {
             return Err(invalid("turn.lease_ms", "must be at least 1000"));
+        }
+        if self.turn.coalesce_ms > 1000 {
+            return Err(invalid("turn.coalesce_ms", "must be at most 1000"));
         }
         positive("confirm.timeout_s", self.confirm.timeout_s)?;
         positive("tools.timeout_ms", self.tools.timeout_ms)?;
@@ -492,6 +500,7 @@ mod tests {
         assert_eq!(c.llm.model, "gpt-4o-mini");
         assert_eq!((c.llm.timeout_s, c.llm.max_retries), (60, 2));
         assert_eq!((c.turn.max_iterations, c.turn.history_messages, c.turn.lease_ms), (8, 50, 10_000));
+        assert_eq!(c.turn.coalesce_ms, 20);
         assert_eq!(c.confirm.timeout_s, 300);
         assert_eq!((c.tools.timeout_ms, c.tools.max_output_bytes), (10_000, 65_536));
         assert_eq!(
@@ -546,6 +555,8 @@ mod tests {
         assert!(e.contains("auth.mode"), "{e}");
         let e = Config::load(None, env(&[("SWITCHBOARD_REDIS_URL", "http://x")])).unwrap_err().to_string();
         assert!(e.contains("redis_url"), "{e}");
+        let e = Config::load(None, env(&[("SWITCHBOARD_TURN__COALESCE_MS", "5000")])).unwrap_err().to_string();
+        assert!(e.contains("turn.coalesce_ms"), "{e}");
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "[llm]\ntimeout_s = \"soon\"\n").expect("write");

@@ -195,11 +195,14 @@ async fn renew_loop(app: Arc<App>, sid: String, info: TurnInfo) {
 }
 
 /// Group commit for a turn's events: the turn queues events without waiting; one task appends whatever has
-/// queued up while the previous append was in flight as one batch (consecutive seqs, one bus message). Order
-/// is the queue's order; `flush` waits until everything queued is in the log.
+/// queued up while the previous append was in flight, and within `turn.coalesce_ms` of a batch's first event,
+/// as one batch (consecutive seqs, one bus message). Order is the queue's order; `flush` cuts the wait short
+/// and returns once everything queued is in the log.
 struct Emitter {
     /// Sender side of the turn's event queue; the emitter task owns the receiver.
     tx: mpsc::UnboundedSender<EmitCmd>,
+    /// Wakes the emitter task out of its coalescing wait; shared by this handle (`flush`) and the task.
+    flush_now: Arc<tokio::sync::Notify>,
 }
 
 enum EmitCmd {
@@ -213,9 +216,22 @@ const EMIT_BATCH: usize = 256;
 impl Emitter {
     fn start(app: Arc<App>, session_id: String) -> Emitter {
         let (tx, mut rx) = mpsc::unbounded_channel::<EmitCmd>();
+        let flush_now = Arc::new(tokio::sync::Notify::new());
+        let wake = flush_now.clone();
+        let coalesce = Duration::from_millis(app.config.turn.coalesce_ms);
         tokio::spawn(async move {
             let mut failed: Option<ClientError> = None;
+            // The turn's first event (time to first token) is appended at once.
+            let mut first_batch = true;
             while let Some(first) = rx.recv().await {
+                if !first_batch && !coalesce.is_zero() && matches!(first, EmitCmd::Event(_)) {
+                    // Sleeping on a timer, not on the queue: tokens sent meanwhile do not wake this task.
+                    tokio::select! {
+                        _ = tokio::time::sleep(coalesce) => {}
+                        _ = wake.notified() => {}
+                    }
+                }
+                first_batch = false;
                 let mut events = Vec::new();
                 let mut flushes = Vec::new();
                 let mut next = Some(first);
@@ -242,7 +258,7 @@ impl Emitter {
                 }
             }
         });
-        Emitter { tx }
+        Emitter { tx, flush_now }
     }
 
     fn send(&self, event: &Value) {
@@ -258,6 +274,8 @@ impl Emitter {
         if self.tx.send(EmitCmd::Flush(tx)).is_err() {
             return Err(ClientError::new(ErrorCode::Internal, "event emitter stopped"));
         }
+        // A permit left over when the task was not waiting only ends a later wait early.
+        self.flush_now.notify_one();
         rx.await.unwrap_or_else(|_| Err(ClientError::new(ErrorCode::Internal, "event emitter stopped")))
     }
 }

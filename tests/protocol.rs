@@ -852,3 +852,56 @@ async fn drain_timeout_interrupts_running_turns() {
     assert_eq!((end["type"].as_str(), end["requestId"].as_str()), (Some("error"), Some("r-long")));
     assert!(started.elapsed() >= Duration::from_millis(900), "interrupted only after the drain timeout");
 }
+
+/// Bus messages published for `sid` while `c` runs one slow-streamed turn; returns them and the turn's frames.
+async fn turn_bus_messages(
+    llm: &FakeLlm,
+    coalesce_ms: u64,
+    tools: &FakeTools,
+) -> (Vec<String>, Vec<Value>, Vec<String>) {
+    use switchboard::backend::memory::MemoryBackend;
+    use switchboard::backend::{BusEvent, Channel};
+    let mut cfg = config(llm, tools);
+    cfg.turn.coalesce_ms = coalesce_ms;
+    let mem = MemoryBackend::new(&cfg);
+    let pod = switchboard::server::start_with(cfg, mem.backends()).await.expect("pod starts");
+    let observer = mem.backends();
+    let mut c = connect(&pod, true).await;
+    let sid = create_session(&mut c).await;
+    observer.bus.subscribe(&Channel::Session(sid.clone())).await.expect("subscribe");
+    let mut rx = observer.bus.receiver();
+    let chunks: Vec<String> = (0..12).map(|i| format!("t{i} ")).collect();
+    llm.push(Reply::Slow { chunks: chunks.clone(), delay_ms: 10, usage: None });
+    send_message(&mut c, &sid, "r-1", "go").await;
+    let frames = until_terminal(&mut c, "r-1").await;
+    let mut messages = Vec::new();
+    while let Ok(Ok(ev)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+        if let BusEvent::Message { channel: Channel::Session(s), payload } = ev {
+            if s == sid {
+                messages.push(payload.to_string());
+            }
+        }
+    }
+    (messages, frames, chunks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_events_are_coalesced_into_few_appends_but_stay_one_frame_each() {
+    let (llm, tools) = setup().await;
+    let (messages, frames, chunks) = turn_bus_messages(&llm, 300, &tools).await;
+    // Each token is still its own frame with its own consecutive seq, in order.
+    assert_eq!(tokens(&frames), chunks.concat());
+    let seqs: Vec<u64> = frames.iter().filter_map(|f| f["seq"].as_u64()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "{frames:?}");
+    // The first token goes out alone (time to first token), the other eleven (110 ms of streaming) share a
+    // window, then the terminal event: three appends (four if a loaded machine delays the first one).
+    let lines: Vec<usize> = messages.iter().map(|m| m.lines().count()).collect();
+    assert_eq!(lines.iter().sum::<usize>(), 13, "{messages:?}");
+    assert!((3..=4).contains(&lines.len()), "{messages:?}");
+    assert!(messages.last().is_some_and(|m| m.contains("eventual_response")), "{messages:?}");
+
+    // Without coalescing, tokens 10 ms apart are appended one by one.
+    let (messages, frames, chunks) = turn_bus_messages(&llm, 0, &tools).await;
+    assert_eq!(tokens(&frames), chunks.concat());
+    assert!(messages.len() >= 12, "{messages:?}");
+}
