@@ -67,8 +67,8 @@ impl Drop for ChildGuard {
 
 async fn fake_model() -> u16 {
     let reply: String = "All good. ".repeat(80); // 800 characters
-    // BENCH_CHUNK_DELAY_MS paces the 100 chunks like a real model streaming tokens (default 0: the whole
-    // reply in one response body, which lets a server coalesce a turn's events).
+                                                 // BENCH_CHUNK_DELAY_MS paces the 100 chunks like a real model streaming tokens (default 0: the whole
+                                                 // reply in one response body, which lets a server coalesce a turn's events).
     let delay = std::env::var("BENCH_CHUNK_DELAY_MS").ok().and_then(|d| d.parse::<u64>().ok()).unwrap_or(0);
     let app = axum::Router::new().route(
         "/v1/chat/completions",

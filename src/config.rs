@@ -222,7 +222,7 @@ impl Default for AuthConfig {
 }
 impl Default for TurnConfig {
     fn default() -> Self {
-        Self { max_iterations: 8, history_messages: 50, lease_ms: 10_000, coalesce_ms: 20 }
+        Self { max_iterations: 8, history_messages: 50, lease_ms: 10_000, coalesce_ms: 50 }
     }
 }
 impl Default for ConfirmConfig {
@@ -500,7 +500,7 @@ mod tests {
         assert_eq!(c.llm.model, "gpt-4o-mini");
         assert_eq!((c.llm.timeout_s, c.llm.max_retries), (60, 2));
         assert_eq!((c.turn.max_iterations, c.turn.history_messages, c.turn.lease_ms), (8, 50, 10_000));
-        assert_eq!(c.turn.coalesce_ms, 20);
+        assert_eq!(c.turn.coalesce_ms, 50);
         assert_eq!(c.confirm.timeout_s, 300);
         assert_eq!((c.tools.timeout_ms, c.tools.max_output_bytes), (10_000, 65_536));
         assert_eq!(
