@@ -1,7 +1,7 @@
-//! One WebSocket connection: the upgrade (auth, subprotocol, limits), the reader loop that parses frames and
-//! dispatches them (see [`crate::handlers`]), and the writer task that owns the socket's sink, renders session
-//! events for v1 or extended clients, keeps per-session positions (dropping duplicates, repairing gaps from
-//! the log) and sends keepalives.
+//! One WebSocket connection: the upgrade (auth, subprotocol, limits) and the socket's one task, which parses
+//! client frames and dispatches them (see [`crate::handlers`]), and writes its outbound queue: it renders
+//! session events for v1 or extended clients, keeps per-session positions (dropping duplicates, repairing gaps
+//! from the log) and sends keepalives.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,9 +11,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
-use tokio::sync::watch;
+use futures_util::SinkExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
@@ -29,7 +27,7 @@ pub const CLOSE_DRAINING: u16 = 1012;
 pub const CLOSE_SLOW_CONSUMER: u16 = 4000;
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4401;
 
-/// How the writer should close the socket.
+/// How the connection task closes the socket.
 #[derive(Debug, Clone)]
 pub struct CloseSpec {
     pub code: u16,
@@ -174,7 +172,9 @@ impl Conn {
 
 const REGISTRY_TTL_MS: u64 = 30_000;
 
-async fn run_connection(app: Arc<App>, socket: WebSocket, identity: Identity, extended: bool) {
+/// One task per socket: it reads and dispatches client frames and writes what the socket's queue holds (an
+/// idle socket is one task, not a reader and a writer; 10k idle sockets per pod is the design point).
+async fn run_connection(app: Arc<App>, mut socket: WebSocket, identity: Identity, extended: bool) {
     let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let queue = Arc::new(crate::queue::OutQueue::new(app.config.limits.outbound_queue));
     let handle = ConnHandle {
@@ -185,9 +185,6 @@ async fn run_connection(app: Arc<App>, socket: WebSocket, identity: Identity, ex
     };
     app.metrics.connections.fetch_add(1, Ordering::Relaxed);
     app.hub.register_connection(&handle);
-    let (sink, mut stream) = socket.split();
-    let (close_tx, close_rx) = watch::channel(None::<CloseSpec>);
-    let writer = tokio::spawn(writer_loop(app.clone(), sink, queue.clone(), extended, close_rx));
     let mut conn = Conn {
         app: app.clone(),
         identity,
@@ -216,16 +213,33 @@ async fn run_connection(app: Arc<App>, socket: WebSocket, identity: Identity, ex
     tokio::pin!(token_expiry);
     let mut heartbeat = tokio::time::interval(Duration::from_millis(REGISTRY_TTL_MS / 3));
     heartbeat.tick().await;
-    let close = |spec: CloseSpec| {
-        let _ = close_tx.send(Some(spec));
-    };
-    loop {
+    let keepalive = Duration::from_secs(app.config.keepalive_s);
+    // Reset on every write: a keepalive goes out only after `keepalive_s` without outbound traffic.
+    let idle = tokio::time::sleep(keepalive);
+    tokio::pin!(idle);
+    // Per session: the last seq this socket received.
+    let mut cursors = Cursors::default();
+    let close = loop {
         tokio::select! {
-            msg = stream.next() => match msg {
+            item = queue.pop() => {
+                let Some(item) = item else { break None };
+                // A client that stops reading blocks the write; the queue then overflows (slow consumer), or
+                // the pod drains or stops: any of those ends the write instead of waiting on the client.
+                let written = tokio::select! {
+                    ok = write_batch(&app, &mut socket, &mut cursors, item, &queue, extended) => ok,
+                    _ = conn.handle.slow.cancelled() => false,
+                    _ = app.close_sockets.cancelled() => false,
+                    _ = app.stopped.cancelled() => false,
+                };
+                if !written {
+                    break if conn.handle.slow.is_cancelled() { Some(SLOW) } else { None };
+                }
+                idle.as_mut().reset(tokio::time::Instant::now() + keepalive);
+            }
+            msg = socket.recv() => match msg {
                 Some(Ok(Message::Text(text))) => {
                     if text.len() > max {
-                        close(CloseSpec { code: CLOSE_TOO_LARGE, reason: "frame too large", reconnect: false });
-                        break;
+                        break Some(TOO_LARGE);
                     }
                     let parsed = inbound::parse(text.as_str());
                     // Boxed: the handler's large state lives on the heap only while a frame is handled, so an
@@ -234,41 +248,42 @@ async fn run_connection(app: Arc<App>, socket: WebSocket, identity: Identity, ex
                 }
                 Some(Ok(Message::Binary(b))) => {
                     if b.len() > max {
-                        close(CloseSpec { code: CLOSE_TOO_LARGE, reason: "frame too large", reconnect: false });
-                        break;
+                        break Some(TOO_LARGE);
                     }
                     conn.reply_error(None, &ClientError::validation("binary frames are not supported; send JSON text frames"));
                 }
-                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(Message::Close(_))) | None => break None,
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     let too_big = e.to_string().to_lowercase().contains("too long") || e.to_string().contains("Capacity");
-                    if too_big {
-                        close(CloseSpec { code: CLOSE_TOO_LARGE, reason: "frame too large", reconnect: false });
-                    }
                     tracing::debug!(error = %e, "websocket read error");
-                    break;
+                    break too_big.then_some(TOO_LARGE);
                 }
             },
-            _ = conn.handle.slow.cancelled() => {
-                tracing::info!(connection_id = %conn.handle.connection_id, "slow consumer: closing with 4000");
-                close(CloseSpec { code: CLOSE_SLOW_CONSUMER, reason: "slow consumer: resume to continue", reconnect: true });
-                break;
-            }
+            _ = conn.handle.slow.cancelled() => break Some(SLOW),
             _ = app.close_sockets.cancelled() => {
-                close(CloseSpec { code: CLOSE_DRAINING, reason: "server draining: reconnect", reconnect: true });
-                break;
+                break Some(CloseSpec { code: CLOSE_DRAINING, reason: "server draining: reconnect", reconnect: true });
             }
             _ = &mut token_expiry => {
-                close(CloseSpec { code: CLOSE_TOKEN_EXPIRED, reason: "token expired", reconnect: false });
-                break;
+                break Some(CloseSpec { code: CLOSE_TOKEN_EXPIRED, reason: "token expired", reconnect: false });
             }
             _ = heartbeat.tick() => conn.register().await,
-            _ = app.stopped.cancelled() => break,
+            _ = &mut idle => {
+                if !send_text(&mut socket, &out::keepalive().to_string()).await {
+                    break None;
+                }
+                idle.as_mut().reset(tokio::time::Instant::now() + keepalive);
+            }
+            _ = app.stopped.cancelled() => break None,
         }
+    };
+    if let Some(spec) = close {
+        if spec.code == CLOSE_SLOW_CONSUMER {
+            tracing::info!(connection_id = %conn.handle.connection_id, "slow consumer: closing with 4000");
+        }
+        // Bounded: a client that does not read cannot hold the task.
+        let _ = tokio::time::timeout(Duration::from_secs(2), send_close(&mut socket, &spec, extended)).await;
     }
-    // Give the writer a moment to flush the close frame.
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     queue.close();
     app.hub.detach_all(conn.handle.id, &conn.handle.connection_id, &conn.channels()).await;
     let _ = app.backends.registry.remove(&conn.handle.connection_id).await;
@@ -276,7 +291,21 @@ async fn run_connection(app: Arc<App>, socket: WebSocket, identity: Identity, ex
     app.metrics.sessions_attached.fetch_sub(conn.sessions.len() as i64, Ordering::Relaxed);
 }
 
-type Sink = SplitSink<WebSocket, Message>;
+const TOO_LARGE: CloseSpec = CloseSpec { code: CLOSE_TOO_LARGE, reason: "frame too large", reconnect: false };
+const SLOW: CloseSpec =
+    CloseSpec { code: CLOSE_SLOW_CONSUMER, reason: "slow consumer: resume to continue", reconnect: true };
+
+/// The `reconnect` extension frame (extended clients), then the close frame.
+async fn send_close(socket: &mut WebSocket, spec: &CloseSpec, extended: bool) {
+    if spec.reconnect && extended {
+        let _ = send_text(socket, &out::reconnect(spec.reason, 500).to_string()).await;
+    }
+    let frame = CloseFrame { code: spec.code, reason: Utf8Bytes::from_static(spec.reason) };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+    let _ = socket.close().await;
+}
+
+type Sink = WebSocket;
 
 async fn send_text(sink: &mut Sink, text: &str) -> bool {
     sink.send(Message::Text(Utf8Bytes::from(text))).await.is_ok()
@@ -299,7 +328,7 @@ impl Cursors {
     }
 }
 
-/// Queues a frame without flushing; the writer flushes once per batch of ready items.
+/// Queues a frame without flushing; the batch is flushed once.
 async fn feed_text(sink: &mut Sink, text: &str) -> bool {
     sink.feed(Message::Text(Utf8Bytes::from(text))).await.is_ok()
 }
@@ -307,51 +336,25 @@ async fn feed_text(sink: &mut Sink, text: &str) -> bool {
 /// Items handled per flush: a burst of tokens becomes one socket write instead of one per frame.
 const WRITE_BATCH: usize = 64;
 
-/// Owns the sink. Ends on a close request or a write error.
-async fn writer_loop(
-    app: Arc<App>,
-    mut sink: Sink,
-    queue: Arc<crate::queue::OutQueue>,
+/// Writes `first` and whatever else is ready (up to a batch), then flushes once. False on a write error.
+async fn write_batch(
+    app: &App,
+    sink: &mut Sink,
+    cursors: &mut Cursors,
+    first: Outbound,
+    queue: &crate::queue::OutQueue,
     extended: bool,
-    mut close_rx: watch::Receiver<Option<CloseSpec>>,
-) {
-    let keepalive = Duration::from_secs(app.config.keepalive_s);
-    // Per session: the last seq this socket received.
-    let mut cursors = Cursors::default();
-    loop {
-        let item = tokio::select! {
-            biased;
-            changed = close_rx.changed() => {
-                let spec = close_rx.borrow().clone();
-                if let (Ok(()), Some(spec)) = (changed, spec) {
-                    if spec.reconnect && extended {
-                        let _ = send_text(&mut sink, &out::reconnect(spec.reason, 500).to_string()).await;
-                    }
-                    let frame = CloseFrame { code: spec.code, reason: Utf8Bytes::from_static(spec.reason) };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                }
-                let _ = sink.close().await;
-                return;
-            }
-            item = queue.pop() => match item { Some(i) => i, None => return },
-            _ = tokio::time::sleep(keepalive) => {
-                if !send_text(&mut sink, &out::keepalive().to_string()).await { return; }
-                continue;
-            }
-        };
-        if !process(&app, &mut sink, &mut cursors, item, extended).await {
-            return;
-        }
-        for _ in 1..WRITE_BATCH {
-            let Some(item) = queue.try_pop() else { break };
-            if !process(&app, &mut sink, &mut cursors, item, extended).await {
-                return;
-            }
-        }
-        if sink.flush().await.is_err() {
-            return;
+) -> bool {
+    if !process(app, sink, cursors, first, extended).await {
+        return false;
+    }
+    for _ in 1..WRITE_BATCH {
+        let Some(item) = queue.try_pop() else { break };
+        if !process(app, sink, cursors, item, extended).await {
+            return false;
         }
     }
+    sink.flush().await.is_ok()
 }
 
 /// Handles one queued item (frames are fed, not flushed). False on a write error.
