@@ -1,7 +1,9 @@
 //! The HTTP surface: `/ws`, `/health`, `/readyz`, `/metrics`, `POST /admin/publish` and
 //! `GET /admin/connections`.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -32,6 +34,12 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
+    // Cluster-wide, read at scrape time: a per-pod count would go down on whichever pod resumes a turn, not
+    // on the one that parked it. On a Redis error the last value stays.
+    let count = tokio::time::timeout(Duration::from_millis(500), app.backends.confirms.pending_count()).await;
+    if let Ok(Ok(n)) = count {
+        app.metrics.pending_confirmations.store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
     ([("content-type", "text/plain; version=0.0.4")], app.metrics.render()).into_response()
 }
 

@@ -118,7 +118,7 @@ impl Metrics {
             (
                 "switchboard_pending_confirmations",
                 "gauge",
-                "Confirmations parked by this pod and not yet decided.",
+                "Parked turns waiting for a human decision, across all pods (the same on every pod).",
                 g(&self.pending_confirmations),
             ),
             (

@@ -78,7 +78,6 @@ pub async fn resume_parked(app: Arc<App>, parked: ParkedTurn, approved: bool, re
             return;
         }
     };
-    app.metrics.pending_confirmations.fetch_sub(1, Ordering::Relaxed);
     let info =
         TurnInfo { turn_id: state.turn_id.clone(), request_id: state.request_id.clone(), pod_id: app.pod_id.clone() };
     let lease_ms = app.config.turn.lease_ms;
@@ -454,7 +453,6 @@ async fn park(app: &Arc<App>, em: &Emitter, state: &TurnState, call: &ToolCall) 
         },
     };
     app.backends.confirms.park(&parked).await?;
-    app.metrics.pending_confirmations.fetch_add(1, Ordering::Relaxed);
     em.send(&out::write_confirmation_required(
         &state.request_id,
         name,

@@ -76,6 +76,15 @@ async fn drop_on_a_resume_on_b(store: Store) {
 }
 
 /// Parked on A, approved from C; then A killed while parked, approved on B: the tool runs once each time.
+/// `switchboard_pending_confirmations` as a pod reports it.
+async fn pending_gauge(pod: &switchboard::server::Running) -> i64 {
+    let text = reqwest::get(http_url(pod, "/metrics")).await.expect("metrics").text().await.expect("body");
+    text.lines()
+        .find_map(|l| l.strip_prefix("switchboard_pending_confirmations "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pending_confirmations gauge in:\n{text}"))
+}
+
 async fn approvals_across_pods(store: Store) {
     let (llm, tools) = setup().await;
     tools.set("delete_record", Behaviour::Ok(json!("gone")));
@@ -85,6 +94,8 @@ async fn approvals_across_pods(store: Store) {
     llm.push(Reply::tool_call("call-1", "delete_record", &json!({"id": "1"})));
     send_message(&mut a, &sid, "r-1", "delete 1").await;
     a.recv_until(|v| v["type"] == "stream_chunk").await;
+    // The gauge is cluster-wide: a pod that never saw the turn reports it.
+    assert_eq!(pending_gauge(&p[2]).await, 1);
     let mut c = connect(&p[2], true).await;
     llm.push(Reply::text(&["ok"]));
     c.send(&json!({"action": "confirm_tool_action", "requestId": "yes", "sessionId": sid, "approved": true})).await;
@@ -93,6 +104,7 @@ async fn approvals_across_pods(store: Store) {
     assert_eq!(on_c[1]["data"]["state"]["rawResponse"]["toolResult"]["result"], "gone");
     until_terminal(&mut a, "r-1").await;
     assert_eq!(tools.calls("delete_record").len(), 1);
+    assert_eq!(pending_gauge(&p[0]).await, 0);
 
     llm.push(Reply::tool_call("call-2", "delete_record", &json!({"id": "2"})));
     send_message(&mut a, &sid, "r-2", "delete 2").await;

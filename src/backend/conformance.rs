@@ -230,10 +230,13 @@ pub async fn confirmations(a: &Backends, b: &Backends) {
     }
     assert_eq!(b.confirms.last_decision(&id).await.expect("last"), Some(("call-1".into(), first, "req-1".into())));
     assert_eq!(b.confirms.get(&id).await.expect("get"), None);
+    assert_eq!(a.confirms.pending_count().await.expect("count"), 0, "a decided call is no longer pending");
     // Cancel takes a parked turn exactly once.
     a.confirms.park(&parked(&id, "call-2", now_ms() + 60_000)).await.expect("park");
+    assert_eq!(b.confirms.pending_count().await.expect("count"), 1, "every pod counts every parked turn");
     let (ta, tb) = tokio::join!(a.confirms.take(&id), b.confirms.take(&id));
     assert_eq!(ta.expect("a").is_some() as u8 + tb.expect("b").is_some() as u8, 1);
+    assert_eq!(a.confirms.pending_count().await.expect("count"), 0, "a taken call is no longer pending");
     // Expiry is visible to any pod.
     let id2 = sid();
     a.confirms.park(&parked(&id2, "call-3", now_ms() - 1)).await.expect("park");

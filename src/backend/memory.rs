@@ -340,6 +340,9 @@ impl ConfirmStore for MemoryStore {
         let st = self.shared.state.lock();
         Ok(st.parked.values().filter(|p| p.expires_at_ms <= now).take(max).map(|p| p.session_id.clone()).collect())
     }
+    async fn pending_count(&self) -> BResult<u64> {
+        Ok(self.shared.state.lock().parked.len() as u64)
+    }
 }
 
 #[async_trait]

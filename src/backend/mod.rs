@@ -250,6 +250,9 @@ pub trait ConfirmStore: Send + Sync {
     async fn take(&self, session_id: &str) -> BResult<Option<ParkedTurn>>;
     /// Sessions whose pending call expired at `now_ms`, at most `max`.
     async fn expired(&self, now_ms: i64, max: usize) -> BResult<Vec<String>>;
+    /// Parked turns waiting for a decision, across all pods. Read from the deadline index: a record that
+    /// vanished without the index noticing (its session expired) counts until its deadline passes.
+    async fn pending_count(&self) -> BResult<u64>;
 }
 
 /// Who holds a session's turn slot.

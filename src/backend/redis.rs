@@ -1054,6 +1054,11 @@ impl ConfirmStore for RedisStore {
         }
         Ok(out)
     }
+
+    async fn pending_count(&self) -> BResult<u64> {
+        let s = self.s();
+        s.client.zcard(s.keys.confirm_expiry()).await.map_err(|e| s.err(e))
+    }
 }
 
 #[async_trait]
