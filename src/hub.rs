@@ -294,10 +294,9 @@ impl Hub {
                 })
                 .collect()
         };
-        let log = self.log.clone();
+        let log = &self.log;
         let mut ends = futures_util::stream::iter(sessions)
             .map(|(sid, conns)| {
-                let log = log.clone();
                 async move {
                     let until = match log.bounds(&sid).await {
                         Ok((_, latest)) => Some(latest),
