@@ -1,7 +1,8 @@
 //! Switchboard benchmark: cross-pod delivery latency, server CPU per streamed turn, RSS per idle socket.
 //!
 //! `cargo build --release && cargo run --release --example bench -- [latency|max|turns|idle|all]`
-//! (BENCH_WORKERS sets the number of concurrent publishers, default 8).
+//! (BENCH_WORKERS sets the number of concurrent publishers, default 8; BENCH_TURN_ROUNDS the rounds of the
+//! turns scenario, default 3; BENCH_CHUNK_DELAY_MS and BENCH_CHUNK_BURST pace the fake model's chunks).
 //!
 //! It starts its own `redis-server` on a free port and two pods from `target/release/switchboard` (override with
 //! SWITCHBOARD_BIN) as child processes, so CPU time and RSS are read from `/proc/<pid>` of the pods alone, with
@@ -66,9 +67,10 @@ impl Drop for ChildGuard {
 }
 
 async fn fake_model() -> u16 {
-    let reply: String = "All good. ".repeat(80); // 800 characters
-                                                 // BENCH_CHUNK_DELAY_MS paces the 100 chunks like a real model streaming tokens (default 0: the whole
-                                                 // reply in one response body, which lets a server coalesce a turn's events).
+    // 800 characters, streamed in 100 chunks.
+    let reply: String = "All good. ".repeat(80);
+    // BENCH_CHUNK_DELAY_MS paces the chunks like a real model streaming tokens (default 0: the whole reply in
+    // one response body, which lets a server coalesce a turn's events).
     let delay = std::env::var("BENCH_CHUNK_DELAY_MS").ok().and_then(|d| d.parse::<u64>().ok()).unwrap_or(0);
     let app = axum::Router::new().route(
         "/v1/chat/completions",
@@ -92,8 +94,12 @@ async fn fake_model() -> u16 {
                 if delay == 0 {
                     return (headers, events.concat()).into_response();
                 }
-                let paced = futures_util::stream::iter(events).then(move |e| async move {
-                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                // BENCH_CHUNK_BURST=n writes n chunks at once every n × delay (same average pace, fewer writes).
+                let burst = std::env::var("BENCH_CHUNK_BURST").ok().and_then(|b| b.parse::<usize>().ok()).unwrap_or(1);
+                let writes: Vec<String> = events.chunks(burst.max(1)).map(|c| c.concat()).collect();
+                let pause = Duration::from_millis(delay * burst.max(1) as u64);
+                let paced = futures_util::stream::iter(writes).then(move |e| async move {
+                    tokio::time::sleep(pause).await;
                     Ok::<_, std::convert::Infallible>(e)
                 });
                 (headers, axum::body::Body::from_stream(paced)).into_response()
