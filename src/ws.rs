@@ -226,13 +226,22 @@ async fn run_connection(app: Arc<App>, mut socket: WebSocket, identity: Identity
                 // A client that stops reading blocks the write; the queue then overflows (slow consumer), or
                 // the pod drains or stops: any of those ends the write instead of waiting on the client.
                 let written = tokio::select! {
+                    biased;
                     ok = write_batch(&app, &mut socket, &mut cursors, item, &queue, extended) => ok,
                     _ = conn.handle.slow.cancelled() => false,
                     _ = app.close_sockets.cancelled() => false,
                     _ = app.stopped.cancelled() => false,
                 };
                 if !written {
-                    break if conn.handle.slow.is_cancelled() { Some(SLOW) } else { None };
+                    break if app.stopped.is_cancelled() {
+                        None
+                    } else if conn.handle.slow.is_cancelled() {
+                        Some(SLOW)
+                    } else if app.close_sockets.is_cancelled() {
+                        Some(DRAINING)
+                    } else {
+                        None // the write failed: the client is gone
+                    };
                 }
                 idle.as_mut().reset(tokio::time::Instant::now() + keepalive);
             }
@@ -261,9 +270,7 @@ async fn run_connection(app: Arc<App>, mut socket: WebSocket, identity: Identity
                 }
             },
             _ = conn.handle.slow.cancelled() => break Some(SLOW),
-            _ = app.close_sockets.cancelled() => {
-                break Some(CloseSpec { code: CLOSE_DRAINING, reason: "server draining: reconnect", reconnect: true });
-            }
+            _ = app.close_sockets.cancelled() => break Some(DRAINING),
             _ = &mut token_expiry => {
                 break Some(CloseSpec { code: CLOSE_TOKEN_EXPIRED, reason: "token expired", reconnect: false });
             }
@@ -292,6 +299,7 @@ async fn run_connection(app: Arc<App>, mut socket: WebSocket, identity: Identity
 }
 
 const TOO_LARGE: CloseSpec = CloseSpec { code: CLOSE_TOO_LARGE, reason: "frame too large", reconnect: false };
+const DRAINING: CloseSpec = CloseSpec { code: CLOSE_DRAINING, reason: "server draining: reconnect", reconnect: true };
 const SLOW: CloseSpec =
     CloseSpec { code: CLOSE_SLOW_CONSUMER, reason: "slow consumer: resume to continue", reconnect: true };
 
