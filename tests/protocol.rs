@@ -757,6 +757,45 @@ async fn slow_consumer_is_told_to_reconnect_and_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_while_a_write_is_blocked_still_says_reconnect_and_1012() {
+    let (llm, tools) = setup().await;
+    let mut cfg = config(&llm, &tools);
+    // Large enough that the queue never overflows here: the write blocks on the socket, not the queue.
+    cfg.limits.outbound_queue = 100_000;
+    let pod = pod(cfg).await;
+    let mut ext = connect(&pod, true).await;
+    let sid = create_session(&mut ext).await;
+    // The client stops reading while far more than the socket buffers hold is published to it.
+    let http = reqwest::Client::new();
+    let big = "z".repeat(60_000);
+    for i in 0..300 {
+        let r = http
+            .post(http_url(&pod, "/admin/publish"))
+            .bearer_auth("publish-key-0123456789")
+            .json(&json!({"target": {"type": "session", "id": sid}, "event": {"type": "blob", "i": i, "pad": big}}))
+            .send()
+            .await
+            .expect("publish");
+        assert_eq!(r.status(), 202);
+    }
+    pod.drain();
+    // The client reads again: whatever was written, then `reconnect` and the 1012 close.
+    let mut saw_reconnect = false;
+    loop {
+        match ext.recv_raw().await {
+            Frame::Text(v) if v["type"] == "reconnect" => saw_reconnect = true,
+            Frame::Text(v) => assert!(!saw_reconnect, "nothing after reconnect: {}", v["type"]),
+            Frame::Close(code) => {
+                assert_eq!(code, Some(1012));
+                break;
+            }
+            other => panic!("expected a 1012 close, got {other:?}"),
+        }
+    }
+    assert!(saw_reconnect);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keepalive() {
     let (llm, tools) = setup().await;
     let mut cfg = config(&llm, &tools);
