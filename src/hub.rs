@@ -2,8 +2,8 @@
 //! want it; unsubscribed when the last leaves) and hands every bus message to the local sockets attached to
 //! that channel. The broker never touches sockets; sockets never touch the broker.
 //!
-//! Session messages carry their `seq`; each socket's writer drops duplicates and repairs gaps from the log
-//! (see `ws::writer`), so a lost or lagged pub/sub message never shows as a gap to a client.
+//! Session messages carry their `seq`; each socket's task drops duplicates and repairs gaps from the log
+//! (see `ws::process`), so a lost or lagged pub/sub message never shows as a gap to a client.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -18,12 +18,12 @@ use futures_util::StreamExt;
 use crate::backend::{BResult, Bus, BusEvent, Channel, EventLog};
 use crate::metrics::Metrics;
 
-/// What a socket's writer task receives.
+/// What a socket's task writes.
 #[derive(Debug, Clone)]
 pub enum Outbound {
     /// A frame sent as is (replies, non-session publishes).
     Frame(Arc<str>),
-    /// A logged session event in v1 form; the writer adds `sessionId`/`seq` for extended sockets.
+    /// A logged session event in v1 form; the socket's task adds `sessionId`/`seq` for extended sockets.
     Session(Arc<SessionItem>),
     /// Sets the socket's position in a session's log (attach or resume).
     SetCursor { session_id: Arc<str>, after: u64 },
@@ -59,7 +59,7 @@ pub struct ConnHandle {
     pub id: u64,
     /// Global id (registry, connection-targeted publishes).
     pub connection_id: Arc<str>,
-    /// The socket's bounded outbound queue; producers push, the socket's writer task is the only consumer.
+    /// The socket's bounded outbound queue; producers push, the socket's task is the only consumer.
     pub queue: Arc<crate::queue::OutQueue>,
     /// Cancelled by the hub when the queue is full: the connection task closes the socket with 4000.
     pub slow: CancellationToken,

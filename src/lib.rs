@@ -4,7 +4,7 @@
 //!  main ─▶ config (defaults → file → env, validated) ─▶ server (lifecycle, drain)
 //!                                                        │
 //!  http (router: /ws /health /readyz /metrics /admin/*) ─┤
-//!    └─ ws (one task per socket: reader → handlers, writer ← hub)
+//!    └─ ws (one task per socket: client frames → handlers; hub → queue → socket)
 //!         └─ handlers (one fn per action) ─▶ turn (agent loop: llm + tools, park/resume)
 //!                                               │            ├─ llm::{openai, demo}
 //!                                               │            └─ tools (HTTP webhooks)

@@ -18,7 +18,7 @@ pub enum PushError {
     Closed,
 }
 
-/// Many producers (hub, handlers), one consumer (the socket's writer task).
+/// Many producers (hub, handlers), one consumer (the socket's task).
 pub struct OutQueue {
     state: Mutex<State>,
     /// Wakes the single consumer; a notification sent while it is not waiting is kept as a permit.
