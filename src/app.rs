@@ -265,6 +265,9 @@ impl App {
         if !self.backends.health.ping().await {
             return Err("storage unreachable");
         }
+        if !self.backends.bus.delivering() {
+            return Err("bus connection down or reconnecting");
+        }
         if self.hub.restoring.load(Ordering::Relaxed) {
             return Err("bus subscriptions being restored");
         }

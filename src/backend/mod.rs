@@ -197,6 +197,11 @@ pub trait Bus: Send + Sync {
     /// Every message for this pod's subscriptions. A `Lagged` receive means messages were dropped locally:
     /// treat it as [`BusEvent::Resubscribed`] (repair from the log), never as the end of the stream.
     fn receiver(&self) -> broadcast::Receiver<BusEvent>;
+    /// False while the pod's bus connection is down or its subscriptions are being restored: messages
+    /// published meanwhile do not reach this pod (readiness). Checked without I/O.
+    fn delivering(&self) -> bool {
+        true
+    }
 }
 
 /// A gated tool call waiting for a human.

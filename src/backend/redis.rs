@@ -1294,6 +1294,8 @@ struct RedisBus {
     subscriber: SubscriberClient,
     /// Sender of this pod's bus events; fed by the pump task, receivers are handed to the hub.
     tx: broadcast::Sender<BusEvent>,
+    /// Set by the pump task from a reconnect until the subscriptions are restored; read by readiness.
+    restoring: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RedisBus {
@@ -1304,6 +1306,10 @@ impl RedisBus {
 
 #[async_trait]
 impl Bus for RedisBus {
+    fn delivering(&self) -> bool {
+        self.subscriber.state() == fred::types::ClientState::Connected && !self.restoring.load(AtomicOrdering::Relaxed)
+    }
+
     async fn publish(&self, channel: &Channel, payload: &str) -> BResult<()> {
         let s = &self.shared;
         let name = channel.name(&s.keys.prefix);
@@ -1388,7 +1394,12 @@ fn builder(config: FredConfig) -> Builder {
 }
 
 /// Reads fred's pub/sub stream into the pod's bus and restores subscriptions after every reconnect.
-async fn pump(subscriber: SubscriberClient, prefix: String, tx: broadcast::Sender<BusEvent>) {
+async fn pump(
+    subscriber: SubscriberClient,
+    prefix: String,
+    tx: broadcast::Sender<BusEvent>,
+    restoring: Arc<std::sync::atomic::AtomicBool>,
+) {
     let mut messages = subscriber.message_rx();
     let mut reconnects = subscriber.reconnect_rx();
     loop {
@@ -1414,7 +1425,9 @@ async fn pump(subscriber: SubscriberClient, prefix: String, tx: broadcast::Sende
             },
             server = reconnects.recv() => match server {
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    restoring.store(true, AtomicOrdering::Relaxed);
                     resubscribe(&subscriber, "bus").await;
+                    restoring.store(false, AtomicOrdering::Relaxed);
                     let _ = tx.send(BusEvent::Resubscribed);
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
@@ -1579,7 +1592,8 @@ pub async fn connect(config: &Config) -> BResult<Backends> {
     spawn_connection(&tasks, client_task, "commands");
     spawn_connection(&tasks, subscriber_task, "subscriber");
     let (tx, _) = broadcast::channel(BUS_CAPACITY);
-    tasks.push(&tokio::spawn(pump(subscriber.clone(), config.redis_key_prefix.clone(), tx.clone())));
+    let restoring = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tasks.push(&tokio::spawn(pump(subscriber.clone(), config.redis_key_prefix.clone(), tx.clone(), restoring.clone())));
     if let ServerConfig::Sentinel { hosts, service_name, .. } = &fred_config.server {
         let last_switch = Arc::new(Mutex::new(String::new()));
         for host in hosts {
@@ -1606,7 +1620,7 @@ pub async fn connect(config: &Config) -> BResult<Backends> {
     });
     info!(target = ?target_kind(&target), cluster, "redis backends connected");
     let store = Arc::new(RedisStore { shared: shared.clone() });
-    let bus = Arc::new(RedisBus { shared, subscriber, tx });
+    let bus = Arc::new(RedisBus { shared, subscriber, tx, restoring });
     Ok(Backends::from_store(store, bus))
 }
 
