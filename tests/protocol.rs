@@ -716,58 +716,17 @@ async fn admin_publish_http_surface_and_metrics() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_consumer_is_told_to_reconnect_and_closed() {
+/// A pod whose socket queue holds `queue` frames, and an extended client on it holding a session that then
+/// stops reading while far more than the loopback socket buffers absorb (several MiB) is published to it.
+async fn flooded_client(queue: usize) -> (switchboard::server::Running, support::ws::Client) {
     let (llm, tools) = setup().await;
     let mut cfg = config(&llm, &tools);
-    cfg.limits.outbound_queue = 8;
+    cfg.limits.outbound_queue = queue;
     let pod = pod(cfg).await;
     let mut ext = connect(&pod, true).await;
     let sid = create_session(&mut ext).await;
-    // The client stops reading; the server publishes far more than the queue and the socket buffers hold.
     let http = reqwest::Client::new();
-    // Loopback socket buffers absorb several MiB, so send well past that.
     let big = "y".repeat(60_000);
-    for i in 0..400 {
-        let r = http
-            .post(http_url(&pod, "/admin/publish"))
-            .bearer_auth("publish-key-0123456789")
-            .json(&json!({"target": {"type": "session", "id": sid}, "event": {"type": "blob", "i": i, "pad": big}}))
-            .send()
-            .await
-            .expect("publish");
-        assert_eq!(r.status(), 202);
-    }
-    let mut saw_reconnect = false;
-    loop {
-        match ext.recv_raw().await {
-            Frame::Text(v) if v["type"] == "reconnect" => {
-                assert_eq!(v["data"]["reason"], "slow consumer: resume to continue");
-                saw_reconnect = true;
-            }
-            Frame::Text(_) => continue,
-            Frame::Close(code) => {
-                assert_eq!(code, Some(4000));
-                break;
-            }
-            other => panic!("expected a 4000 close, got {other:?}"),
-        }
-    }
-    assert!(saw_reconnect);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drain_while_a_write_is_blocked_still_says_reconnect_and_1012() {
-    let (llm, tools) = setup().await;
-    let mut cfg = config(&llm, &tools);
-    // Large enough that the queue never overflows here: the write blocks on the socket, not the queue.
-    cfg.limits.outbound_queue = 100_000;
-    let pod = pod(cfg).await;
-    let mut ext = connect(&pod, true).await;
-    let sid = create_session(&mut ext).await;
-    // The client stops reading while far more than the socket buffers hold is published to it.
-    let http = reqwest::Client::new();
-    let big = "z".repeat(60_000);
     for i in 0..300 {
         let r = http
             .post(http_url(&pod, "/admin/publish"))
@@ -778,21 +737,41 @@ async fn drain_while_a_write_is_blocked_still_says_reconnect_and_1012() {
             .expect("publish");
         assert_eq!(r.status(), 202);
     }
-    pod.drain();
-    // The client reads again: whatever was written, then `reconnect` and the 1012 close.
+    (pod, ext)
+}
+
+/// Reads on until the close: a `reconnect` frame with `reason` must come last before it. Returns the close code.
+async fn reconnect_then_close(ext: &mut support::ws::Client, reason: &str) -> Option<u16> {
     let mut saw_reconnect = false;
     loop {
         match ext.recv_raw().await {
-            Frame::Text(v) if v["type"] == "reconnect" => saw_reconnect = true,
+            Frame::Text(v) if v["type"] == "reconnect" => {
+                assert_eq!(v["data"]["reason"], reason);
+                saw_reconnect = true;
+            }
             Frame::Text(v) => assert!(!saw_reconnect, "nothing after reconnect: {}", v["type"]),
             Frame::Close(code) => {
-                assert_eq!(code, Some(1012));
-                break;
+                assert!(saw_reconnect, "closed without reconnect");
+                return code;
             }
-            other => panic!("expected a 1012 close, got {other:?}"),
+            other => panic!("expected a close, got {other:?}"),
         }
     }
-    assert!(saw_reconnect);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_is_told_to_reconnect_and_closed() {
+    // The queue overflows while the client does not read.
+    let (_pod, mut ext) = flooded_client(8).await;
+    assert_eq!(reconnect_then_close(&mut ext, "slow consumer: resume to continue").await, Some(4000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_while_a_write_is_blocked_still_says_reconnect_and_1012() {
+    // The queue never overflows here: the write blocks on the socket, then the pod drains.
+    let (pod, mut ext) = flooded_client(100_000).await;
+    pod.drain();
+    assert_eq!(reconnect_then_close(&mut ext, "server draining: reconnect").await, Some(1012));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
