@@ -337,29 +337,17 @@ async fn max_rate(env: &Env, secs: u64, workers: usize) {
 
 /// Redis `INFO commandstats` as command → calls (empty when the bench did not start Redis).
 async fn redis_calls(port: Option<u16>) -> std::collections::BTreeMap<String, u64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use fred::prelude::{ClientLike, Config};
     let mut out = std::collections::BTreeMap::new();
     let Some(port) = port else { return out };
-    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return out };
-    if s.write_all(b"INFO commandstats\r\n").await.is_err() {
+    let Ok(config) = Config::from_url(&format!("redis://127.0.0.1:{port}")) else { return out };
+    let Ok(client) = fred::prelude::Builder::from_config(config).build() else { return out };
+    if client.init().await.is_err() {
         return out;
     }
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    // A bulk reply: `$<len>\r\n<body>\r\n`; read until the body is complete.
-    while let Ok(n) = s.read(&mut chunk).await {
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf);
-        if let Some((len, rest)) = text.strip_prefix('$').and_then(|t| t.split_once("\r\n")) {
-            if len.parse::<usize>().is_ok_and(|l| rest.len() >= l) {
-                break;
-            }
-        }
-    }
-    for line in String::from_utf8_lossy(&buf).lines() {
+    let text: String = client.info(Some(fred::types::InfoKind::CommandStats)).await.unwrap_or_default();
+    let _ = client.quit().await;
+    for line in text.lines() {
         let Some((name, stats)) = line.strip_prefix("cmdstat_").and_then(|l| l.split_once(':')) else { continue };
         let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls=")).and_then(|c| c.parse().ok());
         out.insert(name.to_string(), calls.unwrap_or(0));
