@@ -228,20 +228,11 @@ async fn run_connection(app: Arc<App>, mut socket: WebSocket, identity: Identity
                 let written = tokio::select! {
                     biased;
                     ok = write_batch(&app, &mut socket, &mut cursors, item, &queue, extended) => ok,
-                    _ = conn.handle.slow.cancelled() => false,
-                    _ = app.close_sockets.cancelled() => false,
-                    _ = app.stopped.cancelled() => false,
+                    _ = must_stop(&app, &conn.handle.slow) => false,
                 };
                 if !written {
-                    break if app.stopped.is_cancelled() {
-                        None
-                    } else if conn.handle.slow.is_cancelled() {
-                        Some(SLOW)
-                    } else if app.close_sockets.is_cancelled() {
-                        Some(DRAINING)
-                    } else {
-                        None // the write failed: the client is gone
-                    };
+                    // Stopped, or the write failed (the client is gone: no close to send).
+                    break stop_close(&app, &conn.handle.slow);
                 }
                 idle.as_mut().reset(tokio::time::Instant::now() + keepalive);
             }
@@ -269,8 +260,7 @@ async fn run_connection(app: Arc<App>, mut socket: WebSocket, identity: Identity
                     break too_big.then_some(TOO_LARGE);
                 }
             },
-            _ = conn.handle.slow.cancelled() => break Some(SLOW),
-            _ = app.close_sockets.cancelled() => break Some(DRAINING),
+            _ = must_stop(&app, &conn.handle.slow) => break stop_close(&app, &conn.handle.slow),
             _ = &mut token_expiry => {
                 break Some(CloseSpec { code: CLOSE_TOKEN_EXPIRED, reason: "token expired", reconnect: false });
             }
@@ -281,7 +271,6 @@ async fn run_connection(app: Arc<App>, mut socket: WebSocket, identity: Identity
                 }
                 idle.as_mut().reset(tokio::time::Instant::now() + keepalive);
             }
-            _ = app.stopped.cancelled() => break None,
         }
     };
     if let Some(spec) = close {
@@ -296,6 +285,28 @@ async fn run_connection(app: Arc<App>, mut socket: WebSocket, identity: Identity
     let _ = app.backends.registry.remove(&conn.handle.connection_id).await;
     app.metrics.connections.fetch_sub(1, Ordering::Relaxed);
     app.metrics.sessions_attached.fetch_sub(conn.sessions.len() as i64, Ordering::Relaxed);
+}
+
+/// Resolves once the socket must stop: its queue overflowed (`slow`), the pod drains, or the pod stops.
+async fn must_stop(app: &App, slow: &CancellationToken) {
+    tokio::select! {
+        _ = slow.cancelled() => {}
+        _ = app.close_sockets.cancelled() => {}
+        _ = app.stopped.cancelled() => {}
+    }
+}
+
+/// How to close once stopped: a stopping pod closes nothing; otherwise slow consumer, then drain.
+fn stop_close(app: &App, slow: &CancellationToken) -> Option<CloseSpec> {
+    if app.stopped.is_cancelled() {
+        None
+    } else if slow.is_cancelled() {
+        Some(SLOW)
+    } else if app.close_sockets.is_cancelled() {
+        Some(DRAINING)
+    } else {
+        None
+    }
 }
 
 const TOO_LARGE: CloseSpec = CloseSpec { code: CLOSE_TOO_LARGE, reason: "frame too large", reconnect: false };
@@ -313,9 +324,7 @@ async fn send_close(socket: &mut WebSocket, spec: &CloseSpec, extended: bool) {
     let _ = socket.close().await;
 }
 
-type Sink = WebSocket;
-
-async fn send_text(sink: &mut Sink, text: &str) -> bool {
+async fn send_text(sink: &mut WebSocket, text: &str) -> bool {
     sink.send(Message::Text(Utf8Bytes::from(text))).await.is_ok()
 }
 
@@ -337,7 +346,7 @@ impl Cursors {
 }
 
 /// Queues a frame without flushing; the batch is flushed once.
-async fn feed_text(sink: &mut Sink, text: &str) -> bool {
+async fn feed_text(sink: &mut WebSocket, text: &str) -> bool {
     sink.feed(Message::Text(Utf8Bytes::from(text))).await.is_ok()
 }
 
@@ -347,7 +356,7 @@ const WRITE_BATCH: usize = 64;
 /// Writes `first` and whatever else is ready (up to a batch), then flushes once. False on a write error.
 async fn write_batch(
     app: &App,
-    sink: &mut Sink,
+    sink: &mut WebSocket,
     cursors: &mut Cursors,
     first: Outbound,
     queue: &crate::queue::OutQueue,
@@ -366,7 +375,7 @@ async fn write_batch(
 }
 
 /// Handles one queued item (frames are fed, not flushed). False on a write error.
-async fn process(app: &App, sink: &mut Sink, cursors: &mut Cursors, item: Outbound, extended: bool) -> bool {
+async fn process(app: &App, sink: &mut WebSocket, cursors: &mut Cursors, item: Outbound, extended: bool) -> bool {
     match item {
         Outbound::Frame(text) => {
             app.metrics.events_delivered.fetch_add(1, Ordering::Relaxed);
@@ -403,7 +412,7 @@ async fn process(app: &App, sink: &mut Sink, cursors: &mut Cursors, item: Outbou
     }
 }
 
-async fn send_session(sink: &mut Sink, session_id: &str, seq: u64, json: &str, extended: bool) -> bool {
+async fn send_session(sink: &mut WebSocket, session_id: &str, seq: u64, json: &str, extended: bool) -> bool {
     if extended {
         feed_text(sink, &out::extend_session_event(json, session_id, seq)).await
     } else {
@@ -414,7 +423,7 @@ async fn send_session(sink: &mut Sink, session_id: &str, seq: u64, json: &str, e
 /// Delivers logged events after the socket's position (up to `until` when set). Returns false on a write error.
 async fn catch_up(
     app: &App,
-    sink: &mut Sink,
+    sink: &mut WebSocket,
     cursors: &mut Cursors,
     session_id: &Arc<str>,
     extended: bool,
