@@ -237,16 +237,14 @@ impl Hub {
                 let session_id: Arc<str> = Arc::from(sid.as_str());
                 let routes = self.routes.read();
                 let Some(conns) = routes.get(channel) else { return };
-                let mut line_start = 0;
                 for line in payload.split('\n') {
-                    let offset = line_start;
-                    line_start += line.len() + 1;
                     let Some((seq, json)) = line.split_once(':').and_then(|(s, j)| Some((s.parse::<u64>().ok()?, j)))
                     else {
                         tracing::warn!(%sid, "malformed session bus message");
                         continue;
                     };
-                    let from = offset + (line.len() - json.len());
+                    // `json` is a slice of `payload`: its place there is the distance between their starts.
+                    let from = json.as_ptr() as usize - payload.as_ptr() as usize;
                     let item = Outbound::Session(Arc::new(SessionItem {
                         session_id: session_id.clone(),
                         seq,
