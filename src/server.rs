@@ -17,6 +17,8 @@ pub enum ServerError {
     Backend(#[from] crate::backend::BackendError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
+    #[error("model client: {0}")]
+    Model(#[from] crate::llm::LlmError),
 }
 
 /// A started pod: its address and a handle to stop it.
@@ -46,14 +48,15 @@ impl Running {
     }
 }
 
-pub fn model_for(config: &Config) -> Arc<dyn ChatModel> {
+pub fn model_for(config: &Config) -> Result<Arc<dyn ChatModel>, ServerError> {
     if config.llm.base_url.is_empty() {
         tracing::warn!(
             "llm.base_url is empty: using the OFFLINE DEMO MODEL (replies are canned, labelled [demo model])"
         );
-        Arc::new(DemoModel::default())
+        Ok(Arc::new(DemoModel::default()))
     } else {
-        Arc::new(OpenAiModel::new(&config.llm))
+        let window = std::time::Duration::from_millis(config.turn.coalesce_ms);
+        Ok(Arc::new(OpenAiModel::new(&config.llm, window)?))
     }
 }
 
@@ -68,7 +71,7 @@ pub async fn start_with(config: Config, backends: Backends) -> Result<Running, S
     if config.auth.mode == "none" {
         tracing::warn!("auth.mode = none: every connection is the same anonymous user; for local use only");
     }
-    let model = model_for(&config);
+    let model = model_for(&config)?;
     let listener = tokio::net::TcpListener::bind(&config.bind)
         .await
         .map_err(|source| ServerError::Bind { addr: config.bind.clone(), source })?;

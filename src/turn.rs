@@ -268,6 +268,11 @@ impl Emitter {
         let _ = self.tx.send(EmitCmd::Event(event));
     }
 
+    /// Ends the current coalescing wait now, without waiting for the append (the model's burst is complete).
+    fn kick(&self) {
+        self.flush_now.notify_one();
+    }
+
     async fn flush(&self) -> Result<(), ClientError> {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(EmitCmd::Flush(tx)).is_err() {
@@ -381,6 +386,7 @@ async fn drive_inner(
                     }
                 }
                 ModelEvent::ToolCalls(c) => calls.extend(c),
+                ModelEvent::Idle => em.kick(),
                 ModelEvent::Usage(u) => {
                     state.usage.prompt_tokens += u.prompt_tokens;
                     state.usage.completion_tokens += u.completion_tokens;

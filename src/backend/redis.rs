@@ -619,6 +619,10 @@ impl Shared {
 
     /// EVALSHA, loading the script on NOSCRIPT (a restarted or failed-over server has an empty script cache).
     async fn eval(&self, script: &Script, keys: Vec<String>, args: Vec<String>) -> BResult<Value> {
+        // Shared strings: the copy kept for a NOSCRIPT retry costs a reference count per argument, not a copy
+        // of every event of an append.
+        let keys: Vec<fred::types::Key> = keys.into_iter().map(Into::into).collect();
+        let args: Vec<Value> = args.into_iter().map(|a| Value::String(a.into())).collect();
         match self.client.evalsha::<Value, _, _, _>(script.sha1().clone(), keys.clone(), args.clone()).await {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
                 script.load(&self.client).await.map_err(|e| self.err(e))?;

@@ -1,9 +1,12 @@
 //! Model access: an OpenAI-compatible streaming client ([`openai`]) and the offline demo model ([`demo`]),
 //! both behind [`ChatModel`]. A model call yields a stream of [`ModelEvent`]s; tool calls arrive assembled
-//! (streamed argument fragments are joined by the client).
+//! (streamed argument fragments are joined by the client). The OpenAI client reads a flowing stream in windows
+//! ([`window`]) so a paced stream costs one wakeup per window, not one per chunk, and says when a window's burst
+//! is complete ([`ModelEvent::Idle`]).
 
 pub mod demo;
 pub mod openai;
+pub mod window;
 
 use std::pin::Pin;
 
@@ -90,6 +93,9 @@ pub enum ModelEvent {
     /// All tool calls of the response, in index order, arguments complete.
     ToolCalls(Vec<ToolCall>),
     Usage(Usage),
+    /// The events so far are all the model has sent for now: a read window's burst is complete ([`window`]),
+    /// so what was gathered from it can go out at once.
+    Idle,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -3,38 +3,61 @@
 //! errors, 429 and 5xx — only before the first byte of the stream, so no token is ever sent twice.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use super::window::{WindowCtl, WindowedConnector};
 use super::*;
 use crate::config::LlmConfig;
 
+type HttpClient = Client<hyper_rustls::HttpsConnector<WindowedConnector>, Full<Bytes>>;
+
+/// How much of a refused call's body is read for the error message.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
 pub struct OpenAiModel {
-    http: reqwest::Client,
-    url: String,
+    http: HttpClient,
+    /// `…/chat/completions`; the base URL was validated at boot, a parse error here is reported per call.
+    url: Result<hyper::Uri, String>,
     api_key: String,
     timeout: Duration,
     max_retries: u32,
+    /// Read window while a response streams (`turn.coalesce_ms`; see [`super::window`]); zero reads each chunk
+    /// as it arrives.
+    window: Duration,
 }
 
 impl OpenAiModel {
-    pub fn new(config: &LlmConfig) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
+    pub fn new(config: &LlmConfig, window: Duration) -> Result<Self, LlmError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(provider)
+            .map_err(|e| LlmError::Unreachable(format!("TLS setup: {e}")))?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(WindowedConnector::new(Duration::from_secs(10)));
+        let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .unwrap_or_default();
-        Self {
+            .pool_timer(TokioTimer::new())
+            .build(tls);
+        let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
+        Ok(Self {
             http,
-            url: format!("{}/chat/completions", config.base_url.trim_end_matches('/')),
+            url: url.parse().map_err(|e| format!("invalid llm.base_url: {e}")),
             api_key: config.api_key.clone(),
             timeout: Duration::from_secs(config.timeout_s),
             max_retries: config.max_retries,
-        }
+            window,
+        })
     }
 
     fn body(request: &ChatRequest) -> Value {
@@ -54,6 +77,16 @@ impl OpenAiModel {
         }
         body
     }
+
+    fn request(&self, uri: &hyper::Uri, body: &Bytes) -> Result<hyper::Request<Full<Bytes>>, LlmError> {
+        let mut req = hyper::Request::post(uri.clone())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::ACCEPT, "text/event-stream");
+        if !self.api_key.is_empty() {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {}", self.api_key));
+        }
+        req.body(Full::new(body.clone())).map_err(|e| LlmError::Unreachable(format!("building the request: {e}")))
+    }
 }
 
 fn retryable(status: u16) -> bool {
@@ -64,14 +97,13 @@ fn retryable(status: u16) -> bool {
 impl ChatModel for OpenAiModel {
     async fn stream(&self, request: ChatRequest) -> Result<ModelStream, LlmError> {
         let deadline = Instant::now() + self.timeout;
-        let body = Self::body(&request);
+        let uri = self.url.clone().map_err(LlmError::Unreachable)?;
+        let body = Bytes::from(Self::body(&request).to_string());
         let mut attempt = 0u32;
         let response = loop {
-            let mut req = self.http.post(&self.url).json(&body).header("Accept", "text/event-stream");
-            if !self.api_key.is_empty() {
-                req = req.bearer_auth(&self.api_key);
-            }
-            let result = tokio::time::timeout_at(deadline, req.send()).await.map_err(|_| LlmError::Timeout)?;
+            let req = self.request(&uri, &body)?;
+            let result =
+                tokio::time::timeout_at(deadline, self.http.request(req)).await.map_err(|_| LlmError::Timeout)?;
             let retry_after = match result {
                 Ok(resp) if resp.status().is_success() => break resp,
                 Ok(resp) => {
@@ -82,7 +114,11 @@ impl ChatModel for OpenAiModel {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse::<u64>().ok())
                         .map(Duration::from_secs);
-                    let text = resp.text().await.unwrap_or_default();
+                    let limited = http_body_util::Limited::new(resp.into_body(), ERROR_BODY_LIMIT);
+                    let text = match tokio::time::timeout_at(deadline, limited.collect()).await {
+                        Ok(Ok(b)) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+                        _ => String::new(),
+                    };
                     let err = LlmError::Status { status, body: text.chars().take(300).collect() };
                     if !retryable(status) || attempt >= self.max_retries {
                         return Err(err);
@@ -91,8 +127,9 @@ impl ChatModel for OpenAiModel {
                     retry_after
                 }
                 Err(e) => {
+                    let e = error_chain(&e);
                     if attempt >= self.max_retries {
-                        return Err(LlmError::Unreachable(e.to_string()));
+                        return Err(LlmError::Unreachable(e));
                     }
                     tracing::warn!(error = %e, attempt, "model endpoint unreachable, retrying");
                     None
@@ -108,9 +145,37 @@ impl ChatModel for OpenAiModel {
             attempt += 1;
         };
 
-        let bytes = response.bytes_stream();
-        let stream = async_stream(bytes, deadline);
+        let window =
+            response.extensions().get::<WindowCtl>().cloned().map(|ctl| ReadWindow { ctl, window: self.window });
+        let bytes = response.into_body().into_data_stream();
+        let stream = async_stream(bytes, deadline, window);
         Ok(Box::pin(stream))
+    }
+}
+
+/// An error with its sources ("client error (Connect): tcp connect error: Connection refused").
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The read window of the connection a response streams on: switched on once the first event is parsed (time
+/// to first token stays a direct read), off again when the stream ends or is dropped, so the connection's next
+/// response starts with direct reads too.
+struct ReadWindow {
+    ctl: WindowCtl,
+    window: Duration,
+}
+
+impl Drop for ReadWindow {
+    fn drop(&mut self) {
+        self.ctl.set(Duration::ZERO);
     }
 }
 
@@ -133,11 +198,21 @@ struct SseState<S> {
     pending: std::collections::VecDeque<Result<ModelEvent, LlmError>>,
     deadline: Instant,
     done: bool,
+    /// Off until the first event, dropped (so off) with the stream.
+    window: Option<ReadWindow>,
+    windowed: bool,
+    /// Events were yielded since the last `Idle`.
+    unannounced: bool,
 }
 
-fn async_stream<S>(bytes: S, deadline: Instant) -> impl futures_util::Stream<Item = Result<ModelEvent, LlmError>> + Send
+fn async_stream<S, E>(
+    bytes: S,
+    deadline: Instant,
+    window: Option<ReadWindow>,
+) -> impl futures_util::Stream<Item = Result<ModelEvent, LlmError>> + Send
 where
-    S: futures_util::Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Send + Unpin + 'static,
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+    E: std::error::Error + Send + 'static,
 {
     let state = SseState {
         bytes,
@@ -147,13 +222,24 @@ where
         pending: Default::default(),
         deadline,
         done: false,
+        window,
+        windowed: false,
+        unannounced: false,
     };
     futures_util::stream::unfold(state, |mut st| async move {
         loop {
             if let Some(ev) = st.pending.pop_front() {
+                st.unannounced = true;
+                if !st.windowed {
+                    st.windowed = true;
+                    if let Some(w) = &st.window {
+                        w.ctl.set(w.window);
+                    }
+                }
                 return Some((ev, st));
             }
             if st.done {
+                // Dropping the state drops the window: the connection's next response starts with direct reads.
                 return None;
             }
             // Whole lines first.
@@ -171,21 +257,38 @@ where
                 st.buf = buf;
                 continue;
             }
-            match tokio::time::timeout_at(st.deadline, st.bytes.next()).await {
+            // With windows on, also listen for the connection going idle: the burst read so far is complete.
+            let idle = st.window.as_ref().filter(|_| st.windowed && st.unannounced).map(|w| w.ctl.clone());
+            let bytes = &mut st.bytes;
+            let next = tokio::time::timeout_at(st.deadline, async move {
+                match idle {
+                    Some(ctl) => tokio::select! {
+                        biased;
+                        b = bytes.next() => Some(b),
+                        _ = ctl.idle() => None,
+                    },
+                    None => Some(bytes.next().await),
+                }
+            });
+            match next.await {
+                Ok(None) => {
+                    st.unannounced = false;
+                    return Some((Ok(ModelEvent::Idle), st));
+                }
                 Err(_) => {
                     st.done = true;
                     return Some((Err(LlmError::Timeout), st));
                 }
-                Ok(None) => {
+                Ok(Some(None)) => {
                     // The server closed without [DONE]: flush what was assembled.
                     st.finish();
                     continue;
                 }
-                Ok(Some(Err(e))) => {
+                Ok(Some(Some(Err(e)))) => {
                     st.done = true;
-                    return Some((Err(LlmError::Stream(e.to_string())), st));
+                    return Some((Err(LlmError::Stream(error_chain(&e))), st));
                 }
-                Ok(Some(Ok(chunk))) => {
+                Ok(Some(Some(Ok(chunk)))) => {
                     st.buf.drain(..st.start);
                     st.start = 0;
                     if st.buf.len() + chunk.len() > 4 * 1024 * 1024 {
@@ -335,10 +438,10 @@ mod tests {
 
     /// The reply text and usage seen when `body` arrives cut into `size`-byte network reads.
     async fn parse_in_pieces(body: &str, size: usize) -> (String, Option<u64>) {
-        let pieces: Vec<Result<bytes::Bytes, reqwest::Error>> =
+        let pieces: Vec<Result<Bytes, std::io::Error>> =
             body.as_bytes().chunks(size).map(|c| Ok(bytes::Bytes::copy_from_slice(c))).collect();
         let deadline = Instant::now() + std::time::Duration::from_secs(5);
-        let mut events = Box::pin(async_stream(futures_util::stream::iter(pieces), deadline));
+        let mut events = Box::pin(async_stream(futures_util::stream::iter(pieces), deadline, None));
         let (mut text, mut completion) = (String::new(), None);
         while let Some(ev) = events.next().await {
             match ev.expect("event") {
