@@ -64,8 +64,6 @@ pub struct WindowedTcp {
     ctl: WindowCtl,
     /// A window is running: reads wait for `timer`.
     in_window: bool,
-    /// Data was read since the window began, so the stream is flowing and another window follows.
-    flowing: bool,
     /// Data was returned since the last idle signal.
     unannounced: bool,
     /// End of the running window; owned by the connection, polled by whichever task reads it.
@@ -87,7 +85,6 @@ impl WindowedTcp {
             io: Io::Registered(tcp),
             ctl: WindowCtl::default(),
             in_window: false,
-            flowing: false,
             unannounced: false,
             timer: Box::pin(tokio::time::sleep_until(Instant::now())),
         }
@@ -100,7 +97,6 @@ impl WindowedTcp {
 
     fn start_window(&mut self, window: Duration) {
         self.in_window = true;
-        self.flowing = false;
         self.timer.as_mut().reset(window_end(Instant::now(), window));
     }
 
@@ -159,35 +155,35 @@ impl AsyncRead for WindowedTcp {
                     let read = buf.filled().len() > before;
                     this.unannounced |= read;
                     let window = this.ctl.get();
-                    if read && !window.is_zero() {
+                    if read && buf.remaining() > 0 && !window.is_zero() {
                         this.detach()?;
                         this.start_window(window);
                     }
                     return Poll::Ready(Ok(()));
                 }
                 Io::Detached(s) => {
+                    // Inside a window nothing is read, not even to find nothing: one read per window.
+                    if this.in_window && !this.ctl.get().is_zero() && this.timer.as_mut().poll(cx).is_pending() {
+                        return this.waiting();
+                    }
+                    this.in_window = false;
+                    let want = buf.remaining();
                     match s.read(buf.initialize_unfilled()) {
                         Ok(n) => {
                             buf.advance(n);
-                            this.flowing |= n > 0;
                             this.unannounced |= n > 0;
+                            let window = this.ctl.get();
+                            // Still flowing: the next read waits for the next window, unless this one filled the
+                            // buffer (more may be waiting in the socket).
+                            if n > 0 && n < want && !window.is_zero() {
+                                this.start_window(window);
+                            }
                             return Poll::Ready(Ok(()));
                         }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Poll::Ready(Err(e)),
-                    }
-                    let window = this.ctl.get();
-                    if !window.is_zero() && this.in_window {
-                        if this.timer.as_mut().poll(cx).is_pending() {
-                            return this.waiting();
-                        }
-                        this.in_window = false;
-                    } else if !window.is_zero() && this.flowing {
-                        this.start_window(window);
-                    } else {
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         // Quiet for a whole window (or windows switched off): wait for readiness again.
-                        this.attach()?;
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => this.attach()?,
+                        Err(e) => return Poll::Ready(Err(e)),
                     }
                 }
                 Io::Moving => return Poll::Ready(Err(broken())),
