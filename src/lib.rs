@@ -6,7 +6,8 @@
 //!  http (router: /ws /health /readyz /metrics /admin/*) ─┤
 //!    └─ ws (one task per socket: client frames → handlers; hub → queue → socket)
 //!         └─ handlers (one fn per action) ─▶ turn (agent loop: llm + tools, park/resume)
-//!                                               │            ├─ llm::{openai, demo}
+//!                                               │            ├─ llm::{openai, demo}  (openai reads a flowing
+//!                                               │            │   stream in windows on a pod-wide grid: llm::window)
 //!                                               │            └─ tools (HTTP webhooks)
 //!  app (the pod: emit, cancel, sweepers, canary) ┘
 //!    ├─ hub (one bus subscription per channel per pod → local sockets)

@@ -466,4 +466,30 @@ mod tests {
             assert_eq!(parse_in_pieces(&body, size).await, ("Hello, wörld".to_string(), Some(4)), "reads of {size}");
         }
     }
+
+    #[tokio::test]
+    async fn https_model_urls_go_through_tls_and_a_failed_handshake_is_a_clean_error() {
+        use tokio::io::AsyncReadExt;
+        // A plain TCP peer: it records the first bytes it gets, then hangs up.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let peer = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut first = [0u8; 3];
+            s.read_exact(&mut first).await.expect("read");
+            first
+        });
+        let config =
+            LlmConfig { base_url: format!("https://{addr}/v1"), max_retries: 0, timeout_s: 10, ..LlmConfig::default() };
+        let model = OpenAiModel::new(&config, Duration::from_millis(50)).expect("client");
+        let request = ChatRequest { model: "m".into(), messages: vec![ChatMessage::text("user", "hi")], tools: vec![] };
+        match model.stream(request).await {
+            Err(LlmError::Unreachable(e)) => assert!(!e.is_empty()),
+            Err(e) => panic!("expected an unreachable error, got {e}"),
+            Ok(_) => panic!("a peer that hangs up cannot stream"),
+        }
+        // A TLS handshake record (0x16, version 3.x), not a request in clear text.
+        let first = peer.await.expect("peer");
+        assert_eq!((first[0], first[1]), (0x16, 0x03), "{first:?}");
+    }
 }

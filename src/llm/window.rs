@@ -153,11 +153,15 @@ impl AsyncRead for WindowedTcp {
                         return this.waiting();
                     }
                     let read = buf.filled().len() > before;
-                    this.unannounced |= read;
                     let window = this.ctl.get();
                     if read && buf.remaining() > 0 && !window.is_zero() {
+                        // A stream (re)starts flowing: this read opens a window and its data goes out with that
+                        // window's burst, not as an extra burst of its own.
                         this.detach()?;
                         this.start_window(window);
+                    } else if !window.is_zero() {
+                        // What is read with windows off is owed no signal, even once they are on.
+                        this.unannounced |= read;
                     }
                     return Poll::Ready(Ok(()));
                 }
@@ -365,10 +369,15 @@ mod tests {
         read_exactly(&mut conn, 3).await;
         let _ = tokio::time::timeout(Duration::from_millis(10), conn.read(&mut [0u8; 8])).await;
         assert!(quiet(ctl.clone()).await.is_err(), "no idle signal with windows off");
-        // Windows on: data read, then a read that has to wait, signals idle once.
+        // Windows on: the read that opens a window is not a burst of its own.
         ctl.set(Duration::from_millis(40));
         peer.write_all(b"two").await.expect("write");
         assert_eq!(read_exactly(&mut conn, 3).await.0, b"two");
+        let _ = tokio::time::timeout(Duration::from_millis(10), conn.read(&mut [0u8; 8])).await;
+        assert!(quiet(ctl.clone()).await.is_err(), "no signal for the read that opens a window");
+        // The window's burst, then a read that has to wait: idle, once.
+        peer.write_all(b"three").await.expect("write");
+        assert_eq!(read_exactly(&mut conn, 5).await.0, b"three");
         assert!(quiet(ctl.clone()).await.is_err(), "no signal while the reader has not asked for more");
         let _ = tokio::time::timeout(Duration::from_millis(10), conn.read(&mut [0u8; 8])).await;
         assert!(quiet(ctl.clone()).await.is_ok(), "idle signalled once the reader waits");
