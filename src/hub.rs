@@ -270,10 +270,9 @@ impl Hub {
     async fn resubscribe_all(&self) {
         let _guard = self.sub_lock.lock().await;
         let channels: Vec<Channel> = self.routes.read().keys().cloned().collect();
-        for channel in channels {
-            if let Err(e) = self.bus.subscribe(&channel).await {
-                tracing::warn!(error = %e, ?channel, "resubscribe failed");
-            }
+        // Batched: with 10k sessions on the pod this is a handful of commands, not 10k round trips.
+        if let Err(e) = self.bus.subscribe_many(&channels).await {
+            tracing::warn!(error = %e, channels = channels.len(), "resubscribe failed");
         }
     }
 

@@ -194,6 +194,22 @@ pub async fn bus_routing(a: &Backends, b: &Backends) {
     b.bus.unsubscribe(&user).await.expect("unsub");
     a.bus.publish(&user, r#"{"type":"late"}"#).await.expect("pub");
     assert_silent(&mut rx, &user).await;
+
+    // Many at once (a restore after reconnect), mixing kinds and sessions in different hash slots, one of them
+    // already subscribed: each delivers, once.
+    let mut many: Vec<Channel> = (0..40).map(|_| Channel::Session(sid())).collect();
+    many.extend([Channel::User(sid()), Channel::Org(sid()), Channel::Agent(sid())]);
+    b.bus.subscribe(&many[0]).await.expect("sub one");
+    b.bus.subscribe_many(&many).await.expect("sub many");
+    for (i, channel) in many.iter().enumerate() {
+        let payload = format!(r#"{{"type":"n{i}"}}"#);
+        a.bus.publish(channel, &payload).await.expect("pub");
+        assert_eq!(recv_message(&mut rx, channel).await, payload);
+        if i == 0 {
+            // Subscribed twice, still delivered once.
+            assert_silent(&mut rx, channel).await;
+        }
+    }
 }
 
 fn parked(session_id: &str, call: &str, expires_at_ms: i64) -> ParkedTurn {

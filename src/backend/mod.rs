@@ -193,6 +193,14 @@ pub trait Bus: Send + Sync {
     /// At-most-once publish.
     async fn publish(&self, channel: &Channel, payload: &str) -> BResult<()>;
     async fn subscribe(&self, channel: &Channel) -> BResult<()>;
+    /// Subscribes to all of `channels` (idempotent for those already subscribed), in as few round trips as the
+    /// backend allows: the hub restores thousands of channels at once after a reconnect.
+    async fn subscribe_many(&self, channels: &[Channel]) -> BResult<()> {
+        for channel in channels {
+            self.subscribe(channel).await?;
+        }
+        Ok(())
+    }
     async fn unsubscribe(&self, channel: &Channel) -> BResult<()>;
     /// Every message for this pod's subscriptions. A `Lagged` receive means messages were dropped locally:
     /// treat it as [`BusEvent::Resubscribed`] (repair from the log), never as the end of the stream.

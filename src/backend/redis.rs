@@ -1335,6 +1335,27 @@ impl Bus for RedisBus {
         }
     }
 
+    async fn subscribe_many(&self, channels: &[Channel]) -> BResult<()> {
+        let prefix = &self.shared.keys.prefix;
+        let (sharded, plain): (Vec<&Channel>, Vec<&Channel>) = channels.iter().partition(|c| self.sharded(c));
+        // One SUBSCRIBE per chunk (bounded command size), then one barrier for all of them.
+        for chunk in plain.chunks(SUBSCRIBE_CHUNK) {
+            let names: Vec<fred::types::Key> = chunk.iter().map(|c| c.name(prefix).into()).collect();
+            self.subscriber.subscribe(names).await.map_err(fred_err)?;
+        }
+        if !plain.is_empty() {
+            barrier(&self.subscriber, legacy_slot(&self.subscriber)).await.map_err(fred_err)?;
+        }
+        // SSUBSCRIBE takes channels of one slot per command (and fred waits for its confirmation).
+        let names: Vec<String> = sharded.iter().map(|c| c.name(prefix)).collect();
+        for (_, keys) in fred::util::group_by_hash_slot(names).map_err(fred_err)? {
+            for chunk in Vec::from(keys).chunks(SUBSCRIBE_CHUNK) {
+                self.subscriber.ssubscribe(chunk.to_vec()).await.map_err(fred_err)?;
+            }
+        }
+        Ok(())
+    }
+
     async fn unsubscribe(&self, channel: &Channel) -> BResult<()> {
         let name = channel.name(&self.shared.keys.prefix);
         let slot = if self.sharded(channel) {
@@ -1369,6 +1390,8 @@ fn legacy_slot(subscriber: &SubscriberClient) -> u16 {
     fred::util::redis_keyslot(subscriber.id().as_bytes())
 }
 
+/// Channels per SUBSCRIBE / SSUBSCRIBE command in [`Bus::subscribe_many`].
+const SUBSCRIBE_CHUNK: usize = 1000;
 /// Capacity of the pod's own bus broadcast (what the hub reads).
 const BUS_CAPACITY: usize = 4096;
 /// Capacity of fred's internal broadcasts (pub/sub messages, reconnect events); fred's default is 32.
