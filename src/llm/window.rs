@@ -317,11 +317,14 @@ mod tests {
             }
             peer
         });
+        let started = Instant::now();
         let (got, reads) = read_exactly(&mut conn, 200).await;
         let expected: Vec<u8> = (0..40u8).flat_map(|i| [i; 5]).collect();
         assert_eq!(got, expected, "bytes in order, none lost");
-        // 40 writes 3 ms apart: one read per 60 ms window plus the first (about 4), not one per write.
-        assert!(reads <= 20, "{reads} reads for 40 paced writes");
+        // 40 writes 3 ms apart: the first read, then one per 60 ms window (about 4 in all), not one per write,
+        // however slowly a loaded machine runs the writer.
+        let windows = started.elapsed().as_millis() / 60;
+        assert!(reads as u128 <= windows + 2, "{reads} reads in {windows} windows for 40 paced writes");
         drop(writer.await.expect("writer"));
     }
 
