@@ -296,6 +296,23 @@ mod tests {
         (got, reads)
     }
 
+    /// The peer writes `data` after `after_ms`; the connection's read of it, if it comes within `within_s`.
+    async fn write_later_read_by(
+        conn: &mut WindowedTcp,
+        mut peer: TcpStream,
+        after_ms: u64,
+        data: &'static [u8],
+        within_s: u64,
+    ) -> (Option<Vec<u8>>, TcpStream) {
+        let writer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(after_ms)).await;
+            peer.write_all(data).await.expect("write");
+            peer
+        });
+        let got = tokio::time::timeout(Duration::from_secs(within_s), read_exactly(conn, data.len())).await;
+        (got.ok().map(|(bytes, _)| bytes), writer.await.expect("writer"))
+    }
+
     #[tokio::test]
     async fn windows_off_read_every_write_as_it_arrives() {
         let (mut conn, mut peer) = pair().await;
@@ -335,27 +352,15 @@ mod tests {
         peer.write_all(b"first").await.expect("write");
         assert_eq!(read_exactly(&mut conn, 5).await.0, b"first");
         // Longer than a window: the connection goes back to waiting on readiness (no timer is left to wake it).
-        let late = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            peer.write_all(b"late").await.expect("write");
-            peer
-        });
-        let got = tokio::time::timeout(Duration::from_secs(5), read_exactly(&mut conn, 4)).await;
-        assert_eq!(got.expect("bytes after a pause are read").0, b"late");
-        let mut peer = late.await.expect("late writer");
+        let (got, mut peer) = write_later_read_by(&mut conn, peer, 150, b"late", 5).await;
+        assert_eq!(got.expect("bytes after a pause are read"), b"late");
         // Switching windows off mid-window: the next read does not wait for the (long) window's end.
         conn.ctl().set(Duration::from_secs(30));
         peer.write_all(b"a").await.expect("write");
         assert_eq!(read_exactly(&mut conn, 1).await.0, b"a");
         conn.ctl().set(Duration::ZERO);
-        let late = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            peer.write_all(b"b").await.expect("write");
-            peer
-        });
-        let got = tokio::time::timeout(Duration::from_secs(10), read_exactly(&mut conn, 1)).await;
-        assert_eq!(got.expect("read does not wait out a 30 s window once windows are off").0, b"b");
-        let peer = late.await.expect("late writer");
+        let (got, peer) = write_later_read_by(&mut conn, peer, 20, b"b", 10).await;
+        assert_eq!(got.expect("read does not wait out a 30 s window once windows are off"), b"b");
         // EOF still reads as EOF.
         drop(peer);
         let mut buf = [0u8; 8];
