@@ -108,6 +108,9 @@ pub enum LlmError {
     Timeout,
     #[error("model stream broken: {0}")]
     Stream(String),
+    /// The client cannot be built from the configuration (reported at boot).
+    #[error("model client setup: {0}")]
+    Setup(String),
 }
 
 pub type ModelStream = Pin<Box<dyn Stream<Item = Result<ModelEvent, LlmError>> + Send>>;

@@ -26,8 +26,8 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
 pub struct OpenAiModel {
     http: HttpClient,
-    /// `…/chat/completions`; the base URL was validated at boot, a parse error here is reported per call.
-    url: Result<hyper::Uri, String>,
+    /// `…/chat/completions`.
+    url: hyper::Uri,
     api_key: String,
     timeout: Duration,
     max_retries: u32,
@@ -41,7 +41,7 @@ impl OpenAiModel {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(provider)
-            .map_err(|e| LlmError::Unreachable(format!("TLS setup: {e}")))?
+            .map_err(|e| LlmError::Setup(format!("TLS: {e}")))?
             .https_or_http()
             .enable_http1()
             .wrap_connector(WindowedConnector::new(Duration::from_secs(10)));
@@ -52,7 +52,8 @@ impl OpenAiModel {
         let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
         Ok(Self {
             http,
-            url: url.parse().map_err(|e| format!("invalid llm.base_url: {e}")),
+            // Checked as a URL at config load; this catches what a URL allows and an HTTP request line does not.
+            url: url.parse().map_err(|e| LlmError::Setup(format!("llm.base_url is not a valid request URL: {e}")))?,
             api_key: config.api_key.clone(),
             timeout: Duration::from_secs(config.timeout_s),
             max_retries: config.max_retries,
@@ -78,8 +79,8 @@ impl OpenAiModel {
         body
     }
 
-    fn request(&self, uri: &hyper::Uri, body: &Bytes) -> Result<hyper::Request<Full<Bytes>>, LlmError> {
-        let mut req = hyper::Request::post(uri.clone())
+    fn request(&self, body: &Bytes) -> Result<hyper::Request<Full<Bytes>>, LlmError> {
+        let mut req = hyper::Request::post(self.url.clone())
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .header(hyper::header::ACCEPT, "text/event-stream");
         if !self.api_key.is_empty() {
@@ -97,11 +98,10 @@ fn retryable(status: u16) -> bool {
 impl ChatModel for OpenAiModel {
     async fn stream(&self, request: ChatRequest) -> Result<ModelStream, LlmError> {
         let deadline = Instant::now() + self.timeout;
-        let uri = self.url.clone().map_err(LlmError::Unreachable)?;
         let body = Bytes::from(Self::body(&request).to_string());
         let mut attempt = 0u32;
         let response = loop {
-            let req = self.request(&uri, &body)?;
+            let req = self.request(&body)?;
             let result =
                 tokio::time::timeout_at(deadline, self.http.request(req)).await.map_err(|_| LlmError::Timeout)?;
             let retry_after = match result {
