@@ -37,11 +37,22 @@ pub struct OpenAiModel {
 }
 
 impl OpenAiModel {
+    /// A client that checks the endpoint's certificate against the Mozilla roots built into the binary.
     pub fn new(config: &LlmConfig, window: Duration) -> Result<Self, LlmError> {
+        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        Self::with_roots(config, window, roots)
+    }
+
+    /// A client trusting `roots` (tests; a private CA).
+    pub fn with_roots(config: &LlmConfig, window: Duration, roots: rustls::RootCertStore) -> Result<Self, LlmError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(provider)
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
             .map_err(|e| LlmError::Setup(format!("TLS: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(WindowedConnector::new(Duration::from_secs(10)));
@@ -491,5 +502,88 @@ mod tests {
         // A TLS handshake record (0x16, version 3.x), not a request in clear text.
         let first = peer.await.expect("peer");
         assert_eq!((first[0], first[1]), (0x16, 0x03), "{first:?}");
+    }
+
+    /// An HTTPS endpoint streaming paced SSE chunks: the whole TLS path with read windows on (a window spans
+    /// several TLS records, some cut across reads), every token once and in order, and the connection reused.
+    #[tokio::test]
+    async fn streams_over_tls_with_read_windows_and_reuses_the_connection() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+        let cert_der = cert.cert.der().clone();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+        let server_tls =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_no_client_auth()
+                .with_single_cert(vec![cert_der.clone()], key)
+                .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let words: Vec<String> = (0..20).map(|i| format!("w{i} ")).collect();
+        let served = words.clone();
+        let server = tokio::spawn(async move {
+            // One connection, two requests on it (keep-alive).
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let mut tls = acceptor.accept(tcp).await.expect("handshake");
+            for _ in 0..2 {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let mut byte = [0u8; 1];
+                    tls.read_exact(&mut byte).await.expect("request head");
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().expect("length")))
+                    .expect("content-length");
+                let mut body = vec![0u8; len];
+                tls.read_exact(&mut body).await.expect("request body");
+                tls.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n",
+                )
+                .await
+                .expect("head");
+                let mut events: Vec<String> = served
+                    .iter()
+                    .map(|w| format!("data: {}\n\n", serde_json::json!({"choices": [{"delta": {"content": w}}]})))
+                    .collect();
+                events.push("data: [DONE]\n\n".into());
+                for e in events {
+                    tls.write_all(format!("{:x}\r\n{e}\r\n", e.len()).as_bytes()).await.expect("chunk");
+                    tls.flush().await.expect("flush");
+                    tokio::time::sleep(Duration::from_millis(4)).await;
+                }
+                tls.write_all(b"0\r\n\r\n").await.expect("end");
+                tls.flush().await.expect("flush");
+            }
+        });
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert_der).expect("root");
+        let config =
+            LlmConfig { base_url: format!("https://localhost:{port}/v1"), timeout_s: 10, ..LlmConfig::default() };
+        let model = OpenAiModel::with_roots(&config, Duration::from_millis(25), roots).expect("client");
+        for round in 0..2 {
+            let request =
+                ChatRequest { model: "m".into(), messages: vec![ChatMessage::text("user", "hi")], tools: vec![] };
+            let started = Instant::now();
+            let mut stream = model.stream(request).await.expect("stream");
+            let (mut text, mut idles) = (String::new(), 0u128);
+            while let Some(ev) = stream.next().await {
+                match ev.expect("event") {
+                    ModelEvent::Token(t) => text.push_str(&t),
+                    ModelEvent::Idle => idles += 1,
+                    _ => {}
+                }
+            }
+            assert_eq!(text, words.concat(), "round {round}");
+            // 20 chunks ~4 ms apart in 25 ms windows: a burst per window, not an idle per chunk.
+            let windows = started.elapsed().as_millis() / 25;
+            assert!(idles >= 1 && idles <= windows + 1, "round {round}: {idles} idle signals in {windows} windows");
+        }
+        server.await.expect("server");
     }
 }
