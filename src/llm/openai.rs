@@ -259,7 +259,11 @@ where
                 st.start = to + 1;
                 let buf = std::mem::take(&mut st.buf);
                 {
-                    let line = String::from_utf8_lossy(&buf[from..to]);
+                    let bytes = &buf[from..to];
+                    // Valid UTF-8 is the rule; the lossy path only for a broken line.
+                    let line = std::str::from_utf8(bytes)
+                        .map(std::borrow::Cow::Borrowed)
+                        .unwrap_or_else(|_| String::from_utf8_lossy(bytes));
                     let line = line.trim_end_matches(['\r', '\n']);
                     if let Some(data) = line.strip_prefix("data:") {
                         st.handle_data(data.trim());

@@ -39,12 +39,27 @@ pub fn token(kind: &str, request_id: &str, token: &str) -> Value {
 
 /// [`token`] rendered straight to text: the hot path of a streamed turn (one per model chunk).
 pub fn token_text(kind: &str, request_id: &str, token: &str) -> String {
-    let esc = |v: &str| serde_json::to_string(v).unwrap_or_else(|_| "\"\"".into());
-    let (kind, rid, tok) = (esc(kind), esc(request_id), esc(token));
-    format!(
-        r#"{{"type":{kind},"requestId":{rid},"token":{tok},"data":{{"requestId":{rid},"token":{tok}}},"timestamp":{}}}"#,
-        now_ms()
-    )
+    // One buffer, strings escaped straight into it: this runs once per streamed token.
+    let mut out = Vec::with_capacity(96 + 2 * (request_id.len() + token.len()));
+    let push_str = |out: &mut Vec<u8>, v: &str| {
+        // Writing JSON for a &str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, v);
+    };
+    out.extend_from_slice(b"{\"type\":");
+    push_str(&mut out, kind);
+    out.extend_from_slice(b",\"requestId\":");
+    push_str(&mut out, request_id);
+    out.extend_from_slice(b",\"token\":");
+    push_str(&mut out, token);
+    out.extend_from_slice(b",\"data\":{\"requestId\":");
+    push_str(&mut out, request_id);
+    out.extend_from_slice(b",\"token\":");
+    push_str(&mut out, token);
+    out.extend_from_slice(b"},\"timestamp\":");
+    out.extend_from_slice(now_ms().to_string().as_bytes());
+    out.push(b'}');
+    // serde_json writes valid UTF-8 and the rest is ASCII.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// `stream_chunk` for a tool step: `raw` is `{"toolCall": …}` or `{"toolResult": …}`.
