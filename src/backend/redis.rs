@@ -1325,35 +1325,15 @@ impl Bus for RedisBus {
     }
 
     async fn subscribe(&self, channel: &Channel) -> BResult<()> {
-        let name = channel.name(&self.shared.keys.prefix);
-        if self.sharded(channel) {
-            // SSUBSCRIBE is the one (un)subscribe fred waits for Redis to confirm.
-            self.subscriber.ssubscribe(name).await.map_err(fred_err)
-        } else {
-            self.subscriber.subscribe(name).await.map_err(fred_err)?;
-            barrier(&self.subscriber, legacy_slot(&self.subscriber)).await.map_err(fred_err)
-        }
+        self.subscribe_many(std::slice::from_ref(channel)).await
     }
 
     async fn subscribe_many(&self, channels: &[Channel]) -> BResult<()> {
         let prefix = &self.shared.keys.prefix;
         let (sharded, plain): (Vec<&Channel>, Vec<&Channel>) = channels.iter().partition(|c| self.sharded(c));
-        // One SUBSCRIBE per chunk (bounded command size), then one barrier for all of them.
-        for chunk in plain.chunks(SUBSCRIBE_CHUNK) {
-            let names: Vec<fred::types::Key> = chunk.iter().map(|c| c.name(prefix).into()).collect();
-            self.subscriber.subscribe(names).await.map_err(fred_err)?;
-        }
-        if !plain.is_empty() {
-            barrier(&self.subscriber, legacy_slot(&self.subscriber)).await.map_err(fred_err)?;
-        }
-        // SSUBSCRIBE takes channels of one slot per command (and fred waits for its confirmation).
-        let names: Vec<String> = sharded.iter().map(|c| c.name(prefix)).collect();
-        for (_, keys) in fred::util::group_by_hash_slot(names).map_err(fred_err)? {
-            for chunk in Vec::from(keys).chunks(SUBSCRIBE_CHUNK) {
-                self.subscriber.ssubscribe(chunk.to_vec()).await.map_err(fred_err)?;
-            }
-        }
-        Ok(())
+        let plain: Vec<String> = plain.iter().map(|c| c.name(prefix)).collect();
+        let sharded: Vec<String> = sharded.iter().map(|c| c.name(prefix)).collect();
+        subscribe_names(&self.subscriber, plain, sharded).await.map_err(fred_err)
     }
 
     async fn unsubscribe(&self, channel: &Channel) -> BResult<()> {
@@ -1390,7 +1370,7 @@ fn legacy_slot(subscriber: &SubscriberClient) -> u16 {
     fred::util::redis_keyslot(subscriber.id().as_bytes())
 }
 
-/// Channels per SUBSCRIBE / SSUBSCRIBE command in [`Bus::subscribe_many`].
+/// Channels per SUBSCRIBE / SSUBSCRIBE command ([`subscribe_names`]).
 const SUBSCRIBE_CHUNK: usize = 1000;
 /// Capacity of the pod's own bus broadcast (what the hub reads).
 const BUS_CAPACITY: usize = 4096;
@@ -1467,11 +1447,8 @@ async fn pump(
 async fn resubscribe(subscriber: &SubscriberClient, what: &str) {
     let mut delay = Duration::from_millis(50);
     loop {
-        let restored = match restore_tracked(subscriber).await {
-            Ok(()) => barrier(subscriber, legacy_slot(subscriber)).await,
-            Err(e) => Err(e),
-        };
-        match restored {
+        // `restore_tracked` ends with the barrier: the channels are live once it returns.
+        match restore_tracked(subscriber).await {
             Ok(()) => {
                 info!(
                     what,
@@ -1494,16 +1471,33 @@ async fn resubscribe(subscriber: &SubscriberClient, what: &str) {
 /// `PSUBSCRIBE` even with no patterns, which Redis answers with an error, so the restore never succeeded
 /// on a pod with no patterns (every pod: Switchboard uses none).
 async fn restore_tracked(subscriber: &SubscriberClient) -> Result<(), FredError> {
-    let channels: Vec<fred::types::Key> = subscriber.tracked_channels().into_iter().map(Into::into).collect();
-    if !channels.is_empty() {
-        subscriber.subscribe(channels).await?;
-    }
     let patterns: Vec<fred::types::Key> = subscriber.tracked_patterns().into_iter().map(Into::into).collect();
     if !patterns.is_empty() {
         subscriber.psubscribe(patterns).await?;
     }
-    for (_, keys) in fred::util::group_by_hash_slot(subscriber.tracked_shard_channels())? {
-        subscriber.ssubscribe(Vec::from(keys)).await?;
+    let sharded = subscriber.tracked_shard_channels().into_iter().map(|c| c.to_string()).collect();
+    subscribe_names(subscriber, subscriber.tracked_channels().into_iter().map(|c| c.to_string()).collect(), sharded)
+        .await
+}
+
+/// Subscribes `plain` channels with SUBSCRIBE and `sharded` ones with SSUBSCRIBE, a bounded number per command
+/// (SSUBSCRIBE: one hash slot per command, and fred waits for its confirmation), then waits for Redis to have
+/// processed the plain ones ([`barrier`]). Nothing is sent for an empty list (Redis refuses an empty SUBSCRIBE).
+async fn subscribe_names(
+    subscriber: &SubscriberClient,
+    plain: Vec<String>,
+    sharded: Vec<String>,
+) -> Result<(), FredError> {
+    for chunk in plain.chunks(SUBSCRIBE_CHUNK) {
+        subscriber.subscribe(chunk.to_vec()).await?;
+    }
+    if !plain.is_empty() {
+        barrier(subscriber, legacy_slot(subscriber)).await?;
+    }
+    for (_, keys) in fred::util::group_by_hash_slot(sharded)? {
+        for chunk in Vec::from(keys).chunks(SUBSCRIBE_CHUNK) {
+            subscriber.ssubscribe(chunk.to_vec()).await?;
+        }
     }
     Ok(())
 }
