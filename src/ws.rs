@@ -273,14 +273,14 @@ async fn run_connection(app: Arc<App>, mut socket: WebSocket, identity: Identity
             }
         }
     };
+    // Nothing more is queued for this socket: its memory goes back now, not after the close handshake.
+    queue.close();
     if let Some(spec) = close {
         if spec.code == CLOSE_SLOW_CONSUMER {
             tracing::info!(connection_id = %conn.handle.connection_id, "slow consumer: closing with 4000");
         }
-        // Bounded: a client that does not read cannot hold the task.
-        let _ = tokio::time::timeout(Duration::from_secs(2), send_close(&mut socket, &spec, extended)).await;
+        close_within_grace(&app, &mut socket, &spec, extended).await;
     }
-    queue.close();
     app.hub.detach_all(conn.handle.id, &conn.handle.connection_id, &conn.channels()).await;
     let _ = app.backends.registry.remove(&conn.handle.connection_id).await;
     app.metrics.connections.fetch_sub(1, Ordering::Relaxed);
@@ -313,6 +313,23 @@ const TOO_LARGE: CloseSpec = CloseSpec { code: CLOSE_TOO_LARGE, reason: "frame t
 const DRAINING: CloseSpec = CloseSpec { code: CLOSE_DRAINING, reason: "server draining: reconnect", reconnect: true };
 const SLOW: CloseSpec =
     CloseSpec { code: CLOSE_SLOW_CONSUMER, reason: "slow consumer: resume to continue", reconnect: true };
+
+/// How long a socket that is being closed may take to read up to the close frame. The `reconnect` frame and
+/// the close queue behind whatever the socket buffers already hold (several MiB on loopback), so a client that
+/// stopped reading needs time to get there once it reads again; how long that takes depends on the client and
+/// the machine, not on us. The wait costs one parked task and the socket's kernel buffers (the queue is already
+/// freed), and it ends early when the drain runs out of time or the pod stops.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(30);
+
+/// Sends the close (see [`send_close`]) unless [`CLOSE_GRACE`] passes, the drain interrupts or the pod stops
+/// first; then the TCP connection is simply dropped.
+async fn close_within_grace(app: &App, socket: &mut WebSocket, spec: &CloseSpec, extended: bool) {
+    tokio::select! {
+        _ = tokio::time::timeout(CLOSE_GRACE, send_close(socket, spec, extended)) => {}
+        _ = app.interrupt.cancelled() => {}
+        _ = app.stopped.cancelled() => {}
+    }
+}
 
 /// The `reconnect` extension frame (extended clients), then the close frame.
 async fn send_close(socket: &mut WebSocket, spec: &CloseSpec, extended: bool) {

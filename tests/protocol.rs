@@ -718,7 +718,8 @@ async fn admin_publish_http_surface_and_metrics() {
 
 /// A pod whose socket queue holds `queue` frames, and an extended client on it holding a session that then
 /// stops reading while far more than the loopback socket buffers absorb (several MiB) is published to it.
-async fn flooded_client(queue: usize) -> (switchboard::server::Running, support::ws::Client) {
+/// With `until_slow`, publishing stops as soon as the pod has counted the socket as a slow consumer.
+async fn flooded_client(queue: usize, until_slow: bool) -> (switchboard::server::Running, support::ws::Client) {
     let (llm, tools) = setup().await;
     let mut cfg = config(&llm, &tools);
     cfg.limits.outbound_queue = queue;
@@ -736,7 +737,11 @@ async fn flooded_client(queue: usize) -> (switchboard::server::Running, support:
             .await
             .expect("publish");
         assert_eq!(r.status(), 202);
+        if until_slow && scrape(&pod).await.value("switchboard_slow_consumers_total", &[]) >= 1.0 {
+            return (pod, ext);
+        }
     }
+    assert!(!until_slow, "300 events of 60 KB never overflowed a queue of {queue}");
     (pod, ext)
 }
 
@@ -761,15 +766,17 @@ async fn reconnect_then_close(ext: &mut support::ws::Client, reason: &str) -> Op
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_is_told_to_reconnect_and_closed() {
-    // The queue overflows while the client does not read.
-    let (_pod, mut ext) = flooded_client(8).await;
+    // The queue overflows while the client does not read; the client then starts reading late (later than the
+    // 2 s the close handshake once had), and must still find `reconnect` and 4000 behind the buffered frames.
+    let (_pod, mut ext) = flooded_client(8, true).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(reconnect_then_close(&mut ext, "slow consumer: resume to continue").await, Some(4000));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_while_a_write_is_blocked_still_says_reconnect_and_1012() {
     // The queue never overflows here: the write blocks on the socket, then the pod drains.
-    let (pod, mut ext) = flooded_client(100_000).await;
+    let (pod, mut ext) = flooded_client(100_000, false).await;
     pod.drain();
     assert_eq!(reconnect_then_close(&mut ext, "server draining: reconnect").await, Some(1012));
 }

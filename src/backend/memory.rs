@@ -196,21 +196,6 @@ impl SessionStore for MemoryStore {
 
 #[async_trait]
 impl EventLog for MemoryStore {
-    async fn append(&self, session_id: &str, event: &str) -> BResult<u64> {
-        let mut st = self.shared.state.lock();
-        let log = st.logs.entry(session_id.to_string()).or_default();
-        log.latest += 1;
-        log.touched_ms = now_ms();
-        let seq = log.latest;
-        log.entries.push_back((seq, event.to_string()));
-        while log.entries.len() > self.shared.log_len {
-            log.entries.pop_front();
-        }
-        // Publishing under the state lock keeps seq order on the bus equal to append order.
-        self.shared.deliver(&st, &Channel::Session(session_id.to_string()), &format!("{seq}:{event}"));
-        Ok(seq)
-    }
-
     async fn append_batch(&self, session_id: &str, events: Vec<String>) -> BResult<u64> {
         if events.is_empty() {
             return Ok(0);
@@ -228,6 +213,7 @@ impl EventLog for MemoryStore {
         while log.entries.len() > self.shared.log_len {
             log.entries.pop_front();
         }
+        // Publishing under the state lock keeps seq order on the bus equal to append order.
         self.shared.deliver(&st, &Channel::Session(session_id.to_string()), &lines.join("\n"));
         Ok(first)
     }

@@ -117,8 +117,11 @@ pub trait SessionStore: Send + Sync {
 #[async_trait]
 pub trait EventLog: Send + Sync {
     /// Assigns the next `seq`, appends `event` (a JSON object as text), trims to the configured length and
-    /// publishes `"<seq>:<event>"` on [`Channel::Session`], atomically. Returns the seq.
-    async fn append(&self, session_id: &str, event: &str) -> BResult<u64>;
+    /// publishes `"<seq>:<event>"` on [`Channel::Session`], atomically. Returns the seq. An
+    /// [`append_batch`](EventLog::append_batch) of one: backends implement that alone.
+    async fn append(&self, session_id: &str, event: &str) -> BResult<u64> {
+        self.append_batch(session_id, vec![event.to_string()]).await
+    }
     /// Appends several events atomically with consecutive seqs and publishes them as one bus message of
     /// `"<seq>:<event>"` lines. Returns the first seq (0 for an empty batch). A turn's emitter uses it to
     /// group events produced while the previous append was in flight (group commit).

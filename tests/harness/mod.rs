@@ -49,6 +49,7 @@ pub fn config(llm: &FakeLlm, tools: &FakeTools) -> Config {
 
 /// Starts a pod on its own memory backend.
 pub async fn pod(config: Config) -> Running {
+    test_logs();
     let mem = MemoryBackend::new(&config);
     start_with(config, mem.backends()).await.expect("pod starts")
 }
@@ -141,4 +142,35 @@ pub async fn pods(n: usize, mut config: Config, store: &Store) -> Vec<Running> {
 
 pub fn memory_store(config: &Config) -> Store {
     Store::Memory(MemoryBackend::new(config))
+}
+
+/// A parsed `/metrics` scrape (Prometheus text format, read with a real parser, not string matching).
+pub struct Metrics(pub prometheus_parse::Scrape);
+
+impl Metrics {
+    /// The value of the sample `name` whose labels include `labels`; panics when there is none.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.find(name, labels).unwrap_or_else(|| panic!("no sample {name}{labels:?} in the scrape"))
+    }
+
+    /// The value of the sample `name` whose labels include `labels`, if there is one.
+    pub fn find(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.0
+            .samples
+            .iter()
+            .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .find_map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => Some(v),
+                _ => None,
+            })
+    }
+}
+
+/// Scrapes a pod's `/metrics` and parses it.
+pub async fn scrape(pod: &Running) -> Metrics {
+    let text = reqwest::get(http_url(pod, "/metrics")).await.expect("metrics").text().await.expect("body");
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    Metrics(prometheus_parse::Scrape::parse(lines).unwrap_or_else(|e| panic!("unparsable scrape: {e}\n{text}")))
 }

@@ -1,0 +1,275 @@
+//! Connection and task plumbing shared by every Redis store of one pod: the fred client configuration and
+//! builder (reconnect policy, buffer sizes, timeouts), the pod's background tasks, and [`Shared`], the state
+//! each store borrows (client, keys, scripts, limits) with the script-calling helpers.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::interfaces::{ClientLike, LuaInterface, SortedSetsInterface};
+use fred::prelude::{Builder, Client, Error as FredError, ReconnectPolicy, ServerConfig};
+use fred::types::config::{Config as FredConfig, UnresponsiveConfig};
+use fred::types::scripts::Script;
+use fred::types::Value;
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::task::{AbortHandle, JoinHandle};
+use tracing::{debug, warn};
+
+use super::keys::{ops_key, Keys};
+use super::scripts::Scripts;
+use super::url::{RedisTarget, UrlParts};
+use crate::backend::{BResult, BackendError};
+use crate::util::now_ms;
+
+/// The fred client configuration for a target.
+pub(super) fn fred_config(target: &RedisTarget) -> Result<FredConfig, String> {
+    if target.url().starts_with("rediss") {
+        // fred is built without a TLS feature: it would silently connect in plain text.
+        return Err("TLS (rediss://) is not supported by this build; use redis:// inside a trusted network".into());
+    }
+    match target {
+        RedisTarget::Single(url) => FredConfig::from_url_centralized(url).map_err(|e| e.details().to_string()),
+        RedisTarget::Cluster(url) => {
+            let parts = UrlParts::parse(url, None)?;
+            Ok(FredConfig {
+                server: ServerConfig::new_clustered(parts.hosts),
+                username: parts.username,
+                password: parts.password,
+                ..FredConfig::default()
+            })
+        }
+        RedisTarget::Sentinel(url) => {
+            let parts = UrlParts::parse(url, Some(26379))?;
+            Ok(FredConfig {
+                server: ServerConfig::new_sentinel(parts.hosts, parts.path),
+                username: parts.username,
+                password: parts.password,
+                ..FredConfig::default()
+            })
+        }
+    }
+}
+
+/// Capacity of fred's internal broadcasts (pub/sub messages, reconnect events); fred's default is 32.
+const FRED_BROADCAST_CAPACITY: usize = 8192;
+
+fn reconnect_policy() -> ReconnectPolicy {
+    // Retry forever: a gateway without Redis is useless, and readiness reports the outage meanwhile.
+    ReconnectPolicy::new_exponential(0, 100, 2_000, 2)
+}
+
+pub(super) fn builder(config: FredConfig) -> Builder {
+    let mut b = Builder::from_config(config);
+    b.set_policy(reconnect_policy())
+        .with_performance_config(|p| {
+            p.broadcast_channel_capacity = FRED_BROADCAST_CAPACITY;
+            p.default_command_timeout = Duration::from_secs(10);
+        })
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(5);
+            c.internal_command_timeout = Duration::from_secs(5);
+            c.tcp.nodelay = Some(true);
+            // A hung (not dead) server is only noticed by this check; it forces a reconnect.
+            c.unresponsive =
+                UnresponsiveConfig { max_timeout: Some(Duration::from_secs(10)), interval: Duration::from_secs(1) };
+        });
+    b
+}
+
+/// Background tasks of one pod's Redis connections (fred's connection tasks, the bus pump, Sentinel
+/// watchers). Owned jointly by the pod's backend handles; the last one dropped aborts them, which closes the
+/// pod's connections. Dropping a `JoinHandle` would only detach a task, hence abort handles.
+pub(super) struct PodTasks {
+    /// Abort handles of every task the pod started; pushed while connecting, drained on drop.
+    pub(super) handles: Mutex<Vec<AbortHandle>>,
+}
+
+impl PodTasks {
+    pub(super) fn push<T>(&self, handle: &JoinHandle<T>) {
+        self.handles.lock().push(handle.abort_handle());
+    }
+}
+
+impl Drop for PodTasks {
+    fn drop(&mut self) {
+        for h in self.handles.lock().drain(..) {
+            h.abort();
+        }
+    }
+}
+
+/// Aborts a task when dropped: ties a helper connection's task to the task that uses it.
+pub(super) struct AbortOnDrop(pub(super) AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub(super) fn spawn_connection(tasks: &PodTasks, handle: fred::types::ConnectHandle, what: &'static str) {
+    tasks.push(&handle);
+    tasks.push(&tokio::spawn(async move {
+        match handle.await {
+            Ok(Ok(())) => debug!(what, "redis connection task ended"),
+            Ok(Err(e)) => warn!(what, error = %e, "redis connection task ended with an error"),
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => warn!(what, error = %e, "redis connection task failed"),
+        }
+    }));
+}
+
+/// State shared by all of one pod's Redis backends.
+pub(super) struct Shared {
+    /// The pod's command connection(s), multiplexed by fred; shared by every backend of the pod.
+    pub(super) client: Client,
+    pub(super) keys: Keys,
+    pub(super) scripts: Scripts,
+    /// Redis Cluster: session channels use sharded pub/sub.
+    pub(super) cluster: bool,
+    pub(super) idle_ttl_s: i64,
+    pub(super) log_len: usize,
+    /// Last time (ms) a READONLY reply forced a reconnect; rate-limits reconnect storms.
+    pub(super) last_readonly_reconnect: AtomicI64,
+    /// The pod's background tasks: alive while any backend handle exists, aborted when the last one goes.
+    pub(super) _tasks: PodTasks,
+}
+
+pub(super) fn fred_err(e: FredError) -> BackendError {
+    BackendError::Redis(e.to_string())
+}
+
+pub(super) fn corrupt(what: &str, e: impl std::fmt::Display) -> BackendError {
+    BackendError::Corrupt(format!("{what}: {e}"))
+}
+
+/// A reply value as text; fred may hand bulk strings over as bytes.
+pub(super) fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        other => other.as_str_lossy().map(|c| c.into_owned()),
+    }
+}
+
+pub(super) fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Integer(i) => Some(*i),
+        other => other.as_i64(),
+    }
+}
+
+pub(super) fn array(v: Value) -> Vec<Value> {
+    match v {
+        Value::Array(items) => items,
+        Value::Null => Vec::new(),
+        other => vec![other],
+    }
+}
+
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> BResult<T> {
+    serde_json::from_str(s).map_err(|e| corrupt(what, e))
+}
+
+pub(super) fn to_json<T: Serialize>(v: &T) -> BResult<String> {
+    serde_json::to_string(v).map_err(|e| corrupt("serialize", e))
+}
+
+impl Shared {
+    /// Maps a fred error, and reacts to `READONLY`: the connection points at a demoted master (a failover
+    /// happened without the connection dropping), so force a reconnect, which asks Sentinel for the new master.
+    pub(super) fn err(&self, e: FredError) -> BackendError {
+        if e.details().starts_with("READONLY") {
+            let now = now_ms();
+            let last = self.last_readonly_reconnect.load(Ordering::Relaxed);
+            if now - last > 1_000
+                && self
+                    .last_readonly_reconnect
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                warn!("redis answered READONLY: reconnecting to find the current master");
+                let client = self.client.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = client.force_reconnection().await {
+                        warn!(error = %e, "forced reconnect after READONLY failed");
+                    }
+                });
+            }
+        }
+        fred_err(e)
+    }
+
+    /// EVALSHA, loading the script on NOSCRIPT (a restarted or failed-over server has an empty script cache).
+    pub(super) async fn eval(&self, script: &Script, keys: Vec<String>, args: Vec<String>) -> BResult<Value> {
+        // Shared strings: the copy kept for a NOSCRIPT retry costs a reference count per argument, not a copy
+        // of every event of an append.
+        let keys: Vec<fred::types::Key> = keys.into_iter().map(Into::into).collect();
+        let args: Vec<Value> = args.into_iter().map(|a| Value::String(a.into())).collect();
+        match self.client.evalsha::<Value, _, _, _>(script.sha1().clone(), keys.clone(), args.clone()).await {
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                script.load(&self.client).await.map_err(|e| self.err(e))?;
+                self.client.evalsha(script.sha1().clone(), keys, args).await.map_err(|e| self.err(e))
+            }
+            other => other.map_err(|e| self.err(e)),
+        }
+    }
+
+    /// [`Shared::eval`] for a script built by [`once_lua`]: adds the ops key (same slot as `keys[0]`) and a fresh
+    /// token, so fred's resend of the same command after a dropped connection (or a MOVED redirect) returns
+    /// the first run's reply instead of running it again.
+    pub(super) async fn eval_once(
+        &self,
+        script: &Script,
+        mut keys: Vec<String>,
+        mut args: Vec<String>,
+    ) -> BResult<Value> {
+        let first = keys.first().ok_or_else(|| corrupt("script", "no key"))?;
+        keys.push(ops_key(first));
+        args.push(uuid::Uuid::new_v4().simple().to_string());
+        self.eval(script, keys, args).await
+    }
+
+    /// Records when a session's turn lease lapses, for `claim_lapsed` on any pod.
+    pub(super) async fn index_turn_deadline(&self, session_id: &str, deadline_ms: i64) -> BResult<()> {
+        self.client
+            .zadd::<(), _, _>(self.keys.turns_deadline(), None, None, false, false, (deadline_ms as f64, session_id))
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Members of a deadline index whose score (Unix ms) is at or before `now_ms`, at most `max`.
+    pub(super) async fn due(&self, index: &str, now_ms: i64, max: usize) -> BResult<Vec<String>> {
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        self.client.zrangebyscore(index, "-inf", now_ms as f64, false, Some((0, limit))).await.map_err(|e| self.err(e))
+    }
+
+    pub(super) fn idle_ms(&self) -> i64 {
+        self.idle_ttl_s.saturating_mul(1000)
+    }
+}
+
+/// Every Redis backend trait except the bus, on one pod's shared connection.
+pub(super) struct RedisStore {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl RedisStore {
+    pub(super) fn s(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fred_config_per_target() {
+        let c = fred_config(&RedisTarget::parse("redis-cluster://:secret@h:7000").expect("parse")).expect("config");
+        assert_eq!(c.password.as_deref(), Some("secret"));
+        assert!(c.server.is_clustered());
+        let tls = RedisTarget::parse("rediss://h:6380").expect("parse");
+        assert!(fred_config(&tls).is_err(), "no TLS in this build");
+    }
+}

@@ -1,0 +1,10 @@
+-- KEYS: conv hash, msgs list. ARGV: message JSON, now_ms, inbound (1/0), title from the message.
+-- Returns the conversation's user id (for the per-user index), or nil when the conversation does not exist.
+redis.call('RPUSH', KEYS[2], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+redis.call('HINCRBY', KEYS[1], 'message_count', 1)
+redis.call('HSET', KEYS[1], 'updated_at_ms', ARGV[2])
+if ARGV[3] == '1' and (redis.call('HGET', KEYS[1], 'title') or '') == '' then
+  redis.call('HSET', KEYS[1], 'title', ARGV[4])
+end
+return redis.call('HGET', KEYS[1], 'user_id')

@@ -1,0 +1,19 @@
+-- KEYS: confirm hash, decided hash, last hash. ARGV: call id ('' = the pending one), approved (1/0), ttl s.
+-- First decision wins: the parked record is removed by the winner; repeats read the decided hash.
+-- Returns {'claimed', json, call} | {'already', call, flag..request_id} | {'none'}.
+if ARGV[1] ~= '' then
+  local prev = redis.call('HGET', KEYS[2], ARGV[1])
+  if prev then return {'already', ARGV[1], prev} end
+end
+local call = redis.call('HGET', KEYS[1], 'call')
+if not call then return {'none'} end
+if ARGV[1] ~= '' and ARGV[1] ~= call then return {'none'} end
+local json = redis.call('HGET', KEYS[1], 'json') or ''
+local req = redis.call('HGET', KEYS[1], 'req') or ''
+redis.call('DEL', KEYS[1])
+local decision = ARGV[2] .. req
+redis.call('HSET', KEYS[2], call, decision)
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('HSET', KEYS[3], 'call', call, 'decision', decision)
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+return {'claimed', json, call}

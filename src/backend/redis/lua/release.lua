@@ -1,0 +1,13 @@
+-- KEYS: lease, turn record. ARGV: turn id. Deletes whichever of the two still belongs to that turn.
+local released = 0
+local cur = redis.call('GET', KEYS[1])
+if cur and cjson.decode(cur)['turn_id'] == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  released = 1
+end
+local rec = redis.call('GET', KEYS[2])
+if rec and cjson.decode(rec)['turn_id'] == ARGV[1] then
+  redis.call('DEL', KEYS[2])
+  released = 1
+end
+return released

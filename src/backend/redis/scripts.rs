@@ -1,0 +1,88 @@
+//! The Lua scripts, one per file under `lua/` (read, highlighted and linted as Lua), compiled once per pod.
+//!
+//! Every script touches the keys of one slot only (one session, or one conversation, or one index), and KEYS
+//! are always passed explicitly, so each runs unchanged on a single Redis and on a cluster. Scripts are sent
+//! with EVALSHA and loaded on NOSCRIPT ([`super::conn::Shared::eval`]): a restarted or failed-over server has an
+//! empty script cache.
+
+use fred::types::scripts::Script;
+
+/// How many recent replies a slot's ops hash keeps, and for how long after its last write. fred resends a
+/// command whose connection dropped after the reconnect (seconds later at most, bounded by the command
+/// timeout), so this only has to outlive that window.
+const OPS_CAP: u32 = 1000;
+const OPS_TTL_S: u32 = 60;
+
+/// Makes a write script safe to resend (`lua/once.lua`): the last KEY is an ops hash (same slot) and the last
+/// ARGV a token unique to this call. A resend of the same call (fred retries after a dropped connection, and
+/// re-sends after a MOVED redirect) returns the recorded reply instead of appending, deciding or claiming twice.
+fn once(body: &str) -> String {
+    include_str!("lua/once.lua")
+        .replace("__BODY__", body)
+        .replace("__OPS_CAP__", &OPS_CAP.to_string())
+        .replace("__OPS_TTL_S__", &OPS_TTL_S.to_string())
+}
+
+/// The compiled scripts (hashes computed once; loaded lazily on NOSCRIPT). The ones marked resend-safe are
+/// wrapped by [`once`] and called through [`super::conn::Shared::eval_once`].
+pub(super) struct Scripts {
+    /// Appends events with consecutive seqs and publishes them, atomically (resend-safe).
+    pub(super) append_batch: Script,
+    /// Oldest retained and latest seq of a session log.
+    pub(super) bounds: Script,
+    /// Appends a conversation message and updates the conversation record (resend-safe).
+    pub(super) append_message: Script,
+    /// One page of a conversation's messages with its start index, read atomically.
+    pub(super) messages_page: Script,
+    /// Renames a conversation that exists.
+    pub(super) rename: Script,
+    /// Stores a parked turn, replacing any previous one.
+    pub(super) park: Script,
+    /// First decision on a parked call wins (resend-safe).
+    pub(super) decide: Script,
+    /// Removes the parked turn for exactly one caller (resend-safe).
+    pub(super) take: Script,
+    /// Takes a free turn lease (resend-safe).
+    pub(super) acquire: Script,
+    /// Extends a turn lease that still belongs to the turn (compare-and-set on the turn id).
+    pub(super) renew: Script,
+    /// Frees whatever of the lease and turn record still belongs to the turn (resend-safe).
+    pub(super) release: Script,
+    /// Hands a lapsed turn to the one sweeper that won the deadline index entry (resend-safe).
+    pub(super) claim: Script,
+    /// Adds a socket to a registry index and prunes the expired members.
+    pub(super) index_add: Script,
+}
+
+impl Scripts {
+    pub(super) fn new() -> Self {
+        Self {
+            append_batch: Script::from_lua(once(include_str!("lua/append_batch.lua"))),
+            bounds: Script::from_lua(include_str!("lua/bounds.lua")),
+            append_message: Script::from_lua(once(include_str!("lua/append_message.lua"))),
+            messages_page: Script::from_lua(include_str!("lua/messages_page.lua")),
+            rename: Script::from_lua(include_str!("lua/rename.lua")),
+            park: Script::from_lua(include_str!("lua/park.lua")),
+            decide: Script::from_lua(once(include_str!("lua/decide.lua"))),
+            take: Script::from_lua(once(include_str!("lua/take.lua"))),
+            acquire: Script::from_lua(once(include_str!("lua/acquire.lua"))),
+            renew: Script::from_lua(include_str!("lua/renew.lua")),
+            release: Script::from_lua(once(include_str!("lua/release.lua"))),
+            claim: Script::from_lua(once(include_str!("lua/claim.lua"))),
+            index_add: Script::from_lua(include_str!("lua/index_add.lua")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_resend_wrapper_embeds_the_body_and_its_bounds() {
+        let wrapped = once("return 42");
+        assert!(wrapped.contains("local function run()\nreturn 42\nend"));
+        assert!(wrapped.contains(">= 1000 then") && wrapped.contains("EXPIRE', ops, 60)"));
+        assert!(!wrapped.contains("__"), "every placeholder filled");
+    }
+}

@@ -1,0 +1,172 @@
+//! Sessions and conversations: the session record (idle TTL, refreshed on read), the conversation hash, its
+//! message list and the per-user conversation index.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use fred::interfaces::{ClientLike, HashesInterface, KeysInterface, ListInterface, SortedSetsInterface};
+use fred::types::sorted_sets::Ordering as ZOrdering;
+use fred::types::{ClusterHash, CustomCommand, Expiration};
+use futures_util::future::join_all;
+
+use super::conn::{array, corrupt, int, parse_json, text, to_json, RedisStore};
+use crate::backend::{
+    BResult, ConversationPage, ConversationRecord, MessagePage, SessionRecord, SessionStore, StoredMessage,
+};
+
+fn conv_from_hash(map: HashMap<String, String>) -> BResult<Option<ConversationRecord>> {
+    if map.is_empty() {
+        return Ok(None);
+    }
+    let field = |k: &str| map.get(k).cloned().ok_or_else(|| corrupt("conversation", format!("missing field {k}")));
+    let num = |k: &str| -> BResult<i64> { field(k)?.parse::<i64>().map_err(|e| corrupt("conversation", e)) };
+    Ok(Some(ConversationRecord {
+        conversation_id: field("conversation_id")?,
+        user_id: field("user_id")?,
+        org_id: field("org_id")?,
+        agent_id: field("agent_id")?,
+        title: map.get("title").cloned().unwrap_or_default(),
+        created_at_ms: num("created_at_ms")?,
+        updated_at_ms: num("updated_at_ms")?,
+        message_count: u64::try_from(num("message_count")?).map_err(|e| corrupt("conversation", e))?,
+    }))
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn create_session(
+        &self,
+        session: &SessionRecord,
+        new_conversation: Option<&ConversationRecord>,
+    ) -> BResult<()> {
+        let s = self.s();
+        let key = s.keys.session_key(&session.session_id, "session");
+        s.client
+            .set::<(), _, _>(key, to_json(session)?, Some(Expiration::EX(s.idle_ttl_s)), None, false)
+            .await
+            .map_err(|e| s.err(e))?;
+        if let Some(c) = new_conversation {
+            let fields: Vec<(&str, String)> = vec![
+                ("conversation_id", c.conversation_id.clone()),
+                ("user_id", c.user_id.clone()),
+                ("org_id", c.org_id.clone()),
+                ("agent_id", c.agent_id.clone()),
+                ("title", c.title.clone()),
+                ("created_at_ms", c.created_at_ms.to_string()),
+                ("updated_at_ms", c.updated_at_ms.to_string()),
+                ("message_count", c.message_count.to_string()),
+            ];
+            s.client.hset::<(), _, _>(s.keys.conv(&c.conversation_id), fields).await.map_err(|e| s.err(e))?;
+            s.client
+                .zadd::<(), _, _>(
+                    s.keys.user_convs(&c.user_id),
+                    None,
+                    None,
+                    false,
+                    false,
+                    (c.updated_at_ms as f64, c.conversation_id.as_str()),
+                )
+                .await
+                .map_err(|e| s.err(e))?;
+        }
+        Ok(())
+    }
+
+    async fn get_session(&self, session_id: &str) -> BResult<Option<SessionRecord>> {
+        let s = self.s();
+        let key = s.keys.session_key(session_id, "session");
+        // GETEX reads and refreshes the idle TTL in one step (fred 10 has no typed GETEX).
+        let getex = CustomCommand::new_static("GETEX", ClusterHash::FirstKey, false);
+        let raw: Option<String> =
+            s.client.custom(getex, vec![key, "EX".into(), s.idle_ttl_s.to_string()]).await.map_err(|e| s.err(e))?;
+        raw.map(|r| parse_json("session", &r)).transpose()
+    }
+
+    async fn get_conversation(&self, conversation_id: &str) -> BResult<Option<ConversationRecord>> {
+        let s = self.s();
+        let map: HashMap<String, String> =
+            s.client.hgetall(s.keys.conv(conversation_id)).await.map_err(|e| s.err(e))?;
+        conv_from_hash(map)
+    }
+
+    async fn append_message(&self, conversation_id: &str, message: &StoredMessage, now_ms: i64) -> BResult<()> {
+        let s = self.s();
+        let inbound = if message.direction == "inbound" { "1" } else { "0" };
+        let reply = s
+            .eval_once(
+                &s.scripts.append_message,
+                vec![s.keys.conv(conversation_id), s.keys.msgs(conversation_id)],
+                vec![to_json(message)?, now_ms.to_string(), inbound.into(), crate::util::title_from(&message.text)],
+            )
+            .await?;
+        if let Some(user_id) = text(&reply) {
+            // Separate command: the user index lives on another slot. GT keeps it monotonic when two pods race.
+            s.client
+                .zadd::<(), _, _>(
+                    s.keys.user_convs(&user_id),
+                    None,
+                    Some(ZOrdering::GreaterThan),
+                    false,
+                    false,
+                    (now_ms as f64, conversation_id),
+                )
+                .await
+                .map_err(|e| s.err(e))?;
+        }
+        Ok(())
+    }
+
+    async fn messages_page(&self, conversation_id: &str, before: Option<u64>, limit: usize) -> BResult<MessagePage> {
+        let s = self.s();
+        let before = before.map(|b| b.to_string()).unwrap_or_default();
+        let reply = s
+            .eval(&s.scripts.messages_page, vec![s.keys.msgs(conversation_id)], vec![before, limit.to_string()])
+            .await?;
+        let mut items = array(reply).into_iter();
+        let start = items.next().as_ref().and_then(int).ok_or_else(|| corrupt("messages page", "no start index"))?;
+        let mut messages = items
+            .map(|v| text(&v).ok_or_else(|| corrupt("message", "not text")).and_then(|t| parse_json("message", &t)))
+            .collect::<BResult<Vec<StoredMessage>>>()?;
+        messages.reverse();
+        let start = u64::try_from(start).map_err(|e| corrupt("messages page", e))?;
+        Ok(MessagePage { messages, oldest_index: start, has_more: start > 0 })
+    }
+
+    async fn recent_messages(&self, conversation_id: &str, n: usize) -> BResult<Vec<StoredMessage>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let s = self.s();
+        let from = -(i64::try_from(n).unwrap_or(i64::MAX));
+        let raw: Vec<String> = s.client.lrange(s.keys.msgs(conversation_id), from, -1).await.map_err(|e| s.err(e))?;
+        raw.iter().map(|r| parse_json("message", r)).collect()
+    }
+
+    async fn list_conversations(&self, user_id: &str, offset: usize, limit: usize) -> BResult<ConversationPage> {
+        let s = self.s();
+        let key = s.keys.user_convs(user_id);
+        let total: u64 = s.client.zcard(&key).await.map_err(|e| s.err(e))?;
+        if limit == 0 {
+            return Ok(ConversationPage { conversations: Vec::new(), has_more: total as usize > offset });
+        }
+        let start = i64::try_from(offset).unwrap_or(i64::MAX);
+        let stop = i64::try_from(offset.saturating_add(limit) - 1).unwrap_or(i64::MAX);
+        // ZREVRANGE orders equal scores by member descending: updated desc, then conversation id desc, as memory.
+        let ids: Vec<String> = s.client.zrevrange(&key, start, stop, false).await.map_err(|e| s.err(e))?;
+        let fetched = join_all(ids.iter().map(|cid| self.get_conversation(cid))).await;
+        let mut conversations = Vec::with_capacity(ids.len());
+        for c in fetched {
+            if let Some(c) = c? {
+                conversations.push(c);
+            }
+        }
+        let has_more = total as usize > offset + ids.len();
+        Ok(ConversationPage { conversations, has_more })
+    }
+
+    async fn rename_conversation(&self, conversation_id: &str, title: &str) -> BResult<bool> {
+        let s = self.s();
+        let reply = s.eval(&s.scripts.rename, vec![s.keys.conv(conversation_id)], vec![title.to_string()]).await?;
+        Ok(int(&reply) == Some(1))
+    }
+}
