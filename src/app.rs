@@ -14,9 +14,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::agents::Agents;
 use crate::auth::Authenticator;
-use crate::backend::{Backends, Channel, Decided};
+use crate::backend::{Backends, Channel};
 use crate::config::Config;
-use crate::error::{ClientError, ErrorCode};
+use crate::error::ClientError;
 use crate::hub::Hub;
 use crate::llm::ChatModel;
 use crate::metrics::Metrics;
@@ -58,7 +58,7 @@ pub struct App {
 
 impl App {
     pub fn new(config: Config, backends: Backends, model: Arc<dyn ChatModel>) -> Arc<App> {
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new());
         let hub = Hub::new(backends.bus.clone(), backends.log.clone(), metrics.clone());
         Arc::new(App {
             agents: Agents::new(&config),
@@ -88,7 +88,6 @@ impl App {
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         tokio::spawn(self.hub.clone().run(rx, self.pod_id.clone(), control_tx, self.stopped.clone()));
         tokio::spawn(self.clone().control_loop(control_rx));
-        tokio::spawn(self.clone().sweep_loop());
         tokio::spawn(self.clone().canary_loop());
         Ok(())
     }
@@ -97,7 +96,7 @@ impl App {
     pub async fn emit(&self, session_id: &str, event: &Value) -> Result<u64, ClientError> {
         let text = event.to_string();
         let seq = self.backends.log.append(session_id, &text).await?;
-        self.metrics.events_published.fetch_add(1, Ordering::Relaxed);
+        self.metrics.events_published(1);
         Ok(seq)
     }
 
@@ -195,50 +194,6 @@ impl App {
                     }
                 }
                 _ => tracing::debug!("unknown control message"),
-            }
-        }
-    }
-
-    /// Ends what no pod will end: expired confirmations (deny and resume) and turns whose pod died.
-    async fn sweep_loop(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tokio::select! {
-                _ = self.stopped.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            if self.draining.is_cancelled() {
-                continue;
-            }
-            match self.backends.confirms.expired(now_ms(), 50).await {
-                Ok(sids) => {
-                    for sid in sids {
-                        match self.backends.confirms.decide(&sid, None, false).await {
-                            Ok(Decided::Claimed(parked)) => {
-                                tracing::info!(session_id = %sid, tool = %parked.call.tool_name, "confirmation timed out: denied");
-                                crate::turn::resume_parked(self.clone(), parked, false, "the confirmation timed out")
-                                    .await;
-                            }
-                            Ok(_) => {}
-                            Err(e) => tracing::warn!(error = %e, "confirmation sweep failed"),
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "confirmation sweep failed"),
-            }
-            match self.backends.leases.claim_lapsed(now_ms(), 50).await {
-                Ok(lapsed) => {
-                    for (sid, info) in lapsed {
-                        tracing::warn!(session_id = %sid, pod = %info.pod_id, "turn lease lapsed: ending the turn");
-                        let _ = self.backends.confirms.take(&sid).await;
-                        let e = ClientError::new(
-                            ErrorCode::TurnInterrupted,
-                            "the turn was interrupted: the server running it stopped",
-                        );
-                        self.emit_turn_error(&sid, &info.request_id, &e).await;
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "lease sweep failed"),
             }
         }
     }

@@ -4,14 +4,14 @@
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::backend::{ConversationRecord, Decided, SessionRecord, StoredMessage, TurnInfo};
+use crate::backend::{ConversationRecord, Decided, Direction, SessionRecord, StoredMessage, TurnInfo};
+use crate::conn::Conn;
 use crate::error::{ClientError, ErrorCode};
 use crate::llm::ChatMessage;
 use crate::protocol::inbound::{Action, CreateSession, ParseError, Request, SendMessage};
 use crate::protocol::outbound as out;
 use crate::turn::{self, TurnState};
 use crate::util::{new_id, now_ms, now_rfc3339};
-use crate::ws::Conn;
 
 pub async fn handle(conn: &mut Conn, parsed: Result<Request, ParseError>) {
     let req = match parsed {
@@ -167,7 +167,7 @@ async fn send_message(conn: &mut Conn, rid: Option<&str>, m: SendMessage) -> Res
     // The requestId is the turn's identity on the wire; one is made up when the client sent none.
     let request_id = rid.map(str::to_string).unwrap_or_else(new_id);
     let turn_id = new_id();
-    let info = TurnInfo { turn_id: turn_id.clone(), request_id: request_id.clone(), pod_id: app.pod_id.clone() };
+    let info = TurnInfo::new(&turn_id, &request_id, &app.pod_id);
     if !app.backends.leases.acquire(&session.session_id, &info, app.config.turn.lease_ms).await? {
         return Err(ClientError::turn_in_progress());
     }
@@ -197,15 +197,19 @@ async fn prepare_turn(
     conn.attach_session(&session.session_id, None).await?;
     let history =
         app.backends.sessions.recent_messages(&session.conversation_id, app.config.turn.history_messages).await?;
-    let stored =
-        StoredMessage { id: new_id(), direction: "inbound".into(), text: m.message.clone(), created_at: now_rfc3339() };
+    let stored = StoredMessage {
+        id: new_id(),
+        direction: Direction::Inbound,
+        text: m.message.clone(),
+        created_at: now_rfc3339(),
+    };
     app.backends.sessions.append_message(&session.conversation_id, &stored, now_ms()).await?;
     let mut messages = Vec::with_capacity(history.len() + 2);
     if !system_prompt.is_empty() {
         messages.push(ChatMessage::text("system", system_prompt));
     }
     for h in history {
-        let role = if h.direction == "inbound" { "user" } else { "assistant" };
+        let role = if h.direction == Direction::Inbound { "user" } else { "assistant" };
         messages.push(ChatMessage::text(role, &h.text));
     }
     let content = if m.images.is_empty() {

@@ -1,7 +1,6 @@
 //! The HTTP surface: `/ws`, `/health`, `/readyz`, `/metrics`, `POST /admin/publish` and
 //! `GET /admin/connections`.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::app::App;
 use crate::backend::{Channel, SocketFilter};
+use crate::metrics::ClusterGauges;
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -35,12 +35,11 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     // Cluster-wide, read at scrape time: a per-pod count would go down on whichever pod resumes a turn, not
-    // on the one that parked it. On a Redis error the last value stays.
+    // on the one that parked it. Left out of this scrape when the backend does not answer in time.
     let count = tokio::time::timeout(Duration::from_millis(500), app.backends.confirms.pending_count()).await;
-    if let Ok(Ok(n)) = count {
-        app.metrics.pending_confirmations.store(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
-    }
-    ([("content-type", "text/plain; version=0.0.4")], app.metrics.render()).into_response()
+    let cluster = ClusterGauges { pending_confirmations: count.ok().and_then(Result::ok) };
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([("content-type", content_type)], app.metrics.render(&cluster)).into_response()
 }
 
 fn authorized(app: &App, headers: &HeaderMap) -> bool {

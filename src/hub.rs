@@ -60,7 +60,7 @@ pub struct ConnHandle {
     /// Global id (registry, connection-targeted publishes).
     pub connection_id: Arc<str>,
     /// The socket's bounded outbound queue; producers push, the socket's task is the only consumer.
-    pub queue: Arc<crate::queue::OutQueue>,
+    pub queue: Arc<crate::queue::OutQueue<Outbound>>,
     /// Cancelled by the hub when the queue is full: the connection task closes the socket with 4000.
     pub slow: CancellationToken,
 }
@@ -72,7 +72,7 @@ impl ConnHandle {
             Ok(()) => true,
             Err(crate::queue::PushError::Full) => {
                 if !self.slow.is_cancelled() {
-                    metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                    metrics.slow_consumer();
                     self.slow.cancel();
                 }
                 false
@@ -227,7 +227,7 @@ impl Hub {
                 // for a canary *sent* recently (one sent before a Redis restart proves nothing about now).
                 if let Ok(sent) = payload.parse::<i64>() {
                     self.canary_seen_ms.store(sent, Ordering::Relaxed);
-                    self.metrics.bus_lag_ms.store((now - sent).max(0), Ordering::Relaxed);
+                    self.metrics.bus_lag(now - sent);
                 }
                 return;
             }

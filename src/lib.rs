@@ -24,6 +24,7 @@ pub mod app;
 pub mod auth;
 pub mod backend;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod handlers;
 pub mod http;

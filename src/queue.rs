@@ -7,8 +7,6 @@ use std::collections::VecDeque;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::hub::Outbound;
-
 /// Why a push was refused.
 #[derive(Debug, PartialEq, Eq)]
 pub enum PushError {
@@ -18,28 +16,29 @@ pub enum PushError {
     Closed,
 }
 
-/// Many producers (hub, handlers), one consumer (the socket's task).
-pub struct OutQueue {
-    state: Mutex<State>,
+/// Many producers (hub, handlers), one consumer (the socket's task). Generic so that it knows nothing of what
+/// a socket is sent ([`crate::hub::Outbound`]).
+pub struct OutQueue<T> {
+    state: Mutex<State<T>>,
     /// Wakes the single consumer; a notification sent while it is not waiting is kept as a permit.
     ready: Notify,
     capacity: usize,
 }
 
-struct State {
-    items: VecDeque<Outbound>,
+struct State<T> {
+    items: VecDeque<T>,
     closed: bool,
 }
 
 /// Capacity kept after a burst has drained; more is released.
 const KEEP: usize = 8;
 
-impl OutQueue {
-    pub fn new(capacity: usize) -> OutQueue {
+impl<T> OutQueue<T> {
+    pub fn new(capacity: usize) -> OutQueue<T> {
         OutQueue { state: Mutex::new(State { items: VecDeque::new(), closed: false }), ready: Notify::new(), capacity }
     }
 
-    pub fn push(&self, item: Outbound) -> Result<(), PushError> {
+    pub fn push(&self, item: T) -> Result<(), PushError> {
         {
             let mut st = self.state.lock();
             if st.closed {
@@ -55,7 +54,7 @@ impl OutQueue {
     }
 
     /// The next item without waiting.
-    pub fn try_pop(&self) -> Option<Outbound> {
+    pub fn try_pop(&self) -> Option<T> {
         let mut st = self.state.lock();
         let item = st.items.pop_front();
         if st.items.is_empty() && st.items.capacity() > KEEP {
@@ -65,7 +64,7 @@ impl OutQueue {
     }
 
     /// Waits for the next item; `None` once closed and empty.
-    pub async fn pop(&self) -> Option<Outbound> {
+    pub async fn pop(&self) -> Option<T> {
         loop {
             let notified = self.ready.notified();
             if let Some(item) = self.try_pop() {
@@ -93,18 +92,18 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn frame(s: &str) -> Outbound {
-        Outbound::Frame(Arc::from(s))
+    fn frame(s: &str) -> String {
+        s.to_string()
     }
 
     #[tokio::test]
     async fn bounded_fifo_that_wakes_its_consumer() {
-        let q = Arc::new(OutQueue::new(2));
+        let q = Arc::new(OutQueue::<String>::new(2));
         assert_eq!(q.push(frame("a")), Ok(()));
         assert_eq!(q.push(frame("b")), Ok(()));
         assert_eq!(q.push(frame("c")), Err(PushError::Full));
-        assert!(matches!(q.pop().await, Some(Outbound::Frame(f)) if &*f == "a"));
-        assert!(matches!(q.try_pop(), Some(Outbound::Frame(f)) if &*f == "b"));
+        assert_eq!(q.pop().await.as_deref(), Some("a"));
+        assert_eq!(q.try_pop().as_deref(), Some("b"));
         assert!(q.try_pop().is_none());
         let consumer = tokio::spawn({
             let q = q.clone();
@@ -112,7 +111,7 @@ mod tests {
         });
         tokio::task::yield_now().await;
         q.push(frame("late")).expect("push");
-        assert!(matches!(consumer.await.expect("join"), Some(Outbound::Frame(f)) if &*f == "late"));
+        assert_eq!(consumer.await.expect("join").as_deref(), Some("late"));
         q.close();
         assert_eq!(q.push(frame("x")), Err(PushError::Closed));
         assert!(q.pop().await.is_none());
@@ -120,7 +119,7 @@ mod tests {
 
     #[test]
     fn memory_is_given_back_after_a_burst() {
-        let q = OutQueue::new(1000);
+        let q = OutQueue::<String>::new(1000);
         for _ in 0..500 {
             q.push(frame("x")).expect("push");
         }

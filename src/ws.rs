@@ -3,7 +3,6 @@
 //! session events for v1 or extended clients, keeps per-session positions (dropping duplicates, repairing gaps
 //! from the log) and sends keepalives.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,11 +15,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::auth::Identity;
-use crate::backend::{Channel, SocketEntry};
+use crate::conn::{Conn, REGISTRY_TTL_MS};
 use crate::error::ClientError;
-use crate::hub::{ConnHandle, Outbound};
+use crate::hub::Outbound;
 use crate::protocol::{inbound, outbound as out, EXTENSION_SUBPROTOCOL};
-use crate::util::now_ms;
+use crate::queue::OutQueue;
 
 pub const CLOSE_TOO_LARGE: u16 = 1009;
 pub const CLOSE_DRAINING: u16 = 1012;
@@ -40,8 +39,6 @@ pub struct CloseSpec {
 pub struct WsQuery {
     token: Option<String>,
 }
-
-static NEXT_CONN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 pub async fn upgrade(
     State(app): State<Arc<App>>,
@@ -78,131 +75,27 @@ pub async fn upgrade(
     ws.on_upgrade(move |socket| tasks.track_future(run_connection(app, socket, identity, extended)))
 }
 
-/// Per-connection state used by the handlers.
-pub struct Conn {
-    pub app: Arc<App>,
-    pub identity: Identity,
-    pub extended: bool,
-    pub handle: ConnHandle,
-    /// Sessions this socket is attached to (receives their logged events).
-    /// Few per socket, so plain vectors (an idle socket's size matters at 10k sockets per pod).
-    pub sessions: Vec<String>,
-    pub agents: Vec<String>,
-    pub connected_at_ms: i64,
-    /// `send_message` timestamps in the last minute (rate limit).
-    pub recent_sends: std::collections::VecDeque<i64>,
-}
-
-impl Conn {
-    /// A reply to the asking socket only (not logged).
-    pub fn reply(&self, frame: &serde_json::Value) {
-        self.handle.offer(Outbound::Frame(Arc::from(frame.to_string())), &self.app.metrics);
-    }
-
-    pub fn reply_error(&self, request_id: Option<&str>, e: &ClientError) {
-        self.app.metrics.error(e.code);
-        self.reply(&out::error(request_id, e));
-    }
-
-    /// Attaches this socket to a session's events from `after` (None = from now).
-    pub async fn attach_session(&mut self, session_id: &str, after: Option<u64>) -> Result<(), ClientError> {
-        let sid: Arc<str> = Arc::from(session_id);
-        let attached = self.sessions.iter().any(|s| s == session_id);
-        if attached && after.is_none() {
-            return Ok(());
-        }
-        let channel = Channel::Session(session_id.to_string());
-        let position = match after {
-            Some(a) => a,
-            None => self.app.backends.log.bounds(session_id).await?.1,
-        };
-        self.handle.offer(Outbound::SetCursor { session_id: sid.clone(), after: position }, &self.app.metrics);
-        if !attached {
-            self.sessions.push(session_id.to_string());
-            self.app.hub.attach(&channel, &self.handle).await?;
-            self.app.metrics.sessions_attached.fetch_add(1, Ordering::Relaxed);
-            self.register().await;
-        }
-        // Anything appended between reading the position and the hub registration is read back here, and no
-        // further: later events arrive live, in order with this socket's replies.
-        let latest = self.app.backends.log.bounds(session_id).await?.1;
-        if latest > position {
-            self.handle.offer(Outbound::CatchUp { session_id: sid, until: Some(latest) }, &self.app.metrics);
-        }
-        Ok(())
-    }
-
-    pub async fn attach_agent(&mut self, agent_id: &str) -> Result<(), ClientError> {
-        if !self.agents.iter().any(|a| a == agent_id) {
-            self.agents.push(agent_id.to_string());
-            let channel = Channel::Agent(agent_id.to_string());
-            self.app.hub.attach(&channel, &self.handle).await?;
-            self.register().await;
-        }
-        Ok(())
-    }
-
-    /// Every channel this socket may be routed on (detaching one it is not on is harmless).
-    fn channels(&self) -> Vec<Channel> {
-        let mut out = vec![Channel::User(self.identity.user_id.clone()), Channel::Org(self.identity.org_id.clone())];
-        out.extend(self.sessions.iter().map(|s| Channel::Session(s.clone())));
-        out.extend(self.agents.iter().map(|a| Channel::Agent(a.clone())));
-        out
-    }
-
-    fn entry(&self) -> SocketEntry {
-        SocketEntry {
-            connection_id: self.handle.connection_id.to_string(),
-            pod_id: self.app.pod_id.clone(),
-            user_id: self.identity.user_id.clone(),
-            org_id: self.identity.org_id.clone(),
-            sessions: self.sessions.clone(),
-            agents: self.agents.clone(),
-            connected_at_ms: self.connected_at_ms,
-        }
-    }
-
-    /// Registry entry with a TTL of three heartbeats, so a dead pod's sockets disappear.
-    pub async fn register(&self) {
-        if let Err(e) = self.app.backends.registry.upsert(&self.entry(), REGISTRY_TTL_MS).await {
-            tracing::warn!(error = %e, "socket registry update failed");
-        }
-    }
-}
-
-const REGISTRY_TTL_MS: u64 = 30_000;
-
 /// One task per socket: it reads and dispatches client frames and writes what the socket's queue holds (an
 /// idle socket is one task, not a reader and a writer; 10k idle sockets per pod is the design point).
 async fn run_connection(app: Arc<App>, mut socket: WebSocket, identity: Identity, extended: bool) {
-    let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-    let queue = Arc::new(crate::queue::OutQueue::new(app.config.limits.outbound_queue));
-    let handle = ConnHandle {
-        id,
-        connection_id: Arc::from(crate::util::new_id()),
-        queue: queue.clone(),
-        slow: CancellationToken::new(),
-    };
-    app.metrics.connections.fetch_add(1, Ordering::Relaxed);
-    app.hub.register_connection(&handle);
-    let mut conn = Conn {
-        app: app.clone(),
-        identity,
-        extended,
-        handle,
-        sessions: Vec::new(),
-        agents: Vec::new(),
-        connected_at_ms: now_ms(),
-        recent_sends: Default::default(),
-    };
-    for channel in [Channel::User(conn.identity.user_id.clone()), Channel::Org(conn.identity.org_id.clone())] {
-        match app.hub.attach(&channel, &conn.handle).await {
-            Ok(()) => {}
-            Err(e) => tracing::warn!(error = %e, "could not subscribe user/org channel"),
+    let mut conn = Conn::open(app.clone(), identity, extended).await;
+    let close = serve(&app, &mut socket, &mut conn).await;
+    // Nothing more is queued for this socket: its memory goes back now, not after the close handshake.
+    conn.handle.queue.close();
+    if let Some(spec) = close {
+        if spec.code == CLOSE_SLOW_CONSUMER {
+            tracing::info!(connection_id = %conn.handle.connection_id, "slow consumer: closing with 4000");
         }
+        close_within_grace(&app, &mut socket, &spec, extended).await;
     }
-    conn.register().await;
+    conn.close().await;
+}
 
+/// The socket's loop: client frames in, queued items out, keepalives, registry heartbeats; until the client
+/// goes, the token expires, the queue overflows or the pod drains. Returns how to close (None: just drop).
+async fn serve(app: &Arc<App>, socket: &mut WebSocket, conn: &mut Conn) -> Option<CloseSpec> {
+    let queue = conn.handle.queue.clone();
+    let extended = conn.extended;
     let max = app.config.limits.max_frame_bytes;
     let expires_in = conn
         .identity
@@ -227,12 +120,12 @@ async fn run_connection(app: Arc<App>, mut socket: WebSocket, identity: Identity
                 // the pod drains or stops: any of those ends the write instead of waiting on the client.
                 let written = tokio::select! {
                     biased;
-                    ok = write_batch(&app, &mut socket, &mut cursors, item, &queue, extended) => ok,
-                    _ = must_stop(&app, &conn.handle.slow) => false,
+                    ok = write_batch(app, socket, &mut cursors, item, &queue, extended) => ok,
+                    _ = must_stop(app, &conn.handle.slow) => false,
                 };
                 if !written {
                     // Stopped, or the write failed (the client is gone: no close to send).
-                    break stop_close(&app, &conn.handle.slow);
+                    break stop_close(app, &conn.handle.slow);
                 }
                 idle.as_mut().reset(tokio::time::Instant::now() + keepalive);
             }
@@ -244,7 +137,7 @@ async fn run_connection(app: Arc<App>, mut socket: WebSocket, identity: Identity
                     let parsed = inbound::parse(text.as_str());
                     // Boxed: the handler's large state lives on the heap only while a frame is handled, so an
                     // idle connection's future stays small.
-                    Box::pin(crate::handlers::handle(&mut conn, parsed)).await;
+                    Box::pin(crate::handlers::handle(conn, parsed)).await;
                 }
                 Some(Ok(Message::Binary(b))) => {
                     if b.len() > max {
@@ -260,31 +153,20 @@ async fn run_connection(app: Arc<App>, mut socket: WebSocket, identity: Identity
                     break too_big.then_some(TOO_LARGE);
                 }
             },
-            _ = must_stop(&app, &conn.handle.slow) => break stop_close(&app, &conn.handle.slow),
+            _ = must_stop(app, &conn.handle.slow) => break stop_close(app, &conn.handle.slow),
             _ = &mut token_expiry => {
                 break Some(CloseSpec { code: CLOSE_TOKEN_EXPIRED, reason: "token expired", reconnect: false });
             }
             _ = heartbeat.tick() => conn.register().await,
             _ = &mut idle => {
-                if !send_text(&mut socket, &out::keepalive().to_string()).await {
+                if !send_text(socket, &out::keepalive().to_string()).await {
                     break None;
                 }
                 idle.as_mut().reset(tokio::time::Instant::now() + keepalive);
             }
         }
     };
-    // Nothing more is queued for this socket: its memory goes back now, not after the close handshake.
-    queue.close();
-    if let Some(spec) = close {
-        if spec.code == CLOSE_SLOW_CONSUMER {
-            tracing::info!(connection_id = %conn.handle.connection_id, "slow consumer: closing with 4000");
-        }
-        close_within_grace(&app, &mut socket, &spec, extended).await;
-    }
-    app.hub.detach_all(conn.handle.id, &conn.handle.connection_id, &conn.channels()).await;
-    let _ = app.backends.registry.remove(&conn.handle.connection_id).await;
-    app.metrics.connections.fetch_sub(1, Ordering::Relaxed);
-    app.metrics.sessions_attached.fetch_sub(conn.sessions.len() as i64, Ordering::Relaxed);
+    close
 }
 
 /// Resolves once the socket must stop: its queue overflowed (`slow`), the pod drains, or the pod stops.
@@ -376,7 +258,7 @@ async fn write_batch(
     sink: &mut WebSocket,
     cursors: &mut Cursors,
     first: Outbound,
-    queue: &crate::queue::OutQueue,
+    queue: &OutQueue<Outbound>,
     extended: bool,
 ) -> bool {
     if !process(app, sink, cursors, first, extended).await {
@@ -395,7 +277,7 @@ async fn write_batch(
 async fn process(app: &App, sink: &mut WebSocket, cursors: &mut Cursors, item: Outbound, extended: bool) -> bool {
     match item {
         Outbound::Frame(text) => {
-            app.metrics.events_delivered.fetch_add(1, Ordering::Relaxed);
+            app.metrics.events_delivered(1);
             feed_text(sink, &text).await
         }
         Outbound::SetCursor { session_id, after } => {
@@ -414,7 +296,7 @@ async fn process(app: &App, sink: &mut WebSocket, cursors: &mut Cursors, item: O
                 return true; // duplicate (already replayed from the log)
             }
             if seq > pos + 1 {
-                app.metrics.gap_repairs.fetch_add(seq - pos - 1, Ordering::Relaxed);
+                app.metrics.gap_repaired(seq - pos - 1);
                 if !Box::pin(catch_up(app, sink, cursors, &session_id, extended, Some(seq - 1))).await {
                     return false;
                 }
@@ -423,7 +305,7 @@ async fn process(app: &App, sink: &mut WebSocket, cursors: &mut Cursors, item: O
                 return true;
             }
             cursors.insert(session_id.clone(), seq);
-            app.metrics.events_delivered.fetch_add(1, Ordering::Relaxed);
+            app.metrics.events_delivered(1);
             send_session(sink, &session_id, seq, json, extended).await
         }
     }
@@ -468,7 +350,7 @@ async fn catch_up(
             if !send_session(sink, session_id, seq, &json, extended).await {
                 return false;
             }
-            app.metrics.events_delivered.fetch_add(1, Ordering::Relaxed);
+            app.metrics.events_delivered(1);
             pos = seq;
         }
     }

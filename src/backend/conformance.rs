@@ -66,10 +66,10 @@ fn session(id: &str, user: &str) -> (SessionRecord, ConversationRecord) {
     )
 }
 
-fn msg(dir: &str, text: &str) -> StoredMessage {
+fn msg(dir: Direction, text: &str) -> StoredMessage {
     StoredMessage {
         id: uuid::Uuid::new_v4().to_string(),
-        direction: dir.into(),
+        direction: dir,
         text: text.into(),
         created_at: "2026-01-01T00:00:00Z".into(),
     }
@@ -83,7 +83,7 @@ pub async fn sessions_and_history(a: &Backends, b: &Backends) {
     assert_eq!(b.sessions.get_session(&id).await.expect("get"), Some(s.clone()));
     assert_eq!(b.sessions.get_session(&sid()).await.expect("get"), None);
     for i in 0..5 {
-        let dir = if i % 2 == 0 { "inbound" } else { "outbound" };
+        let dir = if i % 2 == 0 { Direction::Inbound } else { Direction::Outbound };
         a.sessions.append_message(&c.conversation_id, &msg(dir, &format!("m{i}")), now_ms() + i).await.expect("append");
     }
     let conv = b.sessions.get_conversation(&c.conversation_id).await.expect("conv").expect("exists");
@@ -115,7 +115,7 @@ pub async fn conversation_listing(a: &Backends, b: &Backends) {
         ids.push(c.conversation_id.clone());
     }
     // Touch the oldest so it becomes the newest.
-    a.sessions.append_message(&ids[0], &msg("inbound", "hello"), 5_000).await.expect("append");
+    a.sessions.append_message(&ids[0], &msg(Direction::Inbound, "hello"), 5_000).await.expect("append");
     let page = b.sessions.list_conversations(&user, 0, 2).await.expect("list");
     assert_eq!(page.conversations.len(), 2);
     assert_eq!(page.conversations[0].conversation_id, ids[0]);

@@ -146,7 +146,7 @@ impl SessionStore for MemoryStore {
         if let Some(c) = st.conversations.get_mut(conversation_id) {
             c.message_count += 1;
             c.updated_at_ms = now;
-            if c.title.is_empty() && message.direction == "inbound" {
+            if c.title.is_empty() && message.direction == Direction::Inbound {
                 c.title = crate::util::title_from(&message.text);
             }
         }

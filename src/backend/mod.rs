@@ -62,12 +62,19 @@ pub struct ConversationRecord {
     pub message_count: u64,
 }
 
+/// Who wrote a message: `inbound` from the user, `outbound` from the agent (the wire and storage spelling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
 /// One stored message of a conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredMessage {
     pub id: String,
-    /// `inbound` (from the user) or `outbound` (from the agent).
-    pub direction: String,
+    pub direction: Direction,
     pub text: String,
     /// RFC 3339.
     pub created_at: String,
@@ -278,6 +285,12 @@ pub struct TurnInfo {
     pub request_id: String,
     /// Pod running the turn; empty while parked (no pod needed).
     pub pod_id: String,
+}
+
+impl TurnInfo {
+    pub fn new(turn_id: &str, request_id: &str, pod_id: &str) -> TurnInfo {
+        TurnInfo { turn_id: turn_id.to_string(), request_id: request_id.to_string(), pod_id: pod_id.to_string() }
+    }
 }
 
 /// One turn at a time per session, across pods: a lease renewed while the turn runs.

@@ -15,8 +15,6 @@ use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::protocol::outbound::Usage;
-
 /// One message in OpenAI chat format.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
@@ -121,4 +119,11 @@ pub trait ChatModel: Send + Sync {
     /// Starts a streamed completion. Errors before the stream starts (after retries) come here; errors
     /// mid-stream come as stream items.
     async fn stream(&self, request: ChatRequest) -> Result<ModelStream, LlmError>;
+}
+
+/// Token counts, as the model reports them per call and as a turn sums them over its calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
 }

@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::error::ClientError;
+use crate::llm::Usage;
 use crate::util::now_ms;
 
 fn with_rid(mut v: Value, request_id: Option<&str>) -> Value {
@@ -80,13 +81,6 @@ pub fn write_confirmation_required(request_id: &str, tool_id: &str, description:
     json!({"type": "write_confirmation_required", "requestId": request_id,
            "data": {"requestId": request_id, "data": {"toolId": tool_id, "actionDescription": description}},
            "timestamp": now_ms()})
-}
-
-/// Token counts summed over a turn's model calls.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Usage {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
 }
 
 /// The single authoritative end of a turn.

@@ -272,7 +272,7 @@ mod tests {
             out::tool_call_chunk("r", "t", "{}"),
             out::tool_result_chunk("r", "t", false, "ok"),
             out::write_confirmation_required("r", "t", "Allow?"),
-            out::eventual_response("r", "m", "done", out::Usage { prompt_tokens: 1, completion_tokens: 2 }),
+            out::eventual_response("r", "m", "done", crate::llm::Usage { prompt_tokens: 1, completion_tokens: 2 }),
             out::cancelled("r"),
             out::pong(Some("r")),
             out::keepalive(),

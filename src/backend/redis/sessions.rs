@@ -11,7 +11,7 @@ use futures_util::future::join_all;
 
 use super::conn::{array, corrupt, int, parse_json, text, to_json, RedisStore};
 use crate::backend::{
-    BResult, ConversationPage, ConversationRecord, MessagePage, SessionRecord, SessionStore, StoredMessage,
+    BResult, ConversationPage, ConversationRecord, Direction, MessagePage, SessionRecord, SessionStore, StoredMessage,
 };
 
 fn conv_from_hash(map: HashMap<String, String>) -> BResult<Option<ConversationRecord>> {
@@ -91,7 +91,7 @@ impl SessionStore for RedisStore {
 
     async fn append_message(&self, conversation_id: &str, message: &StoredMessage, now_ms: i64) -> BResult<()> {
         let s = self.s();
-        let inbound = if message.direction == "inbound" { "1" } else { "0" };
+        let inbound = if message.direction == Direction::Inbound { "1" } else { "0" };
         let reply = s
             .eval_once(
                 &s.scripts.append_message,

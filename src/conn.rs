@@ -1,0 +1,153 @@
+//! One socket's state as the action handlers see it ([`Conn`]): who it is, which sessions and agents it is
+//! attached to, and its handle in the hub. Owned by the socket's task ([`crate::ws`]), lent to
+//! [`crate::handlers`] for one frame at a time; neither of those two modules is imported here.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::app::App;
+use crate::auth::Identity;
+use crate::backend::{Channel, SocketEntry};
+use crate::error::ClientError;
+use crate::hub::{ConnHandle, Outbound};
+use crate::protocol::outbound as out;
+use crate::queue::OutQueue;
+use crate::util::now_ms;
+
+use tokio_util::sync::CancellationToken;
+
+/// Per-connection state used by the handlers.
+pub struct Conn {
+    pub app: Arc<App>,
+    pub identity: Identity,
+    pub extended: bool,
+    pub handle: ConnHandle,
+    /// Sessions this socket is attached to (receives their logged events).
+    /// Few per socket, so plain vectors (an idle socket's size matters at 10k sockets per pod).
+    pub sessions: Vec<String>,
+    pub agents: Vec<String>,
+    pub connected_at_ms: i64,
+    /// `send_message` timestamps in the last minute (rate limit).
+    pub recent_sends: std::collections::VecDeque<i64>,
+}
+
+/// Process-wide socket numbers (the hub's route keys; cheaper than the global id).
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+impl Conn {
+    /// A new socket: its queue and hub handle, its user and org channels, its registry entry.
+    pub(crate) async fn open(app: Arc<App>, identity: Identity, extended: bool) -> Conn {
+        let handle = ConnHandle {
+            id: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
+            connection_id: Arc::from(crate::util::new_id()),
+            queue: Arc::new(OutQueue::new(app.config.limits.outbound_queue)),
+            slow: CancellationToken::new(),
+        };
+        app.metrics.connection_opened();
+        app.hub.register_connection(&handle);
+        let conn = Conn {
+            app,
+            identity,
+            extended,
+            handle,
+            sessions: Vec::new(),
+            agents: Vec::new(),
+            connected_at_ms: now_ms(),
+            recent_sends: Default::default(),
+        };
+        for channel in [Channel::User(conn.identity.user_id.clone()), Channel::Org(conn.identity.org_id.clone())] {
+            if let Err(e) = conn.app.hub.attach(&channel, &conn.handle).await {
+                tracing::warn!(error = %e, "could not subscribe user/org channel");
+            }
+        }
+        conn.register().await;
+        conn
+    }
+
+    /// The socket is gone: off every channel, out of the registry.
+    pub(crate) async fn close(self) {
+        let app = &self.app;
+        app.hub.detach_all(self.handle.id, &self.handle.connection_id, &self.channels()).await;
+        let _ = app.backends.registry.remove(&self.handle.connection_id).await;
+        app.metrics.connection_closed(self.sessions.len());
+    }
+
+    /// A reply to the asking socket only (not logged).
+    pub fn reply(&self, frame: &serde_json::Value) {
+        self.handle.offer(Outbound::Frame(Arc::from(frame.to_string())), &self.app.metrics);
+    }
+
+    pub fn reply_error(&self, request_id: Option<&str>, e: &ClientError) {
+        self.app.metrics.error(e.code);
+        self.reply(&out::error(request_id, e));
+    }
+
+    /// Attaches this socket to a session's events from `after` (None = from now).
+    pub async fn attach_session(&mut self, session_id: &str, after: Option<u64>) -> Result<(), ClientError> {
+        let sid: Arc<str> = Arc::from(session_id);
+        let attached = self.sessions.iter().any(|s| s == session_id);
+        if attached && after.is_none() {
+            return Ok(());
+        }
+        let channel = Channel::Session(session_id.to_string());
+        let position = match after {
+            Some(a) => a,
+            None => self.app.backends.log.bounds(session_id).await?.1,
+        };
+        self.handle.offer(Outbound::SetCursor { session_id: sid.clone(), after: position }, &self.app.metrics);
+        if !attached {
+            self.sessions.push(session_id.to_string());
+            self.app.hub.attach(&channel, &self.handle).await?;
+            self.app.metrics.session_attached();
+            self.register().await;
+        }
+        // Anything appended between reading the position and the hub registration is read back here, and no
+        // further: later events arrive live, in order with this socket's replies.
+        let latest = self.app.backends.log.bounds(session_id).await?.1;
+        if latest > position {
+            self.handle.offer(Outbound::CatchUp { session_id: sid, until: Some(latest) }, &self.app.metrics);
+        }
+        Ok(())
+    }
+
+    pub async fn attach_agent(&mut self, agent_id: &str) -> Result<(), ClientError> {
+        if !self.agents.iter().any(|a| a == agent_id) {
+            self.agents.push(agent_id.to_string());
+            let channel = Channel::Agent(agent_id.to_string());
+            self.app.hub.attach(&channel, &self.handle).await?;
+            self.register().await;
+        }
+        Ok(())
+    }
+
+    /// Every channel this socket may be routed on (detaching one it is not on is harmless).
+    fn channels(&self) -> Vec<Channel> {
+        let mut out = vec![Channel::User(self.identity.user_id.clone()), Channel::Org(self.identity.org_id.clone())];
+        out.extend(self.sessions.iter().map(|s| Channel::Session(s.clone())));
+        out.extend(self.agents.iter().map(|a| Channel::Agent(a.clone())));
+        out
+    }
+
+    fn entry(&self) -> SocketEntry {
+        SocketEntry {
+            connection_id: self.handle.connection_id.to_string(),
+            pod_id: self.app.pod_id.clone(),
+            user_id: self.identity.user_id.clone(),
+            org_id: self.identity.org_id.clone(),
+            sessions: self.sessions.clone(),
+            agents: self.agents.clone(),
+            connected_at_ms: self.connected_at_ms,
+        }
+    }
+
+    /// Registry entry with a TTL of three heartbeats, so a dead pod's sockets disappear.
+    pub async fn register(&self) {
+        if let Err(e) = self.app.backends.registry.upsert(&self.entry(), REGISTRY_TTL_MS).await {
+            tracing::warn!(error = %e, "socket registry update failed");
+        }
+    }
+}
+
+/// Registry entries live three heartbeats (the socket task renews every third of this), so a dead pod's
+/// sockets disappear.
+pub const REGISTRY_TTL_MS: u64 = 30_000;

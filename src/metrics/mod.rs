@@ -1,0 +1,276 @@
+//! Prometheus metrics of one pod, on `prometheus-client`: typed handles in a per-pod registry (several pods
+//! in one test process keep their own numbers; nothing global), label families where they help, the
+//! cluster-wide pending-confirmations gauge as a collector read at scrape time, and the standard process
+//! metrics ([`process`]). Call sites use methods (`metrics.turn_started()`), never the handles.
+
+mod process;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+use crate::error::ErrorCode;
+use crate::llm::Usage;
+
+/// Latency buckets of both histograms, in seconds.
+const LATENCY_BUCKETS_S: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// How a turn segment (a start or a resume, up to its end or its park) ended, for `switchboard_turns_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnOutcome {
+    Completed,
+    Parked,
+    Failed,
+    Cancelled,
+    /// The pod stopped under it (killed): another pod's sweeper ends it.
+    Abandoned,
+}
+
+impl TurnOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            TurnOutcome::Completed => "completed",
+            TurnOutcome::Parked => "parked",
+            TurnOutcome::Failed => "failed",
+            TurnOutcome::Cancelled => "cancelled",
+            TurnOutcome::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// The pod's metrics. The handles are cheap shared atomics; the registry holds clones of them for encoding.
+pub struct Metrics {
+    registry: Registry,
+    connections: Gauge,
+    sessions_attached: Gauge,
+    turns_started: Counter,
+    turns_running: Gauge,
+    turns: Family<OutcomeLabel, Counter>,
+    events_published: Counter,
+    events_delivered: Counter,
+    gap_repairs: Counter,
+    slow_consumers: Counter,
+    bus_lag: Gauge<f64, AtomicU64>,
+    tokens_prompt: Counter,
+    tokens_completion: Counter,
+    errors: Family<CodeLabel, Counter>,
+    llm_ttft: Histogram,
+    turn_duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let histogram = || Histogram::new(LATENCY_BUCKETS_S);
+        let m = Metrics {
+            connections: Gauge::default(),
+            sessions_attached: Gauge::default(),
+            turns_started: Counter::default(),
+            turns_running: Gauge::default(),
+            turns: Family::default(),
+            events_published: Counter::default(),
+            events_delivered: Counter::default(),
+            gap_repairs: Counter::default(),
+            slow_consumers: Counter::default(),
+            bus_lag: Gauge::default(),
+            tokens_prompt: Counter::default(),
+            tokens_completion: Counter::default(),
+            errors: Family::default(),
+            llm_ttft: histogram(),
+            turn_duration: histogram(),
+            registry: Registry::default(),
+        };
+        // Counters are registered without `_total`: the encoder appends it (OpenMetrics), so the names on the
+        // wire are the ones the dashboard and README use.
+        let r = &mut registry;
+        r.register("switchboard_connections", "Open WebSocket connections on this pod", m.connections.clone());
+        r.register(
+            "switchboard_sessions_attached",
+            "Socket-session attachments on this pod",
+            m.sessions_attached.clone(),
+        );
+        r.register("switchboard_turns_started", "Agent turns started or resumed on this pod", m.turns_started.clone());
+        r.register("switchboard_turns_running", "Agent turns running on this pod", m.turns_running.clone());
+        r.register("switchboard_turns", "Turn segments ended on this pod, by outcome", m.turns.clone());
+        r.register("switchboard_events_published", "Session events appended and published", m.events_published.clone());
+        r.register(
+            "switchboard_events_delivered",
+            "Frames delivered to sockets from the bus or log",
+            m.events_delivered.clone(),
+        );
+        r.register("switchboard_gap_repairs", "Events read back from the log to fill a gap", m.gap_repairs.clone());
+        r.register("switchboard_slow_consumers", "Sockets closed with 4000 for not reading", m.slow_consumers.clone());
+        r.register("switchboard_bus_lag_seconds", "Round trip of this pod's canary through the bus", m.bus_lag.clone());
+        r.register("switchboard_tokens_prompt", "Prompt tokens reported by the model", m.tokens_prompt.clone());
+        r.register(
+            "switchboard_tokens_completion",
+            "Completion tokens reported by the model",
+            m.tokens_completion.clone(),
+        );
+        r.register("switchboard_errors", "Errors sent to clients, by code", m.errors.clone());
+        r.register(
+            "switchboard_llm_time_to_first_token_seconds",
+            "Model latency to the first streamed event",
+            m.llm_ttft.clone(),
+        );
+        r.register(
+            "switchboard_turn_duration_seconds",
+            "Wall time of a turn segment (start or resume to end or park)",
+            m.turn_duration.clone(),
+        );
+        r.register_collector(Box::new(process::ProcessCollector));
+        // Every code and outcome is shown from the start (a rate over a series that appears late misses its
+        // first increments).
+        for code in ErrorCode::ALL {
+            let _ = m.errors.get_or_create(&CodeLabel { code: code.as_str() });
+        }
+        for o in [
+            TurnOutcome::Completed,
+            TurnOutcome::Parked,
+            TurnOutcome::Failed,
+            TurnOutcome::Cancelled,
+            TurnOutcome::Abandoned,
+        ] {
+            let _ = m.turns.get_or_create(&OutcomeLabel { outcome: o.label() });
+        }
+        Metrics { registry, ..m }
+    }
+
+    pub fn connection_opened(&self) {
+        self.connections.inc();
+    }
+    pub fn connection_closed(&self, sessions_attached: usize) {
+        self.connections.dec();
+        self.sessions_attached.dec_by(i64::try_from(sessions_attached).unwrap_or(i64::MAX));
+    }
+    pub fn session_attached(&self) {
+        self.sessions_attached.inc();
+    }
+    pub fn turn_started(&self) {
+        self.turns_started.inc();
+        self.turns_running.inc();
+    }
+    pub fn turn_ended(&self, outcome: TurnOutcome, elapsed: std::time::Duration) {
+        self.turns_running.dec();
+        self.turns.get_or_create(&OutcomeLabel { outcome: outcome.label() }).inc();
+        self.turn_duration.observe(elapsed.as_secs_f64());
+    }
+    pub fn events_published(&self, n: u64) {
+        self.events_published.inc_by(n);
+    }
+    pub fn events_delivered(&self, n: u64) {
+        self.events_delivered.inc_by(n);
+    }
+    pub fn gap_repaired(&self, missing: u64) {
+        self.gap_repairs.inc_by(missing);
+    }
+    pub fn slow_consumer(&self) {
+        self.slow_consumers.inc();
+    }
+    pub fn bus_lag(&self, ms: i64) {
+        self.bus_lag.set(ms.max(0) as f64 / 1000.0);
+    }
+    pub fn tokens(&self, usage: Usage) {
+        self.tokens_prompt.inc_by(usage.prompt_tokens);
+        self.tokens_completion.inc_by(usage.completion_tokens);
+    }
+    pub fn error(&self, code: ErrorCode) {
+        self.errors.get_or_create(&CodeLabel { code: code.as_str() }).inc();
+    }
+    pub fn time_to_first_token(&self, elapsed: std::time::Duration) {
+        self.llm_ttft.observe(elapsed.as_secs_f64());
+    }
+
+    /// Slow consumers so far (the socket tasks and tests read it).
+    pub fn slow_consumer_count(&self) -> u64 {
+        self.slow_consumers.get()
+    }
+
+    /// The exposition (OpenMetrics text): this pod's metrics, then the cluster-wide ones read for this scrape.
+    pub fn render(&self, cluster: &ClusterGauges) -> String {
+        let mut out = String::new();
+        let written = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry).and_then(|()| {
+            let mut scrape = Registry::default();
+            scrape.register_collector(Box::new(cluster.clone()));
+            prometheus_client::encoding::text::encode_registry(&mut out, &scrape)?;
+            prometheus_client::encoding::text::encode_eof(&mut out)
+        });
+        if let Err(e) = written {
+            // Writing into a String does not fail; a broken label encoder would.
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        out
+    }
+}
+
+/// Gauges that are the same on every pod, read from the backend once per scrape. A value that could not be
+/// read is left out of that scrape (a gap in the graph, not a stale number).
+#[derive(Debug, Clone, Default)]
+pub struct ClusterGauges {
+    /// Parked turns waiting for a human decision, across all pods.
+    pub pending_confirmations: Option<u64>,
+}
+
+impl Collector for ClusterGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if let Some(n) = self.pending_confirmations {
+            let gauge = ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
+            let metric = encoder.encode_descriptor(
+                "switchboard_pending_confirmations",
+                "Parked turns waiting for a human decision, across all pods (the same on every pod)",
+                None,
+                gauge.metric_type(),
+            )?;
+            gauge.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_keep_their_names_and_every_code_is_shown() {
+        let m = Metrics::new();
+        m.error(ErrorCode::RateLimited);
+        m.turn_started();
+        m.turn_ended(TurnOutcome::Completed, std::time::Duration::from_millis(120));
+        let text = m.render(&ClusterGauges { pending_confirmations: Some(3) });
+        for line in [
+            "switchboard_errors_total{code=\"RATE_LIMITED\"} 1",
+            "switchboard_errors_total{code=\"SESSION_NOT_FOUND\"} 0",
+            "switchboard_turns_total{outcome=\"completed\"} 1",
+            "switchboard_turns_started_total 1",
+            "switchboard_turns_running 0",
+            "switchboard_pending_confirmations 3",
+            "switchboard_turn_duration_seconds_bucket{le=\"0.25\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+        assert!(!m.render(&ClusterGauges::default()).contains("switchboard_pending_confirmations"));
+    }
+}

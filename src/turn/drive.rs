@@ -1,0 +1,250 @@
+//! What a turn does between its start and its end: run the pending tool calls (parking on a gated one), call
+//! the model, and store the final answer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use tracing::Instrument;
+
+use super::emitter::Emitter;
+use super::{Decision, Outcome, TurnState};
+use crate::agents::{needs_confirmation, tool_specs};
+use crate::app::App;
+use crate::backend::{Direction, ParkedTurn, PendingCall, StoredMessage};
+use crate::config::AgentConfig;
+use crate::error::{ClientError, ErrorCode};
+use crate::llm::{ChatMessage, ChatRequest, ModelEvent, ToolCall};
+use crate::protocol::outbound as out;
+use crate::tools::{ToolContext, ToolOutcome};
+use crate::util::{new_id, now_ms, now_rfc3339};
+
+/// `stream_*` events are skipped for `stream: false`.
+fn emit_stream(em: &Emitter, state: &TurnState, event: &Value) {
+    if state.stream {
+        em.send(event);
+    }
+}
+
+pub(super) async fn drive(
+    app: &Arc<App>,
+    em: &Emitter,
+    state: &mut TurnState,
+    mut decision: Option<Decision>,
+) -> Outcome {
+    match drive_inner(app, em, state, &mut decision).await {
+        Ok(o) => o,
+        Err(e) => Outcome::Failed(e),
+    }
+}
+
+async fn drive_inner(
+    app: &Arc<App>,
+    em: &Emitter,
+    state: &mut TurnState,
+    decision: &mut Option<Decision>,
+) -> Result<Outcome, ClientError> {
+    let agent = app
+        .agents
+        .get(&state.agent_id)
+        .ok_or_else(|| ClientError::new(ErrorCode::AgentNotFound, "the session's agent is no longer configured"))?;
+    loop {
+        if run_pending_tools(app, em, state, &agent, decision).await? == Pending::Parked {
+            return Ok(Outcome::Parked);
+        }
+        if state.iteration >= app.config.turn.max_iterations {
+            return Err(ClientError::new(
+                ErrorCode::AgentError,
+                format!("the agent did not finish within {} model calls", app.config.turn.max_iterations),
+            ));
+        }
+        state.iteration += 1;
+        let (text, calls) = call_model(app, em, state, &agent).await?;
+        if calls.is_empty() {
+            return finish(app, state, text).await;
+        }
+        state.messages.push(ChatMessage {
+            role: "assistant".into(),
+            content: (!text.is_empty()).then_some(Value::String(text)),
+            tool_calls: Some(calls.clone()),
+            tool_call_id: None,
+        });
+        state.pending = calls;
+    }
+}
+
+/// Whether the pending tool calls all ran, or the turn parked on a gated one.
+#[derive(PartialEq)]
+enum Pending {
+    Done,
+    Parked,
+}
+
+/// Runs the tool calls of the last model response in order. A gated call runs only with the human's decision
+/// for it; without one the turn parks.
+async fn run_pending_tools(
+    app: &Arc<App>,
+    em: &Emitter,
+    state: &mut TurnState,
+    agent: &AgentConfig,
+    decision: &mut Option<Decision>,
+) -> Result<Pending, ClientError> {
+    while let Some(call) = state.pending.first().cloned() {
+        let name = call.function.name.clone();
+        let tool = agent.tools.iter().find(|t| t.name == name);
+        let gated = tool.is_some() && needs_confirmation(agent, &name);
+        let outcome = if gated {
+            match decision.take().filter(|d| d.tool_call_id == call.id) {
+                None => {
+                    park(app, em, state, &call).await?;
+                    return Ok(Pending::Parked);
+                }
+                Some(d) if d.approved => run_tool(app, state, agent, &call).await,
+                Some(d) => ToolOutcome { is_error: true, result: format!("User denied: {}", d.reason) },
+            }
+        } else {
+            emit_stream(em, state, &out::tool_call_chunk(&state.request_id, &name, &call.function.arguments));
+            match tool {
+                Some(_) => run_tool(app, state, agent, &call).await,
+                None => ToolOutcome { is_error: true, result: format!("unknown tool '{name}'") },
+            }
+        };
+        emit_stream(em, state, &out::tool_result_chunk(&state.request_id, &name, outcome.is_error, &outcome.result));
+        state.messages.push(ChatMessage::tool_result(&call.id, &outcome.result));
+        state.pending.remove(0);
+    }
+    Ok(Pending::Done)
+}
+
+/// One streamed model call: tokens go out as they come, usage is summed. Returns the text and the tool calls.
+async fn call_model(
+    app: &Arc<App>,
+    em: &Emitter,
+    state: &mut TurnState,
+    agent: &AgentConfig,
+) -> Result<(String, Vec<ToolCall>), ClientError> {
+    let request =
+        ChatRequest { model: state.model.clone(), messages: state.messages.clone(), tools: tool_specs(agent) };
+    let t0 = Instant::now();
+    let llm_err = |e: crate::llm::LlmError| {
+        tracing::warn!(error = %e, session_id = %state.session_id, "model call failed");
+        ClientError::new(ErrorCode::LlmUnavailable, "the model is unavailable, please retry")
+    };
+    let chat_span = tracing::info_span!(
+        "chat",
+        otel.name = %format!("chat {}", state.model),
+        otel.kind = "client",
+        gen_ai.operation.name = "chat",
+        gen_ai.system = "openai",
+        gen_ai.request.model = %state.model,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        gen_ai.response.finish_reasons = tracing::field::Empty,
+    );
+    let usage_before = state.usage;
+    let mut stream = app.model.stream(request).instrument(chat_span.clone()).await.map_err(llm_err)?;
+    let mut first = true;
+    let mut text = String::new();
+    let mut calls: Vec<ToolCall> = Vec::new();
+    while let Some(ev) = stream.next().await {
+        if first {
+            first = false;
+            app.metrics.time_to_first_token(t0.elapsed());
+        }
+        match ev.map_err(llm_err)? {
+            ModelEvent::Token(t) => {
+                text.push_str(&t);
+                if state.stream {
+                    em.send_text(out::token_text("stream_token", &state.request_id, &t));
+                }
+            }
+            ModelEvent::Reasoning(t) => {
+                if state.stream {
+                    em.send_text(out::token_text("stream_reasoning", &state.request_id, &t));
+                }
+            }
+            ModelEvent::ToolCalls(c) => calls.extend(c),
+            ModelEvent::Idle => em.kick(),
+            ModelEvent::Usage(u) => {
+                state.usage.prompt_tokens += u.prompt_tokens;
+                state.usage.completion_tokens += u.completion_tokens;
+                app.metrics.tokens(u);
+            }
+        }
+    }
+    chat_span.record("gen_ai.usage.input_tokens", state.usage.prompt_tokens - usage_before.prompt_tokens);
+    chat_span.record("gen_ai.usage.output_tokens", state.usage.completion_tokens - usage_before.completion_tokens);
+    chat_span
+        .record("gen_ai.response.finish_reasons", if calls.is_empty() { "[\"stop\"]" } else { "[\"tool_calls\"]" });
+    drop(chat_span);
+    Ok((text, calls))
+}
+
+/// Stores the final answer in the conversation; the caller emits the terminal event.
+async fn finish(app: &App, state: &TurnState, text: String) -> Result<Outcome, ClientError> {
+    let message_id = new_id();
+    let stored = StoredMessage {
+        id: message_id.clone(),
+        direction: Direction::Outbound,
+        text: text.clone(),
+        created_at: now_rfc3339(),
+    };
+    app.backends.sessions.append_message(&state.conversation_id, &stored, now_ms()).await?;
+    Ok(Outcome::Completed { text, message_id })
+}
+
+/// Stores the parked turn, then announces the gated call; the task then ends.
+///
+/// The record is written first so that a pod dying right after a client saw `write_confirmation_required`
+/// cannot lose the confirmation. Until the lease is handed over (last step) the turn still counts as running
+/// on this pod, so a cancel in between goes through this task and `cancelled` stays the last event.
+async fn park(app: &Arc<App>, em: &Emitter, state: &TurnState, call: &ToolCall) -> Result<(), ClientError> {
+    let name = &call.function.name;
+    let expires_at_ms = now_ms() + (app.config.confirm.timeout_s as i64) * 1000;
+    let parked = ParkedTurn {
+        session_id: state.session_id.clone(),
+        turn_id: state.turn_id.clone(),
+        request_id: state.request_id.clone(),
+        call: PendingCall {
+            tool_call_id: call.id.clone(),
+            tool_name: name.clone(),
+            arguments: call.function.arguments.clone(),
+        },
+        expires_at_ms,
+        state: {
+            let mut stored = state.clone();
+            stored.traceparent = crate::telemetry::current_traceparent().or_else(|| state.traceparent.clone());
+            serde_json::to_value(&stored).map_err(|e| ClientError::new(ErrorCode::Internal, e.to_string()))?
+        },
+    };
+    app.backends.confirms.park(&parked).await?;
+    em.send(&out::write_confirmation_required(
+        &state.request_id,
+        name,
+        &format!("Tool '{name}' requires confirmation. Allow?"),
+    ));
+    emit_stream(em, state, &out::tool_call_chunk(&state.request_id, name, &call.function.arguments));
+    em.flush().await?;
+    Ok(())
+}
+
+async fn run_tool(app: &App, state: &TurnState, agent: &AgentConfig, call: &ToolCall) -> ToolOutcome {
+    let Some(tool) = agent.tools.iter().find(|t| t.name == call.function.name) else {
+        return ToolOutcome { is_error: true, result: format!("unknown tool '{}'", call.function.name) };
+    };
+    let ctx = ToolContext {
+        session_id: &state.session_id,
+        tool_call_id: &call.id,
+        agent_id: &state.agent_id,
+        files: &state.files,
+    };
+    let span = tracing::info_span!(
+        "execute_tool",
+        otel.name = %format!("execute_tool {}", tool.name),
+        gen_ai.operation.name = "execute_tool",
+        gen_ai.tool.name = %tool.name,
+        gen_ai.tool.call.id = %call.id,
+    );
+    app.tools.call(tool, &call.function.arguments, ctx).instrument(span).await
+}

@@ -1,0 +1,101 @@
+//! Group commit for a turn's events (see [`Emitter`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::app::App;
+use crate::error::{ClientError, ErrorCode};
+
+/// Group commit for a turn's events: the turn queues events without waiting; one task appends whatever has
+/// queued up while the previous append was in flight, and within `turn.coalesce_ms` of a batch's first event,
+/// as one batch (consecutive seqs, one bus message). Order is the queue's order; `flush` cuts the wait short
+/// and returns once everything queued is in the log.
+pub(super) struct Emitter {
+    /// Sender side of the turn's event queue; the emitter task owns the receiver.
+    tx: mpsc::UnboundedSender<EmitCmd>,
+    /// Wakes the emitter task out of its coalescing wait; shared by this handle (`flush`) and the task.
+    flush_now: Arc<tokio::sync::Notify>,
+}
+
+enum EmitCmd {
+    Event(String),
+    Flush(oneshot::Sender<Result<(), ClientError>>),
+}
+
+/// Largest batch per append (bounds one script call).
+const EMIT_BATCH: usize = 256;
+
+impl Emitter {
+    pub(super) fn start(app: Arc<App>, session_id: String) -> Emitter {
+        let (tx, mut rx) = mpsc::unbounded_channel::<EmitCmd>();
+        let flush_now = Arc::new(tokio::sync::Notify::new());
+        let wake = flush_now.clone();
+        let coalesce = Duration::from_millis(app.config.turn.coalesce_ms);
+        tokio::spawn(async move {
+            let mut failed: Option<ClientError> = None;
+            // The turn's first event (time to first token) is appended at once.
+            let mut first_batch = true;
+            while let Some(first) = rx.recv().await {
+                if !first_batch && !coalesce.is_zero() && matches!(first, EmitCmd::Event(_)) {
+                    // Sleeping on a timer, not on the queue: tokens sent meanwhile do not wake this task.
+                    tokio::select! {
+                        _ = tokio::time::sleep(coalesce) => {}
+                        _ = wake.notified() => {}
+                    }
+                }
+                first_batch = false;
+                let mut events = Vec::new();
+                let mut flushes = Vec::new();
+                let mut next = Some(first);
+                while let Some(cmd) = next.take() {
+                    match cmd {
+                        EmitCmd::Event(e) => events.push(e),
+                        EmitCmd::Flush(f) => flushes.push(f),
+                    }
+                    if events.len() < EMIT_BATCH {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                if !events.is_empty() && failed.is_none() {
+                    let n = events.len() as u64;
+                    match app.backends.log.append_batch(&session_id, events).await {
+                        Ok(_) => {
+                            app.metrics.events_published(n);
+                        }
+                        Err(e) => failed = Some(e.into()),
+                    }
+                }
+                for f in flushes {
+                    let _ = f.send(failed.clone().map_or(Ok(()), Err));
+                }
+            }
+        });
+        Emitter { tx, flush_now }
+    }
+
+    pub(super) fn send(&self, event: &Value) {
+        self.send_text(event.to_string());
+    }
+
+    pub(super) fn send_text(&self, event: String) {
+        let _ = self.tx.send(EmitCmd::Event(event));
+    }
+
+    /// Ends the current coalescing wait now, without waiting for the append (the model's burst is complete).
+    pub(super) fn kick(&self) {
+        self.flush_now.notify_one();
+    }
+
+    pub(super) async fn flush(&self) -> Result<(), ClientError> {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(EmitCmd::Flush(tx)).is_err() {
+            return Err(ClientError::new(ErrorCode::Internal, "event emitter stopped"));
+        }
+        // A permit left over when the task was not waiting only ends a later wait early.
+        self.flush_now.notify_one();
+        rx.await.unwrap_or_else(|_| Err(ClientError::new(ErrorCode::Internal, "event emitter stopped")))
+    }
+}

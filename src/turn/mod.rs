@@ -1,0 +1,217 @@
+//! The agent turn engine. A turn is a loop of model calls and tool calls whose whole state
+//! ([`TurnState`]) is serializable: when a gated tool needs a human, the state is stored as a parked turn
+//! and the task ends; the decision, arriving at any pod, resumes it from the stored state.
+//!
+//! Every event goes through the session log (`App::emit`), so it reaches every attached socket on every pod,
+//! in order. A turn ends with exactly one terminal event: `eventual_response`, `cancelled` or `error`.
+
+mod drive;
+mod emitter;
+mod sweeper;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tracing::Instrument;
+
+use self::drive::drive;
+use self::emitter::Emitter;
+pub use self::sweeper::sweep_loop;
+use crate::app::App;
+use crate::backend::{ParkedTurn, TurnInfo};
+use crate::error::{ClientError, ErrorCode};
+use crate::llm::{ChatMessage, ToolCall, Usage};
+use crate::metrics::TurnOutcome;
+use crate::protocol::outbound as out;
+
+/// Everything a turn needs to continue, on any pod.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TurnState {
+    pub turn_id: String,
+    pub request_id: String,
+    pub session_id: String,
+    pub conversation_id: String,
+    pub agent_id: String,
+    pub model: String,
+    pub stream: bool,
+    pub messages: Vec<ChatMessage>,
+    pub iteration: u32,
+    pub usage: Usage,
+    /// Tool calls of the last model response not yet run, in order.
+    pub pending: Vec<ToolCall>,
+    pub files: Vec<Value>,
+    /// W3C traceparent of the turn's span, so a resumed turn on another pod joins the same trace.
+    #[serde(default)]
+    pub traceparent: Option<String>,
+}
+
+impl TurnState {
+    /// The lease record of this turn, held by `pod_id` (empty while parked).
+    pub fn lease_info(&self, pod_id: &str) -> TurnInfo {
+        TurnInfo::new(&self.turn_id, &self.request_id, pod_id)
+    }
+}
+
+/// A human's answer to the first pending call.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub tool_call_id: String,
+    pub approved: bool,
+    pub reason: String,
+}
+
+/// How a turn segment ended.
+enum Outcome {
+    Completed { text: String, message_id: String },
+    Parked,
+    Failed(ClientError),
+}
+
+/// Builds the model context for a new turn and runs it in the background.
+pub fn spawn_new(app: Arc<App>, state: TurnState) {
+    let tasks = app.tasks.clone();
+    tasks.spawn(run(app, state, None));
+}
+
+/// Resumes a parked turn on this pod with a decision (approve, deny, or timeout-deny).
+pub async fn resume_parked(app: Arc<App>, parked: ParkedTurn, approved: bool, reason: &str) {
+    let state: TurnState = match serde_json::from_value(parked.state.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, session_id = %parked.session_id, "parked turn state unreadable");
+            let _ = app.backends.leases.release(&parked.session_id, &parked.turn_id).await;
+            let err = ClientError::new(ErrorCode::AgentError, "the parked turn could not be resumed");
+            app.emit_turn_error(&parked.session_id, &parked.request_id, &err).await;
+            return;
+        }
+    };
+    let info = state.lease_info(&app.pod_id);
+    let lease_ms = app.config.turn.lease_ms;
+    let leases = &app.backends.leases;
+    let held = match leases.renew(&state.session_id, &info, lease_ms).await {
+        Ok(true) => true,
+        _ => leases.acquire(&state.session_id, &info, lease_ms).await.unwrap_or(false),
+    };
+    if !held {
+        tracing::warn!(session_id = %state.session_id, "resuming a parked turn whose lease was lost");
+    }
+    let decision = Decision { tool_call_id: parked.call.tool_call_id.clone(), approved, reason: reason.to_string() };
+    let tasks = app.tasks.clone();
+    tasks.spawn(run(app, state, Some(decision)));
+}
+
+async fn run(app: Arc<App>, state: TurnState, decision: Option<Decision>) {
+    let span = tracing::info_span!(
+        "turn",
+        otel.name = "agent.turn",
+        session_id = %state.session_id,
+        request_id = %state.request_id,
+        turn_id = %state.turn_id,
+        pod = %app.pod_id,
+        resumed = decision.is_some(),
+    );
+    if let Some(tp) = &state.traceparent {
+        crate::telemetry::set_parent(&span, tp);
+    }
+    run_in_span(app, state, decision).instrument(span).await
+}
+
+async fn run_in_span(app: Arc<App>, mut state: TurnState, decision: Option<Decision>) {
+    let sid = state.session_id.clone();
+    let started = Instant::now();
+    app.metrics.turn_started();
+    let cancel = app.register_turn(&sid, &state.turn_id);
+    let info = state.lease_info(&app.pod_id);
+    let renewer = tokio::spawn(renew_loop(app.clone(), sid.clone(), info));
+
+    let em = Emitter::start(app.clone(), sid.clone());
+    let outcome = tokio::select! {
+        o = drive(&app, &em, &mut state, decision) => Some(o),
+        _ = cancel.cancelled() => None,
+        _ = app.interrupt.cancelled() => Some(Outcome::Failed(ClientError::new(
+            ErrorCode::TurnInterrupted, "the turn was interrupted: the server is shutting down"))),
+        _ = app.stopped.cancelled() => {
+            // The pod is gone (killed): nothing is released or emitted; the lease lapses and another pod's
+            // sweeper ends the turn.
+            renewer.abort();
+            app.metrics.turn_ended(TurnOutcome::Abandoned, started.elapsed());
+            return;
+        }
+    };
+    renewer.abort();
+    // Everything the turn queued is logged before its terminal event (and before the lease is released).
+    let outcome = match (em.flush().await, outcome) {
+        (Err(e), Some(Outcome::Completed { .. })) => Some(Outcome::Failed(e)),
+        (_, o) => o,
+    };
+    app.unregister_turn(&sid, &state.turn_id);
+    let ended = match &outcome {
+        Some(Outcome::Parked) => TurnOutcome::Parked,
+        Some(Outcome::Completed { .. }) => TurnOutcome::Completed,
+        Some(Outcome::Failed(_)) => TurnOutcome::Failed,
+        None => TurnOutcome::Cancelled,
+    };
+    app.metrics.turn_ended(ended, started.elapsed());
+    let rid = state.request_id.clone();
+    let release = || async {
+        if let Err(e) = app.backends.leases.release(&sid, &state.turn_id).await {
+            tracing::warn!(error = %e, session_id = %sid, "lease release failed");
+        }
+    };
+    match outcome {
+        Some(Outcome::Parked) => {
+            // Hand the slot over to the parked state only now that the renewer is stopped, so it cannot put
+            // this pod back as the holder of a turn no pod runs.
+            if let Err(e) = hand_over_parked(&app, &state).await {
+                tracing::warn!(error = %e, session_id = %sid, "could not hand the parked turn's lease over");
+            }
+        }
+        Some(Outcome::Completed { text, message_id }) => {
+            // Release first so a client that answers the final event at once is not told TURN_IN_PROGRESS.
+            release().await;
+            if let Err(e) = app.emit(&sid, &out::eventual_response(&rid, &message_id, &text, state.usage)).await {
+                tracing::error!(error = %e, session_id = %sid, "could not emit eventual_response");
+            }
+        }
+        Some(Outcome::Failed(err)) => {
+            release().await;
+            app.emit_turn_error(&sid, &rid, &err).await;
+        }
+        None => {
+            // A park that raced the cancel must not be resumable.
+            let _ = app.backends.confirms.take(&sid).await;
+            release().await;
+            if let Err(e) = app.emit(&sid, &out::cancelled(&rid)).await {
+                tracing::error!(error = %e, session_id = %sid, "could not emit cancelled");
+            }
+        }
+    }
+}
+
+async fn renew_loop(app: Arc<App>, sid: String, info: TurnInfo) {
+    let every = Duration::from_millis((app.config.turn.lease_ms / 3).max(100));
+    loop {
+        tokio::time::sleep(every).await;
+        match app.backends.leases.renew(&sid, &info, app.config.turn.lease_ms).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(session_id = %sid, "turn lease lost; re-acquiring");
+                let _ = app.backends.leases.acquire(&sid, &info, app.config.turn.lease_ms).await;
+            }
+            Err(e) => tracing::warn!(session_id = %sid, error = %e, "turn lease renewal failed"),
+        }
+    }
+}
+
+/// The slot stays taken while parked, held by no pod, a little past the confirmation deadline so the timeout
+/// sweeper (not the dead-pod sweeper) ends it. A decision that already resumed the turn elsewhere keeps it.
+async fn hand_over_parked(app: &App, state: &TurnState) -> Result<(), ClientError> {
+    let parked_info = state.lease_info("");
+    let hold_ms = app.config.confirm.timeout_s * 1000 + app.config.turn.lease_ms + 5_000;
+    if app.backends.confirms.get(&state.session_id).await?.is_some_and(|p| p.turn_id == state.turn_id) {
+        app.backends.leases.renew(&state.session_id, &parked_info, hold_ms).await?;
+    }
+    Ok(())
+}
