@@ -2,7 +2,6 @@
 //! registry heartbeat) and the operations several layers share (emitting a session event, cancelling a turn).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use crate::backend::{Backends, Channel};
 use crate::config::Config;
 use crate::error::ClientError;
 use crate::hub::Hub;
+use crate::lifecycle::Lifecycle;
 use crate::llm::ChatModel;
 use crate::metrics::Metrics;
 use crate::protocol::outbound as out;
@@ -43,17 +43,10 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Turns running on this pod, by session. Written by turn tasks, read by cancel.
     local_turns: Mutex<HashMap<String, LocalTurn>>,
-    /// Cancelled when draining starts: readiness fails, sockets get `reconnect` + 1012.
-    pub draining: CancellationToken,
-    /// Cancelled after the pre-stop pause: every socket gets `reconnect` and a 1012 close.
-    pub close_sockets: CancellationToken,
-    /// Cancelled when the drain timeout ends: running turns stop with `TURN_INTERRUPTED`.
-    pub interrupt: CancellationToken,
-    /// Cancelled last: background loops stop.
-    pub stopped: CancellationToken,
+    /// The shutdown phases; entered by the server's drain sequence only.
+    pub lifecycle: Lifecycle,
     /// Tracks turn tasks and socket tasks so shutdown can wait for them.
     pub tasks: TaskTracker,
-    pub bus_ok: AtomicBool,
 }
 
 impl App {
@@ -71,12 +64,8 @@ impl App {
             model,
             metrics,
             local_turns: Mutex::new(HashMap::new()),
-            draining: CancellationToken::new(),
-            close_sockets: CancellationToken::new(),
-            interrupt: CancellationToken::new(),
-            stopped: CancellationToken::new(),
+            lifecycle: Lifecycle::default(),
             tasks: TaskTracker::new(),
-            bus_ok: AtomicBool::new(true),
         })
     }
 
@@ -86,7 +75,7 @@ impl App {
         self.hub.subscribe_pod(&Channel::Pod(self.pod_id.clone())).await?;
         self.hub.subscribe_pod(&Channel::Canary(self.pod_id.clone())).await?;
         let (control_tx, control_rx) = mpsc::unbounded_channel();
-        tokio::spawn(self.hub.clone().run(rx, self.pod_id.clone(), control_tx, self.stopped.clone()));
+        tokio::spawn(self.hub.clone().run(rx, self.pod_id.clone(), control_tx, self.lifecycle.stopped_token()));
         tokio::spawn(self.clone().control_loop(control_rx));
         tokio::spawn(self.clone().canary_loop());
         Ok(())
@@ -204,17 +193,17 @@ impl App {
         let channel = Channel::Canary(self.pod_id.clone());
         loop {
             tokio::select! {
-                _ = self.stopped.cancelled() => return,
+                _ = self.lifecycle.stopped() => return,
                 _ = tick.tick() => {}
             }
             let ok = self.backends.bus.publish(&channel, &now_ms().to_string()).await.is_ok();
-            self.bus_ok.store(ok, Ordering::Relaxed);
+            self.hub.canary_published(ok);
         }
     }
 
     /// `/readyz`: not draining, storage answers, and the bus delivered our canary recently.
     pub async fn ready(&self) -> Result<(), &'static str> {
-        if self.draining.is_cancelled() {
+        if self.lifecycle.is_draining() {
             return Err("draining");
         }
         if !self.backends.health.ping().await {
@@ -223,14 +212,6 @@ impl App {
         if !self.backends.bus.delivering() {
             return Err("bus connection down or reconnecting");
         }
-        if self.hub.restoring.load(Ordering::Relaxed) {
-            return Err("bus subscriptions being restored");
-        }
-        let seen = self.hub.canary_seen_ms.load(Ordering::Relaxed);
-        let restored = self.hub.restored_at_ms.load(Ordering::Relaxed);
-        if !self.bus_ok.load(Ordering::Relaxed) || now_ms() - seen > 2_000 || seen < restored {
-            return Err("bus not delivering");
-        }
-        Ok(())
+        self.hub.delivery_state(now_ms())
     }
 }

@@ -66,6 +66,11 @@ pub struct LlmConfig {
     pub timeout_s: u64,
     /// Retries on connect errors, 429 and 5xx, only before the first token.
     pub max_retries: u32,
+    /// While a response streams, read the model's connection once per window of this many ms on a pod-wide
+    /// grid (docs/benchmarks.md). Unset = `turn.coalesce_ms`; 0 = read every chunk as it arrives (the plain
+    /// connector), which turns the windows off without turning off coalescing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_window_ms: Option<u64>,
 }
 
 /// Who a connection is.
@@ -207,6 +212,7 @@ impl Default for LlmConfig {
             model: "gpt-4o-mini".into(),
             timeout_s: 60,
             max_retries: 2,
+            read_window_ms: None,
         }
     }
 }
@@ -254,6 +260,11 @@ impl Default for DrainConfig {
 const ENV_PREFIX: &str = "SWITCHBOARD_";
 
 impl Config {
+    /// The model connection's read window ([`LlmConfig::read_window_ms`], else `turn.coalesce_ms`).
+    pub fn read_window(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.llm.read_window_ms.unwrap_or(self.turn.coalesce_ms))
+    }
+
     /// Loads defaults, then the file (if any), then the given environment variables, and validates.
     /// The environment is passed in (not read here) so tests never need `std::env::set_var`.
     pub fn load<I>(file: Option<&str>, env: I) -> Result<Config, ConfigError>
@@ -328,6 +339,9 @@ impl Config {
         }
         if self.turn.coalesce_ms > 1000 {
             return Err(invalid("turn.coalesce_ms", "must be at most 1000"));
+        }
+        if self.llm.read_window_ms.is_some_and(|ms| ms > 1000) {
+            return Err(invalid("llm.read_window_ms", "must be at most 1000"));
         }
         positive("confirm.timeout_s", self.confirm.timeout_s)?;
         positive("tools.timeout_ms", self.tools.timeout_ms)?;
@@ -445,6 +459,9 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
     }
 }
 
+/// Keys that are unset by default (so the defaults tree does not show their type) and take an integer.
+const OPTIONAL_INTEGER_KEYS: &[&str] = &["llm.read_window_ms"];
+
 /// Sets one `SWITCHBOARD_A__B` variable into the tree, typed after the default value at that path.
 fn apply_env(tree: &mut toml::Value, defaults: &toml::Value, var: &str, raw: &str) -> Result<(), ConfigError> {
     let env_err = |m: String| ConfigError::Env { var: var.to_string(), message: m };
@@ -459,8 +476,14 @@ fn apply_env(tree: &mut toml::Value, defaults: &toml::Value, var: &str, raw: &st
         return Ok(());
     }
     let mut default = defaults;
+    let optional_integer = toml::Value::Integer(0);
     for seg in &path {
-        default = default.get(seg).ok_or_else(|| env_err(format!("unknown key `{}`", path.join("."))))?;
+        default = match default.get(seg) {
+            Some(d) => d,
+            // Unset by default, so absent from the defaults tree, but an integer when set.
+            None if OPTIONAL_INTEGER_KEYS.contains(&path.join(".").as_str()) => &optional_integer,
+            None => return Err(env_err(format!("unknown key `{}`", path.join(".")))),
+        };
     }
     let value = match default {
         toml::Value::String(_) => toml::Value::String(raw.to_string()),
@@ -510,6 +533,16 @@ mod tests {
         assert_eq!(c.session.idle_ttl_s, 86_400);
         assert_eq!((c.drain.timeout_s, c.drain.pre_stop_s), (25, 5));
         assert_eq!(c.keepalive_s, 30);
+    }
+
+    #[test]
+    fn read_window_follows_coalescing_unless_set() {
+        let c = Config::load(None, env(&[("SWITCHBOARD_TURN__COALESCE_MS", "20")])).expect("load");
+        assert_eq!(c.read_window().as_millis(), 20);
+        let c = Config::load(None, env(&[("SWITCHBOARD_LLM__READ_WINDOW_MS", "0")])).expect("load");
+        assert_eq!((c.read_window().as_millis(), c.turn.coalesce_ms), (0, 50));
+        let e = Config::load(None, env(&[("SWITCHBOARD_LLM__READ_WINDOW_MS", "5000")])).unwrap_err().to_string();
+        assert!(e.contains("llm.read_window_ms"), "{e}");
     }
 
     #[test]

@@ -161,7 +161,7 @@ async fn send_message(conn: &mut Conn, rid: Option<&str>, m: SendMessage) -> Res
             format!("more than {} messages per minute", app.config.limits.messages_per_minute),
         ));
     }
-    if app.draining.is_cancelled() {
+    if app.lifecycle.is_draining() {
         return Err(ClientError::new(ErrorCode::TurnInterrupted, "the server is draining; reconnect and retry"));
     }
     // The requestId is the turn's identity on the wire; one is made up when the client sent none.

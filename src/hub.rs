@@ -6,7 +6,7 @@
 //! (see `ws::process`), so a lost or lagged pub/sub message never shows as a gap to a client.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -96,12 +96,15 @@ pub struct Hub {
     by_connection: RwLock<HashMap<Arc<str>, ConnHandle>>,
     /// Serializes subscribe/unsubscribe so a channel's first attach and last detach never interleave.
     sub_lock: tokio::sync::Mutex<()>,
-    /// Publish time (Unix ms) of the newest canary that came back through the bus.
-    pub canary_seen_ms: std::sync::atomic::AtomicI64,
+    /// Publish time (Unix ms) of the newest canary that came back through the bus; written by the delivery
+    /// loop.
+    canary_seen_ms: AtomicI64,
+    /// Whether the pod's last canary publish succeeded; written by the app's canary loop.
+    canary_published: AtomicBool,
     /// Set from a reconnect until every routed channel is subscribed again; the pod is not ready meanwhile.
-    pub restoring: std::sync::atomic::AtomicBool,
+    restoring: AtomicBool,
     /// When the last restore finished (Unix ms): only a canary sent after it proves the bus delivers.
-    pub restored_at_ms: std::sync::atomic::AtomicI64,
+    restored_at_ms: AtomicI64,
 }
 
 impl Hub {
@@ -113,10 +116,30 @@ impl Hub {
             routes: RwLock::new(HashMap::new()),
             by_connection: RwLock::new(HashMap::new()),
             sub_lock: tokio::sync::Mutex::new(()),
-            canary_seen_ms: std::sync::atomic::AtomicI64::new(0),
-            restoring: std::sync::atomic::AtomicBool::new(false),
-            restored_at_ms: std::sync::atomic::AtomicI64::new(0),
+            canary_seen_ms: AtomicI64::new(0),
+            canary_published: AtomicBool::new(true),
+            restoring: AtomicBool::new(false),
+            restored_at_ms: AtomicI64::new(0),
         })
+    }
+
+    /// Records whether the pod's canary publish went through (the app's canary loop, every 500 ms).
+    pub fn canary_published(&self, ok: bool) {
+        self.canary_published.store(ok, Ordering::Relaxed);
+    }
+
+    /// Whether this pod's bus delivers, as readiness needs it: not restoring subscriptions, the last canary
+    /// published, and a canary sent after the last restore and within 2 s came back.
+    pub fn delivery_state(&self, now_ms: i64) -> Result<(), &'static str> {
+        if self.restoring.load(Ordering::Relaxed) {
+            return Err("bus subscriptions being restored");
+        }
+        let seen = self.canary_seen_ms.load(Ordering::Relaxed);
+        let restored = self.restored_at_ms.load(Ordering::Relaxed);
+        if !self.canary_published.load(Ordering::Relaxed) || now_ms - seen > 2_000 || seen < restored {
+            return Err("bus not delivering");
+        }
+        Ok(())
     }
 
     pub fn register_connection(&self, conn: &ConnHandle) {

@@ -29,6 +29,7 @@ pub mod error;
 pub mod handlers;
 pub mod http;
 pub mod hub;
+pub mod lifecycle;
 pub mod llm;
 pub mod metrics;
 pub mod protocol;

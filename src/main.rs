@@ -62,7 +62,7 @@ async fn serve(cfg: switchboard::config::Config) -> anyhow::Result<()> {
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutdown signal received");
-        app.draining.cancel();
+        app.lifecycle.begin_drain();
     });
     running.done.await.context("server task")?;
     Ok(())

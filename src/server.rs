@@ -32,7 +32,7 @@ pub struct Running {
 impl Running {
     /// Begins the graceful drain (as on SIGTERM).
     pub fn drain(&self) {
-        self.app.draining.cancel();
+        self.app.lifecycle.begin_drain();
     }
 
     /// Drains and waits for the process-level stop.
@@ -43,7 +43,7 @@ impl Running {
 
     /// Stops at once without draining (a crashed pod): sockets drop, turns are abandoned mid-flight.
     pub fn kill(self) {
-        self.app.stopped.cancel();
+        self.app.lifecycle.stop();
         self.done.abort();
     }
 }
@@ -55,8 +55,7 @@ pub fn model_for(config: &Config) -> Result<Arc<dyn ChatModel>, ServerError> {
         );
         Ok(Arc::new(DemoModel::default()))
     } else {
-        let window = std::time::Duration::from_millis(config.turn.coalesce_ms);
-        Ok(Arc::new(OpenAiModel::new(&config.llm, window)?))
+        Ok(Arc::new(OpenAiModel::new(&config.llm, config.read_window())?))
     }
 }
 
@@ -86,7 +85,7 @@ pub async fn start_with(config: Config, backends: Backends) -> Result<Running, S
 }
 
 async fn serve(app: Arc<App>, listener: tokio::net::TcpListener, router: axum::Router) {
-    let stop_accepting = app.close_sockets.clone();
+    let stop_accepting = app.lifecycle.sockets_closing_token();
     use axum::serve::ListenerExt;
     // Token streams are many small frames: Nagle plus delayed ACKs would add up to 40 ms to each.
     let listener = listener.tap_io(|tcp| {
@@ -99,22 +98,22 @@ async fn serve(app: Arc<App>, listener: tokio::net::TcpListener, router: axum::R
         let app = app.clone();
         async move {
             tokio::select! {
-                _ = app.draining.cancelled() => {}
-                _ = app.stopped.cancelled() => return,
+                _ = app.lifecycle.draining() => {}
+                _ = app.lifecycle.stopped() => return,
             }
             let cfg = &app.config.drain;
             tracing::info!(pre_stop_s = cfg.pre_stop_s, timeout_s = cfg.timeout_s, "draining: readiness is failing");
             tokio::time::sleep(Duration::from_secs(cfg.pre_stop_s)).await;
             tracing::info!("draining: closing sockets with reconnect + 1012");
-            app.close_sockets.cancel();
+            app.lifecycle.close_sockets();
             app.tasks.close();
             let remaining = Duration::from_secs(cfg.timeout_s.saturating_sub(cfg.pre_stop_s));
             if tokio::time::timeout(remaining, app.tasks.wait()).await.is_err() {
                 tracing::warn!("drain timeout: interrupting running turns");
-                app.interrupt.cancel();
+                app.lifecycle.interrupt_turns();
                 let _ = tokio::time::timeout(Duration::from_secs(3), app.tasks.wait()).await;
             }
-            app.stopped.cancel();
+            app.lifecycle.stop();
         }
     };
     let (served, ()) = tokio::join!(async move { server.await }, drain);

@@ -46,7 +46,7 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if app.draining.is_cancelled() {
+    if app.lifecycle.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
     }
     let bearer = headers
@@ -173,18 +173,18 @@ async fn serve(app: &Arc<App>, socket: &mut WebSocket, conn: &mut Conn) -> Optio
 async fn must_stop(app: &App, slow: &CancellationToken) {
     tokio::select! {
         _ = slow.cancelled() => {}
-        _ = app.close_sockets.cancelled() => {}
-        _ = app.stopped.cancelled() => {}
+        _ = app.lifecycle.sockets_closing() => {}
+        _ = app.lifecycle.stopped() => {}
     }
 }
 
 /// How to close once stopped: a stopping pod closes nothing; otherwise slow consumer, then drain.
 fn stop_close(app: &App, slow: &CancellationToken) -> Option<CloseSpec> {
-    if app.stopped.is_cancelled() {
+    if app.lifecycle.is_stopped() {
         None
     } else if slow.is_cancelled() {
         Some(SLOW)
-    } else if app.close_sockets.is_cancelled() {
+    } else if app.lifecycle.are_sockets_closing() {
         Some(DRAINING)
     } else {
         None
@@ -208,8 +208,8 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(30);
 async fn close_within_grace(app: &App, socket: &mut WebSocket, spec: &CloseSpec, extended: bool) {
     tokio::select! {
         _ = tokio::time::timeout(CLOSE_GRACE, send_close(socket, spec, extended)) => {}
-        _ = app.interrupt.cancelled() => {}
-        _ = app.stopped.cancelled() => {}
+        _ = app.lifecycle.turns_interrupted() => {}
+        _ = app.lifecycle.stopped() => {}
     }
 }
 

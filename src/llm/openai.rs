@@ -31,8 +31,8 @@ pub struct OpenAiModel {
     api_key: String,
     timeout: Duration,
     max_retries: u32,
-    /// Read window while a response streams (`turn.coalesce_ms`; see [`super::window`]); zero reads each chunk
-    /// as it arrives.
+    /// Read window while a response streams (`llm.read_window_ms`, by default `turn.coalesce_ms`; see
+    /// [`super::window`]); zero reads each chunk as it arrives (the connection never leaves the reactor).
     window: Duration,
 }
 

@@ -130,9 +130,9 @@ async fn run_in_span(app: Arc<App>, mut state: TurnState, decision: Option<Decis
     let outcome = tokio::select! {
         o = drive(&app, &em, &mut state, decision) => Some(o),
         _ = cancel.cancelled() => None,
-        _ = app.interrupt.cancelled() => Some(Outcome::Failed(ClientError::new(
+        _ = app.lifecycle.turns_interrupted() => Some(Outcome::Failed(ClientError::new(
             ErrorCode::TurnInterrupted, "the turn was interrupted: the server is shutting down"))),
-        _ = app.stopped.cancelled() => {
+        _ = app.lifecycle.stopped() => {
             // The pod is gone (killed): nothing is released or emitted; the lease lapses and another pod's
             // sweeper ends the turn.
             renewer.abort();

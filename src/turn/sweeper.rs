@@ -15,10 +15,10 @@ pub async fn sweep_loop(app: Arc<App>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
-            _ = app.stopped.cancelled() => return,
+            _ = app.lifecycle.stopped() => return,
             _ = tick.tick() => {}
         }
-        if app.draining.is_cancelled() {
+        if app.lifecycle.is_draining() {
             continue;
         }
         match app.backends.confirms.expired(now_ms(), 50).await {

@@ -9,9 +9,9 @@ use switchboard::backend::memory::MemoryBackend;
 use switchboard::config::{AgentConfig, Config, ToolConfig};
 use switchboard::server::{start_with, Running};
 
-use crate::support::llm::FakeLlm;
-use crate::support::tools::FakeTools;
-use crate::support::ws::Client;
+use super::support::llm::FakeLlm;
+use super::support::tools::FakeTools;
+use super::support::ws::Client;
 
 pub const AGENT: &str = "11111111-1111-1111-1111-111111111111";
 
@@ -28,6 +28,9 @@ pub fn config(llm: &FakeLlm, tools: &FakeTools) -> Config {
     c.drain.pre_stop_s = 0;
     c.drain.timeout_s = 3;
     c.auth.publish_keys = vec!["publish-key-0123456789".into()];
+    if plain_reads() {
+        c.llm.read_window_ms = Some(0);
+    }
     c.agents = vec![AgentConfig {
         id: AGENT.into(),
         name: "Aria".into(),
@@ -45,6 +48,15 @@ pub fn config(llm: &FakeLlm, tools: &FakeTools) -> Config {
             .collect(),
     }];
     c
+}
+
+/// `tests/protocol_plain_reads.rs` runs the protocol suite a second time with the windowed model reads off
+/// (`llm.read_window_ms = 0`): the same file compiled into a test binary of that name.
+fn plain_reads() -> bool {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().starts_with("protocol_plain_reads")))
+        .unwrap_or(false)
 }
 
 /// Starts a pod on its own memory backend.
@@ -131,7 +143,7 @@ pub async fn pods(n: usize, mut config: Config, store: &Store) -> Vec<Running> {
         }
         Store::Redis(url) => {
             config.redis_url = url.clone();
-            config.redis_key_prefix = crate::support::unique_id("sb");
+            config.redis_key_prefix = super::support::unique_id("sb");
             for _ in 0..n {
                 out.push(switchboard::server::start(config.clone()).await.expect("pod starts on redis"));
             }
