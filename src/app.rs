@@ -22,7 +22,7 @@ use crate::llm::ChatModel;
 use crate::metrics::Metrics;
 use crate::protocol::outbound as out;
 use crate::tools::ToolRunner;
-use crate::util::now_ms;
+use crate::util::{now_ms, Backoff};
 
 /// A turn running on this pod.
 struct LocalTurn {
@@ -126,6 +126,8 @@ impl App {
     /// Cancels the session's turn wherever it is: parked (no pod), here, or on another pod.
     /// Returns whether a turn was found.
     pub async fn cancel_turn(&self, session_id: &str) -> Result<bool, ClientError> {
+        // A parked turn that is resuming, or a local turn that is just registering, is caught on a look again.
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(200));
         for _ in 0..3 {
             let Some(info) = self.backends.leases.current(session_id).await? else {
                 return Ok(false);
@@ -138,14 +140,14 @@ impl App {
                     return Ok(true);
                 }
                 // A decision won the race and the turn is resuming: look again.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                backoff.wait().await;
                 continue;
             }
             if info.pod_id == self.pod_id {
                 if self.cancel_local(session_id, &info.turn_id) {
                     return Ok(true);
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                backoff.wait().await;
                 continue;
             }
             // The traceparent links the cancelling request's trace to the pod that acts on it.

@@ -4,6 +4,8 @@
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+use subtle::ConstantTimeEq;
+
 use crate::config::AuthConfig;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -79,20 +81,36 @@ impl Authenticator {
     /// Constant-time check of a publish key.
     pub fn publish_key_ok(&self, presented: Option<&str>) -> bool {
         let Some(p) = presented else { return false };
-        self.publish_keys.iter().fold(false, |ok, k| ok | ct_eq(k.as_bytes(), p.as_bytes()))
+        // Every key is compared (no early exit), each in constant time.
+        self.publish_keys.iter().fold(false, |ok, k| ok | bool::from(k.as_bytes().ct_eq(p.as_bytes())))
     }
 }
 
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The token of an `Authorization: Bearer <token>` header (the scheme is case-insensitive, RFC 9110 §11.1).
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        let mut h = axum::http::HeaderMap::new();
+        for (value, want) in [
+            ("Bearer abc", Some("abc")),
+            ("bearer abc", Some("abc")),
+            ("BEARER  abc", Some("abc")),
+            ("Basic abc", None),
+            ("Bearer ", None),
+        ] {
+            h.insert("authorization", value.parse().expect("header"));
+            assert_eq!(bearer(&h), want, "{value}");
+        }
+    }
     use jsonwebtoken::{encode, EncodingKey, Header};
 
     fn cfg() -> AuthConfig {

@@ -67,6 +67,17 @@ async fn owned_session(conn: &Conn, session_id: &str) -> Result<SessionRecord, C
     }
 }
 
+/// The conversation if it exists and belongs to this user; otherwise `CONVERSATION_NOT_FOUND`.
+async fn owned_conversation(conn: &Conn, conversation_id: &str) -> Result<ConversationRecord, ClientError> {
+    match conn.app.backends.sessions.get_conversation(conversation_id).await? {
+        Some(c) if c.user_id == conn.identity.user_id && c.org_id == conn.identity.org_id => Ok(c),
+        _ => Err(ClientError::new(
+            ErrorCode::ConversationNotFound,
+            format!("conversation '{conversation_id}' not found"),
+        )),
+    }
+}
+
 fn session_data(s: &SessionRecord) -> Value {
     json!({
         "sessionId": s.session_id,
@@ -86,15 +97,10 @@ async fn create_session(conn: &mut Conn, rid: Option<&str>, c: CreateSession) ->
         .ok_or_else(|| ClientError::new(ErrorCode::AgentNotFound, format!("agent '{}' not found", c.agent_id)))?;
     let now = now_ms();
     let (conversation_id, new_conv) = match c.conversation_id {
-        Some(cid) => match app.backends.sessions.get_conversation(&cid).await? {
-            Some(conv) if conv.user_id == conn.identity.user_id && conv.org_id == conn.identity.org_id => (cid, None),
-            _ => {
-                return Err(ClientError::new(
-                    ErrorCode::ConversationNotFound,
-                    format!("conversation '{cid}' not found"),
-                ))
-            }
-        },
+        Some(cid) => {
+            owned_conversation(conn, &cid).await?;
+            (cid, None)
+        }
         None => {
             let cid = new_id();
             let conv = ConversationRecord {
@@ -325,14 +331,13 @@ async fn list_conversations(
 }
 
 async fn rename(conn: &mut Conn, rid: Option<&str>, conversation_id: &str, title: &str) -> Result<(), ClientError> {
-    let not_found =
-        || ClientError::new(ErrorCode::ConversationNotFound, format!("conversation '{conversation_id}' not found"));
-    match conn.app.backends.sessions.get_conversation(conversation_id).await? {
-        Some(c) if c.user_id == conn.identity.user_id && c.org_id == conn.identity.org_id => {}
-        _ => return Err(not_found()),
-    }
+    owned_conversation(conn, conversation_id).await?;
     if !conn.app.backends.sessions.rename_conversation(conversation_id, title).await? {
-        return Err(not_found());
+        // Gone between the two reads.
+        return Err(ClientError::new(
+            ErrorCode::ConversationNotFound,
+            format!("conversation '{conversation_id}' not found"),
+        ));
     }
     conn.reply(&out::immediate(
         rid,

@@ -43,8 +43,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 fn authorized(app: &App, headers: &HeaderMap) -> bool {
-    let key = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    app.auth.publish_key_ok(key)
+    app.auth.publish_key_ok(crate::auth::bearer(headers))
 }
 
 fn problem(status: StatusCode, code: &str, message: &str) -> Response {

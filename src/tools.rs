@@ -78,7 +78,7 @@ impl ToolRunner {
                 .json(&body)
                 .send()
                 .await
-                .map_err(|e| format!("tool '{}' unreachable: {}", tool.name, without_url(&e)))?;
+                .map_err(|e| format!("tool '{}' unreachable: {}", tool.name, without_url(e)))?;
             let status = resp.status();
             if !status.is_success() {
                 return Err(format!("tool '{}' failed with HTTP {}", tool.name, status.as_u16()));
@@ -86,7 +86,7 @@ impl ToolRunner {
             let mut bytes = Vec::new();
             let mut stream = resp.bytes_stream();
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| format!("tool '{}' response broken: {}", tool.name, without_url(&e)))?;
+                let chunk = chunk.map_err(|e| format!("tool '{}' response broken: {}", tool.name, without_url(e)))?;
                 if bytes.len() + chunk.len() > self.max_output {
                     return Err(format!("tool '{}' output exceeds {} bytes", tool.name, self.max_output));
                 }
@@ -119,25 +119,12 @@ impl ToolRunner {
 }
 
 /// reqwest errors include the URL, which may carry secrets; keep only the kind.
-fn without_url(e: &reqwest::Error) -> String {
+fn without_url(e: reqwest::Error) -> String {
     if e.is_timeout() {
         "timeout".into()
     } else if e.is_connect() {
         "connection refused".into()
     } else {
-        e.without_url_ref().to_string()
-    }
-}
-
-trait WithoutUrlRef {
-    fn without_url_ref(&self) -> String;
-}
-impl WithoutUrlRef for reqwest::Error {
-    fn without_url_ref(&self) -> String {
-        let s = self.to_string();
-        match self.url() {
-            Some(u) => s.replace(u.as_str(), "<tool url>"),
-            None => s,
-        }
+        e.without_url().to_string()
     }
 }

@@ -15,6 +15,39 @@ pub fn rfc3339_from_ms(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// Exponential backoff with jitter: the delay doubles from `first` up to `max`, plus up to `jitter` at random
+/// (so pods that failed together do not retry together). One helper for every retry loop.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: std::time::Duration,
+    max: std::time::Duration,
+    jitter: std::time::Duration,
+}
+
+impl Backoff {
+    pub fn new(first: std::time::Duration, max: std::time::Duration) -> Backoff {
+        Backoff { next: first, max, jitter: std::time::Duration::ZERO }
+    }
+
+    pub fn with_jitter(self, jitter: std::time::Duration) -> Backoff {
+        Backoff { jitter, ..self }
+    }
+
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self) -> std::time::Duration {
+        let jitter_ms = u64::try_from(self.jitter.as_millis()).unwrap_or(u64::MAX);
+        let extra = if jitter_ms == 0 { 0 } else { rand::random::<u64>() % jitter_ms };
+        let delay = (self.next + std::time::Duration::from_millis(extra)).min(self.max);
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    /// Sleeps for [`Backoff::next_delay`].
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.next_delay()).await;
+    }
+}
+
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -64,6 +97,18 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_with_bounded_jitter() {
+        use std::time::Duration;
+        let mut b = Backoff::new(Duration::from_millis(50), Duration::from_millis(300));
+        let plain: Vec<u128> = (0..5).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(plain, [50, 100, 200, 300, 300]);
+        let mut j =
+            Backoff::new(Duration::from_millis(200), Duration::from_secs(10)).with_jitter(Duration::from_millis(100));
+        let d = j.next_delay().as_millis();
+        assert!((200..300).contains(&d), "{d}");
+    }
 
     #[test]
     fn globs() {

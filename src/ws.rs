@@ -14,7 +14,7 @@ use futures_util::SinkExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
-use crate::auth::Identity;
+use crate::auth::{bearer, Identity};
 use crate::conn::{Conn, REGISTRY_TTL_MS};
 use crate::error::ClientError;
 use crate::hub::Outbound;
@@ -49,11 +49,7 @@ pub async fn upgrade(
     if app.lifecycle.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
     }
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-    let identity = match app.auth.authenticate(q.token.as_deref().or(bearer)) {
+    let identity = match app.auth.authenticate(q.token.as_deref().or(bearer(&headers))) {
         Ok(id) => id,
         Err(e) => {
             tracing::info!(error = %e, "websocket upgrade refused");
@@ -148,9 +144,8 @@ async fn serve(app: &Arc<App>, socket: &mut WebSocket, conn: &mut Conn) -> Optio
                 Some(Ok(Message::Close(_))) | None => break None,
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
-                    let too_big = e.to_string().to_lowercase().contains("too long") || e.to_string().contains("Capacity");
                     tracing::debug!(error = %e, "websocket read error");
-                    break too_big.then_some(TOO_LARGE);
+                    break frame_too_large(e).then_some(TOO_LARGE);
                 }
             },
             _ = must_stop(app, &conn.handle.slow) => break stop_close(app, &conn.handle.slow),
@@ -167,6 +162,11 @@ async fn serve(app: &Arc<App>, socket: &mut WebSocket, conn: &mut Conn) -> Optio
         }
     };
     close
+}
+
+/// A read error is a frame over the size limit (tungstenite's capacity error), not a broken connection.
+fn frame_too_large(e: axum::Error) -> bool {
+    matches!(e.into_inner().downcast_ref::<tungstenite::Error>(), Some(tungstenite::Error::Capacity(_)))
 }
 
 /// Resolves once the socket must stop: its queue overflowed (`slow`), the pod drains, or the pod stops.

@@ -6,6 +6,7 @@
 
 pub mod demo;
 pub mod openai;
+pub mod sse;
 pub mod window;
 
 use std::pin::Pin;

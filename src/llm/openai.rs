@@ -2,7 +2,6 @@
 //! reporting (`stream_options.include_usage`), a whole-call deadline and retry with backoff on connect
 //! errors, 429 and 5xx — only before the first byte of the stream, so no token is ever sent twice.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +14,11 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use super::sse::SseDecoder;
 use super::window::{WindowCtl, WindowedConnector};
 use super::*;
 use crate::config::LlmConfig;
+use crate::util::Backoff;
 
 type HttpClient = Client<hyper_rustls::HttpsConnector<WindowedConnector>, Full<Bytes>>;
 
@@ -110,57 +111,75 @@ impl ChatModel for OpenAiModel {
     async fn stream(&self, request: ChatRequest) -> Result<ModelStream, LlmError> {
         let deadline = Instant::now() + self.timeout;
         let body = Bytes::from(Self::body(&request).to_string());
-        let mut attempt = 0u32;
-        let response = loop {
-            let req = self.request(&body)?;
-            let result =
-                tokio::time::timeout_at(deadline, self.http.request(req)).await.map_err(|_| LlmError::Timeout)?;
-            let retry_after = match result {
-                Ok(resp) if resp.status().is_success() => break resp,
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let retry_after = resp
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .map(Duration::from_secs);
-                    let limited = http_body_util::Limited::new(resp.into_body(), ERROR_BODY_LIMIT);
-                    let text = match tokio::time::timeout_at(deadline, limited.collect()).await {
-                        Ok(Ok(b)) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
-                        _ => String::new(),
-                    };
-                    let err = LlmError::Status { status, body: text.chars().take(300).collect() };
-                    if !retryable(status) || attempt >= self.max_retries {
-                        return Err(err);
-                    }
-                    tracing::warn!(status, attempt, "model endpoint refused, retrying");
-                    retry_after
-                }
-                Err(e) => {
-                    let e = error_chain(&e);
-                    if attempt >= self.max_retries {
-                        return Err(LlmError::Unreachable(e));
-                    }
-                    tracing::warn!(error = %e, attempt, "model endpoint unreachable, retrying");
-                    None
-                }
-            };
-            let backoff = retry_after
-                .unwrap_or_else(|| Duration::from_millis(200 * 2u64.pow(attempt) + rand::random::<u64>() % 100))
-                .min(Duration::from_secs(10));
-            if Instant::now() + backoff >= deadline {
-                return Err(LlmError::Timeout);
-            }
-            tokio::time::sleep(backoff).await;
-            attempt += 1;
-        };
-
+        let response = self.send(&body, deadline).await?;
         let window =
             response.extensions().get::<WindowCtl>().cloned().map(|ctl| ReadWindow { ctl, window: self.window });
         let bytes = response.into_body().into_data_stream();
         let stream = async_stream(bytes, deadline, window);
         Ok(Box::pin(stream))
+    }
+}
+
+/// What one attempt at the request came to.
+enum Attempt {
+    Streaming(hyper::Response<hyper::body::Incoming>),
+    /// Worth another try, after the server's `Retry-After` if it gave one.
+    Retry {
+        error: LlmError,
+        retry_after: Option<Duration>,
+    },
+    Failed(LlmError),
+}
+
+impl OpenAiModel {
+    /// Sends the request until a response starts streaming: retries connect errors, 429 and 5xx with backoff
+    /// (or the server's `Retry-After`), at most `llm.max_retries` times, and never past the call's deadline.
+    async fn send(&self, body: &Bytes, deadline: Instant) -> Result<hyper::Response<hyper::body::Incoming>, LlmError> {
+        let mut backoff =
+            Backoff::new(Duration::from_millis(200), Duration::from_secs(10)).with_jitter(Duration::from_millis(100));
+        let mut attempt = 0u32;
+        loop {
+            let (error, retry_after) = match self.attempt(body, deadline).await? {
+                Attempt::Streaming(resp) => return Ok(resp),
+                Attempt::Failed(e) => return Err(e),
+                Attempt::Retry { error, retry_after } => (error, retry_after),
+            };
+            if attempt >= self.max_retries {
+                return Err(error);
+            }
+            tracing::warn!(error = %error, attempt, "model endpoint failed, retrying");
+            let delay = retry_after.map_or_else(|| backoff.next_delay(), |d| d.min(Duration::from_secs(10)));
+            if Instant::now() + delay >= deadline {
+                return Err(LlmError::Timeout);
+            }
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    /// One request; an error body is read (bounded) so the failure can be reported.
+    async fn attempt(&self, body: &Bytes, deadline: Instant) -> Result<Attempt, LlmError> {
+        let req = self.request(body)?;
+        let result = tokio::time::timeout_at(deadline, self.http.request(req)).await.map_err(|_| LlmError::Timeout)?;
+        let resp = match result {
+            Ok(resp) if resp.status().is_success() => return Ok(Attempt::Streaming(resp)),
+            Ok(resp) => resp,
+            Err(e) => return Ok(Attempt::Retry { error: LlmError::Unreachable(error_chain(&e)), retry_after: None }),
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let limited = http_body_util::Limited::new(resp.into_body(), ERROR_BODY_LIMIT);
+        let text = match tokio::time::timeout_at(deadline, limited.collect()).await {
+            Ok(Ok(b)) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+            _ => String::new(),
+        };
+        let error = LlmError::Status { status, body: text.chars().take(300).collect() };
+        Ok(if retryable(status) { Attempt::Retry { error, retry_after } } else { Attempt::Failed(error) })
     }
 }
 
@@ -190,25 +209,10 @@ impl Drop for ReadWindow {
     }
 }
 
-/// Partial tool call while its fragments stream in.
-#[derive(Default)]
-struct PartialCall {
-    id: String,
-    name: String,
-    arguments: String,
-}
-
-struct SseState<S> {
+struct StreamState<S> {
     bytes: S,
-    /// Received bytes; `buf[start..]` is not parsed yet. Lines are consumed by moving `start`, and the buffer is
-    /// compacted once per network read: draining each line off the front moved the rest of a whole response
-    /// body per line (quadratic in its size).
-    buf: Vec<u8>,
-    start: usize,
-    calls: BTreeMap<u64, PartialCall>,
-    pending: std::collections::VecDeque<Result<ModelEvent, LlmError>>,
+    decoder: SseDecoder,
     deadline: Instant,
-    done: bool,
     /// Off until the first event, dropped (so off) with the stream.
     window: Option<ReadWindow>,
     windowed: bool,
@@ -216,6 +220,8 @@ struct SseState<S> {
     unannounced: bool,
 }
 
+/// Drives the decoder over the response body: reads until the deadline, turns the read window on after the
+/// first event, and yields `Idle` when a windowed read finds the connection quiet.
 fn async_stream<S, E>(
     bytes: S,
     deadline: Instant,
@@ -225,21 +231,11 @@ where
     S: futures_util::Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
     E: std::error::Error + Send + 'static,
 {
-    let state = SseState {
-        bytes,
-        buf: Vec::new(),
-        start: 0,
-        calls: BTreeMap::new(),
-        pending: Default::default(),
-        deadline,
-        done: false,
-        window,
-        windowed: false,
-        unannounced: false,
-    };
+    let state =
+        StreamState { bytes, decoder: SseDecoder::new(), deadline, window, windowed: false, unannounced: false };
     futures_util::stream::unfold(state, |mut st| async move {
         loop {
-            if let Some(ev) = st.pending.pop_front() {
+            if let Some(ev) = st.decoder.next_event() {
                 st.unannounced = true;
                 if !st.windowed {
                     st.windowed = true;
@@ -249,28 +245,9 @@ where
                 }
                 return Some((ev, st));
             }
-            if st.done {
+            if st.decoder.is_done() {
                 // Dropping the state drops the window: the connection's next response starts with direct reads.
                 return None;
-            }
-            // Whole lines first.
-            if let Some(len) = st.buf[st.start..].iter().position(|b| *b == b'\n') {
-                let (from, to) = (st.start, st.start + len);
-                st.start = to + 1;
-                let buf = std::mem::take(&mut st.buf);
-                {
-                    let bytes = &buf[from..to];
-                    // Valid UTF-8 is the rule; the lossy path only for a broken line.
-                    let line = std::str::from_utf8(bytes)
-                        .map(std::borrow::Cow::Borrowed)
-                        .unwrap_or_else(|_| String::from_utf8_lossy(bytes));
-                    let line = line.trim_end_matches(['\r', '\n']);
-                    if let Some(data) = line.strip_prefix("data:") {
-                        st.handle_data(data.trim());
-                    }
-                }
-                st.buf = buf;
-                continue;
             }
             // With windows on, also listen for the connection going idle: the burst read so far is complete.
             let idle = st.window.as_ref().filter(|_| st.windowed && st.unannounced).map(|w| w.ctl.clone());
@@ -290,161 +267,13 @@ where
                     st.unannounced = false;
                     return Some((Ok(ModelEvent::Idle), st));
                 }
-                Err(_) => {
-                    st.done = true;
-                    return Some((Err(LlmError::Timeout), st));
-                }
-                Ok(Some(None)) => {
-                    // The server closed without [DONE]: flush what was assembled.
-                    st.finish();
-                    continue;
-                }
-                Ok(Some(Some(Err(e)))) => {
-                    st.done = true;
-                    return Some((Err(LlmError::Stream(error_chain(&e))), st));
-                }
-                Ok(Some(Some(Ok(chunk)))) => {
-                    st.buf.drain(..st.start);
-                    st.start = 0;
-                    if st.buf.len() + chunk.len() > 4 * 1024 * 1024 {
-                        st.done = true;
-                        return Some((Err(LlmError::Stream("SSE line longer than 4 MiB".into())), st));
-                    }
-                    st.buf.extend_from_slice(&chunk);
-                }
+                Err(_) => st.decoder.fail(LlmError::Timeout),
+                Ok(Some(None)) => st.decoder.end_of_body(),
+                Ok(Some(Some(Err(e)))) => st.decoder.fail(LlmError::Stream(error_chain(&e))),
+                Ok(Some(Some(Ok(chunk)))) => st.decoder.feed(&chunk),
             }
         }
     })
-}
-
-impl<S> SseState<S> {
-    fn finish(&mut self) {
-        if self.done {
-            return;
-        }
-        self.done = true;
-        if !self.calls.is_empty() {
-            let calls = std::mem::take(&mut self.calls)
-                .into_values()
-                .map(|p| ToolCall {
-                    id: if p.id.is_empty() { format!("call_{}", uuid::Uuid::new_v4().simple()) } else { p.id },
-                    kind: "function".into(),
-                    function: FunctionCall {
-                        name: p.name,
-                        arguments: if p.arguments.is_empty() { "{}".into() } else { p.arguments },
-                    },
-                })
-                .collect();
-            self.pending.push_back(Ok(ModelEvent::ToolCalls(calls)));
-        }
-    }
-
-    fn handle_data(&mut self, data: &str) {
-        if data == "[DONE]" {
-            self.finish();
-            return;
-        }
-        // Typed, borrowing parse: one allocation per token instead of a whole JSON tree per chunk.
-        let Ok(chunk) = serde_json::from_str::<SseChunk<'_>>(data) else {
-            self.pending.push_back(Err(LlmError::Stream(format!(
-                "bad SSE data: {}",
-                data.chars().take(100).collect::<String>()
-            ))));
-            self.done = true;
-            return;
-        };
-        if let Some(err) = chunk.error.filter(|e| !e.is_null()) {
-            self.pending.push_back(Err(LlmError::Stream(format!("model error: {err}"))));
-            self.done = true;
-            return;
-        }
-        if let Some(u) = chunk.usage {
-            self.pending.push_back(Ok(ModelEvent::Usage(Usage {
-                prompt_tokens: u.prompt_tokens.unwrap_or(0),
-                completion_tokens: u.completion_tokens.unwrap_or(0),
-            })));
-        }
-        for choice in chunk.choices.unwrap_or_default() {
-            let Some(delta) = choice.delta else { continue };
-            for r in [delta.reasoning_content, delta.reasoning].into_iter().flatten() {
-                if !r.is_empty() {
-                    self.pending.push_back(Ok(ModelEvent::Reasoning(r.into_owned())));
-                }
-            }
-            if let Some(t) = delta.content.filter(|t| !t.is_empty()) {
-                self.pending.push_back(Ok(ModelEvent::Token(t.into_owned())));
-            }
-            for (pos, c) in delta.tool_calls.unwrap_or_default().into_iter().enumerate() {
-                let p = self.calls.entry(c.index.unwrap_or(pos as u64)).or_default();
-                if let Some(id) = c.id {
-                    p.id = id.into_owned();
-                }
-                if let Some(f) = c.function {
-                    if let Some(n) = f.name {
-                        p.name.push_str(&n);
-                    }
-                    if let Some(a) = f.arguments {
-                        p.arguments.push_str(&a);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// One `chat.completion.chunk`, only the fields used. Strings borrow from the line unless they hold escapes.
-#[derive(serde::Deserialize)]
-struct SseChunk<'a> {
-    #[serde(borrow, default)]
-    choices: Option<Vec<SseChoice<'a>>>,
-    #[serde(default)]
-    usage: Option<SseUsage>,
-    #[serde(default)]
-    error: Option<Value>,
-}
-
-#[derive(serde::Deserialize)]
-struct SseChoice<'a> {
-    #[serde(borrow, default)]
-    delta: Option<SseDelta<'a>>,
-}
-
-#[derive(serde::Deserialize)]
-struct SseDelta<'a> {
-    #[serde(borrow, default)]
-    content: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    reasoning_content: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    reasoning: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    tool_calls: Option<Vec<SseToolCall<'a>>>,
-}
-
-#[derive(serde::Deserialize)]
-struct SseToolCall<'a> {
-    #[serde(default)]
-    index: Option<u64>,
-    #[serde(borrow, default)]
-    id: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    function: Option<SseFunction<'a>>,
-}
-
-#[derive(serde::Deserialize)]
-struct SseFunction<'a> {
-    #[serde(borrow, default)]
-    name: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    arguments: Option<std::borrow::Cow<'a, str>>,
-}
-
-#[derive(serde::Deserialize)]
-struct SseUsage {
-    #[serde(default)]
-    prompt_tokens: Option<u64>,
-    #[serde(default)]
-    completion_tokens: Option<u64>,
 }
 
 #[cfg(test)]

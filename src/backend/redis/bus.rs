@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::conn::{fred_err, Shared};
 use crate::backend::{BResult, Bus, BusEvent, Channel};
+use crate::util::Backoff;
 
 /// One pod's bus: publishes on the command connection, receives on one dedicated subscriber connection.
 pub(super) struct RedisBus {
@@ -146,7 +147,7 @@ pub(super) async fn pump(
 
 /// Restores every tracked subscription, retrying until it works (the connection may flap again meanwhile).
 pub(super) async fn resubscribe(subscriber: &SubscriberClient, what: &str) {
-    let mut delay = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     loop {
         // `restore_tracked` ends with the barrier: the channels are live once it returns.
         match restore_tracked(subscriber).await {
@@ -161,8 +162,7 @@ pub(super) async fn resubscribe(subscriber: &SubscriberClient, what: &str) {
             }
             Err(e) => {
                 warn!(what, error = %e, "redis resubscribe failed, retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
+                backoff.wait().await;
             }
         }
     }

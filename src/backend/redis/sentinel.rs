@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use super::bus::resubscribe;
 use super::conn::{builder, AbortOnDrop};
+use crate::util::Backoff;
 
 /// Follows Sentinel's `+switch-master` for our service. Between promoting a replica and demoting the old
 /// master (its next periodic check, up to ~10 s later) Sentinel leaves our connections on the old master,
@@ -41,11 +42,12 @@ impl SentinelWatch {
         let mut messages = watcher.message_rx();
         let mut reconnects = watcher.reconnect_rx();
         let _connection = AbortOnDrop(watcher.connect().abort_handle());
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
         loop {
             if watcher.wait_for_connect().await.is_ok() && watcher.subscribe("+switch-master").await.is_ok() {
                 break;
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            backoff.wait().await;
         }
         info!(sentinel = %self.sentinel, "following +switch-master");
         loop {
