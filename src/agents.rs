@@ -8,14 +8,14 @@ use crate::llm::demo::DEMO_TOOL_NAME;
 use crate::llm::ToolSpec;
 use crate::tools::DEMO_TOOL_URL;
 
-pub struct Agents {
+pub(crate) struct Agents {
     by_id: HashMap<String, Arc<AgentConfig>>,
     /// Answers every agentId when no agents are configured.
     demo: Option<Arc<AgentConfig>>,
 }
 
 impl Agents {
-    pub fn new(config: &Config) -> Self {
+    pub(crate) fn new(config: &Config) -> Self {
         let by_id = config.agents.iter().map(|a| (a.id.clone(), Arc::new(a.clone()))).collect();
         let demo = config.agents.is_empty().then(|| {
             let offline = config.llm.base_url.is_empty();
@@ -42,7 +42,7 @@ impl Agents {
     }
 
     /// The agent for an id: configured, or the demo agent (under the requested id) when none are configured.
-    pub fn get(&self, agent_id: &str) -> Option<Arc<AgentConfig>> {
+    pub(crate) fn get(&self, agent_id: &str) -> Option<Arc<AgentConfig>> {
         if let Some(a) = self.by_id.get(agent_id) {
             return Some(a.clone());
         }
@@ -54,7 +54,7 @@ impl Agents {
     }
 }
 
-pub fn tool_specs(agent: &AgentConfig) -> Vec<ToolSpec> {
+pub(crate) fn tool_specs(agent: &AgentConfig) -> Vec<ToolSpec> {
     agent
         .tools
         .iter()
@@ -66,6 +66,6 @@ pub fn tool_specs(agent: &AgentConfig) -> Vec<ToolSpec> {
         .collect()
 }
 
-pub fn needs_confirmation(agent: &AgentConfig, tool: &str) -> bool {
+pub(crate) fn needs_confirmation(agent: &AgentConfig, tool: &str) -> bool {
     agent.confirm_tools.iter().any(|p| crate::util::glob_match(p, tool))
 }

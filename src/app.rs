@@ -31,7 +31,7 @@ struct LocalTurn {
     cancel: CancellationToken,
 }
 
-pub struct App {
+pub(crate) struct App {
     pub config: Arc<Config>,
     pub pod_id: String,
     pub backends: Backends,
@@ -50,7 +50,7 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: Config, backends: Backends, model: Arc<dyn ChatModel>) -> Arc<App> {
+    pub(crate) fn new(config: Config, backends: Backends, model: Arc<dyn ChatModel>) -> Arc<App> {
         let metrics = Arc::new(Metrics::new());
         let hub = Hub::new(backends.bus.clone(), backends.log.clone(), metrics.clone());
         Arc::new(App {
@@ -70,7 +70,7 @@ impl App {
     }
 
     /// Subscribes the pod channels and starts the background loops.
-    pub async fn start(self: &Arc<Self>) -> Result<(), crate::backend::BackendError> {
+    pub(crate) async fn start(self: &Arc<Self>) -> Result<(), crate::backend::BackendError> {
         let rx = self.backends.bus.receiver();
         self.hub.subscribe_pod(&Channel::Pod(self.pod_id.clone())).await?;
         self.hub.subscribe_pod(&Channel::Canary(self.pod_id.clone())).await?;
@@ -82,7 +82,7 @@ impl App {
     }
 
     /// Appends a session event to the log (which publishes it). Returns its seq.
-    pub async fn emit(&self, session_id: &str, event: &Value) -> Result<u64, ClientError> {
+    pub(crate) async fn emit(&self, session_id: &str, event: &Value) -> Result<u64, ClientError> {
         let text = event.to_string();
         let seq = self.backends.log.append(session_id, &text).await?;
         self.metrics.events_published(1);
@@ -90,14 +90,14 @@ impl App {
     }
 
     /// Emits the `error` event that ends a turn, and counts it.
-    pub async fn emit_turn_error(&self, session_id: &str, request_id: &str, e: &ClientError) {
+    pub(crate) async fn emit_turn_error(&self, session_id: &str, request_id: &str, e: &ClientError) {
         self.metrics.error(e.code);
         if let Err(err) = self.emit(session_id, &out::error(Some(request_id), e)).await {
             tracing::error!(%session_id, error = %err, "could not emit turn error");
         }
     }
 
-    pub fn register_turn(&self, session_id: &str, turn_id: &str) -> CancellationToken {
+    pub(crate) fn register_turn(&self, session_id: &str, turn_id: &str) -> CancellationToken {
         let token = CancellationToken::new();
         self.local_turns
             .lock()
@@ -105,7 +105,7 @@ impl App {
         token
     }
 
-    pub fn unregister_turn(&self, session_id: &str, turn_id: &str) {
+    pub(crate) fn unregister_turn(&self, session_id: &str, turn_id: &str) {
         let mut turns = self.local_turns.lock();
         if turns.get(session_id).is_some_and(|t| t.turn_id == turn_id) {
             turns.remove(session_id);
@@ -125,7 +125,7 @@ impl App {
 
     /// Cancels the session's turn wherever it is: parked (no pod), here, or on another pod.
     /// Returns whether a turn was found.
-    pub async fn cancel_turn(&self, session_id: &str) -> Result<bool, ClientError> {
+    pub(crate) async fn cancel_turn(&self, session_id: &str) -> Result<bool, ClientError> {
         // A parked turn that is resuming, or a local turn that is just registering, is caught on a look again.
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(200));
         for _ in 0..3 {
@@ -204,7 +204,7 @@ impl App {
     }
 
     /// `/readyz`: not draining, storage answers, and the bus delivered our canary recently.
-    pub async fn ready(&self) -> Result<(), &'static str> {
+    pub(crate) async fn ready(&self) -> Result<(), &'static str> {
         if self.lifecycle.is_draining() {
             return Err("draining");
         }

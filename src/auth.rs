@@ -9,7 +9,7 @@ use subtle::ConstantTimeEq;
 use crate::config::AuthConfig;
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Identity {
+pub(crate) struct Identity {
     pub user_id: String,
     pub org_id: String,
     /// Token expiry (Unix seconds); the socket is closed with 4401 when it passes.
@@ -17,7 +17,7 @@ pub struct Identity {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     #[error("missing token")]
     Missing,
     #[error("invalid token: {0}")]
@@ -32,14 +32,14 @@ struct Claims {
     org: Option<String>,
 }
 
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     mode_jwt: bool,
     keys: Vec<(DecodingKey, Algorithm)>,
     publish_keys: Vec<String>,
 }
 
 impl Authenticator {
-    pub fn new(config: &AuthConfig) -> Self {
+    pub(crate) fn new(config: &AuthConfig) -> Self {
         let mut keys = Vec::new();
         if !config.jwt_hs256_secret.is_empty() {
             keys.push((DecodingKey::from_secret(config.jwt_hs256_secret.as_bytes()), Algorithm::HS256));
@@ -50,7 +50,7 @@ impl Authenticator {
         Self { mode_jwt: config.mode == "jwt", keys, publish_keys: config.publish_keys.clone() }
     }
 
-    pub fn authenticate(&self, token: Option<&str>) -> Result<Identity, AuthError> {
+    pub(crate) fn authenticate(&self, token: Option<&str>) -> Result<Identity, AuthError> {
         if !self.mode_jwt {
             return Ok(Identity { user_id: "anonymous".into(), org_id: "default".into(), expires_at: None });
         }
@@ -79,7 +79,7 @@ impl Authenticator {
     }
 
     /// Constant-time check of a publish key.
-    pub fn publish_key_ok(&self, presented: Option<&str>) -> bool {
+    pub(crate) fn publish_key_ok(&self, presented: Option<&str>) -> bool {
         let Some(p) = presented else { return false };
         // Every key is compared (no early exit), each in constant time.
         self.publish_keys.iter().fold(false, |ok, k| ok | bool::from(k.as_bytes().ct_eq(p.as_bytes())))
@@ -87,7 +87,7 @@ impl Authenticator {
 }
 
 /// The token of an `Authorization: Bearer <token>` header (the scheme is case-insensitive, RFC 9110 §11.1).
-pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
     let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())

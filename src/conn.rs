@@ -17,7 +17,7 @@ use crate::util::now_ms;
 use tokio_util::sync::CancellationToken;
 
 /// Per-connection state used by the handlers.
-pub struct Conn {
+pub(crate) struct Conn {
     pub app: Arc<App>,
     pub identity: Identity,
     pub extended: bool,
@@ -73,17 +73,17 @@ impl Conn {
     }
 
     /// A reply to the asking socket only (not logged).
-    pub fn reply(&self, frame: &serde_json::Value) {
+    pub(crate) fn reply(&self, frame: &serde_json::Value) {
         self.handle.offer(Outbound::Frame(Arc::from(frame.to_string())), &self.app.metrics);
     }
 
-    pub fn reply_error(&self, request_id: Option<&str>, e: &ClientError) {
+    pub(crate) fn reply_error(&self, request_id: Option<&str>, e: &ClientError) {
         self.app.metrics.error(e.code);
         self.reply(&out::error(request_id, e));
     }
 
     /// Attaches this socket to a session's events from `after` (None = from now).
-    pub async fn attach_session(&mut self, session_id: &str, after: Option<u64>) -> Result<(), ClientError> {
+    pub(crate) async fn attach_session(&mut self, session_id: &str, after: Option<u64>) -> Result<(), ClientError> {
         let sid: Arc<str> = Arc::from(session_id);
         let attached = self.sessions.iter().any(|s| s == session_id);
         if attached && after.is_none() {
@@ -110,7 +110,7 @@ impl Conn {
         Ok(())
     }
 
-    pub async fn attach_agent(&mut self, agent_id: &str) -> Result<(), ClientError> {
+    pub(crate) async fn attach_agent(&mut self, agent_id: &str) -> Result<(), ClientError> {
         if !self.agents.iter().any(|a| a == agent_id) {
             self.agents.push(agent_id.to_string());
             let channel = Channel::Agent(agent_id.to_string());
@@ -141,7 +141,7 @@ impl Conn {
     }
 
     /// Registry entry with a TTL of three heartbeats, so a dead pod's sockets disappear.
-    pub async fn register(&self) {
+    pub(crate) async fn register(&self) {
         if let Err(e) = self.app.backends.registry.upsert(&self.entry(), REGISTRY_TTL_MS).await {
             tracing::warn!(error = %e, "socket registry update failed");
         }
@@ -150,4 +150,4 @@ impl Conn {
 
 /// Registry entries live three heartbeats (the socket task renews every third of this), so a dead pod's
 /// sockets disappear.
-pub const REGISTRY_TTL_MS: u64 = 30_000;
+pub(crate) const REGISTRY_TTL_MS: u64 = 30_000;

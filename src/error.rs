@@ -6,7 +6,7 @@ use serde::Serialize;
 /// The documented error codes of the protocol. The string form is what clients see in `error.code`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ErrorCode {
+pub(crate) enum ErrorCode {
     ValidationError,
     UnsupportedAction,
     SessionNotFound,
@@ -24,7 +24,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ErrorCode::ValidationError => "VALIDATION_ERROR",
             ErrorCode::UnsupportedAction => "UNSUPPORTED_ACTION",
@@ -44,7 +44,7 @@ impl ErrorCode {
     }
 
     /// Every code, for metrics pre-registration and docs.
-    pub const ALL: [ErrorCode; 14] = [
+    pub(crate) const ALL: [ErrorCode; 14] = [
         ErrorCode::ValidationError,
         ErrorCode::UnsupportedAction,
         ErrorCode::SessionNotFound,
@@ -65,22 +65,22 @@ impl ErrorCode {
 /// The one error type that reaches a client. Built from each layer's own error.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{code:?}: {message}")]
-pub struct ClientError {
+pub(crate) struct ClientError {
     pub code: ErrorCode,
     pub message: String,
 }
 
 impl ClientError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self { code, message: message.into() }
     }
-    pub fn validation(message: impl Into<String>) -> Self {
+    pub(crate) fn validation(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::ValidationError, message)
     }
-    pub fn session_not_found(session_id: &str) -> Self {
+    pub(crate) fn session_not_found(session_id: &str) -> Self {
         Self::new(ErrorCode::SessionNotFound, format!("session '{session_id}' not found"))
     }
-    pub fn turn_in_progress() -> Self {
+    pub(crate) fn turn_in_progress() -> Self {
         Self::new(
             ErrorCode::TurnInProgress,
             "a turn is already in progress on this session; cancel it or wait for it to complete",

@@ -13,7 +13,7 @@ use crate::protocol::outbound as out;
 use crate::turn::{self, TurnState};
 use crate::util::{new_id, now_ms, now_rfc3339};
 
-pub async fn handle(conn: &mut Conn, parsed: Result<Request, ParseError>) {
+pub(crate) async fn handle(conn: &mut Conn, parsed: Result<Request, ParseError>) {
     let req = match parsed {
         Ok(r) => r,
         Err(e) => return conn.reply_error(e.request_id.as_deref(), &e.error),
@@ -36,7 +36,7 @@ async fn dispatch(conn: &mut Conn, req: Request) -> Result<(), ClientError> {
         }
         Action::ListConversations { limit, cursor } => list_conversations(conn, rid, limit, cursor).await?,
         Action::RenameConversation { conversation_id, title } => rename(conn, rid, &conversation_id, &title).await?,
-        Action::ConfirmToolAction { session_id, approved, tool_call_id } => {
+        Action::ConfirmTool { session_id, approved, tool_call_id } => {
             confirm(conn, rid, &session_id, approved, tool_call_id.filter(|_| conn.extended)).await?
         }
         Action::Cancel { session_id } => cancel(conn, rid, session_id).await?,
@@ -442,6 +442,6 @@ async fn resume(conn: &mut Conn, rid: Option<&str>, session_id: &str, after_seq:
 }
 
 /// A conversation message as `get_conversation_messages` shows it (v1 `ConversationMessage`).
-pub fn message_json(m: &StoredMessage) -> Value {
+pub(crate) fn message_json(m: &StoredMessage) -> Value {
     json!({"id": m.id, "direction": m.direction, "content": {"text": m.text}, "createdAt": m.created_at})
 }

@@ -15,7 +15,7 @@ use crate::app::App;
 use crate::backend::{Channel, SocketFilter};
 use crate::metrics::ClusterGauges;
 
-pub fn router(app: Arc<App>) -> Router {
+pub(crate) fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/ws", get(crate::ws::upgrade))
         .route("/health", get(|| async { "ok" }))

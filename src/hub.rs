@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 
 /// What a socket's task writes.
 #[derive(Debug, Clone)]
-pub enum Outbound {
+pub(crate) enum Outbound {
     /// A frame sent as is (replies, non-session publishes).
     Frame(Arc<str>),
     /// A logged session event in v1 form; the socket's task adds `sessionId`/`seq` for extended sockets.
@@ -37,7 +37,7 @@ pub enum Outbound {
 /// One logged session event, shared by every local socket of the session (boxed so an idle socket's queue,
 /// whose first block is allocated up front, stays small).
 #[derive(Debug)]
-pub struct SessionItem {
+pub(crate) struct SessionItem {
     pub session_id: Arc<str>,
     pub seq: u64,
     /// The bus message the event came in, shared by the events of one batch (no copy per event).
@@ -48,14 +48,14 @@ pub struct SessionItem {
 
 impl SessionItem {
     /// The event in v1 form.
-    pub fn json(&self) -> &str {
+    pub(crate) fn json(&self) -> &str {
         self.payload.get(self.json.clone()).unwrap_or("")
     }
 }
 
 /// A local socket as the hub sees it.
 #[derive(Clone)]
-pub struct ConnHandle {
+pub(crate) struct ConnHandle {
     pub id: u64,
     /// Global id (registry, connection-targeted publishes).
     pub connection_id: Arc<str>,
@@ -67,7 +67,7 @@ pub struct ConnHandle {
 
 impl ConnHandle {
     /// Queues without waiting; a full queue marks the socket as a slow consumer.
-    pub fn offer(&self, item: Outbound, metrics: &Metrics) -> bool {
+    pub(crate) fn offer(&self, item: Outbound, metrics: &Metrics) -> bool {
         match self.queue.push(item) {
             Ok(()) => true,
             Err(crate::queue::PushError::Full) => {
@@ -83,9 +83,9 @@ impl ConnHandle {
 }
 
 /// Control messages from the pod channel, handled by the app.
-pub type ControlSender = mpsc::UnboundedSender<Arc<str>>;
+pub(crate) type ControlSender = mpsc::UnboundedSender<Arc<str>>;
 
-pub struct Hub {
+pub(crate) struct Hub {
     bus: Arc<dyn Bus>,
     /// The session log, read for the bounds of catch-ups after a reconnect or lag.
     log: Arc<dyn EventLog>,
@@ -108,7 +108,7 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(bus: Arc<dyn Bus>, log: Arc<dyn EventLog>, metrics: Arc<Metrics>) -> Arc<Hub> {
+    pub(crate) fn new(bus: Arc<dyn Bus>, log: Arc<dyn EventLog>, metrics: Arc<Metrics>) -> Arc<Hub> {
         Arc::new(Hub {
             bus,
             log,
@@ -124,13 +124,13 @@ impl Hub {
     }
 
     /// Records whether the pod's canary publish went through (the app's canary loop, every 500 ms).
-    pub fn canary_published(&self, ok: bool) {
+    pub(crate) fn canary_published(&self, ok: bool) {
         self.canary_published.store(ok, Ordering::Relaxed);
     }
 
     /// Whether this pod's bus delivers, as readiness needs it: not restoring subscriptions, the last canary
     /// published, and a canary sent after the last restore and within 2 s came back.
-    pub fn delivery_state(&self, now_ms: i64) -> Result<(), &'static str> {
+    pub(crate) fn delivery_state(&self, now_ms: i64) -> Result<(), &'static str> {
         if self.restoring.load(Ordering::Relaxed) {
             return Err("bus subscriptions being restored");
         }
@@ -142,16 +142,16 @@ impl Hub {
         Ok(())
     }
 
-    pub fn register_connection(&self, conn: &ConnHandle) {
+    pub(crate) fn register_connection(&self, conn: &ConnHandle) {
         self.by_connection.write().insert(conn.connection_id.clone(), conn.clone());
     }
 
-    pub fn connection(&self, connection_id: &str) -> Option<ConnHandle> {
+    pub(crate) fn connection(&self, connection_id: &str) -> Option<ConnHandle> {
         self.by_connection.read().get(connection_id).cloned()
     }
 
     /// Adds a socket to a channel, subscribing the pod if it is the first local socket.
-    pub async fn attach(&self, channel: &Channel, conn: &ConnHandle) -> BResult<()> {
+    pub(crate) async fn attach(&self, channel: &Channel, conn: &ConnHandle) -> BResult<()> {
         let _guard = self.sub_lock.lock().await;
         let present = self.routes.read().contains_key(channel);
         if !present {
@@ -162,12 +162,12 @@ impl Hub {
     }
 
     /// Subscribes the pod to a channel with no socket behind it (pod control, canary).
-    pub async fn subscribe_pod(&self, channel: &Channel) -> BResult<()> {
+    pub(crate) async fn subscribe_pod(&self, channel: &Channel) -> BResult<()> {
         self.bus.subscribe(channel).await
     }
 
     /// Removes a socket from channels, unsubscribing those it was the last local socket of.
-    pub async fn detach_all(&self, conn_id: u64, connection_id: &str, channels: &[Channel]) {
+    pub(crate) async fn detach_all(&self, conn_id: u64, connection_id: &str, channels: &[Channel]) {
         self.by_connection.write().remove(connection_id);
         let _guard = self.sub_lock.lock().await;
         for channel in channels {
@@ -194,13 +194,8 @@ impl Hub {
         }
     }
 
-    /// Number of channels this pod is subscribed to for sockets.
-    pub fn channel_count(&self) -> usize {
-        self.routes.read().len()
-    }
-
     /// The delivery loop: runs until `stop`. Pod-channel messages go to `control`.
-    pub async fn run(
+    pub(crate) async fn run(
         self: Arc<Self>,
         mut rx: broadcast::Receiver<BusEvent>,
         pod_id: String,

@@ -19,24 +19,29 @@
 //! Every session event is appended to the session's log with a gap-free `seq` and published in the same
 //! step; sockets are fed by the hub and repair gaps from the log, so any pod can serve any client.
 
-pub mod agents;
-pub mod app;
-pub mod auth;
+#![warn(unreachable_pub)]
+
+// The library's API: configuration, starting and stopping a pod, the backend seams (and their conformance
+// suite with the `conformance` feature), telemetry set-up and the v1 frame shapes. Everything else is internal.
 pub mod backend;
 pub mod config;
-pub mod conn;
-pub mod error;
-pub mod handlers;
-pub mod http;
-pub mod hub;
-pub mod lifecycle;
-pub mod llm;
-pub mod metrics;
 pub mod protocol;
-pub mod queue;
 pub mod server;
 pub mod telemetry;
-pub mod tools;
-pub mod turn;
-pub mod util;
-pub mod ws;
+
+mod agents;
+mod app;
+mod auth;
+mod conn;
+mod error;
+mod handlers;
+mod http;
+mod hub;
+mod lifecycle;
+mod llm;
+mod metrics;
+mod queue;
+mod tools;
+mod turn;
+mod util;
+mod ws;

@@ -6,7 +6,7 @@
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 #[derive(Default)]
-pub struct Lifecycle {
+pub(crate) struct Lifecycle {
     /// Entered by [`Lifecycle::begin_drain`]: readiness fails, upgrades and new turns are refused.
     draining: CancellationToken,
     /// Entered after the pre-stop pause: every socket gets `reconnect` and a 1012 close.
@@ -19,7 +19,7 @@ pub struct Lifecycle {
 
 impl Lifecycle {
     /// Starts the graceful drain (SIGTERM).
-    pub fn begin_drain(&self) {
+    pub(crate) fn begin_drain(&self) {
         self.draining.cancel();
     }
     pub(crate) fn close_sockets(&self) {
@@ -29,11 +29,11 @@ impl Lifecycle {
         self.interrupt.cancel();
     }
     /// Stops the pod: without a drain this is a crash (sockets drop, turns are abandoned mid-flight).
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.stopped.cancel();
     }
 
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.is_cancelled()
     }
     pub(crate) fn draining(&self) -> WaitForCancellationFuture<'_> {

@@ -58,13 +58,11 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(cfg: switchboard::config::Config) -> anyhow::Result<()> {
     let running = switchboard::server::start(cfg).await.context("starting switchboard")?;
-    let app = running.app.clone();
-    tokio::spawn(async move {
+    let shutdown = async {
         shutdown_signal().await;
         tracing::info!("shutdown signal received");
-        app.lifecycle.begin_drain();
-    });
-    running.done.await.context("server task")?;
+    };
+    running.run_until(shutdown).await.context("server task")?;
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 
 /// Why a push was refused.
 #[derive(Debug, PartialEq, Eq)]
-pub enum PushError {
+pub(crate) enum PushError {
     /// The consumer is not keeping up: the caller treats the socket as a slow consumer.
     Full,
     /// The consumer is gone.
@@ -18,7 +18,7 @@ pub enum PushError {
 
 /// Many producers (hub, handlers), one consumer (the socket's task). Generic so that it knows nothing of what
 /// a socket is sent ([`crate::hub::Outbound`]).
-pub struct OutQueue<T> {
+pub(crate) struct OutQueue<T> {
     state: Mutex<State<T>>,
     /// Wakes the single consumer; a notification sent while it is not waiting is kept as a permit.
     ready: Notify,
@@ -34,11 +34,11 @@ struct State<T> {
 const KEEP: usize = 8;
 
 impl<T> OutQueue<T> {
-    pub fn new(capacity: usize) -> OutQueue<T> {
+    pub(crate) fn new(capacity: usize) -> OutQueue<T> {
         OutQueue { state: Mutex::new(State { items: VecDeque::new(), closed: false }), ready: Notify::new(), capacity }
     }
 
-    pub fn push(&self, item: T) -> Result<(), PushError> {
+    pub(crate) fn push(&self, item: T) -> Result<(), PushError> {
         {
             let mut st = self.state.lock();
             if st.closed {
@@ -54,7 +54,7 @@ impl<T> OutQueue<T> {
     }
 
     /// The next item without waiting.
-    pub fn try_pop(&self) -> Option<T> {
+    pub(crate) fn try_pop(&self) -> Option<T> {
         let mut st = self.state.lock();
         let item = st.items.pop_front();
         if st.items.is_empty() && st.items.capacity() > KEEP {
@@ -64,7 +64,7 @@ impl<T> OutQueue<T> {
     }
 
     /// Waits for the next item; `None` once closed and empty.
-    pub async fn pop(&self) -> Option<T> {
+    pub(crate) async fn pop(&self) -> Option<T> {
         loop {
             let notified = self.ready.notified();
             if let Some(item) = self.try_pop() {
@@ -78,7 +78,7 @@ impl<T> OutQueue<T> {
     }
 
     /// Refuses further pushes and drops what is queued.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         let mut st = self.state.lock();
         st.closed = true;
         st.items = VecDeque::new();

@@ -18,21 +18,49 @@ pub enum ServerError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
     #[error("model client: {0}")]
-    Model(#[from] crate::llm::LlmError),
+    Model(String),
 }
 
 /// A started pod: its address and a handle to stop it.
 pub struct Running {
     pub addr: SocketAddr,
-    pub app: Arc<App>,
+    app: Arc<App>,
     /// Completes when the server has fully stopped.
     pub done: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
+    /// This pod's id (as the registry and `/admin/connections` show it).
+    pub fn pod_id(&self) -> &str {
+        &self.app.pod_id
+    }
+
+    /// The configuration the pod runs with.
+    pub fn config(&self) -> &Config {
+        &self.app.config
+    }
+
+    /// The pod's backends (to look at the stored state from a test or a tool).
+    pub fn backends(&self) -> &Backends {
+        &self.app.backends
+    }
+
     /// Begins the graceful drain (as on SIGTERM).
     pub fn drain(&self) {
         self.app.lifecycle.begin_drain();
+    }
+
+    /// Serves until the pod stops; `shutdown` resolving (SIGTERM) begins the drain.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), tokio::task::JoinError> {
+        let mut done = self.done;
+        tokio::select! {
+            r = &mut done => return r,
+            () = shutdown => self.app.lifecycle.begin_drain(),
+        }
+        done.await
     }
 
     /// Drains and waits for the process-level stop.
@@ -48,14 +76,16 @@ impl Running {
     }
 }
 
-pub fn model_for(config: &Config) -> Result<Arc<dyn ChatModel>, ServerError> {
+pub(crate) fn model_for(config: &Config) -> Result<Arc<dyn ChatModel>, ServerError> {
     if config.llm.base_url.is_empty() {
         tracing::warn!(
             "llm.base_url is empty: using the OFFLINE DEMO MODEL (replies are canned, labelled [demo model])"
         );
         Ok(Arc::new(DemoModel::default()))
     } else {
-        Ok(Arc::new(OpenAiModel::new(&config.llm, config.read_window())?))
+        let model =
+            OpenAiModel::new(&config.llm, config.read_window()).map_err(|e| ServerError::Model(e.to_string()))?;
+        Ok(Arc::new(model))
     }
 }
 

@@ -11,11 +11,11 @@ use serde_json::{json, Value};
 use crate::config::{ToolConfig, ToolsConfig};
 
 /// URL of the demo agent's in-process tool (used only with the offline demo model).
-pub const DEMO_TOOL_URL: &str = "builtin:demo";
+pub(crate) const DEMO_TOOL_URL: &str = "builtin:demo";
 
 /// What the model is told a tool returned.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ToolOutcome {
+pub(crate) struct ToolOutcome {
     pub is_error: bool,
     pub result: String,
 }
@@ -26,21 +26,21 @@ impl ToolOutcome {
     }
 }
 
-pub struct ToolContext<'a> {
+pub(crate) struct ToolContext<'a> {
     pub session_id: &'a str,
     pub tool_call_id: &'a str,
     pub agent_id: &'a str,
     pub files: &'a [Value],
 }
 
-pub struct ToolRunner {
+pub(crate) struct ToolRunner {
     http: reqwest::Client,
     timeout: Duration,
     max_output: usize,
 }
 
 impl ToolRunner {
-    pub fn new(config: &ToolsConfig) -> Self {
+    pub(crate) fn new(config: &ToolsConfig) -> Self {
         Self {
             http: reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(60)).build().unwrap_or_default(),
             timeout: Duration::from_millis(config.timeout_ms),
@@ -48,7 +48,7 @@ impl ToolRunner {
         }
     }
 
-    pub async fn call(&self, tool: &ToolConfig, arguments: &str, ctx: ToolContext<'_>) -> ToolOutcome {
+    pub(crate) async fn call(&self, tool: &ToolConfig, arguments: &str, ctx: ToolContext<'_>) -> ToolOutcome {
         if tool.url == DEMO_TOOL_URL {
             let id = serde_json::from_str::<Value>(arguments)
                 .ok()

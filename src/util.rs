@@ -1,40 +1,40 @@
 //! Small shared helpers: clocks, ids, titles, globs.
 
 /// Unix time in milliseconds.
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
 /// RFC 3339 timestamp with nanoseconds, as the reference server writes `createdAt`.
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
 /// RFC 3339 form of a Unix-ms time.
-pub fn rfc3339_from_ms(ms: i64) -> String {
+pub(crate) fn rfc3339_from_ms(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// Exponential backoff with jitter: the delay doubles from `first` up to `max`, plus up to `jitter` at random
 /// (so pods that failed together do not retry together). One helper for every retry loop.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     next: std::time::Duration,
     max: std::time::Duration,
     jitter: std::time::Duration,
 }
 
 impl Backoff {
-    pub fn new(first: std::time::Duration, max: std::time::Duration) -> Backoff {
+    pub(crate) fn new(first: std::time::Duration, max: std::time::Duration) -> Backoff {
         Backoff { next: first, max, jitter: std::time::Duration::ZERO }
     }
 
-    pub fn with_jitter(self, jitter: std::time::Duration) -> Backoff {
+    pub(crate) fn with_jitter(self, jitter: std::time::Duration) -> Backoff {
         Backoff { jitter, ..self }
     }
 
     /// The delay before the next attempt.
-    pub fn next_delay(&mut self) -> std::time::Duration {
+    pub(crate) fn next_delay(&mut self) -> std::time::Duration {
         let jitter_ms = u64::try_from(self.jitter.as_millis()).unwrap_or(u64::MAX);
         let extra = if jitter_ms == 0 { 0 } else { rand::random::<u64>() % jitter_ms };
         let delay = (self.next + std::time::Duration::from_millis(extra)).min(self.max);
@@ -43,17 +43,17 @@ impl Backoff {
     }
 
     /// Sleeps for [`Backoff::next_delay`].
-    pub async fn wait(&mut self) {
+    pub(crate) async fn wait(&mut self) {
         tokio::time::sleep(self.next_delay()).await;
     }
 }
 
-pub fn new_id() -> String {
+pub(crate) fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
 /// A conversation title from its first message: first line, at most 60 characters, on a word boundary.
-pub fn title_from(text: &str) -> String {
+pub(crate) fn title_from(text: &str) -> String {
     let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
     if line.chars().count() <= 60 {
         return line.to_string();
@@ -67,7 +67,7 @@ pub fn title_from(text: &str) -> String {
 }
 
 /// Glob match with `*` (any run) and `?` (one char), used for `confirm_tools`.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
     let (mut pi, mut ni) = (0usize, 0usize);

@@ -21,14 +21,14 @@ use crate::hub::Outbound;
 use crate::protocol::{inbound, outbound as out, EXTENSION_SUBPROTOCOL};
 use crate::queue::OutQueue;
 
-pub const CLOSE_TOO_LARGE: u16 = 1009;
-pub const CLOSE_DRAINING: u16 = 1012;
-pub const CLOSE_SLOW_CONSUMER: u16 = 4000;
-pub const CLOSE_TOKEN_EXPIRED: u16 = 4401;
+pub(crate) const CLOSE_TOO_LARGE: u16 = 1009;
+pub(crate) const CLOSE_DRAINING: u16 = 1012;
+pub(crate) const CLOSE_SLOW_CONSUMER: u16 = 4000;
+pub(crate) const CLOSE_TOKEN_EXPIRED: u16 = 4401;
 
 /// How the connection task closes the socket.
 #[derive(Debug, Clone)]
-pub struct CloseSpec {
+pub(crate) struct CloseSpec {
     pub code: u16,
     pub reason: &'static str,
     /// Send the `reconnect` extension frame first (extended clients only).
@@ -36,11 +36,11 @@ pub struct CloseSpec {
 }
 
 #[derive(serde::Deserialize)]
-pub struct WsQuery {
+pub(crate) struct WsQuery {
     token: Option<String>,
 }
 
-pub async fn upgrade(
+pub(crate) async fn upgrade(
     State(app): State<Arc<App>>,
     Query(q): Query<WsQuery>,
     headers: HeaderMap,
@@ -201,7 +201,7 @@ const SLOW: CloseSpec =
 /// stopped reading needs time to get there once it reads again; how long that takes depends on the client and
 /// the machine, not on us. The wait costs one parked task and the socket's kernel buffers (the queue is already
 /// freed), and it ends early when the drain runs out of time or the pod stops.
-pub const CLOSE_GRACE: Duration = Duration::from_secs(30);
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(30);
 
 /// Sends the close (see [`send_close`]) unless [`CLOSE_GRACE`] passes, the drain interrupts or the pod stops
 /// first; then the TCP connection is simply dropped.

@@ -197,7 +197,7 @@ async fn publish_reaches_other_pods(store: Store) {
         .await
         .expect("json");
     let cid = conns["connections"][0]["connectionId"].as_str().expect("connection id").to_string();
-    assert_eq!(conns["connections"][0]["podId"], p[0].app.pod_id.as_str());
+    assert_eq!(conns["connections"][0]["podId"], p[0].pod_id());
     let r = http
         .post(&url)
         .bearer_auth("publish-key-0123456789")
@@ -507,7 +507,7 @@ async fn rolling_restart_of_three_pods_loses_no_event() {
         // Replacement pods must share the first pods' key prefix.
         let mut c = cfg.clone();
         c.redis_url = server.url();
-        c.redis_key_prefix = running[0].app.config.redis_key_prefix.clone();
+        c.redis_key_prefix = running[0].config().redis_key_prefix.clone();
         c
     };
     let live = std::sync::Arc::new(parking_lot::Mutex::new(running.iter().map(ws_url).collect::<Vec<_>>()));

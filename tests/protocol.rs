@@ -851,7 +851,7 @@ async fn drain_timeout_interrupts_running_turns() {
     send_message(&mut other, &sid, "r-long", "hang").await;
     let seen = other.recv_until(|v| v["type"] == "stream_token").await;
     let last = seen.last().and_then(|f| f["seq"].as_u64()).expect("seq");
-    let app = pod.app.clone();
+    let log = pod.backends().log.clone();
     let started = std::time::Instant::now();
     pod.drain();
     // The socket is closed at once (1012); the turn runs on until the drain timeout ends it.
@@ -867,7 +867,7 @@ async fn drain_timeout_interrupts_running_turns() {
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(8);
     let end = loop {
-        let events = app.backends.log.read_after(&sid, last, 100).await.expect("log");
+        let events = log.read_after(&sid, last, 100).await.expect("log");
         if let Some((_, e)) = events.iter().find(|(_, e)| e.contains("TURN_INTERRUPTED")) {
             break serde_json::from_str::<Value>(e).expect("json");
         }

@@ -10,6 +10,9 @@
 //! - [`Bus::publish`] on non-session channels is at-most-once, unordered across publishers.
 //! - Confirmation decisions and turn leases are compare-and-set operations: exactly one caller wins.
 
+/// Test-only code: built for the crate's own tests and, with the `conformance` feature, for the integration
+/// tests (never in the release library).
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod memory;
 pub mod redis;

@@ -9,9 +9,9 @@ use futures_util::StreamExt;
 use super::*;
 
 /// The tool the demo agent offers; executed in-process (see `tools::DEMO_TOOL`).
-pub const DEMO_TOOL_NAME: &str = "delete_record";
+pub(crate) const DEMO_TOOL_NAME: &str = "delete_record";
 
-pub struct DemoModel {
+pub(crate) struct DemoModel {
     /// Delay between streamed words (small, so the demo looks like streaming).
     pub word_delay: Duration,
 }

@@ -4,10 +4,10 @@
 //! ([`window`]) so a paced stream costs one wakeup per window, not one per chunk, and says when a window's burst
 //! is complete ([`ModelEvent::Idle`]).
 
-pub mod demo;
-pub mod openai;
-pub mod sse;
-pub mod window;
+pub(crate) mod demo;
+pub(crate) mod openai;
+pub(crate) mod sse;
+pub(crate) mod window;
 
 use std::pin::Pin;
 
@@ -18,7 +18,7 @@ use serde_json::Value;
 
 /// One message in OpenAI chat format.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChatMessage {
+pub(crate) struct ChatMessage {
     pub role: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<Value>,
@@ -29,10 +29,10 @@ pub struct ChatMessage {
 }
 
 impl ChatMessage {
-    pub fn text(role: &str, text: &str) -> Self {
+    pub(crate) fn text(role: &str, text: &str) -> Self {
         Self { role: role.into(), content: Some(Value::String(text.into())), tool_calls: None, tool_call_id: None }
     }
-    pub fn tool_result(tool_call_id: &str, text: &str) -> Self {
+    pub(crate) fn tool_result(tool_call_id: &str, text: &str) -> Self {
         Self {
             role: "tool".into(),
             content: Some(Value::String(text.into())),
@@ -41,7 +41,7 @@ impl ChatMessage {
         }
     }
     /// The text of a string content, or the joined text parts of a multi-part content.
-    pub fn text_content(&self) -> String {
+    pub(crate) fn text_content(&self) -> String {
         match &self.content {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Array(parts)) => {
@@ -53,7 +53,7 @@ impl ChatMessage {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ToolCall {
+pub(crate) struct ToolCall {
     pub id: String,
     #[serde(rename = "type", default = "function_type")]
     pub kind: String,
@@ -65,28 +65,28 @@ fn function_type() -> String {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FunctionCall {
+pub(crate) struct FunctionCall {
     pub name: String,
     pub arguments: String,
 }
 
 /// A tool offered to the model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ToolSpec {
+pub(crate) struct ToolSpec {
     pub name: String,
     pub description: String,
     pub parameters: Value,
 }
 
 #[derive(Debug, Clone)]
-pub struct ChatRequest {
+pub(crate) struct ChatRequest {
     pub model: String,
     pub messages: Vec<ChatMessage>,
     pub tools: Vec<ToolSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum ModelEvent {
+pub(crate) enum ModelEvent {
     Token(String),
     Reasoning(String),
     /// All tool calls of the response, in index order, arguments complete.
@@ -98,7 +98,7 @@ pub enum ModelEvent {
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum LlmError {
+pub(crate) enum LlmError {
     #[error("model endpoint unreachable: {0}")]
     Unreachable(String),
     #[error("model endpoint answered HTTP {status}: {body}")]
@@ -112,11 +112,11 @@ pub enum LlmError {
     Setup(String),
 }
 
-pub type ModelStream = Pin<Box<dyn Stream<Item = Result<ModelEvent, LlmError>> + Send>>;
+pub(crate) type ModelStream = Pin<Box<dyn Stream<Item = Result<ModelEvent, LlmError>> + Send>>;
 
 /// A chat model.
 #[async_trait]
-pub trait ChatModel: Send + Sync {
+pub(crate) trait ChatModel: Send + Sync {
     /// Starts a streamed completion. Errors before the stream starts (after retries) come here; errors
     /// mid-stream come as stream items.
     async fn stream(&self, request: ChatRequest) -> Result<ModelStream, LlmError>;
@@ -124,7 +124,7 @@ pub trait ChatModel: Send + Sync {
 
 /// Token counts, as the model reports them per call and as a turn sums them over its calls.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Usage {
+pub(crate) struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
 }

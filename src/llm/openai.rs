@@ -25,7 +25,7 @@ type HttpClient = Client<hyper_rustls::HttpsConnector<WindowedConnector>, Full<B
 /// How much of a refused call's body is read for the error message.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
-pub struct OpenAiModel {
+pub(crate) struct OpenAiModel {
     http: HttpClient,
     /// `…/chat/completions`.
     url: hyper::Uri,
@@ -39,13 +39,17 @@ pub struct OpenAiModel {
 
 impl OpenAiModel {
     /// A client that checks the endpoint's certificate against the Mozilla roots built into the binary.
-    pub fn new(config: &LlmConfig, window: Duration) -> Result<Self, LlmError> {
+    pub(crate) fn new(config: &LlmConfig, window: Duration) -> Result<Self, LlmError> {
         let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
         Self::with_roots(config, window, roots)
     }
 
     /// A client trusting `roots` (tests; a private CA).
-    pub fn with_roots(config: &LlmConfig, window: Duration, roots: rustls::RootCertStore) -> Result<Self, LlmError> {
+    pub(crate) fn with_roots(
+        config: &LlmConfig,
+        window: Duration,
+        roots: rustls::RootCertStore,
+    ) -> Result<Self, LlmError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

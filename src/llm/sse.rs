@@ -22,7 +22,7 @@ struct PartialCall {
 
 /// One response body's decoder: bytes in ([`SseDecoder::feed`]), events out ([`SseDecoder::next_event`]).
 #[derive(Default)]
-pub struct SseDecoder {
+pub(crate) struct SseDecoder {
     /// Received bytes; `buf[start..]` is not parsed yet. Lines are consumed by moving `start`, and the buffer is
     /// compacted once per network read: draining each line off the front moved the rest of a whole response
     /// body per line (quadratic in its size).
@@ -35,13 +35,13 @@ pub struct SseDecoder {
 }
 
 impl SseDecoder {
-    pub fn new() -> SseDecoder {
+    pub(crate) fn new() -> SseDecoder {
         SseDecoder::default()
     }
 
     /// The next event decoded from the whole lines received so far; `None` when more bytes are needed (or the
     /// stream is over: see [`SseDecoder::is_done`]).
-    pub fn next_event(&mut self) -> Option<Result<ModelEvent, LlmError>> {
+    pub(crate) fn next_event(&mut self) -> Option<Result<ModelEvent, LlmError>> {
         loop {
             if let Some(ev) = self.pending.pop_front() {
                 return Some(ev);
@@ -69,7 +69,7 @@ impl SseDecoder {
     }
 
     /// Appends one network read. An over-long line ends the stream with an error event.
-    pub fn feed(&mut self, chunk: &[u8]) {
+    pub(crate) fn feed(&mut self, chunk: &[u8]) {
         self.buf.drain(..self.start);
         self.start = 0;
         if self.buf.len() + chunk.len() > MAX_LINE_BYTES {
@@ -80,19 +80,19 @@ impl SseDecoder {
     }
 
     /// The body ended: the tool calls assembled so far are complete (a server may close without `[DONE]`).
-    pub fn end_of_body(&mut self) {
+    pub(crate) fn end_of_body(&mut self) {
         self.finish();
     }
 
     /// Ends the stream with `error` as its last event.
-    pub fn fail(&mut self, error: LlmError) {
+    pub(crate) fn fail(&mut self, error: LlmError) {
         if !self.done {
             self.pending.push_back(Err(error));
             self.done = true;
         }
     }
 
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.done && self.pending.is_empty()
     }
 

@@ -31,7 +31,7 @@ use tokio::time::{Instant, Sleep};
 
 /// The read window of one connection, shared between the connection and the reader of its current response.
 #[derive(Clone, Default, Debug)]
-pub struct WindowCtl(Arc<CtlInner>);
+pub(crate) struct WindowCtl(Arc<CtlInner>);
 
 #[derive(Default, Debug)]
 struct CtlInner {
@@ -42,7 +42,7 @@ struct CtlInner {
 }
 
 impl WindowCtl {
-    pub fn set(&self, window: Duration) {
+    pub(crate) fn set(&self, window: Duration) {
         self.0.window_us.store(window.as_micros().min(u64::MAX as u128) as u64, Ordering::Relaxed);
     }
 
@@ -52,13 +52,13 @@ impl WindowCtl {
 
     /// Completes once the connection, having returned data, waits for more (a signal given while nobody waits
     /// is kept for the next call).
-    pub async fn idle(&self) {
+    pub(crate) async fn idle(&self) {
         self.0.idle.notified().await
     }
 }
 
 /// A client TCP connection whose reads can be taken in windows (see the module docs).
-pub struct WindowedTcp {
+pub(crate) struct WindowedTcp {
     io: Io,
     /// Shared with every response on this connection (`Connected::extra`); the response's reader sets it.
     ctl: WindowCtl,
@@ -80,7 +80,7 @@ enum Io {
 }
 
 impl WindowedTcp {
-    pub fn new(tcp: TcpStream) -> Self {
+    pub(crate) fn new(tcp: TcpStream) -> Self {
         Self {
             io: Io::Registered(tcp),
             ctl: WindowCtl::default(),
@@ -91,7 +91,7 @@ impl WindowedTcp {
     }
 
     /// The handle that switches this connection's windows on and off.
-    pub fn ctl(&self) -> WindowCtl {
+    pub(crate) fn ctl(&self) -> WindowCtl {
         self.ctl.clone()
     }
 
@@ -236,12 +236,12 @@ impl Connection for WindowedTcp {
 
 /// hyper-util's HTTP connector (DNS, connect timeout, `TCP_NODELAY`) producing [`WindowedTcp`] connections.
 #[derive(Clone)]
-pub struct WindowedConnector {
+pub(crate) struct WindowedConnector {
     http: HttpConnector,
 }
 
 impl WindowedConnector {
-    pub fn new(connect_timeout: Duration) -> Self {
+    pub(crate) fn new(connect_timeout: Duration) -> Self {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(connect_timeout));
         http.set_nodelay(true);

@@ -32,7 +32,7 @@ struct OutcomeLabel {
 
 /// How a turn segment (a start or a resume, up to its end or its park) ended, for `switchboard_turns_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TurnOutcome {
+pub(crate) enum TurnOutcome {
     Completed,
     Parked,
     Failed,
@@ -54,7 +54,7 @@ impl TurnOutcome {
 }
 
 /// The pod's metrics. The handles are cheap shared atomics; the registry holds clones of them for encoding.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     connections: Gauge,
     sessions_attached: Gauge,
@@ -80,7 +80,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::default();
         let histogram = || Histogram::new(LATENCY_BUCKETS_S);
         let m = Metrics {
@@ -157,58 +157,53 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    pub fn connection_opened(&self) {
+    pub(crate) fn connection_opened(&self) {
         self.connections.inc();
     }
-    pub fn connection_closed(&self, sessions_attached: usize) {
+    pub(crate) fn connection_closed(&self, sessions_attached: usize) {
         self.connections.dec();
         self.sessions_attached.dec_by(i64::try_from(sessions_attached).unwrap_or(i64::MAX));
     }
-    pub fn session_attached(&self) {
+    pub(crate) fn session_attached(&self) {
         self.sessions_attached.inc();
     }
-    pub fn turn_started(&self) {
+    pub(crate) fn turn_started(&self) {
         self.turns_started.inc();
         self.turns_running.inc();
     }
-    pub fn turn_ended(&self, outcome: TurnOutcome, elapsed: std::time::Duration) {
+    pub(crate) fn turn_ended(&self, outcome: TurnOutcome, elapsed: std::time::Duration) {
         self.turns_running.dec();
         self.turns.get_or_create(&OutcomeLabel { outcome: outcome.label() }).inc();
         self.turn_duration.observe(elapsed.as_secs_f64());
     }
-    pub fn events_published(&self, n: u64) {
+    pub(crate) fn events_published(&self, n: u64) {
         self.events_published.inc_by(n);
     }
-    pub fn events_delivered(&self, n: u64) {
+    pub(crate) fn events_delivered(&self, n: u64) {
         self.events_delivered.inc_by(n);
     }
-    pub fn gap_repaired(&self, missing: u64) {
+    pub(crate) fn gap_repaired(&self, missing: u64) {
         self.gap_repairs.inc_by(missing);
     }
-    pub fn slow_consumer(&self) {
+    pub(crate) fn slow_consumer(&self) {
         self.slow_consumers.inc();
     }
-    pub fn bus_lag(&self, ms: i64) {
+    pub(crate) fn bus_lag(&self, ms: i64) {
         self.bus_lag.set(ms.max(0) as f64 / 1000.0);
     }
-    pub fn tokens(&self, usage: Usage) {
+    pub(crate) fn tokens(&self, usage: Usage) {
         self.tokens_prompt.inc_by(usage.prompt_tokens);
         self.tokens_completion.inc_by(usage.completion_tokens);
     }
-    pub fn error(&self, code: ErrorCode) {
+    pub(crate) fn error(&self, code: ErrorCode) {
         self.errors.get_or_create(&CodeLabel { code: code.as_str() }).inc();
     }
-    pub fn time_to_first_token(&self, elapsed: std::time::Duration) {
+    pub(crate) fn time_to_first_token(&self, elapsed: std::time::Duration) {
         self.llm_ttft.observe(elapsed.as_secs_f64());
     }
 
-    /// Slow consumers so far (the socket tasks and tests read it).
-    pub fn slow_consumer_count(&self) -> u64 {
-        self.slow_consumers.get()
-    }
-
     /// The exposition (OpenMetrics text): this pod's metrics, then the cluster-wide ones read for this scrape.
-    pub fn render(&self, cluster: &ClusterGauges) -> String {
+    pub(crate) fn render(&self, cluster: &ClusterGauges) -> String {
         let mut out = String::new();
         let written = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry).and_then(|()| {
             let mut scrape = Registry::default();
@@ -227,7 +222,7 @@ impl Metrics {
 /// Gauges that are the same on every pod, read from the backend once per scrape. A value that could not be
 /// read is left out of that scrape (a gap in the graph, not a stale number).
 #[derive(Debug, Clone, Default)]
-pub struct ClusterGauges {
+pub(crate) struct ClusterGauges {
     /// Parked turns waiting for a human decision, across all pods.
     pub pending_confirmations: Option<u64>,
 }

@@ -8,13 +8,13 @@ use crate::error::{ClientError, ErrorCode};
 
 /// One parsed client frame.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Request {
+pub(crate) struct Request {
     pub request_id: Option<String>,
     pub action: Action,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Action {
+pub(crate) enum Action {
     CreateSession(CreateSession),
     SendMessage(SendMessage),
     GetSession {
@@ -25,7 +25,7 @@ pub enum Action {
         limit: usize,
         cursor: Option<String>,
     },
-    ConfirmToolAction {
+    ConfirmTool {
         session_id: String,
         approved: bool,
         tool_call_id: Option<String>,
@@ -52,14 +52,14 @@ pub enum Action {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct CreateSession {
+pub(crate) struct CreateSession {
     pub agent_id: String,
     pub conversation_id: Option<String>,
     pub user_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct SendMessage {
+pub(crate) struct SendMessage {
     pub session_id: String,
     pub message: String,
     pub stream: bool,
@@ -70,20 +70,20 @@ pub struct SendMessage {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Image {
+pub(crate) struct Image {
     pub url: String,
     pub detail: Option<String>,
 }
 
 /// A parse failure: the error and the `requestId` to echo, if one could be read.
 #[derive(Debug, Clone)]
-pub struct ParseError {
+pub(crate) struct ParseError {
     pub request_id: Option<String>,
     pub error: ClientError,
 }
 
 /// Parses one text frame.
-pub fn parse(text: &str) -> Result<Request, ParseError> {
+pub(crate) fn parse(text: &str) -> Result<Request, ParseError> {
     let fail = |request_id: Option<String>, message: String| ParseError {
         request_id,
         error: ClientError::validation(message),
@@ -123,7 +123,7 @@ fn parse_action(action: &str, f: &Fields<'_>) -> Result<Action, ClientError> {
         "get_conversation_messages" => {
             Action::GetMessages { session_id: f.req_str("sessionId")?, limit: f.limit()?, cursor: f.opt_str("cursor")? }
         }
-        "confirm_tool_action" => Action::ConfirmToolAction {
+        "confirm_tool_action" => Action::ConfirmTool {
             session_id: f.req_str("sessionId")?,
             approved: f.req_bool("approved")?,
             tool_call_id: f.opt_str("toolCallId")?,

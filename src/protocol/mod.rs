@@ -4,8 +4,8 @@
 //! - [`outbound`]: builders for every server frame in its exact v1 shape.
 //! - [`shapes`]: the v1 shapes stated as data, so tests can check that v1 clients never see an unknown field.
 
-pub mod inbound;
-pub mod outbound;
+pub(crate) mod inbound;
+pub(crate) mod outbound;
 pub mod shapes;
 
 /// The WebSocket subprotocol that opts a connection into the extensions.

@@ -15,7 +15,7 @@ fn with_rid(mut v: Value, request_id: Option<&str>) -> Value {
 }
 
 /// `immediate_response`: 202 (accepted, `data: {}`) or 200 (final, with data).
-pub fn immediate(request_id: Option<&str>, status: u16, message: &str, data: Value) -> Value {
+pub(crate) fn immediate(request_id: Option<&str>, status: u16, message: &str, data: Value) -> Value {
     with_rid(
         json!({"type": "immediate_response", "status": status, "message": message, "data": data, "timestamp": now_ms()}),
         request_id,
@@ -23,7 +23,7 @@ pub fn immediate(request_id: Option<&str>, status: u16, message: &str, data: Val
 }
 
 /// `error` with the code and message both at the top level and under `data`.
-pub fn error(request_id: Option<&str>, e: &ClientError) -> Value {
+pub(crate) fn error(request_id: Option<&str>, e: &ClientError) -> Value {
     let err = json!({"code": e.code.as_str(), "message": e.message});
     let mut data = json!({"error": err});
     if let (Some(rid), Some(obj)) = (request_id, data.as_object_mut()) {
@@ -32,14 +32,16 @@ pub fn error(request_id: Option<&str>, e: &ClientError) -> Value {
     with_rid(json!({"type": "error", "error": err, "data": data, "timestamp": now_ms()}), request_id)
 }
 
-/// `stream_token`, `stream_reasoning` or `stream_preamble`.
-pub fn token(kind: &str, request_id: &str, token: &str) -> Value {
+/// `stream_token`, `stream_reasoning` or `stream_preamble` as a JSON value: the readable statement of the shape
+/// that the hot path's [`token_text`] is tested against.
+#[cfg(test)]
+pub(crate) fn token(kind: &str, request_id: &str, token: &str) -> Value {
     json!({"type": kind, "requestId": request_id, "token": token,
            "data": {"requestId": request_id, "token": token}, "timestamp": now_ms()})
 }
 
 /// [`token`] rendered straight to text: the hot path of a streamed turn (one per model chunk).
-pub fn token_text(kind: &str, request_id: &str, token: &str) -> String {
+pub(crate) fn token_text(kind: &str, request_id: &str, token: &str) -> String {
     // One buffer, strings escaped straight into it: this runs once per streamed token.
     let mut out = Vec::with_capacity(96 + 2 * (request_id.len() + token.len()));
     let push_str = |out: &mut Vec<u8>, v: &str| {
@@ -64,27 +66,27 @@ pub fn token_text(kind: &str, request_id: &str, token: &str) -> String {
 }
 
 /// `stream_chunk` for a tool step: `raw` is `{"toolCall": …}` or `{"toolResult": …}`.
-pub fn chunk(request_id: &str, node: &str, raw: Value) -> Value {
+pub(crate) fn chunk(request_id: &str, node: &str, raw: Value) -> Value {
     json!({"type": "stream_chunk", "requestId": request_id, "node": node,
            "data": {"requestId": request_id, "node": node, "state": {"rawResponse": raw}}, "timestamp": now_ms()})
 }
 
-pub fn tool_call_chunk(request_id: &str, name: &str, arguments: &str) -> Value {
+pub(crate) fn tool_call_chunk(request_id: &str, name: &str, arguments: &str) -> Value {
     chunk(request_id, name, json!({"toolCall": {"name": name, "arguments": arguments}}))
 }
 
-pub fn tool_result_chunk(request_id: &str, name: &str, is_error: bool, result: &str) -> Value {
+pub(crate) fn tool_result_chunk(request_id: &str, name: &str, is_error: bool, result: &str) -> Value {
     chunk(request_id, name, json!({"toolResult": {"name": name, "isError": is_error, "result": result}}))
 }
 
-pub fn write_confirmation_required(request_id: &str, tool_id: &str, description: &str) -> Value {
+pub(crate) fn write_confirmation_required(request_id: &str, tool_id: &str, description: &str) -> Value {
     json!({"type": "write_confirmation_required", "requestId": request_id,
            "data": {"requestId": request_id, "data": {"toolId": tool_id, "actionDescription": description}},
            "timestamp": now_ms()})
 }
 
 /// The single authoritative end of a turn.
-pub fn eventual_response(request_id: &str, message_id: &str, text: &str, usage: Usage) -> Value {
+pub(crate) fn eventual_response(request_id: &str, message_id: &str, text: &str, usage: Usage) -> Value {
     json!({"type": "eventual_response", "requestId": request_id, "status": 200,
            "data": {"requestId": request_id, "status": 200, "data": {
                "messageId": message_id,
@@ -102,27 +104,27 @@ pub fn eventual_response(request_id: &str, message_id: &str, text: &str, usage: 
            "timestamp": now_ms()})
 }
 
-pub fn cancelled(request_id: &str) -> Value {
+pub(crate) fn cancelled(request_id: &str) -> Value {
     json!({"type": "cancelled", "requestId": request_id, "status": 499,
            "data": {"requestId": request_id, "status": 499}, "timestamp": now_ms()})
 }
 
-pub fn pong(request_id: Option<&str>) -> Value {
+pub(crate) fn pong(request_id: Option<&str>) -> Value {
     let ts = now_ms();
     with_rid(json!({"type": "pong", "data": {"timestamp": ts}, "timestamp": ts}), request_id)
 }
 
-pub fn keepalive() -> Value {
+pub(crate) fn keepalive() -> Value {
     json!({"type": "keepalive", "data": {"requestId": ""}, "timestamp": now_ms()})
 }
 
 /// Extension: sent before the server closes a socket (drain: 1012, slow consumer: 4000).
-pub fn reconnect(reason: &str, retry_after_ms: u64) -> Value {
+pub(crate) fn reconnect(reason: &str, retry_after_ms: u64) -> Value {
     json!({"type": "reconnect", "data": {"reason": reason, "retryAfterMs": retry_after_ms}, "timestamp": now_ms()})
 }
 
 /// Adds the extension fields to a session event already serialized in v1 form, without re-parsing it.
-pub fn extend_session_event(v1: &str, session_id: &str, seq: u64) -> String {
+pub(crate) fn extend_session_event(v1: &str, session_id: &str, seq: u64) -> String {
     let body = v1.trim_start();
     let rest = body.strip_prefix('{').unwrap_or(body).trim_start();
     let sid = serde_json::to_string(session_id).unwrap_or_else(|_| "\"\"".into());

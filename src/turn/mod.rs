@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use self::drive::drive;
 use self::emitter::Emitter;
-pub use self::sweeper::sweep_loop;
+pub(crate) use self::sweeper::sweep_loop;
 use crate::app::App;
 use crate::backend::{ParkedTurn, TurnInfo};
 use crate::error::{ClientError, ErrorCode};
@@ -28,7 +28,7 @@ use crate::protocol::outbound as out;
 
 /// Everything a turn needs to continue, on any pod.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TurnState {
+pub(crate) struct TurnState {
     pub turn_id: String,
     pub request_id: String,
     pub session_id: String,
@@ -49,14 +49,14 @@ pub struct TurnState {
 
 impl TurnState {
     /// The lease record of this turn, held by `pod_id` (empty while parked).
-    pub fn lease_info(&self, pod_id: &str) -> TurnInfo {
+    pub(crate) fn lease_info(&self, pod_id: &str) -> TurnInfo {
         TurnInfo::new(&self.turn_id, &self.request_id, pod_id)
     }
 }
 
 /// A human's answer to the first pending call.
 #[derive(Debug, Clone)]
-pub struct Decision {
+pub(crate) struct Decision {
     pub tool_call_id: String,
     pub approved: bool,
     pub reason: String,
@@ -70,13 +70,13 @@ enum Outcome {
 }
 
 /// Builds the model context for a new turn and runs it in the background.
-pub fn spawn_new(app: Arc<App>, state: TurnState) {
+pub(crate) fn spawn_new(app: Arc<App>, state: TurnState) {
     let tasks = app.tasks.clone();
     tasks.spawn(run(app, state, None));
 }
 
 /// Resumes a parked turn on this pod with a decision (approve, deny, or timeout-deny).
-pub async fn resume_parked(app: Arc<App>, parked: ParkedTurn, approved: bool, reason: &str) {
+pub(crate) async fn resume_parked(app: Arc<App>, parked: ParkedTurn, approved: bool, reason: &str) {
     let state: TurnState = match serde_json::from_value(parked.state.clone()) {
         Ok(s) => s,
         Err(e) => {

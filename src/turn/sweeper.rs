@@ -11,7 +11,7 @@ use crate::error::{ClientError, ErrorCode};
 use crate::util::now_ms;
 
 /// Runs until the pod stops; idle while it drains (another pod sweeps).
-pub async fn sweep_loop(app: Arc<App>) {
+pub(crate) async fn sweep_loop(app: Arc<App>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
