@@ -78,11 +78,7 @@ async fn drop_on_a_resume_on_b(store: Store) {
 /// Parked on A, approved from C; then A killed while parked, approved on B: the tool runs once each time.
 /// `switchboard_pending_confirmations` as a pod reports it.
 async fn pending_gauge(pod: &switchboard::server::Running) -> i64 {
-    let text = reqwest::get(http_url(pod, "/metrics")).await.expect("metrics").text().await.expect("body");
-    text.lines()
-        .find_map(|l| l.strip_prefix("switchboard_pending_confirmations "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no pending_confirmations gauge in:\n{text}"))
+    scrape(pod).await.value("switchboard_pending_confirmations", &[]) as i64
 }
 
 async fn approvals_across_pods(store: Store) {

@@ -931,3 +931,48 @@ async fn streamed_events_are_coalesced_into_few_appends_but_stay_one_frame_each(
     assert_eq!(tokens(&frames), chunks.concat());
     assert!(messages.len() >= 12, "{messages:?}");
 }
+
+/// The metric names README.md's metrics table lists (first column, between its markers).
+fn readme_metric_names() -> Vec<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+    let table = readme.split("<!-- metrics-table").nth(1).and_then(|t| t.split("<!-- end metrics-table").next());
+    let rows = table.expect("README has a metrics table").lines().filter_map(|l| l.trim().strip_prefix("| `"));
+    rows.flat_map(|row| {
+        let first = row.split(" | ").next().unwrap_or("");
+        first.split(", ").map(|n| n.trim_matches('`').split('{').next().unwrap_or("").to_string()).collect::<Vec<_>>()
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_serve_every_metric_the_readme_lists_in_a_parsable_exposition() {
+    let (llm, tools) = setup().await;
+    let pod = pod(config(&llm, &tools)).await;
+    let mut c = connect(&pod, false).await;
+    let sid = create_session(&mut c).await;
+    llm.push(Reply::text(&["hi ", "there"]));
+    send_message(&mut c, &sid, "r1", "hello").await;
+    until_terminal(&mut c, "r1").await;
+
+    let names = readme_metric_names();
+    assert!(names.len() >= 20, "the README table lists the metrics: {names:?}");
+    let m = scrape(&pod).await;
+    for name in &names {
+        let served = m.0.samples.iter().any(|s| &s.metric == name);
+        assert!(served, "README lists {name}, /metrics does not serve it");
+    }
+    // Typed values, read through the parser.
+    assert_eq!(m.value("switchboard_connections", &[]), 1.0);
+    assert_eq!(m.value("switchboard_turns_started_total", &[]), 1.0);
+    assert_eq!(m.value("switchboard_turns_total", &[("outcome", "completed")]), 1.0);
+    assert_eq!(m.value("switchboard_errors_total", &[("code", "TURN_IN_PROGRESS")]), 0.0);
+    assert!(m.value("switchboard_events_published_total", &[]) >= 3.0, "202 is not logged; tokens and the end are");
+    assert!(m.value("process_resident_memory_bytes", &[]) > 0.0);
+    let ttft = m.0.samples.iter().find(|s| s.metric == "switchboard_llm_time_to_first_token_seconds");
+    match ttft.map(|s| &s.value) {
+        Some(prometheus_parse::Value::Histogram(buckets)) => {
+            assert_eq!(buckets.last().map(|b| b.count), Some(1.0), "one model call observed: {buckets:?}")
+        }
+        other => panic!("time to first token is not a histogram: {other:?}"),
+    }
+}

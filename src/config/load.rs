@@ -1,0 +1,228 @@
+//! Layering: defaults → TOML file → `SWITCHBOARD_*` environment (typed after the default at each path).
+
+use super::{invalid, AgentConfig, Config, ConfigError};
+
+const ENV_PREFIX: &str = "SWITCHBOARD_";
+
+impl Config {
+    /// Loads defaults, then the file (if any), then the given environment variables, and validates.
+    /// The environment is passed in (not read here) so tests never need `std::env::set_var`.
+    pub fn load<I>(file: Option<&str>, env: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let mut tree = toml::Value::try_from(Config::default()).map_err(|e| invalid("(defaults)", e.to_string()))?;
+        if let Some(path) = file {
+            let text =
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_string(), source })?;
+            let file_tree: toml::Value = text
+                .parse::<toml::Table>()
+                .map(toml::Value::Table)
+                .map_err(|e| ConfigError::Syntax { path: path.to_string(), message: e.to_string() })?;
+            merge(&mut tree, file_tree);
+        }
+        let defaults = toml::Value::try_from(Config::default()).map_err(|e| invalid("(defaults)", e.to_string()))?;
+        let mut vars: Vec<(String, String)> =
+            env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX) && !is_service_link(k)).collect();
+        vars.sort();
+        for (var, value) in vars {
+            apply_env(&mut tree, &defaults, &var, &value)?;
+        }
+        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let key = e.path().to_string();
+            invalid(&key, e.into_inner().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Kubernetes injects `<SERVICE>_SERVICE_HOST`, `<SERVICE>_PORT_8787_TCP…` for every Service in the
+/// namespace; for a Service named `switchboard…` those share our prefix. No config key has these shapes, so
+/// they are skipped instead of failing the boot as unknown keys.
+fn is_service_link(var: &str) -> bool {
+    let rest = &var[ENV_PREFIX.len() - 1..]; // keep the leading '_' so "_PORT" matches at the start too
+    rest.ends_with("_PORT")
+        || rest.contains("_PORT_")
+        || rest.contains("_SERVICE_HOST")
+        || rest.contains("_SERVICE_PORT")
+}
+
+/// Deep-merges `over` into `base` (tables merge, everything else replaces).
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// Keys that are unset by default (so the defaults tree does not show their type) and take an integer.
+const OPTIONAL_INTEGER_KEYS: &[&str] = &["llm.read_window_ms"];
+
+/// Sets one `SWITCHBOARD_A__B` variable into the tree, typed after the default value at that path.
+fn apply_env(tree: &mut toml::Value, defaults: &toml::Value, var: &str, raw: &str) -> Result<(), ConfigError> {
+    let env_err = |m: String| ConfigError::Env { var: var.to_string(), message: m };
+    let path: Vec<String> = var[ENV_PREFIX.len()..].split("__").map(|s| s.to_ascii_lowercase()).collect();
+    if path == ["agents"] {
+        let agents: Vec<AgentConfig> =
+            serde_json::from_str(raw).map_err(|e| env_err(format!("not a JSON array of agents: {e}")))?;
+        let v = toml::Value::try_from(agents).map_err(|e| env_err(e.to_string()))?;
+        if let toml::Value::Table(t) = tree {
+            t.insert("agents".into(), v);
+        }
+        return Ok(());
+    }
+    let mut default = defaults;
+    let optional_integer = toml::Value::Integer(0);
+    for seg in &path {
+        default = match default.get(seg) {
+            Some(d) => d,
+            // Unset by default, so absent from the defaults tree, but an integer when set.
+            None if OPTIONAL_INTEGER_KEYS.contains(&path.join(".").as_str()) => &optional_integer,
+            None => return Err(env_err(format!("unknown key `{}`", path.join(".")))),
+        };
+    }
+    let value = match default {
+        toml::Value::String(_) => toml::Value::String(raw.to_string()),
+        toml::Value::Integer(_) => {
+            toml::Value::Integer(raw.trim().parse::<i64>().map_err(|_| env_err(format!("`{raw}` is not an integer")))?)
+        }
+        toml::Value::Boolean(_) => toml::Value::Boolean(
+            raw.trim().parse::<bool>().map_err(|_| env_err(format!("`{raw}` is not true or false")))?,
+        ),
+        toml::Value::Array(_) => toml::Value::Array(
+            raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| toml::Value::String(s.into())).collect(),
+        ),
+        _ => return Err(env_err(format!("`{}` is a section, set its keys instead", path.join(".")))),
+    };
+    let mut node = tree;
+    for seg in &path[..path.len() - 1] {
+        node = node.get_mut(seg).ok_or_else(|| env_err(format!("unknown key `{}`", path.join("."))))?;
+    }
+    if let toml::Value::Table(t) = node {
+        t.insert(path[path.len() - 1].clone(), value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_match_the_design_table() {
+        let c = Config::load(None, env(&[])).expect("defaults load");
+        assert_eq!(c.bind, "127.0.0.1:8787");
+        assert_eq!(c.llm.model, "gpt-4o-mini");
+        assert_eq!((c.llm.timeout_s, c.llm.max_retries), (60, 2));
+        assert_eq!((c.turn.max_iterations, c.turn.history_messages, c.turn.lease_ms), (8, 50, 10_000));
+        assert_eq!(c.turn.coalesce_ms, 50);
+        assert_eq!(c.confirm.timeout_s, 300);
+        assert_eq!((c.tools.timeout_ms, c.tools.max_output_bytes), (10_000, 65_536));
+        assert_eq!(
+            (c.limits.max_frame_bytes, c.limits.outbound_queue, c.limits.log_len, c.limits.messages_per_minute),
+            (65_536, 256, 1000, 60)
+        );
+        assert_eq!(c.session.idle_ttl_s, 86_400);
+        assert_eq!((c.drain.timeout_s, c.drain.pre_stop_s), (25, 5));
+        assert_eq!(c.keepalive_s, 30);
+    }
+
+    #[test]
+    fn read_window_follows_coalescing_unless_set() {
+        let c = Config::load(None, env(&[("SWITCHBOARD_TURN__COALESCE_MS", "20")])).expect("load");
+        assert_eq!(c.read_window().as_millis(), 20);
+        let c = Config::load(None, env(&[("SWITCHBOARD_LLM__READ_WINDOW_MS", "0")])).expect("load");
+        assert_eq!((c.read_window().as_millis(), c.turn.coalesce_ms), (0, 50));
+        let e = Config::load(None, env(&[("SWITCHBOARD_LLM__READ_WINDOW_MS", "5000")])).unwrap_err().to_string();
+        assert!(e.contains("llm.read_window_ms"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_file_overrides_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[llm]\nmodel = \"from-file\"\ntimeout_s = 5\n[auth]\npublish_keys = [\"aaaaaaaaaaaaaaaa\"]\n",
+        )
+        .expect("write");
+        let c = Config::load(
+            path.to_str(),
+            env(&[
+                ("SWITCHBOARD_LLM__MODEL", "from-env"),
+                ("SWITCHBOARD_AUTH__PUBLISH_KEYS", "bbbbbbbbbbbbbbbb, cccccccccccccccc"),
+                ("OTHER_VAR", "ignored"),
+            ]),
+        )
+        .expect("load");
+        assert_eq!(c.llm.model, "from-env");
+        assert_eq!(c.llm.timeout_s, 5);
+        assert_eq!(c.auth.publish_keys, vec!["bbbbbbbbbbbbbbbb", "cccccccccccccccc"]);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::load(None, env(&[("SWITCHBOARD_TURN__LEASE_MS", "abc")])).unwrap_err().to_string();
+        assert!(e.contains("SWITCHBOARD_TURN__LEASE_MS"), "{e}");
+        // Kubernetes service links for a Service named `switchboard` are not config keys and are skipped.
+        let links = [
+            ("SWITCHBOARD_PORT", "tcp://10.0.0.1:8787"),
+            ("SWITCHBOARD_PORT_8787_TCP_ADDR", "10.0.0.1"),
+            ("SWITCHBOARD_SERVICE_HOST", "10.0.0.1"),
+            ("SWITCHBOARD_SERVICE_PORT_HTTP", "8787"),
+            ("SWITCHBOARD_REDIS_SERVICE_HOST", "10.0.0.2"),
+            ("SWITCHBOARD_REDIS_PORT", "tcp://10.0.0.2:6379"),
+        ];
+        Config::load(None, env(&links)).expect("service links are ignored");
+        let e = Config::load(None, env(&[("SWITCHBOARD_NOPE", "1")])).unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+        let e = Config::load(None, env(&[("SWITCHBOARD_AUTH__MODE", "jwt")])).unwrap_err().to_string();
+        assert!(e.contains("auth.mode"), "{e}");
+        let e = Config::load(None, env(&[("SWITCHBOARD_REDIS_URL", "http://x")])).unwrap_err().to_string();
+        assert!(e.contains("redis_url"), "{e}");
+        let e = Config::load(None, env(&[("SWITCHBOARD_TURN__COALESCE_MS", "5000")])).unwrap_err().to_string();
+        assert!(e.contains("turn.coalesce_ms"), "{e}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[llm]\ntimeout_s = \"soon\"\n").expect("write");
+        let e = Config::load(path.to_str(), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("llm.timeout_s"), "{e}");
+        std::fs::write(&path, "[limits]\nmax_frame = 1\n").expect("write");
+        let e = Config::load(path.to_str(), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("max_frame"), "{e}");
+    }
+
+    #[test]
+    fn agents_from_json_env_and_tool_validation() {
+        let agents = r#"[{"id":"a1","name":"A","tools":[{"name":"t","url":"http://x/t"}]}]"#;
+        let c = Config::load(None, env(&[("SWITCHBOARD_AGENTS", agents)])).expect("load");
+        assert_eq!(c.agents[0].tools[0].name, "t");
+        let bad = r#"[{"id":"a1","name":"A","tools":[{"name":"bad name","url":"http://x/t"}]}]"#;
+        let e = Config::load(None, env(&[("SWITCHBOARD_AGENTS", bad)])).unwrap_err().to_string();
+        assert!(e.contains("agents[0].tools[0].name"), "{e}");
+    }
+
+    #[test]
+    fn redaction_hides_secrets() {
+        let mut c = Config::default();
+        c.llm.api_key = "sk-secret".into();
+        c.auth.publish_keys = vec!["pppppppppppppppp".into()];
+        c.redis_url = "redis://:hunter2@localhost:6379".into();
+        let text = toml::to_string(&c.redacted()).expect("toml");
+        assert!(!text.contains("sk-secret") && !text.contains("pppp") && !text.contains("hunter2"), "{text}");
+    }
+}

@@ -1,0 +1,295 @@
+//! Typed configuration: defaults → TOML file → `SWITCHBOARD_*` environment, validated at boot.
+//!
+//! Every key lives here with its default and a doc comment; [`load`] layers the sources, [`validate`] checks
+//! the cross-field rules. Errors name the key (or the environment variable) so a
+//! bad deploy fails loudly at start instead of misbehaving later.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Errors raised while loading or validating configuration. Each names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+pub(crate) fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.to_string(), message: message.into() }
+}
+
+/// The whole configuration of one Switchboard process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listen address for HTTP and WebSocket (`0.0.0.0:8787` in the container).
+    pub bind: String,
+    /// Empty = in-memory backends (a single pod). `redis://`, `rediss://`, `redis-cluster://`,
+    /// `redis-sentinel://host:port/master_name` select the scaled service.
+    pub redis_url: String,
+    /// Prefix of every Redis key and channel, so several deployments (or tests) can share one Redis.
+    pub redis_key_prefix: String,
+    /// Seconds of outbound silence after which a `keepalive` frame is sent.
+    pub keepalive_s: u64,
+    /// `json` (production), `pretty` (local), or `auto` (pretty on a terminal, JSON otherwise).
+    pub log_format: String,
+    pub llm: LlmConfig,
+    pub auth: AuthConfig,
+    pub turn: TurnConfig,
+    pub confirm: ConfirmConfig,
+    pub tools: ToolsConfig,
+    pub limits: LimitsConfig,
+    pub session: SessionConfig,
+    pub drain: DrainConfig,
+    /// Agents served by this deployment. Empty = the built-in demo agent answers every `agentId`.
+    pub agents: Vec<AgentConfig>,
+}
+
+/// The model endpoint: any OpenAI-compatible `/v1/chat/completions`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmConfig {
+    /// Base URL up to and including `/v1`. Empty = the offline demo model.
+    pub base_url: String,
+    /// Bearer key for the endpoint (secret).
+    pub api_key: String,
+    /// Default model name.
+    pub model: String,
+    /// Per-call timeout in seconds (whole streamed call).
+    pub timeout_s: u64,
+    /// Retries on connect errors, 429 and 5xx, only before the first token.
+    pub max_retries: u32,
+    /// While a response streams, read the model's connection once per window of this many ms on a pod-wide
+    /// grid (docs/benchmarks.md). Unset = `turn.coalesce_ms`; 0 = read every chunk as it arrives (the plain
+    /// connector), which turns the windows off without turning off coalescing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_window_ms: Option<u64>,
+}
+
+/// Who a connection is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `none` (everyone is one anonymous user in org `default`; local use only) or `jwt`.
+    pub mode: String,
+    /// HS256 secret for `jwt` mode (secret).
+    pub jwt_hs256_secret: String,
+    /// RS256 public key (PEM) for `jwt` mode.
+    pub jwt_rs256_public_key: String,
+    /// Bearer keys accepted by `POST /admin/publish` and `/admin/*` (secret). Empty = those endpoints answer 401.
+    pub publish_keys: Vec<String>,
+}
+
+/// Bounds of one agent turn.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnConfig {
+    /// Model calls per turn before the turn ends with `AGENT_ERROR`.
+    pub max_iterations: u32,
+    /// Conversation messages replayed to the model.
+    pub history_messages: usize,
+    /// Turn lease in milliseconds: renewed while a turn runs; a dead pod's turn is ended after it lapses.
+    pub lease_ms: u64,
+    /// Milliseconds a turn's streamed events may wait to be logged and published together (0: each as soon
+    /// as the previous append returns). Every event stays its own frame with its own `seq`; only the Redis
+    /// append and the pub/sub message are shared. The first event of a turn and its terminal event never
+    /// wait. A model streaming a token every few ms costs one Redis call per window instead of per token.
+    pub coalesce_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfirmConfig {
+    /// Seconds an approval may stay unanswered before it is denied.
+    pub timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToolsConfig {
+    /// Webhook call timeout in milliseconds.
+    pub timeout_ms: u64,
+    /// Largest webhook response body accepted; larger is an error result for the model.
+    pub max_output_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest client frame; larger closes the socket with 1009.
+    pub max_frame_bytes: usize,
+    /// Frames queued for one socket before it is treated as a slow consumer (close 4000).
+    pub outbound_queue: usize,
+    /// Events kept per session for resume.
+    pub log_len: usize,
+    /// `send_message` frames per connection per minute; more get `RATE_LIMITED`.
+    pub messages_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// Sessions, logs and confirmations expire after this idle time in seconds.
+    pub idle_ttl_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DrainConfig {
+    /// Seconds running turns may continue after SIGTERM before they end with `TURN_INTERRUPTED`.
+    pub timeout_s: u64,
+    /// Seconds between failing readiness and closing sockets (lets the load balancer notice).
+    pub pre_stop_s: u64,
+}
+
+/// One agent: a system prompt, its tools and which of them need a human's approval.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub system_prompt: String,
+    /// Glob patterns (`*`, `?`); a matching tool call parks the turn for approval.
+    #[serde(default)]
+    pub confirm_tools: Vec<String>,
+    /// Models a client may pick per turn with `send_message.model`.
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub tools: Vec<ToolConfig>,
+}
+
+/// An HTTP webhook tool owned by the host application.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolConfig {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// JSON Schema of the arguments, given to the model as is.
+    #[serde(default = "default_parameters")]
+    pub parameters: serde_json::Value,
+    pub url: String,
+}
+
+fn default_parameters() -> serde_json::Value {
+    serde_json::json!({"type": "object", "properties": {}})
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8787".into(),
+            redis_url: String::new(),
+            redis_key_prefix: "sb".into(),
+            keepalive_s: 30,
+            log_format: "auto".into(),
+            llm: LlmConfig::default(),
+            auth: AuthConfig::default(),
+            turn: TurnConfig::default(),
+            confirm: ConfirmConfig::default(),
+            tools: ToolsConfig::default(),
+            limits: LimitsConfig::default(),
+            session: SessionConfig::default(),
+            drain: DrainConfig::default(),
+            agents: Vec::new(),
+        }
+    }
+}
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self {
+            base_url: String::new(),
+            api_key: String::new(),
+            model: "gpt-4o-mini".into(),
+            timeout_s: 60,
+            max_retries: 2,
+            read_window_ms: None,
+        }
+    }
+}
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: "none".into(),
+            jwt_hs256_secret: String::new(),
+            jwt_rs256_public_key: String::new(),
+            publish_keys: Vec::new(),
+        }
+    }
+}
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self { max_iterations: 8, history_messages: 50, lease_ms: 10_000, coalesce_ms: 50 }
+    }
+}
+impl Default for ConfirmConfig {
+    fn default() -> Self {
+        Self { timeout_s: 300 }
+    }
+}
+impl Default for ToolsConfig {
+    fn default() -> Self {
+        Self { timeout_ms: 10_000, max_output_bytes: 65_536 }
+    }
+}
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { max_frame_bytes: 65_536, outbound_queue: 256, log_len: 1000, messages_per_minute: 60 }
+    }
+}
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self { idle_ttl_s: 86_400 }
+    }
+}
+impl Default for DrainConfig {
+    fn default() -> Self {
+        Self { timeout_s: 25, pre_stop_s: 5 }
+    }
+}
+
+mod load;
+mod validate;
+
+impl Config {
+    /// The model connection's read window ([`LlmConfig::read_window_ms`], else `turn.coalesce_ms`).
+    pub fn read_window(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.llm.read_window_ms.unwrap_or(self.turn.coalesce_ms))
+    }
+
+    /// The effective configuration with secrets replaced, for `check-config` and the startup log.
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        let hide = |s: &mut String| {
+            if !s.is_empty() {
+                *s = "<redacted>".into();
+            }
+        };
+        hide(&mut c.llm.api_key);
+        hide(&mut c.auth.jwt_hs256_secret);
+        for k in &mut c.auth.publish_keys {
+            *k = "<redacted>".into();
+        }
+        if let Ok(mut u) = reqwest::Url::parse(&c.redis_url) {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("redacted"));
+                c.redis_url = u.to_string();
+            }
+        }
+        c
+    }
+
+    pub fn bind_addr(&self) -> SocketAddr {
+        // Validated in `validate`, so a parse failure here is a programming error; fall back safely anyway.
+        self.bind.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8787)))
+    }
+}

@@ -1,0 +1,115 @@
+//! The cross-field rules, checked after loading. Each error names the key.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use super::{invalid, Config, ConfigError};
+
+impl Config {
+    /// Checks every cross-field rule. Each error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.bind.parse::<SocketAddr>().map_err(|e| invalid("bind", format!("not a socket address: {e}")))?;
+        if !self.redis_url.is_empty() {
+            crate::backend::redis::url::RedisTarget::parse(&self.redis_url).map_err(|m| invalid("redis_url", m))?;
+        }
+        if self.redis_key_prefix.is_empty() || self.redis_key_prefix.contains(['{', '}', ' ']) {
+            return Err(invalid("redis_key_prefix", "must be non-empty without braces or spaces"));
+        }
+        if !self.llm.base_url.is_empty() {
+            let u = reqwest::Url::parse(&self.llm.base_url)
+                .map_err(|e| invalid("llm.base_url", format!("not a URL: {e}")))?;
+            if !matches!(u.scheme(), "http" | "https") {
+                return Err(invalid("llm.base_url", "must be http:// or https://"));
+            }
+        }
+        if self.llm.model.is_empty() {
+            return Err(invalid("llm.model", "must not be empty"));
+        }
+        positive("llm.timeout_s", self.llm.timeout_s)?;
+        match self.auth.mode.as_str() {
+            "none" => {}
+            "jwt" => {
+                if self.auth.jwt_hs256_secret.is_empty() && self.auth.jwt_rs256_public_key.is_empty() {
+                    return Err(invalid("auth.mode", "`jwt` needs auth.jwt_hs256_secret or auth.jwt_rs256_public_key"));
+                }
+                if !self.auth.jwt_rs256_public_key.is_empty() {
+                    jsonwebtoken::DecodingKey::from_rsa_pem(self.auth.jwt_rs256_public_key.as_bytes())
+                        .map_err(|e| invalid("auth.jwt_rs256_public_key", format!("not an RSA public key PEM: {e}")))?;
+                }
+            }
+            other => return Err(invalid("auth.mode", format!("`{other}` is not one of: none, jwt"))),
+        }
+        if self.auth.publish_keys.iter().any(|k| k.len() < 16) {
+            return Err(invalid("auth.publish_keys", "every key must be at least 16 characters"));
+        }
+        positive("turn.max_iterations", self.turn.max_iterations as u64)?;
+        positive("turn.history_messages", self.turn.history_messages as u64)?;
+        if self.turn.lease_ms < 1000 {
+            return Err(invalid("turn.lease_ms", "must be at least 1000"));
+        }
+        if self.turn.coalesce_ms > 1000 {
+            return Err(invalid("turn.coalesce_ms", "must be at most 1000"));
+        }
+        if self.llm.read_window_ms.is_some_and(|ms| ms > 1000) {
+            return Err(invalid("llm.read_window_ms", "must be at most 1000"));
+        }
+        positive("confirm.timeout_s", self.confirm.timeout_s)?;
+        positive("tools.timeout_ms", self.tools.timeout_ms)?;
+        positive("tools.max_output_bytes", self.tools.max_output_bytes as u64)?;
+        if self.limits.max_frame_bytes < 1024 {
+            return Err(invalid("limits.max_frame_bytes", "must be at least 1024"));
+        }
+        if self.limits.outbound_queue < 8 {
+            return Err(invalid("limits.outbound_queue", "must be at least 8"));
+        }
+        positive("limits.log_len", self.limits.log_len as u64)?;
+        positive("limits.messages_per_minute", self.limits.messages_per_minute as u64)?;
+        positive("session.idle_ttl_s", self.session.idle_ttl_s)?;
+        if self.confirm.timeout_s > self.session.idle_ttl_s {
+            return Err(invalid("confirm.timeout_s", "must not exceed session.idle_ttl_s"));
+        }
+        positive("keepalive_s", self.keepalive_s)?;
+        if !matches!(self.log_format.as_str(), "auto" | "json" | "pretty") {
+            return Err(invalid("log_format", "must be one of: auto, json, pretty"));
+        }
+        let mut ids = HashSet::new();
+        for (i, agent) in self.agents.iter().enumerate() {
+            let key = |f: &str| format!("agents[{i}].{f}");
+            if agent.id.is_empty() || !ids.insert(agent.id.as_str()) {
+                return Err(invalid(&key("id"), "must be non-empty and unique"));
+            }
+            if agent.name.is_empty() {
+                return Err(invalid(&key("name"), "must not be empty"));
+            }
+            if agent.confirm_tools.iter().any(|p| p.is_empty()) {
+                return Err(invalid(&key("confirm_tools"), "patterns must not be empty"));
+            }
+            let mut names = HashSet::new();
+            for (j, tool) in agent.tools.iter().enumerate() {
+                let tkey = |f: &str| format!("agents[{i}].tools[{j}].{f}");
+                let ok = !tool.name.is_empty()
+                    && tool.name.len() <= 64
+                    && tool.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if !ok || !names.insert(tool.name.as_str()) {
+                    return Err(invalid(&tkey("name"), "must be unique, 1-64 chars of [A-Za-z0-9_-]"));
+                }
+                let u = reqwest::Url::parse(&tool.url).map_err(|e| invalid(&tkey("url"), format!("not a URL: {e}")))?;
+                if !matches!(u.scheme(), "http" | "https") {
+                    return Err(invalid(&tkey("url"), "must be http:// or https://"));
+                }
+                if !tool.parameters.is_object() {
+                    return Err(invalid(&tkey("parameters"), "must be a JSON Schema object"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn positive(key: &str, v: u64) -> Result<(), ConfigError> {
+    if v == 0 {
+        Err(invalid(key, "must be greater than 0"))
+    } else {
+        Ok(())
+    }
+}
