@@ -1,23 +1,27 @@
 //! Switchboard: a realtime gateway for LLM-agent conversations over WebSocket, scaled out on Redis.
 //!
 //! ```text
-//!  main ─▶ config (defaults → file → env, validated) ─▶ server (lifecycle, drain)
+//!  main ─▶ config (defaults → file → env, validated) ─▶ server (boot, drain: lifecycle phases)
 //!                                                        │
 //!  http (router: /ws /health /readyz /metrics /admin/*) ─┤
-//!    └─ ws (one task per socket: client frames → handlers; hub → queue → socket)
-//!         └─ handlers (one fn per action) ─▶ turn (agent loop: llm + tools, park/resume)
-//!                                               │            ├─ llm::{openai, demo}  (openai reads a flowing
-//!                                               │            │   stream in windows on a pod-wide grid: llm::window)
-//!                                               │            └─ tools (HTTP webhooks)
-//!  app (the pod: emit, cancel, sweepers, canary) ┘
-//!    ├─ hub (one bus subscription per channel per pod → local sockets)
-//!    └─ backend (traits) ─┬─ memory (embedded default, one pod)
-//!                         └─ redis (fred: sessions, seq'd log + publish in one script, bus, leases, …)
-//!  protocol::{inbound, outbound, shapes}   auth   agents   metrics   telemetry   error (one client-safe error)
+//!    └─ ws (one task per socket: open / serve / close; cursors, catch-up, close codes)
+//!         ├─ conn (a socket's state: identity, attached sessions, replies, registry entry)
+//!         └─ handlers (one fn per action) ─▶ turn (TurnState, resume, lease; drive: tools / model / finish;
+//!                                              │    emitter: group commit; sweeper: timeouts, dead pods)
+//!                                              ├─ llm::{openai (retries), sse (decoding), window (reads on a
+//!                                              │        pod-wide grid), demo}      tools (HTTP webhooks)
+//!  app (the pod: emit, cancel, control and canary loops, readiness) ┘
+//!    ├─ hub (one bus subscription per channel per pod → local sockets' OutQueue<Outbound>)
+//!    └─ backend (traits, one choice point) ─┬─ memory (embedded default, one pod)
+//!                                           └─ redis/ (url keys scripts+lua/ conn sessions log confirms
+//!                                                      leases registry bus sentinel)
+//!  used across: protocol::{inbound, outbound, shapes}  auth  agents  metrics (prometheus-client)  telemetry
+//!          error (one client-safe error)  queue  lifecycle  util
 //! ```
 //!
 //! Every session event is appended to the session's log with a gap-free `seq` and published in the same
-//! step; sockets are fed by the hub and repair gaps from the log, so any pod can serve any client.
+//! step; sockets are fed by the hub and repair gaps from the log, so any pod can serve any client. Imports
+//! point down this map (no module imports one that imports it back). The long form: `docs/architecture.md`.
 
 #![warn(unreachable_pub)]
 

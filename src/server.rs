@@ -1,4 +1,4 @@
-//! Process lifecycle: build the pod from config, serve, and drain in the order DESIGN §2 fixes:
+//! Process lifecycle: build the pod from config, serve, and drain in this order (docs/architecture.md, "Graceful drain"):
 //! readiness fails at once → pre-stop pause → sockets get `reconnect` + 1012 → running turns continue until
 //! `drain.timeout_s` → then end with `TURN_INTERRUPTED` → exit.
 

@@ -88,7 +88,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/*
 Contradictory values fail the render with a message naming the keys, the way the application fails at boot on
-bad config (DESIGN §1 invariant 8). values.schema.json has already checked types and shapes.
+bad config (loud configuration, docs/architecture.md). values.schema.json has already checked types and shapes.
 */}}
 {{- define "switchboard.validate" -}}
 {{- $r := .Values.redis }}
