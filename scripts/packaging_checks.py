@@ -605,7 +605,7 @@ def check_dashboard() -> str:
     dash = json.loads((CHART / "dashboards" / "switchboard.json").read_text())
     exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
     used = {re.sub(r"_(bucket|sum|count)$", "", m) for e in exprs for m in re.findall(r"switchboard_[a-z_]+", e)}
-    # README's metrics table is the list the server is tested to serve (tests/protocol.rs scrapes and parses it).
+    # README's metrics table is the list the server is tested to serve (tests/protocol/http.rs scrapes and parses it).
     readme = (ROOT / "README.md").read_text()
     table = readme.split("<!-- metrics-table")[1].split("<!-- end metrics-table")[0]
     defined = set(re.findall(r"`(switchboard_[a-z_]+)", table))

@@ -1,0 +1,113 @@
+//! The HTTP surface: admin publish, connections, metrics.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_publish_http_surface_and_metrics() {
+    let (llm, tools) = setup().await;
+    let pod = pod(config(&llm, &tools)).await;
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(http_url(&pod, "/health")).send().await.expect("health").text().await.expect("t"), "ok");
+    let mut ready = false;
+    for _ in 0..50 {
+        if http.get(http_url(&pod, "/readyz")).send().await.expect("readyz").status() == 200 {
+            ready = true;
+            break;
+        }
+        sleep_ms(100).await;
+    }
+    assert!(ready, "/readyz never became ready");
+    let mut v1 = connect(&pod, false).await;
+    let mut ext = connect(&pod, true).await;
+    let sid = create_session(&mut ext).await;
+    let publish = |body: Value, key: Option<&str>| {
+        let mut r = http.post(http_url(&pod, "/admin/publish")).json(&body);
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        r.send()
+    };
+    let key = "publish-key-0123456789";
+    let body =
+        json!({"target": {"type": "user", "id": "anonymous"}, "event": {"type": "order_shipped", "orderId": "A1"}});
+    assert_eq!(publish(body.clone(), None).await.expect("send").status(), 401);
+    assert_eq!(publish(body.clone(), Some("wrong-key-0123456789")).await.expect("send").status(), 401);
+    let r = publish(body, Some(key)).await.expect("send");
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.json::<Value>().await.expect("json"), json!({"accepted": true}));
+    assert_eq!(v1.recv().await, json!({"type": "order_shipped", "orderId": "A1"}));
+    assert_eq!(ext.recv().await, json!({"type": "order_shipped", "orderId": "A1"}));
+    // Session target: logged with a seq, only attached sockets get it.
+    let r = publish(json!({"target": {"type": "session", "id": sid}, "event": {"type": "ticket_updated"}}), Some(key))
+        .await
+        .expect("send");
+    assert_eq!(r.json::<Value>().await.expect("json"), json!({"accepted": true, "seq": 1}));
+    assert_eq!(ext.recv().await, json!({"type": "ticket_updated", "sessionId": sid, "seq": 1}));
+    v1.expect_silence(Duration::from_millis(200)).await;
+    let bad = publish(json!({"target": {"type": "planet", "id": "x"}, "event": {}}), Some(key)).await.expect("send");
+    assert_eq!(bad.status(), 400);
+    // Registry view.
+    let conns: Value = http
+        .get(http_url(&pod, &format!("/admin/connections?session={sid}")))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(conns["connections"].as_array().map(Vec::len), Some(1));
+    let metrics = http.get(http_url(&pod, "/metrics")).send().await.expect("metrics").text().await.expect("t");
+    for m in [
+        "switchboard_connections 2",
+        "switchboard_events_published_total 1",
+        "switchboard_errors_total{code=\"SESSION_NOT_FOUND\"} 0",
+    ] {
+        assert!(metrics.contains(m), "metrics lack {m}:\n{metrics}");
+    }
+}
+
+/// The metric names README.md's metrics table lists (first column, between its markers).
+fn readme_metric_names() -> Vec<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+    let table = readme.split("<!-- metrics-table").nth(1).and_then(|t| t.split("<!-- end metrics-table").next());
+    let rows = table.expect("README has a metrics table").lines().filter_map(|l| l.trim().strip_prefix("| `"));
+    rows.flat_map(|row| {
+        let first = row.split(" | ").next().unwrap_or("");
+        first.split(", ").map(|n| n.trim_matches('`').split('{').next().unwrap_or("").to_string()).collect::<Vec<_>>()
+    })
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_serve_every_metric_the_readme_lists_in_a_parsable_exposition() {
+    let (llm, tools) = setup().await;
+    let pod = pod(config(&llm, &tools)).await;
+    let mut c = connect(&pod, false).await;
+    let sid = create_session(&mut c).await;
+    llm.push(Reply::text(&["hi ", "there"]));
+    send_message(&mut c, &sid, "r1", "hello").await;
+    until_terminal(&mut c, "r1").await;
+
+    let names = readme_metric_names();
+    assert!(names.len() >= 20, "the README table lists the metrics: {names:?}");
+    let m = scrape(&pod).await;
+    for name in &names {
+        let served = m.0.samples.iter().any(|s| &s.metric == name);
+        assert!(served, "README lists {name}, /metrics does not serve it");
+    }
+    // Typed values, read through the parser.
+    assert_eq!(m.value("switchboard_connections", &[]), 1.0);
+    assert_eq!(m.value("switchboard_turns_started_total", &[]), 1.0);
+    assert_eq!(m.value("switchboard_turns_total", &[("outcome", "completed")]), 1.0);
+    assert_eq!(m.value("switchboard_errors_total", &[("code", "TURN_IN_PROGRESS")]), 0.0);
+    assert!(m.value("switchboard_events_published_total", &[]) >= 3.0, "202 is not logged; tokens and the end are");
+    assert!(m.value("process_resident_memory_bytes", &[]) > 0.0);
+    let ttft = m.0.samples.iter().find(|s| s.metric == "switchboard_llm_time_to_first_token_seconds");
+    match ttft.map(|s| &s.value) {
+        Some(prometheus_parse::Value::Histogram(buckets)) => {
+            assert_eq!(buckets.last().map(|b| b.count), Some(1.0), "one model call observed: {buckets:?}")
+        }
+        other => panic!("time to first token is not a histogram: {other:?}"),
+    }
+}

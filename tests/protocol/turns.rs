@@ -1,0 +1,337 @@
+//! Turns: streaming, tools, model failures, options, the demo model, coalesced appends.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_turn_has_v1_shapes_and_order() {
+    let (llm, tools) = setup().await;
+    llm.push(Reply::text_with_usage(&["Hel", "lo ", "there."], 11, 3));
+    let pod = pod(config(&llm, &tools)).await;
+    let mut c = connect(&pod, false).await;
+    assert_eq!(c.selected_protocol(), None);
+    c.send(&json!({"action": "create_conversation_session", "requestId": "r-create", "agentId": AGENT, "userName": "Alice"})).await;
+    let created = c.recv().await;
+    assert_v1(std::slice::from_ref(&created));
+    assert_eq!(created["requestId"], "r-create");
+    assert_eq!(created["data"]["agentName"], "Aria");
+    for k in ["sessionId", "conversationId", "agentId", "userParticipantId", "agentParticipantId"] {
+        assert!(created["data"][k].is_string(), "{k} missing: {created}");
+    }
+    let sid = created["data"]["sessionId"].as_str().expect("sid").to_string();
+    send_message(&mut c, &sid, "r-1", "hi").await;
+    let frames = until_terminal(&mut c, "r-1").await;
+    assert_v1(&frames);
+    assert_eq!(
+        types(&frames),
+        ["immediate_response", "stream_token", "stream_token", "stream_token", "eventual_response"]
+    );
+    assert_eq!(frames[0]["status"], 202);
+    assert_eq!(frames[0]["data"], json!({}));
+    assert_eq!(tokens(&frames), "Hello there.");
+    let end = frames.last().expect("end");
+    assert_eq!(end["status"], 200);
+    assert_eq!(end["data"]["data"]["response"]["responseParts"], json!(["Hello there."]));
+    assert_eq!(end["data"]["data"]["usage"], json!({"promptTokens": 11, "completionTokens": 3, "costUsd": 0.0}));
+    for f in &frames {
+        assert_eq!(f["requestId"], "r-1");
+    }
+    // The model got a real OpenAI request.
+    let req = &llm.requests()[0];
+    assert_eq!(req["stream"], true);
+    assert_eq!(req["stream_options"]["include_usage"], true);
+    assert_eq!(req["model"], "gpt-4o-mini");
+    assert_eq!(req["messages"][0]["role"], "system");
+    assert_eq!(req["messages"].as_array().expect("msgs").last().expect("last")["content"], "hi");
+    assert_eq!(req["tools"].as_array().expect("tools").len(), 3);
+    assert_eq!(llm.auth_headers()[0].as_deref(), Some("Bearer sk-test"));
+    // get_session and ping are v1 too.
+    c.send(&json!({"action": "get_session", "requestId": "g", "sessionId": sid})).await;
+    let s = c.recv().await;
+    assert_v1(std::slice::from_ref(&s));
+    assert_eq!(
+        (s["data"]["status"].as_str(), s["data"]["threadId"].as_str()),
+        (Some("active"), created["data"]["conversationId"].as_str())
+    );
+    assert!(s["data"].get("pendingConfirmation").is_none());
+    still_open(&mut c).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_frames_differ_only_by_extensions() {
+    let (llm, tools) = setup().await;
+    llm.push(Reply::text(&["a", "b"]));
+    llm.push(Reply::text(&["c"]));
+    let pod = pod(config(&llm, &tools)).await;
+    let mut c = connect(&pod, true).await;
+    assert_eq!(c.selected_protocol().as_deref(), Some("switchboard"));
+    let sid = create_session(&mut c).await;
+    send_message(&mut c, &sid, "r-1", "one").await;
+    let mut frames = until_terminal(&mut c, "r-1").await;
+    send_message(&mut c, &sid, "r-2", "two").await;
+    frames.extend(until_terminal(&mut c, "r-2").await);
+    let mut seqs = Vec::new();
+    for f in &frames {
+        let mut v1 = f.clone();
+        let obj = v1.as_object_mut().expect("object");
+        if f["type"] == "immediate_response" {
+            assert!(f.get("seq").is_none() && f.get("sessionId").is_none(), "acks are not logged: {f}");
+        } else {
+            assert_eq!(obj.remove("sessionId"), Some(json!(sid)));
+            seqs.push(obj.remove("seq").and_then(|s| s.as_u64()).expect("seq"));
+        }
+        check_v1_frame(&v1).unwrap_or_else(|e| panic!("{e}: {f}"));
+    }
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "gap-free seq from 1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_tools_run_and_report() {
+    let (llm, tools) = setup().await;
+    tools.set("lookup_order", Behaviour::Ok(json!({"status": "shipped"})));
+    llm.push(Reply::ToolCalls {
+        calls: vec![
+            ("call_a".into(), "lookup_order".into(), r#"{"id":"A1"}"#.into()),
+            ("call_b".into(), "lookup_order".into(), r#"{"id":"B2"}"#.into()),
+        ],
+        usage: Some((5, 2)),
+    });
+    llm.push(Reply::text_with_usage(&["Both shipped."], 7, 3));
+    let pod = pod(config(&llm, &tools)).await;
+    let mut c = connect(&pod, false).await;
+    let sid = create_session(&mut c).await;
+    send_message(&mut c, &sid, "r-t", "where are my orders").await;
+    let frames = until_terminal(&mut c, "r-t").await;
+    assert_v1(&frames);
+    assert_eq!(
+        types(&frames),
+        [
+            "immediate_response",
+            "stream_chunk",
+            "stream_chunk",
+            "stream_chunk",
+            "stream_chunk",
+            "stream_token",
+            "eventual_response"
+        ]
+    );
+    assert_eq!(frames[1]["node"], "lookup_order");
+    assert_eq!(
+        frames[1]["data"]["state"]["rawResponse"]["toolCall"],
+        json!({"name": "lookup_order", "arguments": r#"{"id":"A1"}"#})
+    );
+    let result = &frames[2]["data"]["state"]["rawResponse"]["toolResult"];
+    assert_eq!(result["isError"], false);
+    assert_eq!(result["result"], r#"{"status":"shipped"}"#);
+    assert_eq!(frames[3]["data"]["state"]["rawResponse"]["toolCall"]["arguments"], r#"{"id":"B2"}"#);
+    assert_eq!(
+        frames.last().expect("end")["data"]["data"]["usage"],
+        json!({"promptTokens": 12, "completionTokens": 5, "costUsd": 0.0})
+    );
+    let calls = tools.calls("lookup_order");
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].idempotency_key.as_deref(), Some("call_a"));
+    assert_eq!(calls[0].body["arguments"], json!({"id": "A1"}));
+    assert_eq!(
+        (calls[0].body["sessionId"].as_str(), calls[0].body["agentId"].as_str()),
+        (Some(sid.as_str()), Some(AGENT))
+    );
+    assert_eq!(calls[0].body["toolCallId"], "call_a");
+    // The second model call saw the assistant tool calls and both results.
+    let second = &llm.requests()[1];
+    let msgs = second["messages"].as_array().expect("messages");
+    let tool_msgs: Vec<&Value> = msgs.iter().filter(|m| m["role"] == "tool").collect();
+    assert_eq!(tool_msgs.len(), 2);
+    assert_eq!(tool_msgs[0]["tool_call_id"], "call_a");
+    assert!(msgs.iter().any(|m| m["role"] == "assistant" && m["tool_calls"].as_array().is_some_and(|t| t.len() == 2)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_failures_become_error_results() {
+    let (llm, tools) = setup().await;
+    tools.set("lookup_order", Behaviour::Status(500));
+    let mut cfg = config(&llm, &tools);
+    cfg.agents[0].tools.push(switchboard::config::ToolConfig {
+        name: "dead_tool".into(),
+        description: String::new(),
+        parameters: json!({"type": "object"}),
+        url: "http://127.0.0.1:9/never".into(),
+    });
+    let cases: Vec<(&str, Option<Behaviour>, &str)> = vec![
+        ("lookup_order", None, "HTTP 500"),
+        ("lookup_order", Some(Behaviour::Delay(3_000, json!("late"))), "timed out"),
+        ("lookup_order", Some(Behaviour::BadJson), "invalid JSON"),
+        ("lookup_order", Some(Behaviour::Huge(10_000)), "exceeds"),
+        ("lookup_order", Some(Behaviour::ToolError("order locked".into())), "order locked"),
+        ("dead_tool", None, "unreachable"),
+        ("no_such_tool", None, "unknown tool"),
+    ];
+    let pod = pod(cfg).await;
+    let mut c = connect(&pod, false).await;
+    let sid = create_session(&mut c).await;
+    for (i, (tool, behaviour, expect)) in cases.into_iter().enumerate() {
+        if let Some(b) = behaviour {
+            tools.set(tool, b);
+        }
+        llm.push(Reply::tool_call(&format!("c{i}"), tool, &json!({"id": "1"})));
+        llm.push(Reply::text(&["sorry"]));
+        let rid = format!("r-{i}");
+        send_message(&mut c, &sid, &rid, "go").await;
+        let frames = until_terminal(&mut c, &rid).await;
+        assert_v1(&frames);
+        let result = frames
+            .iter()
+            .find_map(|f| f["data"]["state"]["rawResponse"].get("toolResult"))
+            .unwrap_or_else(|| panic!("no tool result for {tool}: {frames:?}"));
+        assert_eq!(result["isError"], true, "{tool}: {result}");
+        assert!(result["result"].as_str().unwrap_or("").contains(expect), "{tool}: expected '{expect}' in {result}");
+        assert_eq!(frames.last().expect("end")["type"], "eventual_response", "a tool failure never fails the turn");
+    }
+    still_open(&mut c).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_down_ends_the_turn_with_llm_unavailable() {
+    let (llm, tools) = setup().await;
+    let pod_ = pod(config(&llm, &tools)).await;
+    let mut c = connect(&pod_, false).await;
+    let sid = create_session(&mut c).await;
+    // 500 twice (one retry configured) → LLM_UNAVAILABLE after the 202.
+    llm.push(Reply::Status(500));
+    llm.push(Reply::Status(500));
+    send_message(&mut c, &sid, "r-down", "hi").await;
+    let frames = until_terminal(&mut c, "r-down").await;
+    assert_v1(&frames);
+    assert_eq!(types(&frames), ["immediate_response", "error"]);
+    assert_eq!(frames[1]["error"]["code"], "LLM_UNAVAILABLE");
+    assert_eq!(frames[1]["requestId"], "r-down");
+    // One 429 then success: retried before the first token.
+    llm.push(Reply::Status(429));
+    llm.push(Reply::text(&["fine"]));
+    send_message(&mut c, &sid, "r-retry", "hi").await;
+    let frames = until_terminal(&mut c, "r-retry").await;
+    assert_eq!(tokens(&frames), "fine");
+    still_open(&mut c).await;
+    // Unreachable endpoint.
+    let mut cfg = config(&llm, &tools);
+    cfg.llm.base_url = "http://127.0.0.1:9/v1".into();
+    let dead = pod(cfg).await;
+    let mut d = connect(&dead, false).await;
+    let sid = create_session(&mut d).await;
+    send_message(&mut d, &sid, "r-x", "hi").await;
+    let frames = until_terminal(&mut d, "r-x").await;
+    assert_eq!(frames.last().expect("end")["error"]["code"], "LLM_UNAVAILABLE");
+    still_open(&mut d).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_iterations_end_with_agent_error() {
+    let (llm, tools) = setup().await;
+    let mut cfg = config(&llm, &tools);
+    cfg.turn.max_iterations = 2;
+    let pod = pod(cfg).await;
+    for i in 0..3 {
+        llm.push(Reply::tool_call(&format!("loop{i}"), "lookup_order", &json!({"id": "1"})));
+    }
+    let mut c = connect(&pod, false).await;
+    let sid = create_session(&mut c).await;
+    send_message(&mut c, &sid, "r-loop", "loop").await;
+    let frames = until_terminal(&mut c, "r-loop").await;
+    assert_eq!(frames.last().expect("end")["error"]["code"], "AGENT_ERROR");
+    assert_eq!(llm.request_count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_false_and_model_choice_and_images() {
+    let (llm, tools) = setup().await;
+    llm.push(Reply::text(&["quiet ", "reply"]));
+    let pod = pod(config(&llm, &tools)).await;
+    let mut c = connect(&pod, false).await;
+    let sid = create_session(&mut c).await;
+    c.send(&json!({"action": "send_message", "requestId": "r-q", "sessionId": sid, "message": "look",
+        "stream": false, "model": "gpt-4o", "images": [{"url": "https://x/cat.png", "detail": "low"}]}))
+        .await;
+    let frames = until_terminal(&mut c, "r-q").await;
+    assert_eq!(types(&frames), ["immediate_response", "eventual_response"]);
+    assert_eq!(frames[1]["data"]["data"]["response"]["responseParts"], json!(["quiet reply"]));
+    let req = &llm.requests()[0];
+    assert_eq!(req["model"], "gpt-4o");
+    let user = req["messages"].as_array().expect("m").last().cloned().expect("user");
+    assert_eq!(
+        user["content"][1],
+        json!({"type": "image_url", "image_url": {"url": "https://x/cat.png", "detail": "low"}})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_demo_model_streams_and_exercises_approval() {
+    let cfg = switchboard::config::Config { bind: "127.0.0.1:0".into(), ..Default::default() };
+    let pod = pod(cfg).await;
+    let mut c = connect(&pod, false).await;
+    let sid = create_session(&mut c).await;
+    send_message(&mut c, &sid, "r-hi", "hello").await;
+    let frames = until_terminal(&mut c, "r-hi").await;
+    assert_v1(&frames);
+    assert!(tokens(&frames).starts_with("[demo model]"));
+    send_message(&mut c, &sid, "r-del", "please delete record 7").await;
+    let parked = c.recv_until(|v| v["type"] == "stream_chunk").await;
+    assert_eq!(parked[1]["data"]["data"]["toolId"], "delete_record");
+    c.send(&json!({"action": "confirm_tool_action", "requestId": "ok", "sessionId": sid, "approved": true})).await;
+    let frames = until_terminal(&mut c, "r-del").await;
+    let result = frames.iter().find_map(|f| f["data"]["state"]["rawResponse"].get("toolResult")).expect("result");
+    assert!(result["result"].as_str().unwrap_or("").contains("record 7 deleted"));
+    assert_eq!(frames.last().expect("end")["type"], "eventual_response");
+}
+
+/// Bus messages published for `sid` while `c` runs one slow-streamed turn; returns them and the turn's frames.
+async fn turn_bus_messages(
+    llm: &FakeLlm,
+    coalesce_ms: u64,
+    tools: &FakeTools,
+) -> (Vec<String>, Vec<Value>, Vec<String>) {
+    use switchboard::backend::memory::MemoryBackend;
+    use switchboard::backend::{BusEvent, Channel};
+    let mut cfg = config(llm, tools);
+    cfg.turn.coalesce_ms = coalesce_ms;
+    let mem = MemoryBackend::new(&cfg);
+    let pod = switchboard::server::start_with(cfg, mem.backends()).await.expect("pod starts");
+    let observer = mem.backends();
+    let mut c = connect(&pod, true).await;
+    let sid = create_session(&mut c).await;
+    observer.bus.subscribe(&Channel::Session(sid.clone())).await.expect("subscribe");
+    let mut rx = observer.bus.receiver();
+    let chunks: Vec<String> = (0..12).map(|i| format!("t{i} ")).collect();
+    llm.push(Reply::Slow { chunks: chunks.clone(), delay_ms: 10, usage: None });
+    send_message(&mut c, &sid, "r-1", "go").await;
+    let frames = until_terminal(&mut c, "r-1").await;
+    let mut messages = Vec::new();
+    while let Ok(Ok(ev)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+        if let BusEvent::Message { channel: Channel::Session(s), payload } = ev {
+            if s == sid {
+                messages.push(payload.to_string());
+            }
+        }
+    }
+    (messages, frames, chunks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_events_are_coalesced_into_few_appends_but_stay_one_frame_each() {
+    let (llm, tools) = setup().await;
+    let (messages, frames, chunks) = turn_bus_messages(&llm, 300, &tools).await;
+    // Each token is still its own frame with its own consecutive seq, in order.
+    assert_eq!(tokens(&frames), chunks.concat());
+    let seqs: Vec<u64> = frames.iter().filter_map(|f| f["seq"].as_u64()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "{frames:?}");
+    // The first token goes out alone (time to first token); the other eleven (110 ms of streaming) are read in
+    // 300 ms windows on the pod's grid, so they share one append, or two if a window ends among them (three if
+    // a loaded machine stretches the 110 ms past a whole window); then the terminal event.
+    let lines: Vec<usize> = messages.iter().map(|m| m.lines().count()).collect();
+    assert_eq!(lines.iter().sum::<usize>(), 13, "{messages:?}");
+    assert!((3..=5).contains(&lines.len()), "{messages:?}");
+    assert!(messages.last().is_some_and(|m| m.contains("eventual_response")), "{messages:?}");
+
+    // Without coalescing, tokens 10 ms apart are appended one by one.
+    let (messages, frames, chunks) = turn_bus_messages(&llm, 0, &tools).await;
+    assert_eq!(tokens(&frames), chunks.concat());
+    assert!(messages.len() >= 12, "{messages:?}");
+}
