@@ -36,6 +36,8 @@ pub(crate) struct Authenticator {
     mode_jwt: bool,
     keys: Vec<(DecodingKey, Algorithm)>,
     publish_keys: Vec<String>,
+    /// (key, identity) of every configured API key.
+    api_keys: Vec<(String, Identity)>,
 }
 
 impl Authenticator {
@@ -47,14 +49,60 @@ impl Authenticator {
         if let Ok(k) = DecodingKey::from_rsa_pem(config.jwt_rs256_public_key.as_bytes()) {
             keys.push((k, Algorithm::RS256));
         }
-        Self { mode_jwt: config.mode == "jwt", keys, publish_keys: config.publish_keys.clone() }
+        let api_keys = config
+            .api_keys
+            .iter()
+            .map(|k| {
+                let id = Identity { user_id: format!("api-key:{}", k.name), org_id: k.org.clone(), expires_at: None };
+                (k.key.clone(), id)
+            })
+            .collect();
+        Self { mode_jwt: config.mode == "jwt", keys, publish_keys: config.publish_keys.clone(), api_keys }
     }
 
+    fn anonymous() -> Identity {
+        Identity { user_id: "anonymous".into(), org_id: "default".into(), expires_at: None }
+    }
+
+    /// A WebSocket upgrade: an API key, else (`jwt`) a valid token, else (`none`) the anonymous user.
     pub(crate) fn authenticate(&self, token: Option<&str>) -> Result<Identity, AuthError> {
-        if !self.mode_jwt {
-            return Ok(Identity { user_id: "anonymous".into(), org_id: "default".into(), expires_at: None });
+        let token = token.filter(|t| !t.is_empty());
+        if let Some(id) = token.and_then(|t| self.api_key(t)) {
+            return Ok(id);
         }
-        let token = token.filter(|t| !t.is_empty()).ok_or(AuthError::Missing)?;
+        if !self.mode_jwt {
+            return Ok(Self::anonymous());
+        }
+        self.jwt(token.ok_or(AuthError::Missing)?)
+    }
+
+    /// A REST caller: an API key or (`jwt`) a valid token. Anonymous only with `auth.mode = "none"` and no API
+    /// keys configured; a presented token that is neither is refused in every mode.
+    pub(crate) fn authenticate_caller(&self, token: Option<&str>) -> Result<Identity, AuthError> {
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return if !self.mode_jwt && self.api_keys.is_empty() { Ok(Self::anonymous()) } else { Err(AuthError::Missing) };
+        };
+        if let Some(id) = self.api_key(token) {
+            return Ok(id);
+        }
+        if !self.mode_jwt {
+            return Err(AuthError::Invalid("unknown API key".into()));
+        }
+        self.jwt(token)
+    }
+
+    /// The identity of an API key. Every key is compared (no early exit), each in constant time.
+    fn api_key(&self, presented: &str) -> Option<Identity> {
+        let mut found = None;
+        for (key, id) in &self.api_keys {
+            if bool::from(key.as_bytes().ct_eq(presented.as_bytes())) {
+                found = Some(id.clone());
+            }
+        }
+        found
+    }
+
+    fn jwt(&self, token: &str) -> Result<Identity, AuthError> {
         let mut last = String::from("no key configured");
         for (key, alg) in &self.keys {
             let mut v = Validation::new(*alg);

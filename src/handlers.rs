@@ -4,14 +4,13 @@
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::backend::{ConversationRecord, Decided, Direction, SessionRecord, StoredMessage, TurnInfo};
+use crate::backend::{ConversationRecord, Decided, SessionRecord, StoredMessage};
 use crate::conn::Conn;
 use crate::error::{ClientError, ErrorCode};
-use crate::llm::ChatMessage;
 use crate::protocol::inbound::{Action, CreateSession, ParseError, Request, SendMessage};
 use crate::protocol::outbound as out;
-use crate::turn::{self, TurnState};
-use crate::util::{new_id, now_ms, now_rfc3339};
+use crate::turn::{self, TurnInput};
+use crate::util::{new_id, now_ms};
 
 pub(crate) async fn handle(conn: &mut Conn, parsed: Result<Request, ParseError>) {
     let req = match parsed {
@@ -112,6 +111,7 @@ async fn create_session(conn: &mut Conn, rid: Option<&str>, c: CreateSession) ->
                 created_at_ms: now,
                 updated_at_ms: now,
                 message_count: 0,
+                namespace: None,
             };
             (cid, Some(conv))
         }
@@ -126,6 +126,7 @@ async fn create_session(conn: &mut Conn, rid: Option<&str>, c: CreateSession) ->
         user_participant_id: new_id(),
         agent_participant_id: new_id(),
         created_at_ms: now,
+        namespace: None,
     };
     app.backends.sessions.create_session(&session, new_conv.as_ref()).await?;
     conn.attach_session(&session.session_id, None).await?;
@@ -149,104 +150,25 @@ fn rate_limited(conn: &mut Conn) -> bool {
 async fn send_message(conn: &mut Conn, rid: Option<&str>, m: SendMessage) -> Result<(), ClientError> {
     let app = conn.app.clone();
     let session = owned_session(conn, &m.session_id).await?;
-    let agent = app
-        .agents
-        .get(&session.agent_id)
-        .ok_or_else(|| ClientError::new(ErrorCode::AgentNotFound, format!("agent '{}' not found", session.agent_id)))?;
-    if let Some(skill) = &m.skill {
-        return Err(ClientError::new(ErrorCode::SkillNotFound, format!("skill '{skill}' not found")));
-    }
-    let model = match &m.model {
-        Some(name) if agent.models.iter().any(|x| x == name) => name.clone(),
-        Some(name) => return Err(ClientError::validation(format!("model '{name}' is not offered by this agent"))),
-        None => app.config.llm.model.clone(),
-    };
+    let plan = turn::plan(&app, &session, m.model.as_deref(), m.skill.as_deref())?;
     if rate_limited(conn) {
         return Err(ClientError::new(
             ErrorCode::RateLimited,
             format!("more than {} messages per minute", app.config.limits.messages_per_minute),
         ));
     }
-    if app.lifecycle.is_draining() {
-        return Err(ClientError::new(ErrorCode::TurnInterrupted, "the server is draining; reconnect and retry"));
-    }
     // The requestId is the turn's identity on the wire; one is made up when the client sent none.
     let request_id = rid.map(str::to_string).unwrap_or_else(new_id);
-    let turn_id = new_id();
-    let info = TurnInfo::new(&turn_id, &request_id, &app.pod_id);
-    if !app.backends.leases.acquire(&session.session_id, &info, app.config.turn.lease_ms).await? {
-        return Err(ClientError::turn_in_progress());
+    let turn_id = turn::acquire(&app, &session, &request_id).await?;
+    if let Err(e) = conn.attach_session(&session.session_id, None).await {
+        let _ = app.backends.leases.release(&session.session_id, &turn_id).await;
+        return Err(e);
     }
-    let prepared = prepare_turn(conn, &session, &agent.system_prompt, &m, &model, &request_id, &turn_id).await;
-    let state = match prepared {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = app.backends.leases.release(&session.session_id, &turn_id).await;
-            return Err(e);
-        }
-    };
+    let input = TurnInput { message: m.message, stream: m.stream, images: m.images, files: m.files };
+    let state = turn::prepare(&app, &session, &plan, input, &request_id, &turn_id).await?;
     conn.reply(&out::immediate(Some(&request_id), 202, "Processing your request...", json!({})));
     turn::spawn_new(app, state);
     Ok(())
-}
-
-async fn prepare_turn(
-    conn: &mut Conn,
-    session: &SessionRecord,
-    system_prompt: &str,
-    m: &SendMessage,
-    model: &str,
-    request_id: &str,
-    turn_id: &str,
-) -> Result<TurnState, ClientError> {
-    let app = conn.app.clone();
-    conn.attach_session(&session.session_id, None).await?;
-    let history =
-        app.backends.sessions.recent_messages(&session.conversation_id, app.config.turn.history_messages).await?;
-    let stored = StoredMessage {
-        id: new_id(),
-        direction: Direction::Inbound,
-        text: m.message.clone(),
-        created_at: now_rfc3339(),
-    };
-    app.backends.sessions.append_message(&session.conversation_id, &stored, now_ms()).await?;
-    let mut messages = Vec::with_capacity(history.len() + 2);
-    if !system_prompt.is_empty() {
-        messages.push(ChatMessage::text("system", system_prompt));
-    }
-    for h in history {
-        let role = if h.direction == Direction::Inbound { "user" } else { "assistant" };
-        messages.push(ChatMessage::text(role, &h.text));
-    }
-    let content = if m.images.is_empty() {
-        Value::String(m.message.clone())
-    } else {
-        let mut parts = vec![json!({"type": "text", "text": m.message})];
-        for img in &m.images {
-            let mut image_url = json!({"url": img.url});
-            if let Some(d) = &img.detail {
-                image_url["detail"] = Value::String(d.clone());
-            }
-            parts.push(json!({"type": "image_url", "image_url": image_url}));
-        }
-        Value::Array(parts)
-    };
-    messages.push(ChatMessage { role: "user".into(), content: Some(content), tool_calls: None, tool_call_id: None });
-    Ok(TurnState {
-        turn_id: turn_id.to_string(),
-        request_id: request_id.to_string(),
-        session_id: session.session_id.clone(),
-        conversation_id: session.conversation_id.clone(),
-        agent_id: session.agent_id.clone(),
-        model: model.to_string(),
-        stream: m.stream,
-        messages,
-        iteration: 0,
-        usage: Default::default(),
-        pending: Vec::new(),
-        files: m.files.clone(),
-        traceparent: None,
-    })
 }
 
 async fn get_session(conn: &mut Conn, rid: Option<&str>, session_id: &str) -> Result<(), ClientError> {

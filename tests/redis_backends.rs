@@ -68,6 +68,7 @@ async fn full_suite(url: &str) {
     conformance::turn_leases(&a, &b).await;
     let (a, b) = pods(url).await;
     conformance::registry(&a, &b).await;
+    conformance::deletion(&a, &b).await;
 }
 
 /// Retries `op` until it succeeds or `within` passes (Redis is coming back, or failing over).
@@ -152,6 +153,7 @@ fn session(id: &str) -> SessionRecord {
         user_participant_id: "up".into(),
         agent_participant_id: "ap".into(),
         created_at_ms: 1,
+        namespace: None,
     }
 }
 
@@ -177,6 +179,7 @@ single! {
     single_confirmations => confirmations;
     single_turn_leases => turn_leases;
     single_registry => registry;
+    single_deletion => deletion;
 }
 
 /// The keys of one session share a slot and carry the idle TTL, and nothing is left without one except the

@@ -52,6 +52,7 @@ fn session(id: &str, user: &str) -> (SessionRecord, ConversationRecord) {
             user_participant_id: "up".into(),
             agent_participant_id: "ap".into(),
             created_at_ms: now_ms(),
+            namespace: None,
         },
         ConversationRecord {
             conversation_id: cid,
@@ -62,6 +63,7 @@ fn session(id: &str, user: &str) -> (SessionRecord, ConversationRecord) {
             created_at_ms: now_ms(),
             updated_at_ms: now_ms(),
             message_count: 0,
+            namespace: Some("web:n1".into()),
         },
     )
 }
@@ -323,6 +325,33 @@ pub async fn registry(a: &Backends, b: &Backends) {
     a.registry.remove(&e1.connection_id).await.expect("remove");
 }
 
+/// Deleting a session removes its record, conversation, messages, log and parked turn on every pod, and its
+/// place in the owner's list; the namespace of a gateway conversation is stored and read back.
+pub async fn deletion(a: &Backends, b: &Backends) {
+    let id = sid();
+    let user = format!("u-{}", sid());
+    let (s, c) = session(&id, &user);
+    a.sessions.create_session(&s, Some(&c)).await.expect("create");
+    let stored = b.sessions.get_conversation(&c.conversation_id).await.expect("conv").expect("exists");
+    assert_eq!(stored.namespace.as_deref(), Some("web:n1"));
+    a.sessions.append_message(&c.conversation_id, &msg(Direction::Inbound, "hi"), now_ms()).await.expect("msg");
+    a.log.append(&id, r#"{"n":1}"#).await.expect("append");
+    a.confirms.park(&parked(&id, "call-1", now_ms() + 60_000)).await.expect("park");
+    let (other, other_c) = session(&sid(), &user);
+    a.sessions.create_session(&other, Some(&other_c)).await.expect("create another");
+
+    b.sessions.delete_session(&s).await.expect("delete");
+    assert_eq!(a.sessions.get_session(&id).await.expect("get"), None);
+    assert_eq!(a.sessions.get_conversation(&c.conversation_id).await.expect("conv"), None);
+    assert!(a.sessions.recent_messages(&c.conversation_id, 10).await.expect("recent").is_empty());
+    assert_eq!(a.log.bounds(&id).await.expect("bounds"), (0, 0));
+    assert!(a.confirms.get(&id).await.expect("parked").is_none());
+    let listed = a.sessions.list_conversations(&user, 0, 10).await.expect("list");
+    let ids: Vec<&str> = listed.conversations.iter().map(|c| c.conversation_id.as_str()).collect();
+    assert_eq!(ids, [other_c.conversation_id.as_str()], "only the other conversation is left");
+    b.sessions.delete_session(&s).await.expect("deleting again is no error");
+}
+
 #[cfg(test)]
 mod memory_suite {
     use super::*;
@@ -353,5 +382,6 @@ mod memory_suite {
         memory_confirmations => confirmations;
         memory_turn_leases => turn_leases;
         memory_registry => registry;
+        memory_deletion => deletion;
     }
 }

@@ -182,6 +182,19 @@ impl SessionStore for MemoryStore {
         Ok(ConversationPage { conversations, has_more })
     }
 
+    async fn delete_session(&self, session: &SessionRecord) -> BResult<()> {
+        let mut st = self.shared.state.lock();
+        let sid = &session.session_id;
+        st.sessions.remove(sid);
+        st.logs.remove(sid);
+        st.parked.remove(sid);
+        st.decided.remove(sid);
+        st.last_decision.remove(sid);
+        st.conversations.remove(&session.conversation_id);
+        st.messages.remove(&session.conversation_id);
+        Ok(())
+    }
+
     async fn rename_conversation(&self, conversation_id: &str, title: &str) -> BResult<bool> {
         let mut st = self.shared.state.lock();
         Ok(match st.conversations.get_mut(conversation_id) {

@@ -50,6 +50,9 @@ pub struct SessionRecord {
     pub user_participant_id: String,
     pub agent_participant_id: String,
     pub created_at_ms: i64,
+    /// The REST/orra name of this session when it is one (`POST /api/chat`'s `namespace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// A conversation: the message history a session (or several, over time) talks into.
@@ -63,6 +66,9 @@ pub struct ConversationRecord {
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub message_count: u64,
+    /// The namespace whose history this is, for conversations of the REST/orra gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// Who wrote a message: `inbound` from the user, `outbound` from the agent (the wire and storage spelling).
@@ -121,6 +127,10 @@ pub trait SessionStore: Send + Sync {
     async fn list_conversations(&self, user_id: &str, offset: usize, limit: usize) -> BResult<ConversationPage>;
     /// Sets a title; false when the conversation does not exist.
     async fn rename_conversation(&self, conversation_id: &str, title: &str) -> BResult<bool>;
+    /// Deletes a session and its conversation with everything they hold: the session record, its event log
+    /// and counter, a parked turn and recorded decisions, the conversation, its messages and its place in the
+    /// owner's list. The caller has ended any running turn first. Deleting what does not exist is not an error.
+    async fn delete_session(&self, session: &SessionRecord) -> BResult<()>;
 }
 
 /// The per-session ordered event log, with publish on append.

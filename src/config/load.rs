@@ -25,6 +25,8 @@ impl Config {
         let mut vars: Vec<(String, String)> =
             env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX) && !is_service_link(k)).collect();
         vars.sort();
+        // API keys are secrets named after their `[[auth.api_keys]]` entry, not config keys.
+        let (key_vars, vars): (Vec<_>, Vec<_>) = vars.into_iter().partition(|(k, _)| k.starts_with(API_KEY_PREFIX));
         for (var, value) in vars {
             apply_env(&mut tree, &defaults, &var, &value)?;
         }
@@ -32,6 +34,22 @@ impl Config {
             let key = e.path().to_string();
             invalid(&key, e.into_inner().to_string())
         })?;
+        let mut config = config;
+        for k in &mut config.auth.api_keys {
+            let var = k.env_var();
+            k.key = key_vars.iter().find(|(v, _)| *v == var).map(|(_, value)| value.trim().to_string()).ok_or_else(
+                || ConfigError::Env {
+                    var: var.clone(),
+                    message: format!("holds the key of auth.api_keys `{}` and is not set", k.name),
+                },
+            )?;
+        }
+        if let Some((var, _)) = key_vars.iter().find(|(v, _)| !config.auth.api_keys.iter().any(|k| k.env_var() == *v)) {
+            return Err(ConfigError::Env {
+                var: var.clone(),
+                message: "no [[auth.api_keys]] entry has this name".into(),
+            });
+        }
         config.validate()?;
         Ok(config)
     }
@@ -66,6 +84,9 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
 }
 
 /// Keys that are unset by default (so the defaults tree does not show their type) and take an integer.
+/// Environment variables that hold API keys: `SWITCHBOARD_AUTH__API_KEYS__<NAME>`.
+const API_KEY_PREFIX: &str = "SWITCHBOARD_AUTH__API_KEYS__";
+
 const OPTIONAL_INTEGER_KEYS: &[&str] = &["llm.read_window_ms"];
 
 /// Sets one `SWITCHBOARD_A__B` variable into the tree, typed after the default value at that path.
@@ -139,6 +160,24 @@ mod tests {
         assert_eq!(c.session.idle_ttl_s, 86_400);
         assert_eq!((c.drain.timeout_s, c.drain.pre_stop_s), (25, 5));
         assert_eq!(c.keepalive_s, 30);
+    }
+
+    #[test]
+    fn api_keys_come_from_the_environment_only() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[[auth.api_keys]]\nname = \"billing-svc\"\norg = \"acme\"\n").expect("write");
+        let file = path.to_str();
+        let e = Config::load(file, env(&[])).unwrap_err().to_string();
+        assert!(e.contains("SWITCHBOARD_AUTH__API_KEYS__BILLING_SVC"), "{e}");
+        let key = ("SWITCHBOARD_AUTH__API_KEYS__BILLING_SVC", "k-0123456789abcdef");
+        let c = Config::load(file, env(&[key])).expect("load");
+        assert_eq!((c.auth.api_keys[0].org.as_str(), c.auth.api_keys[0].key.as_str()), ("acme", "k-0123456789abcdef"));
+        assert!(!format!("{:?}", toml::Value::try_from(c.redacted()).expect("toml")).contains("k-0123"));
+        let e = Config::load(file, env(&[key, ("SWITCHBOARD_AUTH__API_KEYS__OTHER", "x")])).unwrap_err().to_string();
+        assert!(e.contains("SWITCHBOARD_AUTH__API_KEYS__OTHER"), "{e}");
+        std::fs::write(&path, "[[auth.api_keys]]\nname = \"a\"\norg = \"o\"\nkey = \"in-the-file\"\n").expect("write");
+        assert!(Config::load(file, env(&[])).is_err(), "a key in the file is refused");
     }
 
     #[test]

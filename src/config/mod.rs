@@ -48,6 +48,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub session: SessionConfig,
     pub drain: DrainConfig,
+    pub http: HttpConfig,
     /// Agents served by this deployment. Empty = the built-in demo agent answers every `agentId`.
     pub agents: Vec<AgentConfig>,
 }
@@ -85,6 +86,46 @@ pub struct AuthConfig {
     pub jwt_rs256_public_key: String,
     /// Bearer keys accepted by `POST /admin/publish` and `/admin/*` (secret). Empty = those endpoints answer 401.
     pub publish_keys: Vec<String>,
+    /// API keys for server-side callers of the REST API and `/ws` (`[[auth.api_keys]] name, org`). The key
+    /// itself is never in the file: it comes from `SWITCHBOARD_AUTH__API_KEYS__<NAME>` (upper case, `-` as `_`),
+    /// e.g. from a Kubernetes Secret. A caller with a key is the user `api-key:<name>` in `org`.
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+/// One server-side caller's API key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// `[A-Za-z0-9_-]`, 1–64 characters; names the environment variable that holds the key.
+    pub name: String,
+    /// The org the caller acts in.
+    pub org: String,
+    /// The key (secret), read from the environment at load; never serialized.
+    #[serde(skip)]
+    pub key: String,
+}
+
+impl ApiKeyConfig {
+    /// The environment variable that holds this key.
+    pub fn env_var(&self) -> String {
+        format!("SWITCHBOARD_AUTH__API_KEYS__{}", self.name.to_ascii_uppercase().replace('-', "_"))
+    }
+}
+
+/// The REST surface (`/api/*`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Origins allowed to call `/api/*` from a browser (CORS; exact origins or `*`). Empty = no CORS headers.
+    pub cors_origins: Vec<String>,
+    /// Largest request body on `/api/*` (413 `too_large` above).
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { cors_origins: Vec::new(), max_body_bytes: 1024 * 1024 }
+    }
 }
 
 /// Bounds of one agent turn.
@@ -200,6 +241,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             session: SessionConfig::default(),
             drain: DrainConfig::default(),
+            http: HttpConfig::default(),
             agents: Vec::new(),
         }
     }
@@ -223,6 +265,7 @@ impl Default for AuthConfig {
             jwt_hs256_secret: String::new(),
             jwt_rs256_public_key: String::new(),
             publish_keys: Vec::new(),
+            api_keys: Vec::new(),
         }
     }
 }
@@ -276,6 +319,9 @@ impl Config {
         };
         hide(&mut c.llm.api_key);
         hide(&mut c.auth.jwt_hs256_secret);
+        for k in &mut c.auth.api_keys {
+            hide(&mut k.key);
+        }
         for k in &mut c.auth.publish_keys {
             *k = "<redacted>".into();
         }

@@ -39,6 +39,27 @@ impl Config {
             }
             other => return Err(invalid("auth.mode", format!("`{other}` is not one of: none, jwt"))),
         }
+        let mut names = HashSet::new();
+        for k in &self.auth.api_keys {
+            let ok_name = !k.name.is_empty()
+                && k.name.len() <= 64
+                && k.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !ok_name {
+                return Err(invalid("auth.api_keys.name", format!("`{}`: 1-64 of A-Z a-z 0-9 _ -", k.name)));
+            }
+            if !names.insert(k.env_var()) {
+                return Err(invalid("auth.api_keys.name", format!("`{}` is given twice", k.name)));
+            }
+            if k.org.is_empty() {
+                return Err(invalid("auth.api_keys.org", format!("key `{}` needs an org", k.name)));
+            }
+            if k.key.len() < 16 {
+                return Err(invalid("auth.api_keys", format!("{} must hold at least 16 characters", k.env_var())));
+            }
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err(invalid("http.max_body_bytes", "must be at least 1024"));
+        }
         if self.auth.publish_keys.iter().any(|k| k.len() < 16) {
             return Err(invalid("auth.publish_keys", "every key must be at least 16 characters"));
         }

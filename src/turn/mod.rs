@@ -7,6 +7,7 @@
 
 mod drive;
 mod emitter;
+mod start;
 mod sweeper;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use tracing::Instrument;
 
 use self::drive::drive;
 use self::emitter::Emitter;
+pub(crate) use self::start::{acquire, plan, prepare, TurnInput};
 pub(crate) use self::sweeper::sweep_loop;
 use crate::app::App;
 use crate::backend::{ParkedTurn, TurnInfo};

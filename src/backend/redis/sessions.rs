@@ -29,6 +29,7 @@ fn conv_from_hash(map: HashMap<String, String>) -> BResult<Option<ConversationRe
         created_at_ms: num("created_at_ms")?,
         updated_at_ms: num("updated_at_ms")?,
         message_count: u64::try_from(num("message_count")?).map_err(|e| corrupt("conversation", e))?,
+        namespace: map.get("namespace").cloned(),
     }))
 }
 
@@ -46,7 +47,7 @@ impl SessionStore for RedisStore {
             .await
             .map_err(|e| s.err(e))?;
         if let Some(c) = new_conversation {
-            let fields: Vec<(&str, String)> = vec![
+            let mut fields: Vec<(&str, String)> = vec![
                 ("conversation_id", c.conversation_id.clone()),
                 ("user_id", c.user_id.clone()),
                 ("org_id", c.org_id.clone()),
@@ -56,6 +57,9 @@ impl SessionStore for RedisStore {
                 ("updated_at_ms", c.updated_at_ms.to_string()),
                 ("message_count", c.message_count.to_string()),
             ];
+            if let Some(ns) = &c.namespace {
+                fields.push(("namespace", ns.clone()));
+            }
             s.client.hset::<(), _, _>(s.keys.conv(&c.conversation_id), fields).await.map_err(|e| s.err(e))?;
             s.client
                 .zadd::<(), _, _>(
@@ -162,6 +166,18 @@ impl SessionStore for RedisStore {
         }
         let has_more = total as usize > offset + ids.len();
         Ok(ConversationPage { conversations, has_more })
+    }
+
+    async fn delete_session(&self, session: &SessionRecord) -> BResult<()> {
+        let s = self.s();
+        let sid = &session.session_id;
+        let cid = &session.conversation_id;
+        // One slot each: the session's keys, then the conversation's.
+        let session_keys: Vec<String> =
+            ["session", "seq", "log", "confirm", "decided", "last"].iter().map(|w| s.keys.session_key(sid, w)).collect();
+        s.client.del::<(), _>(session_keys).await.map_err(|e| s.err(e))?;
+        s.client.del::<(), _>(vec![s.keys.conv(cid), s.keys.msgs(cid)]).await.map_err(|e| s.err(e))?;
+        s.client.zrem::<(), _, _>(s.keys.user_convs(&session.user_id), cid.as_str()).await.map_err(|e| s.err(e))
     }
 
     async fn rename_conversation(&self, conversation_id: &str, title: &str) -> BResult<bool> {

@@ -1,0 +1,141 @@
+//! Starting a turn, for every front door (the WebSocket `send_message`, `POST /api/chat`, the orra `chat`
+//! frame): check the request against the agent ([`plan`]), take the session's lease ([`acquire`]), then store
+//! the user's message and build the model context ([`prepare`]); the caller then runs it with
+//! [`super::spawn_new`].
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::TurnState;
+use crate::app::App;
+use crate::backend::{Direction, SessionRecord, StoredMessage, TurnInfo};
+use crate::config::AgentConfig;
+use crate::error::{ClientError, ErrorCode};
+use crate::llm::ChatMessage;
+use crate::protocol::inbound::Image;
+use crate::util::{new_id, now_ms, now_rfc3339};
+
+/// What a request may ask of its turn, checked against the session's agent.
+pub(crate) struct Plan {
+    agent: Arc<AgentConfig>,
+    model: String,
+}
+
+/// The user's side of a new turn.
+pub(crate) struct TurnInput {
+    pub(crate) message: String,
+    /// `false`: no `stream_*` events, only the terminal one.
+    pub(crate) stream: bool,
+    pub(crate) images: Vec<Image>,
+    /// Passed to tool webhooks.
+    pub(crate) files: Vec<Value>,
+}
+
+/// The session's agent, the skill (none exist yet) and the model: `model` must be one the agent offers.
+pub(crate) fn plan(
+    app: &App,
+    session: &SessionRecord,
+    model: Option<&str>,
+    skill: Option<&str>,
+) -> Result<Plan, ClientError> {
+    let agent = app
+        .agents
+        .get(&session.agent_id)
+        .ok_or_else(|| ClientError::new(ErrorCode::AgentNotFound, format!("agent '{}' not found", session.agent_id)))?;
+    if let Some(skill) = skill {
+        return Err(ClientError::new(ErrorCode::SkillNotFound, format!("skill '{skill}' not found")));
+    }
+    let model = match model {
+        Some(name) if agent.models.iter().any(|x| x == name) => name.to_string(),
+        Some(name) => return Err(ClientError::validation(format!("model '{name}' is not offered by this agent"))),
+        None => app.config.llm.model.clone(),
+    };
+    Ok(Plan { agent, model })
+}
+
+/// Takes the session's turn slot for a new turn (`TURN_IN_PROGRESS` when one runs); returns the turn id.
+pub(crate) async fn acquire(app: &App, session: &SessionRecord, request_id: &str) -> Result<String, ClientError> {
+    if app.lifecycle.is_draining() {
+        return Err(ClientError::new(ErrorCode::TurnInterrupted, "the server is draining; reconnect and retry"));
+    }
+    let turn_id = new_id();
+    let info = TurnInfo::new(&turn_id, request_id, &app.pod_id);
+    if !app.backends.leases.acquire(&session.session_id, &info, app.config.turn.lease_ms).await? {
+        return Err(ClientError::turn_in_progress());
+    }
+    Ok(turn_id)
+}
+
+/// Stores the user's message and builds the turn's state (system prompt, history, the message with its
+/// images). On failure the lease taken by [`acquire`] is given back.
+pub(crate) async fn prepare(
+    app: &Arc<App>,
+    session: &SessionRecord,
+    plan: &Plan,
+    input: TurnInput,
+    request_id: &str,
+    turn_id: &str,
+) -> Result<TurnState, ClientError> {
+    let prepared = build(app, session, plan, input, request_id, turn_id).await;
+    if prepared.is_err() {
+        let _ = app.backends.leases.release(&session.session_id, turn_id).await;
+    }
+    prepared
+}
+
+async fn build(
+    app: &App,
+    session: &SessionRecord,
+    plan: &Plan,
+    input: TurnInput,
+    request_id: &str,
+    turn_id: &str,
+) -> Result<TurnState, ClientError> {
+    let history =
+        app.backends.sessions.recent_messages(&session.conversation_id, app.config.turn.history_messages).await?;
+    let stored = StoredMessage {
+        id: new_id(),
+        direction: Direction::Inbound,
+        text: input.message.clone(),
+        created_at: now_rfc3339(),
+    };
+    app.backends.sessions.append_message(&session.conversation_id, &stored, now_ms()).await?;
+    let mut messages = Vec::with_capacity(history.len() + 2);
+    if !plan.agent.system_prompt.is_empty() {
+        messages.push(ChatMessage::text("system", &plan.agent.system_prompt));
+    }
+    for h in history {
+        let role = if h.direction == Direction::Inbound { "user" } else { "assistant" };
+        messages.push(ChatMessage::text(role, &h.text));
+    }
+    let content = if input.images.is_empty() {
+        Value::String(input.message)
+    } else {
+        let mut parts = vec![json!({"type": "text", "text": input.message})];
+        for img in &input.images {
+            let mut image_url = json!({"url": img.url});
+            if let Some(d) = &img.detail {
+                image_url["detail"] = Value::String(d.clone());
+            }
+            parts.push(json!({"type": "image_url", "image_url": image_url}));
+        }
+        Value::Array(parts)
+    };
+    messages.push(ChatMessage { role: "user".into(), content: Some(content), tool_calls: None, tool_call_id: None });
+    Ok(TurnState {
+        turn_id: turn_id.to_string(),
+        request_id: request_id.to_string(),
+        session_id: session.session_id.clone(),
+        conversation_id: session.conversation_id.clone(),
+        agent_id: session.agent_id.clone(),
+        model: plan.model.clone(),
+        stream: input.stream,
+        messages,
+        iteration: 0,
+        usage: Default::default(),
+        pending: Vec::new(),
+        files: input.files,
+        traceparent: None,
+    })
+}
