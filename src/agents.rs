@@ -8,10 +8,15 @@ use crate::llm::demo::DEMO_TOOL_NAME;
 use crate::llm::ToolSpec;
 use crate::tools::DEMO_TOOL_URL;
 
+/// The id the demo agent answers to when a request names none (it answers every id).
+const DEMO_AGENT_ID: &str = "11111111-1111-1111-1111-111111111111";
+
 pub(crate) struct Agents {
     by_id: HashMap<String, Arc<AgentConfig>>,
     /// Answers every agentId when no agents are configured.
     demo: Option<Arc<AgentConfig>>,
+    /// The agent of a gateway request that names none: the first configured, or the demo's id.
+    default_id: String,
 }
 
 impl Agents {
@@ -38,7 +43,13 @@ impl Agents {
                 },
             })
         });
-        Self { by_id, demo }
+        let default_id = config.agents.first().map_or_else(|| DEMO_AGENT_ID.to_string(), |a| a.id.clone());
+        Self { by_id, demo, default_id }
+    }
+
+    /// The agent a REST or orra request runs when it names none.
+    pub(crate) fn default_id(&self) -> &str {
+        &self.default_id
     }
 
     /// The agent for an id: configured, or the demo agent (under the requested id) when none are configured.

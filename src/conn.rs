@@ -29,16 +29,31 @@ pub(crate) struct Conn {
     pub connected_at_ms: i64,
     /// `send_message` timestamps in the last minute (rate limit).
     pub recent_sends: std::collections::VecDeque<i64>,
+    /// The protocol this socket speaks, chosen by its first frame.
+    pub dialect: Dialect,
+}
+
+/// A socket's protocol: smooth-operator (`{"action": …}` frames) or orra (`{"type": …}`), for its whole life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Undecided,
+    SmoothOperator,
+    Orra,
 }
 
 /// Process-wide socket numbers (the hub's route keys; cheaper than the global id).
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
+/// A fresh route key for the hub (sockets, and the gateway's session watchers).
+pub(crate) fn next_socket_id() -> u64 {
+    NEXT_CONN.fetch_add(1, Ordering::Relaxed)
+}
+
 impl Conn {
     /// A new socket: its queue and hub handle, its user and org channels, its registry entry.
     pub(crate) async fn open(app: Arc<App>, identity: Identity, extended: bool) -> Conn {
         let handle = ConnHandle {
-            id: NEXT_CONN.fetch_add(1, Ordering::Relaxed),
+            id: next_socket_id(),
             connection_id: Arc::from(crate::util::new_id()),
             queue: Arc::new(OutQueue::new(app.config.limits.outbound_queue)),
             slow: CancellationToken::new(),
@@ -54,6 +69,7 @@ impl Conn {
             agents: Vec::new(),
             connected_at_ms: now_ms(),
             recent_sends: Default::default(),
+            dialect: Dialect::Undecided,
         };
         for channel in [Channel::User(conn.identity.user_id.clone()), Channel::Org(conn.identity.org_id.clone())] {
             if let Err(e) = conn.app.hub.attach(&channel, &conn.handle).await {
@@ -70,6 +86,31 @@ impl Conn {
         app.hub.detach_all(self.handle.id, &self.handle.connection_id, &self.channels()).await;
         let _ = app.backends.registry.remove(&self.handle.connection_id).await;
         app.metrics.connection_closed(self.sessions.len());
+    }
+
+    /// Decides the dialect on the first frame: an object with `type` and no `action` is orra.
+    pub(crate) fn dialect_for(&mut self, text: &str) -> Dialect {
+        if self.dialect == Dialect::Undecided {
+            let orra = serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .and_then(|v| v.as_object().map(|o| o.contains_key("type") && !o.contains_key("action")))
+                .unwrap_or(false);
+            self.dialect = if orra { Dialect::Orra } else { Dialect::SmoothOperator };
+        }
+        self.dialect
+    }
+
+    /// Counts a turn against this socket's per-minute budget (`limits.messages_per_minute`); true when spent.
+    pub(crate) fn rate_limited(&mut self) -> bool {
+        let now = now_ms();
+        while self.recent_sends.front().is_some_and(|t| now - *t >= 60_000) {
+            self.recent_sends.pop_front();
+        }
+        if self.recent_sends.len() >= self.app.config.limits.messages_per_minute as usize {
+            return true;
+        }
+        self.recent_sends.push_back(now);
+        false
     }
 
     /// A reply to the asking socket only (not logged).

@@ -135,23 +135,11 @@ async fn create_session(conn: &mut Conn, rid: Option<&str>, c: CreateSession) ->
     Ok(())
 }
 
-fn rate_limited(conn: &mut Conn) -> bool {
-    let now = now_ms();
-    while conn.recent_sends.front().is_some_and(|t| now - *t >= 60_000) {
-        conn.recent_sends.pop_front();
-    }
-    if conn.recent_sends.len() >= conn.app.config.limits.messages_per_minute as usize {
-        return true;
-    }
-    conn.recent_sends.push_back(now);
-    false
-}
-
 async fn send_message(conn: &mut Conn, rid: Option<&str>, m: SendMessage) -> Result<(), ClientError> {
     let app = conn.app.clone();
     let session = owned_session(conn, &m.session_id).await?;
     let plan = turn::plan(&app, &session, m.model.as_deref(), m.skill.as_deref())?;
-    if rate_limited(conn) {
+    if conn.rate_limited() {
         return Err(ClientError::new(
             ErrorCode::RateLimited,
             format!("more than {} messages per minute", app.config.limits.messages_per_minute),

@@ -23,7 +23,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(metrics))
         .route("/admin/publish", post(publish))
         .route("/admin/connections", get(connections))
-        .with_state(app)
+        .with_state(app.clone())
+        .merge(crate::gateway::router(app))
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {

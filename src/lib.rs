@@ -38,6 +38,7 @@ mod app;
 mod auth;
 mod conn;
 mod error;
+mod gateway;
 mod handlers;
 mod http;
 mod hub;

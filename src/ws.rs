@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::auth::{bearer, Identity};
-use crate::conn::{Conn, REGISTRY_TTL_MS};
+use crate::conn::{Conn, Dialect, REGISTRY_TTL_MS};
 use crate::error::ClientError;
 use crate::hub::Outbound;
 use crate::protocol::{inbound, outbound as out, EXTENSION_SUBPROTOCOL};
@@ -91,7 +91,6 @@ async fn run_connection(app: Arc<App>, mut socket: WebSocket, identity: Identity
 /// goes, the token expires, the queue overflows or the pod drains. Returns how to close (None: just drop).
 async fn serve(app: &Arc<App>, socket: &mut WebSocket, conn: &mut Conn) -> Option<CloseSpec> {
     let queue = conn.handle.queue.clone();
-    let extended = conn.extended;
     let max = app.config.limits.max_frame_bytes;
     let expires_in = conn
         .identity
@@ -114,9 +113,11 @@ async fn serve(app: &Arc<App>, socket: &mut WebSocket, conn: &mut Conn) -> Optio
                 let Some(item) = item else { break None };
                 // A client that stops reading blocks the write; the queue then overflows (slow consumer), or
                 // the pod drains or stops: any of those ends the write instead of waiting on the client.
+                // Read per batch: the first frame decides an orra socket's rendering.
+                let render = Render::of(conn);
                 let written = tokio::select! {
                     biased;
-                    ok = write_batch(app, socket, &mut cursors, item, &queue, extended) => ok,
+                    ok = write_batch(app, socket, &mut cursors, item, &queue, render) => ok,
                     _ = must_stop(app, &conn.handle.slow) => false,
                 };
                 if !written {
@@ -130,10 +131,12 @@ async fn serve(app: &Arc<App>, socket: &mut WebSocket, conn: &mut Conn) -> Optio
                     if text.len() > max {
                         break Some(TOO_LARGE);
                     }
-                    let parsed = inbound::parse(text.as_str());
                     // Boxed: the handler's large state lives on the heap only while a frame is handled, so an
                     // idle connection's future stays small.
-                    Box::pin(crate::handlers::handle(conn, parsed)).await;
+                    match conn.dialect_for(text.as_str()) {
+                        Dialect::Orra => Box::pin(crate::gateway::orra::handle(conn, text.as_str())).await,
+                        _ => Box::pin(crate::handlers::handle(conn, inbound::parse(text.as_str()))).await,
+                    }
                 }
                 Some(Ok(Message::Binary(b))) => {
                     if b.len() > max {
@@ -259,14 +262,14 @@ async fn write_batch(
     cursors: &mut Cursors,
     first: Outbound,
     queue: &OutQueue<Outbound>,
-    extended: bool,
+    render: Render,
 ) -> bool {
-    if !process(app, sink, cursors, first, extended).await {
+    if !process(app, sink, cursors, first, render).await {
         return false;
     }
     for _ in 1..WRITE_BATCH {
         let Some(item) = queue.try_pop() else { break };
-        if !process(app, sink, cursors, item, extended).await {
+        if !process(app, sink, cursors, item, render).await {
             return false;
         }
     }
@@ -274,7 +277,7 @@ async fn write_batch(
 }
 
 /// Handles one queued item (frames are fed, not flushed). False on a write error.
-async fn process(app: &App, sink: &mut WebSocket, cursors: &mut Cursors, item: Outbound, extended: bool) -> bool {
+async fn process(app: &App, sink: &mut WebSocket, cursors: &mut Cursors, item: Outbound, render: Render) -> bool {
     match item {
         Outbound::Frame(text) => {
             app.metrics.events_delivered(1);
@@ -285,7 +288,7 @@ async fn process(app: &App, sink: &mut WebSocket, cursors: &mut Cursors, item: O
             true
         }
         Outbound::CatchUp { session_id, until } => {
-            Box::pin(catch_up(app, sink, cursors, &session_id, extended, until)).await
+            Box::pin(catch_up(app, sink, cursors, &session_id, render, until)).await
         }
         Outbound::Session(item) => {
             let (session_id, seq, json) = (item.session_id.clone(), item.seq, item.json());
@@ -297,7 +300,7 @@ async fn process(app: &App, sink: &mut WebSocket, cursors: &mut Cursors, item: O
             }
             if seq > pos + 1 {
                 app.metrics.gap_repaired(seq - pos - 1);
-                if !Box::pin(catch_up(app, sink, cursors, &session_id, extended, Some(seq - 1))).await {
+                if !Box::pin(catch_up(app, sink, cursors, &session_id, render, Some(seq - 1))).await {
                     return false;
                 }
             }
@@ -306,16 +309,40 @@ async fn process(app: &App, sink: &mut WebSocket, cursors: &mut Cursors, item: O
             }
             cursors.insert(session_id.clone(), seq);
             app.metrics.events_delivered(1);
-            send_session(sink, &session_id, seq, json, extended).await
+            send_session(app, sink, &session_id, seq, json, render).await
         }
     }
 }
 
-async fn send_session(sink: &mut WebSocket, session_id: &str, seq: u64, json: &str, extended: bool) -> bool {
-    if extended {
-        feed_text(sink, &out::extend_session_event(json, session_id, seq)).await
-    } else {
-        feed_text(sink, json).await
+/// How session events are written to a socket.
+#[derive(Debug, Clone, Copy)]
+enum Render {
+    /// Exactly the v1 shape.
+    V1,
+    /// v1 plus `sessionId` and `seq` (the `switchboard` subprotocol).
+    Extended,
+    /// Translated to orra frames.
+    Orra,
+}
+
+impl Render {
+    fn of(conn: &Conn) -> Render {
+        match (conn.dialect, conn.extended) {
+            (Dialect::Orra, _) => Render::Orra,
+            (_, true) => Render::Extended,
+            (_, false) => Render::V1,
+        }
+    }
+}
+
+async fn send_session(app: &App, sink: &mut WebSocket, session_id: &str, seq: u64, json: &str, render: Render) -> bool {
+    match render {
+        Render::Extended => feed_text(sink, &out::extend_session_event(json, session_id, seq)).await,
+        Render::V1 => feed_text(sink, json).await,
+        Render::Orra => match crate::gateway::orra::render(app, session_id, json).await {
+            Some(frame) => feed_text(sink, &frame).await,
+            None => true,
+        },
     }
 }
 
@@ -325,7 +352,7 @@ async fn catch_up(
     sink: &mut WebSocket,
     cursors: &mut Cursors,
     session_id: &Arc<str>,
-    extended: bool,
+    render: Render,
     until: Option<u64>,
 ) -> bool {
     let Some(mut pos) = cursors.get(session_id).copied() else {
@@ -347,7 +374,7 @@ async fn catch_up(
                 cursors.insert(session_id.clone(), pos);
                 return true;
             }
-            if !send_session(sink, session_id, seq, &json, extended).await {
+            if !send_session(app, sink, session_id, seq, &json, render).await {
                 return false;
             }
             app.metrics.events_delivered(1);

@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use self::drive::drive;
 use self::emitter::Emitter;
-pub(crate) use self::start::{acquire, plan, prepare, TurnInput};
+pub(crate) use self::start::{acquire, plan, prepare, Plan, TurnInput};
 pub(crate) use self::sweeper::sweep_loop;
 use crate::app::App;
 use crate::backend::{ParkedTurn, TurnInfo};

@@ -1,0 +1,153 @@
+//! The orra WebSocket dialect on `/ws`: a socket whose first frame has `type` (and no `action`) speaks it for
+//! its life. `chat` runs a turn in a namespace (the socket follows that session), `tool_approval_response`
+//! decides a parked call, `ping` answers `pong`; the session's events are rendered as `text_delta`,
+//! `tool_approval_request`, `response` and `error` frames ([`render`]). Errors never close the socket.
+
+use serde_json::{json, Value};
+
+use super::outcome::{self, Seen};
+use super::rest::{self, ChatRequest};
+use super::{namespace, ApiError};
+use crate::app::App;
+use crate::backend::Decided;
+use crate::conn::Conn;
+use crate::error::ClientError;
+
+fn error_frame(message: impl std::fmt::Display) -> Value {
+    json!({"type": "error", "error": message.to_string()})
+}
+
+fn invalid(conn: &Conn, why: &str) {
+    conn.reply(&error_frame(format!("invalid message: {why}")));
+}
+
+/// One client frame of an orra socket.
+pub(crate) async fn handle(conn: &mut Conn, text: &str) {
+    let Ok(frame) = serde_json::from_str::<Value>(text) else {
+        return invalid(conn, "not JSON");
+    };
+    let Some(obj) = frame.as_object() else {
+        return invalid(conn, "not a JSON object");
+    };
+    if obj.contains_key("action") {
+        let why = if obj.contains_key("type") {
+            "a frame has either `type` or `action`, not both"
+        } else {
+            "this connection speaks the orra dialect (`type` frames); open another socket for `action` frames"
+        };
+        return invalid(conn, why);
+    }
+    let result = match obj.get("type").and_then(Value::as_str) {
+        Some("ping") => {
+            conn.reply(&json!({"type": "pong"}));
+            Ok(())
+        }
+        Some("chat") => chat(conn, &frame).await,
+        Some("tool_approval_response") => approval(conn, &frame).await,
+        Some(other) => return invalid(conn, &format!("unknown type '{other}'")),
+        None => return invalid(conn, "`type` must be a string"),
+    };
+    if let Err(e) = result {
+        conn.reply(&error_frame(e.message()));
+    }
+}
+
+/// `{type: "chat", message, namespace?, model?, agent?}`: runs a turn; this socket follows the namespace.
+async fn chat(conn: &mut Conn, frame: &Value) -> Result<(), ApiError> {
+    let Some(message) = frame.get("message").and_then(Value::as_str).filter(|m| !m.trim().is_empty()) else {
+        return Err(ApiError::invalid("invalid message: chat needs a non-empty `message`"));
+    };
+    let text_field = |k: &str| frame.get(k).and_then(Value::as_str).map(str::to_string);
+    let req = ChatRequest {
+        message: message.to_string(),
+        namespace: text_field("namespace"),
+        metadata: None,
+        agent: text_field("agent"),
+        model: text_field("model"),
+    };
+    let app = conn.app.clone();
+    let r = rest::resolve(&app, &conn.identity, req).await?;
+    if conn.rate_limited() {
+        let max = app.config.limits.messages_per_minute;
+        return Err(ApiError::invalid(format!("rate limited: more than {max} messages per minute")));
+    }
+    conn.attach_session(&r.session.session_id, None).await?;
+    rest::run(&app, &r).await?;
+    Ok(())
+}
+
+/// `{type: "tool_approval_response", call_id, approved, namespace?}`: decides the parked call, found in the
+/// given namespace or among the sessions this socket follows. The resumed turn streams to this socket.
+async fn approval(conn: &mut Conn, frame: &Value) -> Result<(), ApiError> {
+    let Some(call_id) = frame.get("call_id").and_then(Value::as_str).filter(|c| !c.is_empty()) else {
+        return Err(ApiError::invalid("invalid message: tool_approval_response needs `call_id`"));
+    };
+    let Some(approved) = frame.get("approved").and_then(Value::as_bool) else {
+        return Err(ApiError::invalid("invalid message: tool_approval_response needs `approved` (true or false)"));
+    };
+    let app = conn.app.clone();
+    let candidates: Vec<String> = match frame.get("namespace").and_then(Value::as_str) {
+        Some(ns) => {
+            namespace::validate(ns)?;
+            vec![namespace::session_id(&conn.identity, ns)]
+        }
+        None => conn.sessions.clone(),
+    };
+    for sid in candidates {
+        let parked = app.backends.confirms.get(&sid).await.map_err(ClientError::from)?;
+        let Some(parked) = parked.filter(|p| p.call.tool_call_id == call_id) else { continue };
+        if parked.session_id != sid {
+            continue;
+        }
+        // Only the caller's own sessions: the derived id or an attached (owned) session.
+        let owned = app.backends.sessions.get_session(&sid).await.map_err(ClientError::from)?;
+        if !owned.is_some_and(|s| s.user_id == conn.identity.user_id && s.org_id == conn.identity.org_id) {
+            continue;
+        }
+        conn.attach_session(&sid, None).await?;
+        if let Decided::Claimed(parked) = app.backends.confirms.decide(&sid, Some(call_id), approved).await.map_err(ClientError::from)? {
+            crate::turn::resume_parked(app.clone(), parked, approved, "user rejected the action").await;
+        }
+        return Ok(());
+    }
+    Err(ApiError::not_found(format!("no approval '{call_id}' is pending")))
+}
+
+/// A logged session event as an orra socket sees it; None for what orra has no frame for (tool steps,
+/// reasoning). Events that are not a turn's (publishes) pass through unchanged.
+pub(crate) async fn render(app: &App, session_id: &str, event: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(event).ok()?;
+    let Some(rid) = v.get("requestId").and_then(Value::as_str) else {
+        return Some(event.to_string());
+    };
+    let frame = match outcome::read(&v, rid) {
+        Seen::Delta(content) => json!({"type": "text_delta", "content": content}),
+        Seen::Approval => {
+            let call = outcome::pending_call(app, session_id, rid).await.ok()??;
+            let ns = namespace_of(app, session_id).await;
+            let mut body = outcome::approval_body(&ns, &call)["approval"].clone();
+            body["type"] = json!("tool_approval_request");
+            body["namespace"] = json!(ns);
+            body
+        }
+        Seen::End(stop) => {
+            let session = app.backends.sessions.get_session(session_id).await.ok().flatten();
+            let ns = session.as_ref().and_then(|s| s.namespace.clone()).unwrap_or_default();
+            let agent = session.map(|s| s.agent_id).unwrap_or_default();
+            match outcome::answer(stop, &ns, &agent) {
+                Ok((_, mut body)) => {
+                    body["type"] = json!("response");
+                    body
+                }
+                Err(e) => error_frame(e.message()),
+            }
+        }
+        Seen::Other => return None,
+    };
+    Some(frame.to_string())
+}
+
+async fn namespace_of(app: &App, session_id: &str) -> String {
+    let session = app.backends.sessions.get_session(session_id).await.ok().flatten();
+    session.and_then(|s| s.namespace).unwrap_or_default()
+}

@@ -1,0 +1,294 @@
+//! `POST /api/chat`, the approvals route, and the caller's sessions (`GET`/`DELETE /api/sessions…`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::outcome::{self, Seen, Stop};
+use super::watch::SessionWatch;
+use super::{namespace, Api, ApiError};
+use crate::app::App;
+use crate::auth::Identity;
+use crate::backend::{ConversationRecord, Decided, Direction, SessionRecord};
+use crate::error::ClientError;
+use crate::protocol::MAX_MESSAGE_CHARS;
+use crate::turn::{self, TurnInput};
+use crate::util::{new_id, rfc3339_from_ms};
+
+/// `POST /api/chat` (and `/api/chat/stream`) body. Unknown fields are ignored.
+#[derive(Deserialize)]
+pub(super) struct ChatRequest {
+    pub(super) message: String,
+    #[serde(default)]
+    pub(super) namespace: Option<String>,
+    /// Kept for the caller's own bookkeeping; not given to the model.
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub(super) metadata: Option<Value>,
+    #[serde(default)]
+    pub(super) agent: Option<String>,
+    #[serde(default)]
+    pub(super) model: Option<String>,
+}
+
+/// A turn started for a gateway request, with a watcher opened before it ran.
+pub(super) struct Started {
+    pub(super) session: SessionRecord,
+    pub(super) namespace: String,
+    pub(super) request_id: String,
+    pub(super) watch: SessionWatch,
+}
+
+/// A checked chat request: the namespace's session (created on first use), the turn's plan and message.
+pub(super) struct Resolved {
+    pub(super) session: SessionRecord,
+    pub(super) namespace: String,
+    pub(super) plan: turn::Plan,
+    pub(super) message: String,
+}
+
+/// Checks a chat request (message, namespace, agent, model) and opens or creates the namespace's session.
+pub(super) async fn resolve(app: &App, who: &Identity, req: ChatRequest) -> Result<Resolved, ApiError> {
+    if req.message.trim().is_empty() || req.message.chars().count() > MAX_MESSAGE_CHARS {
+        return Err(ApiError::invalid(format!("message must be 1-{MAX_MESSAGE_CHARS} characters")));
+    }
+    let ns = match req.namespace {
+        Some(ns) => {
+            namespace::validate(&ns)?;
+            ns
+        }
+        None => namespace::fresh(),
+    };
+    let existing = namespace::find(app, who, &ns).await?;
+    let agent_id = match (&req.agent, &existing) {
+        (Some(a), Some(s)) if *a != s.agent_id => {
+            return Err(ApiError::invalid(format!("namespace '{ns}' talks to agent '{}'", s.agent_id)));
+        }
+        (Some(a), _) => a.clone(),
+        (None, Some(s)) => s.agent_id.clone(),
+        (None, None) => app.agents.default_id().to_string(),
+    };
+    let agent = app.agents.get(&agent_id).ok_or_else(|| ApiError::not_found(format!("agent '{agent_id}' not found")))?;
+    let session = match existing {
+        Some(s) => s,
+        None => namespace::open(app, who, &ns, &agent_id, &agent.name).await?,
+    };
+    let plan = turn::plan(app, &session, req.model.as_deref(), None)?;
+    Ok(Resolved { session, namespace: ns, plan, message: req.message })
+}
+
+/// Takes the lease and runs the resolved turn; returns its request id.
+pub(super) async fn run(app: &Arc<App>, r: &Resolved) -> Result<String, ApiError> {
+    let request_id = new_id();
+    let turn_id = turn::acquire(app, &r.session, &request_id).await?;
+    let input = TurnInput { message: r.message.clone(), stream: true, images: Vec::new(), files: Vec::new() };
+    let state = turn::prepare(app, &r.session, &r.plan, input, &request_id, &turn_id).await?;
+    turn::spawn_new(app.clone(), state);
+    Ok(request_id)
+}
+
+/// Checks the request, opens (or creates) the namespace's session and starts the turn, watching its log.
+pub(super) async fn start(api: &Api, who: &Identity, req: ChatRequest) -> Result<Started, ApiError> {
+    let app = &api.app;
+    let r = resolve(app, who, req).await?;
+    if api.rate_limited(who) {
+        let max = app.config.limits.messages_per_minute;
+        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("more than {max} turns per minute")));
+    }
+    // Opened before the turn runs, so none of its events is missed.
+    let watch = SessionWatch::open(app, &r.session.session_id, None).await?;
+    let request_id = run(app, &r).await?;
+    Ok(Started { session: r.session, namespace: r.namespace, request_id, watch })
+}
+
+fn reply(result: Result<(StatusCode, Value), ApiError>) -> Response {
+    match result {
+        Ok((status, body)) => (status, Json(body)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /api/chat {message, namespace?, metadata?, agent?, model?}`: runs a turn and answers with its reply
+/// (200), or 202 `pending_approval` when it parks on a gated tool.
+pub(super) async fn chat(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
+    reply(async {
+        let who = api.caller(&headers)?;
+        let req: ChatRequest = api.json(body).await?;
+        let mut t = start(&api, &who, req).await?;
+        let stop = outcome::follow(&api.app, &mut t.watch, &t.session.session_id, &t.request_id).await?;
+        outcome::answer(stop, &t.namespace, &t.session.agent_id)
+    }
+    .await)
+}
+
+#[derive(Deserialize)]
+struct Decision {
+    approved: bool,
+}
+
+/// `POST /api/sessions/{namespace}/approvals/{call_id} {approved}`: decides a parked call and answers like
+/// `/api/chat` once the resumed turn stops. A repeated decision gets the first decision's answer again.
+pub(super) async fn approve(
+    State(api): State<Arc<Api>>,
+    Path((ns, call_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    reply(async {
+        let who = api.caller(&headers)?;
+        let d: Decision = api.json(body).await?;
+        namespace::validate(&ns)?;
+        let app = &api.app;
+        let session = namespace::find(app, &who, &ns).await?.ok_or_else(|| not_found(&ns))?;
+        let sid = &session.session_id;
+        let mut watch = SessionWatch::open(app, sid, None).await?;
+        let stop = match app.backends.confirms.decide(sid, Some(&call_id), d.approved).await.map_err(ClientError::from)? {
+            Decided::Claimed(parked) => {
+                let rid = parked.request_id.clone();
+                turn::resume_parked(app.clone(), parked, d.approved, "user rejected the action").await;
+                outcome::follow(app, &mut watch, sid, &rid).await?
+            }
+            Decided::AlreadyDecided { request_id, .. } => match past_stop(app, sid, &request_id).await? {
+                Some(stop) => stop,
+                None => outcome::follow(app, &mut watch, sid, &request_id).await?,
+            },
+            Decided::NoPending => {
+                return Err(ApiError::not_found(format!("no approval '{call_id}' is pending in namespace '{ns}'")))
+            }
+        };
+        outcome::answer(stop, &ns, &session.agent_id)
+    }
+    .await)
+}
+
+/// Where turn `request_id` stopped, from the log: its terminal event, or a park that is still pending. None
+/// while it runs.
+async fn past_stop(app: &App, session_id: &str, request_id: &str) -> Result<Option<Stop>, ApiError> {
+    let mut last = None;
+    let mut after = 0;
+    loop {
+        let batch = app.backends.log.read_after(session_id, after, 256).await.map_err(ClientError::from)?;
+        let Some((seq, _)) = batch.last() else { break };
+        after = *seq;
+        for (_, text) in &batch {
+            let Ok(event) = serde_json::from_str::<Value>(text) else { continue };
+            match outcome::read(&event, request_id) {
+                Seen::End(stop) => last = Some(Some(stop)),
+                Seen::Approval => last = Some(None),
+                Seen::Delta(_) | Seen::Other => {}
+            }
+        }
+    }
+    Ok(match last {
+        Some(Some(stop)) => Some(stop),
+        Some(None) => outcome::pending_call(app, session_id, request_id).await?.map(Stop::Parked),
+        None => None,
+    })
+}
+
+fn not_found(ns: &str) -> ApiError {
+    ApiError::not_found(format!("namespace '{ns}' not found"))
+}
+
+/// The caller's conversation of `ns`, or 404 (also for another caller's).
+async fn owned_conversation(app: &App, who: &Identity, ns: &str) -> Result<ConversationRecord, ApiError> {
+    namespace::validate(ns)?;
+    let cid = namespace::conversation_id(who, ns);
+    match app.backends.sessions.get_conversation(&cid).await.map_err(ClientError::from)? {
+        Some(c) if c.user_id == who.user_id && c.org_id == who.org_id => Ok(c),
+        _ => Err(not_found(ns)),
+    }
+}
+
+/// `GET /api/sessions`: the caller's namespaces, most recently used first (at most 100).
+pub(super) async fn list(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
+    reply(async {
+        let who = api.caller(&headers)?;
+        let page = api.app.backends.sessions.list_conversations(&who.user_id, 0, 100).await.map_err(ClientError::from)?;
+        let sessions: Vec<Value> = page
+            .conversations
+            .iter()
+            .filter(|c| c.org_id == who.org_id)
+            .filter_map(|c| {
+                Some(json!({"namespace": c.namespace.as_deref()?, "created_at": rfc3339_from_ms(c.created_at_ms),
+                            "updated_at": rfc3339_from_ms(c.updated_at_ms), "message_count": c.message_count}))
+            })
+            .collect();
+        Ok((StatusCode::OK, json!({"sessions": sessions})))
+    }
+    .await)
+}
+
+/// Messages shown by `GET /api/sessions/{namespace}`, newest kept.
+const SHOWN_MESSAGES: usize = 500;
+
+/// `GET /api/sessions/{namespace}` → `{namespace, messages: [{role, content, timestamp}], created_at, updated_at}`.
+pub(super) async fn show(State(api): State<Arc<Api>>, Path(ns): Path<String>, headers: HeaderMap) -> Response {
+    reply(async {
+        let who = api.caller(&headers)?;
+        let c = owned_conversation(&api.app, &who, &ns).await?;
+        let page = api
+            .app
+            .backends
+            .sessions
+            .messages_page(&c.conversation_id, None, SHOWN_MESSAGES)
+            .await
+            .map_err(ClientError::from)?;
+        let messages: Vec<Value> = page
+            .messages
+            .iter()
+            .rev()
+            .map(|m| {
+                let role = if m.direction == Direction::Inbound { "user" } else { "assistant" };
+                json!({"role": role, "content": m.text, "timestamp": m.created_at})
+            })
+            .collect();
+        Ok((
+            StatusCode::OK,
+            json!({"namespace": ns, "messages": messages, "created_at": rfc3339_from_ms(c.created_at_ms),
+                   "updated_at": rfc3339_from_ms(c.updated_at_ms)}),
+        ))
+    }
+    .await)
+}
+
+/// `DELETE /api/sessions/{namespace}`: ends a running turn, then deletes the messages, the log and any park.
+pub(super) async fn delete(State(api): State<Arc<Api>>, Path(ns): Path<String>, headers: HeaderMap) -> Response {
+    reply(async {
+        let who = api.caller(&headers)?;
+        let app = &api.app;
+        let c = owned_conversation(app, &who, &ns).await?;
+        let sid = namespace::session_id(&who, &ns);
+        if app.cancel_turn(&sid).await? {
+            // The turn emits `cancelled` and gives the lease back; delete after, not under it.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while app.backends.leases.current(&sid).await.map_err(ClientError::from)?.is_some()
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let shell = SessionRecord {
+            session_id: sid,
+            conversation_id: c.conversation_id,
+            agent_id: c.agent_id,
+            agent_name: String::new(),
+            user_id: who.user_id.clone(),
+            org_id: who.org_id.clone(),
+            user_participant_id: String::new(),
+            agent_participant_id: String::new(),
+            created_at_ms: c.created_at_ms,
+            namespace: Some(ns),
+        };
+        app.backends.sessions.delete_session(&shell).await.map_err(ClientError::from)?;
+        Ok((StatusCode::OK, json!({"deleted": true})))
+    }
+    .await)
+}

@@ -1,0 +1,161 @@
+//! `POST /api/chat/stream`: the same turn as `/api/chat`, as Server-Sent Events (`text_delta`,
+//! `tool_approval_request`, `response`, `error`), each with `id:` = the event's seq in the session log. A
+//! caller whose connection dropped posts again with `Last-Event-ID` and the namespace: no new turn starts, the
+//! events after that id are replayed from the log and the turn is followed to its end.
+//!
+//! The stream is produced as the client reads it (events are read from the log on demand), so a client that
+//! stops reading holds one connection and no growing buffer.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::outcome::{self, Seen};
+use super::rest::{self, ChatRequest};
+use super::watch::SessionWatch;
+use super::{namespace, Api, ApiError};
+use crate::app::App;
+
+/// A resume: only the namespace is needed (a message, if sent, is ignored).
+#[derive(Deserialize)]
+struct Resume {
+    namespace: String,
+}
+
+/// State of one SSE response.
+struct Follow {
+    app: Arc<App>,
+    watch: SessionWatch,
+    session_id: String,
+    namespace: String,
+    agent: String,
+    /// The turn followed; on a resume, the first turn seen after `Last-Event-ID`.
+    request_id: Option<String>,
+    ready: VecDeque<Event>,
+    done: bool,
+}
+
+pub(super) async fn chat_stream(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
+    let last_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    let follow = async {
+        let who = api.caller(&headers)?;
+        match last_id {
+            Some(after) => {
+                let r: Resume = api.json(body).await?;
+                namespace::validate(&r.namespace)?;
+                let session = namespace::find(&api.app, &who, &r.namespace)
+                    .await?
+                    .ok_or_else(|| ApiError::not_found(format!("namespace '{}' not found", r.namespace)))?;
+                let watch = SessionWatch::open(&api.app, &session.session_id, Some(after)).await?;
+                Ok::<_, ApiError>(Follow::new(&api.app, watch, session.session_id, r.namespace, session.agent_id, None))
+            }
+            None => {
+                let req: ChatRequest = api.json(body).await?;
+                let t = rest::start(&api, &who, req).await?;
+                Ok(Follow::new(&api.app, t.watch, t.session.session_id, t.namespace, t.session.agent_id, Some(t.request_id)))
+            }
+        }
+    }
+    .await;
+    match follow {
+        Ok(f) => {
+            let events = futures_util::stream::unfold(f, |mut f| async move {
+                let event = f.next_event().await?;
+                Some((Ok::<_, Infallible>(event), f))
+            });
+            Sse::new(events).keep_alive(KeepAlive::default()).into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+impl Follow {
+    fn new(
+        app: &Arc<App>,
+        watch: SessionWatch,
+        session_id: String,
+        namespace: String,
+        agent: String,
+        request_id: Option<String>,
+    ) -> Follow {
+        Follow { app: app.clone(), watch, session_id, namespace, agent, request_id, ready: VecDeque::new(), done: false }
+    }
+
+    /// The next SSE event; None once the turn's last event was sent.
+    async fn next_event(&mut self) -> Option<Event> {
+        loop {
+            if let Some(e) = self.ready.pop_front() {
+                return Some(e);
+            }
+            if self.done {
+                return None;
+            }
+            match self.watch.next().await {
+                Ok(batch) => {
+                    for (seq, event) in batch {
+                        if !self.done {
+                            self.take(seq, &event).await;
+                        }
+                    }
+                }
+                Err(e) => self.finish(None, "error", json!({"error": e.message, "code": "runtime_error"})),
+            }
+        }
+    }
+
+    async fn take(&mut self, seq: u64, event: &Value) {
+        if self.request_id.is_none() {
+            // A resume follows the first turn it sees.
+            let turn_event = event.get("requestId").is_some() && event.get("type").and_then(Value::as_str) != Some("keepalive");
+            if !turn_event {
+                return;
+            }
+            self.request_id = event.get("requestId").and_then(Value::as_str).map(str::to_string);
+        }
+        let rid = self.request_id.clone().unwrap_or_default();
+        match outcome::read(event, &rid) {
+            Seen::Delta(text) => self.push(Some(seq), "text_delta", json!({"content": text})),
+            Seen::Approval => match outcome::pending_call(&self.app, &self.session_id, &rid).await {
+                Ok(Some(call)) => {
+                    let body = outcome::approval_body(&self.namespace, &call);
+                    let mut data = body["approval"].clone();
+                    data["namespace"] = Value::String(self.namespace.clone());
+                    self.finish(Some(seq), "tool_approval_request", data)
+                }
+                Ok(None) => {}
+                Err(e) => self.finish(Some(seq), "error", error_data(&e)),
+            },
+            Seen::End(stop) => match outcome::answer(stop, &self.namespace, &self.agent) {
+                Ok((_, body)) => self.finish(Some(seq), "response", body),
+                Err(e) => self.finish(Some(seq), "error", error_data(&e)),
+            },
+            Seen::Other => {}
+        }
+    }
+
+    fn push(&mut self, id: Option<u64>, kind: &str, data: Value) {
+        let mut event = Event::default().event(kind).data(data.to_string());
+        if let Some(id) = id {
+            event = event.id(id.to_string());
+        }
+        self.ready.push_back(event);
+    }
+
+    fn finish(&mut self, id: Option<u64>, kind: &str, data: Value) {
+        self.push(id, kind, data);
+        self.done = true;
+    }
+}
+
+fn error_data(e: &ApiError) -> Value {
+    json!({"error": e.message(), "code": e.code()})
+}
+
