@@ -80,7 +80,11 @@ impl Authenticator {
     /// keys configured; a presented token that is neither is refused in every mode.
     pub(crate) fn authenticate_caller(&self, token: Option<&str>) -> Result<Identity, AuthError> {
         let Some(token) = token.filter(|t| !t.is_empty()) else {
-            return if !self.mode_jwt && self.api_keys.is_empty() { Ok(Self::anonymous()) } else { Err(AuthError::Missing) };
+            return if !self.mode_jwt && self.api_keys.is_empty() {
+                Ok(Self::anonymous())
+            } else {
+                Err(AuthError::Missing)
+            };
         };
         if let Some(id) = self.api_key(token) {
             return Ok(id);

@@ -105,7 +105,9 @@ async fn approval(conn: &mut Conn, frame: &Value) -> Result<(), ApiError> {
             continue;
         }
         conn.attach_session(&sid, None).await?;
-        if let Decided::Claimed(parked) = app.backends.confirms.decide(&sid, Some(call_id), approved).await.map_err(ClientError::from)? {
+        if let Decided::Claimed(parked) =
+            app.backends.confirms.decide(&sid, Some(call_id), approved).await.map_err(ClientError::from)?
+        {
             crate::turn::resume_parked(app.clone(), parked, approved, "user rejected the action").await;
         }
         return Ok(());

@@ -11,7 +11,11 @@ use crate::error::{ClientError, ErrorCode};
 
 /// Where a turn stopped, as far as its caller is concerned.
 pub(crate) enum Stop {
-    Answered { text: String, input_tokens: u64, output_tokens: u64 },
+    Answered {
+        text: String,
+        input_tokens: u64,
+        output_tokens: u64,
+    },
     /// Waiting for a human's decision on this call.
     Parked(PendingCall),
     Failed(ApiError),
@@ -63,7 +67,11 @@ pub(crate) fn read(event: &Value, request_id: &str) -> Seen {
 }
 
 /// The call a `write_confirmation_required` of turn `request_id` asks about, if it is still pending.
-pub(crate) async fn pending_call(app: &App, session_id: &str, request_id: &str) -> Result<Option<PendingCall>, ApiError> {
+pub(crate) async fn pending_call(
+    app: &App,
+    session_id: &str,
+    request_id: &str,
+) -> Result<Option<PendingCall>, ApiError> {
     let parked = app.backends.confirms.get(session_id).await.map_err(ClientError::from)?;
     Ok(parked.filter(|p| p.request_id == request_id).map(|p| p.call))
 }

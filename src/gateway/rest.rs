@@ -75,7 +75,8 @@ pub(super) async fn resolve(app: &App, who: &Identity, req: ChatRequest) -> Resu
         (None, Some(s)) => s.agent_id.clone(),
         (None, None) => app.agents.default_id().to_string(),
     };
-    let agent = app.agents.get(&agent_id).ok_or_else(|| ApiError::not_found(format!("agent '{agent_id}' not found")))?;
+    let agent =
+        app.agents.get(&agent_id).ok_or_else(|| ApiError::not_found(format!("agent '{agent_id}' not found")))?;
     let session = match existing {
         Some(s) => s,
         None => namespace::open(app, who, &ns, &agent_id, &agent.name).await?,
@@ -100,7 +101,11 @@ pub(super) async fn start(api: &Api, who: &Identity, req: ChatRequest) -> Result
     let r = resolve(app, who, req).await?;
     if api.rate_limited(who) {
         let max = app.config.limits.messages_per_minute;
-        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("more than {max} turns per minute")));
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("more than {max} turns per minute"),
+        ));
     }
     // Opened before the turn runs, so none of its events is missed.
     let watch = SessionWatch::open(app, &r.session.session_id, None).await?;
@@ -118,14 +123,16 @@ fn reply(result: Result<(StatusCode, Value), ApiError>) -> Response {
 /// `POST /api/chat {message, namespace?, metadata?, agent?, model?}`: runs a turn and answers with its reply
 /// (200), or 202 `pending_approval` when it parks on a gated tool.
 pub(super) async fn chat(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
-    reply(async {
-        let who = api.caller(&headers)?;
-        let req: ChatRequest = api.json(body).await?;
-        let mut t = start(&api, &who, req).await?;
-        let stop = outcome::follow(&api.app, &mut t.watch, &t.session.session_id, &t.request_id).await?;
-        outcome::answer(stop, &t.namespace, &t.session.agent_id)
-    }
-    .await)
+    reply(
+        async {
+            let who = api.caller(&headers)?;
+            let req: ChatRequest = api.json(body).await?;
+            let mut t = start(&api, &who, req).await?;
+            let stop = outcome::follow(&api.app, &mut t.watch, &t.session.session_id, &t.request_id).await?;
+            outcome::answer(stop, &t.namespace, &t.session.agent_id)
+        }
+        .await,
+    )
 }
 
 #[derive(Deserialize)]
@@ -141,31 +148,36 @@ pub(super) async fn approve(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    reply(async {
-        let who = api.caller(&headers)?;
-        let d: Decision = api.json(body).await?;
-        namespace::validate(&ns)?;
-        let app = &api.app;
-        let session = namespace::find(app, &who, &ns).await?.ok_or_else(|| not_found(&ns))?;
-        let sid = &session.session_id;
-        let mut watch = SessionWatch::open(app, sid, None).await?;
-        let stop = match app.backends.confirms.decide(sid, Some(&call_id), d.approved).await.map_err(ClientError::from)? {
-            Decided::Claimed(parked) => {
-                let rid = parked.request_id.clone();
-                turn::resume_parked(app.clone(), parked, d.approved, "user rejected the action").await;
-                outcome::follow(app, &mut watch, sid, &rid).await?
-            }
-            Decided::AlreadyDecided { request_id, .. } => match past_stop(app, sid, &request_id).await? {
-                Some(stop) => stop,
-                None => outcome::follow(app, &mut watch, sid, &request_id).await?,
-            },
-            Decided::NoPending => {
-                return Err(ApiError::not_found(format!("no approval '{call_id}' is pending in namespace '{ns}'")))
-            }
-        };
-        outcome::answer(stop, &ns, &session.agent_id)
-    }
-    .await)
+    reply(
+        async {
+            let who = api.caller(&headers)?;
+            let d: Decision = api.json(body).await?;
+            namespace::validate(&ns)?;
+            let app = &api.app;
+            let session = namespace::find(app, &who, &ns).await?.ok_or_else(|| not_found(&ns))?;
+            let sid = &session.session_id;
+            let mut watch = SessionWatch::open(app, sid, None).await?;
+            let stop =
+                match app.backends.confirms.decide(sid, Some(&call_id), d.approved).await.map_err(ClientError::from)? {
+                    Decided::Claimed(parked) => {
+                        let rid = parked.request_id.clone();
+                        turn::resume_parked(app.clone(), parked, d.approved, "user rejected the action").await;
+                        outcome::follow(app, &mut watch, sid, &rid).await?
+                    }
+                    Decided::AlreadyDecided { request_id, .. } => match past_stop(app, sid, &request_id).await? {
+                        Some(stop) => stop,
+                        None => outcome::follow(app, &mut watch, sid, &request_id).await?,
+                    },
+                    Decided::NoPending => {
+                        return Err(ApiError::not_found(format!(
+                            "no approval '{call_id}' is pending in namespace '{ns}'"
+                        )))
+                    }
+                };
+            outcome::answer(stop, &ns, &session.agent_id)
+        }
+        .await,
+    )
 }
 
 /// Where turn `request_id` stopped, from the log: its terminal event, or a park that is still pending. None
@@ -209,21 +221,24 @@ async fn owned_conversation(app: &App, who: &Identity, ns: &str) -> Result<Conve
 
 /// `GET /api/sessions`: the caller's namespaces, most recently used first (at most 100).
 pub(super) async fn list(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
-    reply(async {
-        let who = api.caller(&headers)?;
-        let page = api.app.backends.sessions.list_conversations(&who.user_id, 0, 100).await.map_err(ClientError::from)?;
-        let sessions: Vec<Value> = page
-            .conversations
-            .iter()
-            .filter(|c| c.org_id == who.org_id)
-            .filter_map(|c| {
-                Some(json!({"namespace": c.namespace.as_deref()?, "created_at": rfc3339_from_ms(c.created_at_ms),
+    reply(
+        async {
+            let who = api.caller(&headers)?;
+            let page =
+                api.app.backends.sessions.list_conversations(&who.user_id, 0, 100).await.map_err(ClientError::from)?;
+            let sessions: Vec<Value> = page
+                .conversations
+                .iter()
+                .filter(|c| c.org_id == who.org_id)
+                .filter_map(|c| {
+                    Some(json!({"namespace": c.namespace.as_deref()?, "created_at": rfc3339_from_ms(c.created_at_ms),
                             "updated_at": rfc3339_from_ms(c.updated_at_ms), "message_count": c.message_count}))
-            })
-            .collect();
-        Ok((StatusCode::OK, json!({"sessions": sessions})))
-    }
-    .await)
+                })
+                .collect();
+            Ok((StatusCode::OK, json!({"sessions": sessions})))
+        }
+        .await,
+    )
 }
 
 /// Messages shown by `GET /api/sessions/{namespace}`, newest kept.
@@ -231,64 +246,69 @@ const SHOWN_MESSAGES: usize = 500;
 
 /// `GET /api/sessions/{namespace}` → `{namespace, messages: [{role, content, timestamp}], created_at, updated_at}`.
 pub(super) async fn show(State(api): State<Arc<Api>>, Path(ns): Path<String>, headers: HeaderMap) -> Response {
-    reply(async {
-        let who = api.caller(&headers)?;
-        let c = owned_conversation(&api.app, &who, &ns).await?;
-        let page = api
-            .app
-            .backends
-            .sessions
-            .messages_page(&c.conversation_id, None, SHOWN_MESSAGES)
-            .await
-            .map_err(ClientError::from)?;
-        let messages: Vec<Value> = page
-            .messages
-            .iter()
-            .rev()
-            .map(|m| {
-                let role = if m.direction == Direction::Inbound { "user" } else { "assistant" };
-                json!({"role": role, "content": m.text, "timestamp": m.created_at})
-            })
-            .collect();
-        Ok((
-            StatusCode::OK,
-            json!({"namespace": ns, "messages": messages, "created_at": rfc3339_from_ms(c.created_at_ms),
-                   "updated_at": rfc3339_from_ms(c.updated_at_ms)}),
-        ))
-    }
-    .await)
+    reply(
+        async {
+            let who = api.caller(&headers)?;
+            let c = owned_conversation(&api.app, &who, &ns).await?;
+            let page = api
+                .app
+                .backends
+                .sessions
+                .messages_page(&c.conversation_id, None, SHOWN_MESSAGES)
+                .await
+                .map_err(ClientError::from)?;
+            let messages: Vec<Value> = page
+                .messages
+                .iter()
+                .rev()
+                .map(|m| {
+                    let role = if m.direction == Direction::Inbound { "user" } else { "assistant" };
+                    json!({"role": role, "content": m.text, "timestamp": m.created_at})
+                })
+                .collect();
+            Ok((
+                StatusCode::OK,
+                // `session_id`: the same turns through the smooth-operator protocol (`resume_session`).
+                json!({"namespace": ns, "session_id": namespace::session_id(&who, &ns), "messages": messages,
+                   "created_at": rfc3339_from_ms(c.created_at_ms), "updated_at": rfc3339_from_ms(c.updated_at_ms)}),
+            ))
+        }
+        .await,
+    )
 }
 
 /// `DELETE /api/sessions/{namespace}`: ends a running turn, then deletes the messages, the log and any park.
 pub(super) async fn delete(State(api): State<Arc<Api>>, Path(ns): Path<String>, headers: HeaderMap) -> Response {
-    reply(async {
-        let who = api.caller(&headers)?;
-        let app = &api.app;
-        let c = owned_conversation(app, &who, &ns).await?;
-        let sid = namespace::session_id(&who, &ns);
-        if app.cancel_turn(&sid).await? {
-            // The turn emits `cancelled` and gives the lease back; delete after, not under it.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            while app.backends.leases.current(&sid).await.map_err(ClientError::from)?.is_some()
-                && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+    reply(
+        async {
+            let who = api.caller(&headers)?;
+            let app = &api.app;
+            let c = owned_conversation(app, &who, &ns).await?;
+            let sid = namespace::session_id(&who, &ns);
+            if app.cancel_turn(&sid).await? {
+                // The turn emits `cancelled` and gives the lease back; delete after, not under it.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                while app.backends.leases.current(&sid).await.map_err(ClientError::from)?.is_some()
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
+            let shell = SessionRecord {
+                session_id: sid,
+                conversation_id: c.conversation_id,
+                agent_id: c.agent_id,
+                agent_name: String::new(),
+                user_id: who.user_id.clone(),
+                org_id: who.org_id.clone(),
+                user_participant_id: String::new(),
+                agent_participant_id: String::new(),
+                created_at_ms: c.created_at_ms,
+                namespace: Some(ns),
+            };
+            app.backends.sessions.delete_session(&shell).await.map_err(ClientError::from)?;
+            Ok((StatusCode::OK, json!({"deleted": true})))
         }
-        let shell = SessionRecord {
-            session_id: sid,
-            conversation_id: c.conversation_id,
-            agent_id: c.agent_id,
-            agent_name: String::new(),
-            user_id: who.user_id.clone(),
-            org_id: who.org_id.clone(),
-            user_participant_id: String::new(),
-            agent_participant_id: String::new(),
-            created_at_ms: c.created_at_ms,
-            namespace: Some(ns),
-        };
-        app.backends.sessions.delete_session(&shell).await.map_err(ClientError::from)?;
-        Ok((StatusCode::OK, json!({"deleted": true})))
-    }
-    .await)
+        .await,
+    )
 }

@@ -60,7 +60,14 @@ pub(super) async fn chat_stream(State(api): State<Arc<Api>>, headers: HeaderMap,
             None => {
                 let req: ChatRequest = api.json(body).await?;
                 let t = rest::start(&api, &who, req).await?;
-                Ok(Follow::new(&api.app, t.watch, t.session.session_id, t.namespace, t.session.agent_id, Some(t.request_id)))
+                Ok(Follow::new(
+                    &api.app,
+                    t.watch,
+                    t.session.session_id,
+                    t.namespace,
+                    t.session.agent_id,
+                    Some(t.request_id),
+                ))
             }
         }
     }
@@ -86,7 +93,16 @@ impl Follow {
         agent: String,
         request_id: Option<String>,
     ) -> Follow {
-        Follow { app: app.clone(), watch, session_id, namespace, agent, request_id, ready: VecDeque::new(), done: false }
+        Follow {
+            app: app.clone(),
+            watch,
+            session_id,
+            namespace,
+            agent,
+            request_id,
+            ready: VecDeque::new(),
+            done: false,
+        }
     }
 
     /// The next SSE event; None once the turn's last event was sent.
@@ -114,7 +130,8 @@ impl Follow {
     async fn take(&mut self, seq: u64, event: &Value) {
         if self.request_id.is_none() {
             // A resume follows the first turn it sees.
-            let turn_event = event.get("requestId").is_some() && event.get("type").and_then(Value::as_str) != Some("keepalive");
+            let turn_event =
+                event.get("requestId").is_some() && event.get("type").and_then(Value::as_str) != Some("keepalive");
             if !turn_event {
                 return;
             }
@@ -158,4 +175,3 @@ impl Follow {
 fn error_data(e: &ApiError) -> Value {
     json!({"error": e.message(), "code": e.code()})
 }
-

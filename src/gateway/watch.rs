@@ -55,7 +55,10 @@ impl SessionWatch {
             let batch = self.app.backends.log.read_after(&self.session_id, self.cursor, READ_BATCH).await?;
             if let Some((last, _)) = batch.last() {
                 self.cursor = *last;
-                return Ok(batch.into_iter().filter_map(|(seq, e)| Some((seq, serde_json::from_str(&e).ok()?))).collect());
+                return Ok(batch
+                    .into_iter()
+                    .filter_map(|(seq, e)| Some((seq, serde_json::from_str(&e).ok()?)))
+                    .collect());
             }
             tokio::select! {
                 woke = self.handle.queue.pop() => {

@@ -1,0 +1,108 @@
+//! `POST /api/chat/stream`: Server-Sent Events, and `Last-Event-ID` resume after a cut connection.
+
+use futures_util::StreamExt;
+
+use super::*;
+
+/// One SSE event: (event, id, data).
+type Sse = (String, Option<u64>, Value);
+
+/// Reads SSE events from a response until `stop` says so (or the stream ends).
+async fn read_events(resp: reqwest::Response, stop: impl Fn(&[Sse]) -> bool) -> Vec<Sse> {
+    let mut body = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut out: Vec<Sse> = Vec::new();
+    while let Some(chunk) =
+        tokio::time::timeout(std::time::Duration::from_secs(10), body.next()).await.expect("sse stalled")
+    {
+        buf.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut event, mut id, mut data) = (String::new(), None, String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse().ok();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim());
+                }
+            }
+            if event.is_empty() {
+                continue; // a keep-alive comment
+            }
+            out.push((event, id, serde_json::from_str(&data).unwrap_or(Value::Null)));
+            if stop(&out) {
+                return out;
+            }
+        }
+    }
+    out
+}
+
+fn deltas(events: &[Sse]) -> String {
+    events.iter().filter(|e| e.0 == "text_delta").map(|e| e.2["content"].as_str().unwrap_or("")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_a_turn_and_resumes_after_the_connection_is_cut() {
+    let (llm, tools) = setup().await;
+    let pod = pod(keyed(&llm, &tools)).await;
+    let chunks = ["one ", "two ", "three ", "four ", "five"];
+    llm.push(Reply::Slow { chunks: chunks.iter().map(|c| c.to_string()).collect(), delay_ms: 200, usage: None });
+    let http = reqwest::Client::new();
+    let first = http
+        .post(http_url(&pod, "/api/chat/stream"))
+        .bearer_auth(KEY_A)
+        .json(&json!({"message": "count", "namespace": "sse-1"}))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(first.status(), 200);
+    assert!(first.headers()["content-type"].to_str().unwrap_or("").starts_with("text/event-stream"));
+    // Cut after two pieces of the reply.
+    let seen = read_events(first, |e| e.iter().filter(|x| x.0 == "text_delta").count() == 2).await;
+    let last_id = seen.last().and_then(|e| e.1).expect("events carry their seq as id");
+
+    let rest = http
+        .post(http_url(&pod, "/api/chat/stream"))
+        .bearer_auth(KEY_A)
+        .header("Last-Event-ID", last_id.to_string())
+        .json(&json!({"namespace": "sse-1"}))
+        .send()
+        .await
+        .expect("resume");
+    let rest = read_events(rest, |e| e.last().is_some_and(|x| x.0 == "response" || x.0 == "error")).await;
+    let all: Vec<Sse> = seen.iter().cloned().chain(rest.iter().cloned()).collect();
+    assert_eq!(deltas(&all), chunks.concat(), "every piece exactly once across the cut");
+    let ids: Vec<u64> = all.iter().filter_map(|e| e.1).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+    let end = all.last().expect("end");
+    assert_eq!(end.0, "response");
+    assert_eq!(
+        (end.2["message"].as_str(), end.2["namespace"].as_str()),
+        (Some(chunks.concat().as_str()), Some("sse-1"))
+    );
+    assert_eq!(llm.request_count(), 1, "the resume started no turn");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_stream_ends_with_the_approval_request() {
+    let (llm, tools) = setup().await;
+    let pod = pod(keyed(&llm, &tools)).await;
+    llm.push(Reply::tool_call("call-s", "delete_record", &json!({"id": "3"})));
+    let resp = reqwest::Client::new()
+        .post(http_url(&pod, "/api/chat/stream"))
+        .bearer_auth(KEY_A)
+        .json(&json!({"message": "delete 3", "namespace": "sse-2"}))
+        .send()
+        .await
+        .expect("stream");
+    let events = read_events(resp, |_| false).await;
+    let end = events.last().expect("an event");
+    assert_eq!(end.0, "tool_approval_request");
+    assert_eq!(
+        end.2,
+        json!({"call_id": "call-s", "tool_name": "delete_record", "arguments": {"id": "3"}, "namespace": "sse-2"})
+    );
+}
