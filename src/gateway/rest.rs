@@ -266,15 +266,32 @@ pub(super) async fn show(State(api): State<Arc<Api>>, Path(ns): Path<String>, he
                     json!({"role": role, "content": m.text, "timestamp": m.created_at})
                 })
                 .collect();
+            let sid = namespace::session_id(&who, &ns);
+            let turn = turn_state(&api.app, &sid, &ns).await?;
             Ok((
                 StatusCode::OK,
                 // `session_id`: the same turns through the smooth-operator protocol (`resume_session`).
-                json!({"namespace": ns, "session_id": namespace::session_id(&who, &ns), "messages": messages,
+                json!({"namespace": ns, "session_id": sid, "messages": messages, "turn": turn,
                    "created_at": rfc3339_from_ms(c.created_at_ms), "updated_at": rfc3339_from_ms(c.updated_at_ms)}),
             ))
         }
         .await,
     )
+}
+
+/// Whether a turn runs in the namespace now: `{"state": "idle" | "running" | "parked", "approval"?}`. A caller
+/// whose request was cut (its pod died) polls this: a dead pod's turn ends with `TURN_INTERRUPTED` within
+/// `turn.lease_ms` + 1 s and the namespace is `idle` again.
+async fn turn_state(app: &App, session_id: &str, ns: &str) -> Result<Value, ApiError> {
+    let current = app.backends.leases.current(session_id).await.map_err(ClientError::from)?;
+    Ok(match current {
+        None => json!({"state": "idle"}),
+        Some(t) if t.pod_id.is_empty() => match outcome::pending_call(app, session_id, &t.request_id).await? {
+            Some(call) => json!({"state": "parked", "approval": outcome::approval_body(ns, &call)["approval"]}),
+            None => json!({"state": "running"}),
+        },
+        Some(_) => json!({"state": "running"}),
+    })
 }
 
 /// `DELETE /api/sessions/{namespace}`: ends a running turn, then deletes the messages, the log and any park.

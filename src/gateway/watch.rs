@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::backend::Channel;
-use crate::error::ClientError;
+use crate::error::{ClientError, ErrorCode};
 use crate::hub::ConnHandle;
 use crate::queue::OutQueue;
 
@@ -67,6 +67,9 @@ impl SessionWatch {
                     }
                 }
                 _ = tokio::time::sleep(POLL) => {}
+                _ = self.app.lifecycle.stopped() => {
+                    return Err(ClientError::new(ErrorCode::TurnInterrupted, "the server is stopping; retry"));
+                }
             }
         }
     }

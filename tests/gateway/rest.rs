@@ -207,3 +207,46 @@ async fn bad_input_gets_its_status_and_code() {
     let refused = preflight("https://evil.example").await.expect("preflight");
     assert!(refused.headers().get("access-control-allow-origin").is_none(), "no CORS grant for another origin");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_caller_whose_pod_dies_mid_turn_retries_on_another_pod() {
+    let (llm, tools) = setup().await;
+    let redis = support::redis::RedisServer::start();
+    let mut p = pods(2, keyed(&llm, &tools), &Store::Redis(redis.url())).await;
+    llm.push(Reply::Hang);
+    let a = p.remove(0);
+    let addr = a.addr;
+    let cut = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("http://{addr}/api/chat"))
+            .bearer_auth(KEY_A)
+            .json(&json!({"message": "long", "namespace": "retry-1"}))
+            .send()
+            .await
+    });
+    let b = &p[0];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, shown) = get(b, "/api/sessions/retry-1", Some(KEY_A)).await;
+        if shown["turn"]["state"] == "running" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the turn never started: {shown}");
+        sleep_ms(20).await;
+    }
+    a.kill();
+    // In a real pod death the caller's connection is cut; here the request task is simply dropped.
+    cut.abort();
+    // Retrying at once finds the turn still holding the namespace.
+    let (status, busy) = post(b, "/api/chat", Some(KEY_A), json!({"message": "retry", "namespace": "retry-1"})).await;
+    assert_eq!((status, busy["code"].as_str()), (409, Some("turn_in_progress")));
+    // The dead pod's turn is ended by a sweeper (TURN_INTERRUPTED) within the lease (2 s here) + 1 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    while get(b, "/api/sessions/retry-1", Some(KEY_A)).await.1["turn"]["state"] != "idle" {
+        assert!(tokio::time::Instant::now() < deadline, "the dead pod's turn never ended");
+        sleep_ms(100).await;
+    }
+    llm.push(Reply::text(&["back"]));
+    let (status, done) = post(b, "/api/chat", Some(KEY_A), json!({"message": "retry", "namespace": "retry-1"})).await;
+    assert_eq!((status, done["message"].as_str()), (200, Some("back")), "{done}");
+}
