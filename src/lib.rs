@@ -3,7 +3,8 @@
 //! ```text
 //!  main ─▶ config (defaults → file → env, validated) ─▶ server (boot, drain: lifecycle phases)
 //!                                                        │
-//!  http (router: /ws /health /readyz /metrics /admin/*) ─┤
+//!  http (router: /ws /health /readyz /metrics /admin/*) ─┤   gateway (/api/*: REST + SSE turns on namespaces;
+//!                                                        │            the orra dialect on /ws) ─▶ turn, hub
 //!    └─ ws (one task per socket: open / serve / close; cursors, catch-up, close codes)
 //!         ├─ conn (a socket's state: identity, attached sessions, replies, registry entry)
 //!         └─ handlers (one fn per action) ─▶ turn (TurnState, resume, lease; drive: tools / model / finish;
