@@ -250,3 +250,31 @@ async fn a_caller_whose_pod_dies_mid_turn_retries_on_another_pod() {
     let (status, done) = post(b, "/api/chat", Some(KEY_A), json!({"message": "retry", "namespace": "retry-1"})).await;
     assert_eq!((status, done["message"].as_str()), (200, Some("back")), "{done}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_callers_and_the_rate_limit() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    let (llm, tools) = setup().await;
+    let mut cfg = keyed(&llm, &tools);
+    cfg.auth.mode = "jwt".into();
+    cfg.auth.jwt_hs256_secret = "gateway-test-secret".into();
+    cfg.limits.messages_per_minute = 1;
+    let pod = pod(cfg).await;
+    let exp = chrono::Utc::now().timestamp() + 600;
+    let token = encode(
+        &Header::default(),
+        &json!({"sub": "carol", "org": "acme", "exp": exp}),
+        &EncodingKey::from_secret(b"gateway-test-secret"),
+    )
+    .expect("token");
+    llm.push(Reply::text(&["hi carol"]));
+    let (status, body) = post(&pod, "/api/chat", Some(&token), json!({"message": "hi", "namespace": "jwt-1"})).await;
+    assert_eq!((status, body["message"].as_str()), (200, Some("hi carol")), "{body}");
+    // The token's user, not an API key's, owns the namespace.
+    assert_eq!(get(&pod, "/api/sessions/jwt-1", Some(&token)).await.0, 200);
+    assert_eq!(get(&pod, "/api/sessions/jwt-1", Some(KEY_A)).await.0, 404);
+    let (status, limited) =
+        post(&pod, "/api/chat", Some(&token), json!({"message": "again", "namespace": "jwt-1"})).await;
+    assert_eq!((status, limited["code"].as_str()), (429, Some("rate_limited")));
+    assert_eq!(post(&pod, "/api/chat", None, json!({"message": "hi"})).await.0, 401, "jwt mode needs a credential");
+}

@@ -106,3 +106,36 @@ async fn a_parked_stream_ends_with_the_approval_request() {
         json!({"call_id": "call-s", "tool_name": "delete_record", "arguments": {"id": "3"}, "namespace": "sse-2"})
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_dropped_and_resumes_from_the_log() {
+    let (llm, tools) = setup().await;
+    let pod = pod(keyed(&llm, &tools)).await;
+    let chunks: Vec<String> = (0..40).map(|i| format!("w{i} ")).collect();
+    llm.push(Reply::Slow { chunks: chunks.clone(), delay_ms: 10, usage: None });
+    let http = reqwest::Client::new();
+    let stalled = http
+        .post(http_url(&pod, "/api/chat/stream"))
+        .bearer_auth(KEY_A)
+        .json(&json!({"message": "many", "namespace": "sse-3"}))
+        .send()
+        .await
+        .expect("stream");
+    // The client reads nothing while the whole turn runs, then goes away.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while get(&pod, "/api/sessions/sse-3", Some(KEY_A)).await.1["turn"]["state"] != "idle" {
+        assert!(tokio::time::Instant::now() < deadline, "the turn did not finish");
+        sleep_ms(50).await;
+    }
+    drop(stalled);
+    let resumed = http
+        .post(http_url(&pod, "/api/chat/stream"))
+        .bearer_auth(KEY_A)
+        .header("Last-Event-ID", "0")
+        .json(&json!({"namespace": "sse-3"}))
+        .send()
+        .await
+        .expect("resume");
+    let events = read_events(resumed, |e| e.last().is_some_and(|x| x.0 == "response")).await;
+    assert_eq!(deltas(&events), chunks.concat(), "the whole reply, from the log, once");
+}
