@@ -181,6 +181,19 @@ mod tests {
     }
 
     #[test]
+    fn check_config_refuses_what_serve_refuses_and_hides_every_redis_password() {
+        for url in ["rediss://h:6380", "rediss-cluster://a:1,b:2", "rediss-sentinel://s:26379/m"] {
+            let e = Config::load(None, env(&[("SWITCHBOARD_REDIS_URL", url)])).unwrap_err().to_string();
+            assert!(e.contains("redis_url") && e.contains("TLS"), "{url}: {e}");
+        }
+        for url in ["redis-cluster://:pw-123@a:7000,b:7001", "redis-sentinel://u:pw-123@s1:26379,s2:26380/mymaster"] {
+            let c = Config::load(None, env(&[("SWITCHBOARD_REDIS_URL", url)])).expect("load");
+            let shown = toml::to_string(&c.redacted()).expect("toml");
+            assert!(!shown.contains("pw-123") && shown.contains("redacted"), "{shown}");
+        }
+    }
+
+    #[test]
     fn read_window_follows_coalescing_unless_set() {
         let c = Config::load(None, env(&[("SWITCHBOARD_TURN__COALESCE_MS", "20")])).expect("load");
         assert_eq!(c.read_window().as_millis(), 20);

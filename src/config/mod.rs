@@ -325,12 +325,7 @@ impl Config {
         for k in &mut c.auth.publish_keys {
             *k = "<redacted>".into();
         }
-        if let Ok(mut u) = reqwest::Url::parse(&c.redis_url) {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("redacted"));
-                c.redis_url = u.to_string();
-            }
-        }
+        c.redis_url = crate::backend::redis::url::redact(&c.redis_url);
         c
     }
 

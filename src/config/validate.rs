@@ -10,7 +10,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.bind.parse::<SocketAddr>().map_err(|e| invalid("bind", format!("not a socket address: {e}")))?;
         if !self.redis_url.is_empty() {
-            crate::backend::redis::url::RedisTarget::parse(&self.redis_url).map_err(|m| invalid("redis_url", m))?;
+            let target =
+                crate::backend::redis::url::RedisTarget::parse(&self.redis_url).map_err(|m| invalid("redis_url", m))?;
+            // Refused here, not only when connecting, so `check-config` refuses what `serve` refuses.
+            target.tls_supported().map_err(|m| invalid("redis_url", m))?;
         }
         if self.redis_key_prefix.is_empty() || self.redis_key_prefix.contains(['{', '}', ' ']) {
             return Err(invalid("redis_key_prefix", "must be non-empty without braces or spaces"));

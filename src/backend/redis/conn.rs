@@ -24,10 +24,7 @@ use crate::util::now_ms;
 
 /// The fred client configuration for a target.
 pub(super) fn fred_config(target: &RedisTarget) -> Result<FredConfig, String> {
-    if target.url().starts_with("rediss") {
-        // fred is built without a TLS feature: it would silently connect in plain text.
-        return Err("TLS (rediss://) is not supported by this build; use redis:// inside a trusted network".into());
-    }
+    target.tls_supported()?;
     match target {
         RedisTarget::Single(url) => FredConfig::from_url_centralized(url).map_err(|e| e.details().to_string()),
         RedisTarget::Cluster(url) => {

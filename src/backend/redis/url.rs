@@ -48,6 +48,16 @@ impl RedisTarget {
         }
     }
 
+    /// Whether this build can connect to it: fred is built without a TLS feature, and would silently connect
+    /// in plain text to a TLS URL.
+    pub(crate) fn tls_supported(&self) -> Result<(), String> {
+        let scheme = self.url().split_once("://").map_or("", |(s, _)| s);
+        if scheme.starts_with("rediss") {
+            return Err("TLS (rediss://) is not supported by this build; use redis:// inside a trusted network".into());
+        }
+        Ok(())
+    }
+
     /// The kind of target, for logs.
     pub(crate) fn kind(&self) -> &'static str {
         match self {
@@ -117,6 +127,21 @@ fn parse_host_port(item: &str, default_port: Option<u16>) -> Result<(String, u16
     Ok((host.to_string(), port))
 }
 
+/// The URL with the password of its userinfo replaced, for every form (`redis://`, `rediss://`, the multi-host
+/// `redis-cluster://` and `redis-sentinel://`, which a standard URL parser does not read).
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((userinfo, hosts)) = authority.rsplit_once('@') else { return url.to_string() };
+    let user = match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{user}:redacted"),
+        // `redis://secret@host`: a lone userinfo is the password to Redis (AUTH <password>).
+        None => "redacted".to_string(),
+    };
+    format!("{scheme}://{user}@{hosts}{path}")
+}
+
 fn percent_decode(s: &str) -> Result<String, String> {
     let decoded = percent_decode_str(s);
     // `percent_decode_str` passes a malformed escape through as text; a credential with one is a typo.
@@ -138,6 +163,21 @@ mod tests {
         assert!(matches!(RedisTarget::parse("redis-sentinel://s1,s2:26380/mymaster"), Ok(RedisTarget::Sentinel(_))));
         assert!(RedisTarget::parse("redis-sentinel://s1:26379").is_err());
         assert!(RedisTarget::parse("http://x").is_err());
+    }
+
+    #[test]
+    fn every_url_form_is_redacted() {
+        for (url, want) in [
+            ("redis://:s3cret@h:6379/0", "redis://:redacted@h:6379/0"),
+            ("rediss://user:s3cret@h:6380", "rediss://user:redacted@h:6380"),
+            ("redis-cluster://:s3cret@a:7000,b:7001", "redis-cluster://:redacted@a:7000,b:7001"),
+            ("redis-sentinel://u:p%40ss@s1:26379,s2/mymaster", "redis-sentinel://u:redacted@s1:26379,s2/mymaster"),
+            ("redis://s3cret@h:6379", "redis://redacted@h:6379"),
+            ("redis://h:6379", "redis://h:6379"),
+            ("", ""),
+        ] {
+            assert_eq!(redact(url), want, "{url}");
+        }
     }
 
     #[test]
