@@ -30,6 +30,9 @@ pub(crate) struct ToolContext<'a> {
     pub session_id: &'a str,
     pub tool_call_id: &'a str,
     pub agent_id: &'a str,
+    /// Whose turn it is, so the host can authorise the call.
+    pub user_id: &'a str,
+    pub org_id: &'a str,
     pub files: &'a [Value],
 }
 
@@ -37,6 +40,8 @@ pub(crate) struct ToolRunner {
     http: reqwest::Client,
     timeout: Duration,
     max_output: usize,
+    /// HMAC key from `tools.signing_secret`; None = unsigned calls.
+    signing_key: Option<ring::hmac::Key>,
 }
 
 impl ToolRunner {
@@ -45,6 +50,8 @@ impl ToolRunner {
             http: reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(60)).build().unwrap_or_default(),
             timeout: Duration::from_millis(config.timeout_ms),
             max_output: config.max_output_bytes,
+            signing_key: (!config.signing_secret.is_empty())
+                .then(|| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, config.signing_secret.as_bytes())),
         }
     }
 
@@ -66,16 +73,24 @@ impl ToolRunner {
             "sessionId": ctx.session_id,
             "toolCallId": ctx.tool_call_id,
             "agentId": ctx.agent_id,
+            "userId": ctx.user_id,
+            "orgId": ctx.org_id,
         });
         if !ctx.files.is_empty() {
             body["files"] = Value::Array(ctx.files.to_vec());
         }
         let fut = async {
-            let resp = self
+            let bytes = serde_json::to_vec(&body).map_err(|e| format!("tool '{}' request: {e}", tool.name))?;
+            let mut req = self
                 .http
                 .post(&tool.url)
                 .header("Idempotency-Key", ctx.tool_call_id)
-                .json(&body)
+                .header(reqwest::header::CONTENT_TYPE, "application/json");
+            if let Some(key) = &self.signing_key {
+                req = req.header("X-Switchboard-Signature", signature(key, chrono::Utc::now().timestamp(), &bytes));
+            }
+            let resp = req
+                .body(bytes)
                 .send()
                 .await
                 .map_err(|e| format!("tool '{}' unreachable: {}", tool.name, without_url(e)))?;
@@ -116,6 +131,18 @@ impl ToolRunner {
             }
         }
     }
+}
+
+/// `t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">`: the timestamp is signed with the body, so a host can refuse
+/// a replay older than it accepts.
+fn signature(key: &ring::hmac::Key, t: i64, body: &[u8]) -> String {
+    let mut ctx = ring::hmac::Context::with_key(key);
+    ctx.update(t.to_string().as_bytes());
+    ctx.update(b".");
+    ctx.update(body);
+    let tag = ctx.sign();
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("t={t},v1={hex}")
 }
 
 /// reqwest errors include the URL, which may carry secrets; keep only the kind.

@@ -159,6 +159,9 @@ pub struct ToolsConfig {
     pub timeout_ms: u64,
     /// Largest webhook response body accepted; larger is an error result for the model.
     pub max_output_bytes: usize,
+    /// When set (secret, ≥ 32 bytes), every webhook call carries `X-Switchboard-Signature: t=<unix>,v1=<hex
+    /// HMAC-SHA256 of "<t>.<body>">`, so the host can check that the call comes from Switchboard.
+    pub signing_secret: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -281,7 +284,7 @@ impl Default for ConfirmConfig {
 }
 impl Default for ToolsConfig {
     fn default() -> Self {
-        Self { timeout_ms: 10_000, max_output_bytes: 65_536 }
+        Self { timeout_ms: 10_000, max_output_bytes: 65_536, signing_secret: String::new() }
     }
 }
 impl Default for LimitsConfig {
@@ -319,6 +322,7 @@ impl Config {
         };
         hide(&mut c.llm.api_key);
         hide(&mut c.auth.jwt_hs256_secret);
+        hide(&mut c.tools.signing_secret);
         for k in &mut c.auth.api_keys {
             hide(&mut k.key);
         }

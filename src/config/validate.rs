@@ -60,6 +60,9 @@ impl Config {
                 return Err(invalid("auth.api_keys", format!("{} must hold at least 16 characters", k.env_var())));
             }
         }
+        if !self.tools.signing_secret.is_empty() && self.tools.signing_secret.len() < 32 {
+            return Err(invalid("tools.signing_secret", "must be at least 32 bytes (or empty: unsigned calls)"));
+        }
         if self.http.max_body_bytes < 1024 {
             return Err(invalid("http.max_body_bytes", "must be at least 1024"));
         }

@@ -163,14 +163,18 @@ fn parse_send(f: &Fields<'_>) -> Result<SendMessage, ClientError> {
         Some(Value::Array(items)) => items
             .iter()
             .map(|item| {
-                let url = item.get("url").and_then(Value::as_str).filter(|u| !u.is_empty());
+                // Only what a model fetches safely: https, or the image inline as a data: URL. Never http or a
+                // scheme that points inside the network the model provider or the pod sits in.
+                let url = item.get("url").and_then(Value::as_str).filter(|u| {
+                    u.len() > "https://".len() && (u.starts_with("https://") || u.starts_with("data:image/"))
+                });
                 let detail = item.get("detail").and_then(Value::as_str);
                 match (url, detail) {
                     (Some(url), d) if d.is_none_or(|d| matches!(d, "low" | "high" | "auto")) => {
                         Ok(Image { url: url.to_string(), detail: d.map(str::to_string) })
                     }
                     _ => Err(ClientError::validation(
-                        "each of 'images' needs a 'url' and an optional 'detail' of low|high|auto",
+                        "each of 'images' needs an https: or data:image/ 'url' and an optional 'detail' of low|high|auto",
                     )),
                 }
             })
@@ -180,14 +184,26 @@ fn parse_send(f: &Fields<'_>) -> Result<SendMessage, ClientError> {
     let files = match f.obj.get("files") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => {
+            // Forwarded to tool webhooks as `{name, url, mimeType}` only: nothing else a client sends rides along.
+            let mut files = Vec::with_capacity(items.len());
             for item in items {
-                let name_ok = item.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty() && n.len() <= 255);
-                let url_ok = item.get("url").and_then(Value::as_str).is_some_and(|u| !u.is_empty());
-                if !name_ok || !url_ok {
+                let name = item.get("name").and_then(Value::as_str).filter(|n| !n.is_empty() && n.len() <= 255);
+                let url = item.get("url").and_then(Value::as_str).filter(|u| !u.is_empty() && u.len() <= 2048);
+                let mime = match item.get("mimeType") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::String(m)) if m.len() <= 255 => Some(m.clone()),
+                    Some(_) => return Err(ClientError::validation("a file's 'mimeType' must be a string")),
+                };
+                let (Some(name), Some(url)) = (name, url) else {
                     return Err(ClientError::validation("each of 'files' needs a 'name' (1-255 chars) and a 'url'"));
+                };
+                let mut file = serde_json::json!({"name": name, "url": url});
+                if let Some(m) = mime {
+                    file["mimeType"] = Value::String(m);
                 }
+                files.push(file);
             }
-            items.clone()
+            files
         }
         Some(_) => return Err(ClientError::validation("'files' must be an array")),
     };
@@ -316,8 +332,32 @@ mod tests {
         let long =
             format!(r#"{{"action":"send_message","sessionId":"s","message":"{}"}}"#, "a".repeat(MAX_MESSAGE_CHARS + 1));
         assert_eq!(err(&long).1, ErrorCode::ValidationError);
-        let img = r#"{"action":"send_message","sessionId":"s","message":"","images":[{"url":"http://x/a.png"}]}"#;
+        let img = r#"{"action":"send_message","sessionId":"s","message":"","images":[{"url":"https://x/a.png"}]}"#;
         assert!(parse(img).is_ok());
+    }
+
+    #[test]
+    fn images_are_https_or_data_and_files_carry_three_fields() {
+        for url in ["https://cdn.example/a.png", "data:image/png;base64,iVBORw0KGgo="] {
+            let f =
+                format!(r#"{{"action":"send_message","sessionId":"s","message":"m","images":[{{"url":"{url}"}}]}}"#);
+            assert!(parse(&f).is_ok(), "{url}");
+        }
+        for url in
+            ["http://x/a.png", "file:///etc/passwd", "ftp://x/a", "https://", "data:text/html,<b>", "javascript:1"]
+        {
+            let f =
+                format!(r#"{{"action":"send_message","sessionId":"s","message":"m","images":[{{"url":"{url}"}}]}}"#);
+            assert_eq!(err(&f).1, ErrorCode::ValidationError, "{url}");
+        }
+        let f = r#"{"action":"send_message","sessionId":"s","message":"m","files":[{"name":"a.pdf","url":"https://x/a.pdf","mimeType":"application/pdf","token":"secret","nested":{"x":1}}]}"#;
+        match parse(f).expect("ok").action {
+            Action::SendMessage(m) => assert_eq!(
+                m.files,
+                vec![serde_json::json!({"name": "a.pdf", "url": "https://x/a.pdf", "mimeType": "application/pdf"})]
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

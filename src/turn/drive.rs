@@ -237,6 +237,8 @@ async fn run_tool(app: &App, state: &TurnState, agent: &AgentConfig, call: &Tool
         session_id: &state.session_id,
         tool_call_id: &call.id,
         agent_id: &state.agent_id,
+        user_id: &state.user_id,
+        org_id: &state.org_id,
         files: &state.files,
     };
     let span = tracing::info_span!(

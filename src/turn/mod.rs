@@ -44,6 +44,11 @@ pub(crate) struct TurnState {
     /// Tool calls of the last model response not yet run, in order.
     pub pending: Vec<ToolCall>,
     pub files: Vec<Value>,
+    /// Whose turn it is (given to tool webhooks). Default: empty, for a turn parked before this field existed.
+    #[serde(default)]
+    pub user_id: String,
+    #[serde(default)]
+    pub org_id: String,
     /// W3C traceparent of the turn's span, so a resumed turn on another pod joins the same trace.
     #[serde(default)]
     pub traceparent: Option<String>,

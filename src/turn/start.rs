@@ -136,6 +136,8 @@ async fn build(
         usage: Default::default(),
         pending: Vec::new(),
         files: input.files,
+        user_id: session.user_id.clone(),
+        org_id: session.org_id.clone(),
         traceparent: None,
     })
 }

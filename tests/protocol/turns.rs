@@ -335,3 +335,46 @@ async fn streamed_events_are_coalesced_into_few_appends_but_stay_one_frame_each(
     assert_eq!(tokens(&frames), chunks.concat());
     assert!(messages.len() >= 12, "{messages:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_webhooks_are_signed_say_who_asks_and_get_only_safe_attachments() {
+    let (llm, tools) = setup().await;
+    let secret = "webhook-signing-secret-0123456789abcdef";
+    let mut cfg = config(&llm, &tools);
+    cfg.tools.signing_secret = secret.into();
+    let pod = pod(cfg).await;
+    let mut c = connect(&pod, false).await;
+    let sid = create_session(&mut c).await;
+    // An image the model would fetch from inside a network is refused before any turn.
+    c.send(&json!({"action": "send_message", "requestId": "img", "sessionId": sid, "message": "look",
+                   "images": [{"url": "http://10.0.0.1/admin.png"}]}))
+        .await;
+    let refused = c.recv().await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["error"]["code"].as_str()),
+        (Some("error"), Some("VALIDATION_ERROR"))
+    );
+
+    llm.push(Reply::tool_call("call_s", "lookup_order", &json!({"id": "A1"})));
+    llm.push(Reply::text(&["ok"]));
+    c.send(&json!({"action": "send_message", "requestId": "r-s", "sessionId": sid, "message": "check",
+                   "files": [{"name": "a.pdf", "url": "https://x/a.pdf", "mimeType": "application/pdf",
+                              "token": "do-not-forward", "nested": {"deep": true}}]}))
+        .await;
+    until_terminal(&mut c, "r-s").await;
+    let calls = tools.calls("lookup_order");
+    let call = calls.first().expect("one call");
+    assert_eq!((call.body["userId"].as_str(), call.body["orgId"].as_str()), (Some("anonymous"), Some("default")));
+    assert_eq!(call.body["files"], json!([{"name": "a.pdf", "url": "https://x/a.pdf", "mimeType": "application/pdf"}]));
+    // The host checks the signature: HMAC-SHA256 over "<t>.<body>" with the shared secret.
+    let sig = call.signature.as_deref().expect("signed");
+    let (t, v1) = sig.split_once(",v1=").and_then(|(t, v)| Some((t.strip_prefix("t=")?, v))).expect("t=…,v1=…");
+    let age = chrono::Utc::now().timestamp() - t.parse::<i64>().expect("unix time");
+    assert!((0..60).contains(&age), "fresh timestamp");
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let signed = [t.as_bytes(), b".", call.raw.as_slice()].concat();
+    let tag: Vec<u8> = (0..v1.len() / 2).filter_map(|i| u8::from_str_radix(&v1[2 * i..2 * i + 2], 16).ok()).collect();
+    assert!(ring::hmac::verify(&key, &signed, &tag).is_ok(), "the signature verifies");
+    let forged = [t.as_bytes(), b".", br#"{"tool":"other"}"#].concat();
+    assert!(ring::hmac::verify(&key, &forged, &tag).is_err(), "and binds the body");
+}

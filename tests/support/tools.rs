@@ -43,6 +43,10 @@ pub struct Call {
     pub body: Value,
     /// The `Idempotency-Key` header, which the gateway sets to the tool call id.
     pub idempotency_key: Option<String>,
+    /// The `X-Switchboard-Signature` header, when the gateway signs its calls.
+    pub signature: Option<String>,
+    /// The raw body, for checking a signature.
+    pub raw: Vec<u8>,
 }
 
 struct ToolsState {
@@ -124,10 +128,12 @@ async fn tool(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let raw = body.to_vec();
     let body: Value =
         serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-    let idempotency_key = headers.get("idempotency-key").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    state.calls.lock().push((name.clone(), Call { body, idempotency_key }));
+    let header = |n: &str| headers.get(n).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let (idempotency_key, signature) = (header("idempotency-key"), header("x-switchboard-signature"));
+    state.calls.lock().push((name.clone(), Call { body, idempotency_key, signature, raw }));
     let behaviour = state.behaviours.lock().get(&name).cloned().unwrap_or_else(|| Behaviour::Ok(json!("done")));
 
     match behaviour {
