@@ -49,7 +49,7 @@ pub(crate) async fn upgrade(
     if app.lifecycle.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
     }
-    let identity = match app.auth.authenticate(q.token.as_deref().or(bearer(&headers))) {
+    let identity = match app.auth.authenticate(q.token.as_deref().or(bearer(&headers))).await {
         Ok(id) => id,
         Err(e) => {
             tracing::info!(error = %e, "websocket upgrade refused");

@@ -84,6 +84,15 @@ pub struct AuthConfig {
     pub jwt_hs256_secret: String,
     /// RS256 public key (PEM) for `jwt` mode.
     pub jwt_rs256_public_key: String,
+    /// JWKS endpoint (`https://idp/.well-known/jwks.json`) for `jwt` mode: keys by `kid`, cached, fetched again
+    /// when a token names an unknown `kid` (at most once a second).
+    pub jwks_url: String,
+    /// Required `iss` of every token, when set.
+    pub jwt_issuer: String,
+    /// Required `aud` of every token, when set.
+    pub jwt_audience: String,
+    /// The org of a token without an `org` claim. Empty: such a token is refused.
+    pub default_org: String,
     /// Bearer keys accepted by `POST /admin/publish` and `/admin/*` (secret). Empty = those endpoints answer 401.
     pub publish_keys: Vec<String>,
     /// API keys for server-side callers of the REST API and `/ws` (`[[auth.api_keys]] name, org`). The key
@@ -269,6 +278,10 @@ impl Default for AuthConfig {
             jwt_rs256_public_key: String::new(),
             publish_keys: Vec::new(),
             api_keys: Vec::new(),
+            jwks_url: String::new(),
+            jwt_issuer: String::new(),
+            jwt_audience: String::new(),
+            default_org: String::new(),
         }
     }
 }

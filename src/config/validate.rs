@@ -32,8 +32,21 @@ impl Config {
         match self.auth.mode.as_str() {
             "none" => {}
             "jwt" => {
-                if self.auth.jwt_hs256_secret.is_empty() && self.auth.jwt_rs256_public_key.is_empty() {
-                    return Err(invalid("auth.mode", "`jwt` needs auth.jwt_hs256_secret or auth.jwt_rs256_public_key"));
+                let a = &self.auth;
+                if a.jwt_hs256_secret.is_empty() && a.jwt_rs256_public_key.is_empty() && a.jwks_url.is_empty() {
+                    return Err(invalid(
+                        "auth.mode",
+                        "`jwt` needs auth.jwt_hs256_secret, auth.jwt_rs256_public_key or auth.jwks_url",
+                    ));
+                }
+                if !a.jwt_hs256_secret.is_empty() && a.jwt_hs256_secret.len() < 32 {
+                    return Err(invalid("auth.jwt_hs256_secret", "must be at least 32 bytes (RFC 7518 §3.2)"));
+                }
+                if !a.jwks_url.is_empty() {
+                    let u = reqwest::Url::parse(&a.jwks_url).map_err(|e| invalid("auth.jwks_url", e.to_string()))?;
+                    if !matches!(u.scheme(), "http" | "https") {
+                        return Err(invalid("auth.jwks_url", "must be http:// or https://"));
+                    }
                 }
                 if !self.auth.jwt_rs256_public_key.is_empty() {
                     jsonwebtoken::DecodingKey::from_rsa_pem(self.auth.jwt_rs256_public_key.as_bytes())

@@ -134,8 +134,8 @@ impl IntoResponse for ApiError {
 
 impl Api {
     /// The caller: an API key, a JWT in `jwt` mode, or anonymous where allowed (see `Authenticator`).
-    fn caller(&self, headers: &HeaderMap) -> Result<Identity, ApiError> {
-        self.app.auth.authenticate_caller(crate::auth::bearer(headers)).map_err(|e| {
+    async fn caller(&self, headers: &HeaderMap) -> Result<Identity, ApiError> {
+        self.app.auth.authenticate_caller(crate::auth::bearer(headers)).await.map_err(|e| {
             tracing::info!(error = %e, "api request refused");
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid API key or token is required")
         })

@@ -125,7 +125,7 @@ fn reply(result: Result<(StatusCode, Value), ApiError>) -> Response {
 pub(super) async fn chat(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
     reply(
         async {
-            let who = api.caller(&headers)?;
+            let who = api.caller(&headers).await?;
             let req: ChatRequest = api.json(body).await?;
             let mut t = start(&api, &who, req).await?;
             let stop = outcome::follow(&api.app, &mut t.watch, &t.session.session_id, &t.request_id).await?;
@@ -150,7 +150,7 @@ pub(super) async fn approve(
 ) -> Response {
     reply(
         async {
-            let who = api.caller(&headers)?;
+            let who = api.caller(&headers).await?;
             let d: Decision = api.json(body).await?;
             namespace::validate(&ns)?;
             let app = &api.app;
@@ -223,7 +223,7 @@ async fn owned_conversation(app: &App, who: &Identity, ns: &str) -> Result<Conve
 pub(super) async fn list(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
     reply(
         async {
-            let who = api.caller(&headers)?;
+            let who = api.caller(&headers).await?;
             let page =
                 api.app.backends.sessions.list_conversations(&who.user_id, 0, 100).await.map_err(ClientError::from)?;
             let sessions: Vec<Value> = page
@@ -248,7 +248,7 @@ const SHOWN_MESSAGES: usize = 500;
 pub(super) async fn show(State(api): State<Arc<Api>>, Path(ns): Path<String>, headers: HeaderMap) -> Response {
     reply(
         async {
-            let who = api.caller(&headers)?;
+            let who = api.caller(&headers).await?;
             let c = owned_conversation(&api.app, &who, &ns).await?;
             let page = api
                 .app
@@ -298,7 +298,7 @@ async fn turn_state(app: &App, session_id: &str, ns: &str) -> Result<Value, ApiE
 pub(super) async fn delete(State(api): State<Arc<Api>>, Path(ns): Path<String>, headers: HeaderMap) -> Response {
     reply(
         async {
-            let who = api.caller(&headers)?;
+            let who = api.caller(&headers).await?;
             let app = &api.app;
             let c = owned_conversation(app, &who, &ns).await?;
             let sid = namespace::session_id(&who, &ns);

@@ -46,7 +46,7 @@ struct Follow {
 pub(super) async fn chat_stream(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
     let last_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     let follow = async {
-        let who = api.caller(&headers)?;
+        let who = api.caller(&headers).await?;
         match last_id {
             Some(after) => {
                 let r: Resume = api.json(body).await?;

@@ -257,14 +257,14 @@ async fn jwt_callers_and_the_rate_limit() {
     let (llm, tools) = setup().await;
     let mut cfg = keyed(&llm, &tools);
     cfg.auth.mode = "jwt".into();
-    cfg.auth.jwt_hs256_secret = "gateway-test-secret".into();
+    cfg.auth.jwt_hs256_secret = "gateway-test-secret-0123456789abcdef".into();
     cfg.limits.messages_per_minute = 1;
     let pod = pod(cfg).await;
     let exp = chrono::Utc::now().timestamp() + 600;
     let token = encode(
         &Header::default(),
         &json!({"sub": "carol", "org": "acme", "exp": exp}),
-        &EncodingKey::from_secret(b"gateway-test-secret"),
+        &EncodingKey::from_secret(b"gateway-test-secret-0123456789abcdef"),
     )
     .expect("token");
     llm.push(Reply::text(&["hi carol"]));

@@ -113,14 +113,14 @@ async fn jwt_identity_and_cross_user_access() {
     let (llm, tools) = setup().await;
     let mut cfg = config(&llm, &tools);
     cfg.auth.mode = "jwt".into();
-    cfg.auth.jwt_hs256_secret = "test-secret".into();
+    cfg.auth.jwt_hs256_secret = "test-secret-of-32-bytes-0123456789".into();
     let pod = pod(cfg).await;
     let now = chrono::Utc::now().timestamp();
     let token = |sub: &str, exp: i64| {
         encode(
             &Header::default(),
             &json!({"sub": sub, "exp": exp, "org": "acme"}),
-            &EncodingKey::from_secret(b"test-secret"),
+            &EncodingKey::from_secret(b"test-secret-of-32-bytes-0123456789"),
         )
         .expect("jwt")
     };
