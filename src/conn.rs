@@ -57,6 +57,7 @@ impl Conn {
             connection_id: Arc::from(crate::util::new_id()),
             queue: Arc::new(OutQueue::new(app.config.limits.outbound_queue)),
             slow: CancellationToken::new(),
+            watcher: false,
         };
         app.metrics.connection_opened();
         app.hub.register_connection(&handle);

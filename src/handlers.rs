@@ -138,7 +138,7 @@ async fn create_session(conn: &mut Conn, rid: Option<&str>, c: CreateSession) ->
 async fn send_message(conn: &mut Conn, rid: Option<&str>, m: SendMessage) -> Result<(), ClientError> {
     let app = conn.app.clone();
     let session = owned_session(conn, &m.session_id).await?;
-    let plan = turn::plan(&app, &session, m.model.as_deref(), m.skill.as_deref())?;
+    let plan = turn::plan(&app, &session.agent_id, m.model.as_deref(), m.skill.as_deref())?;
     if conn.rate_limited() {
         return Err(ClientError::new(
             ErrorCode::RateLimited,

@@ -63,6 +63,8 @@ pub(crate) struct ConnHandle {
     pub queue: Arc<crate::queue::OutQueue<Outbound>>,
     /// Cancelled by the hub when the queue is full: the connection task closes the socket with 4000.
     pub slow: CancellationToken,
+    /// A gateway watcher, not a socket: its queue only carries wake-ups, and a full one is no slow consumer.
+    pub watcher: bool,
 }
 
 impl ConnHandle {
@@ -70,6 +72,7 @@ impl ConnHandle {
     pub(crate) fn offer(&self, item: Outbound, metrics: &Metrics) -> bool {
         match self.queue.push(item) {
             Ok(()) => true,
+            Err(crate::queue::PushError::Full) if self.watcher => false,
             Err(crate::queue::PushError::Full) => {
                 if !self.slow.is_cancelled() {
                     metrics.slow_consumer();
@@ -348,8 +351,13 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let hub = Hub::new(backends.bus.clone(), backends.log.clone(), metrics.clone());
         let queue = Arc::new(crate::queue::OutQueue::new(64));
-        let conn =
-            ConnHandle { id: 1, connection_id: Arc::from("c1"), queue: queue.clone(), slow: CancellationToken::new() };
+        let conn = ConnHandle {
+            id: 1,
+            connection_id: Arc::from("c1"),
+            queue: queue.clone(),
+            slow: CancellationToken::new(),
+            watcher: false,
+        };
         let channel = Channel::Session("s1".into());
         hub.attach(&channel, &conn).await.expect("attach");
         let events: Vec<String> = (0..3).map(|i| format!("{{\"n\":{i}}}")).collect();
@@ -373,8 +381,13 @@ mod tests {
         let backends = MemoryBackend::new(&Config::default()).backends();
         let hub = Hub::new(backends.bus.clone(), backends.log.clone(), Arc::new(Metrics::default()));
         let queue = Arc::new(crate::queue::OutQueue::new(64));
-        let conn =
-            ConnHandle { id: 1, connection_id: Arc::from("c1"), queue: queue.clone(), slow: CancellationToken::new() };
+        let conn = ConnHandle {
+            id: 1,
+            connection_id: Arc::from("c1"),
+            queue: queue.clone(),
+            slow: CancellationToken::new(),
+            watcher: false,
+        };
         let channel = Channel::Session("s1".into());
         hub.attach(&channel, &conn).await.expect("attach");
         let (control, _rx) = mpsc::unbounded_channel();

@@ -157,7 +157,12 @@ async fn serve(app: &Arc<App>, socket: &mut WebSocket, conn: &mut Conn) -> Optio
             }
             _ = heartbeat.tick() => conn.register().await,
             _ = &mut idle => {
-                if !send_text(socket, &out::keepalive().to_string()).await {
+                // An orra socket has no keepalive frame: it gets a WebSocket ping, which every client answers.
+                let sent = match conn.dialect {
+                    Dialect::Orra => socket.send(Message::Ping(Default::default())).await.is_ok(),
+                    _ => send_text(socket, &out::keepalive().to_string()).await,
+                };
+                if !sent {
                     break None;
                 }
                 idle.as_mut().reset(tokio::time::Instant::now() + keepalive);

@@ -124,6 +124,10 @@ impl JwtVerifier {
         if c.sub.is_empty() {
             return Err(AuthError::Invalid("empty sub".into()));
         }
+        if c.sub.starts_with("api-key:") {
+            // Reserved for API-key callers: a token must not pass for one.
+            return Err(AuthError::Invalid("sub 'api-key:…' is reserved".into()));
+        }
         let org = c
             .org
             .filter(|o| !o.is_empty())

@@ -60,6 +60,10 @@ impl Authenticator {
             return Ok(id);
         }
         if !self.mode_jwt {
+            // With API keys configured a presented token must be one of them (as on the REST API).
+            if token.is_some() && !self.api_keys.is_empty() {
+                return Err(AuthError::Invalid("unknown API key".into()));
+            }
             return Ok(Self::anonymous());
         }
         self.jwt.verify(token.ok_or(AuthError::Missing)?).await

@@ -134,7 +134,9 @@ pub async fn conversation_listing(a: &Backends, b: &Backends) {
 /// carry `seq:json` and reach a subscriber on the other pod.
 pub async fn event_log_and_publish(a: &Backends, b: &Backends, log_len: usize) {
     let id = sid();
-    assert_eq!(a.log.bounds(&id).await.expect("bounds"), (0, 0));
+    assert!(a.log.read_after(&id, 0, 10).await.expect("read").is_empty(), "no event is left");
+    assert_eq!(a.log.bounds(&id).await.expect("bounds").1, 1, "the seq counter is kept");
+    assert_eq!(a.log.append(&id, r#"{"n":2}"#).await.expect("append"), 2, "and continues");
     let ch = Channel::Session(id.clone());
     let mut rx = b.bus.receiver();
     b.bus.subscribe(&ch).await.expect("subscribe");

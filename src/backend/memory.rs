@@ -186,7 +186,10 @@ impl SessionStore for MemoryStore {
         let mut st = self.shared.state.lock();
         let sid = &session.session_id;
         st.sessions.remove(sid);
-        st.logs.remove(sid);
+        // The seq counter stays (see the trait): only the events go.
+        if let Some(log) = st.logs.get_mut(sid) {
+            log.entries.clear();
+        }
         st.parked.remove(sid);
         st.decided.remove(sid);
         st.last_decision.remove(sid);

@@ -127,8 +127,9 @@ pub trait SessionStore: Send + Sync {
     async fn list_conversations(&self, user_id: &str, offset: usize, limit: usize) -> BResult<ConversationPage>;
     /// Sets a title; false when the conversation does not exist.
     async fn rename_conversation(&self, conversation_id: &str, title: &str) -> BResult<bool>;
-    /// Deletes a session and its conversation with everything they hold: the session record, its event log
-    /// and counter, a parked turn and recorded decisions, the conversation, its messages and its place in the
+    /// Deletes a session and its conversation with everything they hold: the session record, its logged
+    /// events (the seq counter stays, so a socket still attached, or the namespace used again, goes on after the
+    /// last seq instead of seeing low seqs as duplicates), a parked turn and recorded decisions, the conversation, its messages and its place in the
     /// owner's list. The caller has ended any running turn first. Deleting what does not exist is not an error.
     async fn delete_session(&self, session: &SessionRecord) -> BResult<()>;
 }

@@ -66,11 +66,11 @@ async fn chat(conn: &mut Conn, frame: &Value) -> Result<(), ApiError> {
         model: text_field("model"),
     };
     let app = conn.app.clone();
-    let r = rest::resolve(&app, &conn.identity, req).await?;
     if conn.rate_limited() {
         let max = app.config.limits.messages_per_minute;
         return Err(ApiError::invalid(format!("rate limited: more than {max} messages per minute")));
     }
+    let r = rest::resolve(&app, &conn.identity, req).await?;
     conn.attach_session(&r.session.session_id, None).await?;
     rest::run(&app, &r).await?;
     Ok(())
@@ -91,7 +91,21 @@ async fn approval(conn: &mut Conn, frame: &Value) -> Result<(), ApiError> {
             namespace::validate(ns)?;
             vec![namespace::session_id(&conn.identity, ns)]
         }
-        None => conn.sessions.clone(),
+        None => {
+            // The sessions this socket follows, then the caller's namespaces (an answer may come from a socket
+            // that never chatted there, on any pod).
+            let mut sids = conn.sessions.clone();
+            let page = app.backends.sessions.list_conversations(&conn.identity.user_id, 0, 100).await;
+            for c in page.map_err(ClientError::from)?.conversations {
+                if let (Some(ns), true) = (c.namespace.as_deref(), c.org_id == conn.identity.org_id) {
+                    let sid = namespace::session_id(&conn.identity, ns);
+                    if !sids.contains(&sid) {
+                        sids.push(sid);
+                    }
+                }
+            }
+            sids
+        }
     };
     for sid in candidates {
         let parked = app.backends.confirms.get(&sid).await.map_err(ClientError::from)?;
@@ -105,12 +119,17 @@ async fn approval(conn: &mut Conn, frame: &Value) -> Result<(), ApiError> {
             continue;
         }
         conn.attach_session(&sid, None).await?;
-        if let Decided::Claimed(parked) =
-            app.backends.confirms.decide(&sid, Some(call_id), approved).await.map_err(ClientError::from)?
-        {
-            crate::turn::resume_parked(app.clone(), parked, approved, "user rejected the action").await;
-        }
-        return Ok(());
+        return match app.backends.confirms.decide(&sid, Some(call_id), approved).await.map_err(ClientError::from)? {
+            Decided::Claimed(parked) => {
+                crate::turn::resume_parked(app.clone(), parked, approved, "user rejected the action").await;
+                Ok(())
+            }
+            // Another answer won the race (on this pod or another): this one changes nothing.
+            Decided::AlreadyDecided { approved: first, .. } => {
+                Err(ApiError::invalid(format!("approval '{call_id}' was already answered (approved: {first})")))
+            }
+            Decided::NoPending => Err(ApiError::not_found(format!("no approval '{call_id}' is pending"))),
+        };
     }
     Err(ApiError::not_found(format!("no approval '{call_id}' is pending")))
 }

@@ -83,8 +83,24 @@ pub(crate) async fn follow(
     session_id: &str,
     request_id: &str,
 ) -> Result<Stop, ApiError> {
+    // Polls in a row that found nothing while the turn no longer held the session: it ended without a terminal
+    // event this log shows (its final append failed, or it was long over). Two, because a finishing turn gives
+    // its lease back just before it logs its last event.
+    let mut gone = 0;
     loop {
-        for (_, event) in watch.next().await? {
+        let batch = watch.next().await?;
+        if batch.is_empty() {
+            gone = if watch.turn_holds(request_id).await? { 0 } else { gone + 1 };
+            if gone >= 2 {
+                return Ok(Stop::Failed(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "runtime_error",
+                    "the turn ended without an answer (see GET /api/sessions/{namespace})",
+                )));
+            }
+            continue;
+        }
+        for (_, event) in batch {
             match read(&event, request_id) {
                 Seen::End(stop) => return Ok(stop),
                 Seen::Approval => {

@@ -20,7 +20,7 @@ use crate::backend::{ConversationRecord, Decided, Direction, SessionRecord};
 use crate::error::ClientError;
 use crate::protocol::MAX_MESSAGE_CHARS;
 use crate::turn::{self, TurnInput};
-use crate::util::{new_id, rfc3339_from_ms};
+use crate::util::{new_id, rfc3339_from_ms, Backoff};
 
 /// `POST /api/chat` (and `/api/chat/stream`) body. Unknown fields are ignored.
 #[derive(Deserialize)]
@@ -28,7 +28,7 @@ pub(super) struct ChatRequest {
     pub(super) message: String,
     #[serde(default)]
     pub(super) namespace: Option<String>,
-    /// Kept for the caller's own bookkeeping; not given to the model.
+    /// Accepted (orra callers send it) and ignored: neither stored nor given to the model.
     #[serde(default)]
     #[allow(dead_code)]
     pub(super) metadata: Option<Value>,
@@ -77,11 +77,12 @@ pub(super) async fn resolve(app: &App, who: &Identity, req: ChatRequest) -> Resu
     };
     let agent =
         app.agents.get(&agent_id).ok_or_else(|| ApiError::not_found(format!("agent '{agent_id}' not found")))?;
+    // Everything is checked before a new namespace is created: a refused request leaves nothing behind.
+    let plan = turn::plan(app, &agent_id, req.model.as_deref(), None)?;
     let session = match existing {
         Some(s) => s,
         None => namespace::open(app, who, &ns, &agent_id, &agent.name).await?,
     };
-    let plan = turn::plan(app, &session, req.model.as_deref(), None)?;
     Ok(Resolved { session, namespace: ns, plan, message: req.message })
 }
 
@@ -98,7 +99,6 @@ pub(super) async fn run(app: &Arc<App>, r: &Resolved) -> Result<String, ApiError
 /// Checks the request, opens (or creates) the namespace's session and starts the turn, watching its log.
 pub(super) async fn start(api: &Api, who: &Identity, req: ChatRequest) -> Result<Started, ApiError> {
     let app = &api.app;
-    let r = resolve(app, who, req).await?;
     if api.rate_limited(who) {
         let max = app.config.limits.messages_per_minute;
         return Err(ApiError::new(
@@ -107,6 +107,7 @@ pub(super) async fn start(api: &Api, who: &Identity, req: ChatRequest) -> Result
             format!("more than {max} turns per minute"),
         ));
     }
+    let r = resolve(app, who, req).await?;
     // Opened before the turn runs, so none of its events is missed.
     let watch = SessionWatch::open(app, &r.session.session_id, None).await?;
     let request_id = run(app, &r).await?;
@@ -302,14 +303,29 @@ pub(super) async fn delete(State(api): State<Arc<Api>>, Path(ns): Path<String>, 
             let app = &api.app;
             let c = owned_conversation(app, &who, &ns).await?;
             let sid = namespace::session_id(&who, &ns);
-            if app.cancel_turn(&sid).await? {
-                // The turn emits `cancelled` and gives the lease back; delete after, not under it.
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-                while app.backends.leases.current(&sid).await.map_err(ClientError::from)?.is_some()
-                    && tokio::time::Instant::now() < deadline
-                {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+            // The delete holds the session's turn slot, so no turn runs under it or starts during it. A running
+            // or parked turn is cancelled first (it emits `cancelled` and lets go); one whose pod died holds the
+            // slot until its lease lapses: 409, retry.
+            let delete_id = format!("delete:{}", new_id());
+            let hold = crate::backend::TurnInfo::new(&delete_id, &delete_id, &app.pod_id);
+            let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            let mut cancelled = false;
+            while !app
+                .backends
+                .leases
+                .acquire(&sid, &hold, app.config.turn.lease_ms)
+                .await
+                .map_err(ClientError::from)?
+            {
+                if !cancelled {
+                    app.cancel_turn(&sid).await?;
+                    cancelled = true;
                 }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ClientError::turn_in_progress().into());
+                }
+                backoff.wait().await;
             }
             let shell = SessionRecord {
                 session_id: sid,
@@ -323,7 +339,9 @@ pub(super) async fn delete(State(api): State<Arc<Api>>, Path(ns): Path<String>, 
                 created_at_ms: c.created_at_ms,
                 namespace: Some(ns),
             };
-            app.backends.sessions.delete_session(&shell).await.map_err(ClientError::from)?;
+            let deleted = app.backends.sessions.delete_session(&shell).await;
+            let _ = app.backends.leases.release(&shell.session_id, &delete_id).await;
+            deleted.map_err(ClientError::from)?;
             Ok((StatusCode::OK, json!({"deleted": true})))
         }
         .await,

@@ -23,6 +23,7 @@ use super::rest::{self, ChatRequest};
 use super::watch::SessionWatch;
 use super::{namespace, Api, ApiError};
 use crate::app::App;
+use crate::error::ClientError;
 
 /// A resume: only the namespace is needed (a message, if sent, is ignored).
 #[derive(Deserialize)]
@@ -41,6 +42,8 @@ struct Follow {
     request_id: Option<String>,
     ready: VecDeque<Event>,
     done: bool,
+    /// Empty polls in a row while the followed turn no longer held the session (see `outcome::follow`).
+    gone: u32,
 }
 
 pub(super) async fn chat_stream(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
@@ -54,6 +57,23 @@ pub(super) async fn chat_stream(State(api): State<Arc<Api>>, headers: HeaderMap,
                 let session = namespace::find(&api.app, &who, &r.namespace)
                     .await?
                     .ok_or_else(|| ApiError::not_found(format!("namespace '{}' not found", r.namespace)))?;
+                let (oldest, latest) =
+                    api.app.backends.log.bounds(&session.session_id).await.map_err(ClientError::from)?;
+                if after > latest {
+                    return Err(ApiError::invalid(format!(
+                        "Last-Event-ID {after} is beyond this namespace's log ({latest})"
+                    )));
+                }
+                if latest > 0 && after + 1 < oldest {
+                    return Err(ApiError::invalid(format!(
+                        "Last-Event-ID {after} is older than the log keeps (it starts at {oldest}); \
+                         GET /api/sessions/{{namespace}} has the messages"
+                    )));
+                }
+                let running = api.app.backends.leases.current(&session.session_id).await.map_err(ClientError::from)?;
+                if after == latest && running.is_none() {
+                    return Err(ApiError::not_found("nothing to resume: no turn runs and no event follows that id"));
+                }
                 let watch = SessionWatch::open(&api.app, &session.session_id, Some(after)).await?;
                 Ok::<_, ApiError>(Follow::new(&api.app, watch, session.session_id, r.namespace, session.agent_id, None))
             }
@@ -102,6 +122,7 @@ impl Follow {
             request_id,
             ready: VecDeque::new(),
             done: false,
+            gone: 0,
         }
     }
 
@@ -115,7 +136,9 @@ impl Follow {
                 return None;
             }
             match self.watch.next().await {
+                Ok(batch) if batch.is_empty() => self.idle().await,
                 Ok(batch) => {
+                    self.gone = 0;
                     for (seq, event) in batch {
                         if !self.done {
                             self.take(seq, &event).await;
@@ -124,6 +147,24 @@ impl Follow {
                 }
                 Err(e) => self.finish(None, "error", json!({"error": e.message, "code": "runtime_error"})),
             }
+        }
+    }
+
+    /// Nothing new: end when no turn is left to follow (none runs, or the followed one let go of the session
+    /// twice in a row without a terminal event in the log).
+    async fn idle(&mut self) {
+        let holder = match self.app.backends.leases.current(&self.session_id).await {
+            Ok(h) => h,
+            Err(e) => return self.finish(None, "error", json!({"error": e.to_string(), "code": "runtime_error"})),
+        };
+        let held = match &self.request_id {
+            Some(rid) => holder.is_some_and(|t| &t.request_id == rid),
+            None => holder.is_some(),
+        };
+        self.gone = if held { 0 } else { self.gone + 1 };
+        if self.gone >= 2 {
+            let e = "the turn ended without an answer (see GET /api/sessions/{namespace})";
+            self.finish(None, "error", json!({"error": e, "code": "runtime_error"}));
         }
     }
 

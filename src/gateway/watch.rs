@@ -10,11 +10,12 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::backend::Channel;
 use crate::error::{ClientError, ErrorCode};
-use crate::hub::ConnHandle;
+use crate::hub::{ConnHandle, Outbound};
 use crate::queue::OutQueue;
 
-/// Wake-ups a watcher may have pending; they are drained at each read, so this bounds nothing that grows.
-const WAKE_QUEUE: usize = 1024;
+/// Wake-ups a watcher may have pending (drained at each read). A watcher whose reader stalls simply misses
+/// wake-ups (the hub drops them silently for watchers), which costs nothing: the events are in the log.
+const WAKE_QUEUE: usize = 64;
 /// A read of the log even without a wake-up (pub/sub is at-most-once).
 const POLL: Duration = Duration::from_secs(1);
 /// Events read from the log at a time.
@@ -39,6 +40,7 @@ impl SessionWatch {
             connection_id: Arc::from(crate::util::new_id()),
             queue: Arc::new(OutQueue::new(WAKE_QUEUE)),
             slow: CancellationToken::new(),
+            watcher: true,
         };
         app.hub.attach(&Channel::Session(session_id.to_string()), &handle).await?;
         // Read after subscribing: whatever is appended from here on is either in this bound or announced.
@@ -49,29 +51,62 @@ impl SessionWatch {
         Ok(SessionWatch { app: app.clone(), session_id: session_id.to_string(), handle, cursor })
     }
 
-    /// The next events (seq, JSON), waiting until there are some.
+    /// The next events (seq, JSON): what the log holds after the cursor, else what arrives within one wake-up or
+    /// poll interval. Empty when nothing came in that time (the caller then checks whether a turn still runs).
     pub(crate) async fn next(&mut self) -> Result<Vec<(u64, Value)>, ClientError> {
-        loop {
-            let batch = self.app.backends.log.read_after(&self.session_id, self.cursor, READ_BATCH).await?;
-            if let Some((last, _)) = batch.last() {
-                self.cursor = *last;
-                return Ok(batch
-                    .into_iter()
-                    .filter_map(|(seq, e)| Some((seq, serde_json::from_str(&e).ok()?)))
-                    .collect());
-            }
-            tokio::select! {
-                woke = self.handle.queue.pop() => {
-                    if woke.is_some() {
-                        while self.handle.queue.try_pop().is_some() {}
+        let batch = self.read().await?;
+        if !batch.is_empty() {
+            return Ok(batch);
+        }
+        tokio::select! {
+            woke = self.handle.queue.pop() => {
+                // The bus message carries the events: take them from it when they follow on, so an event is
+                // seen even if the log is trimmed or deleted before it is read. Anything else: read the log.
+                let mut out = Vec::new();
+                let mut gap = false;
+                let mut next = woke;
+                while let Some(item) = next.take() {
+                    if let Outbound::Session(ev) = item {
+                        if ev.seq == self.cursor + 1 && !gap {
+                            self.cursor = ev.seq;
+                            if let Ok(v) = serde_json::from_str(ev.json()) {
+                                out.push((ev.seq, v));
+                            }
+                        } else if ev.seq > self.cursor + 1 {
+                            gap = true;
+                        }
                     }
+                    next = self.handle.queue.try_pop();
                 }
-                _ = tokio::time::sleep(POLL) => {}
-                _ = self.app.lifecycle.stopped() => {
-                    return Err(ClientError::new(ErrorCode::TurnInterrupted, "the server is stopping; retry"));
+                if !out.is_empty() && !gap {
+                    return Ok(out);
                 }
+                if !out.is_empty() {
+                    let mut rest = self.read().await?;
+                    out.append(&mut rest);
+                    return Ok(out);
+                }
+            }
+            _ = tokio::time::sleep(POLL) => {}
+            _ = self.app.lifecycle.stopped() => {
+                return Err(ClientError::new(ErrorCode::TurnInterrupted, "the server is stopping; retry"));
             }
         }
+        self.read().await
+    }
+
+    async fn read(&mut self) -> Result<Vec<(u64, Value)>, ClientError> {
+        let batch = self.app.backends.log.read_after(&self.session_id, self.cursor, READ_BATCH).await?;
+        if let Some((last, _)) = batch.last() {
+            self.cursor = *last;
+        }
+        Ok(batch.into_iter().filter_map(|(seq, e)| Some((seq, serde_json::from_str(&e).ok()?))).collect())
+    }
+
+    /// Whether turn `request_id` still holds the session (running, or parked awaiting a decision).
+    pub(crate) async fn turn_holds(&self, request_id: &str) -> Result<bool, ClientError> {
+        let current = self.app.backends.leases.current(&self.session_id).await?;
+        Ok(current.is_some_and(|t| t.request_id == request_id))
     }
 }
 

@@ -33,16 +33,11 @@ pub(crate) struct TurnInput {
 }
 
 /// The session's agent, the skill (none exist yet) and the model: `model` must be one the agent offers.
-pub(crate) fn plan(
-    app: &App,
-    session: &SessionRecord,
-    model: Option<&str>,
-    skill: Option<&str>,
-) -> Result<Plan, ClientError> {
+pub(crate) fn plan(app: &App, agent_id: &str, model: Option<&str>, skill: Option<&str>) -> Result<Plan, ClientError> {
     let agent = app
         .agents
-        .get(&session.agent_id)
-        .ok_or_else(|| ClientError::new(ErrorCode::AgentNotFound, format!("agent '{}' not found", session.agent_id)))?;
+        .get(agent_id)
+        .ok_or_else(|| ClientError::new(ErrorCode::AgentNotFound, format!("agent '{agent_id}' not found")))?;
     if let Some(skill) = skill {
         return Err(ClientError::new(ErrorCode::SkillNotFound, format!("skill '{skill}' not found")));
     }

@@ -86,3 +86,40 @@ async fn a_namespace_driven_over_rest_on_one_pod_streams_to_an_orra_socket_on_an
     let (_, shown) = get(&p[1], "/api/sessions/shared", Some(KEY_A)).await;
     assert_eq!(shown["messages"].as_array().map(Vec::len), Some(4), "two turns, from orra and from REST");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_from_another_socket_and_a_namespace_used_again_after_delete() {
+    let (llm, tools) = setup().await;
+    tools.set("delete_record", Behaviour::Ok(json!("gone")));
+    let pod = pod(keyed(&llm, &tools)).await;
+    let mut asker = orra_socket(&pod, KEY_A).await;
+    llm.push(Reply::tool_call("call-x", "delete_record", &json!({"id": "9"})));
+    llm.push(Reply::text(&["deleted 9"]));
+    asker.send(&json!({"type": "chat", "message": "delete 9", "namespace": "o2"})).await;
+    until_type(&mut asker, "tool_approval_request").await;
+    // Another socket of the same caller, which never chatted in o2, answers with the call id alone.
+    let mut other = orra_socket(&pod, KEY_A).await;
+    other.send(&json!({"type": "tool_approval_response", "call_id": "call-x", "approved": true})).await;
+    let done = until_type(&mut asker, "response").await;
+    assert_eq!(done.last().expect("response")["message"], "deleted 9");
+    // A second answer to the same call is told so, on the socket that sent it.
+    other.send(&json!({"type": "tool_approval_response", "call_id": "call-x", "approved": true})).await;
+    let late = until_type(&mut other, "error").await;
+    assert!(late.last().expect("error")["error"].as_str().unwrap_or("").contains("call-x"), "{late:?}");
+    // Another caller cannot answer it either way.
+    let mut stranger = orra_socket(&pod, KEY_B).await;
+    stranger
+        .send(&json!({"type": "tool_approval_response", "call_id": "call-x", "approved": false, "namespace": "o2"}))
+        .await;
+    assert_eq!(stranger.recv().await["type"], "error");
+
+    // Deleted over REST while this socket follows it, then used again: the socket still gets the new turn.
+    let (status, _) = call(&pod, reqwest::Method::DELETE, "/api/sessions/o2", Some(KEY_A), None).await;
+    assert_eq!(status, 200);
+    llm.push(Reply::text(&["fresh start"]));
+    asker.send(&json!({"type": "chat", "message": "again", "namespace": "o2"})).await;
+    let again = until_type(&mut asker, "response").await;
+    assert_eq!(content(&again), "fresh start");
+    let (_, shown) = get(&pod, "/api/sessions/o2", Some(KEY_A)).await;
+    assert_eq!(shown["messages"].as_array().map(Vec::len), Some(2), "only the new turn's messages");
+}

@@ -189,6 +189,21 @@ async fn bad_input_gets_its_status_and_code() {
     );
     expect(post(&pod, "/api/chat/stream", Some(KEY_A), json!({"message": ""})).await, 400, "invalid_request");
     assert_eq!(llm.request_count(), 0, "no bad request reached the model");
+    let (_, list) = get(&pod, "/api/sessions", Some(KEY_A)).await;
+    assert_eq!(list["sessions"], json!([]), "no refused request left a namespace behind");
+
+    // Another caller's namespace is not there for any route.
+    llm.push(Reply::text(&["mine"]));
+    assert_eq!(post(&pod, "/api/chat", Some(KEY_B), json!({"message": "hi", "namespace": "b-only"})).await.0, 200);
+    expect(call(&pod, reqwest::Method::DELETE, "/api/sessions/b-only", Some(KEY_A), None).await, 404, "not_found");
+    expect(get(&pod, "/api/sessions/b-only", Some(KEY_A)).await, 404, "not_found");
+    // The model failing (every retry) is 502 model_unavailable.
+    llm.push(Reply::Status(503));
+    llm.push(Reply::Status(503));
+    expect(chat(json!({"message": "hi"})).await, 502, "model_unavailable");
+    // A bad key on the socket is refused as on REST; a good one works as a header too.
+    assert_eq!(support::ws::Client::connect_err_status(&ws_url(&pod), Some("garbage-key-0000000000")).await, Some(401));
+    assert!(support::ws::Client::connect_with(&ws_url(&pod), None, Some(KEY_A)).await.is_ok());
 
     // CORS: the configured origin is allowed a preflight, another is not.
     let preflight = |origin: &'static str| {

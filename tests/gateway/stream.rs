@@ -139,3 +139,39 @@ async fn a_client_that_never_reads_is_dropped_and_resumes_from_the_log() {
     let events = read_events(resumed, |e| e.last().is_some_and(|x| x.0 == "response")).await;
     assert_eq!(deltas(&events), chunks.concat(), "the whole reply, from the log, once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumes_that_cannot_be_served_are_refused_not_left_hanging() {
+    let (llm, tools) = setup().await;
+    let pod = pod(keyed(&llm, &tools)).await;
+    llm.push(Reply::text(&["short"]));
+    let (status, _) = post(&pod, "/api/chat", Some(KEY_A), json!({"message": "hi", "namespace": "sse-4"})).await;
+    assert_eq!(status, 200);
+    let resume = |id: &'static str, key: &'static str| {
+        reqwest::Client::new()
+            .post(http_url(&pod, "/api/chat/stream"))
+            .bearer_auth(key)
+            .header("Last-Event-ID", id)
+            .json(&json!({"namespace": "sse-4"}))
+            .send()
+    };
+    let beyond = resume("999", KEY_A).await.expect("send");
+    assert_eq!(beyond.status(), 400, "an id beyond the log");
+    let (_, shown) = get(&pod, "/api/sessions/sse-4", Some(KEY_A)).await;
+    assert_eq!(shown["turn"]["state"], "idle");
+    // The turn's events are all before this id: nothing to follow.
+    let bounds = pod.backends().log.bounds(shown["session_id"].as_str().expect("sid")).await.expect("bounds");
+    let at_end = reqwest::Client::new()
+        .post(http_url(&pod, "/api/chat/stream"))
+        .bearer_auth(KEY_A)
+        .header("Last-Event-ID", bounds.1.to_string())
+        .json(&json!({"namespace": "sse-4"}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(at_end.status(), 404);
+    // From 0, the finished turn is replayed and the stream ends.
+    let replay = read_events(resume("0", KEY_A).await.expect("send"), |_| false).await;
+    assert_eq!(replay.last().map(|e| e.0.as_str()), Some("response"));
+    assert_eq!(resume("0", KEY_B).await.expect("send").status(), 404, "another caller's namespace");
+}

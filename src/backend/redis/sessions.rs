@@ -172,11 +172,10 @@ impl SessionStore for RedisStore {
         let s = self.s();
         let sid = &session.session_id;
         let cid = &session.conversation_id;
-        // One slot each: the session's keys, then the conversation's.
-        let session_keys: Vec<String> = ["session", "seq", "log", "confirm", "decided", "last"]
-            .iter()
-            .map(|w| s.keys.session_key(sid, w))
-            .collect();
+        // One slot each: the session's keys, then the conversation's. The seq counter stays: a socket still
+        // attached keeps its position, and the namespace's next turn continues after it instead of starting at 1.
+        let session_keys: Vec<String> =
+            ["session", "log", "confirm", "decided", "last"].iter().map(|w| s.keys.session_key(sid, w)).collect();
         s.client.del::<(), _>(session_keys).await.map_err(|e| s.err(e))?;
         s.client.del::<(), _>(vec![s.keys.conv(cid), s.keys.msgs(cid)]).await.map_err(|e| s.err(e))?;
         s.client.zrem::<(), _, _>(s.keys.user_convs(&session.user_id), cid.as_str()).await.map_err(|e| s.err(e))
