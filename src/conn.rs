@@ -21,14 +21,16 @@ pub(crate) struct Conn {
     pub app: Arc<App>,
     pub identity: Identity,
     pub extended: bool,
+    /// This socket in the hub: its queue (the socket's task is the only consumer) and its slow-consumer token
+    /// (cancelled by the hub, watched by the socket's task).
     pub handle: ConnHandle,
     /// Sessions this socket is attached to (receives their logged events).
     /// Few per socket, so plain vectors (an idle socket's size matters at 10k sockets per pod).
     pub sessions: Vec<String>,
     pub agents: Vec<String>,
     pub connected_at_ms: i64,
-    /// `send_message` timestamps in the last minute (rate limit).
-    pub recent_sends: std::collections::VecDeque<i64>,
+    /// Turns started from this socket in the last minute (rate limit); only the socket's task touches it.
+    pub(crate) recent_sends: crate::util::MinuteWindow,
     /// The protocol this socket speaks, chosen by its first frame.
     pub dialect: Dialect,
 }
@@ -103,15 +105,7 @@ impl Conn {
 
     /// Counts a turn against this socket's per-minute budget (`limits.messages_per_minute`); true when spent.
     pub(crate) fn rate_limited(&mut self) -> bool {
-        let now = now_ms();
-        while self.recent_sends.front().is_some_and(|t| now - *t >= 60_000) {
-            self.recent_sends.pop_front();
-        }
-        if self.recent_sends.len() >= self.app.config.limits.messages_per_minute as usize {
-            return true;
-        }
-        self.recent_sends.push_back(now);
-        false
+        !self.recent_sends.take(now_ms(), self.app.config.limits.messages_per_minute as usize)
     }
 
     /// A reply to the asking socket only (not logged).

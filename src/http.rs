@@ -1,5 +1,5 @@
 //! The HTTP surface: `/ws`, `/health`, `/readyz`, `/metrics`, `POST /admin/publish` and
-//! `GET /admin/connections`.
+//! `GET /admin/connections`, with the REST gateway's `/api/*` routes merged in ([`crate::gateway`]).
 
 use std::sync::Arc;
 use std::time::Duration;

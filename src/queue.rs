@@ -19,6 +19,7 @@ pub(crate) enum PushError {
 /// Many producers (hub, handlers), one consumer (the socket's task). Generic so that it knows nothing of what
 /// a socket is sent ([`crate::hub::Outbound`]).
 pub(crate) struct OutQueue<T> {
+    /// The items and the closed flag; locked briefly by every producer and by the one consumer.
     state: Mutex<State<T>>,
     /// Wakes the single consumer; a notification sent while it is not waiting is kept as a permit.
     ready: Notify,

@@ -15,6 +15,29 @@ pub(crate) fn rfc3339_from_ms(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// A per-minute budget: the times of the events of the last minute (few: bounded by the budget).
+#[derive(Debug, Default)]
+pub(crate) struct MinuteWindow(std::collections::VecDeque<i64>);
+
+impl MinuteWindow {
+    /// Takes one from a budget of `max` per minute; false (and nothing taken) when it is spent.
+    pub(crate) fn take(&mut self, now_ms: i64, max: usize) -> bool {
+        while self.0.front().is_some_and(|t| now_ms - *t >= 60_000) {
+            self.0.pop_front();
+        }
+        if self.0.len() >= max {
+            return false;
+        }
+        self.0.push_back(now_ms);
+        true
+    }
+
+    /// Nothing taken in the last minute.
+    pub(crate) fn is_idle(&self, now_ms: i64) -> bool {
+        self.0.back().is_none_or(|t| now_ms - *t >= 60_000)
+    }
+}
+
 /// Exponential backoff with jitter: the delay doubles from `first` up to `max`, plus up to `jitter` at random
 /// (so pods that failed together do not retry together). One helper for every retry loop.
 #[derive(Debug, Clone)]

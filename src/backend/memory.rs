@@ -22,6 +22,8 @@ pub struct MemoryBackend {
 struct Shared {
     log_len: usize,
     idle_ttl_ms: i64,
+    /// Everything stored, behind one lock shared by every "pod" of this backend (held only for a map
+    /// operation, never across an await); publishing happens under it so bus order equals log order.
     state: Mutex<State>,
     /// Per-pod broadcast senders, keyed by bus handle id; the receivers belong to each pod's hub.
     pods: Mutex<HashMap<u64, broadcast::Sender<BusEvent>>>,

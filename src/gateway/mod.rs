@@ -11,7 +11,7 @@ mod rest;
 mod stream;
 mod watch;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -27,19 +27,20 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use crate::app::App;
 use crate::auth::Identity;
 use crate::error::{ClientError, ErrorCode};
-use crate::util::now_ms;
+use crate::util::{now_ms, MinuteWindow};
 
 /// State of the `/api` routes.
 pub(crate) struct Api {
     app: Arc<App>,
-    /// Turns started per caller in the last minute (`limits.messages_per_minute`, per pod).
-    recent: Mutex<HashMap<String, VecDeque<i64>>>,
+    /// Turns started per caller (org and user) in the last minute (`limits.messages_per_minute`, per pod).
+    /// Shared by every request of the pod; idle callers are pruned at most once a second.
+    recent: Mutex<(HashMap<String, MinuteWindow>, i64)>,
 }
 
 /// The `/api` routes with their security headers and CORS.
 pub(crate) fn router(app: Arc<App>) -> Router {
     let cors = cors(&app.config.http.cors_origins);
-    let api = Arc::new(Api { app, recent: Mutex::new(HashMap::new()) });
+    let api = Arc::new(Api { app, recent: Mutex::new((HashMap::new(), 0)) });
     let headers = [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
@@ -154,16 +155,12 @@ impl Api {
     fn rate_limited(&self, who: &Identity) -> bool {
         let now = now_ms();
         let max = self.app.config.limits.messages_per_minute as usize;
-        let mut recent = self.recent.lock();
-        recent.retain(|_, q| q.back().is_some_and(|t| now - *t < 60_000));
-        let q = recent.entry(format!("{}\0{}", who.org_id, who.user_id)).or_default();
-        while q.front().is_some_and(|t| now - *t >= 60_000) {
-            q.pop_front();
+        let mut guard = self.recent.lock();
+        let (callers, pruned_at) = &mut *guard;
+        if now - *pruned_at >= 1_000 {
+            callers.retain(|_, w| !w.is_idle(now));
+            *pruned_at = now;
         }
-        if q.len() >= max {
-            return true;
-        }
-        q.push_back(now);
-        false
+        !callers.entry(format!("{}\0{}", who.org_id, who.user_id)).or_default().take(now, max)
     }
 }

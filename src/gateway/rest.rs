@@ -211,7 +211,7 @@ fn not_found(ns: &str) -> ApiError {
 }
 
 /// The caller's conversation of `ns`, or 404 (also for another caller's).
-async fn owned_conversation(app: &App, who: &Identity, ns: &str) -> Result<ConversationRecord, ApiError> {
+async fn namespace_conversation(app: &App, who: &Identity, ns: &str) -> Result<ConversationRecord, ApiError> {
     namespace::validate(ns)?;
     let cid = namespace::conversation_id(who, ns);
     match app.backends.sessions.get_conversation(&cid).await.map_err(ClientError::from)? {
@@ -250,7 +250,7 @@ pub(super) async fn show(State(api): State<Arc<Api>>, Path(ns): Path<String>, he
     reply(
         async {
             let who = api.caller(&headers).await?;
-            let c = owned_conversation(&api.app, &who, &ns).await?;
+            let c = namespace_conversation(&api.app, &who, &ns).await?;
             let page = api
                 .app
                 .backends
@@ -301,7 +301,7 @@ pub(super) async fn delete(State(api): State<Arc<Api>>, Path(ns): Path<String>, 
         async {
             let who = api.caller(&headers).await?;
             let app = &api.app;
-            let c = owned_conversation(app, &who, &ns).await?;
+            let c = namespace_conversation(app, &who, &ns).await?;
             let sid = namespace::session_id(&who, &ns);
             // The delete holds the session's turn slot, so no turn runs under it or starts during it. A running
             // or parked turn is cancelled first (it emits `cancelled` and lets go); one whose pod died holds the
