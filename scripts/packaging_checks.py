@@ -55,6 +55,8 @@ GOOD: dict[str, dict[str, Any]] = {
     },
     "ingress": {
         "redis": {"url": BASE_REDIS_URL},
+        "existingSecret": "switchboard-secrets",
+        "config": {"auth": {"mode": "jwt"}},
         "ingress": {
             "enabled": True,
             "className": "nginx",
@@ -126,6 +128,13 @@ BAD: dict[str, tuple[dict[str, Any], str]] = {
         "pathType",
     ),
     "unknown key in ingress": ({"redis": {"url": BASE_REDIS_URL}, "ingress": {"enable": True}}, "enable"),
+    "ingress with anonymous auth": (
+        {
+            "redis": {"url": BASE_REDIS_URL},
+            "ingress": {"enabled": True, "hosts": [{"host": "a.example", "paths": [{"path": "/", "pathType": "Prefix"}]}]},
+        },
+        "anonymous",
+    ),
     "secret in values (llm.api_key)": (
         {"redis": {"url": BASE_REDIS_URL}, "config": {"llm": {"api_key": "sk-not-here"}}},
         "api_key",

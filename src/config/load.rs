@@ -194,6 +194,22 @@ mod tests {
     }
 
     #[test]
+    fn anonymous_auth_is_for_loopback_unless_allowed() {
+        assert!(Config::load(None, env(&[("SWITCHBOARD_BIND", "127.0.0.1:8787")])).is_ok());
+        assert!(Config::load(None, env(&[("SWITCHBOARD_BIND", "[::1]:8787")])).is_ok());
+        let e = Config::load(None, env(&[("SWITCHBOARD_BIND", "0.0.0.0:8787")])).unwrap_err().to_string();
+        assert!(e.contains("auth.allow_anonymous"), "{e}");
+        let allowed = [("SWITCHBOARD_BIND", "0.0.0.0:8787"), ("SWITCHBOARD_AUTH__ALLOW_ANONYMOUS", "true")];
+        assert!(Config::load(None, env(&allowed)).is_ok());
+        let jwt = [
+            ("SWITCHBOARD_BIND", "0.0.0.0:8787"),
+            ("SWITCHBOARD_AUTH__MODE", "jwt"),
+            ("SWITCHBOARD_AUTH__JWT_HS256_SECRET", "a-secret-of-thirty-two-bytes-0123"),
+        ];
+        assert!(Config::load(None, env(&jwt)).is_ok());
+    }
+
+    #[test]
     fn read_window_follows_coalescing_unless_set() {
         let c = Config::load(None, env(&[("SWITCHBOARD_TURN__COALESCE_MS", "20")])).expect("load");
         assert_eq!(c.read_window().as_millis(), 20);

@@ -80,6 +80,9 @@ pub struct LlmConfig {
 pub struct AuthConfig {
     /// `none` (everyone is one anonymous user in org `default`; local use only) or `jwt`.
     pub mode: String,
+    /// `mode = "none"` on an address other than loopback: refused at boot unless this is set, because anyone
+    /// who reaches the port could list, open and approve every conversation.
+    pub allow_anonymous: bool,
     /// HS256 secret for `jwt` mode (secret).
     pub jwt_hs256_secret: String,
     /// RS256 public key (PEM) for `jwt` mode.
@@ -277,6 +280,7 @@ impl Default for AuthConfig {
             jwt_hs256_secret: String::new(),
             jwt_rs256_public_key: String::new(),
             publish_keys: Vec::new(),
+            allow_anonymous: false,
             api_keys: Vec::new(),
             jwks_url: String::new(),
             jwt_issuer: String::new(),

@@ -30,7 +30,19 @@ impl Config {
         }
         positive("llm.timeout_s", self.llm.timeout_s)?;
         match self.auth.mode.as_str() {
-            "none" => {}
+            "none" => {
+                let loopback = self.bind.parse::<SocketAddr>().is_ok_and(|a| a.ip().is_loopback());
+                if !loopback && !self.auth.allow_anonymous {
+                    return Err(invalid(
+                        "auth.allow_anonymous",
+                        format!(
+                            "auth.mode = \"none\" on {}: anyone who reaches it is one anonymous user; use \
+                             auth.mode = \"jwt\" (or API keys), bind to 127.0.0.1, or set auth.allow_anonymous = true",
+                            self.bind
+                        ),
+                    ));
+                }
+            }
             "jwt" => {
                 let a = &self.auth;
                 if a.jwt_hs256_secret.is_empty() && a.jwt_rs256_public_key.is_empty() && a.jwks_url.is_empty() {

@@ -115,6 +115,9 @@ bad config (loud configuration, docs/architecture.md). values.schema.json has al
 {{- if gt (int .Values.drain.pauseSeconds) (int .Values.drain.timeoutSeconds) }}
 {{- fail "drain.pauseSeconds must not exceed drain.timeoutSeconds: the timeout counts from SIGTERM and includes the pause" }}
 {{- end }}
+{{- if and .Values.ingress.enabled (eq (dig "auth" "mode" "none" .Values.config) "none") }}
+{{- fail "ingress.enabled with config.auth.mode=none would put anonymous access (every conversation, every approval) on the Ingress: set config.auth.mode=jwt (or serve API keys) first" }}
+{{- end }}
 {{- if and (eq (dig "auth" "mode" "none" .Values.config) "jwt") (not .Values.existingSecret) (not (dig "auth" "jwt_rs256_public_key" "" .Values.config)) (not (dig "auth" "jwks_url" "" .Values.config)) }}
 {{- fail "config.auth.mode=jwt needs config.auth.jwks_url, config.auth.jwt_rs256_public_key or existingSecret with SWITCHBOARD_AUTH__JWT_HS256_SECRET; the pods would refuse to start" }}
 {{- end }}
