@@ -74,7 +74,9 @@ impl Conn {
             recent_sends: Default::default(),
             dialect: Dialect::Undecided,
         };
-        for channel in [Channel::User(conn.identity.user_id.clone()), Channel::Org(conn.identity.org_id.clone())] {
+        for channel in
+            [Channel::user(&conn.identity.org_id, &conn.identity.user_id), Channel::Org(conn.identity.org_id.clone())]
+        {
             if let Err(e) = conn.app.hub.attach(&channel, &conn.handle).await {
                 tracing::warn!(error = %e, "could not subscribe user/org channel");
             }
@@ -158,7 +160,10 @@ impl Conn {
 
     /// Every channel this socket may be routed on (detaching one it is not on is harmless).
     fn channels(&self) -> Vec<Channel> {
-        let mut out = vec![Channel::User(self.identity.user_id.clone()), Channel::Org(self.identity.org_id.clone())];
+        let mut out = vec![
+            Channel::user(&self.identity.org_id, &self.identity.user_id),
+            Channel::Org(self.identity.org_id.clone()),
+        ];
         out.extend(self.sessions.iter().map(|s| Channel::Session(s.clone())));
         out.extend(self.agents.iter().map(|a| Channel::Agent(a.clone())));
         out

@@ -220,7 +220,12 @@ async fn list_conversations(
     cursor: Option<String>,
 ) -> Result<(), ClientError> {
     let offset = cursor.as_deref().map(|c| decode_cursor("c", c)).transpose()?.unwrap_or(0) as usize;
-    let page = conn.app.backends.sessions.list_conversations(&conn.identity.user_id, offset, limit).await?;
+    let page = conn
+        .app
+        .backends
+        .sessions
+        .list_conversations(&conn.identity.org_id, &conn.identity.user_id, offset, limit)
+        .await?;
     let items: Vec<Value> = page
         .conversations
         .iter()

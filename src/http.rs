@@ -83,7 +83,8 @@ async fn publish(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::bo
         },
         "user" | "org" | "agent" => {
             let channel = match kind {
-                "user" => Channel::User(id.into()),
+                // A user is a user of an org (`target.org`, default `default`: the org of anonymous auth).
+                "user" => Channel::user(v.pointer("/target/org").and_then(Value::as_str).unwrap_or("default"), id),
                 "org" => Channel::Org(id.into()),
                 _ => Channel::Agent(id.into()),
             };

@@ -118,16 +118,27 @@ pub async fn conversation_listing(a: &Backends, b: &Backends) {
     }
     // Touch the oldest so it becomes the newest.
     a.sessions.append_message(&ids[0], &msg(Direction::Inbound, "hello"), 5_000).await.expect("append");
-    let page = b.sessions.list_conversations(&user, 0, 2).await.expect("list");
+    let page = b.sessions.list_conversations("org", &user, 0, 2).await.expect("list");
     assert_eq!(page.conversations.len(), 2);
     assert_eq!(page.conversations[0].conversation_id, ids[0]);
     assert_eq!(page.conversations[1].conversation_id, ids[2]);
     assert!(page.has_more);
-    let rest = b.sessions.list_conversations(&user, 2, 2).await.expect("list");
+    let rest = b.sessions.list_conversations("org", &user, 2, 2).await.expect("list");
     assert_eq!(rest.conversations.len(), 1);
     assert_eq!(rest.conversations[0].conversation_id, ids[1]);
     assert!(!rest.has_more);
-    assert!(b.sessions.list_conversations("nobody", 0, 10).await.expect("list").conversations.is_empty());
+    assert!(b.sessions.list_conversations("org", "nobody", 0, 10).await.expect("list").conversations.is_empty());
+    // The same user id in another org is another user: it sees none of these, and its own only.
+    let (mut s2, mut c2) = session(&sid(), &user);
+    (s2.org_id, c2.org_id) = ("org-2".into(), "org-2".into());
+    a.sessions.create_session(&s2, Some(&c2)).await.expect("create");
+    a.sessions.append_message(&c2.conversation_id, &msg(Direction::Inbound, "other org"), 6_000).await.expect("append");
+    let other = b.sessions.list_conversations("org-2", &user, 0, 10).await.expect("list");
+    assert_eq!(
+        other.conversations.iter().map(|c| c.conversation_id.as_str()).collect::<Vec<_>>(),
+        [c2.conversation_id.as_str()]
+    );
+    assert_eq!(b.sessions.list_conversations("org", &user, 0, 10).await.expect("list").conversations.len(), 3);
 }
 
 /// Seq starts at 1 and has no gaps under concurrent appends from two pods; the log is bounded; publishes
@@ -348,7 +359,7 @@ pub async fn deletion(a: &Backends, b: &Backends) {
     assert_eq!(a.log.bounds(&id).await.expect("bounds").1, 1, "the seq counter is kept");
     assert_eq!(a.log.append(&id, r#"{"n":2}"#).await.expect("append"), 2, "and continues");
     assert!(a.confirms.get(&id).await.expect("parked").is_none());
-    let listed = a.sessions.list_conversations(&user, 0, 10).await.expect("list");
+    let listed = a.sessions.list_conversations("org", &user, 0, 10).await.expect("list");
     let ids: Vec<&str> = listed.conversations.iter().map(|c| c.conversation_id.as_str()).collect();
     assert_eq!(ids, [other_c.conversation_id.as_str()], "only the other conversation is left");
     b.sessions.delete_session(&s).await.expect("deleting again is no error");

@@ -172,9 +172,16 @@ impl SessionStore for MemoryStore {
         Ok(all[all.len().saturating_sub(n)..].to_vec())
     }
 
-    async fn list_conversations(&self, user_id: &str, offset: usize, limit: usize) -> BResult<ConversationPage> {
+    async fn list_conversations(
+        &self,
+        org_id: &str,
+        user_id: &str,
+        offset: usize,
+        limit: usize,
+    ) -> BResult<ConversationPage> {
         let st = self.shared.state.lock();
-        let mut mine: Vec<&ConversationRecord> = st.conversations.values().filter(|c| c.user_id == user_id).collect();
+        let mut mine: Vec<&ConversationRecord> =
+            st.conversations.values().filter(|c| c.user_id == user_id && c.org_id == org_id).collect();
         mine.sort_by(|a, b| {
             b.updated_at_ms.cmp(&a.updated_at_ms).then_with(|| b.conversation_id.cmp(&a.conversation_id))
         });

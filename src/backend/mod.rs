@@ -124,7 +124,13 @@ pub trait SessionStore: Send + Sync {
     /// The last `n` messages, oldest first (history replayed to the model).
     async fn recent_messages(&self, conversation_id: &str, n: usize) -> BResult<Vec<StoredMessage>>;
     /// A user's conversations, most recently updated first, skipping `offset`.
-    async fn list_conversations(&self, user_id: &str, offset: usize, limit: usize) -> BResult<ConversationPage>;
+    async fn list_conversations(
+        &self,
+        org_id: &str,
+        user_id: &str,
+        offset: usize,
+        limit: usize,
+    ) -> BResult<ConversationPage>;
     /// Sets a title; false when the conversation does not exist.
     async fn rename_conversation(&self, conversation_id: &str, title: &str) -> BResult<bool>;
     /// Deletes a session and its conversation with everything they hold: the session record, its logged
@@ -157,6 +163,7 @@ pub trait EventLog: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Channel {
     Session(String),
+    /// A user's channel, keyed by [`user_key`] (org and user: the same `sub` in two orgs is two users).
     User(String),
     Org(String),
     Agent(String),
@@ -166,7 +173,17 @@ pub enum Channel {
     Canary(String),
 }
 
+/// One key for a user of an org (channels, indexes): the org (with `%` and `/` escaped), `/`, the user id.
+pub fn user_key(org_id: &str, user_id: &str) -> String {
+    format!("{}/{user_id}", org_id.replace('%', "%25").replace('/', "%2F"))
+}
+
 impl Channel {
+    /// The channel of user `user_id` in org `org_id`.
+    pub fn user(org_id: &str, user_id: &str) -> Channel {
+        Channel::User(user_key(org_id, user_id))
+    }
+
     /// The Redis channel name. Session channels carry the session hash tag so they shard with its keys.
     pub fn name(&self, prefix: &str) -> String {
         match self {

@@ -95,7 +95,8 @@ async fn approval(conn: &mut Conn, frame: &Value) -> Result<(), ApiError> {
             // The sessions this socket follows, then the caller's namespaces (an answer may come from a socket
             // that never chatted there, on any pod).
             let mut sids = conn.sessions.clone();
-            let page = app.backends.sessions.list_conversations(&conn.identity.user_id, 0, 100).await;
+            let page =
+                app.backends.sessions.list_conversations(&conn.identity.org_id, &conn.identity.user_id, 0, 100).await;
             for c in page.map_err(ClientError::from)?.conversations {
                 if let (Some(ns), true) = (c.namespace.as_deref(), c.org_id == conn.identity.org_id) {
                     let sid = namespace::session_id(&conn.identity, ns);

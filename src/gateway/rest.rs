@@ -225,8 +225,13 @@ pub(super) async fn list(State(api): State<Arc<Api>>, headers: HeaderMap) -> Res
     reply(
         async {
             let who = api.caller(&headers).await?;
-            let page =
-                api.app.backends.sessions.list_conversations(&who.user_id, 0, 100).await.map_err(ClientError::from)?;
+            let page = api
+                .app
+                .backends
+                .sessions
+                .list_conversations(&who.org_id, &who.user_id, 0, 100)
+                .await
+                .map_err(ClientError::from)?;
             let sessions: Vec<Value> = page
                 .conversations
                 .iter()

@@ -182,3 +182,47 @@ async fn send_rate_is_limited_per_connection() {
     assert_eq!(llm.request_count(), 2, "a refused message never reaches the model");
     still_open(&mut c).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_sub_in_two_orgs_is_two_users() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    let (llm, tools) = setup().await;
+    let mut cfg = config(&llm, &tools);
+    cfg.auth.mode = "jwt".into();
+    cfg.auth.jwt_hs256_secret = "test-secret-of-32-bytes-0123456789".into();
+    let pod = pod(cfg).await;
+    let exp = chrono::Utc::now().timestamp() + 600;
+    let token = |org: &str| {
+        encode(
+            &Header::default(),
+            &json!({"sub": "sam", "exp": exp, "org": org}),
+            &EncodingKey::from_secret(b"test-secret-of-32-bytes-0123456789"),
+        )
+        .expect("jwt")
+    };
+    let mut acme = support::ws::Client::connect_with(&ws_url(&pod), None, Some(&token("acme"))).await.expect("ws");
+    let mut globex = support::ws::Client::connect_with(&ws_url(&pod), None, Some(&token("globex"))).await.expect("ws");
+    let sid = create_session(&mut acme).await;
+    create_session(&mut globex).await;
+    // A user event for sam of acme reaches acme's socket only.
+    let r = reqwest::Client::new()
+        .post(http_url(&pod, "/admin/publish"))
+        .bearer_auth("publish-key-0123456789")
+        .json(
+            &json!({"target": {"type": "user", "id": "sam", "org": "acme"}, "event": {"type": "note", "for": "acme"}}),
+        )
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(r.status(), 202);
+    assert_eq!(acme.recv().await["for"], "acme");
+    globex.expect_silence(Duration::from_millis(300)).await;
+    // Each sees its own conversation list, and not the other's session.
+    for c in [&mut acme, &mut globex] {
+        c.send(&json!({"action": "list_conversations", "requestId": "l"})).await;
+        let listed = c.recv().await;
+        assert_eq!(listed["data"]["conversations"].as_array().map(Vec::len), Some(1), "{listed}");
+    }
+    globex.send(&json!({"action": "get_session", "requestId": "g", "sessionId": sid})).await;
+    assert_eq!(globex.recv().await["error"]["code"], "SESSION_NOT_FOUND");
+}

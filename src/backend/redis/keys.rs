@@ -20,7 +20,9 @@ impl Keys {
     pub(super) fn msgs(&self, cid: &str) -> String {
         format!("{}:conv:{{{cid}}}:msgs", self.prefix)
     }
-    pub(super) fn user_convs(&self, uid: &str) -> String {
+    /// The conversations of a user of an org (see [`crate::backend::user_key`]).
+    pub(super) fn user_convs(&self, org: &str, uid: &str) -> String {
+        let uid = &crate::backend::user_key(org, uid);
         format!("{}:user:{{{uid}}}:convs", self.prefix)
     }
     pub(super) fn confirm_expiry(&self) -> String {
@@ -57,7 +59,7 @@ pub(super) fn expiry_member(session_id: &str, call_id: &str) -> String {
 /// The index keys a socket entry belongs to (besides `idx:all`).
 pub(super) fn entry_indexes(keys: &Keys, e: &SocketEntry) -> BTreeSet<String> {
     let mut set: BTreeSet<String> = e.sessions.iter().map(|sid| keys.idx("session", sid)).collect();
-    set.insert(keys.idx("user", &e.user_id));
+    set.insert(keys.idx("user", &crate::backend::user_key(&e.org_id, &e.user_id)));
     set.insert(keys.idx("org", &e.org_id));
     set.insert(keys.idx_all());
     set

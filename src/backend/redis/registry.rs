@@ -80,8 +80,8 @@ impl Registry for RedisStore {
         // The most selective index; the entries themselves are the truth and are re-filtered.
         let index = if let Some(sid) = &filter.session {
             s.keys.idx("session", sid)
-        } else if let Some(uid) = &filter.user {
-            s.keys.idx("user", uid)
+        } else if let (Some(uid), Some(oid)) = (&filter.user, &filter.org) {
+            s.keys.idx("user", &crate::backend::user_key(oid, uid))
         } else if let Some(oid) = &filter.org {
             s.keys.idx("org", oid)
         } else {

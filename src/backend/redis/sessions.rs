@@ -63,7 +63,7 @@ impl SessionStore for RedisStore {
             s.client.hset::<(), _, _>(s.keys.conv(&c.conversation_id), fields).await.map_err(|e| s.err(e))?;
             s.client
                 .zadd::<(), _, _>(
-                    s.keys.user_convs(&c.user_id),
+                    s.keys.user_convs(&c.org_id, &c.user_id),
                     None,
                     None,
                     false,
@@ -103,11 +103,12 @@ impl SessionStore for RedisStore {
                 vec![to_json(message)?, now_ms.to_string(), inbound.into(), crate::util::title_from(&message.text)],
             )
             .await?;
-        if let Some(user_id) = text(&reply) {
+        let owner = array(reply);
+        if let (Some(user_id), Some(org_id)) = (owner.first().and_then(text), owner.get(1).and_then(text)) {
             // Separate command: the user index lives on another slot. GT keeps it monotonic when two pods race.
             s.client
                 .zadd::<(), _, _>(
-                    s.keys.user_convs(&user_id),
+                    s.keys.user_convs(&org_id, &user_id),
                     None,
                     Some(ZOrdering::GreaterThan),
                     false,
@@ -146,9 +147,15 @@ impl SessionStore for RedisStore {
         raw.iter().map(|r| parse_json("message", r)).collect()
     }
 
-    async fn list_conversations(&self, user_id: &str, offset: usize, limit: usize) -> BResult<ConversationPage> {
+    async fn list_conversations(
+        &self,
+        org_id: &str,
+        user_id: &str,
+        offset: usize,
+        limit: usize,
+    ) -> BResult<ConversationPage> {
         let s = self.s();
-        let key = s.keys.user_convs(user_id);
+        let key = s.keys.user_convs(org_id, user_id);
         let total: u64 = s.client.zcard(&key).await.map_err(|e| s.err(e))?;
         if limit == 0 {
             return Ok(ConversationPage { conversations: Vec::new(), has_more: total as usize > offset });
@@ -178,7 +185,10 @@ impl SessionStore for RedisStore {
             ["session", "log", "confirm", "decided", "last"].iter().map(|w| s.keys.session_key(sid, w)).collect();
         s.client.del::<(), _>(session_keys).await.map_err(|e| s.err(e))?;
         s.client.del::<(), _>(vec![s.keys.conv(cid), s.keys.msgs(cid)]).await.map_err(|e| s.err(e))?;
-        s.client.zrem::<(), _, _>(s.keys.user_convs(&session.user_id), cid.as_str()).await.map_err(|e| s.err(e))
+        s.client
+            .zrem::<(), _, _>(s.keys.user_convs(&session.org_id, &session.user_id), cid.as_str())
+            .await
+            .map_err(|e| s.err(e))
     }
 
     async fn rename_conversation(&self, conversation_id: &str, title: &str) -> BResult<bool> {

@@ -1,5 +1,5 @@
 -- KEYS: conv hash, msgs list. ARGV: message JSON, now_ms, inbound (1/0), title from the message.
--- Returns the conversation's user id (for the per-user index), or nil when the conversation does not exist.
+-- Returns {user id, org id} of the conversation (for the per-user index), or nil when it does not exist.
 redis.call('RPUSH', KEYS[2], ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 redis.call('HINCRBY', KEYS[1], 'message_count', 1)
@@ -7,4 +7,4 @@ redis.call('HSET', KEYS[1], 'updated_at_ms', ARGV[2])
 if ARGV[3] == '1' and (redis.call('HGET', KEYS[1], 'title') or '') == '' then
   redis.call('HSET', KEYS[1], 'title', ARGV[4])
 end
-return redis.call('HGET', KEYS[1], 'user_id')
+return redis.call('HMGET', KEYS[1], 'user_id', 'org_id')
