@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use crate::app::App;
-use crate::backend::{Channel, SocketFilter};
+use crate::backend::{Channel, Claim, SocketFilter};
 use crate::metrics::ClusterGauges;
 
 pub(crate) fn router(app: Arc<App>) -> Router {
@@ -76,50 +76,124 @@ async fn publish(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::bo
             "expected {\"target\": {\"type\": \"connection|session|user|org|agent\", \"id\": \"...\"}, \"event\": {...}}",
         );
     };
-    let result = match kind {
-        "session" => match app.emit(id, event).await {
-            Ok(seq) => return (StatusCode::ACCEPTED, Json(json!({"accepted": true, "seq": seq}))).into_response(),
-            Err(e) => Err(e.message),
-        },
-        "user" | "org" | "agent" => {
-            let channel = match kind {
-                // A user is a user of an org (`target.org`, default `default`: the org of anonymous auth).
-                "user" => Channel::user(v.pointer("/target/org").and_then(Value::as_str).unwrap_or("default"), id),
-                "org" => Channel::Org(id.into()),
-                _ => Channel::Agent(id.into()),
-            };
-            app.backends.bus.publish(&channel, &event.to_string()).await.map_err(|e| e.to_string())
-        }
-        "connection" => {
-            let filter = SocketFilter { connection: Some(id.to_string()), ..Default::default() };
-            match app.backends.registry.list(&filter, 1).await {
-                Ok(found) => match found.first() {
-                    Some(entry) => {
-                        let msg = json!({"kind": "deliver", "connectionId": id, "event": event}).to_string();
-                        app.backends
-                            .bus
-                            .publish(&Channel::Pod(entry.pod_id.clone()), &msg)
-                            .await
-                            .map_err(|e| e.to_string())
-                    }
-                    None => Ok(()), // at-most-once: an unknown connection is simply not there
-                },
-                Err(e) => Err(e.to_string()),
-            }
-        }
-        _ => {
+    if let Some(field) = ["seq", "sessionId", "epoch"].into_iter().find(|f| event.get(*f).is_some()) {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            &format!("event.{field} is set by the server, not by a publisher"),
+        );
+    }
+    if !matches!(kind, "connection" | "session" | "user" | "org" | "agent") {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            "target.type must be connection, session, user, org or agent",
+        );
+    }
+    let org = v.pointer("/target/org").and_then(Value::as_str).unwrap_or("default");
+    let Some(key) = headers.get("idempotency-key") else {
+        return deliver(&app, kind, id, org, event).await.map_or_else(|r| r, |body| accepted(&body));
+    };
+    let key = match key.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 200) {
+        Some(k) => format!("publish:{k}"),
+        None => {
             return problem(
                 StatusCode::BAD_REQUEST,
                 "VALIDATION_ERROR",
-                "target.type must be connection, session, user, org or agent",
+                "Idempotency-Key must be 1-200 visible characters",
             )
         }
     };
-    match result {
-        Ok(()) => (StatusCode::ACCEPTED, Json(json!({"accepted": true}))).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "publish failed");
-            problem(StatusCode::SERVICE_UNAVAILABLE, "INTERNAL_ERROR", "publish failed, retry")
+    idempotent(&app, &key, deliver(&app, kind, id, org, event)).await
+}
+
+/// How long a publish's `Idempotency-Key` answers a retry with the first answer.
+const PUBLISH_IDEMPOTENCY_MS: u64 = 10 * 60 * 1000;
+
+fn accepted(body: &Value) -> Response {
+    (StatusCode::ACCEPTED, Json(body.clone())).into_response()
+}
+
+/// Runs `publish` once per key (on any pod): a retry gets the first answer, and waits while the first request
+/// is still publishing. A failed publish gives the key back, so the retry publishes.
+async fn idempotent(
+    app: &App,
+    key: &str,
+    publish: impl std::future::Future<Output = Result<Value, Response>>,
+) -> Response {
+    let store = &app.backends.idempotency;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut backoff = crate::util::Backoff::new(Duration::from_millis(20), Duration::from_millis(250));
+    loop {
+        match store.claim(key, PUBLISH_IDEMPOTENCY_MS).await {
+            Ok(Claim::Claimed) => break,
+            Ok(Claim::Done(answer)) => {
+                let body = serde_json::from_str(&answer).unwrap_or_else(|_| json!({"accepted": true}));
+                return accepted(&body);
+            }
+            Ok(Claim::InFlight) if tokio::time::Instant::now() < deadline => backoff.wait().await,
+            Ok(Claim::InFlight) => {
+                return problem(
+                    StatusCode::CONFLICT,
+                    "IN_PROGRESS",
+                    "a publish with this Idempotency-Key is in progress",
+                )
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "idempotency store failed");
+                return problem(StatusCode::SERVICE_UNAVAILABLE, "INTERNAL_ERROR", "publish failed, retry");
+            }
+        }
+    }
+    match publish.await {
+        Ok(body) => {
+            if let Err(e) = store.complete(key, &body.to_string(), PUBLISH_IDEMPOTENCY_MS).await {
+                tracing::warn!(error = %e, "could not record a publish's answer under its Idempotency-Key");
+            }
+            accepted(&body)
+        }
+        Err(response) => {
+            let _ = store.abandon(key).await;
+            response
+        }
+    }
+}
+
+/// Publishes `event` to the target: the answer body, or the error response.
+async fn deliver(app: &App, kind: &str, id: &str, org: &str, event: &Value) -> Result<Value, Response> {
+    let unavailable = |e: String| {
+        tracing::error!(error = %e, "publish failed");
+        problem(StatusCode::SERVICE_UNAVAILABLE, "INTERNAL_ERROR", "publish failed, retry")
+    };
+    match kind {
+        "session" => {
+            let exists = app.backends.sessions.get_session(id).await.map_err(|e| unavailable(e.to_string()))?;
+            if exists.is_none() {
+                return Err(problem(StatusCode::NOT_FOUND, "SESSION_NOT_FOUND", &format!("session '{id}' not found")));
+            }
+            let seq = app.emit(id, event).await.map_err(|e| unavailable(e.message))?;
+            Ok(json!({"accepted": true, "seq": seq}))
+        }
+        "user" | "org" | "agent" => {
+            let channel = match kind {
+                // A user is a user of an org (`target.org`, default `default`: the org of anonymous auth).
+                "user" => Channel::user(org, id),
+                "org" => Channel::Org(id.into()),
+                _ => Channel::Agent(id.into()),
+            };
+            app.backends.bus.publish(&channel, &event.to_string()).await.map_err(|e| unavailable(e.to_string()))?;
+            Ok(json!({"accepted": true}))
+        }
+        _ => {
+            let filter = SocketFilter { connection: Some(id.to_string()), ..Default::default() };
+            let found = app.backends.registry.list(&filter, 1).await.map_err(|e| unavailable(e.to_string()))?;
+            // At-most-once: an unknown connection is simply not there.
+            if let Some(entry) = found.first() {
+                let msg = json!({"kind": "deliver", "connectionId": id, "event": event}).to_string();
+                let pod = Channel::Pod(entry.pod_id.clone());
+                app.backends.bus.publish(&pod, &msg).await.map_err(|e| unavailable(e.to_string()))?;
+            }
+            Ok(json!({"accepted": true}))
         }
     }
 }

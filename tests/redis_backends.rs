@@ -68,7 +68,10 @@ async fn full_suite(url: &str) {
     conformance::turn_leases(&a, &b).await;
     let (a, b) = pods(url).await;
     conformance::registry(&a, &b).await;
+    let (a, b) = pods(url).await;
     conformance::deletion(&a, &b).await;
+    let (a, b) = pods(url).await;
+    conformance::idempotency(&a, &b).await;
 }
 
 /// Retries `op` until it succeeds or `within` passes (Redis is coming back, or failing over).
@@ -180,6 +183,7 @@ single! {
     single_turn_leases => turn_leases;
     single_registry => registry;
     single_deletion => deletion;
+    single_idempotency => idempotency;
 }
 
 /// The keys of one session share a slot and carry the idle TTL, and nothing is left without one except the

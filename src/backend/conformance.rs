@@ -365,6 +365,35 @@ pub async fn deletion(a: &Backends, b: &Backends) {
     b.sessions.delete_session(&s).await.expect("deleting again is no error");
 }
 
+/// An idempotency key is claimed once across pods; a retry gets the first answer; an abandoned or lapsed claim
+/// can be taken again.
+pub async fn idempotency(a: &Backends, b: &Backends) {
+    let key = format!("k-{}", sid());
+    assert_eq!(a.idempotency.claim(&key, 60_000).await.expect("claim"), Claim::Claimed);
+    assert_eq!(b.idempotency.claim(&key, 60_000).await.expect("claim"), Claim::InFlight);
+    a.idempotency.complete(&key, r#"{"accepted":true,"seq":7}"#, 60_000).await.expect("complete");
+    assert_eq!(
+        b.idempotency.claim(&key, 60_000).await.expect("claim"),
+        Claim::Done(r#"{"accepted":true,"seq":7}"#.into())
+    );
+    b.idempotency.abandon(&key).await.expect("abandon");
+    assert!(matches!(a.idempotency.claim(&key, 60_000).await.expect("claim"), Claim::Done(_)), "an answer stays");
+
+    let failed = format!("f-{}", sid());
+    assert_eq!(a.idempotency.claim(&failed, 60_000).await.expect("claim"), Claim::Claimed);
+    a.idempotency.abandon(&failed).await.expect("abandon");
+    assert_eq!(
+        b.idempotency.claim(&failed, 60_000).await.expect("claim"),
+        Claim::Claimed,
+        "a retry acts after a failure"
+    );
+
+    let short = format!("s-{}", sid());
+    assert_eq!(a.idempotency.claim(&short, 100).await.expect("claim"), Claim::Claimed);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(b.idempotency.claim(&short, 100).await.expect("claim"), Claim::Claimed, "a lapsed claim is free");
+}
+
 #[cfg(test)]
 mod memory_suite {
     use super::*;
@@ -396,5 +425,6 @@ mod memory_suite {
         memory_turn_leases => turn_leases;
         memory_registry => registry;
         memory_deletion => deletion;
+        memory_idempotency => idempotency;
     }
 }

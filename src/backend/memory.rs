@@ -17,6 +17,8 @@ use crate::util::now_ms;
 #[derive(Clone)]
 pub struct MemoryBackend {
     shared: Arc<Shared>,
+    /// Idempotency keys, shared by every pod of this backend.
+    idempotency: Arc<super::idempotency::MemoryIdempotency>,
 }
 
 struct Shared {
@@ -65,6 +67,7 @@ impl MemoryBackend {
                 pods: Mutex::new(HashMap::new()),
                 next_pod: AtomicU64::new(1),
             }),
+            idempotency: super::idempotency::MemoryIdempotency::new(),
         }
     }
 
@@ -75,7 +78,7 @@ impl MemoryBackend {
         self.shared.pods.lock().insert(id, tx.clone());
         let store = Arc::new(MemoryStore { shared: self.shared.clone() });
         let bus = Arc::new(MemoryBus { shared: self.shared.clone(), id, tx });
-        Backends::from_store(store, bus)
+        Backends::from_store(store, bus, self.idempotency.clone())
     }
 }
 

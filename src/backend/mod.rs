@@ -14,6 +14,7 @@
 /// tests (never in the release library).
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod idempotency;
 pub mod memory;
 pub mod redis;
 
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::config::Config;
+pub use idempotency::{Claim, IdempotencyStore};
 
 /// Errors of the storage layer. Converted into a client-safe `INTERNAL_ERROR` at the edge.
 #[derive(Debug, thiserror::Error)]
@@ -380,6 +382,8 @@ pub struct Backends {
     pub registry: Arc<dyn Registry>,
     /// Liveness of the backend connection for `/readyz` (memory: always true).
     pub health: Arc<dyn Health>,
+    /// Idempotency keys of retried requests (`POST /admin/publish`).
+    pub idempotency: Arc<dyn IdempotencyStore>,
 }
 
 /// Readiness of the storage connection.
@@ -390,7 +394,7 @@ pub trait Health: Send + Sync {
 
 impl Backends {
     /// Backends served by one store type that implements every storage trait, plus a pod's bus.
-    pub fn from_store<S>(store: Arc<S>, bus: Arc<dyn Bus>) -> Backends
+    pub fn from_store<S>(store: Arc<S>, bus: Arc<dyn Bus>, idempotency: Arc<dyn IdempotencyStore>) -> Backends
     where
         S: SessionStore + EventLog + ConfirmStore + TurnLease + Registry + Health + 'static,
     {
@@ -402,6 +406,7 @@ impl Backends {
             leases: store.clone(),
             registry: store.clone(),
             health: store,
+            idempotency,
         }
     }
 

@@ -111,3 +111,46 @@ async fn metrics_serve_every_metric_the_readme_lists_in_a_parsable_exposition() 
         other => panic!("time to first token is not a histogram: {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_refuses_server_fields_and_unknown_sessions_and_is_idempotent() {
+    let (llm, tools) = setup().await;
+    let pod = pod(config(&llm, &tools)).await;
+    let mut c = connect(&pod, true).await;
+    let sid = create_session(&mut c).await;
+    let http = reqwest::Client::new();
+    let publish = |body: Value, key: Option<&'static str>| {
+        let mut req = http.post(http_url(&pod, "/admin/publish")).bearer_auth("publish-key-0123456789").json(&body);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        req.send()
+    };
+    for field in ["seq", "sessionId", "epoch"] {
+        let r = publish(json!({"target": {"type": "session", "id": sid}, "event": {"type": "x", field: 1}}), None)
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 400, "{field}");
+        let body: Value = r.json().await.expect("json");
+        assert!(body["error"]["message"].as_str().unwrap_or("").contains(field), "{body}");
+    }
+    let unknown =
+        json!({"target": {"type": "session", "id": "00000000-0000-0000-0000-000000000000"}, "event": {"type": "x"}});
+    let r = publish(unknown, None).await.expect("send");
+    assert_eq!(r.status(), 404);
+
+    // The same Idempotency-Key twice: one event in the log, the first answer again.
+    let event = json!({"target": {"type": "session", "id": sid}, "event": {"type": "order_shipped", "n": 1}});
+    let first: Value = publish(event.clone(), Some("order-1-shipped")).await.expect("send").json().await.expect("json");
+    let again = publish(event.clone(), Some("order-1-shipped")).await.expect("send");
+    assert_eq!(again.status(), 202);
+    assert_eq!(again.json::<Value>().await.expect("json"), first);
+    let got = c.recv().await;
+    assert_eq!((got["type"].as_str(), got["seq"].as_u64()), (Some("order_shipped"), first["seq"].as_u64()));
+    c.expect_silence(Duration::from_millis(300)).await;
+    let logged = pod.backends().log.read_after(&sid, 0, 100).await.expect("log");
+    assert_eq!(logged.iter().filter(|(_, e)| e.contains("order_shipped")).count(), 1, "published once");
+    // Another key publishes again.
+    let other: Value = publish(event, Some("order-1-shipped-2")).await.expect("send").json().await.expect("json");
+    assert_eq!(other["seq"].as_u64(), first["seq"].as_u64().map(|s| s + 1));
+}

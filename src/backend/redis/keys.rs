@@ -37,6 +37,9 @@ impl Keys {
     pub(super) fn idx(&self, kind: &str, id: &str) -> String {
         format!("{}:idx:{kind}:{id}", self.prefix)
     }
+    pub(super) fn idempotency(&self, key: &str) -> String {
+        format!("{}:idem:{key}", self.prefix)
+    }
     pub(super) fn idx_all(&self) -> String {
         format!("{}:idx:all", self.prefix)
     }

@@ -20,6 +20,7 @@
 //! | `P:turns:deadline` | zset sid → lease deadline ms | `acquire`/`renew` | none (pruned by `claim_lapsed`) |
 //! | `P:sock:<conn>` | string, JSON [`SocketEntry`] | `upsert` | the heartbeat (PX) |
 //! | `P:idx:{all,session,user,org}[:<id>]` | zset conn → heartbeat deadline ms | `upsert` | refreshed by `upsert` |
+//! | `P:idem:<key>` | string: pending marker, then the first answer | `claim`/`complete` | the key's TTL (PX) |
 //!
 //! Cluster rule: a Lua script only ever touches keys of one slot. The global indexes (`P:confirm:expiry`,
 //! `P:turns:deadline`, `P:user:…`, `P:idx:…`) are updated by separate single-key commands next to the
@@ -44,6 +45,7 @@
 mod bus;
 mod confirms;
 mod conn;
+mod idempotency;
 mod keys;
 mod leases;
 mod log;
@@ -122,5 +124,5 @@ pub async fn connect(config: &Config) -> BResult<Backends> {
     info!(redis_mode = target.kind(), cluster, "redis backends connected");
     let store = Arc::new(RedisStore { shared: shared.clone() });
     let bus = Arc::new(RedisBus { shared, subscriber, tx, restoring });
-    Ok(Backends::from_store(store, bus))
+    Ok(Backends::from_store(store.clone(), bus, store))
 }
