@@ -48,6 +48,8 @@ NGINX_WS = {
 
 # Value sets that must lint cleanly (--strict), render, and validate.
 GOOD: dict[str, dict[str, Any]] = {
+    # `helm install switchboard ./helm/switchboard` with no values: two pods and the in-chart Redis.
+    "defaults": {},
     "defaults+redis.url": {"redis": {"url": BASE_REDIS_URL}},
     "autoscaling": {
         "redis": {"url": BASE_REDIS_URL},
@@ -112,7 +114,7 @@ GOOD: dict[str, dict[str, Any]] = {
         "terminationGracePeriodSeconds": 90,
         "topologySpreadConstraints": [],
     },
-    "single-pod-in-memory": {"replicaCount": 1, "podDisruptionBudget": {"enabled": False}},
+    "single-pod-in-memory": {"replicaCount": 1, "redis": {"enabled": False}, "podDisruptionBudget": {"enabled": False}},
 }
 
 # Value sets that must be refused, with a fragment the error message has to contain (so that each is refused
@@ -146,9 +148,11 @@ BAD: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "redis.url with http scheme": ({"redis": {"url": "http://redis:6379"}}, "url"),
     "sentinel URL without master": ({"redis": {"url": "redis-sentinel://s:26379"}}, "url"),
-    "replicas > 1 without Redis": ({"replicaCount": 3}, "in-memory mode is single-pod"),
-    "autoscaling without Redis": ({"replicaCount": 1, "autoscaling": {"enabled": True}}, "autoscaling.enabled needs Redis"),
-    "redis.enabled and redis.url": ({"redis": {"enabled": True, "url": BASE_REDIS_URL}}, "choose one"),
+    "replicas > 1 without Redis": ({"replicaCount": 3, "redis": {"enabled": False}}, "in-memory mode is single-pod"),
+    "autoscaling without Redis": (
+        {"replicaCount": 1, "redis": {"enabled": False}, "autoscaling": {"enabled": True}},
+        "autoscaling.enabled needs Redis",
+    ),
     "urlFromExistingSecret without existingSecret": ({"redis": {"urlFromExistingSecret": True}}, "needs existingSecret"),
     "grace period shorter than drain": (
         {"redis": {"url": BASE_REDIS_URL}, "terminationGracePeriodSeconds": 25},
@@ -312,7 +316,13 @@ def check_set(name: str, docs: list[dict[str, Any]], values: dict[str, Any]) -> 
     c = container(deploy)
     env = env_of(c)
     strategy = deploy["spec"]["strategy"]["type"]
-    if name == "defaults+redis.url":
+    if name == "defaults":
+        # No values at all: two pods on the in-chart Redis, anonymous auth allowed only inside the cluster.
+        assert deploy["spec"]["replicas"] == 2 and strategy == "RollingUpdate"
+        assert env["SWITCHBOARD_REDIS_URL"] == f"redis://{RELEASE}-redis:6379", env
+        find(docs, "Deployment", f"{RELEASE}-redis")
+        assert not any(d["kind"] == "Ingress" for d in docs), "no Ingress by default"
+    elif name == "defaults+redis.url":
         assert kinds(docs) == sorted(
             f"{k}/{RELEASE}" for k in ("ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount")
         ), kinds(docs)

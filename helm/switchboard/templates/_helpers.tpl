@@ -61,9 +61,14 @@ app.kubernetes.io/name: {{ include "switchboard.name" . }}-redis
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* "true" when the in-chart Redis runs: redis.enabled (the default) and no external Redis given. */}}
+{{- define "switchboard.inChartRedis" -}}
+{{- if and .Values.redis.enabled (not .Values.redis.url) (not .Values.redis.urlFromExistingSecret) }}true{{ end }}
+{{- end }}
+
 {{/* The value of SWITCHBOARD_REDIS_URL set by the chart; empty when it comes from the Secret or is absent. */}}
 {{- define "switchboard.redisUrl" -}}
-{{- if .Values.redis.enabled }}
+{{- if include "switchboard.inChartRedis" . }}
 {{- printf "redis://%s:6379" (include "switchboard.redis.fullname" .) }}
 {{- else }}
 {{- .Values.redis.url }}
@@ -72,7 +77,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* "true" when the pods share state through Redis (however its URL arrives). */}}
 {{- define "switchboard.hasRedis" -}}
-{{- if or .Values.redis.enabled .Values.redis.url .Values.redis.urlFromExistingSecret }}true{{ end }}
+{{- if or (include "switchboard.inChartRedis" .) .Values.redis.url .Values.redis.urlFromExistingSecret }}true{{ end }}
 {{- end }}
 
 {{/* The app exits at most drain.timeoutSeconds + 3 s after SIGTERM (its last wait for interrupted turns). */}}
@@ -92,9 +97,6 @@ bad config (loud configuration, docs/architecture.md). values.schema.json has al
 */}}
 {{- define "switchboard.validate" -}}
 {{- $r := .Values.redis }}
-{{- if and $r.enabled (or $r.url $r.urlFromExistingSecret) }}
-{{- fail "redis.enabled (an in-chart Redis) cannot be combined with redis.url or redis.urlFromExistingSecret (an external one): choose one" }}
-{{- end }}
 {{- if and $r.url $r.urlFromExistingSecret }}
 {{- fail "redis.url and redis.urlFromExistingSecret both give the Redis URL: set only one" }}
 {{- end }}
