@@ -34,6 +34,11 @@ pub mod protocol;
 pub mod server;
 pub mod telemetry;
 
+/// Entry points for the coverage-guided fuzz targets under `fuzz/` (feature `fuzzing`; not in the library's API).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 mod agents;
 mod app;
 mod auth;

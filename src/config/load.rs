@@ -11,10 +11,23 @@ impl Config {
     where
         I: IntoIterator<Item = (String, String)>,
     {
+        match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.to_string(), source })?;
+                Self::load_text(Some((path, &text)), env)
+            }
+            None => Self::load_text(None, env),
+        }
+    }
+
+    /// [`Config::load`] with the file's text given (and its name, for messages).
+    pub fn load_text<I>(file: Option<(&str, &str)>, env: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
         let mut tree = toml::Value::try_from(Config::default()).map_err(|e| invalid("(defaults)", e.to_string()))?;
-        if let Some(path) = file {
-            let text =
-                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_string(), source })?;
+        if let Some((path, text)) = file {
             let file_tree: toml::Value = text
                 .parse::<toml::Table>()
                 .map(toml::Value::Table)
