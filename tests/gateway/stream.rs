@@ -40,6 +40,20 @@ async fn read_events(resp: reqwest::Response, stop: impl Fn(&[Sse]) -> bool) -> 
     out
 }
 
+/// `POST /api/chat/stream` as caller `key`, resuming after `last_id` when given.
+async fn open_stream(
+    pod: &switchboard::server::Running,
+    key: &str,
+    last_id: Option<u64>,
+    body: Value,
+) -> reqwest::Response {
+    let mut req = reqwest::Client::new().post(http_url(pod, "/api/chat/stream")).bearer_auth(key).json(&body);
+    if let Some(id) = last_id {
+        req = req.header("Last-Event-ID", id.to_string());
+    }
+    req.send().await.expect("stream")
+}
+
 fn deltas(events: &[Sse]) -> String {
     events.iter().filter(|e| e.0 == "text_delta").map(|e| e.2["content"].as_str().unwrap_or("")).collect()
 }
@@ -50,28 +64,14 @@ async fn streams_a_turn_and_resumes_after_the_connection_is_cut() {
     let pod = pod(keyed(&llm, &tools)).await;
     let chunks = ["one ", "two ", "three ", "four ", "five"];
     llm.push(Reply::Slow { chunks: chunks.iter().map(|c| c.to_string()).collect(), delay_ms: 200, usage: None });
-    let http = reqwest::Client::new();
-    let first = http
-        .post(http_url(&pod, "/api/chat/stream"))
-        .bearer_auth(KEY_A)
-        .json(&json!({"message": "count", "namespace": "sse-1"}))
-        .send()
-        .await
-        .expect("stream");
+    let first = open_stream(&pod, KEY_A, None, json!({"message": "count", "namespace": "sse-1"})).await;
     assert_eq!(first.status(), 200);
     assert!(first.headers()["content-type"].to_str().unwrap_or("").starts_with("text/event-stream"));
     // Cut after two pieces of the reply.
     let seen = read_events(first, |e| e.iter().filter(|x| x.0 == "text_delta").count() == 2).await;
     let last_id = seen.last().and_then(|e| e.1).expect("events carry their seq as id");
 
-    let rest = http
-        .post(http_url(&pod, "/api/chat/stream"))
-        .bearer_auth(KEY_A)
-        .header("Last-Event-ID", last_id.to_string())
-        .json(&json!({"namespace": "sse-1"}))
-        .send()
-        .await
-        .expect("resume");
+    let rest = open_stream(&pod, KEY_A, Some(last_id), json!({"namespace": "sse-1"})).await;
     let rest = read_events(rest, |e| e.last().is_some_and(|x| x.0 == "response" || x.0 == "error")).await;
     let all: Vec<Sse> = seen.iter().cloned().chain(rest.iter().cloned()).collect();
     assert_eq!(deltas(&all), chunks.concat(), "every piece exactly once across the cut");
@@ -91,13 +91,7 @@ async fn a_parked_stream_ends_with_the_approval_request() {
     let (llm, tools) = setup().await;
     let pod = pod(keyed(&llm, &tools)).await;
     llm.push(Reply::tool_call("call-s", "delete_record", &json!({"id": "3"})));
-    let resp = reqwest::Client::new()
-        .post(http_url(&pod, "/api/chat/stream"))
-        .bearer_auth(KEY_A)
-        .json(&json!({"message": "delete 3", "namespace": "sse-2"}))
-        .send()
-        .await
-        .expect("stream");
+    let resp = open_stream(&pod, KEY_A, None, json!({"message": "delete 3", "namespace": "sse-2"})).await;
     let events = read_events(resp, |_| false).await;
     let end = events.last().expect("an event");
     assert_eq!(end.0, "tool_approval_request");
@@ -113,14 +107,7 @@ async fn a_client_that_never_reads_is_dropped_and_resumes_from_the_log() {
     let pod = pod(keyed(&llm, &tools)).await;
     let chunks: Vec<String> = (0..40).map(|i| format!("w{i} ")).collect();
     llm.push(Reply::Slow { chunks: chunks.clone(), delay_ms: 10, usage: None });
-    let http = reqwest::Client::new();
-    let stalled = http
-        .post(http_url(&pod, "/api/chat/stream"))
-        .bearer_auth(KEY_A)
-        .json(&json!({"message": "many", "namespace": "sse-3"}))
-        .send()
-        .await
-        .expect("stream");
+    let stalled = open_stream(&pod, KEY_A, None, json!({"message": "many", "namespace": "sse-3"})).await;
     // The client reads nothing while the whole turn runs, then goes away.
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     while get(&pod, "/api/sessions/sse-3", Some(KEY_A)).await.1["turn"]["state"] != "idle" {
@@ -128,14 +115,7 @@ async fn a_client_that_never_reads_is_dropped_and_resumes_from_the_log() {
         sleep_ms(50).await;
     }
     drop(stalled);
-    let resumed = http
-        .post(http_url(&pod, "/api/chat/stream"))
-        .bearer_auth(KEY_A)
-        .header("Last-Event-ID", "0")
-        .json(&json!({"namespace": "sse-3"}))
-        .send()
-        .await
-        .expect("resume");
+    let resumed = open_stream(&pod, KEY_A, Some(0), json!({"namespace": "sse-3"})).await;
     let events = read_events(resumed, |e| e.last().is_some_and(|x| x.0 == "response")).await;
     assert_eq!(deltas(&events), chunks.concat(), "the whole reply, from the log, once");
 }
@@ -147,31 +127,17 @@ async fn resumes_that_cannot_be_served_are_refused_not_left_hanging() {
     llm.push(Reply::text(&["short"]));
     let (status, _) = post(&pod, "/api/chat", Some(KEY_A), json!({"message": "hi", "namespace": "sse-4"})).await;
     assert_eq!(status, 200);
-    let resume = |id: &'static str, key: &'static str| {
-        reqwest::Client::new()
-            .post(http_url(&pod, "/api/chat/stream"))
-            .bearer_auth(key)
-            .header("Last-Event-ID", id)
-            .json(&json!({"namespace": "sse-4"}))
-            .send()
-    };
-    let beyond = resume("999", KEY_A).await.expect("send");
+    let resume = |id: u64, key: &'static str| open_stream(&pod, key, Some(id), json!({"namespace": "sse-4"}));
+    let beyond = resume(999, KEY_A).await;
     assert_eq!(beyond.status(), 400, "an id beyond the log");
     let (_, shown) = get(&pod, "/api/sessions/sse-4", Some(KEY_A)).await;
     assert_eq!(shown["turn"]["state"], "idle");
     // The turn's events are all before this id: nothing to follow.
     let bounds = pod.backends().log.bounds(shown["session_id"].as_str().expect("sid")).await.expect("bounds");
-    let at_end = reqwest::Client::new()
-        .post(http_url(&pod, "/api/chat/stream"))
-        .bearer_auth(KEY_A)
-        .header("Last-Event-ID", bounds.1.to_string())
-        .json(&json!({"namespace": "sse-4"}))
-        .send()
-        .await
-        .expect("send");
+    let at_end = open_stream(&pod, KEY_A, Some(bounds.1), json!({"namespace": "sse-4"})).await;
     assert_eq!(at_end.status(), 404);
     // From 0, the finished turn is replayed and the stream ends.
-    let replay = read_events(resume("0", KEY_A).await.expect("send"), |_| false).await;
+    let replay = read_events(resume(0, KEY_A).await, |_| false).await;
     assert_eq!(replay.last().map(|e| e.0.as_str()), Some("response"));
-    assert_eq!(resume("0", KEY_B).await.expect("send").status(), 404, "another caller's namespace");
+    assert_eq!(resume(0, KEY_B).await.status(), 404, "another caller's namespace");
 }
