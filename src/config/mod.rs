@@ -36,6 +36,9 @@ pub struct Config {
     pub redis_url: String,
     /// Prefix of every Redis key and channel, so several deployments (or tests) can share one Redis.
     pub redis_key_prefix: String,
+    /// CA certificates (PEM) that a `rediss` server's certificate must chain to. Empty = the Mozilla roots
+    /// built into the binary (managed cloud Redis).
+    pub redis_tls_ca_file: String,
     /// Seconds of outbound silence after which a `keepalive` frame is sent.
     pub keepalive_s: u64,
     /// `json` (production), `pretty` (local), or `auto` (pretty on a terminal, JSON otherwise).
@@ -246,6 +249,7 @@ impl Default for Config {
             bind: "127.0.0.1:8787".into(),
             redis_url: String::new(),
             redis_key_prefix: "sb".into(),
+            redis_tls_ca_file: String::new(),
             keepalive_s: 30,
             log_format: "auto".into(),
             llm: LlmConfig::default(),

@@ -12,8 +12,17 @@ impl Config {
         if !self.redis_url.is_empty() {
             let target =
                 crate::backend::redis::url::RedisTarget::parse(&self.redis_url).map_err(|m| invalid("redis_url", m))?;
-            // Refused here, not only when connecting, so `check-config` refuses what `serve` refuses.
-            target.tls_supported().map_err(|m| invalid("redis_url", m))?;
+            if !self.redis_tls_ca_file.is_empty() {
+                // Read here, not only when connecting, so `check-config` refuses what `serve` refuses.
+                let pem = std::fs::read_to_string(&self.redis_tls_ca_file)
+                    .map_err(|e| invalid("redis_tls_ca_file", format!("{}: {e}", self.redis_tls_ca_file)))?;
+                if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(invalid("redis_tls_ca_file", "holds no PEM certificate"));
+                }
+                if !target.is_tls() {
+                    return Err(invalid("redis_tls_ca_file", "is only for a rediss:// URL"));
+                }
+            }
         }
         if self.redis_key_prefix.is_empty() || self.redis_key_prefix.contains(['{', '}', ' ']) {
             return Err(invalid("redis_key_prefix", "must be non-empty without braces or spaces"));

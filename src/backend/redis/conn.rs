@@ -22,9 +22,43 @@ use super::url::{RedisTarget, UrlParts};
 use crate::backend::{BResult, BackendError};
 use crate::util::now_ms;
 
-/// The fred client configuration for a target.
-pub(super) fn fred_config(target: &RedisTarget) -> Result<FredConfig, String> {
-    target.tls_supported()?;
+/// The fred client configuration for a target; `rediss` schemes connect over TLS, trusting `ca_file` (PEM)
+/// when given, else the Mozilla roots built into the binary.
+pub(super) fn fred_config(target: &RedisTarget, ca_file: &str) -> Result<FredConfig, String> {
+    let mut config = plain_config(target)?;
+    if target.is_tls() {
+        config.tls = Some(tls_config(ca_file)?);
+    }
+    Ok(config)
+}
+
+/// TLS for every connection of the pod (commands, subscriber, cluster nodes, Sentinel's master).
+fn tls_config(ca_file: &str) -> Result<fred::types::config::TlsConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    if ca_file.is_empty() {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    } else {
+        use rustls::pki_types::pem::PemObject;
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(ca_file)
+            .map_err(|e| format!("redis_tls_ca_file {ca_file}: {e}"))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("redis_tls_ca_file {ca_file}: {e}"))?;
+            roots.add(cert).map_err(|e| format!("redis_tls_ca_file {ca_file}: {e}"))?;
+        }
+        if roots.is_empty() {
+            return Err(format!("redis_tls_ca_file {ca_file} holds no certificate"));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(fred::types::config::TlsConfig::from(client))
+}
+
+fn plain_config(target: &RedisTarget) -> Result<FredConfig, String> {
     match target {
         RedisTarget::Single(url) => FredConfig::from_url_centralized(url).map_err(|e| e.details().to_string()),
         RedisTarget::Cluster(url) => {
@@ -263,10 +297,12 @@ mod tests {
 
     #[test]
     fn fred_config_per_target() {
-        let c = fred_config(&RedisTarget::parse("redis-cluster://:secret@h:7000").expect("parse")).expect("config");
+        let c = fred_config(&RedisTarget::parse("redis-cluster://:secret@h:7000").expect("parse"), "").expect("config");
         assert_eq!(c.password.as_deref(), Some("secret"));
         assert!(c.server.is_clustered());
         let tls = RedisTarget::parse("rediss://h:6380").expect("parse");
-        assert!(fred_config(&tls).is_err(), "no TLS in this build");
+        assert!(fred_config(&tls, "").expect("config").tls.is_some(), "rediss is TLS");
+        assert!(fred_config(&RedisTarget::parse("redis://h:6379").expect("parse"), "").expect("config").tls.is_none());
+        assert!(fred_config(&tls, "/no/such/ca.pem").is_err(), "an unreadable CA file is an error");
     }
 }

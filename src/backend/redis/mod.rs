@@ -76,7 +76,7 @@ use crate::config::Config;
 /// Connects every Redis backend for one pod.
 pub async fn connect(config: &Config) -> BResult<Backends> {
     let target = RedisTarget::parse(&config.redis_url).map_err(BackendError::Config)?;
-    let fred_config = fred_config(&target).map_err(BackendError::Config)?;
+    let fred_config = fred_config(&target, &config.redis_tls_ca_file).map_err(BackendError::Config)?;
     let cluster = matches!(target, RedisTarget::Cluster(_));
     let b = builder(fred_config.clone());
 

@@ -48,14 +48,9 @@ impl RedisTarget {
         }
     }
 
-    /// Whether this build can connect to it: fred is built without a TLS feature, and would silently connect
-    /// in plain text to a TLS URL.
-    pub(crate) fn tls_supported(&self) -> Result<(), String> {
-        let scheme = self.url().split_once("://").map_or("", |(s, _)| s);
-        if scheme.starts_with("rediss") {
-            return Err("TLS (rediss://) is not supported by this build; use redis:// inside a trusted network".into());
-        }
-        Ok(())
+    /// `rediss://`, `rediss-cluster://`, `rediss-sentinel://`: every connection over TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        self.url().split_once("://").is_some_and(|(s, _)| s.starts_with("rediss"))
     }
 
     /// The kind of target, for logs.
