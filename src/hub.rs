@@ -345,11 +345,8 @@ mod tests {
     use crate::backend::memory::MemoryBackend;
     use crate::config::Config;
 
-    #[tokio::test]
-    async fn reconnect_catch_up_stops_at_the_log_end_read_after_resubscribing() {
-        let backends = MemoryBackend::new(&Config::default()).backends();
-        let metrics = Arc::new(Metrics::default());
-        let hub = Hub::new(backends.bus.clone(), backends.log.clone(), metrics.clone());
+    /// A socket's handle with a queue of 64, and that queue.
+    fn socket() -> (ConnHandle, Arc<crate::queue::OutQueue<Outbound>>) {
         let queue = Arc::new(crate::queue::OutQueue::new(64));
         let conn = ConnHandle {
             id: 1,
@@ -358,6 +355,15 @@ mod tests {
             slow: CancellationToken::new(),
             watcher: false,
         };
+        (conn, queue)
+    }
+
+    #[tokio::test]
+    async fn reconnect_catch_up_stops_at_the_log_end_read_after_resubscribing() {
+        let backends = MemoryBackend::new(&Config::default()).backends();
+        let metrics = Arc::new(Metrics::default());
+        let hub = Hub::new(backends.bus.clone(), backends.log.clone(), metrics.clone());
+        let (conn, queue) = socket();
         let channel = Channel::Session("s1".into());
         hub.attach(&channel, &conn).await.expect("attach");
         let events: Vec<String> = (0..3).map(|i| format!("{{\"n\":{i}}}")).collect();
@@ -380,14 +386,7 @@ mod tests {
     async fn a_batch_message_becomes_one_item_per_event_sharing_the_payload() {
         let backends = MemoryBackend::new(&Config::default()).backends();
         let hub = Hub::new(backends.bus.clone(), backends.log.clone(), Arc::new(Metrics::default()));
-        let queue = Arc::new(crate::queue::OutQueue::new(64));
-        let conn = ConnHandle {
-            id: 1,
-            connection_id: Arc::from("c1"),
-            queue: queue.clone(),
-            slow: CancellationToken::new(),
-            watcher: false,
-        };
+        let (conn, queue) = socket();
         let channel = Channel::Session("s1".into());
         hub.attach(&channel, &conn).await.expect("attach");
         let (control, _rx) = mpsc::unbounded_channel();

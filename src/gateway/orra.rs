@@ -146,16 +146,14 @@ pub(crate) async fn render(app: &App, session_id: &str, event: &str) -> Option<S
         Seen::Delta(content) => json!({"type": "text_delta", "content": content}),
         Seen::Approval => {
             let call = outcome::pending_call(app, session_id, rid).await.ok()??;
-            let ns = namespace_of(app, session_id).await;
+            let (ns, _) = namespace_and_agent(app, session_id).await;
             let mut body = outcome::approval_body(&ns, &call)["approval"].clone();
             body["type"] = json!("tool_approval_request");
             body["namespace"] = json!(ns);
             body
         }
         Seen::End(stop) => {
-            let session = app.backends.sessions.get_session(session_id).await.ok().flatten();
-            let ns = session.as_ref().and_then(|s| s.namespace.clone()).unwrap_or_default();
-            let agent = session.map(|s| s.agent_id).unwrap_or_default();
+            let (ns, agent) = namespace_and_agent(app, session_id).await;
             match outcome::answer(stop, &ns, &agent) {
                 Ok((_, mut body)) => {
                     body["type"] = json!("response");
@@ -169,7 +167,10 @@ pub(crate) async fn render(app: &App, session_id: &str, event: &str) -> Option<S
     Some(frame.to_string())
 }
 
-async fn namespace_of(app: &App, session_id: &str) -> String {
-    let session = app.backends.sessions.get_session(session_id).await.ok().flatten();
-    session.and_then(|s| s.namespace).unwrap_or_default()
+/// The session's namespace and agent, for the frames that name them (empty when unreadable).
+async fn namespace_and_agent(app: &App, session_id: &str) -> (String, String) {
+    match app.backends.sessions.get_session(session_id).await.ok().flatten() {
+        Some(s) => (s.namespace.unwrap_or_default(), s.agent_id),
+        None => (String::new(), String::new()),
+    }
 }

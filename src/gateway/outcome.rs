@@ -83,23 +83,10 @@ pub(crate) async fn follow(
     session_id: &str,
     request_id: &str,
 ) -> Result<Stop, ApiError> {
-    // Polls in a row that found nothing while the turn no longer held the session: it ended without a terminal
-    // event this log shows (its final append failed, or it was long over). Two, because a finishing turn gives
-    // its lease back just before it logs its last event.
-    let mut gone = 0;
     loop {
-        let batch = watch.next().await?;
-        if batch.is_empty() {
-            gone = if watch.turn_holds(request_id).await? { 0 } else { gone + 1 };
-            if gone >= 2 {
-                return Ok(Stop::Failed(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "runtime_error",
-                    "the turn ended without an answer (see GET /api/sessions/{namespace})",
-                )));
-            }
-            continue;
-        }
+        let Some(batch) = watch.next_while_held(Some(request_id)).await? else {
+            return Ok(Stop::Failed(ended_without_answer()));
+        };
         for (_, event) in batch {
             match read(&event, request_id) {
                 Seen::End(stop) => return Ok(stop),
@@ -113,6 +100,15 @@ pub(crate) async fn follow(
             }
         }
     }
+}
+
+/// A turn that let go of its session without a final event the log shows.
+pub(crate) fn ended_without_answer() -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "runtime_error",
+        "the turn ended without an answer (see GET /api/sessions/{namespace})",
+    )
 }
 
 /// The orra answer for a stop: 200 `{message, namespace, usage, agent}`, 202 `pending_approval`, or the error.

@@ -42,8 +42,6 @@ struct Follow {
     request_id: Option<String>,
     ready: VecDeque<Event>,
     done: bool,
-    /// Empty polls in a row while the followed turn no longer held the session (see `outcome::follow`).
-    gone: u32,
 }
 
 pub(super) async fn chat_stream(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
@@ -122,7 +120,6 @@ impl Follow {
             request_id,
             ready: VecDeque::new(),
             done: false,
-            gone: 0,
         }
     }
 
@@ -135,10 +132,9 @@ impl Follow {
             if self.done {
                 return None;
             }
-            match self.watch.next().await {
-                Ok(batch) if batch.is_empty() => self.idle().await,
-                Ok(batch) => {
-                    self.gone = 0;
+            match self.watch.next_while_held(self.request_id.as_deref()).await {
+                Ok(None) => self.finish(None, "error", error_data(&outcome::ended_without_answer())),
+                Ok(Some(batch)) => {
                     for (seq, event) in batch {
                         if !self.done {
                             self.take(seq, &event).await;
@@ -147,24 +143,6 @@ impl Follow {
                 }
                 Err(e) => self.finish(None, "error", json!({"error": e.message, "code": "runtime_error"})),
             }
-        }
-    }
-
-    /// Nothing new: end when no turn is left to follow (none runs, or the followed one let go of the session
-    /// twice in a row without a terminal event in the log).
-    async fn idle(&mut self) {
-        let holder = match self.app.backends.leases.current(&self.session_id).await {
-            Ok(h) => h,
-            Err(e) => return self.finish(None, "error", json!({"error": e.to_string(), "code": "runtime_error"})),
-        };
-        let held = match &self.request_id {
-            Some(rid) => holder.is_some_and(|t| &t.request_id == rid),
-            None => holder.is_some(),
-        };
-        self.gone = if held { 0 } else { self.gone + 1 };
-        if self.gone >= 2 {
-            let e = "the turn ended without an answer (see GET /api/sessions/{namespace})";
-            self.finish(None, "error", json!({"error": e, "code": "runtime_error"}));
         }
     }
 

@@ -30,6 +30,8 @@ pub(crate) struct SessionWatch {
     handle: ConnHandle,
     /// The last seq returned.
     cursor: u64,
+    /// Empty polls in a row while the followed turn did not hold the session (see [`SessionWatch::next_while_held`]).
+    unheld: u32,
 }
 
 impl SessionWatch {
@@ -48,12 +50,12 @@ impl SessionWatch {
             Some(a) => a,
             None => app.backends.log.bounds(session_id).await?.1,
         };
-        Ok(SessionWatch { app: app.clone(), session_id: session_id.to_string(), handle, cursor })
+        Ok(SessionWatch { app: app.clone(), session_id: session_id.to_string(), handle, cursor, unheld: 0 })
     }
 
     /// The next events (seq, JSON): what the log holds after the cursor, else what arrives within one wake-up or
     /// poll interval. Empty when nothing came in that time (the caller then checks whether a turn still runs).
-    pub(crate) async fn next(&mut self) -> Result<Vec<(u64, Value)>, ClientError> {
+    async fn next(&mut self) -> Result<Vec<(u64, Value)>, ClientError> {
         let batch = self.read().await?;
         if !batch.is_empty() {
             return Ok(batch);
@@ -103,10 +105,30 @@ impl SessionWatch {
         Ok(batch.into_iter().filter_map(|(seq, e)| Some((seq, serde_json::from_str(&e).ok()?))).collect())
     }
 
-    /// Whether turn `request_id` still holds the session (running, or parked awaiting a decision).
-    pub(crate) async fn turn_holds(&self, request_id: &str) -> Result<bool, ClientError> {
-        let current = self.app.backends.leases.current(&self.session_id).await?;
-        Ok(current.is_some_and(|t| t.request_id == request_id))
+    /// The next events while a turn is there to follow: `request_id`, or any turn when `None` (running, or
+    /// parked awaiting a decision). `None` once that turn has let go of the session for two empty polls in a
+    /// row without a final event in the log (its last append failed, or it was long over); two, because a
+    /// finishing turn gives its lease back just before it logs its last event.
+    pub(crate) async fn next_while_held(
+        &mut self,
+        request_id: Option<&str>,
+    ) -> Result<Option<Vec<(u64, Value)>>, ClientError> {
+        loop {
+            let batch = self.next().await?;
+            if !batch.is_empty() {
+                self.unheld = 0;
+                return Ok(Some(batch));
+            }
+            let holder = self.app.backends.leases.current(&self.session_id).await?;
+            let held = match request_id {
+                Some(rid) => holder.is_some_and(|t| t.request_id == rid),
+                None => holder.is_some(),
+            };
+            self.unheld = if held { 0 } else { self.unheld + 1 };
+            if self.unheld >= 2 {
+                return Ok(None);
+            }
+        }
     }
 }
 

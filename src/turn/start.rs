@@ -72,67 +72,65 @@ pub(crate) async fn prepare(
     request_id: &str,
     turn_id: &str,
 ) -> Result<TurnState, ClientError> {
-    let prepared = build(app, session, plan, input, request_id, turn_id).await;
+    // On failure the lease taken by `acquire` is given back.
+    let prepared = async {
+        let history =
+            app.backends.sessions.recent_messages(&session.conversation_id, app.config.turn.history_messages).await?;
+        let stored = StoredMessage {
+            id: new_id(),
+            direction: Direction::Inbound,
+            text: input.message.clone(),
+            created_at: now_rfc3339(),
+        };
+        app.backends.sessions.append_message(&session.conversation_id, &stored, now_ms()).await?;
+        let mut messages = Vec::with_capacity(history.len() + 2);
+        if !plan.agent.system_prompt.is_empty() {
+            messages.push(ChatMessage::text("system", &plan.agent.system_prompt));
+        }
+        for h in history {
+            let role = if h.direction == Direction::Inbound { "user" } else { "assistant" };
+            messages.push(ChatMessage::text(role, &h.text));
+        }
+        let content = if input.images.is_empty() {
+            Value::String(input.message)
+        } else {
+            let mut parts = vec![json!({"type": "text", "text": input.message})];
+            for img in &input.images {
+                let mut image_url = json!({"url": img.url});
+                if let Some(d) = &img.detail {
+                    image_url["detail"] = Value::String(d.clone());
+                }
+                parts.push(json!({"type": "image_url", "image_url": image_url}));
+            }
+            Value::Array(parts)
+        };
+        messages.push(ChatMessage {
+            role: "user".into(),
+            content: Some(content),
+            tool_calls: None,
+            tool_call_id: None,
+        });
+        Ok(TurnState {
+            turn_id: turn_id.to_string(),
+            request_id: request_id.to_string(),
+            session_id: session.session_id.clone(),
+            conversation_id: session.conversation_id.clone(),
+            agent_id: session.agent_id.clone(),
+            model: plan.model.clone(),
+            stream: input.stream,
+            messages,
+            iteration: 0,
+            usage: Default::default(),
+            pending: Vec::new(),
+            files: input.files,
+            user_id: session.user_id.clone(),
+            org_id: session.org_id.clone(),
+            traceparent: None,
+        })
+    }
+    .await;
     if prepared.is_err() {
         let _ = app.backends.leases.release(&session.session_id, turn_id).await;
     }
     prepared
-}
-
-async fn build(
-    app: &App,
-    session: &SessionRecord,
-    plan: &Plan,
-    input: TurnInput,
-    request_id: &str,
-    turn_id: &str,
-) -> Result<TurnState, ClientError> {
-    let history =
-        app.backends.sessions.recent_messages(&session.conversation_id, app.config.turn.history_messages).await?;
-    let stored = StoredMessage {
-        id: new_id(),
-        direction: Direction::Inbound,
-        text: input.message.clone(),
-        created_at: now_rfc3339(),
-    };
-    app.backends.sessions.append_message(&session.conversation_id, &stored, now_ms()).await?;
-    let mut messages = Vec::with_capacity(history.len() + 2);
-    if !plan.agent.system_prompt.is_empty() {
-        messages.push(ChatMessage::text("system", &plan.agent.system_prompt));
-    }
-    for h in history {
-        let role = if h.direction == Direction::Inbound { "user" } else { "assistant" };
-        messages.push(ChatMessage::text(role, &h.text));
-    }
-    let content = if input.images.is_empty() {
-        Value::String(input.message)
-    } else {
-        let mut parts = vec![json!({"type": "text", "text": input.message})];
-        for img in &input.images {
-            let mut image_url = json!({"url": img.url});
-            if let Some(d) = &img.detail {
-                image_url["detail"] = Value::String(d.clone());
-            }
-            parts.push(json!({"type": "image_url", "image_url": image_url}));
-        }
-        Value::Array(parts)
-    };
-    messages.push(ChatMessage { role: "user".into(), content: Some(content), tool_calls: None, tool_call_id: None });
-    Ok(TurnState {
-        turn_id: turn_id.to_string(),
-        request_id: request_id.to_string(),
-        session_id: session.session_id.clone(),
-        conversation_id: session.conversation_id.clone(),
-        agent_id: session.agent_id.clone(),
-        model: plan.model.clone(),
-        stream: input.stream,
-        messages,
-        iteration: 0,
-        usage: Default::default(),
-        pending: Vec::new(),
-        files: input.files,
-        user_id: session.user_id.clone(),
-        org_id: session.org_id.clone(),
-        traceparent: None,
-    })
 }
