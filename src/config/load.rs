@@ -194,6 +194,18 @@ mod tests {
     }
 
     #[test]
+    fn waiting_for_replicas_needs_redis_and_a_bounded_timeout() {
+        let e = Config::load(None, env(&[("SWITCHBOARD_REDIS_WAIT_REPLICAS", "1")])).unwrap_err().to_string();
+        assert!(e.contains("redis_wait_replicas"), "{e}");
+        let redis = ("SWITCHBOARD_REDIS_URL", "redis://h:6379");
+        let c = Config::load(None, env(&[redis, ("SWITCHBOARD_REDIS_WAIT_REPLICAS", "2")])).expect("load");
+        assert_eq!((c.redis_wait_replicas, c.redis_wait_timeout_ms), (2, 1_000));
+        let long = ("SWITCHBOARD_REDIS_WAIT_TIMEOUT_MS", "60000");
+        let e = Config::load(None, env(&[redis, ("SWITCHBOARD_REDIS_WAIT_REPLICAS", "1"), long])).unwrap_err();
+        assert!(e.to_string().contains("redis_wait_timeout_ms"), "{e}");
+    }
+
+    #[test]
     fn check_config_refuses_what_serve_refuses_and_hides_every_redis_password() {
         for (url, ca, key) in [
             ("rediss://h:6380", "/no/such/ca.pem", "redis_tls_ca_file"),

@@ -39,6 +39,11 @@ pub struct Config {
     /// CA certificates (PEM) that a `rediss` server's certificate must chain to. Empty = the Mozilla roots
     /// built into the binary (managed cloud Redis).
     pub redis_tls_ca_file: String,
+    /// Replicas that must acknowledge each park, decision and log append (`WAIT`) before it counts as done;
+    /// 0 = do not wait (Redis replicates asynchronously, so a failover may lose the last writes).
+    pub redis_wait_replicas: u32,
+    /// How long one `WAIT` may block; past it the write goes on unconfirmed and a warning is logged.
+    pub redis_wait_timeout_ms: u64,
     /// Seconds of outbound silence after which a `keepalive` frame is sent.
     pub keepalive_s: u64,
     /// `json` (production), `pretty` (local), or `auto` (pretty on a terminal, JSON otherwise).
@@ -250,6 +255,8 @@ impl Default for Config {
             redis_url: String::new(),
             redis_key_prefix: "sb".into(),
             redis_tls_ca_file: String::new(),
+            redis_wait_replicas: 0,
+            redis_wait_timeout_ms: 1_000,
             keepalive_s: 30,
             log_format: "auto".into(),
             llm: LlmConfig::default(),

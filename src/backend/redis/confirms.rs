@@ -16,7 +16,7 @@ impl ConfirmStore for RedisStore {
         let s = self.s();
         // The record outlives its deadline so a sweeper that was down still finds it and fails it closed.
         let ttl_ms = (parked.expires_at_ms - now_ms()).max(0).saturating_add(s.idle_ms()).max(1_000);
-        s.eval(
+        s.eval_replicated(
             &s.scripts.park,
             vec![s.keys.session_key(&parked.session_id, "confirm")],
             vec![to_json(parked)?, parked.call.tool_call_id.clone(), parked.request_id.clone(), ttl_ms.to_string()],
@@ -45,7 +45,7 @@ impl ConfirmStore for RedisStore {
     async fn decide(&self, session_id: &str, tool_call_id: Option<&str>, approved: bool) -> BResult<Decided> {
         let s = self.s();
         let reply = s
-            .eval_once(
+            .eval_once_replicated(
                 &s.scripts.decide,
                 vec![
                     s.keys.session_key(session_id, "confirm"),
@@ -105,7 +105,7 @@ impl ConfirmStore for RedisStore {
 
     async fn take(&self, session_id: &str) -> BResult<Option<ParkedTurn>> {
         let s = self.s();
-        let reply = s.eval_once(&s.scripts.take, vec![s.keys.session_key(session_id, "confirm")], vec![]).await?;
+        let reply = s.eval_once_replicated(&s.scripts.take, vec![s.keys.session_key(session_id, "confirm")], vec![]).await?;
         let v: Vec<Option<String>> = array(reply).iter().map(text).collect();
         let Some(json) = v.first().cloned().flatten() else {
             return Ok(None);

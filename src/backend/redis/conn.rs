@@ -16,6 +16,7 @@ use serde::Serialize;
 use tokio::task::{AbortHandle, JoinHandle};
 use tracing::{debug, warn};
 
+use super::durability::Replicated;
 use super::keys::{ops_key, Keys};
 use super::scripts::Scripts;
 use super::url::{RedisTarget, UrlParts};
@@ -163,8 +164,18 @@ pub(super) struct Shared {
     pub(super) log_len: usize,
     /// Last time (ms) a READONLY reply forced a reconnect; rate-limits reconnect storms.
     pub(super) last_readonly_reconnect: AtomicI64,
+    /// `redis_wait_replicas` > 0: the connection replicated writes go over, followed by `WAIT`.
+    pub(super) replicated: Option<Replicated>,
     /// The pod's background tasks: alive while any backend handle exists, aborted when the last one goes.
     pub(super) _tasks: PodTasks,
+}
+
+/// The ops key and a fresh token appended to a [`once_lua`] script's keys and arguments.
+fn once_args(mut keys: Vec<String>, mut args: Vec<String>) -> BResult<(Vec<String>, Vec<String>)> {
+    let first = keys.first().ok_or_else(|| corrupt("script", "no key"))?;
+    keys.push(ops_key(first));
+    args.push(uuid::Uuid::new_v4().simple().to_string());
+    Ok((keys, args))
 }
 
 pub(super) fn fred_err(e: FredError) -> BackendError {
@@ -220,10 +231,14 @@ impl Shared {
                     .is_ok()
             {
                 warn!("redis answered READONLY: reconnecting to find the current master");
-                let client = self.client.clone();
+                let clients: Vec<Client> = std::iter::once(self.client.clone())
+                    .chain(self.replicated.as_ref().map(|r| r.client.clone()))
+                    .collect();
                 tokio::spawn(async move {
-                    if let Err(e) = client.force_reconnection().await {
-                        warn!(error = %e, "forced reconnect after READONLY failed");
+                    for client in clients {
+                        if let Err(e) = client.force_reconnection().await {
+                            warn!(error = %e, "forced reconnect after READONLY failed");
+                        }
                     }
                 });
             }
@@ -233,32 +248,51 @@ impl Shared {
 
     /// EVALSHA, loading the script on NOSCRIPT (a restarted or failed-over server has an empty script cache).
     pub(super) async fn eval(&self, script: &Script, keys: Vec<String>, args: Vec<String>) -> BResult<Value> {
+        self.eval_on(&self.client, script, keys, args).await
+    }
+
+    async fn eval_on(&self, client: &Client, script: &Script, keys: Vec<String>, args: Vec<String>) -> BResult<Value> {
         // Shared strings: the copy kept for a NOSCRIPT retry costs a reference count per argument, not a copy
         // of every event of an append.
         let keys: Vec<fred::types::Key> = keys.into_iter().map(Into::into).collect();
         let args: Vec<Value> = args.into_iter().map(|a| Value::String(a.into())).collect();
-        match self.client.evalsha::<Value, _, _, _>(script.sha1().clone(), keys.clone(), args.clone()).await {
+        match client.evalsha::<Value, _, _, _>(script.sha1().clone(), keys.clone(), args.clone()).await {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
-                script.load(&self.client).await.map_err(|e| self.err(e))?;
-                self.client.evalsha(script.sha1().clone(), keys, args).await.map_err(|e| self.err(e))
+                script.load(client).await.map_err(|e| self.err(e))?;
+                client.evalsha(script.sha1().clone(), keys, args).await.map_err(|e| self.err(e))
             }
             other => other.map_err(|e| self.err(e)),
         }
     }
 
+    /// [`Shared::eval`] for a write that must survive a failover (a park, a decision, a log append): with
+    /// `redis_wait_replicas` it goes over the replicated connection and returns once that many replicas have
+    /// it, or the wait timed out (see [`Replicated::wait`]).
+    pub(super) async fn eval_replicated(&self, script: &Script, keys: Vec<String>, args: Vec<String>) -> BResult<Value> {
+        let Some(replicated) = &self.replicated else { return self.eval(script, keys, args).await };
+        let first = keys.first().cloned().unwrap_or_default();
+        let reply = self.eval_on(&replicated.client, script, keys, args).await?;
+        replicated.wait(&first).await;
+        Ok(reply)
+    }
+
     /// [`Shared::eval`] for a script built by [`once_lua`]: adds the ops key (same slot as `keys[0]`) and a fresh
     /// token, so fred's resend of the same command after a dropped connection (or a MOVED redirect) returns
     /// the first run's reply instead of running it again.
-    pub(super) async fn eval_once(
+    pub(super) async fn eval_once(&self, script: &Script, keys: Vec<String>, args: Vec<String>) -> BResult<Value> {
+        let (keys, args) = once_args(keys, args)?;
+        self.eval(script, keys, args).await
+    }
+
+    /// [`Shared::eval_once`] for a write that must survive a failover ([`Shared::eval_replicated`]).
+    pub(super) async fn eval_once_replicated(
         &self,
         script: &Script,
-        mut keys: Vec<String>,
-        mut args: Vec<String>,
+        keys: Vec<String>,
+        args: Vec<String>,
     ) -> BResult<Value> {
-        let first = keys.first().ok_or_else(|| corrupt("script", "no key"))?;
-        keys.push(ops_key(first));
-        args.push(uuid::Uuid::new_v4().simple().to_string());
-        self.eval(script, keys, args).await
+        let (keys, args) = once_args(keys, args)?;
+        self.eval_replicated(script, keys, args).await
     }
 
     /// Records when a session's turn lease lapses, for `claim_lapsed` on any pod.

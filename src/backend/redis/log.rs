@@ -22,7 +22,7 @@ impl EventLog for RedisStore {
         args.extend([s.log_len.to_string(), s.idle_ttl_s.to_string(), channel, publish.to_string()]);
         args.extend(events);
         let reply = s
-            .eval_once(
+            .eval_once_replicated(
                 &s.scripts.append_batch,
                 vec![s.keys.session_key(session_id, "seq"), s.keys.session_key(session_id, "log")],
                 args,

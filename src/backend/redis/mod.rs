@@ -39,12 +39,14 @@
 //! Needs Redis 6.2+ (GETEX, `SET … GET`, `ZADD GT`); Redis Cluster needs 7.0+ (sharded pub/sub).
 //!
 //! Files: [`url`] (the `redis_url` forms), [`keys`] (this map as code), [`scripts`] (the Lua, one file each under
-//! `lua/`), [`conn`] (fred configuration, pod tasks, the state every store shares), one file per store
+//! `lua/`), [`conn`] (fred configuration, pod tasks, the state every store shares), [`durability`] (the
+//! eviction-policy check, `WAIT` for replicas), one file per store
 //! ([`sessions`], [`log`], [`confirms`], [`leases`], [`registry`]), [`bus`] and [`sentinel`].
 
 mod bus;
 mod confirms;
 mod conn;
+mod durability;
 mod idempotency;
 mod keys;
 mod leases;
@@ -65,6 +67,7 @@ use tokio::sync::broadcast;
 use tracing::info;
 
 use self::bus::{pump, RedisBus, BUS_CAPACITY};
+use self::durability::{check_eviction_policy, Replicated};
 use self::conn::{builder, fred_config, fred_err, spawn_connection, PodTasks, RedisStore, Shared};
 use self::keys::Keys;
 use self::scripts::Scripts;
@@ -94,6 +97,14 @@ pub async fn connect(config: &Config) -> BResult<Backends> {
     let tasks = PodTasks { handles: Mutex::new(Vec::new()) };
     spawn_connection(&tasks, client_task, "commands");
     spawn_connection(&tasks, subscriber_task, "subscriber");
+    let replicated = if config.redis_wait_replicas > 0 {
+        let durable = b.build().map_err(fred_err)?;
+        spawn_connection(&tasks, durable.init().await.map_err(fred_err)?, "replicated writes");
+        Some(Replicated::new(durable, config.redis_wait_replicas, config.redis_wait_timeout_ms))
+    } else {
+        None
+    };
+    check_eviction_policy(&client).await;
     let (tx, _) = broadcast::channel(BUS_CAPACITY);
     let restoring = Arc::new(AtomicBool::new(false));
     tasks.push(&tokio::spawn(pump(subscriber.clone(), config.redis_key_prefix.clone(), tx.clone(), restoring.clone())));
@@ -103,7 +114,9 @@ pub async fn connect(config: &Config) -> BResult<Backends> {
             let watch = SentinelWatch {
                 sentinel: host.clone(),
                 service: service_name.clone(),
-                client: client.clone(),
+                clients: std::iter::once(client.clone())
+                    .chain(replicated.as_ref().map(|r| r.client.clone()))
+                    .collect(),
                 subscriber: subscriber.clone(),
                 last_switch: last_switch.clone(),
             };
@@ -119,6 +132,7 @@ pub async fn connect(config: &Config) -> BResult<Backends> {
         idle_ttl_s: i64::try_from(config.session.idle_ttl_s).unwrap_or(i64::MAX).max(1),
         log_len: config.limits.log_len.max(1),
         last_readonly_reconnect: AtomicI64::new(0),
+        replicated,
         _tasks: tasks,
     });
     info!(redis_mode = target.kind(), cluster, "redis backends connected");

@@ -21,8 +21,9 @@ use crate::util::Backoff;
 pub(super) struct SentinelWatch {
     pub(super) sentinel: Server,
     pub(super) service: String,
-    /// The pod's command client and bus subscriber, reconnected on a switch.
-    pub(super) client: Client,
+    /// The pod's command clients (commands, and the replicated writes when configured) and bus subscriber,
+    /// reconnected on a switch.
+    pub(super) clients: Vec<Client>,
     pub(super) subscriber: SubscriberClient,
     /// The last switch acted on, shared by the watchers of all sentinels so one switch reconnects once.
     pub(super) last_switch: Arc<Mutex<String>>,
@@ -83,8 +84,10 @@ impl SentinelWatch {
             last.clone_from(&text);
         }
         info!(switch = %text, "sentinel switched master: reconnecting");
-        if let Err(e) = self.client.force_reconnection().await {
-            warn!(error = %e, "reconnect after +switch-master failed");
+        for client in &self.clients {
+            if let Err(e) = client.force_reconnection().await {
+                warn!(error = %e, "reconnect after +switch-master failed");
+            }
         }
         // The bus reconnects too; its pump resubscribes and emits Resubscribed.
         if let Err(e) = self.subscriber.force_reconnection().await {

@@ -158,6 +158,24 @@ impl RedisServer {
         })
     }
 
+    /// Starts a replica of `master` and returns once the two are in sync. Start the master with
+    /// `--repl-diskless-sync-delay 0`, or the first sync waits 5 s.
+    pub fn start_replica_of(master: &RedisServer) -> RedisServer {
+        let master_port = master.port().to_string();
+        let replica = RedisServer::launch("replica", free_port, move |port, dir| {
+            let mut args = base_args(port, dir);
+            for a in ["--repl-diskless-sync-delay", "0", "--replicaof", "127.0.0.1", master_port.as_str()] {
+                args.push(a.into());
+            }
+            args
+        });
+        wait_until(READY_TIMEOUT, "replica to sync with master", || {
+            replica.info("replication").contains("master_link_status:up")
+                && master.info("replication").contains("connected_slaves:1")
+        });
+        replica
+    }
+
     /// Picks a port, builds the command line and starts the process, trying a new port when another process
     /// grabbed the one we picked between probing and binding (the probe cannot reserve it).
     fn launch(

@@ -17,18 +17,7 @@ impl RedisSentinel {
         // Redis 7 delays a diskless full sync by 5 s to batch replicas; with one replica that is pure waiting,
         // both for the initial sync and for re-syncing a restarted old master after a failover.
         let master = RedisServer::start_with_args(&["--repl-diskless-sync-delay", "0"]);
-        let master_port = master.port().to_string();
-        let replica = RedisServer::launch("replica", free_port, move |port, dir| {
-            let mut args = base_args(port, dir);
-            for a in ["--repl-diskless-sync-delay", "0", "--replicaof", "127.0.0.1", master_port.as_str()] {
-                args.push(a.into());
-            }
-            args
-        });
-        wait_until(READY_TIMEOUT, "replica to sync with master", || {
-            replica.info("replication").contains("master_link_status:up")
-                && master.info("replication").contains("connected_slaves:1")
-        });
+        let replica = RedisServer::start_replica_of(&master);
 
         let master_port = master.port();
         let sentinel = RedisServer::launch("sentinel", free_port, move |port, dir| {
