@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::agents::Agents;
 use crate::auth::Authenticator;
-use crate::backend::{Backends, Channel};
+use crate::backend::{Backends, Channel, Guard};
 use crate::config::Config;
 use crate::error::ClientError;
 use crate::hub::Hub;
@@ -89,6 +89,26 @@ impl App {
         Ok(seq)
     }
 
+    /// Appends a turn's terminal event and frees its slot in one step, if the turn still holds its lease
+    /// ([`Guard::Release`]). When it does not (it stalled and a sweeper ended it) or the append fails (the lease
+    /// then lapses and a sweeper ends the turn), nothing is appended: one ending per turn either way.
+    pub(crate) async fn end_turn(&self, session_id: &str, turn_id: &str, event: &Value) -> bool {
+        match self.backends.log.append_guarded(session_id, vec![event.to_string()], Guard::Release(turn_id)).await {
+            Ok(Some(_)) => {
+                self.metrics.events_published(1);
+                true
+            }
+            Ok(None) => {
+                tracing::warn!(%session_id, %turn_id, "the turn's lease is gone: its ending is left to the sweeper");
+                false
+            }
+            Err(e) => {
+                tracing::error!(%session_id, %turn_id, error = %e, "could not append the turn's ending; its lease will lapse");
+                false
+            }
+        }
+    }
+
     /// Emits the `error` event that ends a turn, and counts it.
     pub(crate) async fn emit_turn_error(&self, session_id: &str, request_id: &str, e: &ClientError) {
         self.metrics.error(e.code);
@@ -135,8 +155,7 @@ impl App {
             if info.pod_id.is_empty() {
                 // Parked: whoever takes the parked record ends the turn.
                 if let Some(parked) = self.backends.confirms.take(session_id).await? {
-                    self.backends.leases.release(session_id, &parked.turn_id).await?;
-                    self.emit(session_id, &out::cancelled(&parked.request_id)).await?;
+                    self.end_turn(session_id, &parked.turn_id, &out::cancelled(&parked.request_id)).await;
                     return Ok(true);
                 }
                 // A decision won the race and the turn is resuming: look again.

@@ -67,6 +67,8 @@ async fn full_suite(url: &str) {
     let (a, b) = pods(url).await;
     conformance::turn_leases(&a, &b).await;
     let (a, b) = pods(url).await;
+    conformance::guarded_appends(&a, &b).await;
+    let (a, b) = pods(url).await;
     conformance::registry(&a, &b).await;
     let (a, b) = pods(url).await;
     conformance::deletion(&a, &b).await;
@@ -181,6 +183,7 @@ single! {
     single_bus_routing => bus_routing;
     single_confirmations => confirmations;
     single_turn_leases => turn_leases;
+    single_guarded_appends => guarded_appends;
     single_registry => registry;
     single_deletion => deletion;
     single_idempotency => idempotency;

@@ -145,8 +145,8 @@ fn start_tls_cluster() -> TlsCluster {
     assert!(out.status.success(), "cluster create: {}", String::from_utf8_lossy(&out.stdout));
     for &port in &cluster.ports {
         wait_for("the TLS cluster did not become ok", || {
-            let info = String::from_utf8_lossy(&tls_cli(&cluster.ca_file, port, &["CLUSTER", "INFO"]).stdout)
-                .into_owned();
+            let info =
+                String::from_utf8_lossy(&tls_cli(&cluster.ca_file, port, &["CLUSTER", "INFO"]).stdout).into_owned();
             info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3")
         });
     }

@@ -305,6 +305,48 @@ pub async fn turn_leases(a: &Backends, b: &Backends) {
     assert!(a.leases.claim_lapsed(now_ms() + 10_000, 100).await.expect("none").iter().all(|(s, _)| s != &id));
 }
 
+/// A turn's appends are fenced by its lease: the holder appends, anyone else's guarded append is refused, the
+/// terminal append frees the slot, and a lapsed turn is ended exactly once, only while no lease runs.
+pub async fn guarded_appends(a: &Backends, b: &Backends) {
+    let id = sid();
+    let t1 = TurnInfo { turn_id: "t1".into(), request_id: "r1".into(), pod_id: "pod-a".into() };
+    let ev = |n: u32| vec![format!(r#"{{"n":{n}}}"#)];
+    assert!(a.leases.acquire(&id, &t1, 5_000).await.expect("acquire"));
+    assert_eq!(a.log.append_guarded(&id, ev(1), Guard::Holder("t1")).await.expect("append"), Some(1));
+    assert_eq!(b.log.append_guarded(&id, ev(2), Guard::Holder("t0")).await.expect("append"), None, "not the holder");
+    assert_eq!(b.log.append_guarded(&id, ev(2), Guard::Lapsed("t1")).await.expect("append"), None, "lease is live");
+    assert_eq!(b.log.append_guarded(&id, ev(2), Guard::Release("t1")).await.expect("append"), Some(2));
+    assert_eq!(a.leases.current(&id).await.expect("current"), None, "the terminal append freed the slot");
+    assert_eq!(a.log.append_guarded(&id, ev(3), Guard::Holder("t1")).await.expect("append"), None, "released");
+    assert!(a.leases.claim_lapsed(now_ms() + 60_000, 1_000).await.expect("claim").iter().all(|(s, _)| s != &id));
+
+    // A turn whose lease lapses: its own appends are refused from then on, and the sweeper ends it once.
+    let t2 = TurnInfo { turn_id: "t2".into(), request_id: "r2".into(), pod_id: "pod-b".into() };
+    assert!(b.leases.acquire(&id, &t2, 300).await.expect("acquire"));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(b.log.append_guarded(&id, ev(4), Guard::Holder("t2")).await.expect("append"), None, "lapsed");
+    let claimed = a.leases.claim_lapsed(now_ms(), 1_000).await.expect("claim");
+    assert!(claimed.iter().any(|(s, i)| s == &id && i == &t2), "{claimed:?}");
+    let retried = b.leases.claim_lapsed(now_ms(), 1_000).await.expect("claim");
+    assert!(retried.iter().all(|(s, _)| s != &id), "handed to one caller at a time: {retried:?}");
+    // The claimer's append failed (not made here): after the retry window the turn is handed out again.
+    let later = now_ms() + LAPSED_RETRY_MS + 1;
+    assert!(b.leases.claim_lapsed(later, 1_000).await.expect("claim").iter().any(|(s, _)| s == &id));
+    let (ea, eb) = tokio::join!(
+        a.log.append_guarded(&id, ev(5), Guard::Lapsed("t2")),
+        b.log.append_guarded(&id, ev(5), Guard::Lapsed("t2"))
+    );
+    let ended: Vec<u64> = [ea.expect("a"), eb.expect("b")].into_iter().flatten().collect();
+    assert_eq!(ended, vec![3], "ended exactly once, right after the last event");
+    let much_later = now_ms() + 2 * LAPSED_RETRY_MS;
+    assert!(a.leases.claim_lapsed(much_later, 1_000).await.expect("claim").iter().all(|(s, _)| s != &id));
+    let t3 = TurnInfo { turn_id: "t3".into(), request_id: "r3".into(), pod_id: "pod-a".into() };
+    assert!(a.leases.acquire(&id, &t3, 5_000).await.expect("the slot is free again"));
+    assert_eq!(a.log.append_guarded(&id, ev(6), Guard::Lapsed("t2")).await.expect("append"), None);
+    assert_eq!(a.log.append_guarded(&id, vec![], Guard::Release("t3")).await.expect("release"), Some(0));
+    assert_eq!(b.log.bounds(&id).await.expect("bounds"), (1, 3));
+}
+
 /// Sockets registered on one pod are listed from another, filtered, and removed.
 pub async fn registry(a: &Backends, b: &Backends) {
     let user = sid();
@@ -423,6 +465,7 @@ mod memory_suite {
         memory_bus_routing => bus_routing;
         memory_confirmations => confirmations;
         memory_turn_leases => turn_leases;
+        memory_guarded_appends => guarded_appends;
         memory_registry => registry;
         memory_deletion => deletion;
         memory_idempotency => idempotency;

@@ -224,11 +224,26 @@ impl SessionStore for MemoryStore {
 
 #[async_trait]
 impl EventLog for MemoryStore {
-    async fn append_batch(&self, session_id: &str, events: Vec<String>) -> BResult<u64> {
-        if events.is_empty() {
-            return Ok(0);
-        }
+    async fn append_guarded(&self, session_id: &str, events: Vec<String>, guard: Guard<'_>) -> BResult<Option<u64>> {
+        let now = now_ms();
         let mut st = self.shared.state.lock();
+        let live =
+            |held: Option<&(TurnInfo, i64)>, turn_id: &str| held.is_some_and(|(i, d)| i.turn_id == turn_id && *d > now);
+        match guard {
+            Guard::None => {}
+            Guard::Holder(t) | Guard::Release(t) if live(st.leases.get(session_id), t) => {}
+            Guard::Lapsed(t)
+                if !st.leases.get(session_id).is_some_and(|(_, d)| *d > now)
+                    && st.turns.get(session_id).is_some_and(|(i, _)| i.turn_id == t) => {}
+            _ => return Ok(None),
+        }
+        if let Guard::Release(_) | Guard::Lapsed(_) = guard {
+            st.leases.remove(session_id);
+            st.turns.remove(session_id);
+        }
+        if events.is_empty() {
+            return Ok(Some(0));
+        }
         let log = st.logs.entry(session_id.to_string()).or_default();
         log.touched_ms = now_ms();
         let first = log.latest + 1;
@@ -243,7 +258,7 @@ impl EventLog for MemoryStore {
         }
         // Publishing under the state lock keeps seq order on the bus equal to append order.
         self.shared.deliver(&st, &Channel::Session(session_id.to_string()), &lines.join("\n"));
-        Ok(first)
+        Ok(Some(first))
     }
 
     async fn read_after(&self, session_id: &str, after: u64, max: usize) -> BResult<Vec<(u64, String)>> {
@@ -409,9 +424,10 @@ impl TurnLease for MemoryStore {
             st.turns.iter().filter(|(_, (_, d))| *d <= now).take(max).map(|(k, _)| k.clone()).collect();
         let mut out = Vec::new();
         for sid in lapsed {
-            if let Some((info, _)) = st.turns.remove(&sid) {
-                st.leases.remove(&sid);
-                out.push((sid, info));
+            if let Some((info, deadline)) = st.turns.get_mut(&sid) {
+                // Handed out again only if the caller does not end it (see `LAPSED_RETRY_MS`).
+                *deadline = now + LAPSED_RETRY_MS;
+                out.push((sid, info.clone()));
             }
         }
         Ok(out)

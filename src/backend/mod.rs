@@ -152,13 +152,39 @@ pub trait EventLog: Send + Sync {
         self.append_batch(session_id, vec![event.to_string()]).await
     }
     /// Appends several events atomically with consecutive seqs and publishes them as one bus message of
-    /// `"<seq>:<event>"` lines. Returns the first seq (0 for an empty batch). A turn's emitter uses it to
-    /// group events produced while the previous append was in flight (group commit).
-    async fn append_batch(&self, session_id: &str, events: Vec<String>) -> BResult<u64>;
+    /// `"<seq>:<event>"` lines. Returns the first seq (0 for an empty batch). An unguarded
+    /// [`append_guarded`](EventLog::append_guarded).
+    async fn append_batch(&self, session_id: &str, events: Vec<String>) -> BResult<u64> {
+        self.append_guarded(session_id, events, Guard::None)
+            .await?
+            .ok_or_else(|| BackendError::Corrupt("an unguarded append was refused".into()))
+    }
+    /// [`append_batch`](EventLog::append_batch) if `guard` holds, checked in the same atomic step; `None` when
+    /// it does not (nothing appended). A turn's emitter uses it to group events produced while the previous
+    /// append was in flight (group commit), fenced by the turn's lease. Backends implement this alone.
+    async fn append_guarded(&self, session_id: &str, events: Vec<String>, guard: Guard<'_>) -> BResult<Option<u64>>;
     /// Events with `seq > after`, oldest first, at most `max`.
     async fn read_after(&self, session_id: &str, after: u64, max: usize) -> BResult<Vec<(u64, String)>>;
     /// `(oldest retained seq, latest seq)`; `(0, 0)` for a session with no events yet.
     async fn bounds(&self, session_id: &str) -> BResult<(u64, u64)>;
+}
+
+/// Who may append to a session's log, checked atomically with the append against the session's turn lease
+/// ([`TurnLease`]). Fencing a turn's events by its lease is what keeps "exactly one terminal event per turn"
+/// under faults: a turn that stalled past its lease (and was ended by another pod's sweeper) can add nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard<'a> {
+    /// Anyone: user messages, publishes, a decision's echo.
+    None,
+    /// Only while this turn id holds the lease: a running turn's events.
+    Holder(&'a str),
+    /// Only while this turn id holds the lease, which is freed (with the turn record) in the same step: the
+    /// turn's terminal event, so a client answering it at once is never told `TURN_IN_PROGRESS`.
+    Release(&'a str),
+    /// Only when no lease is live and the turn record is this turn id's, which is forgotten in the same step:
+    /// the sweeper's `TURN_INTERRUPTED` for a turn whose pod stopped renewing. A retry after an unknown
+    /// outcome cannot end the turn twice.
+    Lapsed(&'a str),
 }
 
 /// A pub/sub address. Session channels carry `"<seq>:<json>"`; all others carry the JSON event as is.
@@ -326,6 +352,9 @@ impl TurnInfo {
     }
 }
 
+/// How long a claimed lapsed turn is not handed out again (see [`TurnLease::claim_lapsed`]).
+pub const LAPSED_RETRY_MS: i64 = 5_000;
+
 /// One turn at a time per session, across pods: a lease renewed while the turn runs.
 #[async_trait]
 pub trait TurnLease: Send + Sync {
@@ -337,8 +366,9 @@ pub trait TurnLease: Send + Sync {
     async fn release(&self, session_id: &str, turn_id: &str) -> BResult<bool>;
     /// The current holder, if the lease is live.
     async fn current(&self, session_id: &str) -> BResult<Option<TurnInfo>>;
-    /// Turns whose lease lapsed without release (their pod died). Each is returned to exactly one caller,
-    /// which must end the turn.
+    /// Turns whose lease lapsed without release (their pod died or stalled). Each is handed to one caller at a
+    /// time, which ends it with an append guarded by [`Guard::Lapsed`] (that forgets the turn record); a turn
+    /// not ended that way (the caller died, the append failed) is handed out again after [`LAPSED_RETRY_MS`].
     async fn claim_lapsed(&self, now_ms: i64, max: usize) -> BResult<Vec<(String, TurnInfo)>>;
 }
 

@@ -4,38 +4,53 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::app::App;
+use crate::backend::Guard;
 use crate::error::{ClientError, ErrorCode};
+
+/// Why a turn's emitter stopped appending; the turn stops with it, so no tool runs whose result nobody sees.
+#[derive(Debug, Clone)]
+pub(super) enum Halt {
+    /// The turn's lease is no longer its own (it stalled past `turn.lease_ms`, and a sweeper ended it):
+    /// the turn must emit nothing more.
+    LeaseLost,
+    /// An append failed (Redis unreachable): what happened to the batch is unknown, so nothing after it may be
+    /// appended either (it would leave a gap the client cannot tell from a loss).
+    Failed(ClientError),
+}
 
 /// Group commit for a turn's events: the turn queues events without waiting; one task appends whatever has
 /// queued up while the previous append was in flight, and within `turn.coalesce_ms` of a batch's first event,
 /// as one batch (consecutive seqs, one bus message). Order is the queue's order; `flush` cuts the wait short
-/// and returns once everything queued is in the log.
+/// and returns once everything queued is in the log. Every append is fenced by the turn's lease
+/// ([`Guard::Holder`]); the first refused or failed append halts the emitter ([`Emitter::halted`]).
 pub(super) struct Emitter {
     /// Sender side of the turn's event queue; the emitter task owns the receiver.
     tx: mpsc::UnboundedSender<EmitCmd>,
     /// Wakes the emitter task out of its coalescing wait; shared by this handle (`flush`) and the task.
     flush_now: Arc<tokio::sync::Notify>,
+    /// Set once by the emitter task when it halts; the turn watches it.
+    halt: watch::Receiver<Option<Halt>>,
 }
 
 enum EmitCmd {
     Event(String),
-    Flush(oneshot::Sender<Result<(), ClientError>>),
+    Flush(oneshot::Sender<Result<(), Halt>>),
 }
 
 /// Largest batch per append (bounds one script call).
 const EMIT_BATCH: usize = 256;
 
 impl Emitter {
-    pub(super) fn start(app: Arc<App>, session_id: String) -> Emitter {
+    pub(super) fn start(app: Arc<App>, session_id: String, turn_id: String) -> Emitter {
         let (tx, mut rx) = mpsc::unbounded_channel::<EmitCmd>();
         let flush_now = Arc::new(tokio::sync::Notify::new());
         let wake = flush_now.clone();
+        let (halt_tx, halt) = watch::channel(None);
         let coalesce = Duration::from_millis(app.config.turn.coalesce_ms);
         tokio::spawn(async move {
-            let mut failed: Option<ClientError> = None;
             // The turn's first event (time to first token) is appended at once.
             let mut first_batch = true;
             while let Some(first) = rx.recv().await {
@@ -59,21 +74,37 @@ impl Emitter {
                         next = rx.try_recv().ok();
                     }
                 }
-                if !events.is_empty() && failed.is_none() {
+                if !events.is_empty() && halt_tx.borrow().is_none() {
                     let n = events.len() as u64;
-                    match app.backends.log.append_batch(&session_id, events).await {
-                        Ok(_) => {
-                            app.metrics.events_published(n);
+                    match app.backends.log.append_guarded(&session_id, events, Guard::Holder(&turn_id)).await {
+                        Ok(Some(_)) => app.metrics.events_published(n),
+                        Ok(None) => {
+                            tracing::warn!(%session_id, %turn_id, "the turn's lease is gone: it stops, emitting nothing more");
+                            halt_tx.send_replace(Some(Halt::LeaseLost));
                         }
-                        Err(e) => failed = Some(e.into()),
+                        Err(e) => {
+                            tracing::warn!(%session_id, %turn_id, error = %e, "an append failed: the turn stops");
+                            halt_tx.send_replace(Some(Halt::Failed(e.into())));
+                        }
                     }
                 }
                 for f in flushes {
-                    let _ = f.send(failed.clone().map_or(Ok(()), Err));
+                    let _ = f.send(halt_tx.borrow().clone().map_or(Ok(()), Err));
                 }
             }
         });
-        Emitter { tx, flush_now }
+        Emitter { tx, flush_now, halt }
+    }
+
+    /// Resolves once the emitter has halted (never, while appends succeed).
+    pub(super) async fn halted(&self) -> Halt {
+        let mut halt = self.halt.clone();
+        let seen = halt.wait_for(Option::is_some).await.map(|h| h.clone());
+        match seen {
+            Ok(h) => h.unwrap_or(Halt::LeaseLost),
+            // The task is gone (the runtime is shutting down): nothing more can be appended.
+            Err(_) => Halt::Failed(ClientError::new(ErrorCode::Internal, "event emitter stopped")),
+        }
     }
 
     pub(super) fn send(&self, event: &Value) {
@@ -89,13 +120,14 @@ impl Emitter {
         self.flush_now.notify_one();
     }
 
-    pub(super) async fn flush(&self) -> Result<(), ClientError> {
+    pub(super) async fn flush(&self) -> Result<(), Halt> {
+        let stopped = || Halt::Failed(ClientError::new(ErrorCode::Internal, "event emitter stopped"));
         let (tx, rx) = oneshot::channel();
         if self.tx.send(EmitCmd::Flush(tx)).is_err() {
-            return Err(ClientError::new(ErrorCode::Internal, "event emitter stopped"));
+            return Err(stopped());
         }
         // A permit left over when the task was not waiting only ends a later wait early.
         self.flush_now.notify_one();
-        rx.await.unwrap_or_else(|_| Err(ClientError::new(ErrorCode::Internal, "event emitter stopped")))
+        rx.await.unwrap_or_else(|_| Err(stopped()))
     }
 }

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use self::drive::drive;
-use self::emitter::Emitter;
+use self::emitter::{Emitter, Halt};
 pub(crate) use self::start::{acquire, plan, prepare, Plan, TurnInput};
 pub(crate) use self::sweeper::sweep_loop;
 use crate::app::App;
@@ -71,9 +72,33 @@ pub(crate) struct Decision {
 
 /// How a turn segment ended.
 enum Outcome {
-    Completed { text: String, message_id: String },
+    Completed {
+        text: String,
+        message_id: String,
+    },
     Parked,
     Failed(ClientError),
+    /// The lease is no longer this turn's (it stalled past `turn.lease_ms`): whoever took it over ends the
+    /// turn; this task emits nothing more.
+    LeaseLost,
+}
+
+impl From<Halt> for Outcome {
+    fn from(h: Halt) -> Outcome {
+        match h {
+            Halt::LeaseLost => Outcome::LeaseLost,
+            Halt::Failed(e) => Outcome::Failed(e),
+        }
+    }
+}
+
+impl From<Halt> for ClientError {
+    fn from(h: Halt) -> ClientError {
+        match h {
+            Halt::LeaseLost => ClientError::new(ErrorCode::TurnInterrupted, "the turn lost its lease"),
+            Halt::Failed(e) => e,
+        }
+    }
 }
 
 /// Builds the model context for a new turn and runs it in the background.
@@ -88,9 +113,9 @@ pub(crate) async fn resume_parked(app: Arc<App>, parked: ParkedTurn, approved: b
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, session_id = %parked.session_id, "parked turn state unreadable");
-            let _ = app.backends.leases.release(&parked.session_id, &parked.turn_id).await;
             let err = ClientError::new(ErrorCode::AgentError, "the parked turn could not be resumed");
-            app.emit_turn_error(&parked.session_id, &parked.request_id, &err).await;
+            app.metrics.error(err.code);
+            app.end_turn(&parked.session_id, &parked.turn_id, &out::error(Some(&parked.request_id), &err)).await;
             return;
         }
     };
@@ -102,7 +127,11 @@ pub(crate) async fn resume_parked(app: Arc<App>, parked: ParkedTurn, approved: b
         _ => leases.acquire(&state.session_id, &info, lease_ms).await.unwrap_or(false),
     };
     if !held {
-        tracing::warn!(session_id = %state.session_id, "resuming a parked turn whose lease was lost");
+        // Another turn holds the slot (this one's hold ran out): running it would put two turns in the session.
+        tracing::warn!(session_id = %state.session_id, "a parked turn's lease is gone: ending it instead of resuming");
+        let err = ClientError::new(ErrorCode::TurnInterrupted, "the turn was interrupted while waiting for a decision");
+        app.emit_turn_error(&state.session_id, &state.request_id, &err).await;
+        return;
     }
     let decision = Decision { tool_call_id: parked.call.tool_call_id.clone(), approved, reason: reason.to_string() };
     let tasks = app.tasks.clone();
@@ -131,11 +160,14 @@ async fn run_in_span(app: Arc<App>, mut state: TurnState, decision: Option<Decis
     app.metrics.turn_started();
     let cancel = app.register_turn(&sid, &state.turn_id);
     let info = state.lease_info(&app.pod_id);
-    let renewer = tokio::spawn(renew_loop(app.clone(), sid.clone(), info));
+    let lease_lost = CancellationToken::new();
+    let renewer = tokio::spawn(renew_loop(app.clone(), sid.clone(), info, lease_lost.clone()));
 
-    let em = Emitter::start(app.clone(), sid.clone());
+    let em = Emitter::start(app.clone(), sid.clone(), state.turn_id.clone());
     let outcome = tokio::select! {
         o = drive(&app, &em, &mut state, decision) => Some(o),
+        h = em.halted() => Some(h.into()),
+        _ = lease_lost.cancelled() => Some(Outcome::LeaseLost),
         _ = cancel.cancelled() => None,
         _ = app.lifecycle.turns_interrupted() => Some(Outcome::Failed(ClientError::new(
             ErrorCode::TurnInterrupted, "the turn was interrupted: the server is shutting down"))),
@@ -148,9 +180,11 @@ async fn run_in_span(app: Arc<App>, mut state: TurnState, decision: Option<Decis
         }
     };
     renewer.abort();
-    // Everything the turn queued is logged before its terminal event (and before the lease is released).
+    // Everything the turn queued is logged before its terminal event (and before the lease is released). A
+    // turn that could not log all of it does not end as if it had (a park among them would be unseen).
     let outcome = match (em.flush().await, outcome) {
-        (Err(e), Some(Outcome::Completed { .. })) => Some(Outcome::Failed(e)),
+        (Err(Halt::LeaseLost), _) | (_, Some(Outcome::LeaseLost)) => Some(Outcome::LeaseLost),
+        (Err(Halt::Failed(e)), Some(_)) => Some(Outcome::Failed(e)),
         (_, o) => o,
     };
     app.unregister_turn(&sid, &state.turn_id);
@@ -158,15 +192,11 @@ async fn run_in_span(app: Arc<App>, mut state: TurnState, decision: Option<Decis
         Some(Outcome::Parked) => TurnOutcome::Parked,
         Some(Outcome::Completed { .. }) => TurnOutcome::Completed,
         Some(Outcome::Failed(_)) => TurnOutcome::Failed,
+        Some(Outcome::LeaseLost) => TurnOutcome::Abandoned,
         None => TurnOutcome::Cancelled,
     };
     app.metrics.turn_ended(ended, started.elapsed());
-    let rid = state.request_id.clone();
-    let release = || async {
-        if let Err(e) = app.backends.leases.release(&sid, &state.turn_id).await {
-            tracing::warn!(error = %e, session_id = %sid, "lease release failed");
-        }
-    };
+    let (rid, tid) = (state.request_id.clone(), state.turn_id.clone());
     match outcome {
         Some(Outcome::Parked) => {
             // Hand the slot over to the parked state only now that the renewer is stopped, so it cannot put
@@ -176,36 +206,58 @@ async fn run_in_span(app: Arc<App>, mut state: TurnState, decision: Option<Decis
             }
         }
         Some(Outcome::Completed { text, message_id }) => {
-            // Release first so a client that answers the final event at once is not told TURN_IN_PROGRESS.
-            release().await;
-            if let Err(e) = app.emit(&sid, &out::eventual_response(&rid, &message_id, &text, state.usage)).await {
-                tracing::error!(error = %e, session_id = %sid, "could not emit eventual_response");
-            }
+            app.end_turn(&sid, &tid, &out::eventual_response(&rid, &message_id, &text, state.usage)).await;
         }
         Some(Outcome::Failed(err)) => {
-            release().await;
-            app.emit_turn_error(&sid, &rid, &err).await;
+            // A park written before the failure must not be resumed later by the timeout sweeper.
+            take_own_park(&app, &state).await;
+            app.metrics.error(err.code);
+            app.end_turn(&sid, &tid, &out::error(Some(&rid), &err)).await;
+        }
+        Some(Outcome::LeaseLost) => {
+            tracing::warn!(session_id = %sid, turn_id = %tid, "the turn lost its lease and stopped without an ending");
         }
         None => {
             // A park that raced the cancel must not be resumable.
-            let _ = app.backends.confirms.take(&sid).await;
-            release().await;
-            if let Err(e) = app.emit(&sid, &out::cancelled(&rid)).await {
-                tracing::error!(error = %e, session_id = %sid, "could not emit cancelled");
-            }
+            take_own_park(&app, &state).await;
+            app.end_turn(&sid, &tid, &out::cancelled(&rid)).await;
         }
     }
 }
 
-async fn renew_loop(app: Arc<App>, sid: String, info: TurnInfo) {
-    let every = Duration::from_millis((app.config.turn.lease_ms / 3).max(100));
+/// Takes the session's parked record if it is this turn's.
+async fn take_own_park(app: &App, state: &TurnState) {
+    match app.backends.confirms.get(&state.session_id).await {
+        Ok(Some(p)) if p.turn_id == state.turn_id => {
+            if let Err(e) = app.backends.confirms.take(&state.session_id).await {
+                tracing::warn!(error = %e, session_id = %state.session_id, "could not take the ended turn's park");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, session_id = %state.session_id, "could not read the ended turn's park"),
+    }
+}
+
+/// Renews the lease every third of `turn.lease_ms`. The lease is lost when a renewal finds another holder (or
+/// none), or when no renewal succeeded for a whole lease (Redis unreachable: a sweeper may have ended the turn
+/// meanwhile); then `lost` is cancelled and the turn stops. It never takes the lease back.
+async fn renew_loop(app: Arc<App>, sid: String, info: TurnInfo, lost: CancellationToken) {
+    let lease = Duration::from_millis(app.config.turn.lease_ms);
+    let every = (lease / 3).max(Duration::from_millis(100));
+    let mut last_ok = Instant::now();
     loop {
         tokio::time::sleep(every).await;
         match app.backends.leases.renew(&sid, &info, app.config.turn.lease_ms).await {
-            Ok(true) => {}
+            Ok(true) => last_ok = Instant::now(),
             Ok(false) => {
-                tracing::warn!(session_id = %sid, "turn lease lost; re-acquiring");
-                let _ = app.backends.leases.acquire(&sid, &info, app.config.turn.lease_ms).await;
+                tracing::warn!(session_id = %sid, "turn lease lost: the turn stops");
+                lost.cancel();
+                return;
+            }
+            Err(e) if last_ok.elapsed() >= lease => {
+                tracing::warn!(session_id = %sid, error = %e, "no lease renewal for a whole lease: the turn stops");
+                lost.cancel();
+                return;
             }
             Err(e) => tracing::warn!(session_id = %sid, error = %e, "turn lease renewal failed"),
         }

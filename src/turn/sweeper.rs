@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::App;
-use crate::backend::Decided;
+use crate::backend::{Decided, Guard, TurnInfo};
 use crate::error::{ClientError, ErrorCode};
+use crate::protocol::outbound as out;
 use crate::util::now_ms;
 
 /// Runs until the pod stops; idle while it drains (another pod sweeps).
@@ -39,16 +40,34 @@ pub(crate) async fn sweep_loop(app: Arc<App>) {
         match app.backends.leases.claim_lapsed(now_ms(), 50).await {
             Ok(lapsed) => {
                 for (sid, info) in lapsed {
-                    tracing::warn!(session_id = %sid, pod = %info.pod_id, "turn lease lapsed: ending the turn");
-                    let _ = app.backends.confirms.take(&sid).await;
-                    let e = ClientError::new(
-                        ErrorCode::TurnInterrupted,
-                        "the turn was interrupted: the server running it stopped",
-                    );
-                    app.emit_turn_error(&sid, &info.request_id, &e).await;
+                    end_lapsed(&app, &sid, &info).await;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "lease sweep failed"),
+        }
+    }
+}
+
+/// Ends a turn whose lease lapsed with `TURN_INTERRUPTED`, appended only if the turn is still the lapsed one
+/// ([`Guard::Lapsed`], which also forgets it in the same step). A failed append leaves the turn to be claimed
+/// again (by any pod) after `LAPSED_RETRY_MS`, so the client always gets its ending.
+async fn end_lapsed(app: &App, sid: &str, info: &TurnInfo) {
+    tracing::warn!(session_id = %sid, pod = %info.pod_id, "turn lease lapsed: ending the turn");
+    if let Ok(Some(p)) = app.backends.confirms.get(sid).await {
+        if p.turn_id == info.turn_id {
+            let _ = app.backends.confirms.take(sid).await;
+        }
+    }
+    let e = ClientError::new(ErrorCode::TurnInterrupted, "the turn was interrupted: the server running it stopped");
+    let event = out::error(Some(&info.request_id), &e).to_string();
+    match app.backends.log.append_guarded(sid, vec![event], Guard::Lapsed(&info.turn_id)).await {
+        Ok(Some(_)) => {
+            app.metrics.error(e.code);
+            app.metrics.events_published(1);
+        }
+        Ok(None) => tracing::debug!(session_id = %sid, "the lapsed turn was ended or resumed meanwhile"),
+        Err(err) => {
+            tracing::warn!(session_id = %sid, error = %err, "could not end a lapsed turn; it is claimed again later")
         }
     }
 }

@@ -105,7 +105,8 @@ impl ConfirmStore for RedisStore {
 
     async fn take(&self, session_id: &str) -> BResult<Option<ParkedTurn>> {
         let s = self.s();
-        let reply = s.eval_once_replicated(&s.scripts.take, vec![s.keys.session_key(session_id, "confirm")], vec![]).await?;
+        let reply =
+            s.eval_once_replicated(&s.scripts.take, vec![s.keys.session_key(session_id, "confirm")], vec![]).await?;
         let v: Vec<Option<String>> = array(reply).iter().map(text).collect();
         let Some(json) = v.first().cloned().flatten() else {
             return Ok(None);

@@ -268,7 +268,12 @@ impl Shared {
     /// [`Shared::eval`] for a write that must survive a failover (a park, a decision, a log append): with
     /// `redis_wait_replicas` it goes over the replicated connection and returns once that many replicas have
     /// it, or the wait timed out (see [`Replicated::wait`]).
-    pub(super) async fn eval_replicated(&self, script: &Script, keys: Vec<String>, args: Vec<String>) -> BResult<Value> {
+    pub(super) async fn eval_replicated(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> BResult<Value> {
         let Some(replicated) = &self.replicated else { return self.eval(script, keys, args).await };
         let first = keys.first().cloned().unwrap_or_default();
         let reply = self.eval_on(&replicated.client, script, keys, args).await?;

@@ -4,9 +4,10 @@
 use async_trait::async_trait;
 use fred::interfaces::{KeysInterface, SortedSetsInterface};
 use fred::types::sorted_sets::Ordering as ZOrdering;
+use fred::types::SetOptions;
 
 use super::conn::{array, corrupt, int, parse_json, text, to_json, RedisStore};
-use crate::backend::{BResult, TurnInfo, TurnLease};
+use crate::backend::{BResult, TurnInfo, TurnLease, LAPSED_RETRY_MS};
 use crate::util::now_ms;
 
 #[async_trait]
@@ -74,9 +75,15 @@ impl TurnLease for RedisStore {
         let due = s.due(&index, now_ms, max).await?;
         let mut out = Vec::new();
         for sid in due {
-            // ZREM picks the one caller that handles this entry.
-            let removed: i64 = s.client.zrem(&index, sid.as_str()).await.map_err(|e| s.err(e))?;
-            if removed != 1 {
+            // Moving the entry forward picks the one caller that handles it now (`GT CH`: only the first mover
+            // changes it); it comes due again if this caller does not end the turn.
+            let retry_at = (now_ms + LAPSED_RETRY_MS) as f64;
+            let moved: i64 = s
+                .client
+                .zadd(&index, Some(SetOptions::XX), Some(ZOrdering::GreaterThan), true, false, (retry_at, sid.as_str()))
+                .await
+                .map_err(|e| s.err(e))?;
+            if moved != 1 {
                 continue;
             }
             let reply = s
@@ -108,7 +115,10 @@ impl TurnLease for RedisStore {
                         .await
                         .map_err(|e| s.err(e))?;
                 }
-                _ => {}
+                _ => {
+                    // No turn record: ended (or released) since; the stale entry goes.
+                    s.client.zrem::<(), _, _>(&index, sid.as_str()).await.map_err(|e| s.err(e))?;
+                }
             }
         }
         Ok(out)

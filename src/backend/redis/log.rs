@@ -7,28 +7,44 @@ use fred::types::Value;
 
 use super::conn::{array, corrupt, int, text, RedisStore};
 use super::keys::seq_of;
-use crate::backend::{BResult, Channel, EventLog};
+use crate::backend::{BResult, Channel, EventLog, Guard};
 
 #[async_trait]
 impl EventLog for RedisStore {
-    async fn append_batch(&self, session_id: &str, events: Vec<String>) -> BResult<u64> {
-        if events.is_empty() {
-            return Ok(0);
+    async fn append_guarded(&self, session_id: &str, events: Vec<String>, guard: Guard<'_>) -> BResult<Option<u64>> {
+        if events.is_empty() && guard == Guard::None {
+            return Ok(Some(0));
         }
         let s = self.s();
         let channel = Channel::Session(session_id.to_string()).name(&s.keys.prefix);
         let publish = if s.cluster { "SPUBLISH" } else { "PUBLISH" };
-        let mut args = Vec::with_capacity(events.len() + 4);
+        let (mode, turn) = match guard {
+            Guard::None => ("none", ""),
+            Guard::Holder(t) => ("holder", t),
+            Guard::Release(t) => ("release", t),
+            Guard::Lapsed(t) => ("lapsed", t),
+        };
+        let mut args = Vec::with_capacity(events.len() + 6);
         args.extend([s.log_len.to_string(), s.idle_ttl_s.to_string(), channel, publish.to_string()]);
+        args.extend([mode.to_string(), turn.to_string()]);
         args.extend(events);
         let reply = s
             .eval_once_replicated(
                 &s.scripts.append_batch,
-                vec![s.keys.session_key(session_id, "seq"), s.keys.session_key(session_id, "log")],
+                vec![
+                    s.keys.session_key(session_id, "seq"),
+                    s.keys.session_key(session_id, "log"),
+                    s.keys.session_key(session_id, "lease"),
+                    s.keys.session_key(session_id, "turn"),
+                ],
                 args,
             )
             .await?;
-        int(&reply).and_then(|n| u64::try_from(n).ok()).ok_or_else(|| corrupt("append_batch", "no seq returned"))
+        match int(&reply) {
+            Some(-1) => Ok(None),
+            Some(n) => u64::try_from(n).map(Some).map_err(|_| corrupt("append_batch", "bad seq")),
+            None => Err(corrupt("append_batch", "no seq returned")),
+        }
     }
 
     async fn read_after(&self, session_id: &str, after: u64, max: usize) -> BResult<Vec<(u64, String)>> {

@@ -67,8 +67,8 @@ use tokio::sync::broadcast;
 use tracing::info;
 
 use self::bus::{pump, RedisBus, BUS_CAPACITY};
-use self::durability::{check_eviction_policy, Replicated};
 use self::conn::{builder, fred_config, fred_err, spawn_connection, PodTasks, RedisStore, Shared};
+use self::durability::{check_eviction_policy, Replicated};
 use self::keys::Keys;
 use self::scripts::Scripts;
 use self::sentinel::SentinelWatch;
@@ -114,9 +114,7 @@ pub async fn connect(config: &Config) -> BResult<Backends> {
             let watch = SentinelWatch {
                 sentinel: host.clone(),
                 service: service_name.clone(),
-                clients: std::iter::once(client.clone())
-                    .chain(replicated.as_ref().map(|r| r.client.clone()))
-                    .collect(),
+                clients: std::iter::once(client.clone()).chain(replicated.as_ref().map(|r| r.client.clone())).collect(),
                 subscriber: subscriber.clone(),
                 last_switch: last_switch.clone(),
             };
