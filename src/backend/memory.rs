@@ -233,7 +233,7 @@ impl EventLog for MemoryStore {
             Guard::None => {}
             Guard::Holder(t) | Guard::Release(t) if live(st.leases.get(session_id), t) => {}
             Guard::Lapsed(t)
-                if !st.leases.get(session_id).is_some_and(|(_, d)| *d > now)
+                if st.leases.get(session_id).is_none_or(|(_, d)| *d <= now)
                     && st.turns.get(session_id).is_some_and(|(i, _)| i.turn_id == t) => {}
             _ => return Ok(None),
         }
