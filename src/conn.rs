@@ -134,8 +134,10 @@ impl Conn {
         };
         self.handle.offer(Outbound::SetCursor { session_id: sid.clone(), after: position }, &self.app.metrics);
         if !attached {
-            self.sessions.push(session_id.to_string());
+            // Marked attached only once subscribed: a failed subscribe leaves the session unattached, so the
+            // client's retry subscribes again instead of finding it "attached" and deaf.
             self.app.hub.attach(&channel, &self.handle).await?;
+            self.sessions.push(session_id.to_string());
             self.app.metrics.session_attached();
             self.register().await;
         }

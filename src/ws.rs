@@ -117,12 +117,14 @@ async fn serve(app: &Arc<App>, socket: &mut WebSocket, conn: &mut Conn) -> Optio
                 let render = Render::of(conn);
                 let written = tokio::select! {
                     biased;
-                    ok = write_batch(app, socket, &mut cursors, item, &queue, render) => ok,
-                    _ = must_stop(app, &conn.handle.slow) => false,
+                    flow = write_batch(app, socket, &mut cursors, item, &queue, render) => flow,
+                    _ = must_stop(app, &conn.handle.slow) => Err(Stop::Write),
                 };
-                if !written {
+                match written {
+                    Ok(()) => {}
                     // Stopped, or the write failed (the client is gone: no close to send).
-                    break stop_close(app, &conn.handle.slow);
+                    Err(Stop::Write) => break stop_close(app, &conn.handle.slow),
+                    Err(Stop::Resync) => break Some(RESYNC),
                 }
                 idle.as_mut().reset(tokio::time::Instant::now() + keepalive);
             }
@@ -199,6 +201,11 @@ fn stop_close(app: &App, slow: &CancellationToken) -> Option<CloseSpec> {
     }
 }
 
+/// Events this socket must show cannot be read (the log read failed, or they were trimmed or never logged):
+/// skipping them would show a conversation with a hole, so the client is told to resume, which replays from
+/// its last `seq` (or reports `recovered: false`).
+const RESYNC: CloseSpec =
+    CloseSpec { code: CLOSE_SLOW_CONSUMER, reason: "events missed: resume to continue", reconnect: true };
 const TOO_LARGE: CloseSpec = CloseSpec { code: CLOSE_TOO_LARGE, reason: "frame too large", reconnect: false };
 const DRAINING: CloseSpec = CloseSpec { code: CLOSE_DRAINING, reason: "server draining: reconnect", reconnect: true };
 const SLOW: CloseSpec =
@@ -260,7 +267,18 @@ async fn feed_text(sink: &mut WebSocket, text: &str) -> bool {
 /// Items handled per flush: a burst of tokens becomes one socket write instead of one per frame.
 const WRITE_BATCH: usize = 64;
 
-/// Writes `first` and whatever else is ready (up to a batch), then flushes once. False on a write error.
+/// Why a socket's writer stops.
+#[derive(Debug, PartialEq)]
+enum Stop {
+    /// A write failed (the client is gone) or the socket must stop.
+    Write,
+    /// A gap in a session's events could not be filled from the log ([`RESYNC`]).
+    Resync,
+}
+
+type Flow = Result<(), Stop>;
+
+/// Writes `first` and whatever else is ready (up to a batch), then flushes once.
 async fn write_batch(
     app: &App,
     sink: &mut WebSocket,
@@ -268,29 +286,33 @@ async fn write_batch(
     first: Outbound,
     queue: &OutQueue<Outbound>,
     render: Render,
-) -> bool {
-    if !process(app, sink, cursors, first, render).await {
-        return false;
-    }
+) -> Flow {
+    process(app, sink, cursors, first, render).await?;
     for _ in 1..WRITE_BATCH {
         let Some(item) = queue.try_pop() else { break };
-        if !process(app, sink, cursors, item, render).await {
-            return false;
-        }
+        process(app, sink, cursors, item, render).await?;
     }
-    sink.flush().await.is_ok()
+    written(sink.flush().await.is_ok())
 }
 
-/// Handles one queued item (frames are fed, not flushed). False on a write error.
-async fn process(app: &App, sink: &mut WebSocket, cursors: &mut Cursors, item: Outbound, render: Render) -> bool {
+fn written(ok: bool) -> Flow {
+    if ok {
+        Ok(())
+    } else {
+        Err(Stop::Write)
+    }
+}
+
+/// Handles one queued item (frames are fed, not flushed).
+async fn process(app: &App, sink: &mut WebSocket, cursors: &mut Cursors, item: Outbound, render: Render) -> Flow {
     match item {
         Outbound::Frame(text) => {
             app.metrics.events_delivered(1);
-            feed_text(sink, &text).await
+            written(feed_text(sink, &text).await)
         }
         Outbound::SetCursor { session_id, after } => {
             cursors.insert(session_id, after);
-            true
+            Ok(())
         }
         Outbound::CatchUp { session_id, until } => {
             Box::pin(catch_up(app, sink, cursors, &session_id, render, until)).await
@@ -298,23 +320,26 @@ async fn process(app: &App, sink: &mut WebSocket, cursors: &mut Cursors, item: O
         Outbound::Session(item) => {
             let (session_id, seq, json) = (item.session_id.clone(), item.seq, item.json());
             let Some(&pos) = cursors.get(&session_id) else {
-                return true;
+                return Ok(());
             };
             if seq <= pos {
-                return true; // duplicate (already replayed from the log)
+                return Ok(()); // duplicate (already replayed from the log)
             }
             if seq > pos + 1 {
                 app.metrics.gap_repaired(seq - pos - 1);
-                if !Box::pin(catch_up(app, sink, cursors, &session_id, render, Some(seq - 1))).await {
-                    return false;
+                Box::pin(catch_up(app, sink, cursors, &session_id, render, Some(seq - 1))).await?;
+                // What the log could not fill is never skipped.
+                if cursors.get(&session_id).is_some_and(|p| *p < seq - 1) {
+                    tracing::warn!(%session_id, seq, "a gap the log cannot fill: the client must resume");
+                    return Err(Stop::Resync);
                 }
             }
             if cursors.get(&session_id).is_some_and(|p| *p >= seq) {
-                return true;
+                return Ok(());
             }
             cursors.insert(session_id.clone(), seq);
             app.metrics.events_delivered(1);
-            send_session(app, sink, &session_id, seq, json, render).await
+            written(send_session(app, sink, &session_id, seq, json, render).await)
         }
     }
 }
@@ -351,7 +376,9 @@ async fn send_session(app: &App, sink: &mut WebSocket, session_id: &str, seq: u6
     }
 }
 
-/// Delivers logged events after the socket's position (up to `until` when set). Returns false on a write error.
+/// Delivers logged events after the socket's position (up to `until` when set). A read that fails, or a log
+/// whose next event is not the one after the position (trimmed past it), ends in [`Stop::Resync`]: a hole is
+/// never jumped over.
 async fn catch_up(
     app: &App,
     sink: &mut WebSocket,
@@ -359,33 +386,33 @@ async fn catch_up(
     session_id: &Arc<str>,
     render: Render,
     until: Option<u64>,
-) -> bool {
+) -> Flow {
     let Some(mut pos) = cursors.get(session_id).copied() else {
-        return true;
+        return Ok(());
     };
     loop {
         let batch = match app.backends.log.read_after(session_id, pos, 256).await {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!(error = %e, %session_id, "log read failed during catch-up");
-                return true;
+                tracing::warn!(error = %e, %session_id, "log read failed during catch-up: the client must resume");
+                return Err(Stop::Resync);
             }
         };
-        if batch.is_empty() {
-            break;
+        let Some(&(first, _)) = batch.first() else { break };
+        if first > pos + 1 {
+            tracing::warn!(%session_id, pos, first, "the log no longer holds this socket's next event: the client must resume");
+            return Err(Stop::Resync);
         }
         for (seq, json) in batch {
             if until.is_some_and(|u| seq > u) {
                 cursors.insert(session_id.clone(), pos);
-                return true;
+                return Ok(());
             }
-            if !send_session(app, sink, session_id, seq, &json, render).await {
-                return false;
-            }
+            written(send_session(app, sink, session_id, seq, &json, render).await)?;
             app.metrics.events_delivered(1);
             pos = seq;
         }
     }
     cursors.insert(session_id.clone(), pos);
-    true
+    Ok(())
 }

@@ -8,6 +8,7 @@ mod harness;
 mod support;
 
 mod faults;
+mod gaps;
 mod turn_faults;
 
 use std::time::{Duration, Instant};
