@@ -110,6 +110,12 @@ impl Conn {
         !self.recent_sends.take(now_ms(), self.app.config.limits.messages_per_minute as usize)
     }
 
+    /// Undoes the last [`Conn::rate_limited`] count: a message refused because a turn is running did nothing,
+    /// and a client retrying until the turn ends must not run out of budget for its real message.
+    pub(crate) fn refund_send(&mut self) {
+        self.recent_sends.give_back();
+    }
+
     /// A reply to the asking socket only (not logged).
     pub(crate) fn reply(&self, frame: &serde_json::Value) {
         self.handle.offer(Outbound::Frame(Arc::from(frame.to_string())), &self.app.metrics);

@@ -147,7 +147,15 @@ async fn send_message(conn: &mut Conn, rid: Option<&str>, m: SendMessage) -> Res
     }
     // The requestId is the turn's identity on the wire; one is made up when the client sent none.
     let request_id = rid.map(str::to_string).unwrap_or_else(new_id);
-    let turn_id = turn::acquire(&app, &session, &request_id).await?;
+    let turn_id = match turn::acquire(&app, &session, &request_id).await {
+        Ok(t) => t,
+        Err(e) => {
+            if e.code == ErrorCode::TurnInProgress {
+                conn.refund_send();
+            }
+            return Err(e);
+        }
+    };
     if let Err(e) = conn.attach_session(&session.session_id, None).await {
         let _ = app.backends.leases.release(&session.session_id, &turn_id).await;
         return Err(e);

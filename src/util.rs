@@ -32,6 +32,11 @@ impl MinuteWindow {
         true
     }
 
+    /// Gives back the last one taken (its request was refused for another reason and did nothing).
+    pub(crate) fn give_back(&mut self) {
+        self.0.pop_back();
+    }
+
     /// Nothing taken in the last minute.
     pub(crate) fn is_idle(&self, now_ms: i64) -> bool {
         self.0.back().is_none_or(|t| now_ms - *t >= 60_000)

@@ -21,6 +21,8 @@ use crate::hub::Outbound;
 use crate::protocol::{inbound, outbound as out, EXTENSION_SUBPROTOCOL};
 use crate::queue::OutQueue;
 
+pub(crate) const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+pub(crate) const CLOSE_INVALID_DATA: u16 = 1007;
 pub(crate) const CLOSE_TOO_LARGE: u16 = 1009;
 pub(crate) const CLOSE_DRAINING: u16 = 1012;
 pub(crate) const CLOSE_SLOW_CONSUMER: u16 = 4000;
@@ -146,11 +148,16 @@ async fn serve(app: &Arc<App>, socket: &mut WebSocket, conn: &mut Conn) -> Optio
                     }
                     conn.reply_error(None, &ClientError::validation("binary frames are not supported; send JSON text frames"));
                 }
-                Some(Ok(Message::Close(_))) | None => break None,
+                Some(Ok(Message::Close(_))) => {
+                    // tungstenite queued the reply (1002 for a close code a client may not send); send it.
+                    let _ = socket.flush().await;
+                    break None;
+                }
+                None => break None,
                 Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "websocket read error");
-                    break frame_too_large(e).then_some(TOO_LARGE);
+                    break read_error_close(e);
                 }
             },
             _ = must_stop(app, &conn.handle.slow) => break stop_close(app, &conn.handle.slow),
@@ -174,9 +181,30 @@ async fn serve(app: &Arc<App>, socket: &mut WebSocket, conn: &mut Conn) -> Optio
     close
 }
 
-/// A read error is a frame over the size limit (tungstenite's capacity error), not a broken connection.
-fn frame_too_large(e: axum::Error) -> bool {
-    matches!(e.into_inner().downcast_ref::<tungstenite::Error>(), Some(tungstenite::Error::Capacity(_)))
+/// How a read error closes the socket (RFC 6455 §7.4.1): a frame over the size limit 1009, text that is not
+/// UTF-8 1007, a frame the protocol forbids (unknown opcode, oversized or fragmented control frame, reserved
+/// bits, unmasked) 1002. A broken connection has no one to send a close to.
+fn read_error_close(e: axum::Error) -> Option<CloseSpec> {
+    use tungstenite::error::ProtocolError as P;
+    match e.into_inner().downcast_ref::<tungstenite::Error>()? {
+        tungstenite::Error::Capacity(_) => Some(TOO_LARGE),
+        tungstenite::Error::Utf8(_) => {
+            Some(CloseSpec { code: CLOSE_INVALID_DATA, reason: "text frame is not UTF-8", reconnect: false })
+        }
+        tungstenite::Error::Protocol(
+            P::UnknownControlFrameType(_)
+            | P::UnknownDataFrameType(_)
+            | P::InvalidOpcode(_)
+            | P::ControlFrameTooBig
+            | P::FragmentedControlFrame
+            | P::NonZeroReservedBits
+            | P::UnmaskedFrameFromClient
+            | P::UnexpectedContinueFrame
+            | P::ExpectedFragment(_)
+            | P::InvalidCloseSequence,
+        ) => Some(CloseSpec { code: CLOSE_PROTOCOL_ERROR, reason: "protocol error", reconnect: false }),
+        _ => None,
+    }
 }
 
 /// Resolves once the socket must stop: its queue overflowed (`slow`), the pod drains, or the pod stops.

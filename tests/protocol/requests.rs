@@ -183,6 +183,33 @@ async fn send_rate_is_limited_per_connection() {
     still_open(&mut c).await;
 }
 
+/// A send refused with TURN_IN_PROGRESS did nothing, so it does not use up the sender's budget: a client
+/// retrying until the turn ends still gets its real message through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_refused_while_a_turn_runs_do_not_use_up_the_rate_budget() {
+    let (llm, tools) = setup().await;
+    let mut cfg = config(&llm, &tools);
+    cfg.limits.messages_per_minute = 3;
+    let pod = pod(cfg).await;
+    let mut c = connect(&pod, false).await;
+    let sid = create_session(&mut c).await;
+    llm.push(Reply::Hang);
+    send_message(&mut c, &sid, "r-1", "long one").await;
+    c.recv_until(|v| v["type"] == "stream_token").await;
+    for i in 0..10 {
+        let rid = format!("busy-{i}");
+        send_message(&mut c, &sid, &rid, "again?").await;
+        let e = c.recv_until(|v| v["requestId"] == rid.as_str()).await;
+        assert_eq!(e.last().expect("reply")["error"]["code"], "TURN_IN_PROGRESS", "{e:?}");
+    }
+    c.send(&json!({"action": "cancel", "requestId": "stop", "sessionId": sid})).await;
+    until_terminal(&mut c, "r-1").await;
+    llm.push(Reply::text(&["ok"]));
+    send_message(&mut c, &sid, "r-2", "the real one").await;
+    let frames = until_terminal(&mut c, "r-2").await;
+    assert_eq!(frames.last().expect("end")["type"], "eventual_response", "{frames:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_sub_in_two_orgs_is_two_users() {
     use jsonwebtoken::{encode, EncodingKey, Header};

@@ -207,3 +207,24 @@ async fn drain_timeout_interrupts_running_turns() {
     assert_eq!((end["type"].as_str(), end["requestId"].as_str()), (Some("error"), Some("r-long")));
     assert!(started.elapsed() >= Duration::from_millis(900), "interrupted only after the drain timeout");
 }
+
+/// Protocol violations get their RFC 6455 close code, not a bare TCP close, and the pod serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_violations_close_with_their_code() {
+    use support::raw_ws::{RawSocket, CLOSE, FIN, PING, TEXT};
+    let (llm, tools) = setup().await;
+    let pod = pod(config(&llm, &tools)).await;
+    let cases: [(&str, u8, Vec<u8>, u16); 4] = [
+        ("invalid UTF-8 in a text frame", FIN | TEXT, vec![b'{', 0xff, 0xfe, b'}'], 1007),
+        ("an unknown opcode", FIN | 0x3, b"hello".to_vec(), 1002),
+        ("a control frame over 125 bytes", FIN | PING, vec![b'p'; 200], 1002),
+        ("a close code a client may not send", FIN | CLOSE, 1005u16.to_be_bytes().to_vec(), 1002),
+    ];
+    for (what, first, payload, code) in cases {
+        let mut raw = RawSocket::connect(&ws_url(&pod)).await;
+        raw.send_frame(first, &payload).await;
+        assert_eq!(raw.close_code().await, Some(code), "{what}");
+    }
+    let mut c = connect(&pod, false).await;
+    still_open(&mut c).await;
+}

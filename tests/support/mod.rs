@@ -17,6 +17,8 @@
 pub mod llm;
 /// Free ports for processes that must be told theirs up front.
 pub mod ports;
+/// A WebSocket client writing raw frames, for protocol violations.
+pub mod raw_ws;
 /// Real `redis-server` processes: single, cluster, Sentinel.
 pub mod redis;
 /// HTTP tool webhook server.
