@@ -134,11 +134,18 @@ impl Conn {
             return Ok(());
         }
         let channel = Channel::Session(session_id.to_string());
-        let position = match after {
-            Some(a) => a,
-            None => self.app.backends.log.bounds(session_id).await?.1,
+        // The position counts in the log's epoch: a socket placed at seq 9 of one log must not take seq 1 of
+        // the next as a duplicate.
+        let log = &self.app.backends.log;
+        let (position, epoch) = match after {
+            Some(a) => (a, log.epoch(session_id).await?),
+            None => {
+                let (bounds, epoch) = tokio::join!(log.bounds(session_id), log.epoch(session_id));
+                (bounds?.1, epoch?)
+            }
         };
-        self.handle.offer(Outbound::SetCursor { session_id: sid.clone(), after: position }, &self.app.metrics);
+        let epoch = epoch.map(Arc::from);
+        self.handle.offer(Outbound::SetCursor { session_id: sid.clone(), after: position, epoch }, &self.app.metrics);
         if !attached {
             // Marked attached only once subscribed: a failed subscribe leaves the session unattached, so the
             // client's retry subscribes again instead of finding it "attached" and deaf.

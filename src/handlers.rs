@@ -39,8 +39,8 @@ async fn dispatch(conn: &mut Conn, req: Request) -> Result<(), ClientError> {
             confirm(conn, rid, &session_id, approved, tool_call_id.filter(|_| conn.extended)).await?
         }
         Action::Cancel { session_id } => cancel(conn, rid, session_id).await?,
-        Action::ResumeSession { session_id, after_seq } if conn.extended => {
-            resume(conn, rid, &session_id, after_seq).await?
+        Action::ResumeSession { session_id, after_seq, epoch } if conn.extended => {
+            resume(conn, rid, &session_id, after_seq, epoch.as_deref()).await?
         }
         Action::ResumeSession { .. } => {
             return Err(ClientError::new(
@@ -347,18 +347,30 @@ async fn cancel(conn: &mut Conn, rid: Option<&str>, session_id: Option<String>) 
     Ok(())
 }
 
-async fn resume(conn: &mut Conn, rid: Option<&str>, session_id: &str, after_seq: u64) -> Result<(), ClientError> {
+async fn resume(
+    conn: &mut Conn,
+    rid: Option<&str>,
+    session_id: &str,
+    after_seq: u64,
+    epoch: Option<&str>,
+) -> Result<(), ClientError> {
     owned_session(conn, session_id).await?;
-    let (oldest, latest) = conn.app.backends.log.bounds(session_id).await?;
-    // The log reaches back to `after_seq` when nothing after it was trimmed, and `after_seq` is not from
-    // another epoch (newer than anything this log has).
-    let recovered = after_seq <= latest && (latest == 0 || after_seq + 1 >= oldest);
+    let log = &conn.app.backends.log;
+    let (current, (oldest, latest)) = (log.epoch(session_id).await?, log.bounds(session_id).await?);
+    // The log reaches back to `after_seq` when `after_seq` counts in this log's epoch (the client's, when it
+    // says; else it must not be newer than anything this log has) and nothing after it was trimmed.
+    let same_epoch = match (epoch, current.as_deref()) {
+        (Some(theirs), Some(ours)) => theirs == ours,
+        (Some(_), None) => after_seq == 0,
+        (None, _) => true,
+    };
+    let recovered = same_epoch && after_seq <= latest && (latest == 0 || after_seq + 1 >= oldest);
     let from = if recovered { after_seq } else { oldest.saturating_sub(1) };
     conn.reply(&out::immediate(
         rid,
         200,
         "Session resumed",
-        json!({"sessionId": session_id, "seq": latest, "recovered": recovered}),
+        json!({"sessionId": session_id, "seq": latest, "epoch": current, "recovered": recovered}),
     ));
     conn.attach_session(session_id, Some(from)).await?;
     Ok(())

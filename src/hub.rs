@@ -25,8 +25,9 @@ pub(crate) enum Outbound {
     Frame(Arc<str>),
     /// A logged session event in v1 form; the socket's task adds `sessionId`/`seq` for extended sockets.
     Session(Arc<SessionItem>),
-    /// Sets the socket's position in a session's log (attach or resume).
-    SetCursor { session_id: Arc<str>, after: u64 },
+    /// Sets the socket's position in a session's log (attach or resume), in the log's epoch (`None`: the
+    /// log has no event yet, so any epoch's first event is new).
+    SetCursor { session_id: Arc<str>, after: u64, epoch: Option<Arc<str>> },
     /// Read the session's log after the socket's position and deliver it (resume, reconnect, lag).
     ///
     /// `until`: deliver nothing newer than this seq. An attach bounds it by the log's end when the socket
@@ -44,6 +45,8 @@ pub(crate) struct SessionItem {
     payload: Arc<str>,
     /// Where the event's JSON lies in `payload`.
     json: std::ops::Range<usize>,
+    /// Where the log's epoch lies in `payload`.
+    epoch: std::ops::Range<usize>,
 }
 
 impl SessionItem {
@@ -51,6 +54,18 @@ impl SessionItem {
     pub(crate) fn json(&self) -> &str {
         self.payload.get(self.json.clone()).unwrap_or("")
     }
+
+    /// The epoch of the log the event's `seq` counts in.
+    pub(crate) fn epoch(&self) -> &str {
+        self.payload.get(self.epoch.clone()).unwrap_or("")
+    }
+}
+
+/// One bus line of a session channel: `<seq>:<epoch>:<json>`.
+fn parse_session_line(line: &str) -> Option<(u64, &str, &str)> {
+    let (seq, rest) = line.split_once(':')?;
+    let (epoch, json) = rest.split_once(':')?;
+    Some((seq.parse().ok()?, epoch, json))
 }
 
 /// A local socket as the hub sees it.
@@ -254,23 +269,25 @@ impl Hub {
             }
             Channel::Pod(_) | Channel::Canary(_) => return,
             Channel::Session(sid) => {
-                // One message may carry a batch: `<seq>:<json>` lines (JSON text never holds a raw newline).
+                // One message may carry a batch: `<seq>:<epoch>:<json>` lines (JSON text never holds a raw
+                // newline).
                 let session_id: Arc<str> = Arc::from(sid.as_str());
                 let routes = self.routes.read();
                 let Some(conns) = routes.get(channel) else { return };
                 for line in payload.split('\n') {
-                    let Some((seq, json)) = line.split_once(':').and_then(|(s, j)| Some((s.parse::<u64>().ok()?, j)))
-                    else {
+                    let Some((seq, epoch, json)) = parse_session_line(line) else {
                         tracing::warn!(%sid, "malformed session bus message");
                         continue;
                     };
-                    // `json` is a slice of `payload`: its place there is the distance between their starts.
-                    let from = json.as_ptr() as usize - payload.as_ptr() as usize;
+                    // `json` and `epoch` are slices of `payload`: their place there is the distance between
+                    // their starts.
+                    let at = |part: &str| part.as_ptr() as usize - payload.as_ptr() as usize;
                     let item = Outbound::Session(Arc::new(SessionItem {
                         session_id: session_id.clone(),
                         seq,
                         payload: payload.clone(),
-                        json: from..from + json.len(),
+                        json: at(json)..at(json) + json.len(),
+                        epoch: at(epoch)..at(epoch) + epoch.len(),
                     }));
                     for conn in conns.values() {
                         conn.offer(item.clone(), &self.metrics);
@@ -390,12 +407,15 @@ mod tests {
         let channel = Channel::Session("s1".into());
         hub.attach(&channel, &conn).await.expect("attach");
         let (control, _rx) = mpsc::unbounded_channel();
-        let payload: Arc<str> = Arc::from("7:{\"a\":\"x:y\"}\nbad line\n8:{\"b\":2}");
+        let payload: Arc<str> = Arc::from("7:e1:{\"a\":\"x:y\"}\nbad line\n8:e1:{\"b\":2}");
         hub.deliver(&channel, payload, "pod", &control);
         let mut got = Vec::new();
         while let Some(item) = queue.try_pop() {
             match item {
-                Outbound::Session(item) => got.push((item.seq, item.json().to_string())),
+                Outbound::Session(item) => {
+                    assert_eq!(item.epoch(), "e1");
+                    got.push((item.seq, item.json().to_string()))
+                }
                 other => panic!("unexpected {other:?}"),
             }
         }

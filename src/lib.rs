@@ -5,7 +5,8 @@
 //!                                                        │
 //!  http (router: /ws /health /readyz /metrics /admin/*) ─┤   gateway (/api/*: REST + SSE turns on namespaces;
 //!                                                        │            the orra dialect on /ws) ─▶ turn, hub
-//!    └─ ws (one task per socket: open / serve / close; cursors, catch-up, close codes)
+//!    └─ ws/ (mod: one task per socket: open / serve / close, close codes; delivery: cursors with epochs,
+//!            gap repair that never skips, rendering)
 //!         ├─ conn (a socket's state: identity, attached sessions, replies, registry entry)
 //!         └─ handlers (one fn per action) ─▶ turn (TurnState, resume, lease; drive: tools / model / finish;
 //!                                              │    emitter: group commit; sweeper: timeouts, dead pods)
@@ -15,13 +16,14 @@
 //!    ├─ hub (one bus subscription per channel per pod → local sockets' OutQueue<Outbound>)
 //!    └─ backend (traits, one choice point) ─┬─ memory (embedded default, one pod)
 //!                                           └─ redis/ (url keys scripts+lua/ conn sessions log confirms
-//!                                                      leases registry bus sentinel)
+//!                                                      leases registry bus sentinel durability)
 //!  used across: protocol::{inbound, outbound, shapes}  auth  agents  metrics (prometheus-client)  telemetry
 //!          error (one client-safe error)  queue  lifecycle  util
 //! ```
 //!
-//! Every session event is appended to the session's log with a gap-free `seq` and published in the same
-//! step; sockets are fed by the hub and repair gaps from the log, so any pod can serve any client. Imports
+//! Every session event is appended to the session's log with a gap-free `seq` (in the log's epoch) and
+//! published in the same step, fenced by the turn's lease; sockets are fed by the hub and repair gaps from
+//! the log, so any pod can serve any client. Imports
 //! point down this map (no module imports one that imports it back). The long form: `docs/architecture.md`.
 
 #![warn(unreachable_pub)]

@@ -80,6 +80,12 @@ pub(crate) fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// A fresh log epoch: 16 hex digits (no `:`, so it sits between the seq and the event on the bus).
+pub(crate) fn new_epoch() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    id[..16].to_string()
+}
+
 /// A conversation title from its first message: first line, at most 60 characters, on a word boundary.
 pub(crate) fn title_from(text: &str) -> String {
     let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");

@@ -95,12 +95,14 @@ where
     }
 }
 
-/// Skips messages on `want` until one equals `payload` (earlier ones may or may not have been delivered).
+/// Skips messages on `want` until one equals `payload` (earlier ones may or may not have been delivered); a
+/// session payload is compared without its epoch.
 async fn recv_payload(rx: &mut broadcast::Receiver<BusEvent>, want: &Channel, payload: &str, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        if recv_on(rx, want, left).await == payload {
+        let line = recv_on(rx, want, left).await;
+        if line == payload || (matches!(want, Channel::Session(_)) && split_epoch(&line).0 == payload) {
             return;
         }
     }
@@ -134,6 +136,13 @@ async fn wait_resubscribed(rx: &mut broadcast::Receiver<BusEvent>, within: Durat
 }
 
 /// The next message on `want`, skipping others (and Resubscribed events).
+/// A session bus line `<seq>:<epoch>:<event>` as `(<seq>:<event>, epoch)`.
+fn split_epoch(line: &str) -> (String, String) {
+    let (seq, rest) = line.split_once(':').expect("seq");
+    let (epoch, event) = rest.split_once(':').expect("epoch");
+    (format!("{seq}:{event}"), epoch.to_string())
+}
+
 async fn recv_on(rx: &mut broadcast::Receiver<BusEvent>, want: &Channel, within: Duration) -> String {
     let deadline = Instant::now() + within;
     loop {
@@ -201,12 +210,21 @@ async fn single_session_keys_carry_the_idle_ttl() {
     pod.sessions.create_session(&session(&sid), None).await.expect("create");
     pod.log.append(&sid, r#"{"n":1}"#).await.expect("append");
     let prefix = &config.redis_key_prefix;
-    for what in ["session", "seq", "log"] {
-        let key = format!("{prefix}:{{{sid}}}:{what}");
-        let ttl: i64 = redis.cli(&["TTL", &key]).parse().expect("ttl");
-        assert!(ttl > 0 && ttl <= config.session.idle_ttl_s as i64, "{key} ttl {ttl}");
+    let ttl = |what: &str| -> i64 { redis.cli(&["TTL", &format!("{prefix}:{{{sid}}}:{what}")]).parse().expect("ttl") };
+    let idle = config.session.idle_ttl_s as i64;
+    for what in ["session", "seq", "log", "epoch"] {
+        assert!(ttl(what) > 0 && ttl(what) <= idle, "{what} ttl {}", ttl(what));
     }
     assert_eq!(redis.cli(&["XRANGE", &format!("{prefix}:{{{sid}}}:log"), "-", "+"]).lines().next(), Some("1-0"));
+    // Reading the session keeps its log alive with it: the log, counter and epoch never expire first (their
+    // seq would restart under a live session).
+    for what in ["seq", "log", "epoch"] {
+        redis.cli(&["EXPIRE", &format!("{prefix}:{{{sid}}}:{what}"), "5"]);
+    }
+    pod.sessions.get_session(&sid).await.expect("get").expect("the session");
+    for what in ["session", "seq", "log", "epoch"] {
+        assert!(ttl(what) > 5, "{what} ttl {} after a read", ttl(what));
+    }
 }
 
 // ------------------------------------------------------------------------------------------- cluster
@@ -242,7 +260,8 @@ async fn restart_resubscribes_and_keeps_working() {
     b.bus.subscribe(&session_ch).await.expect("subscribe session");
     b.bus.subscribe(&user_ch).await.expect("subscribe user");
     assert_eq!(a.log.append(&sid, r#"{"n":1}"#).await.expect("append"), 1);
-    assert_eq!(recv_on(&mut rx, &session_ch, Duration::from_secs(5)).await, r#"1:{"n":1}"#);
+    let (line, before) = split_epoch(&recv_on(&mut rx, &session_ch, Duration::from_secs(5)).await);
+    assert_eq!(line, r#"1:{"n":1}"#);
 
     tokio::task::block_in_place(|| redis.kill());
     assert!(!a.health.ping().await, "ping must fail while Redis is down");
@@ -256,7 +275,10 @@ async fn restart_resubscribes_and_keeps_working() {
     assert_eq!(recv_on(&mut rx, &user_ch, Duration::from_secs(5)).await, r#"{"after":"restart"}"#);
     let seq = eventually(Duration::from_secs(15), "append after restart", || a.log.append(&sid, r#"{"n":2}"#)).await;
     assert_eq!(seq, 1, "Redis came back empty: a new epoch starts at seq 1");
-    assert_eq!(recv_on(&mut rx, &session_ch, Duration::from_secs(5)).await, r#"1:{"n":2}"#);
+    let (line, after) = split_epoch(&recv_on(&mut rx, &session_ch, Duration::from_secs(5)).await);
+    assert_eq!(line, r#"1:{"n":2}"#);
+    assert_ne!(before, after, "the restarted log has a new epoch, so seq 1 is not taken for the old seq 1");
+    assert_eq!(b.log.epoch(&sid).await.expect("epoch"), Some(after));
     assert_eq!(b.log.bounds(&sid).await.expect("bounds"), (1, 1));
     assert_eq!(b.log.read_after(&sid, 0, 10).await.expect("read"), vec![(1, r#"{"n":2}"#.to_string())]);
     let record = session(&sid);
@@ -276,7 +298,7 @@ async fn sentinel_session(
     let mut rx = b.bus.receiver();
     b.bus.subscribe(&ch).await.expect("subscribe");
     assert_eq!(a.log.append(&sid, r#"{"n":1}"#).await.expect("append"), 1);
-    assert_eq!(recv_on(&mut rx, &ch, Duration::from_secs(15)).await, r#"1:{"n":1}"#);
+    assert_eq!(split_epoch(&recv_on(&mut rx, &ch, Duration::from_secs(15)).await).0, r#"1:{"n":1}"#);
     let seq_key = format!("{prefix}:{{{sid}}}:seq");
     // Replication is asynchronous: wait until the replica has the log so it survives the failover.
     replicated(set, &seq_key, "1").await;

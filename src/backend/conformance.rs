@@ -146,12 +146,17 @@ pub async fn conversation_listing(a: &Backends, b: &Backends) {
 pub async fn event_log_and_publish(a: &Backends, b: &Backends, log_len: usize) {
     let id = sid();
     assert_eq!(a.log.bounds(&id).await.expect("bounds"), (0, 0));
+    assert_eq!(a.log.epoch(&id).await.expect("epoch"), None, "no epoch before the first event");
     let ch = Channel::Session(id.clone());
     let mut rx = b.bus.receiver();
     b.bus.subscribe(&ch).await.expect("subscribe");
     let s1 = a.log.append(&id, r#"{"n":1}"#).await.expect("append");
     assert_eq!(s1, 1);
-    assert_eq!(recv_message(&mut rx, &ch).await, r#"1:{"n":1}"#);
+    // Bus lines are `<seq>:<epoch>:<event>`; the epoch is the log's, the same from every pod.
+    let epoch = b.log.epoch(&id).await.expect("epoch").expect("an epoch once the log exists");
+    assert!(!epoch.is_empty() && !epoch.contains(':'), "{epoch}");
+    assert_eq!(a.log.epoch(&id).await.expect("epoch").as_deref(), Some(epoch.as_str()));
+    assert_eq!(recv_message(&mut rx, &ch).await, format!(r#"1:{epoch}:{{"n":1}}"#));
     let mut tasks = Vec::new();
     for i in 0..20 {
         let log = if i % 2 == 0 { a.log.clone() } else { b.log.clone() };
@@ -177,7 +182,8 @@ pub async fn event_log_and_publish(a: &Backends, b: &Backends, log_len: usize) {
     for _ in 0..20 {
         recv_message(&mut rx, &ch).await;
     }
-    assert_eq!(recv_message(&mut rx, &ch).await, "22:{\"b\":1}\n23:{\"b\":2}\n24:{\"b\":3}");
+    let lines = format!("22:{epoch}:{{\"b\":1}}\n23:{epoch}:{{\"b\":2}}\n24:{epoch}:{{\"b\":3}}");
+    assert_eq!(recv_message(&mut rx, &ch).await, lines);
     let batch_read = b.log.read_after(&id, 21, 10).await.expect("read");
     assert_eq!(batch_read, vec![(22, batch[0].clone()), (23, batch[1].clone()), (24, batch[2].clone())]);
     assert_eq!(a.log.append_batch(&id, Vec::new()).await.expect("empty batch"), 0);

@@ -50,11 +50,18 @@ struct State {
     last_purge_ms: i64,
 }
 
-#[derive(Default)]
 struct LogState {
     latest: u64,
     entries: VecDeque<(u64, String)>,
     touched_ms: i64,
+    /// Created with the log (see [`EventLog::epoch`]).
+    epoch: String,
+}
+
+impl Default for LogState {
+    fn default() -> Self {
+        LogState { latest: 0, entries: VecDeque::new(), touched_ms: 0, epoch: crate::util::new_epoch() }
+    }
 }
 
 impl MemoryBackend {
@@ -136,7 +143,12 @@ impl SessionStore for MemoryStore {
         match st.sessions.get_mut(session_id) {
             Some((rec, touched)) if now - *touched < ttl => {
                 *touched = now;
-                Ok(Some(rec.clone()))
+                let rec = rec.clone();
+                // The log lives as long as its session (a seq must not restart under a live session).
+                if let Some(log) = st.logs.get_mut(session_id) {
+                    log.touched_ms = now;
+                }
+                Ok(Some(rec))
             }
             _ => Ok(None),
         }
@@ -250,7 +262,7 @@ impl EventLog for MemoryStore {
         let mut lines = Vec::with_capacity(events.len());
         for event in events {
             log.latest += 1;
-            lines.push(format!("{}:{event}", log.latest));
+            lines.push(format!("{}:{}:{event}", log.latest, log.epoch));
             log.entries.push_back((log.latest, event));
         }
         while log.entries.len() > self.shared.log_len {
@@ -268,6 +280,10 @@ impl EventLog for MemoryStore {
             .get(session_id)
             .map(|l| l.entries.iter().filter(|(s, _)| *s > after).take(max).cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn epoch(&self, session_id: &str) -> BResult<Option<String>> {
+        Ok(self.shared.state.lock().logs.get(session_id).map(|l| l.epoch.clone()))
     }
 
     async fn bounds(&self, session_id: &str) -> BResult<(u64, u64)> {

@@ -152,7 +152,7 @@ pub trait EventLog: Send + Sync {
         self.append_batch(session_id, vec![event.to_string()]).await
     }
     /// Appends several events atomically with consecutive seqs and publishes them as one bus message of
-    /// `"<seq>:<event>"` lines. Returns the first seq (0 for an empty batch). An unguarded
+    /// `"<seq>:<epoch>:<event>"` lines. Returns the first seq (0 for an empty batch). An unguarded
     /// [`append_guarded`](EventLog::append_guarded).
     async fn append_batch(&self, session_id: &str, events: Vec<String>) -> BResult<u64> {
         self.append_guarded(session_id, events, Guard::None)
@@ -167,6 +167,11 @@ pub trait EventLog: Send + Sync {
     async fn read_after(&self, session_id: &str, after: u64, max: usize) -> BResult<Vec<(u64, String)>>;
     /// `(oldest retained seq, latest seq)`; `(0, 0)` for a session with no events yet.
     async fn bounds(&self, session_id: &str) -> BResult<(u64, u64)>;
+    /// The log's epoch: a random id created with the seq counter (by the first append after the counter did
+    /// not exist). A counter that restarted (the log was lost: a flushed Redis, a failover to an empty
+    /// replica) has a new epoch, so a `seq` is only comparable with another of the same epoch. `None` before
+    /// the first event. The bus carries it on every session event (`"<seq>:<epoch>:<event>"` lines).
+    async fn epoch(&self, session_id: &str) -> BResult<Option<String>>;
 }
 
 /// Who may append to a session's log, checked atomically with the append against the session's turn lease

@@ -42,10 +42,12 @@ pub(crate) enum Action {
         conversation_id: String,
         title: String,
     },
-    /// Extension: replay a session's log after `after_seq`, then go live.
+    /// Extension: replay a session's log after `after_seq`, then go live. `epoch` is the log epoch the client's
+    /// `after_seq` counts in (from the last ack or event); another epoch means the log restarted.
     ResumeSession {
         session_id: String,
         after_seq: u64,
+        epoch: Option<String>,
     },
     /// Known v1 actions this server does not implement yet (`submit_interaction`, `verify_otp`).
     NotImplemented(String),
@@ -141,9 +143,11 @@ fn parse_action(action: &str, f: &Fields<'_>) -> Result<Action, ClientError> {
                 title: title.trim().to_string(),
             }
         }
-        "resume_session" => {
-            Action::ResumeSession { session_id: f.req_str("sessionId")?, after_seq: f.req_u64("afterSeq")? }
-        }
+        "resume_session" => Action::ResumeSession {
+            session_id: f.req_str("sessionId")?,
+            after_seq: f.req_u64("afterSeq")?,
+            epoch: f.opt_str("epoch")?,
+        },
         "submit_interaction" | "verify_otp" => Action::NotImplemented(action.to_string()),
         other => {
             let shown: String = other.chars().take(64).collect();

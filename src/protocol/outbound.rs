@@ -124,14 +124,15 @@ pub(crate) fn reconnect(reason: &str, retry_after_ms: u64) -> Value {
 }
 
 /// Adds the extension fields to a session event already serialized in v1 form, without re-parsing it.
-pub(crate) fn extend_session_event(v1: &str, session_id: &str, seq: u64) -> String {
+pub(crate) fn extend_session_event(v1: &str, session_id: &str, seq: u64, epoch: &str) -> String {
     let body = v1.trim_start();
     let rest = body.strip_prefix('{').unwrap_or(body).trim_start();
     let sid = serde_json::to_string(session_id).unwrap_or_else(|_| "\"\"".into());
+    let epoch = serde_json::to_string(epoch).unwrap_or_else(|_| "\"\"".into());
     if rest.starts_with('}') {
-        format!("{{\"sessionId\":{sid},\"seq\":{seq}{rest}")
+        format!("{{\"sessionId\":{sid},\"seq\":{seq},\"epoch\":{epoch}{rest}")
     } else {
-        format!("{{\"sessionId\":{sid},\"seq\":{seq},{rest}")
+        format!("{{\"sessionId\":{sid},\"seq\":{seq},\"epoch\":{epoch},{rest}")
     }
 }
 
@@ -150,9 +151,10 @@ mod tests {
 
     #[test]
     fn extension_fields_are_spliced_in() {
-        let v: Value = serde_json::from_str(&extend_session_event(r#"{"type":"x","a":1}"#, "s\"1", 7)).expect("json");
-        assert_eq!(v, json!({"type": "x", "a": 1, "sessionId": "s\"1", "seq": 7}));
-        let v: Value = serde_json::from_str(&extend_session_event("{}", "s", 1)).expect("json");
-        assert_eq!(v, json!({"sessionId": "s", "seq": 1}));
+        let v: Value =
+            serde_json::from_str(&extend_session_event(r#"{"type":"x","a":1}"#, "s\"1", 7, "e1")).expect("json");
+        assert_eq!(v, json!({"type": "x", "a": 1, "sessionId": "s\"1", "seq": 7, "epoch": "e1"}));
+        let v: Value = serde_json::from_str(&extend_session_event("{}", "s", 1, "e2")).expect("json");
+        assert_eq!(v, json!({"sessionId": "s", "seq": 1, "epoch": "e2"}));
     }
 }

@@ -74,3 +74,47 @@ async fn a_socket_whose_next_event_was_trimmed_away_is_told_to_resume() {
     let seqs: Vec<u64> = replay.iter().filter_map(|f| f["seq"].as_u64()).collect();
     assert_eq!(seqs, (17..=21).collect::<Vec<u64>>());
 }
+
+/// A log lost under a live session (a failover to a replica that never had it, a flush) restarts its seq in a
+/// new epoch: live sockets on every pod follow the new log instead of dropping its low seqs as duplicates, and
+/// a resume from the old epoch is told it was not recovered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_log_that_restarts_is_followed_in_its_new_epoch() {
+    let (llm, tools) = setup().await;
+    let redis = RedisServer::start();
+    let p = pods(2, config(&llm, &tools), &Store::Redis(redis.url())).await;
+    let mut a = connect(&p[0], true).await;
+    let sid = create_session(&mut a).await;
+    llm.push(Reply::text(&["one ", "two ", "three"]));
+    send_message(&mut a, &sid, "r-1", "count").await;
+    let first = until_terminal(&mut a, "r-1").await;
+    let old_epoch = first.iter().find_map(|f| f["epoch"].as_str()).unwrap_or_default().to_string();
+    assert!(!old_epoch.is_empty(), "extended events carry the log's epoch: {first:?}");
+    let last = first.iter().filter_map(|f| f["seq"].as_u64()).max().expect("seq");
+    let mut b = connect(&p[1], true).await;
+    b.send(&json!({"action": "resume_session", "requestId": "res", "sessionId": sid, "afterSeq": last, "epoch": old_epoch}))
+        .await;
+    assert_eq!(b.recv().await["data"]["recovered"], true);
+
+    let prefix = &p[0].config().redis_key_prefix;
+    let keys: Vec<String> = ["seq", "log", "epoch"].iter().map(|k| format!("{prefix}:{{{sid}}}:{k}")).collect();
+    let mut del = vec!["DEL"];
+    del.extend(keys.iter().map(String::as_str));
+    redis.cli(&del);
+
+    llm.push(Reply::text(&["after"]));
+    send_message(&mut a, &sid, "r-2", "again").await;
+    for socket in [&mut a, &mut b] {
+        let frames = until_terminal(socket, "r-2").await;
+        let logged: Vec<&serde_json::Value> = frames.iter().filter(|f| f["seq"].is_u64()).collect();
+        assert_eq!(logged.first().map(|f| f["seq"].clone()), Some(json!(1)), "{frames:?}");
+        assert!(logged.iter().all(|f| f["epoch"] != old_epoch.as_str()), "{frames:?}");
+        assert_eq!(tokens(&frames), "after");
+    }
+    let mut c = connect(&p[1], true).await;
+    c.send(&json!({"action": "resume_session", "requestId": "old", "sessionId": sid, "afterSeq": last, "epoch": old_epoch}))
+        .await;
+    let ack = c.recv().await;
+    assert_eq!(ack["data"]["recovered"], false, "{ack}");
+    assert_eq!(c.recv().await["seq"], 1, "the replay starts at the new log's first event");
+}

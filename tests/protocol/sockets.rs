@@ -40,7 +40,8 @@ async fn resume_with_and_without_a_gap() {
     let mut b = connect(&pod, true).await;
     b.send(&json!({"action": "resume_session", "requestId": "res", "sessionId": sid, "afterSeq": 2})).await;
     let ack = b.recv().await;
-    assert_eq!(ack["data"], json!({"sessionId": sid, "seq": 4, "recovered": true}));
+    let epoch = frames.iter().find_map(|f| f["epoch"].as_str()).expect("events carry the log's epoch").to_string();
+    assert_eq!(ack["data"], json!({"sessionId": sid, "seq": 4, "epoch": epoch, "recovered": true}));
     assert_eq!(b.recv().await["seq"], 3);
     assert_eq!(b.recv().await["seq"], 4);
     b.expect_silence(Duration::from_millis(300)).await;
@@ -61,6 +62,19 @@ async fn resume_with_and_without_a_gap() {
     d.send(&json!({"action": "resume_session", "requestId": "future", "sessionId": sid, "afterSeq": 100})).await;
     assert_eq!(d.recv().await["data"]["recovered"], false);
     assert_eq!(d.recv().await["seq"], 5);
+    // The client's epoch decides: a seq of this epoch is recovered, the same seq of another epoch (the log
+    // restarted since) is not, and the replay starts at the oldest kept event.
+    for (their_epoch, recovered, first) in [(epoch.as_str(), true, 7), ("0123456789abcdef", false, 5)] {
+        let mut e = connect(&pod, true).await;
+        let resume = json!({"action": "resume_session", "requestId": "ep", "sessionId": sid, "afterSeq": 6, "epoch": their_epoch});
+        e.send(&resume).await;
+        let ack = e.recv().await;
+        assert_eq!(
+            (ack["data"]["recovered"].as_bool(), ack["data"]["epoch"].as_str()),
+            (Some(recovered), Some(epoch.as_str()))
+        );
+        assert_eq!(e.recv().await["seq"], first);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -70,6 +70,7 @@ async fn extended_frames_differ_only_by_extensions() {
     send_message(&mut c, &sid, "r-2", "two").await;
     frames.extend(until_terminal(&mut c, "r-2").await);
     let mut seqs = Vec::new();
+    let mut epochs = std::collections::HashSet::new();
     for f in &frames {
         let mut v1 = f.clone();
         let obj = v1.as_object_mut().expect("object");
@@ -78,10 +79,12 @@ async fn extended_frames_differ_only_by_extensions() {
         } else {
             assert_eq!(obj.remove("sessionId"), Some(json!(sid)));
             seqs.push(obj.remove("seq").and_then(|s| s.as_u64()).expect("seq"));
+            epochs.insert(obj.remove("epoch").and_then(|e| e.as_str().map(str::to_string)).expect("epoch"));
         }
         check_v1_frame(&v1).unwrap_or_else(|e| panic!("{e}: {f}"));
     }
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "gap-free seq from 1");
+    assert_eq!(epochs.len(), 1, "one log, one epoch: {epochs:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

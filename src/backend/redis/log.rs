@@ -2,7 +2,7 @@
 //! stream and publishes, in one script ([`super::scripts::Scripts::append_batch`]).
 
 use async_trait::async_trait;
-use fred::interfaces::StreamsInterface;
+use fred::interfaces::{KeysInterface, StreamsInterface};
 use fred::types::Value;
 
 use super::conn::{array, corrupt, int, text, RedisStore};
@@ -26,7 +26,7 @@ impl EventLog for RedisStore {
         };
         let mut args = Vec::with_capacity(events.len() + 6);
         args.extend([s.log_len.to_string(), s.idle_ttl_s.to_string(), channel, publish.to_string()]);
-        args.extend([mode.to_string(), turn.to_string()]);
+        args.extend([mode.to_string(), turn.to_string(), crate::util::new_epoch()]);
         args.extend(events);
         let reply = s
             .eval_once_replicated(
@@ -36,6 +36,7 @@ impl EventLog for RedisStore {
                     s.keys.session_key(session_id, "log"),
                     s.keys.session_key(session_id, "lease"),
                     s.keys.session_key(session_id, "turn"),
+                    s.keys.session_key(session_id, "epoch"),
                 ],
                 args,
             )
@@ -75,6 +76,11 @@ impl EventLog for RedisStore {
             out.push((seq, event));
         }
         Ok(out)
+    }
+
+    async fn epoch(&self, session_id: &str) -> BResult<Option<String>> {
+        let s = self.s();
+        s.client.get(s.keys.session_key(session_id, "epoch")).await.map_err(|e| s.err(e))
     }
 
     async fn bounds(&self, session_id: &str) -> BResult<(u64, u64)> {

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use fred::interfaces::{ClientLike, HashesInterface, KeysInterface, ListInterface, SortedSetsInterface};
+use fred::interfaces::{HashesInterface, KeysInterface, ListInterface, SortedSetsInterface};
 use fred::types::sorted_sets::Ordering as ZOrdering;
-use fred::types::{ClusterHash, CustomCommand, Expiration};
+use fred::types::Expiration;
 use futures_util::future::join_all;
 
 use super::conn::{array, corrupt, int, parse_json, text, to_json, RedisStore};
@@ -78,12 +78,11 @@ impl SessionStore for RedisStore {
 
     async fn get_session(&self, session_id: &str) -> BResult<Option<SessionRecord>> {
         let s = self.s();
-        let key = s.keys.session_key(session_id, "session");
-        // GETEX reads and refreshes the idle TTL in one step (fred 10 has no typed GETEX).
-        let getex = CustomCommand::new_static("GETEX", ClusterHash::FirstKey, false);
-        let raw: Option<String> =
-            s.client.custom(getex, vec![key, "EX".into(), s.idle_ttl_s.to_string()]).await.map_err(|e| s.err(e))?;
-        raw.map(|r| parse_json("session", &r)).transpose()
+        // Reads the record and refreshes the idle TTL of the session and of its log, counter and epoch in one
+        // step: the log must not expire under a live session (its seq would restart in a new epoch).
+        let keys = ["session", "seq", "log", "epoch"].map(|k| s.keys.session_key(session_id, k)).to_vec();
+        let reply = s.eval(&s.scripts.touch, keys, vec![s.idle_ttl_s.to_string()]).await?;
+        text(&reply).map(|r| parse_json("session", &r)).transpose()
     }
 
     async fn get_conversation(&self, conversation_id: &str) -> BResult<Option<ConversationRecord>> {
