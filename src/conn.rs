@@ -2,13 +2,14 @@
 //! attached to, and its handle in the hub. Owned by the socket's task ([`crate::ws`]), lent to
 //! [`crate::handlers`] for one frame at a time; neither of those two modules is imported here.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::app::App;
 use crate::auth::Identity;
 use crate::backend::{Channel, SocketEntry};
-use crate::error::ClientError;
+use crate::error::{ClientError, ErrorCode};
 use crate::hub::{ConnHandle, Outbound};
 use crate::protocol::outbound as out;
 use crate::queue::OutQueue;
@@ -24,9 +25,9 @@ pub(crate) struct Conn {
     /// This socket in the hub: its queue (the socket's task is the only consumer) and its slow-consumer token
     /// (cancelled by the hub, watched by the socket's task).
     pub handle: ConnHandle,
-    /// Sessions this socket is attached to (receives their logged events).
-    /// Few per socket, so plain vectors (an idle socket's size matters at 10k sockets per pod).
-    pub sessions: Vec<String>,
+    /// Sessions this socket is attached to (receives their logged events); at most
+    /// `limits.sessions_per_connection`. A set: an attach costs the same with 10,000 as with one.
+    pub sessions: HashSet<String>,
     pub agents: Vec<String>,
     pub connected_at_ms: i64,
     /// Turns started from this socket in the last minute (rate limit); only the socket's task touches it.
@@ -68,7 +69,7 @@ impl Conn {
             identity,
             extended,
             handle,
-            sessions: Vec::new(),
+            sessions: HashSet::new(),
             agents: Vec::new(),
             connected_at_ms: now_ms(),
             recent_sends: Default::default(),
@@ -126,12 +127,28 @@ impl Conn {
         self.reply(&out::error(request_id, e));
     }
 
+    /// `RATE_LIMITED` once this socket follows `limits.sessions_per_connection` sessions (checked before a
+    /// session is created for it, so a refused create leaves nothing behind).
+    pub(crate) fn may_follow_another_session(&self) -> Result<(), ClientError> {
+        let quota = self.app.config.limits.sessions_per_connection;
+        if self.sessions.len() >= quota {
+            return Err(ClientError::new(
+                ErrorCode::RateLimited,
+                format!("this connection already follows {quota} sessions (limits.sessions_per_connection)"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Attaches this socket to a session's events from `after` (None = from now).
     pub(crate) async fn attach_session(&mut self, session_id: &str, after: Option<u64>) -> Result<(), ClientError> {
         let sid: Arc<str> = Arc::from(session_id);
-        let attached = self.sessions.iter().any(|s| s == session_id);
+        let attached = self.sessions.contains(session_id);
         if attached && after.is_none() {
             return Ok(());
+        }
+        if !attached {
+            self.may_follow_another_session()?;
         }
         let channel = Channel::Session(session_id.to_string());
         // The position counts in the log's epoch: a socket placed at seq 9 of one log must not take seq 1 of
@@ -150,9 +167,13 @@ impl Conn {
             // Marked attached only once subscribed: a failed subscribe leaves the session unattached, so the
             // client's retry subscribes again instead of finding it "attached" and deaf.
             self.app.hub.attach(&channel, &self.handle).await?;
-            self.sessions.push(session_id.to_string());
+            self.sessions.insert(session_id.to_string());
             self.app.metrics.session_attached();
-            self.register().await;
+            // One registry write for this session, never a rewrite of the socket's whole list.
+            let id = &self.handle.connection_id;
+            if let Err(e) = self.app.backends.registry.attach(id, session_id, REGISTRY_TTL_MS).await {
+                tracing::warn!(error = %e, "socket registry update failed");
+            }
         }
         // Anything appended between reading the position and the hub registration is read back here, and no
         // further: later events arrive live, in order with this socket's replies.
@@ -190,7 +211,8 @@ impl Conn {
             pod_id: self.app.pod_id.clone(),
             user_id: self.identity.user_id.clone(),
             org_id: self.identity.org_id.clone(),
-            sessions: self.sessions.clone(),
+            // Recorded per attach (`Registry::attach`); the heartbeat does not carry them.
+            sessions: Vec::new(),
             agents: self.agents.clone(),
             connected_at_ms: self.connected_at_ms,
         }

@@ -89,6 +89,7 @@ fn session_data(s: &SessionRecord) -> Value {
 }
 
 async fn create_session(conn: &mut Conn, rid: Option<&str>, c: CreateSession) -> Result<(), ClientError> {
+    conn.may_follow_another_session()?;
     let app = conn.app.clone();
     let agent = app
         .agents

@@ -188,27 +188,24 @@ impl Hub {
     pub(crate) async fn detach_all(&self, conn_id: u64, connection_id: &str, channels: &[Channel]) {
         self.by_connection.write().remove(connection_id);
         let _guard = self.sub_lock.lock().await;
-        for channel in channels {
-            let now_empty = {
-                let mut routes = self.routes.write();
-                match routes.get_mut(channel) {
+        let emptied: Vec<Channel> = {
+            let mut routes = self.routes.write();
+            channels
+                .iter()
+                .filter(|channel| match routes.get_mut(*channel) {
                     Some(conns) => {
                         conns.remove(&conn_id);
-                        if conns.is_empty() {
-                            routes.remove(channel);
-                            true
-                        } else {
-                            false
-                        }
+                        conns.is_empty() && routes.remove(*channel).is_some()
                     }
                     None => false,
-                }
-            };
-            if now_empty {
-                if let Err(e) = self.bus.unsubscribe(channel).await {
-                    tracing::warn!(error = %e, ?channel, "unsubscribe failed");
-                }
-            }
+                })
+                .cloned()
+                .collect()
+        };
+        // One batched command (per slot in a cluster) under the lock, however many sessions the socket had:
+        // the lock orders it with a concurrent attach's subscribe, and stays short.
+        if let Err(e) = self.bus.unsubscribe_many(&emptied).await {
+            tracing::warn!(error = %e, channels = emptied.len(), "unsubscribe failed");
         }
     }
 

@@ -353,7 +353,8 @@ pub async fn guarded_appends(a: &Backends, b: &Backends) {
     assert_eq!(b.log.bounds(&id).await.expect("bounds"), (1, 3));
 }
 
-/// Sockets registered on one pod are listed from another, filtered, and removed.
+/// Sockets registered on one pod are listed from another, filtered, and removed; sessions are recorded per
+/// attach and kept across heartbeats.
 pub async fn registry(a: &Backends, b: &Backends) {
     let user = sid();
     let e1 = SocketEntry {
@@ -361,27 +362,42 @@ pub async fn registry(a: &Backends, b: &Backends) {
         pod_id: "pod-a".into(),
         user_id: user.clone(),
         org_id: "org-x".into(),
-        sessions: vec!["s1".into()],
+        sessions: vec![],
         agents: vec![],
         connected_at_ms: now_ms(),
     };
-    let e2 = SocketEntry { connection_id: sid(), pod_id: "pod-b".into(), sessions: vec!["s2".into()], ..e1.clone() };
+    let e2 = SocketEntry { connection_id: sid(), pod_id: "pod-b".into(), ..e1.clone() };
+    let (s1, s2, s3) = (sid(), sid(), sid());
     a.registry.upsert(&e1, 10_000).await.expect("upsert");
+    a.registry.attach(&e1.connection_id, &s1, 10_000).await.expect("attach");
     b.registry.upsert(&e2, 10_000).await.expect("upsert");
+    b.registry.attach(&e2.connection_id, &s2, 10_000).await.expect("attach");
     let by_user =
         a.registry.list(&SocketFilter { user: Some(user.clone()), ..Default::default() }, 100).await.expect("list");
     assert_eq!(by_user.len(), 2);
     let by_session = b
         .registry
-        .list(&SocketFilter { session: Some("s2".into()), user: Some(user.clone()), ..Default::default() }, 100)
+        .list(&SocketFilter { session: Some(s2.clone()), user: Some(user.clone()), ..Default::default() }, 100)
         .await
         .expect("list");
-    assert_eq!(by_session, vec![e2.clone()]);
+    assert_eq!(by_session, vec![SocketEntry { sessions: vec![s2.clone()], ..e2.clone() }]);
+    // A heartbeat keeps what was attached; a later attach adds to it.
+    a.registry.upsert(&e1, 10_000).await.expect("heartbeat");
+    a.registry.attach(&e1.connection_id, &s3, 10_000).await.expect("attach");
+    let mut both = vec![s1.clone(), s3.clone()];
+    both.sort();
+    let with_e1 = SocketEntry { sessions: both, ..e1.clone() };
+    let by_s3 = b.registry.list(&SocketFilter { session: Some(s3.clone()), ..Default::default() }, 100).await;
+    assert_eq!(by_s3.expect("list"), vec![with_e1.clone()]);
     a.registry.remove(&e2.connection_id).await.expect("remove");
     let left =
         b.registry.list(&SocketFilter { user: Some(user.clone()), ..Default::default() }, 100).await.expect("list");
-    assert_eq!(left, vec![e1.clone()]);
+    assert_eq!(left, vec![with_e1.clone()]);
+    let by_s2 = b.registry.list(&SocketFilter { session: Some(s2), ..Default::default() }, 100).await;
+    assert!(by_s2.expect("list").is_empty(), "a removed socket is in no session's index");
     a.registry.remove(&e1.connection_id).await.expect("remove");
+    let by_s1 = a.registry.list(&SocketFilter { session: Some(s1), ..Default::default() }, 100).await;
+    assert!(by_s1.expect("list").is_empty());
 }
 
 /// Deleting a session removes its record, conversation, messages, log and parked turn on every pod, and its

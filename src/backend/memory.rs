@@ -454,7 +454,28 @@ impl TurnLease for MemoryStore {
 impl Registry for MemoryStore {
     async fn upsert(&self, entry: &SocketEntry, ttl_ms: u64) -> BResult<()> {
         let deadline = now_ms() + ttl_ms as i64;
-        self.shared.state.lock().registry.insert(entry.connection_id.clone(), (entry.clone(), deadline));
+        let mut st = self.shared.state.lock();
+        match st.registry.get_mut(&entry.connection_id) {
+            // A heartbeat: the sessions stay as attached (nothing is copied per session).
+            Some((held, d)) => {
+                let sessions = std::mem::take(&mut held.sessions);
+                *held = SocketEntry { sessions, ..entry.clone() };
+                *d = deadline;
+            }
+            None => {
+                let fresh = SocketEntry { sessions: Vec::new(), ..entry.clone() };
+                st.registry.insert(entry.connection_id.clone(), (fresh, deadline));
+            }
+        }
+        Ok(())
+    }
+    async fn attach(&self, connection_id: &str, session_id: &str, ttl_ms: u64) -> BResult<()> {
+        let deadline = now_ms() + ttl_ms as i64;
+        if let Some((entry, d)) = self.shared.state.lock().registry.get_mut(connection_id) {
+            // The socket attaches a session once (its own set says so), so no duplicate check here.
+            entry.sessions.push(session_id.to_string());
+            *d = (*d).max(deadline);
+        }
         Ok(())
     }
     async fn remove(&self, connection_id: &str) -> BResult<()> {
@@ -473,6 +494,9 @@ impl Registry for MemoryStore {
             .take(max)
             .cloned()
             .collect();
+        for e in &mut out {
+            e.sessions.sort();
+        }
         out.sort_by(|a, b| a.connection_id.cmp(&b.connection_id));
         Ok(out)
     }

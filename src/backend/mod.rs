@@ -276,6 +276,14 @@ pub trait Bus: Send + Sync {
         Ok(())
     }
     async fn unsubscribe(&self, channel: &Channel) -> BResult<()>;
+    /// Unsubscribes from all of `channels` in as few round trips as the backend allows: a socket that followed
+    /// thousands of sessions closes without stalling the pod's other attaches behind one round trip each.
+    async fn unsubscribe_many(&self, channels: &[Channel]) -> BResult<()> {
+        for channel in channels {
+            self.unsubscribe(channel).await?;
+        }
+        Ok(())
+    }
     /// Every message for this pod's subscriptions. A `Lagged` receive means messages were dropped locally:
     /// treat it as [`BusEvent::Resubscribed`] (repair from the log), never as the end of the stream.
     fn receiver(&self) -> broadcast::Receiver<BusEvent>;
@@ -398,11 +406,17 @@ pub struct SocketFilter {
     pub connection: Option<String>,
 }
 
-/// Live sockets of every pod (heartbeat TTL, so a dead pod's entries expire).
+/// Live sockets of every pod (heartbeat TTL, so a dead pod's entries expire). Every write costs the same
+/// whatever number of sessions the socket follows: a socket with 10,000 sessions heartbeats like one with one.
 #[async_trait]
 pub trait Registry: Send + Sync {
+    /// Registers or refreshes a socket (its heartbeat), keeping the sessions recorded by
+    /// [`attach`](Registry::attach); `entry.sessions` is not read.
     async fn upsert(&self, entry: &SocketEntry, ttl_ms: u64) -> BResult<()>;
+    /// Records that a registered socket follows a session.
+    async fn attach(&self, connection_id: &str, session_id: &str, ttl_ms: u64) -> BResult<()>;
     async fn remove(&self, connection_id: &str) -> BResult<()>;
+    /// Live sockets matching `filter`, each with the sessions it follows.
     async fn list(&self, filter: &SocketFilter, max: usize) -> BResult<Vec<SocketEntry>>;
 }
 

@@ -195,6 +195,9 @@ pub struct LimitsConfig {
     pub log_len: usize,
     /// `send_message` frames per connection per minute; more get `RATE_LIMITED`.
     pub messages_per_minute: u32,
+    /// Sessions one connection may follow (create, resume, attach); one more gets `RATE_LIMITED`. Each costs
+    /// the pod a subscription and the socket a cursor, so a client opening sessions in a loop is bounded.
+    pub sessions_per_connection: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -317,7 +320,13 @@ impl Default for ToolsConfig {
 }
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { max_frame_bytes: 65_536, outbound_queue: 256, log_len: 1000, messages_per_minute: 60 }
+        Self {
+            max_frame_bytes: 65_536,
+            outbound_queue: 256,
+            log_len: 1000,
+            messages_per_minute: 60,
+            sessions_per_connection: 100,
+        }
     }
 }
 impl Default for SessionConfig {

@@ -94,7 +94,7 @@ async fn approval(conn: &mut Conn, frame: &Value) -> Result<(), ApiError> {
         None => {
             // The sessions this socket follows, then the caller's namespaces (an answer may come from a socket
             // that never chatted there, on any pod).
-            let mut sids = conn.sessions.clone();
+            let mut sids: Vec<String> = conn.sessions.iter().cloned().collect();
             let page =
                 app.backends.sessions.list_conversations(&conn.identity.org_id, &conn.identity.user_id, 0, 100).await;
             for c in page.map_err(ClientError::from)?.conversations {

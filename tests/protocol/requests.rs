@@ -183,6 +183,36 @@ async fn send_rate_is_limited_per_connection() {
     still_open(&mut c).await;
 }
 
+/// One connection follows at most `limits.sessions_per_connection` sessions: one more is refused (and not
+/// created), the socket stays open, and the sessions it has keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_per_connection_are_bounded() {
+    let (llm, tools) = setup().await;
+    let mut cfg = config(&llm, &tools);
+    cfg.limits.sessions_per_connection = 3;
+    let pod = pod(cfg).await;
+    let mut c = connect(&pod, true).await;
+    let mut sids = Vec::new();
+    for _ in 0..3 {
+        sids.push(create_session(&mut c).await);
+    }
+    c.send(&json!({"action": "create_conversation_session", "requestId": "fourth", "agentId": AGENT})).await;
+    let e = c.recv_until(|v| v["requestId"] == "fourth").await;
+    let e = e.last().expect("reply");
+    assert_eq!(e["error"]["code"], "RATE_LIMITED", "{e}");
+    assert!(e["error"]["message"].as_str().is_some_and(|m| m.contains("sessions_per_connection")), "{e}");
+    c.send(&json!({"action": "list_conversations", "requestId": "list"})).await;
+    let list = c.recv_until(|v| v["requestId"] == "list").await;
+    let shown = list.last().expect("list")["data"]["conversations"].as_array().map(Vec::len);
+    assert_eq!(shown, Some(3), "the refused create made no conversation: {list:?}");
+    // Resuming a session it already follows is not a new one.
+    c.send(&json!({"action": "resume_session", "requestId": "res", "sessionId": sids[0], "afterSeq": 0})).await;
+    assert_eq!(c.recv_until(|v| v["requestId"] == "res").await.last().expect("ack")["status"], 200);
+    llm.push(Reply::text(&["still here"]));
+    send_message(&mut c, &sids[2], "r-1", "hi").await;
+    assert_eq!(tokens(&until_terminal(&mut c, "r-1").await), "still here");
+}
+
 /// A send refused with TURN_IN_PROGRESS did nothing, so it does not use up the sender's budget: a client
 /// retrying until the turn ends still gets its real message through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

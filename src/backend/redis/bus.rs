@@ -76,6 +76,24 @@ impl Bus for RedisBus {
         barrier(&self.subscriber, slot).await.map_err(fred_err)
     }
 
+    async fn unsubscribe_many(&self, channels: &[Channel]) -> BResult<()> {
+        let prefix = &self.shared.keys.prefix;
+        let (sharded, plain): (Vec<&Channel>, Vec<&Channel>) = channels.iter().partition(|c| self.sharded(c));
+        let plain: Vec<String> = plain.iter().map(|c| c.name(prefix)).collect();
+        let sharded: Vec<String> = sharded.iter().map(|c| c.name(prefix)).collect();
+        // No barrier: a message still delivered to a channel no socket follows is dropped by the hub, and a
+        // later subscribe to the same channel goes over the same connection, behind this.
+        for chunk in plain.chunks(SUBSCRIBE_CHUNK) {
+            self.subscriber.unsubscribe(chunk.to_vec()).await.map_err(fred_err)?;
+        }
+        for (_, keys) in fred::util::group_by_hash_slot(sharded).map_err(fred_err)? {
+            for chunk in Vec::from(keys).chunks(SUBSCRIBE_CHUNK) {
+                self.subscriber.sunsubscribe(chunk.to_vec()).await.map_err(fred_err)?;
+            }
+        }
+        Ok(())
+    }
+
     fn receiver(&self) -> broadcast::Receiver<BusEvent> {
         self.tx.subscribe()
     }

@@ -1,10 +1,6 @@
 //! Key and channel names (the map is in the module docs of [`super`]). Everything of one session carries the
 //! session id as a hash tag, so its keys and its sharded channel share one cluster slot.
 
-use std::collections::BTreeSet;
-
-use crate::backend::SocketEntry;
-
 /// Key names under one prefix (`redis_key_prefix`).
 pub(super) struct Keys {
     pub(super) prefix: String,
@@ -34,6 +30,10 @@ impl Keys {
     pub(super) fn sock(&self, conn: &str) -> String {
         format!("{}:sock:{conn}", self.prefix)
     }
+    /// The sessions a socket follows (a set, TTL'd with the entry).
+    pub(super) fn sock_sessions(&self, conn: &str) -> String {
+        format!("{}:sock:{conn}:sessions", self.prefix)
+    }
     pub(super) fn idx(&self, kind: &str, id: &str) -> String {
         format!("{}:idx:{kind}:{id}", self.prefix)
     }
@@ -57,15 +57,6 @@ pub(super) fn ops_key(key: &str) -> String {
 /// is recognised and never removes a newer park of the same session.
 pub(super) fn expiry_member(session_id: &str, call_id: &str) -> String {
     serde_json::json!([session_id, call_id]).to_string()
-}
-
-/// The index keys a socket entry belongs to (besides `idx:all`).
-pub(super) fn entry_indexes(keys: &Keys, e: &SocketEntry) -> BTreeSet<String> {
-    let mut set: BTreeSet<String> = e.sessions.iter().map(|sid| keys.idx("session", sid)).collect();
-    set.insert(keys.idx("user", &crate::backend::user_key(&e.org_id, &e.user_id)));
-    set.insert(keys.idx("org", &e.org_id));
-    set.insert(keys.idx_all());
-    set
 }
 
 /// Parses `<seq>-0`.

@@ -1,19 +1,20 @@
 //! The socket registry (which pod holds which socket, for `/admin/connections` and connection-targeted
-//! publishes): one entry per socket with the heartbeat's TTL, and zset indexes by session, user, org and all.
+//! publishes): one entry per socket with the heartbeat's TTL, the set of sessions it follows (written once per
+//! attach), and zset indexes by session, user, org and all. A heartbeat is five commands and an attach three,
+//! whatever the number of sessions (docs/benchmarks.md).
 //! Also the health check.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fred::interfaces::{ClientLike, KeysInterface, SortedSetsInterface};
+use fred::interfaces::{ClientLike, KeysInterface, SetsInterface, SortedSetsInterface};
 use fred::types::config::Options;
 use fred::types::sorted_sets::{ZRange, ZRangeBound, ZRangeKind};
 use fred::types::Expiration;
 use futures_util::future::join_all;
 
-use super::conn::{parse_json, to_json, RedisStore};
-use super::keys::entry_indexes;
+use super::conn::{parse_json, to_json, RedisStore, Shared};
 use crate::backend::{BResult, Health, Registry, SocketEntry, SocketFilter};
 use crate::util::now_ms;
 
@@ -28,43 +29,60 @@ impl Registry for RedisStore {
         let s = self.s();
         let now = now_ms();
         let ttl = i64::try_from(ttl_ms).unwrap_or(i64::MAX).max(1);
+        // The entry without its sessions: they live in their own set, written once per attach, so the
+        // heartbeat costs the same for a socket with 10,000 sessions as for one with one.
+        let entry = SocketEntry { sessions: Vec::new(), ..entry.clone() };
+        let id = entry.connection_id.as_str();
+        let stored =
+            s.client.set::<(), _, _>(s.keys.sock(id), to_json(&entry)?, Some(Expiration::PX(ttl)), None, false);
+        let sessions = s.client.pexpire::<(), _>(s.keys.sock_sessions(id), ttl, None);
+        let indexes = [
+            s.keys.idx("user", &crate::backend::user_key(&entry.org_id, &entry.user_id)),
+            s.keys.idx("org", &entry.org_id),
+            s.keys.idx_all(),
+        ];
         let deadline = now.saturating_add(ttl);
-        let key = s.keys.sock(&entry.connection_id);
-        let old: Option<String> =
-            s.client.set(&key, to_json(entry)?, Some(Expiration::PX(ttl)), None, true).await.map_err(|e| s.err(e))?;
-        let new_idx = entry_indexes(&s.keys, entry);
-        let keep = ttl.saturating_add(INDEX_GRACE_MS).to_string();
-        let adds = new_idx.iter().map(|idx| {
-            s.eval(
-                &s.scripts.index_add,
-                vec![idx.clone()],
-                vec![deadline.to_string(), entry.connection_id.clone(), now.to_string(), keep.clone()],
-            )
-        });
-        for r in join_all(adds).await {
-            r?;
-        }
-        // Drop the socket from indexes it left (e.g. detached from a session); list() re-checks anyway.
-        if let Some(old) = old.and_then(|o| serde_json::from_str::<SocketEntry>(&o).ok()) {
-            for idx in entry_indexes(&s.keys, &old).difference(&new_idx) {
-                s.client.zrem::<(), _, _>(idx, entry.connection_id.as_str()).await.map_err(|e| s.err(e))?;
-            }
-        }
+        let adds = join_all(indexes.into_iter().map(|idx| index_add(s, idx, id, deadline, now, ttl)));
+        let (stored, sessions, adds) = tokio::join!(stored, sessions, adds);
+        stored.map_err(|e| s.err(e))?;
+        sessions.map_err(|e| s.err(e))?;
+        adds.into_iter().collect::<BResult<Vec<_>>>()?;
         Ok(())
+    }
+
+    async fn attach(&self, connection_id: &str, session_id: &str, ttl_ms: u64) -> BResult<()> {
+        let s = self.s();
+        let now = now_ms();
+        let ttl = i64::try_from(ttl_ms).unwrap_or(i64::MAX).max(1);
+        let set = s.keys.sock_sessions(connection_id);
+        let added = s.client.sadd::<(), _, _>(&set, session_id);
+        let kept = s.client.pexpire::<(), _>(&set, ttl, None);
+        // Not renewed by heartbeats (that would cost a write per session): a session index member lives a day
+        // and `list` re-checks it against the socket's entry and set, pruning the dead.
+        let index = index_add(s, s.keys.idx("session", session_id), connection_id, now + SESSION_MEMBER_MS, now, ttl);
+        let (added, kept, index) = tokio::join!(added, kept, index);
+        added.map_err(|e| s.err(e))?;
+        kept.map_err(|e| s.err(e))?;
+        index.map(|_| ())
     }
 
     async fn remove(&self, connection_id: &str) -> BResult<()> {
         let s = self.s();
-        let key = s.keys.sock(connection_id);
-        let old: Option<String> = s.client.getdel(&key).await.map_err(|e| s.err(e))?;
-        let mut indexes = BTreeSet::from([s.keys.idx_all()]);
+        let old: Option<String> = s.client.getdel(s.keys.sock(connection_id)).await.map_err(|e| s.err(e))?;
+        let set = s.keys.sock_sessions(connection_id);
+        let sessions: Vec<String> = s.client.smembers(&set).await.map_err(|e| s.err(e))?;
+        let mut indexes: BTreeSet<String> = sessions.iter().map(|sid| s.keys.idx("session", sid)).collect();
+        indexes.insert(s.keys.idx_all());
         if let Some(old) = old.and_then(|o| serde_json::from_str::<SocketEntry>(&o).ok()) {
-            indexes.extend(entry_indexes(&s.keys, &old));
+            indexes.insert(s.keys.idx("user", &crate::backend::user_key(&old.org_id, &old.user_id)));
+            indexes.insert(s.keys.idx("org", &old.org_id));
         }
-        for idx in indexes {
-            s.client.zrem::<(), _, _>(idx, connection_id).await.map_err(|e| s.err(e))?;
+        // Once per socket, at its close: every index it is in, concurrently (fred pipelines them).
+        let removed = join_all(indexes.iter().map(|idx| s.client.zrem::<(), _, _>(idx, connection_id))).await;
+        for r in removed {
+            r.map_err(|e| s.err(e))?;
         }
-        Ok(())
+        s.client.del::<(), _>(&set).await.map_err(|e| s.err(e))
     }
 
     async fn list(&self, filter: &SocketFilter, max: usize) -> BResult<Vec<SocketEntry>> {
@@ -73,8 +91,7 @@ impl Registry for RedisStore {
             return Ok(Vec::new());
         }
         if let Some(conn) = &filter.connection {
-            let raw: Option<String> = s.client.get(s.keys.sock(conn)).await.map_err(|e| s.err(e))?;
-            let entry = raw.map(|r| parse_json::<SocketEntry>("socket entry", &r)).transpose()?;
+            let entry = self.entry(conn).await?;
             return Ok(entry.filter(|e| filter.matches(e)).into_iter().collect());
         }
         // The most selective index; the entries themselves are the truth and are re-filtered.
@@ -97,14 +114,17 @@ impl Registry for RedisStore {
                 .await
                 .map_err(|e| s.err(e))?;
             let got = ids.len() as i64;
-            let fetched = join_all(ids.iter().map(|id| s.client.get::<Option<String>, _>(s.keys.sock(id)))).await;
-            for raw in fetched {
-                let Some(raw) = raw.map_err(|e| s.err(e))? else {
-                    continue;
-                };
-                let entry: SocketEntry = parse_json("socket entry", &raw)?;
-                if filter.matches(&entry) && out.len() < max {
-                    out.push(entry);
+            let fetched = join_all(ids.iter().map(|id| self.entry(id))).await;
+            for (id, entry) in ids.iter().zip(fetched) {
+                match entry? {
+                    Some(entry) if filter.matches(&entry) && out.len() < max => out.push(entry),
+                    Some(_) => {}
+                    // A socket that is gone (its pod died): its session-index membership is not renewed by
+                    // heartbeats, so it is pruned here.
+                    None if filter.session.is_some() => {
+                        s.client.zrem::<(), _, _>(&index, id.as_str()).await.map_err(|e| s.err(e))?;
+                    }
+                    None => {}
                 }
             }
             if got < LIST_PAGE || out.len() >= max {
@@ -116,6 +136,32 @@ impl Registry for RedisStore {
         Ok(out)
     }
 }
+
+impl RedisStore {
+    /// A live socket's entry with the sessions it follows.
+    async fn entry(&self, connection_id: &str) -> BResult<Option<SocketEntry>> {
+        let s = self.s();
+        let raw: Option<String> = s.client.get(s.keys.sock(connection_id)).await.map_err(|e| s.err(e))?;
+        let Some(raw) = raw else { return Ok(None) };
+        let mut entry: SocketEntry = parse_json("socket entry", &raw)?;
+        let mut sessions: Vec<String> =
+            s.client.smembers(s.keys.sock_sessions(connection_id)).await.map_err(|e| s.err(e))?;
+        sessions.sort();
+        entry.sessions = sessions;
+        Ok(Some(entry))
+    }
+}
+
+/// Adds a socket to an index zset with its deadline, pruning expired members, in one script call.
+async fn index_add(s: &Shared, index: String, id: &str, deadline: i64, now: i64, ttl: i64) -> BResult<()> {
+    let keep = deadline.saturating_sub(now).max(ttl).saturating_add(INDEX_GRACE_MS).to_string();
+    s.eval(&s.scripts.index_add, vec![index], vec![deadline.to_string(), id.to_string(), now.to_string(), keep])
+        .await
+        .map(|_| ())
+}
+
+/// How long a socket stays in a session's index without being re-attached; `list` prunes dead members sooner.
+const SESSION_MEMBER_MS: i64 = 24 * 3_600_000;
 
 #[async_trait]
 impl Health for RedisStore {
