@@ -117,6 +117,11 @@ impl App {
         }
     }
 
+    /// Turns running on this pod now.
+    pub(crate) fn local_turn_count(&self) -> usize {
+        self.local_turns.lock().len()
+    }
+
     pub(crate) fn register_turn(&self, session_id: &str, turn_id: &str) -> CancellationToken {
         let token = CancellationToken::new();
         self.local_turns

@@ -430,3 +430,48 @@ async fn dropped_connections_never_duplicate_an_append() {
     }
     assert!(acked.len() > 1_000, "most appends succeed: {}", acked.len());
 }
+
+/// Conversations are kept `session.conversation_ttl_s` after their last message: every conversation key carries
+/// that TTL, a message renews it, and an expired conversation leaves the owner's list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_conversations_expire_after_their_retention() {
+    use switchboard::backend::{ConversationRecord, Direction, StoredMessage};
+    let redis = RedisServer::start();
+    init_tracing();
+    let mut cfg = config(&redis.url());
+    cfg.session.conversation_ttl_s = 2;
+    let pod = redis::connect(&cfg).await.expect("connect");
+    let s = session(&unique_id("s"));
+    let now = switchboard_now();
+    let conv = ConversationRecord {
+        conversation_id: s.conversation_id.clone(),
+        user_id: s.user_id.clone(),
+        org_id: s.org_id.clone(),
+        agent_id: s.agent_id.clone(),
+        title: String::new(),
+        created_at_ms: now,
+        updated_at_ms: now,
+        message_count: 0,
+        namespace: None,
+    };
+    pod.sessions.create_session(&s, Some(&conv)).await.expect("create");
+    let msg =
+        StoredMessage { id: "m1".into(), direction: Direction::Inbound, text: "hi".into(), created_at: "t".into() };
+    pod.sessions.append_message(&conv.conversation_id, &msg, now).await.expect("message");
+    let prefix = &cfg.redis_key_prefix;
+    let cid = &conv.conversation_id;
+    for key in [format!("{prefix}:conv:{{{cid}}}"), format!("{prefix}:conv:{{{cid}}}:msgs")] {
+        let ttl: i64 = redis.cli(&["TTL", &key]).parse().expect("ttl");
+        assert!((1..=2).contains(&ttl), "{key}: ttl {ttl}");
+    }
+    let listed = pod.sessions.list_conversations(&s.org_id, &s.user_id, 0, 10).await.expect("list");
+    assert_eq!(listed.conversations.len(), 1);
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(pod.sessions.get_conversation(cid).await.expect("get"), None, "expired");
+    let listed = pod.sessions.list_conversations(&s.org_id, &s.user_id, 0, 10).await.expect("list");
+    assert!(listed.conversations.is_empty() && !listed.has_more, "{listed:?}");
+}
+
+fn switchboard_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

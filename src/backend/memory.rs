@@ -24,6 +24,8 @@ pub struct MemoryBackend {
 struct Shared {
     log_len: usize,
     idle_ttl_ms: i64,
+    /// `session.conversation_ttl_s` in ms.
+    conversation_ttl_ms: i64,
     /// Everything stored, behind one lock shared by every "pod" of this backend (held only for a map
     /// operation, never across an await); publishing happens under it so bus order equals log order.
     state: Mutex<State>,
@@ -36,6 +38,8 @@ struct Shared {
 struct State {
     sessions: HashMap<String, (SessionRecord, i64)>,
     conversations: HashMap<String, ConversationRecord>,
+    /// When each conversation was created or last got a message (its retention counts from there).
+    conversation_used_ms: HashMap<String, i64>,
     messages: HashMap<String, Vec<StoredMessage>>,
     logs: HashMap<String, LogState>,
     /// channel → subscribed bus handle ids.
@@ -70,6 +74,9 @@ impl MemoryBackend {
             shared: Arc::new(Shared {
                 log_len: config.limits.log_len,
                 idle_ttl_ms: (config.session.idle_ttl_s as i64).saturating_mul(1000),
+                conversation_ttl_ms: i64::try_from(config.session.conversation_ttl_s)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1000),
                 state: Mutex::new(State::default()),
                 pods: Mutex::new(HashMap::new()),
                 next_pod: AtomicU64::new(1),
@@ -103,6 +110,11 @@ impl Shared {
         }
     }
 
+    /// Whether a conversation is within `session.conversation_ttl_s` of its last message (or its creation).
+    fn conversation_live(&self, st: &State, conversation_id: &str, now: i64) -> bool {
+        st.conversation_used_ms.get(conversation_id).is_some_and(|t| now - t < self.conversation_ttl_ms)
+    }
+
     /// Drops idle sessions, logs and decisions (at most once a minute, on writes).
     fn purge(&self, st: &mut State, now: i64) {
         if now - st.last_purge_ms < 60_000 {
@@ -112,6 +124,13 @@ impl Shared {
         let ttl = self.idle_ttl_ms;
         st.sessions.retain(|_, (_, t)| now - *t < ttl);
         st.logs.retain(|_, l| now - l.touched_ms < ttl);
+        let conv_ttl = self.conversation_ttl_ms;
+        st.conversation_used_ms.retain(|_, t| now - *t < conv_ttl);
+        let used = std::mem::take(&mut st.conversation_used_ms);
+        st.conversations.retain(|cid, _| used.contains_key(cid));
+        st.conversation_used_ms = used;
+        let kept: HashSet<String> = st.conversations.keys().cloned().collect();
+        st.messages.retain(|cid, _| kept.contains(cid));
         st.registry.retain(|_, (_, d)| *d > now);
         let live: HashSet<String> = st.sessions.keys().cloned().collect();
         st.decided.retain(|k, _| live.contains(k));
@@ -132,6 +151,7 @@ impl SessionStore for MemoryStore {
         st.sessions.insert(session.session_id.clone(), (session.clone(), now));
         if let Some(c) = conv {
             st.conversations.insert(c.conversation_id.clone(), c.clone());
+            st.conversation_used_ms.insert(c.conversation_id.clone(), now);
         }
         Ok(())
     }
@@ -155,11 +175,18 @@ impl SessionStore for MemoryStore {
     }
 
     async fn get_conversation(&self, conversation_id: &str) -> BResult<Option<ConversationRecord>> {
-        Ok(self.shared.state.lock().conversations.get(conversation_id).cloned())
+        let st = self.shared.state.lock();
+        if !self.shared.conversation_live(&st, conversation_id, now_ms()) {
+            return Ok(None);
+        }
+        Ok(st.conversations.get(conversation_id).cloned())
     }
 
     async fn append_message(&self, conversation_id: &str, message: &StoredMessage, now: i64) -> BResult<()> {
         let mut st = self.shared.state.lock();
+        if st.conversations.contains_key(conversation_id) {
+            st.conversation_used_ms.insert(conversation_id.to_string(), now_ms());
+        }
         if let Some(c) = st.conversations.get_mut(conversation_id) {
             c.message_count += 1;
             c.updated_at_ms = now;
@@ -194,9 +221,14 @@ impl SessionStore for MemoryStore {
         offset: usize,
         limit: usize,
     ) -> BResult<ConversationPage> {
+        let now = now_ms();
         let st = self.shared.state.lock();
-        let mut mine: Vec<&ConversationRecord> =
-            st.conversations.values().filter(|c| c.user_id == user_id && c.org_id == org_id).collect();
+        let mut mine: Vec<&ConversationRecord> = st
+            .conversations
+            .values()
+            .filter(|c| c.user_id == user_id && c.org_id == org_id)
+            .filter(|c| self.shared.conversation_live(&st, &c.conversation_id, now))
+            .collect();
         mine.sort_by(|a, b| {
             b.updated_at_ms.cmp(&a.updated_at_ms).then_with(|| b.conversation_id.cmp(&a.conversation_id))
         });

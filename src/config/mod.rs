@@ -163,6 +163,13 @@ pub struct TurnConfig {
     /// append and the pub/sub message are shared. The first event of a turn and its terminal event never
     /// wait. A model streaming a token every few ms costs one Redis call per window instead of per token.
     pub coalesce_ms: u64,
+    /// Tool calls one model response may ask for; more end the turn with `AGENT_ERROR` (none of them runs).
+    pub max_tool_calls: usize,
+    /// Seconds one running stretch of a turn may take (model calls and tools; time parked for an approval
+    /// does not count); past it the turn ends with `AGENT_ERROR`.
+    pub deadline_s: u64,
+    /// Turns running at once on one pod; one more `send_message` gets `RATE_LIMITED`.
+    pub max_per_pod: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -205,6 +212,9 @@ pub struct LimitsConfig {
 pub struct SessionConfig {
     /// Sessions, logs and confirmations expire after this idle time in seconds.
     pub idle_ttl_s: u64,
+    /// Conversations (record, messages, their place in the owner's list) are deleted after this many seconds
+    /// without a new message; each message renews it.
+    pub conversation_ttl_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -305,7 +315,15 @@ impl Default for AuthConfig {
 }
 impl Default for TurnConfig {
     fn default() -> Self {
-        Self { max_iterations: 8, history_messages: 50, lease_ms: 10_000, coalesce_ms: 50 }
+        Self {
+            max_iterations: 8,
+            history_messages: 50,
+            lease_ms: 10_000,
+            coalesce_ms: 50,
+            max_tool_calls: 16,
+            deadline_s: 300,
+            max_per_pod: 1_000,
+        }
     }
 }
 impl Default for ConfirmConfig {
@@ -331,7 +349,7 @@ impl Default for LimitsConfig {
 }
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { idle_ttl_s: 86_400 }
+        Self { idle_ttl_s: 86_400, conversation_ttl_s: 30 * 86_400 }
     }
 }
 impl Default for DrainConfig {

@@ -132,6 +132,10 @@ impl Config {
         if self.limits.outbound_queue < 8 {
             return Err(invalid("limits.outbound_queue", "must be at least 8"));
         }
+        positive("session.conversation_ttl_s", self.session.conversation_ttl_s)?;
+        positive("turn.max_tool_calls", self.turn.max_tool_calls as u64)?;
+        positive("turn.deadline_s", self.turn.deadline_s)?;
+        positive("turn.max_per_pod", self.turn.max_per_pod as u64)?;
         positive("limits.log_len", self.limits.log_len as u64)?;
         positive("limits.messages_per_minute", self.limits.messages_per_minute as u64)?;
         positive("limits.sessions_per_connection", self.limits.sessions_per_connection as u64)?;

@@ -64,6 +64,16 @@ async fn drive_inner(
         if calls.is_empty() {
             return finish(app, state, text).await;
         }
+        if calls.len() > app.config.turn.max_tool_calls {
+            return Err(ClientError::new(
+                ErrorCode::AgentError,
+                format!(
+                    "the model asked for {} tool calls in one response (turn.max_tool_calls is {})",
+                    calls.len(),
+                    app.config.turn.max_tool_calls
+                ),
+            ));
+        }
         state.messages.push(ChatMessage {
             role: "assistant".into(),
             content: (!text.is_empty()).then_some(Value::String(text)),

@@ -1,5 +1,6 @@
 //! Group commit for a turn's events (see [`Emitter`]).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +34,15 @@ pub(super) struct Emitter {
     flush_now: Arc<tokio::sync::Notify>,
     /// Set once by the emitter task when it halts; the turn watches it.
     halt: watch::Receiver<Option<Halt>>,
+    /// The halt's sender, shared with the task: a backlog past [`MAX_BACKLOG`] halts from here.
+    halt_tx: Arc<watch::Sender<Option<Halt>>>,
+    /// Events queued and not yet taken by the task (the turn adds, the task subtracts); past [`MAX_BACKLOG`]
+    /// the turn halts instead of queueing without bound while the store is slow.
+    backlog: Arc<AtomicUsize>,
 }
+
+/// Events a turn may have waiting for the store (a slow Redis) before it stops: ~2 MB of tokens.
+const MAX_BACKLOG: usize = 10_000;
 
 enum EmitCmd {
     Event(String),
@@ -49,6 +58,10 @@ impl Emitter {
         let flush_now = Arc::new(tokio::sync::Notify::new());
         let wake = flush_now.clone();
         let (halt_tx, halt) = watch::channel(None);
+        let halt_tx = Arc::new(halt_tx);
+        let halts = halt_tx.clone();
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let taken = backlog.clone();
         let coalesce = Duration::from_millis(app.config.turn.coalesce_ms);
         tokio::spawn(async move {
             // The turn's first event (time to first token) is appended at once.
@@ -74,6 +87,7 @@ impl Emitter {
                         next = rx.try_recv().ok();
                     }
                 }
+                taken.fetch_sub(events.len(), Ordering::Relaxed);
                 if !events.is_empty() && halt_tx.borrow().is_none() {
                     let n = events.len() as u64;
                     match app.backends.log.append_guarded(&session_id, events, Guard::Holder(&turn_id)).await {
@@ -93,7 +107,7 @@ impl Emitter {
                 }
             }
         });
-        Emitter { tx, flush_now, halt }
+        Emitter { tx, flush_now, halt, halt_tx: halts, backlog }
     }
 
     /// Resolves once the emitter has halted (never, while appends succeed).
@@ -112,6 +126,20 @@ impl Emitter {
     }
 
     pub(super) fn send_text(&self, event: String) {
+        // Never blocks the turn: past the bound the event is dropped and the turn halts (it stops at once).
+        if self.backlog.fetch_add(1, Ordering::Relaxed) >= MAX_BACKLOG {
+            self.backlog.fetch_sub(1, Ordering::Relaxed);
+            self.halt_tx.send_if_modified(|h| {
+                let first = h.is_none();
+                if first {
+                    tracing::warn!("a turn's events outran the store: the turn stops");
+                    let e = ClientError::new(ErrorCode::Internal, "the turn's events could not be stored in time");
+                    *h = Some(Halt::Failed(e));
+                }
+                first
+            });
+            return;
+        }
         let _ = self.tx.send(EmitCmd::Event(event));
     }
 

@@ -168,6 +168,10 @@ async fn run_in_span(app: Arc<App>, mut state: TurnState, decision: Option<Decis
         o = drive(&app, &em, &mut state, decision) => Some(o),
         h = em.halted() => Some(h.into()),
         _ = lease_lost.cancelled() => Some(Outcome::LeaseLost),
+        _ = tokio::time::sleep(Duration::from_secs(app.config.turn.deadline_s)) => Some(Outcome::Failed(ClientError::new(
+            ErrorCode::AgentError,
+            format!("the turn did not finish within {} s (turn.deadline_s)", app.config.turn.deadline_s),
+        ))),
         _ = cancel.cancelled() => None,
         _ = app.lifecycle.turns_interrupted() => Some(Outcome::Failed(ClientError::new(
             ErrorCode::TurnInterrupted, "the turn was interrupted: the server is shutting down"))),

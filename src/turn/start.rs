@@ -54,6 +54,13 @@ pub(crate) async fn acquire(app: &App, session: &SessionRecord, request_id: &str
     if app.lifecycle.is_draining() {
         return Err(ClientError::new(ErrorCode::TurnInterrupted, "the server is draining; reconnect and retry"));
     }
+    let running = app.local_turn_count();
+    if running >= app.config.turn.max_per_pod {
+        return Err(ClientError::new(
+            ErrorCode::RateLimited,
+            format!("this server is running {running} turns (turn.max_per_pod); retry shortly"),
+        ));
+    }
     let turn_id = new_id();
     let info = TurnInfo::new(&turn_id, request_id, &app.pod_id);
     if !app.backends.leases.acquire(&session.session_id, &info, app.config.turn.lease_ms).await? {

@@ -283,3 +283,20 @@ async fn the_same_sub_in_two_orgs_is_two_users() {
     globex.send(&json!({"action": "get_session", "requestId": "g", "sessionId": sid})).await;
     assert_eq!(globex.recv().await["error"]["code"], "SESSION_NOT_FOUND");
 }
+
+/// Conversations are kept `session.conversation_ttl_s` after their last message, then are gone from the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversations_expire_after_their_retention() {
+    let (llm, tools) = setup().await;
+    let mut cfg = config(&llm, &tools);
+    cfg.session.conversation_ttl_s = 1;
+    let pod = pod(cfg).await;
+    let mut c = connect(&pod, false).await;
+    create_session(&mut c).await;
+    let count = |v: &Value| v["data"]["conversations"].as_array().map(Vec::len);
+    c.send(&json!({"action": "list_conversations", "requestId": "l1"})).await;
+    assert_eq!(count(c.recv_until(|v| v["requestId"] == "l1").await.last().expect("list")), Some(1));
+    sleep_ms(1_200).await;
+    c.send(&json!({"action": "list_conversations", "requestId": "l2"})).await;
+    assert_eq!(count(c.recv_until(|v| v["requestId"] == "l2").await.last().expect("list")), Some(0));
+}

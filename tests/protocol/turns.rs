@@ -381,3 +381,44 @@ async fn tool_webhooks_are_signed_say_who_asks_and_get_only_safe_attachments() {
     let forged = [t.as_bytes(), b".", br#"{"tool":"other"}"#].concat();
     assert!(ring::hmac::verify(&key, &forged, &tag).is_err(), "and binds the body");
 }
+
+/// Turn bounds: tool calls per model response, the whole-turn deadline, turns running at once on a pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turns_are_bounded_in_tool_calls_time_and_number() {
+    let (llm, tools) = setup().await;
+    tools.set("lookup_order", Behaviour::Ok(json!("found")));
+    let mut cfg = config(&llm, &tools);
+    cfg.turn.max_tool_calls = 2;
+    cfg.turn.deadline_s = 1;
+    cfg.turn.max_per_pod = 1;
+    let pod = pod(cfg).await;
+    let mut c = connect(&pod, false).await;
+    let sid = create_session(&mut c).await;
+
+    // Three calls in one response, two allowed: the turn ends and none of them runs.
+    let call = |i: u32| (format!("call-{i}"), "lookup_order".to_string(), json!({"id": i.to_string()}).to_string());
+    llm.push(Reply::ToolCalls { calls: (1..=3).map(call).collect(), usage: None });
+    send_message(&mut c, &sid, "r-many", "look up three").await;
+    let end = until_terminal(&mut c, "r-many").await;
+    let end = end.last().expect("end");
+    assert_eq!(end["error"]["code"], "AGENT_ERROR", "{end}");
+    assert!(end["error"]["message"].as_str().is_some_and(|m| m.contains("turn.max_tool_calls")), "{end}");
+    assert!(tools.calls("lookup_order").is_empty(), "no call of an oversized response runs");
+
+    // A model that never finishes: the turn ends at its deadline, and meanwhile the pod's one turn slot is
+    // taken, so a turn in another session is refused.
+    llm.push(Reply::Hang);
+    send_message(&mut c, &sid, "r-hang", "wait").await;
+    c.recv_until(|v| v["type"] == "stream_token").await;
+    let other = create_session(&mut c).await;
+    send_message(&mut c, &other, "r-other", "me too").await;
+    let refused = c.recv_until(|v| v["requestId"] == "r-other").await;
+    assert_eq!(refused.last().expect("reply")["error"]["code"], "RATE_LIMITED", "{refused:?}");
+    let end = until_terminal(&mut c, "r-hang").await;
+    let end = end.last().expect("end");
+    assert_eq!(end["error"]["code"], "AGENT_ERROR", "{end}");
+    assert!(end["error"]["message"].as_str().is_some_and(|m| m.contains("turn.deadline_s")), "{end}");
+    llm.push(Reply::text(&["now"]));
+    send_message(&mut c, &other, "r-after", "now?").await;
+    assert_eq!(tokens(&until_terminal(&mut c, "r-after").await), "now");
+}

@@ -161,6 +161,8 @@ pub(super) struct Shared {
     /// Redis Cluster: session channels use sharded pub/sub.
     pub(super) cluster: bool,
     pub(super) idle_ttl_s: i64,
+    /// `session.conversation_ttl_s`: conversations expire this long after their last message.
+    pub(super) conv_ttl_s: i64,
     pub(super) log_len: usize,
     /// Last time (ms) a READONLY reply forced a reconnect; rate-limits reconnect storms.
     pub(super) last_readonly_reconnect: AtomicI64,

@@ -13,9 +13,9 @@
 //! | `P:{sid}:decided`, `P:{sid}:last` | hash call → `1`/`0` + request id; hash `call`/`decision` | `decide` | idle |
 //! | `P:{sid}:lease` | string, JSON [`TurnInfo`] | `acquire`/`renew` | the lease (PX) |
 //! | `P:{sid}:turn` | string, JSON [`TurnInfo`] | `acquire`/`renew` | idle (outlives the lease) |
-//! | `P:conv:{cid}`, `P:conv:{cid}:msgs` | hash of the record's fields, list of JSON messages | sessions | none |
+//! | `P:conv:{cid}`, `P:conv:{cid}:msgs` | hash of the record's fields, list of JSON messages | sessions | `session.conversation_ttl_s`, refreshed by each message |
 //! | `P:{sid}:ops`, `P:conv:{cid}:ops` | hash token → reply of a write script (see `lua/once.lua`) | 60 s |
-//! | `P:user:{uid}:convs` | zset cid → updated_at_ms | sessions | none |
+//! | `P:user:{uid}:convs` | zset cid → updated_at_ms | sessions | conversation TTL, refreshed on use; expired members pruned when listed |
 //! | `P:confirm:expiry` | zset `["sid","call"]` → expires_at_ms | `park` | none (pruned lazily) |
 //! | `P:turns:deadline` | zset sid → lease deadline ms | `acquire`/`renew` | none (pruned by `claim_lapsed`) |
 //! | `P:sock:<conn>` | string, JSON [`SocketEntry`] | `upsert` | the heartbeat (PX) |
@@ -128,6 +128,7 @@ pub async fn connect(config: &Config) -> BResult<Backends> {
         scripts: Scripts::new(),
         cluster,
         idle_ttl_s: i64::try_from(config.session.idle_ttl_s).unwrap_or(i64::MAX).max(1),
+        conv_ttl_s: i64::try_from(config.session.conversation_ttl_s).unwrap_or(i64::MAX).max(1),
         log_len: config.limits.log_len.max(1),
         last_readonly_reconnect: AtomicI64::new(0),
         replicated,

@@ -62,6 +62,10 @@ impl SessionStore for RedisStore {
             }
             s.client.hset::<(), _, _>(s.keys.conv(&c.conversation_id), fields).await.map_err(|e| s.err(e))?;
             s.client
+                .expire::<(), _>(s.keys.conv(&c.conversation_id), s.conv_ttl_s, None)
+                .await
+                .map_err(|e| s.err(e))?;
+            s.client
                 .zadd::<(), _, _>(
                     s.keys.user_convs(&c.org_id, &c.user_id),
                     None,
@@ -72,6 +76,8 @@ impl SessionStore for RedisStore {
                 )
                 .await
                 .map_err(|e| s.err(e))?;
+            let list = s.keys.user_convs(&c.org_id, &c.user_id);
+            s.client.expire::<(), _>(list, s.conv_ttl_s, None).await.map_err(|e| s.err(e))?;
         }
         Ok(())
     }
@@ -99,7 +105,13 @@ impl SessionStore for RedisStore {
             .eval_once(
                 &s.scripts.append_message,
                 vec![s.keys.conv(conversation_id), s.keys.msgs(conversation_id)],
-                vec![to_json(message)?, now_ms.to_string(), inbound.into(), crate::util::title_from(&message.text)],
+                vec![
+                    to_json(message)?,
+                    now_ms.to_string(),
+                    inbound.into(),
+                    crate::util::title_from(&message.text),
+                    s.conv_ttl_s.to_string(),
+                ],
             )
             .await?;
         let owner = array(reply);
@@ -114,6 +126,10 @@ impl SessionStore for RedisStore {
                     false,
                     (now_ms as f64, conversation_id),
                 )
+                .await
+                .map_err(|e| s.err(e))?;
+            s.client
+                .expire::<(), _>(s.keys.user_convs(&org_id, &user_id), s.conv_ttl_s, None)
                 .await
                 .map_err(|e| s.err(e))?;
         }
@@ -165,9 +181,11 @@ impl SessionStore for RedisStore {
         let ids: Vec<String> = s.client.zrevrange(&key, start, stop, false).await.map_err(|e| s.err(e))?;
         let fetched = join_all(ids.iter().map(|cid| self.get_conversation(cid))).await;
         let mut conversations = Vec::with_capacity(ids.len());
-        for c in fetched {
-            if let Some(c) = c? {
-                conversations.push(c);
+        for (cid, c) in ids.iter().zip(fetched) {
+            match c? {
+                Some(c) => conversations.push(c),
+                // Expired (`session.conversation_ttl_s`): its place in the list goes too.
+                None => s.client.zrem::<(), _, _>(&key, cid.as_str()).await.map_err(|e| s.err(e))?,
             }
         }
         let has_more = total as usize > offset + ids.len();
