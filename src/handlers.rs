@@ -146,6 +146,16 @@ async fn send_message(conn: &mut Conn, rid: Option<&str>, m: SendMessage) -> Res
             format!("more than {} messages per minute", app.config.limits.messages_per_minute),
         ));
     }
+    // The same budget per user across every socket and pod, counted in the backend.
+    let user_budget = format!("msg:{}", crate::backend::user_key(&conn.identity.org_id, &conn.identity.user_id));
+    let per_user = app.config.limits.messages_per_user_per_minute;
+    if !app.backends.quotas.take(&user_budget, per_user, 60_000).await? {
+        conn.refund_send();
+        return Err(ClientError::new(
+            ErrorCode::RateLimited,
+            format!("more than {per_user} messages per minute from this user (limits.messages_per_user_per_minute)"),
+        ));
+    }
     // The requestId is the turn's identity on the wire; one is made up when the client sent none.
     let request_id = rid.map(str::to_string).unwrap_or_else(new_id);
     let turn_id = match turn::acquire(&app, &session, &request_id).await {
@@ -153,6 +163,9 @@ async fn send_message(conn: &mut Conn, rid: Option<&str>, m: SendMessage) -> Res
         Err(e) => {
             if e.code == ErrorCode::TurnInProgress {
                 conn.refund_send();
+                if let Err(e) = app.backends.quotas.give_back(&user_budget, 60_000).await {
+                    tracing::warn!(error = %e, "could not give a refused message's quota back");
+                }
             }
             return Err(e);
         }

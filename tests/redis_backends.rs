@@ -69,6 +69,8 @@ async fn full_suite(url: &str) {
     let (a, b) = pods(url).await;
     conformance::guarded_appends(&a, &b).await;
     let (a, b) = pods(url).await;
+    conformance::quotas(&a, &b).await;
+    let (a, b) = pods(url).await;
     conformance::registry(&a, &b).await;
     let (a, b) = pods(url).await;
     conformance::deletion(&a, &b).await;
@@ -193,6 +195,7 @@ single! {
     single_confirmations => confirmations;
     single_turn_leases => turn_leases;
     single_guarded_appends => guarded_appends;
+    single_quotas => quotas;
     single_registry => registry;
     single_deletion => deletion;
     single_idempotency => idempotency;

@@ -353,6 +353,31 @@ pub async fn guarded_appends(a: &Backends, b: &Backends) {
     assert_eq!(b.log.bounds(&id).await.expect("bounds"), (1, 3));
 }
 
+/// A quota is one counter for every pod: the limit holds across them, a give-back frees a use, keys are
+/// independent.
+pub async fn quotas(a: &Backends, b: &Backends) {
+    let key = format!("q-{}", sid());
+    let other = format!("q-{}", sid());
+    let took: Vec<bool> = vec![
+        a.quotas.take(&key, 3, 60_000).await.expect("take"),
+        b.quotas.take(&key, 3, 60_000).await.expect("take"),
+        a.quotas.take(&key, 3, 60_000).await.expect("take"),
+        b.quotas.take(&key, 3, 60_000).await.expect("take"),
+    ];
+    assert_eq!(took, [true, true, true, false], "three uses across two pods, then refused");
+    assert!(a.quotas.take(&other, 1, 60_000).await.expect("take"), "another key has its own count");
+    b.quotas.give_back(&key, 60_000).await.expect("give back");
+    assert!(a.quotas.take(&key, 3, 60_000).await.expect("take"), "a use given back can be taken again");
+    assert!(!b.quotas.take(&key, 3, 60_000).await.expect("take"));
+    // A new window starts from zero (start right after a window boundary so the two takes share a window).
+    let short = format!("q-{}", sid());
+    tokio::time::sleep(Duration::from_millis(300 - (now_ms() % 300) as u64 + 5)).await;
+    assert!(a.quotas.take(&short, 1, 300).await.expect("take"));
+    assert!(!a.quotas.take(&short, 1, 300).await.expect("take"));
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(b.quotas.take(&short, 1, 300).await.expect("take"), "the next window counts again");
+}
+
 /// Sockets registered on one pod are listed from another, filtered, and removed; sessions are recorded per
 /// attach and kept across heartbeats.
 pub async fn registry(a: &Backends, b: &Backends) {
@@ -488,6 +513,7 @@ mod memory_suite {
         memory_confirmations => confirmations;
         memory_turn_leases => turn_leases;
         memory_guarded_appends => guarded_appends;
+        memory_quotas => quotas;
         memory_registry => registry;
         memory_deletion => deletion;
         memory_idempotency => idempotency;

@@ -51,6 +51,8 @@ struct State {
     /// Turn records outlive the lease so a lapsed turn can be ended: session → (info, lease deadline).
     turns: HashMap<String, (TurnInfo, i64)>,
     registry: HashMap<String, (SocketEntry, i64)>,
+    /// Quota key → (window length ms, window index, uses counted in it).
+    quotas: HashMap<String, (u64, i64, u64)>,
     last_purge_ms: i64,
 }
 
@@ -531,6 +533,36 @@ impl Registry for MemoryStore {
         }
         out.sort_by(|a, b| a.connection_id.cmp(&b.connection_id));
         Ok(out)
+    }
+}
+
+#[async_trait]
+impl QuotaStore for MemoryStore {
+    async fn take(&self, key: &str, limit: u64, window_ms: u64) -> BResult<bool> {
+        let now = now_ms();
+        let window = quota::window_of(now, window_ms);
+        let mut st = self.shared.state.lock();
+        // Windows that have ended go (their counts no longer matter).
+        st.quotas.retain(|_, (len, w, _)| quota::window_of(now, *len) == *w);
+        let (_, w, n) = st.quotas.entry(key.to_string()).or_insert((window_ms, window, 0));
+        if *w != window {
+            *w = window;
+            *n = 0;
+        }
+        if *n >= limit {
+            return Ok(false);
+        }
+        *n += 1;
+        Ok(true)
+    }
+    async fn give_back(&self, key: &str, window_ms: u64) -> BResult<()> {
+        let window = quota::window_of(now_ms(), window_ms);
+        if let Some((_, w, n)) = self.shared.state.lock().quotas.get_mut(key) {
+            if *w == window {
+                *n = n.saturating_sub(1);
+            }
+        }
+        Ok(())
     }
 }
 

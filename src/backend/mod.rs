@@ -16,6 +16,7 @@
 pub mod conformance;
 pub mod idempotency;
 pub mod memory;
+pub mod quota;
 pub mod redis;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use tokio::sync::broadcast;
 
 use crate::config::Config;
 pub use idempotency::{Claim, IdempotencyStore};
+pub use quota::QuotaStore;
 
 /// Errors of the storage layer. Converted into a client-safe `INTERNAL_ERROR` at the edge.
 #[derive(Debug, thiserror::Error)]
@@ -433,6 +435,8 @@ pub struct Backends {
     pub health: Arc<dyn Health>,
     /// Idempotency keys of retried requests (`POST /admin/publish`).
     pub idempotency: Arc<dyn IdempotencyStore>,
+    /// Cluster-wide quota counters (messages per user per minute).
+    pub quotas: Arc<dyn QuotaStore>,
 }
 
 /// Readiness of the storage connection.
@@ -445,7 +449,7 @@ impl Backends {
     /// Backends served by one store type that implements every storage trait, plus a pod's bus.
     pub fn from_store<S>(store: Arc<S>, bus: Arc<dyn Bus>, idempotency: Arc<dyn IdempotencyStore>) -> Backends
     where
-        S: SessionStore + EventLog + ConfirmStore + TurnLease + Registry + Health + 'static,
+        S: SessionStore + EventLog + ConfirmStore + TurnLease + Registry + Health + QuotaStore + 'static,
     {
         Backends {
             sessions: store.clone(),
@@ -454,6 +458,7 @@ impl Backends {
             confirms: store.clone(),
             leases: store.clone(),
             registry: store.clone(),
+            quotas: store.clone(),
             health: store,
             idempotency,
         }

@@ -205,6 +205,9 @@ pub struct LimitsConfig {
     /// Sessions one connection may follow (create, resume, attach); one more gets `RATE_LIMITED`. Each costs
     /// the pod a subscription and the socket a cursor, so a client opening sessions in a loop is bounded.
     pub sessions_per_connection: usize,
+    /// `send_message` per user per minute across all their sockets and every pod (counted in the backend);
+    /// more get `RATE_LIMITED`.
+    pub messages_per_user_per_minute: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -344,6 +347,7 @@ impl Default for LimitsConfig {
             log_len: 1000,
             messages_per_minute: 60,
             sessions_per_connection: 100,
+            messages_per_user_per_minute: 120,
         }
     }
 }

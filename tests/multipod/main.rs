@@ -312,3 +312,28 @@ async fn cluster_flows() {
     publish_reaches_other_pods(Store::Redis(cluster.url())).await;
     drop_on_a_resume_on_b(Store::Redis(cluster.url())).await;
 }
+
+/// `limits.messages_per_user_per_minute` counts one user's messages across sockets on different pods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_per_user_message_budget_spans_pods() {
+    let (llm, tools) = setup().await;
+    let mut cfg = config(&llm, &tools);
+    cfg.limits.messages_per_user_per_minute = 3;
+    let redis = RedisServer::start();
+    let p = pods(2, cfg, &Store::Redis(redis.url())).await;
+    let mut a = connect(&p[0], false).await;
+    let mut b = connect(&p[1], false).await;
+    let (sa, sb) = (create_session(&mut a).await, create_session(&mut b).await);
+    for (on_a, rid) in [(true, "a1"), (false, "b1"), (true, "a2")] {
+        let (c, sid) = if on_a { (&mut a, &sa) } else { (&mut b, &sb) };
+        llm.push(Reply::text(&["ok"]));
+        send_message(c, sid, rid, "hi").await;
+        assert_eq!(until_terminal(c, rid).await.last().expect("end")["type"], "eventual_response");
+    }
+    send_message(&mut b, &sb, "b2", "one more").await;
+    let refused = b.recv_until(|v| v["requestId"] == "b2").await;
+    let refused = refused.last().expect("reply");
+    assert_eq!(refused["error"]["code"], "RATE_LIMITED", "{refused}");
+    assert!(refused["error"]["message"].as_str().is_some_and(|m| m.contains("messages_per_user_per_minute")));
+    assert_eq!(llm.request_count(), 3, "the refused message never reached the model");
+}

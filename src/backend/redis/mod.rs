@@ -21,6 +21,7 @@
 //! | `P:sock:<conn>` | string, JSON [`SocketEntry`] | `upsert` | the heartbeat (PX) |
 //! | `P:idx:{all,session,user,org}[:<id>]` | zset conn → heartbeat deadline ms | `upsert` | refreshed by `upsert` |
 //! | `P:idem:<key>` | string: pending marker, then the first answer | `claim`/`complete` | the key's TTL (PX) |
+//! | `P:quota:<key>:<window>` | counter of one quota window | `take`/`give_back` | the window |
 //!
 //! Cluster rule: a Lua script only ever touches keys of one slot. The global indexes (`P:confirm:expiry`,
 //! `P:turns:deadline`, `P:user:…`, `P:idx:…`) are updated by separate single-key commands next to the
@@ -51,6 +52,7 @@ mod idempotency;
 mod keys;
 mod leases;
 mod log;
+mod quota;
 mod registry;
 mod scripts;
 mod sentinel;

@@ -32,6 +32,8 @@ pub(super) struct Scripts {
     pub(super) bounds: Script,
     /// Reads a session record, refreshing its TTL and its log's.
     pub(super) touch: Script,
+    /// Takes one use of a quota window while under its limit.
+    pub(super) quota_take: Script,
     /// Appends a conversation message and updates the conversation record (resend-safe).
     pub(super) append_message: Script,
     /// One page of a conversation's messages with its start index, read atomically.
@@ -62,6 +64,7 @@ impl Scripts {
             append_batch: Script::from_lua(once(include_str!("lua/append_batch.lua"))),
             bounds: Script::from_lua(include_str!("lua/bounds.lua")),
             touch: Script::from_lua(include_str!("lua/touch.lua")),
+            quota_take: Script::from_lua(include_str!("lua/quota_take.lua")),
             append_message: Script::from_lua(once(include_str!("lua/append_message.lua"))),
             messages_page: Script::from_lua(include_str!("lua/messages_page.lua")),
             rename: Script::from_lua(include_str!("lua/rename.lua")),
