@@ -208,6 +208,8 @@ pub struct LimitsConfig {
     /// `send_message` per user per minute across all their sockets and every pod (counted in the backend);
     /// more get `RATE_LIMITED`.
     pub messages_per_user_per_minute: u64,
+    /// WebSockets one user may hold open across every pod; one more upgrade is refused with 429.
+    pub sockets_per_user: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -348,6 +350,7 @@ impl Default for LimitsConfig {
             messages_per_minute: 60,
             sessions_per_connection: 100,
             messages_per_user_per_minute: 120,
+            sockets_per_user: 50,
         }
     }
 }

@@ -140,6 +140,7 @@ impl Config {
         positive("limits.messages_per_minute", self.limits.messages_per_minute as u64)?;
         positive("limits.sessions_per_connection", self.limits.sessions_per_connection as u64)?;
         positive("limits.messages_per_user_per_minute", self.limits.messages_per_user_per_minute)?;
+        positive("limits.sockets_per_user", self.limits.sockets_per_user as u64)?;
         positive("session.idle_ttl_s", self.session.idle_ttl_s)?;
         if self.confirm.timeout_s > self.session.idle_ttl_s {
             return Err(invalid("confirm.timeout_s", "must not exceed session.idle_ttl_s"));

@@ -337,3 +337,30 @@ async fn the_per_user_message_budget_spans_pods() {
     assert!(refused["error"]["message"].as_str().is_some_and(|m| m.contains("messages_per_user_per_minute")));
     assert_eq!(llm.request_count(), 3, "the refused message never reached the model");
 }
+
+/// `limits.sockets_per_user` counts one user's open sockets on every pod: one more upgrade gets 429; closing
+/// one makes room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sockets_per_user_span_pods() {
+    let (llm, tools) = setup().await;
+    let mut cfg = config(&llm, &tools);
+    cfg.limits.sockets_per_user = 2;
+    let redis = RedisServer::start();
+    let p = pods(2, cfg, &Store::Redis(redis.url())).await;
+    let mut a = connect(&p[0], false).await;
+    let _b = connect(&p[1], false).await;
+    // Each socket registers as its task starts, just after the handshake.
+    let registered = Instant::now() + Duration::from_secs(5);
+    let all = switchboard::backend::SocketFilter::default();
+    while p[0].backends().registry.list(&all, 10).await.expect("list").len() < 2 {
+        assert!(Instant::now() < registered, "the two sockets never registered");
+        sleep_ms(50).await;
+    }
+    assert_eq!(Client::connect_err_status(&ws_url(&p[0]), None).await, Some(429), "a third socket, on either pod");
+    a.close().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Client::connect_err_status(&ws_url(&p[1]), None).await == Some(429) {
+        assert!(Instant::now() < deadline, "closing a socket did not make room");
+        sleep_ms(100).await;
+    }
+}
