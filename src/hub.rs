@@ -3,7 +3,7 @@
 //! that channel. The broker never touches sockets; sockets never touch the broker.
 //!
 //! Session messages carry their `seq`; each socket's task drops duplicates and repairs gaps from the log
-//! (see `ws::process`), so a lost or lagged pub/sub message never shows as a gap to a client.
+//! (see `ws::delivery`), so a lost or lagged pub/sub message never shows as a gap to a client.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};

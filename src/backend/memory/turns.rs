@@ -1,0 +1,121 @@
+//! Parked turns and turn leases of the memory backend (the same behaviour as `redis::{confirms, leases}`).
+
+use async_trait::async_trait;
+
+use super::MemoryStore;
+use crate::backend::*;
+use crate::util::now_ms;
+
+#[async_trait]
+impl ConfirmStore for MemoryStore {
+    async fn park(&self, parked: &ParkedTurn) -> BResult<()> {
+        self.shared.state.lock().parked.insert(parked.session_id.clone(), parked.clone());
+        Ok(())
+    }
+    async fn get(&self, session_id: &str) -> BResult<Option<ParkedTurn>> {
+        Ok(self.shared.state.lock().parked.get(session_id).cloned())
+    }
+    async fn decide(&self, session_id: &str, tool_call_id: Option<&str>, approved: bool) -> BResult<Decided> {
+        let mut st = self.shared.state.lock();
+        if let Some(id) = tool_call_id {
+            if let Some((first, req)) = st.decided.get(session_id).and_then(|d| d.get(id)) {
+                return Ok(Decided::AlreadyDecided {
+                    tool_call_id: id.to_string(),
+                    approved: *first,
+                    request_id: req.clone(),
+                });
+            }
+        }
+        let matches = match (st.parked.get(session_id), tool_call_id) {
+            (Some(p), Some(id)) => p.call.tool_call_id == id,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !matches {
+            return Ok(Decided::NoPending);
+        }
+        let Some(parked) = st.parked.remove(session_id) else {
+            return Ok(Decided::NoPending);
+        };
+        let call_id = parked.call.tool_call_id.clone();
+        st.decided
+            .entry(session_id.to_string())
+            .or_default()
+            .insert(call_id.clone(), (approved, parked.request_id.clone()));
+        st.last_decision.insert(session_id.to_string(), (call_id, approved, parked.request_id.clone()));
+        Ok(Decided::Claimed(parked))
+    }
+    async fn last_decision(&self, session_id: &str) -> BResult<Option<(String, bool, String)>> {
+        Ok(self.shared.state.lock().last_decision.get(session_id).cloned())
+    }
+    async fn take(&self, session_id: &str) -> BResult<Option<ParkedTurn>> {
+        Ok(self.shared.state.lock().parked.remove(session_id))
+    }
+    async fn expired(&self, now: i64, max: usize) -> BResult<Vec<String>> {
+        let st = self.shared.state.lock();
+        Ok(st.parked.values().filter(|p| p.expires_at_ms <= now).take(max).map(|p| p.session_id.clone()).collect())
+    }
+    async fn pending_count(&self) -> BResult<u64> {
+        Ok(self.shared.state.lock().parked.len() as u64)
+    }
+}
+
+#[async_trait]
+impl TurnLease for MemoryStore {
+    async fn acquire(&self, session_id: &str, info: &TurnInfo, ttl_ms: u64) -> BResult<bool> {
+        let now = now_ms();
+        let mut st = self.shared.state.lock();
+        if matches!(st.leases.get(session_id), Some((_, d)) if *d > now) {
+            return Ok(false);
+        }
+        let deadline = now + ttl_ms as i64;
+        st.leases.insert(session_id.to_string(), (info.clone(), deadline));
+        st.turns.insert(session_id.to_string(), (info.clone(), deadline));
+        Ok(true)
+    }
+    async fn renew(&self, session_id: &str, info: &TurnInfo, ttl_ms: u64) -> BResult<bool> {
+        let now = now_ms();
+        let mut st = self.shared.state.lock();
+        match st.leases.get(session_id) {
+            Some((held, d)) if held.turn_id == info.turn_id && *d > now => {
+                let deadline = now + ttl_ms as i64;
+                st.leases.insert(session_id.to_string(), (info.clone(), deadline));
+                st.turns.insert(session_id.to_string(), (info.clone(), deadline));
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+    async fn release(&self, session_id: &str, turn_id: &str) -> BResult<bool> {
+        let mut st = self.shared.state.lock();
+        let mut released = false;
+        if matches!(st.leases.get(session_id), Some((held, _)) if held.turn_id == turn_id) {
+            st.leases.remove(session_id);
+            released = true;
+        }
+        if matches!(st.turns.get(session_id), Some((held, _)) if held.turn_id == turn_id) {
+            st.turns.remove(session_id);
+            released = true;
+        }
+        Ok(released)
+    }
+    async fn current(&self, session_id: &str) -> BResult<Option<TurnInfo>> {
+        let now = now_ms();
+        let st = self.shared.state.lock();
+        Ok(st.leases.get(session_id).filter(|(_, d)| *d > now).map(|(i, _)| i.clone()))
+    }
+    async fn claim_lapsed(&self, now: i64, max: usize) -> BResult<Vec<(String, TurnInfo)>> {
+        let mut st = self.shared.state.lock();
+        let lapsed: Vec<String> =
+            st.turns.iter().filter(|(_, (_, d))| *d <= now).take(max).map(|(k, _)| k.clone()).collect();
+        let mut out = Vec::new();
+        for sid in lapsed {
+            if let Some((info, deadline)) = st.turns.get_mut(&sid) {
+                // Handed out again only if the caller does not end it (see `LAPSED_RETRY_MS`).
+                *deadline = now + LAPSED_RETRY_MS;
+                out.push((sid, info.clone()));
+            }
+        }
+        Ok(out)
+    }
+}
