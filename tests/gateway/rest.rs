@@ -249,6 +249,9 @@ async fn a_caller_whose_pod_dies_mid_turn_retries_on_another_pod() {
         assert!(tokio::time::Instant::now() < deadline, "the turn never started: {shown}");
         sleep_ms(20).await;
     }
+    // Killed only once its model call is out: under load the turn can be "running" before the request reaches
+    // the model, and the hanging reply would then be left for the retry.
+    llm.wait_for_requests(1, Duration::from_secs(10)).await;
     a.kill();
     // In a real pod death the caller's connection is cut; here the request task is simply dropped.
     cut.abort();
