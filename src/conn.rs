@@ -140,8 +140,13 @@ impl Conn {
         Ok(())
     }
 
-    /// Attaches this socket to a session's events from `after` (None = from now).
-    pub(crate) async fn attach_session(&mut self, session_id: &str, after: Option<u64>) -> Result<(), ClientError> {
+    /// Attaches this socket to a session's events from `after` (None = from now). `after` is a seq and the
+    /// log epoch it counts in, as the caller read them (a resume has both at hand).
+    pub(crate) async fn attach_session(
+        &mut self,
+        session_id: &str,
+        after: Option<(u64, Option<String>)>,
+    ) -> Result<(), ClientError> {
         let sid: Arc<str> = Arc::from(session_id);
         let attached = self.sessions.contains(session_id);
         if attached && after.is_none() {
@@ -155,7 +160,7 @@ impl Conn {
         // the next as a duplicate.
         let log = &self.app.backends.log;
         let (position, epoch) = match after {
-            Some(a) => (a, log.epoch(session_id).await?),
+            Some(known) => known,
             None => {
                 let (bounds, epoch) = tokio::join!(log.bounds(session_id), log.epoch(session_id));
                 (bounds?.1, epoch?)

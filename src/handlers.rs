@@ -370,7 +370,8 @@ async fn resume(
 ) -> Result<(), ClientError> {
     owned_session(conn, session_id).await?;
     let log = &conn.app.backends.log;
-    let (current, (oldest, latest)) = (log.epoch(session_id).await?, log.bounds(session_id).await?);
+    let (current, bounds) = tokio::join!(log.epoch(session_id), log.bounds(session_id));
+    let (current, (oldest, latest)) = (current?, bounds?);
     // The log reaches back to `after_seq` when `after_seq` counts in this log's epoch (the client's, when it
     // says; else it must not be newer than anything this log has) and nothing after it was trimmed.
     let same_epoch = match (epoch, current.as_deref()) {
@@ -386,7 +387,7 @@ async fn resume(
         "Session resumed",
         json!({"sessionId": session_id, "seq": latest, "epoch": current, "recovered": recovered}),
     ));
-    conn.attach_session(session_id, Some(from)).await?;
+    conn.attach_session(session_id, Some((from, current))).await?;
     Ok(())
 }
 

@@ -420,6 +420,8 @@ pub trait Registry: Send + Sync {
     async fn remove(&self, connection_id: &str) -> BResult<()>;
     /// Live sockets matching `filter`, each with the sessions it follows.
     async fn list(&self, filter: &SocketFilter, max: usize) -> BResult<Vec<SocketEntry>>;
+    /// How many live sockets one user holds on every pod (one read: checked on every upgrade).
+    async fn count_user(&self, org_id: &str, user_id: &str) -> BResult<usize>;
 }
 
 /// All backends of one pod.

@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::auth::{bearer, Identity};
-use crate::backend::SocketFilter;
 use crate::conn::{Conn, Dialect, REGISTRY_TTL_MS};
 use crate::error::ClientError;
 use crate::protocol::{inbound, outbound as out, EXTENSION_SUBPROTOCOL};
@@ -64,13 +63,8 @@ pub(crate) async fn upgrade(
     // Sockets per user, across pods (the registry's live entries of this user): a client opening sockets in a
     // loop is refused before it costs a task, a queue and two subscriptions each.
     let quota = app.config.limits.sockets_per_user;
-    let filter = SocketFilter {
-        user: Some(identity.user_id.clone()),
-        org: Some(identity.org_id.clone()),
-        ..SocketFilter::default()
-    };
-    match app.backends.registry.list(&filter, quota).await {
-        Ok(open) if open.len() >= quota => {
+    match app.backends.registry.count_user(&identity.org_id, &identity.user_id).await {
+        Ok(open) if open >= quota => {
             tracing::info!(user = %identity.user_id, quota, "websocket upgrade refused: sockets per user");
             return (StatusCode::TOO_MANY_REQUESTS, "too many sockets for this user (limits.sockets_per_user)")
                 .into_response();

@@ -282,6 +282,8 @@ pub async fn registry(a: &Backends, b: &Backends) {
     let by_user =
         a.registry.list(&SocketFilter { user: Some(user.clone()), ..Default::default() }, 100).await.expect("list");
     assert_eq!(by_user.len(), 2);
+    assert_eq!(b.registry.count_user("org-x", &user).await.expect("count"), 2);
+    assert_eq!(b.registry.count_user("org-y", &user).await.expect("count"), 0, "the same user id in another org");
     let by_session = b
         .registry
         .list(&SocketFilter { session: Some(s2.clone()), user: Some(user.clone()), ..Default::default() }, 100)
@@ -300,6 +302,7 @@ pub async fn registry(a: &Backends, b: &Backends) {
     let left =
         b.registry.list(&SocketFilter { user: Some(user.clone()), ..Default::default() }, 100).await.expect("list");
     assert_eq!(left, vec![with_e1.clone()]);
+    assert_eq!(a.registry.count_user("org-x", &user).await.expect("count"), 1);
     let by_s2 = b.registry.list(&SocketFilter { session: Some(s2), ..Default::default() }, 100).await;
     assert!(by_s2.expect("list").is_empty(), "a removed socket is in no session's index");
     a.registry.remove(&e1.connection_id).await.expect("remove");

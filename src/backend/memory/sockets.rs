@@ -38,6 +38,11 @@ impl Registry for MemoryStore {
         self.shared.state.lock().registry.remove(connection_id);
         Ok(())
     }
+    async fn count_user(&self, org_id: &str, user_id: &str) -> BResult<usize> {
+        let now = now_ms();
+        let st = self.shared.state.lock();
+        Ok(st.registry.values().filter(|(e, d)| *d > now && e.user_id == user_id && e.org_id == org_id).count())
+    }
     async fn list(&self, filter: &SocketFilter, max: usize) -> BResult<Vec<SocketEntry>> {
         let now = now_ms();
         let st = self.shared.state.lock();

@@ -85,6 +85,15 @@ impl Registry for RedisStore {
         s.client.del::<(), _>(&set).await.map_err(|e| s.err(e))
     }
 
+    async fn count_user(&self, org_id: &str, user_id: &str) -> BResult<usize> {
+        let s = self.s();
+        // The user index's scores are heartbeat deadlines: the live members are those after now.
+        let index = s.keys.idx("user", &crate::backend::user_key(org_id, user_id));
+        // Scores are whole milliseconds: after now is from now + 1.
+        let n: u64 = s.client.zcount(&index, (now_ms() + 1) as f64, f64::INFINITY).await.map_err(|e| s.err(e))?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
     async fn list(&self, filter: &SocketFilter, max: usize) -> BResult<Vec<SocketEntry>> {
         let s = self.s();
         if max == 0 {
