@@ -10,17 +10,15 @@
 //! bounds and epoch, subscribe, registry). Then it idles through one registry heartbeat (every 10 s) and counts
 //! what that cost. Results are printed; docs/benchmarks.md records them.
 
-use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
-}
+mod common;
+use common::LocalRedis;
 
 /// Every command Redis has run so far, by name.
 fn command_calls(port: u16) -> std::collections::BTreeMap<String, u64> {
@@ -72,37 +70,14 @@ async fn create(ws: &mut Socket, i: usize) {
 #[tokio::main]
 async fn main() {
     let max: usize = std::env::var("BENCH_SESSIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
-    let redis_port = free_port();
-    let dir = std::env::temp_dir().join(format!("attach-cost-{redis_port}"));
-    let _ = std::fs::create_dir_all(&dir);
-    let mut redis = Command::new("redis-server")
-        .args(["--port", &redis_port.to_string(), "--save", "", "--appendonly", "no"])
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server");
-    let up = Instant::now();
-    while Command::new("redis-cli")
-        .args(["-p", &redis_port.to_string(), "PING"])
-        .output()
-        .map(|o| o.stdout)
-        .unwrap_or_default()
-        != b"PONG\n"
-    {
-        assert!(up.elapsed() < Duration::from_secs(10), "redis did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let redis = LocalRedis::start("attach-cost").await;
+    let redis_port = redis.port;
     let quota = if std::env::var("BENCH_OLD").is_ok() {
         String::new()
     } else {
-        format!("sessions_per_connection = {}\n", max + 10)
+        format!("sessions_per_connection = {}", max + 10)
     };
-    let toml = format!(
-        "bind = \"127.0.0.1:0\"\nredis_url = \"redis://127.0.0.1:{redis_port}\"\n[limits]\n{quota}\
-         [[agents]]\nid = \"bench\"\nname = \"Bench\"\nsystem_prompt = \"\"\n"
-    );
-    let config = switchboard::config::Config::load_text(Some(("attach_cost", &toml)), Vec::new()).expect("config");
-    let pod = switchboard::server::start(config).await.expect("pod");
+    let pod = redis.pod("attach_cost", &quota).await;
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", pod.addr)).await.expect("connect");
 
     println!("sessions on the socket | Redis commands per create (mean of 10) | by command");
@@ -135,7 +110,4 @@ async fn main() {
         total(&after) - total(&before),
         by.join(", ")
     );
-    let _ = redis.kill();
-    let _ = redis.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,8 +8,6 @@
 //! the last missed event has arrived (the ack, the log reads and every frame written). Results are printed;
 //! docs/benchmarks.md records them.
 
-use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -17,9 +15,8 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
-}
+mod common;
+use common::LocalRedis;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -29,33 +26,8 @@ fn env_or(name: &str, default: usize) -> usize {
 async fn main() {
     let events = env_or("BENCH_EVENTS", 1_000);
     let rounds = env_or("BENCH_ROUNDS", 30);
-    let redis_port = free_port();
-    let dir = std::env::temp_dir().join(format!("replay-bench-{redis_port}"));
-    let _ = std::fs::create_dir_all(&dir);
-    let mut redis = Command::new("redis-server")
-        .args(["--port", &redis_port.to_string(), "--save", "", "--appendonly", "no"])
-        .current_dir(&dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server");
-    let up = Instant::now();
-    while Command::new("redis-cli")
-        .args(["-p", &redis_port.to_string(), "PING"])
-        .output()
-        .map(|o| o.stdout)
-        .unwrap_or_default()
-        != b"PONG\n"
-    {
-        assert!(up.elapsed() < Duration::from_secs(10), "redis did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let toml = format!(
-        "bind = \"127.0.0.1:0\"\nredis_url = \"redis://127.0.0.1:{redis_port}\"\n[limits]\nlog_len = {}\n\
-         [[agents]]\nid = \"bench\"\nname = \"Bench\"\nsystem_prompt = \"\"\n",
-        events.max(1_000)
-    );
-    let config = switchboard::config::Config::load_text(Some(("replay", &toml)), Vec::new()).expect("config");
-    let pod = switchboard::server::start(config).await.expect("pod");
+    let redis = LocalRedis::start("replay-bench").await;
+    let pod = redis.pod("replay", &format!("log_len = {}", events.max(1_000))).await;
     let url = format!("ws://{}/ws", pod.addr);
 
     // A session owned by the (anonymous) caller, then its missed events, logged in batches as a turn does.
@@ -108,7 +80,4 @@ async fn main() {
         ms(at(0.99)),
         ms(times[times.len() - 1])
     );
-    let _ = redis.kill();
-    let _ = redis.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -89,31 +89,32 @@ impl App {
         Ok(seq)
     }
 
-    /// Appends a turn's terminal event and frees its slot in one step, if the turn still holds its lease
-    /// ([`Guard::Release`]). When it does not (it stalled and a sweeper ended it) or the append fails (the lease
-    /// then lapses and a sweeper ends the turn), nothing is appended: one ending per turn either way.
-    pub(crate) async fn end_turn(&self, session_id: &str, turn_id: &str, event: &Value) -> bool {
-        match self.backends.log.append_guarded(session_id, vec![event.to_string()], Guard::Release(turn_id)).await {
+    /// Appends a turn's terminal event if `guard` holds, in one step with the guard's lease change: the turn's
+    /// own ending frees its slot ([`Guard::Release`]), the sweeper's forgets a lapsed turn ([`Guard::Lapsed`]).
+    /// When the guard does not hold (a stalled turn that a sweeper ended; a lapsed turn resumed meanwhile) or
+    /// the append fails (the lease then lapses, or the lapsed turn is claimed again), nothing is appended:
+    /// one ending per turn either way. True when appended.
+    pub(crate) async fn end_turn(&self, session_id: &str, guard: Guard<'_>, event: &Value) -> bool {
+        match self.backends.log.append_guarded(session_id, vec![event.to_string()], guard).await {
             Ok(Some(_)) => {
                 self.metrics.events_published(1);
                 true
             }
             Ok(None) => {
-                tracing::warn!(%session_id, %turn_id, "the turn's lease is gone: its ending is left to the sweeper");
+                tracing::info!(%session_id, ?guard, "the turn was ended elsewhere: this ending is not appended");
                 false
             }
             Err(e) => {
-                tracing::error!(%session_id, %turn_id, error = %e, "could not append the turn's ending; its lease will lapse");
+                tracing::warn!(%session_id, ?guard, error = %e, "could not append a turn's ending; it is ended later");
                 false
             }
         }
     }
 
-    /// Emits the `error` event that ends a turn, and counts it.
-    pub(crate) async fn emit_turn_error(&self, session_id: &str, request_id: &str, e: &ClientError) {
-        self.metrics.error(e.code);
-        if let Err(err) = self.emit(session_id, &out::error(Some(request_id), e)).await {
-            tracing::error!(%session_id, error = %err, "could not emit turn error");
+    /// [`App::end_turn`] with an `error` event, counted when appended.
+    pub(crate) async fn fail_turn(&self, session_id: &str, guard: Guard<'_>, request_id: &str, e: &ClientError) {
+        if self.end_turn(session_id, guard, &out::error(Some(request_id), e)).await {
+            self.metrics.error(e.code);
         }
     }
 
@@ -160,7 +161,8 @@ impl App {
             if info.pod_id.is_empty() {
                 // Parked: whoever takes the parked record ends the turn.
                 if let Some(parked) = self.backends.confirms.take(session_id).await? {
-                    self.end_turn(session_id, &parked.turn_id, &out::cancelled(&parked.request_id)).await;
+                    let cancelled = out::cancelled(&parked.request_id);
+                    self.end_turn(session_id, Guard::Release(&parked.turn_id), &cancelled).await;
                     return Ok(true);
                 }
                 // A decision won the race and the turn is resuming: look again.

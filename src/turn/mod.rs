@@ -23,7 +23,7 @@ use self::emitter::{Emitter, Halt};
 pub(crate) use self::start::{acquire, plan, prepare, Plan, TurnInput};
 pub(crate) use self::sweeper::sweep_loop;
 use crate::app::App;
-use crate::backend::{ParkedTurn, TurnInfo};
+use crate::backend::{Guard, ParkedTurn, TurnInfo};
 use crate::error::{ClientError, ErrorCode};
 use crate::llm::{ChatMessage, ToolCall, Usage};
 use crate::metrics::TurnOutcome;
@@ -114,8 +114,7 @@ pub(crate) async fn resume_parked(app: Arc<App>, parked: ParkedTurn, approved: b
         Err(e) => {
             tracing::error!(error = %e, session_id = %parked.session_id, "parked turn state unreadable");
             let err = ClientError::new(ErrorCode::AgentError, "the parked turn could not be resumed");
-            app.metrics.error(err.code);
-            app.end_turn(&parked.session_id, &parked.turn_id, &out::error(Some(&parked.request_id), &err)).await;
+            app.fail_turn(&parked.session_id, Guard::Release(&parked.turn_id), &parked.request_id, &err).await;
             return;
         }
     };
@@ -130,7 +129,7 @@ pub(crate) async fn resume_parked(app: Arc<App>, parked: ParkedTurn, approved: b
         // Another turn holds the slot (this one's hold ran out): running it would put two turns in the session.
         tracing::warn!(session_id = %state.session_id, "a parked turn's lease is gone: ending it instead of resuming");
         let err = ClientError::new(ErrorCode::TurnInterrupted, "the turn was interrupted while waiting for a decision");
-        app.emit_turn_error(&state.session_id, &state.request_id, &err).await;
+        app.fail_turn(&state.session_id, Guard::None, &state.request_id, &err).await;
         return;
     }
     let decision = Decision { tool_call_id: parked.call.tool_call_id.clone(), approved, reason: reason.to_string() };
@@ -210,35 +209,35 @@ async fn run_in_span(app: Arc<App>, mut state: TurnState, decision: Option<Decis
             }
         }
         Some(Outcome::Completed { text, message_id }) => {
-            app.end_turn(&sid, &tid, &out::eventual_response(&rid, &message_id, &text, state.usage)).await;
+            let done = out::eventual_response(&rid, &message_id, &text, state.usage);
+            app.end_turn(&sid, Guard::Release(&tid), &done).await;
         }
         Some(Outcome::Failed(err)) => {
             // A park written before the failure must not be resumed later by the timeout sweeper.
-            take_own_park(&app, &state).await;
-            app.metrics.error(err.code);
-            app.end_turn(&sid, &tid, &out::error(Some(&rid), &err)).await;
+            take_own_park(&app, &sid, &tid).await;
+            app.fail_turn(&sid, Guard::Release(&tid), &rid, &err).await;
         }
         Some(Outcome::LeaseLost) => {
             tracing::warn!(session_id = %sid, turn_id = %tid, "the turn lost its lease and stopped without an ending");
         }
         None => {
             // A park that raced the cancel must not be resumable.
-            take_own_park(&app, &state).await;
-            app.end_turn(&sid, &tid, &out::cancelled(&rid)).await;
+            take_own_park(&app, &sid, &tid).await;
+            app.end_turn(&sid, Guard::Release(&tid), &out::cancelled(&rid)).await;
         }
     }
 }
 
-/// Takes the session's parked record if it is this turn's.
-async fn take_own_park(app: &App, state: &TurnState) {
-    match app.backends.confirms.get(&state.session_id).await {
-        Ok(Some(p)) if p.turn_id == state.turn_id => {
-            if let Err(e) = app.backends.confirms.take(&state.session_id).await {
-                tracing::warn!(error = %e, session_id = %state.session_id, "could not take the ended turn's park");
+/// Takes the session's parked record if it is this turn's (an ended turn's park must not be resumed later).
+async fn take_own_park(app: &App, session_id: &str, turn_id: &str) {
+    match app.backends.confirms.get(session_id).await {
+        Ok(Some(p)) if p.turn_id == turn_id => {
+            if let Err(e) = app.backends.confirms.take(session_id).await {
+                tracing::warn!(error = %e, %session_id, "could not take the ended turn's park");
             }
         }
         Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, session_id = %state.session_id, "could not read the ended turn's park"),
+        Err(e) => tracing::warn!(error = %e, %session_id, "could not read the ended turn's park"),
     }
 }
 

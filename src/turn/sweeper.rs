@@ -8,7 +8,6 @@ use std::time::Duration;
 use crate::app::App;
 use crate::backend::{Decided, Guard, TurnInfo};
 use crate::error::{ClientError, ErrorCode};
-use crate::protocol::outbound as out;
 use crate::util::now_ms;
 
 /// Runs until the pod stops; idle while it drains (another pod sweeps).
@@ -53,21 +52,7 @@ pub(crate) async fn sweep_loop(app: Arc<App>) {
 /// again (by any pod) after `LAPSED_RETRY_MS`, so the client always gets its ending.
 async fn end_lapsed(app: &App, sid: &str, info: &TurnInfo) {
     tracing::warn!(session_id = %sid, pod = %info.pod_id, "turn lease lapsed: ending the turn");
-    if let Ok(Some(p)) = app.backends.confirms.get(sid).await {
-        if p.turn_id == info.turn_id {
-            let _ = app.backends.confirms.take(sid).await;
-        }
-    }
+    super::take_own_park(app, sid, &info.turn_id).await;
     let e = ClientError::new(ErrorCode::TurnInterrupted, "the turn was interrupted: the server running it stopped");
-    let event = out::error(Some(&info.request_id), &e).to_string();
-    match app.backends.log.append_guarded(sid, vec![event], Guard::Lapsed(&info.turn_id)).await {
-        Ok(Some(_)) => {
-            app.metrics.error(e.code);
-            app.metrics.events_published(1);
-        }
-        Ok(None) => tracing::debug!(session_id = %sid, "the lapsed turn was ended or resumed meanwhile"),
-        Err(err) => {
-            tracing::warn!(session_id = %sid, error = %err, "could not end a lapsed turn; it is claimed again later")
-        }
-    }
+    app.fail_turn(sid, Guard::Lapsed(&info.turn_id), &info.request_id, &e).await;
 }

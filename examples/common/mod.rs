@@ -1,0 +1,63 @@
+//! What the small benchmark programs share: a `redis-server` of their own on a free port (removed when
+//! dropped) and one pod started in-process on it.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+/// A `redis-server` child without persistence, killed (and its directory removed) on drop.
+pub struct LocalRedis {
+    pub port: u16,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl LocalRedis {
+    pub async fn start(name: &str) -> LocalRedis {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("{name}-{port}"));
+        let _ = std::fs::create_dir_all(&dir);
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let up = Instant::now();
+        while Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "PING"])
+            .output()
+            .map(|o| o.stdout)
+            .unwrap_or_default()
+            != b"PONG\n"
+        {
+            assert!(up.elapsed() < Duration::from_secs(10), "redis did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        LocalRedis { port, child, dir }
+    }
+
+    /// A pod in-process on this Redis with one agent `bench`; `limits` is the body of its `[limits]` table.
+    pub async fn pod(&self, name: &str, limits: &str) -> switchboard::server::Running {
+        let toml = format!(
+            "bind = \"127.0.0.1:0\"\nredis_url = \"redis://127.0.0.1:{}\"\n[limits]\n{limits}\n\
+             [[agents]]\nid = \"bench\"\nname = \"Bench\"\nsystem_prompt = \"\"\n",
+            self.port
+        );
+        let config = switchboard::config::Config::load_text(Some((name, &toml)), Vec::new()).expect("config");
+        switchboard::server::start(config).await.expect("pod")
+    }
+}
+
+impl Drop for LocalRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
