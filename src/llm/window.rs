@@ -377,8 +377,13 @@ mod tests {
         read_exactly(&mut conn, 3).await;
         let _ = tokio::time::timeout(Duration::from_millis(10), conn.read(&mut [0u8; 8])).await;
         assert!(quiet(ctl.clone()).await.is_err(), "no idle signal with windows off");
-        // Windows on: the read that opens a window is not a burst of its own.
-        ctl.set(Duration::from_millis(40));
+        // Windows on: the read that opens a window is not a burst of its own. Windows end on a shared grid, so
+        // a window opened just before a grid line could end inside the 10 ms read below (which would then find
+        // the socket empty and go back to the reactor, a different path): open it just after a line, with a
+        // window long enough that a loaded machine still reads inside it.
+        let w = Duration::from_millis(200);
+        ctl.set(w);
+        tokio::time::sleep_until(window_end(Instant::now(), w)).await;
         peer.write_all(b"two").await.expect("write");
         assert_eq!(read_exactly(&mut conn, 3).await.0, b"two");
         let _ = tokio::time::timeout(Duration::from_millis(10), conn.read(&mut [0u8; 8])).await;
