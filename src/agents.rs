@@ -37,10 +37,14 @@ impl Agents {
                         description: "Delete a record by id (demo: deletes nothing)".into(),
                         parameters: serde_json::json!({"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]}),
                         url: DEMO_TOOL_URL.into(),
+                        auth_level: "none".into(),
                     }]
                 } else {
                     vec![]
                 },
+                interactions: vec!["identity_intake".into(), "choices".into()],
+                visibility: "public".into(),
+                knowledge_sets: None,
             })
         });
         let default_id = config.agents.first().map_or_else(|| DEMO_AGENT_ID.to_string(), |a| a.id.clone());

@@ -39,6 +39,10 @@ pub(crate) struct App {
     pub agents: Agents,
     pub model: Arc<dyn ChatModel>,
     pub tools: ToolRunner,
+    /// The agents' knowledge (§11); `None` when none is configured.
+    pub knowledge: Option<Arc<dyn crate::knowledge::Retriever>>,
+    /// Issues and delivers the OTP gate's codes (§10).
+    pub otp: crate::otp::OtpService,
     pub auth: Authenticator,
     pub metrics: Arc<Metrics>,
     /// Turns running on this pod, by session. Written by turn tasks, read by cancel.
@@ -50,12 +54,19 @@ pub(crate) struct App {
 }
 
 impl App {
-    pub(crate) fn new(config: Config, backends: Backends, model: Arc<dyn ChatModel>) -> Arc<App> {
+    pub(crate) fn new(
+        config: Config,
+        backends: Backends,
+        model: Arc<dyn ChatModel>,
+        knowledge: Option<Arc<dyn crate::knowledge::Retriever>>,
+    ) -> Arc<App> {
         let metrics = Arc::new(Metrics::new());
         let hub = Hub::new(backends.bus.clone(), backends.log.clone(), metrics.clone());
         Arc::new(App {
             agents: Agents::new(&config),
             tools: ToolRunner::new(&config.tools),
+            knowledge,
+            otp: crate::otp::OtpService::new(&config),
             auth: Authenticator::new(&config.auth),
             pod_id: format!("pod-{}", uuid::Uuid::new_v4().simple()),
             config: Arc::new(config),

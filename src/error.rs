@@ -16,6 +16,9 @@ pub(crate) enum ErrorCode {
     SkillNotFound,
     RateLimited,
     NoPendingConfirmation,
+    NoPendingInteraction,
+    InteractionMismatch,
+    OtpSendFailed,
     LlmUnavailable,
     AgentError,
     TurnInterrupted,
@@ -35,6 +38,9 @@ impl ErrorCode {
             ErrorCode::SkillNotFound => "SKILL_NOT_FOUND",
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::NoPendingConfirmation => "NO_PENDING_CONFIRMATION",
+            ErrorCode::NoPendingInteraction => "NO_PENDING_INTERACTION",
+            ErrorCode::InteractionMismatch => "INTERACTION_MISMATCH",
+            ErrorCode::OtpSendFailed => "OTP_SEND_FAILED",
             ErrorCode::LlmUnavailable => "LLM_UNAVAILABLE",
             ErrorCode::AgentError => "AGENT_ERROR",
             ErrorCode::TurnInterrupted => "TURN_INTERRUPTED",
@@ -44,7 +50,7 @@ impl ErrorCode {
     }
 
     /// Every code, for metrics pre-registration and docs.
-    pub(crate) const ALL: [ErrorCode; 14] = [
+    pub(crate) const ALL: [ErrorCode; 17] = [
         ErrorCode::ValidationError,
         ErrorCode::UnsupportedAction,
         ErrorCode::SessionNotFound,
@@ -54,6 +60,9 @@ impl ErrorCode {
         ErrorCode::SkillNotFound,
         ErrorCode::RateLimited,
         ErrorCode::NoPendingConfirmation,
+        ErrorCode::NoPendingInteraction,
+        ErrorCode::InteractionMismatch,
+        ErrorCode::OtpSendFailed,
         ErrorCode::LlmUnavailable,
         ErrorCode::AgentError,
         ErrorCode::TurnInterrupted,

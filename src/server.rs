@@ -19,6 +19,8 @@ pub enum ServerError {
     Bind { addr: String, source: std::io::Error },
     #[error("model client: {0}")]
     Model(String),
+    #[error("{0}")]
+    Knowledge(String),
 }
 
 /// A started pod: its address and a handle to stop it.
@@ -101,11 +103,12 @@ pub async fn start_with(config: Config, backends: Backends) -> Result<Running, S
         tracing::warn!("auth.mode = none: every connection is the same anonymous user; for local use only");
     }
     let model = model_for(&config)?;
+    let knowledge = crate::knowledge::setup::from_config(&config).map_err(ServerError::Knowledge)?;
     let listener = tokio::net::TcpListener::bind(&config.bind)
         .await
         .map_err(|source| ServerError::Bind { addr: config.bind.clone(), source })?;
     let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.bind.clone(), source })?;
-    let app = App::new(config, backends, model);
+    let app = App::new(config, backends, model, knowledge);
     app.start().await?;
     tokio::spawn(crate::turn::sweep_loop(app.clone()));
     tracing::info!(%addr, pod = %app.pod_id, "switchboard listening");

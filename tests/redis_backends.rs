@@ -76,6 +76,10 @@ async fn full_suite(url: &str) {
     conformance::deletion(&a, &b).await;
     let (a, b) = pods(url).await;
     conformance::idempotency(&a, &b).await;
+    let (a, b) = pods(url).await;
+    conformance::interaction_parks(&a, &b).await;
+    let (a, b) = pods(url).await;
+    conformance::identities(&a, &b).await;
 }
 
 /// Retries `op` until it succeeds or `within` passes (Redis is coming back, or failing over).
@@ -170,6 +174,7 @@ fn session(id: &str) -> SessionRecord {
         agent_participant_id: "ap".into(),
         created_at_ms: 1,
         namespace: None,
+        supports: Vec::new(),
     }
 }
 
@@ -193,6 +198,8 @@ single! {
     single_event_log_and_publish => event_log_and_publish, LOG_LEN;
     single_bus_routing => bus_routing;
     single_confirmations => confirmations;
+    single_interaction_parks => interaction_parks;
+    single_identities => identities;
     single_turn_leases => turn_leases;
     single_guarded_appends => guarded_appends;
     single_quotas => quotas;
@@ -456,6 +463,7 @@ async fn single_conversations_expire_after_their_retention() {
         updated_at_ms: now,
         message_count: 0,
         namespace: None,
+        supports: None,
     };
     pod.sessions.create_session(&s, Some(&conv)).await.expect("create");
     let msg =

@@ -15,7 +15,9 @@
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod idempotency;
+pub mod identity;
 pub mod memory;
+pub mod parks;
 pub mod quota;
 pub mod redis;
 
@@ -27,6 +29,8 @@ use tokio::sync::broadcast;
 
 use crate::config::Config;
 pub use idempotency::{Claim, IdempotencyStore};
+pub use identity::{Contact, IdentityStore, OtpAttempt, OtpCode};
+pub use parks::{ConfirmStore, Decided, Gate, ParkedTurn, PendingCall};
 pub use quota::QuotaStore;
 
 /// Errors of the storage layer. Converted into a client-safe `INTERNAL_ERROR` at the edge.
@@ -57,6 +61,10 @@ pub struct SessionRecord {
     /// The REST/orra name of this session when it is one (`POST /api/chat`'s `namespace`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// The client's render capabilities (§9: `identity_form`, `choice_chips`, unknown ones kept), declared on
+    /// create or inherited from the conversation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supports: Vec<String>,
 }
 
 /// A conversation: the message history a session (or several, over time) talks into.
@@ -73,6 +81,10 @@ pub struct ConversationRecord {
     /// The namespace whose history this is, for conversations of the REST/orra gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// The capabilities the conversation's last session declared; a later session that declares none inherits
+    /// them (None: never declared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supports: Option<Vec<String>>,
 }
 
 /// Who wrote a message: `inbound` from the user, `outbound` from the agent (the wire and storage spelling).
@@ -137,6 +149,8 @@ pub trait SessionStore: Send + Sync {
     ) -> BResult<ConversationPage>;
     /// Sets a title; false when the conversation does not exist.
     async fn rename_conversation(&self, conversation_id: &str, title: &str) -> BResult<bool>;
+    /// Records the capabilities a new session of the conversation declared; false when it does not exist.
+    async fn set_conversation_supports(&self, conversation_id: &str, supports: &[String]) -> BResult<bool>;
     /// Deletes a session and its conversation with everything they hold: the session record, its logged
     /// events (the seq counter stays, so a socket still attached, or the namespace used again, goes on after the
     /// last seq instead of seeing low seqs as duplicates), a parked turn and recorded decisions, the conversation, its messages and its place in the
@@ -296,62 +310,6 @@ pub trait Bus: Send + Sync {
     }
 }
 
-/// A gated tool call waiting for a human.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PendingCall {
-    pub tool_call_id: String,
-    pub tool_name: String,
-    pub arguments: String,
-}
-
-/// A parked turn: everything needed to resume it on any pod.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ParkedTurn {
-    pub session_id: String,
-    pub turn_id: String,
-    pub request_id: String,
-    /// The call being asked about now (the oldest undecided gated call).
-    pub call: PendingCall,
-    /// Unix ms after which the call is denied.
-    pub expires_at_ms: i64,
-    /// The turn engine's serialized state (opaque to the store).
-    pub state: serde_json::Value,
-}
-
-/// The outcome of a decision.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Decided {
-    /// This caller won: it must resume the turn with the decision.
-    Claimed(ParkedTurn),
-    /// The call was decided before; the first decision stands.
-    AlreadyDecided {
-        tool_call_id: String,
-        approved: bool,
-        request_id: String,
-    },
-    NoPending,
-}
-
-/// Pending human-in-the-loop confirmations (one parked call per session at a time).
-#[async_trait]
-pub trait ConfirmStore: Send + Sync {
-    /// Stores the parked turn (replacing any previous one of the session).
-    async fn park(&self, parked: &ParkedTurn) -> BResult<()>;
-    async fn get(&self, session_id: &str) -> BResult<Option<ParkedTurn>>;
-    /// Atomically decides the pending call. `tool_call_id = None` answers the pending call; a call id that was
-    /// already decided returns the first decision; `approved` is recorded for repeats.
-    async fn decide(&self, session_id: &str, tool_call_id: Option<&str>, approved: bool) -> BResult<Decided>;
-    /// The session's most recent decision `(tool_call_id, approved, request_id)`, for repeated v1 confirms.
-    async fn last_decision(&self, session_id: &str) -> BResult<Option<(String, bool, String)>>;
-    /// Atomically removes the parked turn (cancel). Exactly one caller gets `Some`.
-    async fn take(&self, session_id: &str) -> BResult<Option<ParkedTurn>>;
-    /// Sessions whose pending call expired at `now_ms`, at most `max`.
-    async fn expired(&self, now_ms: i64, max: usize) -> BResult<Vec<String>>;
-    /// Parked turns waiting for a decision, across all pods. Read from the deadline index: a record that
-    /// vanished without the index noticing (its session expired) counts until its deadline passes.
-    async fn pending_count(&self) -> BResult<u64>;
-}
-
 /// Who holds a session's turn slot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TurnInfo {
@@ -439,6 +397,8 @@ pub struct Backends {
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// Cluster-wide quota counters (messages per user per minute).
     pub quotas: Arc<dyn QuotaStore>,
+    /// What each session knows about its person: contact, OTP codes, the verified flag.
+    pub identity: Arc<dyn IdentityStore>,
 }
 
 /// Readiness of the storage connection.
@@ -451,7 +411,15 @@ impl Backends {
     /// Backends served by one store type that implements every storage trait, plus a pod's bus.
     pub fn from_store<S>(store: Arc<S>, bus: Arc<dyn Bus>, idempotency: Arc<dyn IdempotencyStore>) -> Backends
     where
-        S: SessionStore + EventLog + ConfirmStore + TurnLease + Registry + Health + QuotaStore + 'static,
+        S: SessionStore
+            + EventLog
+            + ConfirmStore
+            + TurnLease
+            + Registry
+            + Health
+            + QuotaStore
+            + IdentityStore
+            + 'static,
     {
         Backends {
             sessions: store.clone(),
@@ -461,6 +429,7 @@ impl Backends {
             leases: store.clone(),
             registry: store.clone(),
             quotas: store.clone(),
+            identity: store.clone(),
             health: store,
             idempotency,
         }

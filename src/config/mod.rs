@@ -57,6 +57,9 @@ pub struct Config {
     pub session: SessionConfig,
     pub drain: DrainConfig,
     pub http: HttpConfig,
+    pub interaction: InteractionConfig,
+    pub otp: OtpConfig,
+    pub knowledge: KnowledgeConfig,
     /// Agents served by this deployment. Empty = the built-in demo agent answers every `agentId`.
     pub agents: Vec<AgentConfig>,
 }
@@ -247,6 +250,24 @@ pub struct AgentConfig {
     pub models: Vec<String>,
     #[serde(default)]
     pub tools: Vec<ToolConfig>,
+    /// Interaction kinds whose raise tools the model is offered (§9): `identity_intake`, `choices`.
+    #[serde(default = "default_interactions")]
+    pub interactions: Vec<String>,
+    /// `public` (default: `end_user` tools need an OTP-verified session, `admin` tools are refused) or
+    /// `internal` (every tool level passes).
+    #[serde(default = "default_visibility")]
+    pub visibility: String,
+    /// Knowledge sets this agent searches; unset = every set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knowledge_sets: Option<Vec<String>>,
+}
+
+fn default_interactions() -> Vec<String> {
+    vec!["identity_intake".into(), "choices".into()]
+}
+
+fn default_visibility() -> String {
+    "public".into()
 }
 
 /// An HTTP webhook tool owned by the host application.
@@ -260,6 +281,13 @@ pub struct ToolConfig {
     #[serde(default = "default_parameters")]
     pub parameters: serde_json::Value,
     pub url: String,
+    /// Who may run it on a public agent (§10): `none`, `end_user` (an OTP-verified session), `admin` (never).
+    #[serde(default = "default_auth_level")]
+    pub auth_level: String,
+}
+
+fn default_auth_level() -> String {
+    "none".into()
 }
 
 fn default_parameters() -> serde_json::Value {
@@ -286,6 +314,9 @@ impl Default for Config {
             session: SessionConfig::default(),
             drain: DrainConfig::default(),
             http: HttpConfig::default(),
+            interaction: InteractionConfig::default(),
+            otp: OtpConfig::default(),
+            knowledge: KnowledgeConfig::default(),
             agents: Vec::new(),
         }
     }
@@ -365,8 +396,11 @@ impl Default for DrainConfig {
     }
 }
 
+mod features;
 mod load;
 mod validate;
+
+pub use features::{InteractionConfig, KnowledgeConfig, KnowledgeDocument, OtpConfig, OtpDelivery};
 
 impl Config {
     /// The model connection's read window ([`LlmConfig::read_window_ms`], else `turn.coalesce_ms`).

@@ -9,6 +9,7 @@ impl Config {
     /// Checks every cross-field rule. Each error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.bind.parse::<SocketAddr>().map_err(|e| invalid("bind", format!("not a socket address: {e}")))?;
+        self.validate_features()?;
         if !self.redis_url.is_empty() {
             let target =
                 crate::backend::redis::url::RedisTarget::parse(&self.redis_url).map_err(|m| invalid("redis_url", m))?;

@@ -78,6 +78,7 @@ pub(crate) async fn open(
         updated_at_ms: now,
         message_count: 0,
         namespace: Some(ns.to_string()),
+        supports: None,
     };
     let session = SessionRecord {
         session_id: session_id(who, ns),
@@ -90,6 +91,7 @@ pub(crate) async fn open(
         agent_participant_id: new_id(),
         created_at_ms: now,
         namespace: Some(ns.to_string()),
+        supports: Vec::new(),
     };
     let new_conversation = existing.is_none().then_some(&conversation);
     app.backends.sessions.create_session(&session, new_conversation).await?;

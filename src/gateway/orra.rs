@@ -122,7 +122,7 @@ async fn approval(conn: &mut Conn, frame: &Value) -> Result<(), ApiError> {
         conn.attach_session(&sid, None).await?;
         return match app.backends.confirms.decide(&sid, Some(call_id), approved).await.map_err(ClientError::from)? {
             Decided::Claimed(parked) => {
-                crate::turn::resume_parked(app.clone(), parked, approved, "user rejected the action").await;
+                crate::turn::resume_parked(app.clone(), *parked, approved, "user rejected the action").await;
                 Ok(())
             }
             // Another answer won the race (on this pod or another): this one changes nothing.

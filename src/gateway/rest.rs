@@ -162,7 +162,7 @@ pub(super) async fn approve(
                 match app.backends.confirms.decide(sid, Some(&call_id), d.approved).await.map_err(ClientError::from)? {
                     Decided::Claimed(parked) => {
                         let rid = parked.request_id.clone();
-                        turn::resume_parked(app.clone(), parked, d.approved, "user rejected the action").await;
+                        turn::resume_parked(app.clone(), *parked, d.approved, "user rejected the action").await;
                         outcome::follow(app, &mut watch, sid, &rid).await?
                     }
                     Decided::AlreadyDecided { request_id, .. } => match past_stop(app, sid, &request_id).await? {
@@ -343,6 +343,7 @@ pub(super) async fn delete(State(api): State<Arc<Api>>, Path(ns): Path<String>, 
                 agent_participant_id: String::new(),
                 created_at_ms: c.created_at_ms,
                 namespace: Some(ns),
+                supports: Vec::new(),
             };
             let deleted = app.backends.sessions.delete_session(&shell).await;
             let _ = app.backends.leases.release(&shell.session_id, &delete_id).await;

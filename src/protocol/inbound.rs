@@ -49,8 +49,24 @@ pub(crate) enum Action {
         after_seq: u64,
         epoch: Option<String>,
     },
-    /// Known v1 actions this server does not implement yet (`submit_interaction`, `verify_otp`).
-    NotImplemented(String),
+    /// The person's answer to a parked interaction (§9): values, or `declined`.
+    SubmitInteraction(SubmitInteraction),
+    /// A one-time code for the session's OTP gate (§10).
+    VerifyOtp {
+        session_id: String,
+        code: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SubmitInteraction {
+    pub session_id: String,
+    /// Empty when the frame carried none (then it matches no park: `INTERACTION_MISMATCH`).
+    pub interaction_id: String,
+    pub kind: Option<String>,
+    /// As sent: its shape is the kind validator's business (`interaction_invalid`), not the parser's.
+    pub values: Option<Value>,
+    pub declined: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +74,10 @@ pub(crate) struct CreateSession {
     pub agent_id: String,
     pub conversation_id: Option<String>,
     pub user_name: Option<String>,
+    /// The contact the OTP gate sends codes to (§10), stamped on the session.
+    pub user_email: Option<String>,
+    /// Render capabilities (§9); `None` = inherit the conversation's.
+    pub supports: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -106,6 +126,9 @@ pub(crate) fn parse(text: &str) -> Result<Request, ParseError> {
         Some(_) => return Err(fail(request_id, "'action' must be a string".into())),
     };
     let f = Fields { obj: &obj };
+    if request_id.is_none() && matches!(action.as_str(), "submit_interaction" | "verify_otp") {
+        return Err(fail(None, "missing 'requestId' (it ties the answer to the waiting turn)".into()));
+    }
     let parsed = parse_action(&action, &f);
     match parsed {
         Ok(action) => Ok(Request { request_id, action }),
@@ -119,6 +142,8 @@ fn parse_action(action: &str, f: &Fields<'_>) -> Result<Action, ClientError> {
             agent_id: f.req_str("agentId")?,
             conversation_id: f.opt_str("conversationId")?,
             user_name: f.opt_str("userName")?,
+            user_email: f.opt_str("userEmail")?,
+            supports: f.opt_str_list("supports", 32, 64)?,
         }),
         "send_message" => Action::SendMessage(parse_send(f)?),
         "get_session" => Action::GetSession { session_id: f.req_str("sessionId")? },
@@ -148,7 +173,25 @@ fn parse_action(action: &str, f: &Fields<'_>) -> Result<Action, ClientError> {
             after_seq: f.req_u64("afterSeq")?,
             epoch: f.opt_str("epoch")?,
         },
-        "submit_interaction" | "verify_otp" => Action::NotImplemented(action.to_string()),
+        "submit_interaction" => {
+            // The requestId ties the answer to the parked turn's events: required here (the parser reads it
+            // before the action, so its absence is checked by the caller of `parse_action`).
+            Action::SubmitInteraction(SubmitInteraction {
+                session_id: f.req_str("sessionId")?,
+                interaction_id: f.opt_str("interactionId")?.unwrap_or_default(),
+                kind: f.opt_str("kind")?,
+                values: f.obj.get("values").filter(|v| !v.is_null()).cloned(),
+                declined: f.opt_bool("declined")?.unwrap_or(false),
+            })
+        }
+        "verify_otp" => {
+            let session_id = f.req_str("sessionId")?;
+            let code = f.opt_str("code")?.unwrap_or_default();
+            if code.trim().is_empty() || code.chars().count() > 32 {
+                return Err(ClientError::validation("'code' must be 1-32 characters"));
+            }
+            Action::VerifyOtp { session_id, code: code.trim().to_string() }
+        }
         other => {
             let shown: String = other.chars().take(64).collect();
             return Err(ClientError::new(
@@ -243,6 +286,19 @@ impl Fields<'_> {
             Some(_) => Err(ClientError::validation(format!("'{key}' must be a string"))),
         }
     }
+    /// An optional list of short strings (`supports`): at most `max` entries of at most `max_len` chars each.
+    fn opt_str_list(&self, key: &str, max: usize, max_len: usize) -> Result<Option<Vec<String>>, ClientError> {
+        let bad = || ClientError::validation(format!("'{key}' must be a list of at most {max} strings"));
+        match self.obj.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) if items.len() <= max => items
+                .iter()
+                .map(|i| i.as_str().filter(|s| s.chars().count() <= max_len).map(str::to_string).ok_or_else(bad))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(bad()),
+        }
+    }
     fn req_str(&self, key: &str) -> Result<String, ClientError> {
         match self.opt_str(key)? {
             Some(s) if !s.is_empty() && s.len() <= 256 => Ok(s),
@@ -326,6 +382,33 @@ mod tests {
         }
         assert_eq!(err(r#"{"action":"ping","requestId":7}"#).0, None);
         assert_eq!(err("[1,2]").1, ErrorCode::ValidationError);
+    }
+
+    #[test]
+    fn answers_to_parked_turns_need_their_ids() {
+        // No requestId: nothing to tie the answer to.
+        let (rid, code, _) = err(r#"{"action":"submit_interaction","sessionId":"s","interactionId":"i","values":{}}"#);
+        assert_eq!((rid, code), (None, ErrorCode::ValidationError));
+        assert_eq!(err(r#"{"action":"verify_otp","sessionId":"s","code":"123456"}"#).1, ErrorCode::ValidationError);
+        assert_eq!(
+            err(r#"{"action":"submit_interaction","requestId":"r","interactionId":"i"}"#).1,
+            ErrorCode::ValidationError
+        );
+        for code in [r#""""#, r#""   ""#, r#""123456""#, "123456", "null"] {
+            let f = format!(r#"{{"action":"verify_otp","requestId":"r","sessionId":"s","code":{code}}}"#);
+            assert_eq!(parse(&f).is_ok(), code == r#""123456""#, "{f}");
+        }
+        let long =
+            format!(r#"{{"action":"verify_otp","requestId":"r","sessionId":"s","code":"{}"}}"#, "9".repeat(10_000));
+        assert_eq!(err(&long), (Some("r".into()), ErrorCode::ValidationError, "'code' must be 1-32 characters".into()));
+        // Values of any shape reach the validator (which answers `interaction_invalid`), not the parser.
+        let f = r#"{"action":"submit_interaction","requestId":"r","sessionId":"s","interactionId":"i","values":"x"}"#;
+        match parse(f).expect("ok").action {
+            Action::SubmitInteraction(s) => assert_eq!(s.values, Some(Value::String("x".into()))),
+            other => panic!("{other:?}"),
+        }
+        let f = r#"{"action":"create_conversation_session","agentId":"a","supports":["identity_form",3]}"#;
+        assert_eq!(err(f).1, ErrorCode::ValidationError);
     }
 
     #[test]

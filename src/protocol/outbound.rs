@@ -86,8 +86,15 @@ pub(crate) fn write_confirmation_required(request_id: &str, tool_id: &str, descr
 }
 
 /// The single authoritative end of a turn.
-pub(crate) fn eventual_response(request_id: &str, message_id: &str, text: &str, usage: Usage) -> Value {
-    json!({"type": "eventual_response", "requestId": request_id, "status": 200,
+/// `citations` (§11) is left out when there are none.
+pub(crate) fn eventual_response(
+    request_id: &str,
+    message_id: &str,
+    text: &str,
+    usage: Usage,
+    citations: Option<Value>,
+) -> Value {
+    let mut v = json!({"type": "eventual_response", "requestId": request_id, "status": 200,
            "data": {"requestId": request_id, "status": 200, "data": {
                "messageId": message_id,
                "needsEscalation": false,
@@ -101,6 +108,60 @@ pub(crate) fn eventual_response(request_id: &str, message_id: &str, text: &str, 
                },
                "usage": {"promptTokens": usage.prompt_tokens, "completionTokens": usage.completion_tokens, "costUsd": 0.0}
            }},
+           "timestamp": now_ms()});
+    if let Some(c) = citations {
+        v["data"]["data"]["citations"] = c;
+    }
+    v
+}
+
+/// `interaction_required` (§9): the card to render; the turn is parked until `submit_interaction`.
+pub(crate) fn interaction_required(
+    request_id: &str,
+    interaction_id: &str,
+    kind: &str,
+    spec: &Value,
+    reason: &str,
+) -> Value {
+    json!({"type": "interaction_required", "requestId": request_id,
+           "data": {"requestId": request_id, "data": {"interactionId": interaction_id, "kind": kind, "spec": spec, "reason": reason}},
+           "timestamp": now_ms()})
+}
+
+/// `interaction_invalid` (§9): a reply to the submit (the park stays); `errors` is `[{field, message}]`.
+pub(crate) fn interaction_invalid(request_id: &str, interaction_id: &str, kind: &str, errors: Value) -> Value {
+    json!({"type": "interaction_invalid", "requestId": request_id,
+           "data": {"requestId": request_id, "data": {"interactionId": interaction_id, "kind": kind, "errors": errors,
+                    "message": crate::interactions::INVALID_SUMMARY}},
+           "timestamp": now_ms()})
+}
+
+/// `otp_verification_required` (§10): the gated tool waits for the session to be verified.
+pub(crate) fn otp_verification_required(request_id: &str, tool_id: &str, channels: &[&str], auth_level: &str) -> Value {
+    json!({"type": "otp_verification_required", "requestId": request_id,
+           "data": {"requestId": request_id, "data": {"toolId": tool_id,
+               "actionDescription": format!("Verify your identity to continue using '{tool_id}'."),
+               "availableChannels": channels, "authLevel": auth_level}},
+           "timestamp": now_ms()})
+}
+
+pub(crate) fn otp_sent(request_id: &str, channel: &str, masked: &str) -> Value {
+    json!({"type": "otp_sent", "requestId": request_id,
+           "data": {"requestId": request_id, "data": {"channel": channel, "maskedDestination": masked}},
+           "timestamp": now_ms()})
+}
+
+pub(crate) fn otp_verified(request_id: &str) -> Value {
+    json!({"type": "otp_verified", "requestId": request_id,
+           "data": {"requestId": request_id, "data": {"message": "Identity verified successfully."}},
+           "timestamp": now_ms()})
+}
+
+/// `otp_invalid` (§10): `error` is `INVALID_CODE`, `MAX_ATTEMPTS`, `EXPIRED` or `NOT_FOUND`.
+pub(crate) fn otp_invalid(request_id: &str, error: &str, attempts_remaining: u32, message: &str) -> Value {
+    json!({"type": "otp_invalid", "requestId": request_id,
+           "data": {"requestId": request_id, "data": {"error": error, "attemptsRemaining": attempts_remaining,
+                    "message": message}},
            "timestamp": now_ms()})
 }
 

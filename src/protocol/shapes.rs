@@ -130,7 +130,7 @@ pub fn v1_event(event_type: &str) -> Option<Shape> {
                                         ],
                                     ),
                                 ),
-                                ("citations", Shape::Array(Box::new(Shape::AnyObject))),
+                                ("citations", Shape::Array(Box::new(citation()))),
                                 ("directive", Shape::Nullable(Box::new(Shape::AnyObject))),
                             ],
                         ),
@@ -144,10 +144,91 @@ pub fn v1_event(event_type: &str) -> Option<Shape> {
             obj(&["status"], vec![("requestId", Shape::Str), ("status", Shape::Int)]),
             vec![("status", Shape::Int)],
         ),
+        "interaction_required" => base(
+            &["type", "data"],
+            inner(obj(
+                &["interactionId", "kind", "spec", "reason"],
+                vec![
+                    ("interactionId", Shape::Str),
+                    ("kind", Shape::Str),
+                    ("spec", Shape::AnyObject),
+                    ("reason", Shape::Str),
+                ],
+            )),
+            vec![],
+        ),
+        "interaction_invalid" => base(
+            &["type", "data"],
+            inner(obj(
+                &["interactionId", "kind", "errors", "message"],
+                vec![
+                    ("interactionId", Shape::Str),
+                    ("kind", Shape::Str),
+                    (
+                        "errors",
+                        Shape::Array(Box::new(obj(
+                            &["field", "message"],
+                            vec![("field", Shape::Str), ("message", Shape::Str)],
+                        ))),
+                    ),
+                    ("message", Shape::Str),
+                ],
+            )),
+            vec![],
+        ),
+        "otp_verification_required" => base(
+            &["type", "data"],
+            inner(obj(
+                &["toolId", "actionDescription", "availableChannels", "authLevel"],
+                vec![
+                    ("toolId", Shape::Str),
+                    ("actionDescription", Shape::Str),
+                    ("availableChannels", Shape::Array(Box::new(Shape::Str))),
+                    ("authLevel", Shape::Str),
+                ],
+            )),
+            vec![],
+        ),
+        "otp_sent" => base(
+            &["type", "data"],
+            inner(obj(
+                &["channel", "maskedDestination"],
+                vec![("channel", Shape::Str), ("maskedDestination", Shape::Str)],
+            )),
+            vec![],
+        ),
+        "otp_verified" => base(&["type", "data"], inner(obj(&["message"], vec![("message", Shape::Str)])), vec![]),
+        "otp_invalid" => base(
+            &["type", "data"],
+            inner(obj(
+                &["attemptsRemaining", "message"],
+                vec![("error", Shape::Str), ("attemptsRemaining", Shape::Int), ("message", Shape::Str)],
+            )),
+            vec![],
+        ),
         "keepalive" => base(&["type", "data"], obj(&["requestId"], vec![("requestId", Shape::Str)]), vec![]),
         "pong" => base(&["type"], obj(&["timestamp"], vec![("timestamp", Shape::Int)]), vec![]),
         _ => return None,
     })
+}
+
+/// `data` of the events shaped `{requestId, data: <payload>}`.
+fn inner(payload: Shape) -> Shape {
+    obj(&["requestId", "data"], vec![("requestId", Shape::Str), ("data", payload)])
+}
+
+/// One source of `eventual_response.data.data.citations` (§11).
+fn citation() -> Shape {
+    obj(
+        &["id", "title", "snippet", "score"],
+        vec![
+            ("id", Shape::Str),
+            ("title", Shape::Str),
+            ("url", Shape::Str),
+            ("snippet", Shape::Str),
+            ("score", Shape::Num),
+        ],
+    )
 }
 
 /// The `response` object of `eventual_response` (GeneralAgentResponse).
@@ -272,7 +353,41 @@ mod tests {
             out::tool_call_chunk("r", "t", "{}"),
             out::tool_result_chunk("r", "t", false, "ok"),
             out::write_confirmation_required("r", "t", "Allow?"),
-            out::eventual_response("r", "m", "done", crate::llm::Usage { prompt_tokens: 1, completion_tokens: 2 }),
+            out::eventual_response(
+                "r",
+                "m",
+                "done",
+                crate::llm::Usage { prompt_tokens: 1, completion_tokens: 2 },
+                None,
+            ),
+            out::cancelled("r"),
+            out::eventual_response(
+                "r",
+                "m",
+                "cited",
+                crate::llm::Usage::default(),
+                crate::knowledge::citations::citations(
+                    &[crate::knowledge::Hit {
+                        id: "d".into(),
+                        title: "t".into(),
+                        url: Some("https://x/y".into()),
+                        snippet: "s".into(),
+                        score: 1.5,
+                    }],
+                    &[],
+                ),
+            ),
+            out::interaction_required("r", "i", "identity_intake", &serde_json::json!({"fields": []}), "why"),
+            out::interaction_invalid(
+                "r",
+                "i",
+                "choices",
+                serde_json::json!([{"field": "Plan", "message": "this question must be answered"}]),
+            ),
+            out::otp_verification_required("r", "pay", &["email"], "end_user"),
+            out::otp_sent("r", "email", "a***@example.com"),
+            out::otp_verified("r"),
+            out::otp_invalid("r", "INVALID_CODE", 2, "Invalid code. 2 attempt(s) remaining."),
             out::cancelled("r"),
             out::pong(Some("r")),
             out::keepalive(),

@@ -9,23 +9,16 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use super::emitter::Emitter;
-use super::{Decision, Outcome, TurnState};
-use crate::agents::{needs_confirmation, tool_specs};
+use super::gates::{self, Step};
+use super::{emit_stream, Decision, Outcome, Resolution, TurnState};
 use crate::app::App;
-use crate::backend::{Direction, ParkedTurn, PendingCall, StoredMessage};
+use crate::backend::{Direction, StoredMessage};
 use crate::config::AgentConfig;
 use crate::error::{ClientError, ErrorCode};
 use crate::llm::{ChatMessage, ChatRequest, ModelEvent, ToolCall};
 use crate::protocol::outbound as out;
 use crate::tools::{ToolContext, ToolOutcome};
 use crate::util::{new_id, now_ms, now_rfc3339};
-
-/// `stream_*` events are skipped for `stream: false`.
-fn emit_stream(em: &Emitter, state: &TurnState, event: &Value) {
-    if state.stream {
-        em.send(event);
-    }
-}
 
 pub(super) async fn drive(
     app: &Arc<App>,
@@ -91,8 +84,8 @@ enum Pending {
     Parked,
 }
 
-/// Runs the tool calls of the last model response in order. A gated call runs only with the human's decision
-/// for it; without one the turn parks.
+/// Runs the tool calls of the last model response in order, each through its gates ([`gates::step`]); a
+/// call answered by the person (the decision the turn resumed with) takes that answer.
 async fn run_pending_tools(
     app: &Arc<App>,
     em: &Emitter,
@@ -102,22 +95,18 @@ async fn run_pending_tools(
 ) -> Result<Pending, ClientError> {
     while let Some(call) = state.pending.first().cloned() {
         let name = call.function.name.clone();
-        let tool = agent.tools.iter().find(|t| t.name == name);
-        let gated = tool.is_some() && needs_confirmation(agent, &name);
-        let outcome = if gated {
-            match decision.take().filter(|d| d.tool_call_id == call.id) {
-                None => {
-                    park(app, em, state, &call).await?;
-                    return Ok(Pending::Parked);
-                }
-                Some(d) if d.approved => run_tool(app, state, agent, &call).await,
-                Some(d) => ToolOutcome { is_error: true, result: format!("User denied: {}", d.reason) },
+        let answered = decision.take_if(|d| d.tool_call_id == call.id).map(|d| d.resolution);
+        let outcome = match answered {
+            Some(Resolution::Approved) => run_tool(app, state, agent, &call).await,
+            Some(Resolution::Denied(reason)) => {
+                ToolOutcome { is_error: true, result: format!("User denied: {reason}") }
             }
-        } else {
-            emit_stream(em, state, &out::tool_call_chunk(&state.request_id, &name, &call.function.arguments));
-            match tool {
-                Some(_) => run_tool(app, state, agent, &call).await,
-                None => ToolOutcome { is_error: true, result: format!("unknown tool '{name}'") },
+            Some(Resolution::Result(outcome)) => outcome,
+            answered @ (Some(Resolution::Verified) | None) => {
+                match gates::step(app, em, state, agent, &call, answered.is_some()).await? {
+                    Step::Done(outcome) => outcome,
+                    Step::Parked => return Ok(Pending::Parked),
+                }
             }
         };
         emit_stream(em, state, &out::tool_result_chunk(&state.request_id, &name, outcome.is_error, &outcome.result));
@@ -134,8 +123,11 @@ async fn call_model(
     state: &mut TurnState,
     agent: &AgentConfig,
 ) -> Result<(String, Vec<ToolCall>), ClientError> {
-    let request =
-        ChatRequest { model: state.model.clone(), messages: state.messages.clone(), tools: tool_specs(agent) };
+    let request = ChatRequest {
+        model: state.model.clone(),
+        messages: state.messages.clone(),
+        tools: gates::offered(app, agent, state),
+    };
     let t0 = Instant::now();
     let llm_err = |e: crate::llm::LlmError| {
         tracing::warn!(error = %e, session_id = %state.session_id, "model call failed");
@@ -204,42 +196,7 @@ async fn finish(app: &App, state: &TurnState, text: String) -> Result<Outcome, C
     Ok(Outcome::Completed { text, message_id })
 }
 
-/// Stores the parked turn, then announces the gated call; the task then ends.
-///
-/// The record is written first so that a pod dying right after a client saw `write_confirmation_required`
-/// cannot lose the confirmation. Until the lease is handed over (last step) the turn still counts as running
-/// on this pod, so a cancel in between goes through this task and `cancelled` stays the last event.
-async fn park(app: &Arc<App>, em: &Emitter, state: &TurnState, call: &ToolCall) -> Result<(), ClientError> {
-    let name = &call.function.name;
-    let expires_at_ms = now_ms() + (app.config.confirm.timeout_s as i64) * 1000;
-    let parked = ParkedTurn {
-        session_id: state.session_id.clone(),
-        turn_id: state.turn_id.clone(),
-        request_id: state.request_id.clone(),
-        call: PendingCall {
-            tool_call_id: call.id.clone(),
-            tool_name: name.clone(),
-            arguments: call.function.arguments.clone(),
-        },
-        expires_at_ms,
-        state: {
-            let mut stored = state.clone();
-            stored.traceparent = crate::telemetry::current_traceparent().or_else(|| state.traceparent.clone());
-            serde_json::to_value(&stored).map_err(|e| ClientError::new(ErrorCode::Internal, e.to_string()))?
-        },
-    };
-    app.backends.confirms.park(&parked).await?;
-    em.send(&out::write_confirmation_required(
-        &state.request_id,
-        name,
-        &format!("Tool '{name}' requires confirmation. Allow?"),
-    ));
-    emit_stream(em, state, &out::tool_call_chunk(&state.request_id, name, &call.function.arguments));
-    em.flush().await?;
-    Ok(())
-}
-
-async fn run_tool(app: &App, state: &TurnState, agent: &AgentConfig, call: &ToolCall) -> ToolOutcome {
+pub(super) async fn run_tool(app: &App, state: &TurnState, agent: &AgentConfig, call: &ToolCall) -> ToolOutcome {
     let Some(tool) = agent.tools.iter().find(|t| t.name == call.function.name) else {
         return ToolOutcome { is_error: true, result: format!("unknown tool '{}'", call.function.name) };
     };

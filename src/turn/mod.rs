@@ -7,6 +7,9 @@
 
 mod drive;
 mod emitter;
+mod gates;
+mod otp_gate;
+mod park;
 mod start;
 mod sweeper;
 
@@ -20,6 +23,7 @@ use tracing::Instrument;
 
 use self::drive::drive;
 use self::emitter::{Emitter, Halt};
+pub(crate) use self::gates::stamp_identity;
 pub(crate) use self::start::{acquire, plan, prepare, Plan, TurnInput};
 pub(crate) use self::sweeper::sweep_loop;
 use crate::app::App;
@@ -28,6 +32,7 @@ use crate::error::{ClientError, ErrorCode};
 use crate::llm::{ChatMessage, ToolCall, Usage};
 use crate::metrics::TurnOutcome;
 use crate::protocol::outbound as out;
+use crate::tools::ToolOutcome;
 
 /// Everything a turn needs to continue, on any pod.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,6 +58,15 @@ pub(crate) struct TurnState {
     /// W3C traceparent of the turn's span, so a resumed turn on another pod joins the same trace.
     #[serde(default)]
     pub traceparent: Option<String>,
+    /// The client's render capabilities (§9): which interaction cards it can show.
+    #[serde(default)]
+    pub supports: Vec<String>,
+    /// Knowledge given to the model before the turn (§11), cited first.
+    #[serde(default)]
+    pub knowledge_auto: Vec<crate::knowledge::Hit>,
+    /// Knowledge the model found with `knowledge_search`, cited after.
+    #[serde(default)]
+    pub knowledge_tool: Vec<crate::knowledge::Hit>,
 }
 
 impl TurnState {
@@ -62,12 +76,24 @@ impl TurnState {
     }
 }
 
-/// A human's answer to the first pending call.
+/// A person's answer to the first pending call.
 #[derive(Debug, Clone)]
 pub(crate) struct Decision {
     pub tool_call_id: String,
-    pub approved: bool,
-    pub reason: String,
+    pub resolution: Resolution,
+}
+
+/// How a parked call was answered.
+#[derive(Debug, Clone)]
+pub(crate) enum Resolution {
+    /// Approved: the tool runs.
+    Approved,
+    /// Denied (by the person, or by the timeout): the model gets the reason as an error result.
+    Denied(String),
+    /// The call's result was decided outside the tool: an interaction's answer, a refused OTP gate.
+    Result(ToolOutcome),
+    /// The session was verified (OTP): the call goes through its gates again, which it now passes.
+    Verified,
 }
 
 /// How a turn segment ended.
@@ -101,14 +127,27 @@ impl From<Halt> for ClientError {
     }
 }
 
+/// `stream_*` events are skipped for `stream: false`.
+fn emit_stream(em: &Emitter, state: &TurnState, event: &Value) {
+    if state.stream {
+        em.send(event);
+    }
+}
+
 /// Builds the model context for a new turn and runs it in the background.
 pub(crate) fn spawn_new(app: Arc<App>, state: TurnState) {
     let tasks = app.tasks.clone();
     tasks.spawn(run(app, state, None));
 }
 
-/// Resumes a parked turn on this pod with a decision (approve, deny, or timeout-deny).
+/// Resumes a parked confirmation on this pod with a decision (approve, deny, or timeout-deny).
 pub(crate) async fn resume_parked(app: Arc<App>, parked: ParkedTurn, approved: bool, reason: &str) {
+    let resolution = if approved { Resolution::Approved } else { Resolution::Denied(reason.to_string()) };
+    resume_with(app, parked, resolution).await
+}
+
+/// Resumes a parked turn (of any gate) on this pod with its answer.
+pub(crate) async fn resume_with(app: Arc<App>, parked: ParkedTurn, resolution: Resolution) {
     let state: TurnState = match serde_json::from_value(parked.state.clone()) {
         Ok(s) => s,
         Err(e) => {
@@ -132,7 +171,7 @@ pub(crate) async fn resume_parked(app: Arc<App>, parked: ParkedTurn, approved: b
         app.fail_turn(&state.session_id, Guard::None, &state.request_id, &err).await;
         return;
     }
-    let decision = Decision { tool_call_id: parked.call.tool_call_id.clone(), approved, reason: reason.to_string() };
+    let decision = Decision { tool_call_id: parked.call.tool_call_id.clone(), resolution };
     let tasks = app.tasks.clone();
     tasks.spawn(run(app, state, Some(decision)));
 }
@@ -209,7 +248,8 @@ async fn run_in_span(app: Arc<App>, mut state: TurnState, decision: Option<Decis
             }
         }
         Some(Outcome::Completed { text, message_id }) => {
-            let done = out::eventual_response(&rid, &message_id, &text, state.usage);
+            let cited = crate::knowledge::citations::citations(&state.knowledge_auto, &state.knowledge_tool);
+            let done = out::eventual_response(&rid, &message_id, &text, state.usage, cited);
             app.end_turn(&sid, Guard::Release(&tid), &done).await;
         }
         Some(Outcome::Failed(err)) => {
@@ -229,7 +269,7 @@ async fn run_in_span(app: Arc<App>, mut state: TurnState, decision: Option<Decis
 }
 
 /// Takes the session's parked record if it is this turn's (an ended turn's park must not be resumed later).
-async fn take_own_park(app: &App, session_id: &str, turn_id: &str) {
+pub(crate) async fn take_own_park(app: &App, session_id: &str, turn_id: &str) {
     match app.backends.confirms.get(session_id).await {
         Ok(Some(p)) if p.turn_id == turn_id => {
             if let Err(e) = app.backends.confirms.take(session_id).await {
@@ -267,12 +307,13 @@ async fn renew_loop(app: Arc<App>, sid: String, info: TurnInfo, lost: Cancellati
     }
 }
 
-/// The slot stays taken while parked, held by no pod, a little past the confirmation deadline so the timeout
+/// The slot stays taken while parked, held by no pod, a little past the park's deadline so the timeout
 /// sweeper (not the dead-pod sweeper) ends it. A decision that already resumed the turn elsewhere keeps it.
 async fn hand_over_parked(app: &App, state: &TurnState) -> Result<(), ClientError> {
     let parked_info = state.lease_info("");
-    let hold_ms = app.config.confirm.timeout_s * 1000 + app.config.turn.lease_ms + 5_000;
-    if app.backends.confirms.get(&state.session_id).await?.is_some_and(|p| p.turn_id == state.turn_id) {
+    if let Some(p) = app.backends.confirms.get(&state.session_id).await?.filter(|p| p.turn_id == state.turn_id) {
+        let left_ms = u64::try_from(p.expires_at_ms - crate::util::now_ms()).unwrap_or(0);
+        let hold_ms = left_ms + app.config.turn.lease_ms + 5_000;
         app.backends.leases.renew(&state.session_id, &parked_info, hold_ms).await?;
     }
     Ok(())

@@ -12,6 +12,7 @@ use crate::app::App;
 use crate::backend::{Direction, SessionRecord, StoredMessage, TurnInfo};
 use crate::config::AgentConfig;
 use crate::error::{ClientError, ErrorCode};
+use crate::knowledge::{Hit, Scope};
 use crate::llm::ChatMessage;
 use crate::protocol::inbound::Image;
 use crate::util::{new_id, now_ms, now_rfc3339};
@@ -69,6 +70,23 @@ pub(crate) async fn acquire(app: &App, session: &SessionRecord, request_id: &str
     Ok(turn_id)
 }
 
+/// The agent's knowledge for the user's message, given to the model before the turn (§11). A failing
+/// retrieval (webhook down, slow, garbage) means no context, never a failed turn.
+async fn auto_context(app: &App, agent: &AgentConfig, session: &SessionRecord, message: &str) -> Vec<Hit> {
+    let Some(retriever) = &app.knowledge else { return Vec::new() };
+    if message.trim().is_empty() {
+        return Vec::new();
+    }
+    let scope = Scope { org_id: &session.org_id, agent_id: &session.agent_id, sets: agent.knowledge_sets.as_deref() };
+    match retriever.search(message, app.config.knowledge.top_k, &scope).await {
+        Ok(hits) => hits,
+        Err(e) => {
+            tracing::warn!(error = %e, session_id = %session.session_id, "knowledge retrieval failed: no context");
+            Vec::new()
+        }
+    }
+}
+
 /// Stores the user's message and builds the turn's state (system prompt, history, the message with its
 /// images). On failure the lease taken by [`acquire`] is given back.
 pub(crate) async fn prepare(
@@ -97,6 +115,10 @@ pub(crate) async fn prepare(
         for h in history {
             let role = if h.direction == Direction::Inbound { "user" } else { "assistant" };
             messages.push(ChatMessage::text(role, &h.text));
+        }
+        let knowledge = auto_context(app, &plan.agent, session, &input.message).await;
+        if let Some(context) = crate::knowledge::citations::context_message(&knowledge) {
+            messages.push(ChatMessage::text("system", &context));
         }
         let content = if input.images.is_empty() {
             Value::String(input.message)
@@ -133,6 +155,9 @@ pub(crate) async fn prepare(
             user_id: session.user_id.clone(),
             org_id: session.org_id.clone(),
             traceparent: None,
+            supports: session.supports.clone(),
+            knowledge_auto: knowledge,
+            knowledge_tool: Vec::new(),
         })
     }
     .await;

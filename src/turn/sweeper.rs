@@ -5,9 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::Resolution;
 use crate::app::App;
-use crate::backend::{Decided, Guard, TurnInfo};
+use crate::backend::{Decided, Gate, Guard, TurnInfo};
 use crate::error::{ClientError, ErrorCode};
+use crate::tools::ToolOutcome;
 use crate::util::now_ms;
 
 /// Runs until the pod stops; idle while it drains (another pod sweeps).
@@ -24,13 +26,8 @@ pub(crate) async fn sweep_loop(app: Arc<App>) {
         match app.backends.confirms.expired(now_ms(), 50).await {
             Ok(sids) => {
                 for sid in sids {
-                    match app.backends.confirms.decide(&sid, None, false).await {
-                        Ok(Decided::Claimed(parked)) => {
-                            tracing::info!(session_id = %sid, tool = %parked.call.tool_name, "confirmation timed out: denied");
-                            super::resume_parked(app.clone(), parked, false, "the confirmation timed out").await;
-                        }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "confirmation sweep failed"),
+                    if let Err(e) = time_out(&app, &sid).await {
+                        tracing::warn!(error = %e, session_id = %sid, "park timeout sweep failed");
                     }
                 }
             }
@@ -45,6 +42,38 @@ pub(crate) async fn sweep_loop(app: Arc<App>) {
             Err(e) => tracing::warn!(error = %e, "lease sweep failed"),
         }
     }
+}
+
+/// Answers an expired park the way its gate times out: a confirmation is denied, an interaction card gets "no
+/// response", an OTP wait refuses the tool; the turn goes on here.
+async fn time_out(app: &Arc<App>, sid: &str) -> Result<(), crate::backend::BackendError> {
+    let Some(parked) = app.backends.confirms.get(sid).await? else { return Ok(()) };
+    if parked.gate == Gate::Confirm {
+        if let Decided::Claimed(parked) = app.backends.confirms.decide(sid, None, false).await? {
+            tracing::info!(session_id = %sid, tool = %parked.call.tool_name, "confirmation timed out: denied");
+            super::resume_parked(app.clone(), *parked, false, "the confirmation timed out").await;
+        }
+        return Ok(());
+    }
+    // Taken once: a late answer on another pod finds nothing pending.
+    let Some(taken) = app.backends.confirms.take(sid).await? else { return Ok(()) };
+    if taken.turn_id != parked.turn_id || taken.expires_at_ms > crate::util::now_ms() {
+        // Replaced by a newer park between the read and the take: that one is not due.
+        app.backends.confirms.park(&taken).await?;
+        return Ok(());
+    }
+    let parked = taken;
+    let outcome = match &parked.gate {
+        Gate::Interaction { .. } => ToolOutcome { is_error: false, result: crate::interactions::NO_RESPONSE.into() },
+        _ => {
+            app.backends.identity.consume_code(sid).await?;
+            let result = format!("tool '{}' was not run: the identity was not verified in time", parked.call.tool_name);
+            ToolOutcome { is_error: true, result }
+        }
+    };
+    tracing::info!(session_id = %sid, gate = parked.gate.name(), "a parked turn timed out");
+    super::resume_with(app.clone(), parked, Resolution::Result(outcome)).await;
+    Ok(())
 }
 
 /// Ends a turn whose lease lapsed with `TURN_INTERRUPTED`, appended only if the turn is still the lapsed one

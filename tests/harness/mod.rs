@@ -44,8 +44,12 @@ pub fn config(llm: &FakeLlm, tools: &FakeTools) -> Config {
                 description: format!("{n} tool"),
                 parameters: json!({"type": "object", "properties": {"id": {"type": "string"}}}),
                 url: tools.url(n),
+                auth_level: "none".into(),
             })
             .collect(),
+        interactions: vec!["identity_intake".into(), "choices".into()],
+        visibility: "public".into(),
+        knowledge_sets: None,
     }];
     c
 }

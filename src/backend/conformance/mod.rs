@@ -7,7 +7,9 @@ use std::time::Duration;
 use super::*;
 use crate::util::now_ms;
 
+mod identity;
 mod turns;
+pub use identity::{identities, interaction_parks};
 use turns::parked;
 pub use turns::{confirmations, guarded_appends, turn_leases};
 
@@ -57,6 +59,7 @@ fn session(id: &str, user: &str) -> (SessionRecord, ConversationRecord) {
             agent_participant_id: "ap".into(),
             created_at_ms: now_ms(),
             namespace: None,
+            supports: Vec::new(),
         },
         ConversationRecord {
             conversation_id: cid,
@@ -68,6 +71,7 @@ fn session(id: &str, user: &str) -> (SessionRecord, ConversationRecord) {
             updated_at_ms: now_ms(),
             message_count: 0,
             namespace: Some("web:n1".into()),
+            supports: None,
         },
     )
 }
@@ -402,5 +406,7 @@ mod memory_suite {
         memory_registry => registry;
         memory_deletion => deletion;
         memory_idempotency => idempotency;
+        memory_interaction_parks => interaction_parks;
+        memory_identities => identities;
     }
 }

@@ -12,6 +12,7 @@ pub(super) fn parked(session_id: &str, call: &str, expires_at_ms: i64) -> Parked
         turn_id: "turn-1".into(),
         request_id: "req-1".into(),
         call: PendingCall { tool_call_id: call.into(), tool_name: "delete_record".into(), arguments: "{}".into() },
+        gate: Gate::Confirm,
         expires_at_ms,
         state: serde_json::json!({"k": "v"}),
     }

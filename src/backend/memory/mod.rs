@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 use super::*;
 use crate::util::now_ms;
 
+mod identity;
 mod sockets;
 mod turns;
 
@@ -54,6 +55,10 @@ struct State {
     /// Turn records outlive the lease so a lapsed turn can be ended: session → (info, lease deadline).
     turns: HashMap<String, (TurnInfo, i64)>,
     registry: HashMap<String, (SocketEntry, i64)>,
+    /// Session → its person's contact and verification.
+    contacts: HashMap<String, Contact>,
+    /// Session → its issued OTP code and the attempts used on it.
+    otp_codes: HashMap<String, (OtpCode, u32)>,
     /// Quota key → (window length ms, window index, uses counted in it).
     quotas: HashMap<String, (u64, i64, u64)>,
     last_purge_ms: i64,
@@ -140,6 +145,8 @@ impl Shared {
         let live: HashSet<String> = st.sessions.keys().cloned().collect();
         st.decided.retain(|k, _| live.contains(k));
         st.last_decision.retain(|k, _| live.contains(k));
+        st.contacts.retain(|k, _| live.contains(k));
+        st.otp_codes.retain(|k, (c, _)| live.contains(k) && c.expires_at_ms + ttl > now);
     }
 }
 
@@ -257,6 +264,11 @@ impl SessionStore for MemoryStore {
         st.conversations.remove(&session.conversation_id);
         st.messages.remove(&session.conversation_id);
         Ok(())
+    }
+
+    async fn set_conversation_supports(&self, conversation_id: &str, supports: &[String]) -> BResult<bool> {
+        let mut st = self.shared.state.lock();
+        Ok(st.conversations.get_mut(conversation_id).map(|c| c.supports = Some(supports.to_vec())).is_some())
     }
 
     async fn rename_conversation(&self, conversation_id: &str, title: &str) -> BResult<bool> {

@@ -27,6 +27,7 @@ impl ConfirmStore for MemoryStore {
             }
         }
         let matches = match (st.parked.get(session_id), tool_call_id) {
+            (Some(p), _) if p.gate != Gate::Confirm => false,
             (Some(p), Some(id)) => p.call.tool_call_id == id,
             (Some(_), None) => true,
             (None, _) => false,
@@ -43,7 +44,7 @@ impl ConfirmStore for MemoryStore {
             .or_default()
             .insert(call_id.clone(), (approved, parked.request_id.clone()));
         st.last_decision.insert(session_id.to_string(), (call_id, approved, parked.request_id.clone()));
-        Ok(Decided::Claimed(parked))
+        Ok(Decided::Claimed(Box::new(parked)))
     }
     async fn last_decision(&self, session_id: &str) -> BResult<Option<(String, bool, String)>> {
         Ok(self.shared.state.lock().last_decision.get(session_id).cloned())

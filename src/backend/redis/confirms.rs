@@ -19,7 +19,13 @@ impl ConfirmStore for RedisStore {
         s.eval_replicated(
             &s.scripts.park,
             vec![s.keys.session_key(&parked.session_id, "confirm")],
-            vec![to_json(parked)?, parked.call.tool_call_id.clone(), parked.request_id.clone(), ttl_ms.to_string()],
+            vec![
+                to_json(parked)?,
+                parked.call.tool_call_id.clone(),
+                parked.request_id.clone(),
+                ttl_ms.to_string(),
+                parked.gate.name().to_string(),
+            ],
         )
         .await?;
         s.client
@@ -74,7 +80,7 @@ impl ConfirmStore for RedisStore {
                     // The decision stands; the stale index entry is pruned by `expired`.
                     warn!(error = %e, "could not remove a decided confirmation from the expiry index");
                 }
-                Ok(Decided::Claimed(parked))
+                Ok(Decided::Claimed(Box::new(parked)))
             }
             Some("already") => {
                 let call = v.get(1).cloned().flatten().unwrap_or_default();

@@ -9,7 +9,9 @@
 //! |---|---|---|---|
 //! | `P:{sid}:session` | string, JSON [`SessionRecord`] | `create_session` | idle, refreshed by `get_session` |
 //! | `P:{sid}:seq`, `P:{sid}:log` | counter, stream (`<seq>-0` ids, field `e`) | `append_batch` | idle, refreshed by `append_batch` |
-//! | `P:{sid}:confirm` | hash `json`/`call`/`req` | `park` | until expiry + idle |
+//! | `P:{sid}:confirm` | hash `json`/`call`/`req`/`gate` (a parked turn of any [`Gate`]) | `park` | until expiry + idle |
+//! | `P:{sid}:contact` | hash `name`/`email`/`phone`/`verified` | `stamp`/`set_verified` | idle, refreshed by `get_session` |
+//! | `P:{sid}:otp` | hash `json` ([`OtpCode`]), `exp`, `max`, `used` | `put_code`/`attempt` | until the code expires |
 //! | `P:{sid}:decided`, `P:{sid}:last` | hash call → `1`/`0` + request id; hash `call`/`decision` | `decide` | idle |
 //! | `P:{sid}:lease` | string, JSON [`TurnInfo`] | `acquire`/`renew` | the lease (PX) |
 //! | `P:{sid}:turn` | string, JSON [`TurnInfo`] | `acquire`/`renew` | idle (outlives the lease) |
@@ -49,6 +51,7 @@ mod confirms;
 mod conn;
 mod durability;
 mod idempotency;
+mod identity;
 mod keys;
 mod leases;
 mod log;

@@ -38,8 +38,12 @@ pub(super) struct Scripts {
     pub(super) append_message: Script,
     /// One page of a conversation's messages with its start index, read atomically.
     pub(super) messages_page: Script,
-    /// Renames a conversation that exists.
+    /// Sets a field (title, supports) of a conversation that exists.
     pub(super) rename: Script,
+    /// Sets a session's contact fields, clearing `verified` when the contact changes.
+    pub(super) stamp: Script,
+    /// Counts one OTP attempt and returns the code to compare against.
+    pub(super) otp_attempt: Script,
     /// Stores a parked turn, replacing any previous one.
     pub(super) park: Script,
     /// First decision on a parked call wins (resend-safe).
@@ -68,6 +72,8 @@ impl Scripts {
             append_message: Script::from_lua(once(include_str!("lua/append_message.lua"))),
             messages_page: Script::from_lua(include_str!("lua/messages_page.lua")),
             rename: Script::from_lua(include_str!("lua/rename.lua")),
+            stamp: Script::from_lua(include_str!("lua/stamp.lua")),
+            otp_attempt: Script::from_lua(include_str!("lua/otp_attempt.lua")),
             park: Script::from_lua(include_str!("lua/park.lua")),
             decide: Script::from_lua(once(include_str!("lua/decide.lua"))),
             take: Script::from_lua(once(include_str!("lua/take.lua"))),

@@ -30,6 +30,7 @@ fn conv_from_hash(map: HashMap<String, String>) -> BResult<Option<ConversationRe
         updated_at_ms: num("updated_at_ms")?,
         message_count: u64::try_from(num("message_count")?).map_err(|e| corrupt("conversation", e))?,
         namespace: map.get("namespace").cloned(),
+        supports: map.get("supports").map(|j| parse_json("conversation supports", j)).transpose()?,
     }))
 }
 
@@ -60,6 +61,9 @@ impl SessionStore for RedisStore {
             if let Some(ns) = &c.namespace {
                 fields.push(("namespace", ns.clone()));
             }
+            if let Some(sup) = &c.supports {
+                fields.push(("supports", serde_json::to_string(sup).map_err(|e| corrupt("supports", e))?));
+            }
             s.client.hset::<(), _, _>(s.keys.conv(&c.conversation_id), fields).await.map_err(|e| s.err(e))?;
             s.client
                 .expire::<(), _>(s.keys.conv(&c.conversation_id), s.conv_ttl_s, None)
@@ -86,7 +90,7 @@ impl SessionStore for RedisStore {
         let s = self.s();
         // Reads the record and refreshes the idle TTL of the session and of its log, counter and epoch in one
         // step: the log must not expire under a live session (its seq would restart in a new epoch).
-        let keys = ["session", "seq", "log", "epoch"].map(|k| s.keys.session_key(session_id, k)).to_vec();
+        let keys = ["session", "seq", "log", "epoch", "contact"].map(|k| s.keys.session_key(session_id, k)).to_vec();
         let reply = s.eval(&s.scripts.touch, keys, vec![s.idle_ttl_s.to_string()]).await?;
         text(&reply).map(|r| parse_json("session", &r)).transpose()
     }
@@ -210,7 +214,17 @@ impl SessionStore for RedisStore {
 
     async fn rename_conversation(&self, conversation_id: &str, title: &str) -> BResult<bool> {
         let s = self.s();
-        let reply = s.eval(&s.scripts.rename, vec![s.keys.conv(conversation_id)], vec![title.to_string()]).await?;
+        let reply = s
+            .eval(&s.scripts.rename, vec![s.keys.conv(conversation_id)], vec!["title".into(), title.to_string()])
+            .await?;
+        Ok(int(&reply) == Some(1))
+    }
+
+    async fn set_conversation_supports(&self, conversation_id: &str, supports: &[String]) -> BResult<bool> {
+        let s = self.s();
+        let json = serde_json::to_string(supports).map_err(|e| corrupt("supports", e))?;
+        let reply =
+            s.eval(&s.scripts.rename, vec![s.keys.conv(conversation_id)], vec!["supports".into(), json]).await?;
         Ok(int(&reply) == Some(1))
     }
 }

@@ -7,6 +7,9 @@ if ARGV[1] ~= '' then
 end
 local call = redis.call('HGET', KEYS[1], 'call')
 if not call then return {'none'} end
+-- Only an approval is decided here; an interaction or OTP park waits for its own answer.
+local gate = redis.call('HGET', KEYS[1], 'gate')
+if gate and gate ~= 'confirm' then return {'none'} end
 if ARGV[1] ~= '' and ARGV[1] ~= call then return {'none'} end
 local json = redis.call('HGET', KEYS[1], 'json') or ''
 local req = redis.call('HGET', KEYS[1], 'req') or ''

@@ -4,7 +4,9 @@
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::backend::{ConversationRecord, Decided, SessionRecord, StoredMessage};
+mod answers;
+
+use crate::backend::{ConversationRecord, Gate, SessionRecord, StoredMessage};
 use crate::conn::Conn;
 use crate::error::{ClientError, ErrorCode};
 use crate::protocol::inbound::{Action, CreateSession, ParseError, Request, SendMessage};
@@ -36,8 +38,11 @@ async fn dispatch(conn: &mut Conn, req: Request) -> Result<(), ClientError> {
         Action::ListConversations { limit, cursor } => list_conversations(conn, rid, limit, cursor).await?,
         Action::RenameConversation { conversation_id, title } => rename(conn, rid, &conversation_id, &title).await?,
         Action::ConfirmTool { session_id, approved, tool_call_id } => {
-            confirm(conn, rid, &session_id, approved, tool_call_id.filter(|_| conn.extended)).await?
+            let tool_call_id = tool_call_id.filter(|_| conn.extended);
+            answers::confirm(conn, rid, &session_id, approved, tool_call_id).await?
         }
+        Action::SubmitInteraction(s) => answers::submit_interaction(conn, rid, s).await?,
+        Action::VerifyOtp { session_id, code } => answers::verify_otp(conn, rid, &session_id, &code).await?,
         Action::Cancel { session_id } => cancel(conn, rid, session_id).await?,
         Action::ResumeSession { session_id, after_seq, epoch } if conn.extended => {
             resume(conn, rid, &session_id, after_seq, epoch.as_deref()).await?
@@ -48,18 +53,12 @@ async fn dispatch(conn: &mut Conn, req: Request) -> Result<(), ClientError> {
                 "action 'resume_session' needs the 'switchboard' WebSocket subprotocol",
             ))
         }
-        Action::NotImplemented(name) => {
-            return Err(ClientError::new(
-                ErrorCode::UnsupportedAction,
-                format!("action '{name}' is not supported by this server"),
-            ))
-        }
     }
     Ok(())
 }
 
 /// The session if it exists and belongs to this user; otherwise `SESSION_NOT_FOUND` (never reveal existence).
-async fn owned_session(conn: &Conn, session_id: &str) -> Result<SessionRecord, ClientError> {
+pub(super) async fn owned_session(conn: &Conn, session_id: &str) -> Result<SessionRecord, ClientError> {
     match conn.app.backends.sessions.get_session(session_id).await? {
         Some(s) if s.user_id == conn.identity.user_id && s.org_id == conn.identity.org_id => Ok(s),
         _ => Err(ClientError::session_not_found(session_id)),
@@ -96,10 +95,10 @@ async fn create_session(conn: &mut Conn, rid: Option<&str>, c: CreateSession) ->
         .get(&c.agent_id)
         .ok_or_else(|| ClientError::new(ErrorCode::AgentNotFound, format!("agent '{}' not found", c.agent_id)))?;
     let now = now_ms();
-    let (conversation_id, new_conv) = match c.conversation_id {
+    let (conversation_id, new_conv, inherited) = match c.conversation_id {
         Some(cid) => {
-            owned_conversation(conn, &cid).await?;
-            (cid, None)
+            let existing = owned_conversation(conn, &cid).await?;
+            (cid, None, existing.supports)
         }
         None => {
             let cid = new_id();
@@ -113,9 +112,20 @@ async fn create_session(conn: &mut Conn, rid: Option<&str>, c: CreateSession) ->
                 updated_at_ms: now,
                 message_count: 0,
                 namespace: None,
+                supports: c.supports.clone(),
             };
-            (cid, Some(conv))
+            (cid, Some(conv), None)
         }
+    };
+    // Declared capabilities replace the conversation's; none declared inherits them (a reconnect is not a
+    // downgrade to text-only).
+    let supports = match (&c.supports, new_conv.is_none()) {
+        (Some(declared), true) => {
+            app.backends.sessions.set_conversation_supports(&conversation_id, declared).await?;
+            declared.clone()
+        }
+        (Some(declared), false) => declared.clone(),
+        (None, _) => inherited.unwrap_or_default(),
     };
     let session = SessionRecord {
         session_id: new_id(),
@@ -128,8 +138,15 @@ async fn create_session(conn: &mut Conn, rid: Option<&str>, c: CreateSession) ->
         agent_participant_id: new_id(),
         created_at_ms: now,
         namespace: None,
+        supports,
     };
     app.backends.sessions.create_session(&session, new_conv.as_ref()).await?;
+    if c.user_name.is_some() || c.user_email.is_some() {
+        // An email that is not one stays off the session (the OTP gate would send codes to it).
+        let email = c.user_email.as_deref().and_then(crate::interactions::validate::normalise_email);
+        let name = c.user_name.as_deref().map(str::trim).filter(|n| !n.is_empty() && n.chars().count() <= 200);
+        app.backends.identity.stamp(&session.session_id, name, email.as_deref(), None).await?;
+    }
     conn.attach_session(&session.session_id, None).await?;
     conn.attach_agent(&c.agent_id).await?;
     conn.reply(&out::immediate(rid, 200, "Session created", session_data(&session)));
@@ -188,12 +205,23 @@ async fn get_session(conn: &mut Conn, rid: Option<&str>, session_id: &str) -> Re
     data["threadId"] = json!(s.conversation_id);
     if conn.extended {
         if let Some(p) = conn.app.backends.confirms.get(session_id).await? {
-            data["pendingConfirmation"] = json!({
-                "toolId": p.call.tool_name,
-                "toolCallId": p.call.tool_call_id,
-                "arguments": p.call.arguments,
-                "expiresAt": crate::util::rfc3339_from_ms(p.expires_at_ms),
-            });
+            let expires_at = crate::util::rfc3339_from_ms(p.expires_at_ms);
+            match &p.gate {
+                Gate::Confirm => {
+                    data["pendingConfirmation"] = json!({
+                        "toolId": p.call.tool_name,
+                        "toolCallId": p.call.tool_call_id,
+                        "arguments": p.call.arguments,
+                        "expiresAt": expires_at,
+                    })
+                }
+                Gate::Interaction { interaction_id, interaction_kind, spec, .. } => {
+                    data["pendingInteraction"] = json!({
+                        "interactionId": interaction_id, "kind": interaction_kind, "spec": spec, "expiresAt": expires_at,
+                    })
+                }
+                Gate::Otp { .. } => {}
+            }
         }
     }
     conn.reply(&out::immediate(rid, 200, "Session", data));
@@ -283,54 +311,6 @@ async fn rename(conn: &mut Conn, rid: Option<&str>, conversation_id: &str, title
         json!({"conversationId": conversation_id, "title": title}),
     ));
     Ok(())
-}
-
-fn confirm_ack(rid: Option<&str>, session_id: &str, approved: bool) -> Value {
-    let message = if approved { "Tool action approved" } else { "Tool action rejected" };
-    out::immediate(rid, 200, message, json!({"approved": approved, "sessionId": session_id}))
-}
-
-async fn confirm(
-    conn: &mut Conn,
-    rid: Option<&str>,
-    session_id: &str,
-    approved: bool,
-    tool_call_id: Option<String>,
-) -> Result<(), ClientError> {
-    let app = conn.app.clone();
-    owned_session(conn, session_id).await?;
-    conn.attach_session(session_id, None).await?;
-    // The parked record is stored before `write_confirmation_required` is published (turn::park), so a
-    // decision never arrives before it: no waiting here.
-    match app.backends.confirms.decide(session_id, tool_call_id.as_deref(), approved).await? {
-        Decided::Claimed(parked) => {
-            conn.reply(&confirm_ack(rid, session_id, approved));
-            turn::resume_parked(app.clone(), parked, approved, "user rejected the action").await;
-            Ok(())
-        }
-        Decided::AlreadyDecided { approved: first, .. } => {
-            conn.reply(&confirm_ack(rid, session_id, first));
-            Ok(())
-        }
-        Decided::NoPending => {
-            if tool_call_id.is_none() {
-                let current = app.backends.leases.current(session_id).await?;
-                if let (Some((_, first, turn_rid)), Some(cur)) =
-                    (app.backends.confirms.last_decision(session_id).await?, &current)
-                {
-                    if cur.request_id == turn_rid && !cur.pod_id.is_empty() {
-                        // A repeat while the decided turn still runs: the first decision stands.
-                        conn.reply(&confirm_ack(rid, session_id, first));
-                        return Ok(());
-                    }
-                }
-            }
-            Err(ClientError::new(
-                ErrorCode::NoPendingConfirmation,
-                format!("no tool action is awaiting confirmation for session '{session_id}'"),
-            ))
-        }
-    }
 }
 
 async fn cancel(conn: &mut Conn, rid: Option<&str>, session_id: Option<String>) -> Result<(), ClientError> {

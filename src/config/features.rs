@@ -1,0 +1,212 @@
+//! Configuration of the seed-protocol features: rich interactions (§9), the OTP gate (§10) and knowledge
+//! (§11). Their cross-field rules are checked in [`Config::validate_features`].
+
+use serde::{Deserialize, Serialize};
+
+use super::{invalid, Config, ConfigError};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InteractionConfig {
+    /// Seconds a raised interaction card may stay unanswered; then the raise tool answers "no response" and the
+    /// turn goes on.
+    pub timeout_s: u64,
+}
+
+impl Default for InteractionConfig {
+    fn default() -> Self {
+        Self { timeout_s: 300 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtpConfig {
+    /// How codes reach the person: `webhook` (POST to `otp.delivery_url`), `log` (the code is written to the
+    /// server log: local demos only, refused with `auth.mode = "jwt"`), or `auto` (webhook when a URL is set,
+    /// else log with anonymous auth, else none: gated tools are refused with `OTP_SEND_FAILED`).
+    pub delivery: String,
+    /// The host's delivery endpoint: `POST {sessionId, channel, destination, code, expiresAt}` with an
+    /// `Idempotency-Key` header; any 2xx is delivered.
+    pub delivery_url: String,
+    /// Digits per code.
+    pub code_length: usize,
+    /// Seconds a code is valid (and the gated call waits).
+    pub ttl_s: u64,
+    /// Wrong codes before the code is locked and the gated call refused.
+    pub max_attempts: u32,
+    /// `verify_otp` frames per session per minute, across pods; more get `RATE_LIMITED`.
+    pub verify_per_minute: u64,
+    /// Delivery webhook timeout in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for OtpConfig {
+    fn default() -> Self {
+        Self {
+            delivery: "auto".into(),
+            delivery_url: String::new(),
+            code_length: 6,
+            ttl_s: 300,
+            max_attempts: 3,
+            verify_per_minute: 10,
+            timeout_ms: 5_000,
+        }
+    }
+}
+
+/// How OTP codes are delivered, resolved from `otp.delivery` and the auth mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OtpDelivery {
+    Webhook(String),
+    Log,
+    /// Nowhere to send a code: a gated tool is refused.
+    Disabled,
+}
+
+impl Config {
+    pub fn otp_delivery(&self) -> OtpDelivery {
+        match self.otp.delivery.as_str() {
+            "webhook" => OtpDelivery::Webhook(self.otp.delivery_url.clone()),
+            "log" => OtpDelivery::Log,
+            _ if !self.otp.delivery_url.is_empty() => OtpDelivery::Webhook(self.otp.delivery_url.clone()),
+            _ if self.auth.mode == "none" => OtpDelivery::Log,
+            _ => OtpDelivery::Disabled,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KnowledgeConfig {
+    /// Documents given in the file (`[[knowledge.documents]] id, title, url?, content, sets?`).
+    pub documents: Vec<KnowledgeDocument>,
+    /// A directory whose files are indexed at boot (id and title = the path under it); e.g. a ConfigMap mount.
+    pub dir: String,
+    /// A host's search endpoint instead of the built-in index: `POST {query, k, orgId, agentId}` →
+    /// `{results: [{id, title, url?, snippet, score}]}`.
+    pub search_url: String,
+    /// Passages given to the model as context before each turn (and returned by `knowledge_search`).
+    pub top_k: usize,
+    /// Retrieval webhook timeout in milliseconds; a slow or failing webhook means no context, not a failed turn.
+    pub timeout_ms: u64,
+    /// Largest document (file or `content`) indexed; a larger one fails the boot, naming it.
+    pub max_document_bytes: u64,
+}
+
+impl Default for KnowledgeConfig {
+    fn default() -> Self {
+        Self {
+            documents: Vec::new(),
+            dir: String::new(),
+            search_url: String::new(),
+            top_k: 3,
+            timeout_ms: 2_000,
+            max_document_bytes: 2 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnowledgeDocument {
+    pub id: String,
+    pub title: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    pub content: String,
+    /// The sets this document belongs to (agents pick sets with `knowledge_sets`); empty = `default`.
+    #[serde(default)]
+    pub sets: Vec<String>,
+}
+
+impl Config {
+    /// The rules of the §9–§11 sections. Each error names the key.
+    pub(super) fn validate_features(&self) -> Result<(), ConfigError> {
+        if self.interaction.timeout_s == 0 {
+            return Err(invalid("interaction.timeout_s", "must be positive"));
+        }
+        let otp = &self.otp;
+        match otp.delivery.as_str() {
+            "auto" | "log" | "webhook" => {}
+            other => return Err(invalid("otp.delivery", format!("`{other}`: expected auto, webhook or log"))),
+        }
+        if otp.delivery == "log" && self.auth.mode == "jwt" {
+            return Err(invalid(
+                "otp.delivery",
+                "`log` writes codes to the server log: for local demos only, never with auth.mode = \"jwt\"",
+            ));
+        }
+        if otp.delivery == "webhook" && otp.delivery_url.is_empty() {
+            return Err(invalid("otp.delivery_url", "is required with otp.delivery = \"webhook\""));
+        }
+        if !otp.delivery_url.is_empty() {
+            http_url("otp.delivery_url", &otp.delivery_url)?;
+        }
+        if !(4..=10).contains(&otp.code_length) {
+            return Err(invalid("otp.code_length", "must be 4..=10 digits"));
+        }
+        if otp.ttl_s == 0 || otp.max_attempts == 0 || otp.verify_per_minute == 0 || otp.timeout_ms == 0 {
+            return Err(invalid("otp", "ttl_s, max_attempts, verify_per_minute and timeout_ms must be positive"));
+        }
+        let k = &self.knowledge;
+        if !k.search_url.is_empty() {
+            http_url("knowledge.search_url", &k.search_url)?;
+            if !k.documents.is_empty() || !k.dir.is_empty() {
+                return Err(invalid(
+                    "knowledge.search_url",
+                    "a retrieval webhook replaces the built-in index: drop knowledge.documents and knowledge.dir",
+                ));
+            }
+        }
+        if !(1..=20).contains(&k.top_k) {
+            return Err(invalid("knowledge.top_k", "must be 1..=20"));
+        }
+        if k.timeout_ms == 0 || k.max_document_bytes == 0 {
+            return Err(invalid("knowledge", "timeout_ms and max_document_bytes must be positive"));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (i, d) in k.documents.iter().enumerate() {
+            let key = |f: &str| format!("knowledge.documents[{i}].{f}");
+            if d.id.is_empty() || !ids.insert(d.id.as_str()) {
+                return Err(invalid(&key("id"), "must be non-empty and unique"));
+            }
+            if d.content.len() as u64 > k.max_document_bytes {
+                return Err(invalid(&key("content"), "is larger than knowledge.max_document_bytes"));
+            }
+        }
+        if !k.dir.is_empty() && !std::path::Path::new(&k.dir).is_dir() {
+            return Err(invalid("knowledge.dir", format!("{}: not a directory", k.dir)));
+        }
+        for (i, agent) in self.agents.iter().enumerate() {
+            for kind in &agent.interactions {
+                if !matches!(kind.as_str(), "identity_intake" | "choices") {
+                    return Err(invalid(
+                        &format!("agents[{i}].interactions"),
+                        format!("`{kind}`: expected identity_intake or choices"),
+                    ));
+                }
+            }
+            if !matches!(agent.visibility.as_str(), "public" | "internal") {
+                return Err(invalid(&format!("agents[{i}].visibility"), "expected public or internal"));
+            }
+            for (j, tool) in agent.tools.iter().enumerate() {
+                if !matches!(tool.auth_level.as_str(), "none" | "end_user" | "admin") {
+                    return Err(invalid(
+                        &format!("agents[{i}].tools[{j}].auth_level"),
+                        "expected none, end_user or admin",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn http_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let u = reqwest::Url::parse(url).map_err(|e| invalid(key, format!("not a URL: {e}")))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(invalid(key, "must be http:// or https://"));
+    }
+    Ok(())
+}

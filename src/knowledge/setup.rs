@@ -1,0 +1,64 @@
+//! The one place the knowledge backend is chosen from config: the retrieval webhook when `knowledge.search_url`
+//! is set, else the built-in index of `knowledge.documents` and `knowledge.dir` (nothing when both are empty).
+//! The offline demo (no agents, no model URL) indexes two bundled sample documents so the quick start can show
+//! citations.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::builtin::{load_dir, BuiltinIndex, Document};
+use super::webhook::WebhookRetriever;
+use super::Retriever;
+use crate::config::Config;
+
+/// The bundled sample documents of the offline demo.
+fn demo_documents() -> Vec<Document> {
+    let doc = |id: &str, title: &str, content: &str| Document {
+        id: id.into(),
+        title: title.into(),
+        url: None,
+        content: content.into(),
+        sets: Vec::new(),
+    };
+    vec![
+        doc("demo/returns-policy.md", "Returns policy (demo)", include_str!("demo/returns-policy.md")),
+        doc("demo/shipping.md", "Shipping (demo)", include_str!("demo/shipping.md")),
+    ]
+}
+
+/// The pod's retriever, or `None` without knowledge. Errors name the key (they fail the boot).
+pub(crate) fn from_config(config: &Config) -> Result<Option<Arc<dyn Retriever>>, String> {
+    let k = &config.knowledge;
+    if !k.search_url.is_empty() {
+        let timeout = Duration::from_millis(k.timeout_ms);
+        return Ok(Some(Arc::new(WebhookRetriever::new(k.search_url.clone(), timeout))));
+    }
+    let mut docs: Vec<Document> = k
+        .documents
+        .iter()
+        .map(|d| Document {
+            id: d.id.clone(),
+            title: d.title.clone(),
+            url: d.url.clone(),
+            content: d.content.clone(),
+            sets: d.sets.clone(),
+        })
+        .collect();
+    if !k.dir.is_empty() {
+        let found = load_dir(Path::new(&k.dir), k.max_document_bytes).map_err(|e| format!("knowledge.dir: {e}"))?;
+        if found.is_empty() {
+            tracing::warn!(dir = %k.dir, "knowledge.dir holds no documents");
+        }
+        docs.extend(found);
+    }
+    if docs.is_empty() && k.dir.is_empty() && config.agents.is_empty() && config.llm.base_url.is_empty() {
+        docs = demo_documents();
+    }
+    if docs.is_empty() {
+        return Ok(None);
+    }
+    let index = BuiltinIndex::build(&docs).map_err(|e| format!("knowledge: {e}"))?;
+    tracing::info!(documents = docs.len(), chunks = index.chunk_count(), "knowledge indexed");
+    Ok(Some(Arc::new(index)))
+}

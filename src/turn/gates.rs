@@ -1,0 +1,208 @@
+//! What a tool call passes through before it runs: the built-in tools (the interaction raise tools and their
+//! conversational fallback, §9; `knowledge_search`, §11), the OTP gate (§10) and the confirmation gate (§2).
+//! A call either gets its result here or parks the turn.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::emitter::Emitter;
+use super::{drive::run_tool, emit_stream, otp_gate, park, TurnState};
+use crate::agents::{needs_confirmation, tool_specs};
+use crate::app::App;
+use crate::backend::Gate;
+use crate::config::{AgentConfig, ToolConfig};
+use crate::error::ClientError;
+use crate::interactions::{self, spec::parse_raise, validate, Kind};
+use crate::knowledge::{citations, Scope};
+use crate::llm::{ToolCall, ToolSpec};
+use crate::protocol::outbound as out;
+use crate::tools::ToolOutcome;
+use crate::util::{new_id, now_ms};
+
+/// The built-in tool that searches the agent's knowledge.
+pub(crate) const KNOWLEDGE_TOOL: &str = "knowledge_search";
+
+/// How a call's gates ended.
+pub(super) enum Step {
+    Done(ToolOutcome),
+    Parked,
+}
+
+fn kinds(agent: &AgentConfig) -> impl Iterator<Item = Kind> + '_ {
+    agent.interactions.iter().filter_map(|k| Kind::parse(k))
+}
+
+/// The fallback tool is offered when an enabled kind's card cannot be shown by this client.
+fn offers_fallback(agent: &AgentConfig, supports: &[String]) -> bool {
+    kinds(agent).any(|k| !supports.iter().any(|c| c == k.capability()))
+}
+
+/// Every tool the model is offered on this turn: the agent's, the raise tools of its interaction kinds, the
+/// fallback `submit_interaction` and `knowledge_search` when knowledge is configured.
+pub(super) fn offered(app: &App, agent: &AgentConfig, state: &TurnState) -> Vec<ToolSpec> {
+    let mut specs = tool_specs(agent);
+    let spec = |(name, description, parameters): (&str, &str, Value)| ToolSpec {
+        name: name.to_string(),
+        description: description.to_string(),
+        parameters,
+    };
+    specs.extend(kinds(agent).map(|k| spec(interactions::raise_tool_spec(k))));
+    if offers_fallback(agent, &state.supports) {
+        specs.push(spec(interactions::fallback_tool_spec()));
+    }
+    if app.knowledge.is_some() {
+        specs.push(spec((
+            KNOWLEDGE_TOOL,
+            "Search the help-centre knowledge for passages that answer a question.",
+            serde_json::json!({"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}),
+        )));
+    }
+    specs
+}
+
+/// Runs `call` through its gates. `announced`: its toolCall chunk was sent before the turn parked on it.
+pub(super) async fn step(
+    app: &Arc<App>,
+    em: &Emitter,
+    state: &mut TurnState,
+    agent: &AgentConfig,
+    call: &ToolCall,
+    announced: bool,
+) -> Result<Step, ClientError> {
+    let name = call.function.name.as_str();
+    let announce = |state: &TurnState| {
+        if !announced {
+            emit_stream(em, state, &out::tool_call_chunk(&state.request_id, name, &call.function.arguments));
+        }
+    };
+    if let Some(kind) = Kind::from_raise_tool(name).filter(|k| kinds(agent).any(|e| e == *k)) {
+        return raise(app, em, state, call, kind).await;
+    }
+    if name == interactions::FALLBACK_TOOL && offers_fallback(agent, &state.supports) {
+        announce(state);
+        return Ok(Step::Done(submit_fallback(app, state, &call.function.arguments).await));
+    }
+    if name == KNOWLEDGE_TOOL && app.knowledge.is_some() {
+        announce(state);
+        return Ok(Step::Done(knowledge_search(app, state, agent, &call.function.arguments).await));
+    }
+    let Some(tool) = agent.tools.iter().find(|t| t.name == name) else {
+        announce(state);
+        return Ok(Step::Done(ToolOutcome { is_error: true, result: format!("unknown tool '{name}'") }));
+    };
+    if let Some(refusal) = auth_refusal(agent, tool) {
+        announce(state);
+        return Ok(Step::Done(ToolOutcome { is_error: true, result: refusal }));
+    }
+    if needs_otp(agent, tool) && !app.backends.identity.contact(&state.session_id).await?.verified {
+        return otp_gate::require(app, em, state, call, tool).await;
+    }
+    if needs_confirmation(agent, name) {
+        park::for_confirmation(app, em, state, call).await?;
+        return Ok(Step::Parked);
+    }
+    announce(state);
+    Ok(Step::Done(run_tool(app, state, agent, call).await))
+}
+
+/// On a public agent an `admin` tool never runs (§10); internal agents pass every level.
+fn auth_refusal(agent: &AgentConfig, tool: &ToolConfig) -> Option<String> {
+    (agent.visibility != "internal" && tool.auth_level == "admin")
+        .then(|| format!("tool '{}' is not available in this conversation (it needs an administrator)", tool.name))
+}
+
+fn needs_otp(agent: &AgentConfig, tool: &ToolConfig) -> bool {
+    agent.visibility != "internal" && tool.auth_level == "end_user"
+}
+
+/// A raise tool: the card when the client can show it (the turn parks), else the conversational fallback.
+async fn raise(
+    app: &Arc<App>,
+    em: &Emitter,
+    state: &mut TurnState,
+    call: &ToolCall,
+    kind: Kind,
+) -> Result<Step, ClientError> {
+    let name = &call.function.name;
+    let chunk = out::tool_call_chunk(&state.request_id, name, &call.function.arguments);
+    let raised = match parse_raise(kind, &call.function.arguments) {
+        Ok(r) => r,
+        Err(e) => {
+            emit_stream(em, state, &chunk);
+            return Ok(Step::Done(ToolOutcome { is_error: true, result: e }));
+        }
+    };
+    if !state.supports.iter().any(|c| c == kind.capability()) {
+        emit_stream(em, state, &chunk);
+        let result = interactions::conversational(kind, &raised.spec, &raised.reason);
+        return Ok(Step::Done(ToolOutcome { is_error: false, result }));
+    }
+    let interaction_id = new_id();
+    let gate = Gate::Interaction {
+        interaction_id: interaction_id.clone(),
+        interaction_kind: kind.as_str().to_string(),
+        spec: raised.spec.clone(),
+        reason: raised.reason.clone(),
+    };
+    let expires_at_ms = now_ms() + (app.config.interaction.timeout_s as i64) * 1000;
+    park::store(app, state, call, gate, expires_at_ms).await?;
+    // The card comes before the raise tool's chunk, so a client renders it as the call appears.
+    em.send(&out::interaction_required(
+        &state.request_id,
+        &interaction_id,
+        kind.as_str(),
+        &raised.spec,
+        &raised.reason,
+    ));
+    emit_stream(em, state, &chunk);
+    em.flush().await?;
+    Ok(Step::Parked)
+}
+
+/// The model-callable `submit_interaction` of the conversational fallback: the same validation as the card.
+async fn submit_fallback(app: &App, state: &TurnState, arguments: &str) -> ToolOutcome {
+    match validate::fallback(arguments) {
+        Ok((kind, values, payload)) => {
+            if let (Kind::IdentityIntake, Some(values)) = (kind, &values) {
+                if let Err(e) = stamp_identity(app, &state.session_id, values).await {
+                    tracing::warn!(error = %e, session_id = %state.session_id, "could not stamp identity values");
+                }
+            }
+            ToolOutcome { is_error: false, result: payload }
+        }
+        Err(message) => ToolOutcome { is_error: true, result: message },
+    }
+}
+
+/// Accepted identity values go on the session, where the OTP gate finds its contact (§9).
+pub(crate) async fn stamp_identity(app: &App, session_id: &str, values: &Value) -> Result<(), ClientError> {
+    let get = |k: &str| values.get(k).and_then(Value::as_str);
+    app.backends.identity.stamp(session_id, get("name"), get("email"), get("phone")).await?;
+    Ok(())
+}
+
+async fn knowledge_search(app: &App, state: &mut TurnState, agent: &AgentConfig, arguments: &str) -> ToolOutcome {
+    let query = serde_json::from_str::<Value>(arguments)
+        .ok()
+        .and_then(|v| v.get("query").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_default();
+    if query.trim().is_empty() {
+        return ToolOutcome { is_error: true, result: "knowledge_search needs a non-empty 'query'".into() };
+    }
+    let Some(retriever) = &app.knowledge else {
+        return ToolOutcome { is_error: true, result: "no knowledge is configured".into() };
+    };
+    let scope = Scope { org_id: &state.org_id, agent_id: &state.agent_id, sets: agent.knowledge_sets.as_deref() };
+    match retriever.search(&query, app.config.knowledge.top_k, &scope).await {
+        Ok(hits) => {
+            let result = citations::tool_result(&hits);
+            state.knowledge_tool.extend(hits);
+            ToolOutcome { is_error: false, result }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, session_id = %state.session_id, "knowledge_search failed");
+            ToolOutcome { is_error: true, result: "the knowledge search is unavailable right now".into() }
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Parking a turn: the durable record first, then the events that ask the person, so a pod dying right after
+//! a client saw the question cannot lose it. Until the lease is handed over (when the task ends) the turn still
+//! counts as running on this pod, so a cancel in between goes through this task and `cancelled` stays the last
+//! event.
+
+use std::sync::Arc;
+
+use super::emitter::Emitter;
+use super::{emit_stream, TurnState};
+use crate::app::App;
+use crate::backend::{Gate, ParkedTurn, PendingCall};
+use crate::error::{ClientError, ErrorCode};
+use crate::llm::ToolCall;
+use crate::protocol::outbound as out;
+use crate::util::now_ms;
+
+/// Stores the parked turn: `call` waits for `gate` until `expires_at_ms`.
+pub(super) async fn store(
+    app: &App,
+    state: &TurnState,
+    call: &ToolCall,
+    gate: Gate,
+    expires_at_ms: i64,
+) -> Result<(), ClientError> {
+    let parked = ParkedTurn {
+        session_id: state.session_id.clone(),
+        turn_id: state.turn_id.clone(),
+        request_id: state.request_id.clone(),
+        call: PendingCall {
+            tool_call_id: call.id.clone(),
+            tool_name: call.function.name.clone(),
+            arguments: call.function.arguments.clone(),
+        },
+        gate,
+        expires_at_ms,
+        state: {
+            let mut stored = state.clone();
+            stored.traceparent = crate::telemetry::current_traceparent().or_else(|| state.traceparent.clone());
+            serde_json::to_value(&stored).map_err(|e| ClientError::new(ErrorCode::Internal, e.to_string()))?
+        },
+    };
+    app.backends.confirms.park(&parked).await?;
+    Ok(())
+}
+
+/// Parks a gated call for approval: the record, `write_confirmation_required`, then the call's chunk.
+pub(super) async fn for_confirmation(
+    app: &Arc<App>,
+    em: &Emitter,
+    state: &TurnState,
+    call: &ToolCall,
+) -> Result<(), ClientError> {
+    let name = &call.function.name;
+    let expires_at_ms = now_ms() + (app.config.confirm.timeout_s as i64) * 1000;
+    store(app, state, call, Gate::Confirm, expires_at_ms).await?;
+    em.send(&out::write_confirmation_required(
+        &state.request_id,
+        name,
+        &format!("Tool '{name}' requires confirmation. Allow?"),
+    ));
+    emit_stream(em, state, &out::tool_call_chunk(&state.request_id, name, &call.function.arguments));
+    em.flush().await?;
+    Ok(())
+}
