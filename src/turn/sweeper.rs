@@ -66,7 +66,7 @@ async fn time_out(app: &Arc<App>, sid: &str) -> Result<(), crate::backend::Backe
     let outcome = match &parked.gate {
         Gate::Interaction { .. } => ToolOutcome { is_error: false, result: crate::interactions::NO_RESPONSE.into() },
         _ => {
-            app.backends.identity.consume_code(sid).await?;
+            // The code stays until it lapses, so a late `verify_otp` is told EXPIRED, not NOT_FOUND.
             let result = format!("tool '{}' was not run: the identity was not verified in time", parked.call.tool_name);
             ToolOutcome { is_error: true, result }
         }

@@ -8,6 +8,9 @@ mod support;
 
 mod approvals;
 mod http;
+mod interactions;
+mod knowledge;
+mod otp;
 mod requests;
 mod sockets;
 mod turns;

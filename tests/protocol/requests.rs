@@ -12,8 +12,8 @@ async fn bad_inputs_get_documented_errors_and_the_socket_lives() {
         ("this is not json".into(), "VALIDATION_ERROR", None),
         (json!({"requestId": "r-noaction", "message": "hi"}).to_string(), "VALIDATION_ERROR", Some("r-noaction")),
         (json!({"action": "frobnicate", "requestId": "r-bad"}).to_string(), "UNSUPPORTED_ACTION", Some("r-bad")),
-        (json!({"action": "submit_interaction", "requestId": "r-si", "sessionId": sid}).to_string(), "UNSUPPORTED_ACTION", Some("r-si")),
-        (json!({"action": "verify_otp", "requestId": "r-otp", "sessionId": sid, "code": "1"}).to_string(), "UNSUPPORTED_ACTION", Some("r-otp")),
+        (json!({"action": "submit_interaction", "requestId": "r-si", "sessionId": sid}).to_string(), "NO_PENDING_INTERACTION", Some("r-si")),
+        (json!({"action": "verify_otp", "requestId": "r-otp", "sessionId": sid, "code": ""}).to_string(), "VALIDATION_ERROR", Some("r-otp")),
         (json!({"action": "send_message", "requestId": "r-type", "sessionId": 42, "message": "x"}).to_string(), "VALIDATION_ERROR", Some("r-type")),
         (json!({"action": "send_message", "requestId": "r-empty", "sessionId": sid, "message": ""}).to_string(), "VALIDATION_ERROR", Some("r-empty")),
         (json!({"action": "send_message", "requestId": "r-long", "sessionId": sid, "message": "x".repeat(10_001)}).to_string(), "VALIDATION_ERROR", Some("r-long")),
@@ -135,14 +135,30 @@ async fn jwt_identity_and_cross_user_access() {
     for frame in [
         json!({"action": "get_session", "requestId": "x1", "sessionId": sid}),
         json!({"action": "send_message", "requestId": "x2", "sessionId": sid, "message": "hi"}),
-        json!({"action": "confirm_tool_action", "requestId": "x3", "sessionId": sid, "approved": true}),
         json!({"action": "get_conversation_messages", "requestId": "x4", "sessionId": sid}),
         json!({"action": "cancel", "requestId": "x5", "sessionId": sid}),
+        json!({"action": "verify_otp", "requestId": "x6", "sessionId": sid, "code": "123456"}),
     ] {
         bob.send(&frame).await;
         let e = bob.recv().await;
         assert_eq!(e["error"]["code"], "SESSION_NOT_FOUND", "{frame} → {e}");
         assert_eq!(e["error"]["message"], format!("session '{sid}' not found"));
+    }
+    // Answers to a park on someone else's session: "nothing pending" (§2), which reveals nothing either.
+    for (frame, code) in [
+        (
+            json!({"action": "confirm_tool_action", "requestId": "x3", "sessionId": sid, "approved": true}),
+            "NO_PENDING_CONFIRMATION",
+        ),
+        (
+            json!({"action": "submit_interaction", "requestId": "x7", "sessionId": sid, "interactionId": "i", "values": {}}),
+            "NO_PENDING_INTERACTION",
+        ),
+    ] {
+        bob.send(&frame).await;
+        let e = bob.recv().await;
+        assert_eq!(e["error"]["code"], code, "{frame} → {e}");
+        assert!(!e["error"]["message"].as_str().unwrap_or("").contains("not found"), "{e}");
     }
     bob.send(&json!({"action": "list_conversations", "requestId": "l"})).await;
     assert_eq!(bob.recv().await["data"]["conversations"], json!([]));
