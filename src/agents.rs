@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{AgentConfig, Config, ToolConfig};
-use crate::llm::demo::DEMO_TOOL_NAME;
+use crate::llm::demo::{DEMO_GATED_TOOL_NAME, DEMO_TOOL_NAME};
 use crate::llm::ToolSpec;
 use crate::tools::DEMO_TOOL_URL;
 
@@ -38,6 +38,12 @@ impl Agents {
                         parameters: serde_json::json!({"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]}),
                         url: DEMO_TOOL_URL.into(),
                         auth_level: "none".into(),
+                    }, ToolConfig {
+                        name: DEMO_GATED_TOOL_NAME.into(),
+                        description: "The account balance of the person (needs a verified identity)".into(),
+                        parameters: serde_json::json!({"type": "object", "properties": {}}),
+                        url: DEMO_TOOL_URL.into(),
+                        auth_level: "end_user".into(),
                     }]
                 } else {
                     vec![]

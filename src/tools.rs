@@ -56,6 +56,9 @@ impl ToolRunner {
     }
 
     pub(crate) async fn call(&self, tool: &ToolConfig, arguments: &str, ctx: ToolContext<'_>) -> ToolOutcome {
+        if tool.url == DEMO_TOOL_URL && tool.name == crate::llm::demo::DEMO_GATED_TOOL_NAME {
+            return ToolOutcome { is_error: false, result: "balance: $42.00 (demo account)".into() };
+        }
         if tool.url == DEMO_TOOL_URL {
             let id = serde_json::from_str::<Value>(arguments)
                 .ok()

@@ -16,9 +16,22 @@ use super::{Hit, KnowledgeError, Retriever, Scope};
 pub(crate) const MAX_CHUNK_CHARS: usize = 500;
 /// The set of a document that names none, so agents restricted to `["default"]` can still reach it.
 const DEFAULT_SET: &str = "default";
-/// SimpleTokenizer, RemoveLongFilter(40), LowerCaser, Stemmer(English): registered by tantivy's default
-/// `TokenizerManager` when its `stemmer` feature is on (Cargo.toml turns it on; the stemming test guards it).
-const ANALYZER: &str = "en_stem";
+/// tantivy's `en_stem` (SimpleTokenizer, RemoveLongFilter(40), LowerCaser, Stemmer(English)) with English stop
+/// words removed before stemming: otherwise "how is it going" matches every passage through "is" and "it", and
+/// every small-talk reply would come with citations.
+const ANALYZER: &str = "en_stem_stop";
+
+fn analyzer() -> tantivy::tokenizer::TextAnalyzer {
+    use tantivy::tokenizer::{
+        Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
+    };
+    let builder =
+        TextAnalyzer::builder(SimpleTokenizer::default()).filter(RemoveLongFilter::limit(40)).filter(LowerCaser);
+    match StopWordFilter::new(Language::English) {
+        Some(stop) => builder.filter(stop).filter(Stemmer::new(Language::English)).build(),
+        None => builder.filter(Stemmer::new(Language::English)).build(),
+    }
+}
 /// tantivy refuses less than 15 MB per indexing thread (`MEMORY_BUDGET_NUM_BYTES_MIN`, not exported).
 const WRITER_BUDGET_BYTES: usize = 15_000_000;
 /// Following symlinked directories (a ConfigMap mount) could loop; no real knowledge tree is this deep.
@@ -73,6 +86,7 @@ impl BuiltinIndex {
             set: schema.add_text_field("set", STRING),
         };
         let index = Index::create_in_ram(schema.build());
+        index.tokenizers().register(ANALYZER, analyzer());
         let mut writer: IndexWriter = index.writer_with_num_threads(1, WRITER_BUDGET_BYTES).map_err(index_err)?;
         let mut chunks = 0;
         for doc in docs {
@@ -294,6 +308,8 @@ mod tests {
         assert_eq!(index.chunk_count(), 2);
         assert_eq!(ids(&index, "return", 5, None).await, ["returns"]);
         assert_eq!(ids(&index, "RETURNING", 5, None).await, ["returns"]);
+        // Stop words find nothing on their own: small talk gets no context and no citations.
+        assert!(ids(&index, "how is it going, are you there", 5, None).await.is_empty());
         let hits = index.search("return", 5, &Scope::default()).await.expect("search");
         assert_eq!(hits[0].snippet, "Returns are accepted within 30 days.");
         assert_eq!((hits[0].title.as_str(), hits[0].url.as_deref()), ("T returns", None));

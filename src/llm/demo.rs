@@ -10,6 +10,8 @@ use super::*;
 
 /// The tool the demo agent offers; executed in-process (see `tools::DEMO_TOOL`).
 pub(crate) const DEMO_TOOL_NAME: &str = "delete_record";
+/// The demo agent's OTP-gated tool (`auth_level = "end_user"`), also in-process.
+pub(crate) const DEMO_GATED_TOOL_NAME: &str = "get_account_balance";
 
 pub(crate) struct DemoModel {
     /// Delay between streamed words (small, so the demo looks like streaming).
@@ -29,8 +31,21 @@ fn reply_for(request: &ChatRequest) -> Result<String, ToolCall> {
     }
     let user =
         request.messages.iter().rev().find(|m| m.role == "user").map(ChatMessage::text_content).unwrap_or_default();
-    let offers_tool = request.tools.iter().any(|t| t.name == DEMO_TOOL_NAME);
-    if offers_tool && user.to_lowercase().contains("delete") {
+    let offers = |name: &str| request.tools.iter().any(|t| t.name == name);
+    let asked = user.to_lowercase();
+    let call = |name: &str, arguments: serde_json::Value| ToolCall {
+        id: format!("call_{}", uuid::Uuid::new_v4().simple()),
+        kind: "function".into(),
+        function: FunctionCall { name: name.into(), arguments: arguments.to_string() },
+    };
+    if offers("request_identity_intake") && asked.contains("quote") {
+        let fields = serde_json::json!({"fields": ["email", {"key": "name"}], "reason": "to send you the quote"});
+        return Err(call("request_identity_intake", fields));
+    }
+    if offers(DEMO_GATED_TOOL_NAME) && asked.contains("balance") {
+        return Err(call(DEMO_GATED_TOOL_NAME, serde_json::json!({})));
+    }
+    if offers(DEMO_TOOL_NAME) && asked.contains("delete") {
         let id: String = user.chars().filter(|c| c.is_ascii_digit()).collect();
         let id = if id.is_empty() { "42".to_string() } else { id };
         return Err(ToolCall {
@@ -42,11 +57,32 @@ fn reply_for(request: &ChatRequest) -> Result<String, ToolCall> {
             },
         });
     }
+    if let Some(passage) = knowledge_passage(request) {
+        return Ok(format!("[demo model] From the help centre: {passage}"));
+    }
     let shown: String = user.chars().take(200).collect();
     Ok(format!(
         "[demo model] Hello! I am Switchboard's offline demo model. You said: \"{shown}\". \
-         Set llm.base_url to talk to a real model, or ask me to \"delete record 7\" to try the approval flow."
+         Set llm.base_url to talk to a real model, or try: \"delete record 7\" (approval), \"what is your return \
+         policy\" (citations), \"I'd like a quote\" (an identity card), \"what is my balance\" (the OTP gate)."
     ))
+}
+
+/// The first passage of the knowledge given to the model before the turn, if any.
+fn knowledge_passage(request: &ChatRequest) -> Option<String> {
+    let context = request.messages.iter().rev().take(2).find_map(|m| {
+        let text = m.text_content();
+        (m.role == "system" && text.starts_with("[Relevant knowledge]")).then_some(text)
+    })?;
+    // "[Relevant knowledge]\n[1] <title>\n<passage lines>\n[2] …": the first passage, without headings.
+    let passage: Vec<&str> = context
+        .lines()
+        .skip(2)
+        .take_while(|l| !l.starts_with("[2] "))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    (!passage.is_empty()).then(|| passage.join(" "))
 }
 
 #[async_trait]

@@ -9,6 +9,7 @@ mod support;
 
 mod faults;
 mod gaps;
+mod seed;
 mod turn_faults;
 
 use std::time::{Duration, Instant};

@@ -437,3 +437,35 @@ async fn turns_are_bounded_in_tool_calls_time_and_number() {
     send_message(&mut c, &other, "r-after", "now?").await;
     assert_eq!(tokens(&until_terminal(&mut c, "r-after").await), "now");
 }
+
+/// The offline demo shows the seed protocol: a cited answer from the bundled documents, an identity card, and
+/// the OTP gate with codes written to the log (`otp.delivery` auto = log with anonymous auth).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_demo_cites_raises_a_card_and_gates_a_tool() {
+    let cfg = switchboard::config::Config { bind: "127.0.0.1:0".into(), ..Default::default() };
+    let pod = pod(cfg).await;
+    let mut c = connect(&pod, false).await;
+    c.send(&json!({"action": "create_conversation_session", "requestId": "c", "agentId": AGENT,
+                   "supports": ["identity_form"], "userEmail": "ada@example.com"}))
+        .await;
+    let sid = c.recv().await["data"]["sessionId"].as_str().expect("sid").to_string();
+    send_message(&mut c, &sid, "r-ret", "what is your return policy").await;
+    let frames = until_terminal(&mut c, "r-ret").await;
+    assert_v1(&frames);
+    assert!(tokens(&frames).contains("30 days"), "{}", tokens(&frames));
+    let cited = &frames.last().expect("end")["data"]["data"]["citations"];
+    assert_eq!(cited[0]["id"], "demo/returns-policy.md", "{cited}");
+    send_message(&mut c, &sid, "r-q", "I'd like a quote").await;
+    let frames = c.recv_until(|v| v["type"] == "stream_chunk").await;
+    assert_eq!(frames[1]["type"], "interaction_required", "{frames:?}");
+    let iid = frames[1]["data"]["data"]["interactionId"].as_str().expect("id").to_string();
+    c.send(&json!({"action": "submit_interaction", "requestId": "s", "sessionId": sid, "interactionId": iid,
+                   "values": {"email": "ada@example.com", "name": "Ada"}}))
+        .await;
+    let frames = until_terminal(&mut c, "r-q").await;
+    assert_eq!(frames.last().expect("end")["type"], "eventual_response");
+    send_message(&mut c, &sid, "r-b", "what is my balance").await;
+    let frames = c.recv_until(|v| v["type"] == "stream_chunk").await;
+    assert_eq!(types(&frames), ["immediate_response", "otp_verification_required", "otp_sent", "stream_chunk"]);
+    assert_eq!(frames[2]["data"]["data"]["maskedDestination"], "a***@example.com");
+}
