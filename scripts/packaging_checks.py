@@ -103,6 +103,12 @@ GOOD: dict[str, dict[str, Any]] = {
             ],
         },
     },
+    "knowledge-documents": {
+        "redis": {"url": BASE_REDIS_URL},
+        "knowledge": {"documents": {"returns.md": "Returns are accepted within 30 days.\n", "shipping.md": "Ships in 5 days."}},
+        "config": {"knowledge": {"top_k": 4}},
+    },
+    "knowledge-existing-configmap": {"redis": {"url": BASE_REDIS_URL}, "knowledge": {"existingConfigMap": "kb"}},
     "external-redis-cluster": {
         "redis": {"url": "redis-cluster://redis-0.redis:6379,redis-1.redis:6379,redis-2.redis:6379"},
         "replicaCount": 4,
@@ -365,6 +371,20 @@ def check_set(name: str, docs: list[dict[str, Any]], values: dict[str, Any]) -> 
         assert agent["system_prompt"] == want["system_prompt"], agent["system_prompt"]
         assert agent["tools"][0]["parameters"] == want["tools"][0]["parameters"], agent["tools"][0]
         assert cfg["auth"]["mode"] == "jwt" and cfg["llm"]["base_url"] == "https://llm.internal/v1"
+    elif name.startswith("knowledge-"):
+        # Documents come from a ConfigMap mounted read-only where config.knowledge.dir points.
+        mount = next(m for m in c["volumeMounts"] if m["name"] == "knowledge")
+        assert mount["mountPath"] == "/var/lib/switchboard/knowledge" and mount["readOnly"] is True, mount
+        volume = next(v for v in deploy["spec"]["template"]["spec"]["volumes"] if v["name"] == "knowledge")
+        cfg = config_of(docs)
+        assert cfg["knowledge"]["dir"] == mount["mountPath"], cfg["knowledge"]
+        if name == "knowledge-documents":
+            cm = find(docs, "ConfigMap", f"{RELEASE}-knowledge")
+            assert volume["configMap"]["name"] == cm["metadata"]["name"]
+            assert cm["data"] == GOOD[name]["knowledge"]["documents"], cm["data"]
+            assert cfg["knowledge"]["top_k"] == 4, "the chart keeps the other knowledge keys"
+        else:
+            assert volume["configMap"]["name"] == "kb", volume
     elif name == "external-redis-cluster":
         assert deploy["spec"]["replicas"] == 4
         assert env["SWITCHBOARD_REDIS_URL"].startswith("redis-cluster://")
@@ -405,6 +425,14 @@ def check_config_with_binary(binary: Path, docs: list[dict[str, Any]], values: d
         env["SWITCHBOARD_AUTH__PUBLISH_KEYS"] = "stand-in-publish-key-1,stand-in-publish-key-2"
         if values.get("redis", {}).get("urlFromExistingSecret"):
             env["SWITCHBOARD_REDIS_URL"] = "redis-sentinel://sentinel-0:26379,sentinel-1:26379/mymaster"
+    if config_of(docs).get("knowledge", {}).get("dir"):
+        # Stand-in for the knowledge ConfigMap's mount: its files (or one for an existing ConfigMap) in a local dir.
+        kdir = workdir / "knowledge"
+        kdir.mkdir()
+        cms = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == f"{RELEASE}-knowledge"]
+        for fname, text in (cms[0]["data"] if cms else {"doc.md": "A stand-in document."}).items():
+            (kdir / fname).write_text(text)
+        env["SWITCHBOARD_KNOWLEDGE__DIR"] = str(kdir)
     proc = subprocess.run(
         [str(binary), "check-config", "--config", str(path)], capture_output=True, text=True, env=env, timeout=60
     )
@@ -549,6 +577,51 @@ def generate_k8s() -> dict[str, str]:
         "resources": ["../../base", "redis.yaml"],
         "patches": [{"path": "redis-url-patch.yaml"}],
     }
+    # Knowledge documents: the chart's ConfigMap mount, as an overlay whose ConfigMap is generated from files.
+    kdocs = render(GOOD["knowledge-documents"])
+    kdeploy = find(kdocs, "Deployment", RELEASE)
+    kvolume = next(v for v in kdeploy["spec"]["template"]["spec"]["volumes"] if v["name"] == "knowledge")
+    kmount = next(m for m in container(kdeploy)["volumeMounts"] if m["name"] == "knowledge")
+    kpatch = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": RELEASE},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "switchboard",
+                            "env": [{"name": "SWITCHBOARD_KNOWLEDGE__DIR", "value": kmount["mountPath"]}],
+                            "volumeMounts": [kmount],
+                        }
+                    ],
+                    "volumes": [kvolume],
+                }
+            }
+        },
+    }
+    files["overlays/with-knowledge/knowledge-patch.yaml"] = header + dump([kpatch])
+    for fname, text in find(kdocs, "ConfigMap", f"{RELEASE}-knowledge")["data"].items():
+        files[f"overlays/with-knowledge/knowledge/{fname}"] = text
+    koverlay = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": ["../../base"],
+        "configMapGenerator": [
+            {
+                "name": kvolume["configMap"]["name"],
+                "files": sorted(f"knowledge/{f}" for f in find(kdocs, "ConfigMap", f"{RELEASE}-knowledge")["data"]),
+            }
+        ],
+        "patches": [{"path": "knowledge-patch.yaml"}],
+    }
+    files["overlays/with-knowledge/kustomization.yaml"] = (
+        header
+        + "# The base plus knowledge documents for the built-in index: a ConfigMap generated from the files under\n"
+        + "# knowledge/ (replace them with yours), mounted read-only where SWITCHBOARD_KNOWLEDGE__DIR points.\n"
+        + dump([koverlay])
+    )
     files["overlays/with-redis/kustomization.yaml"] = (
         header
         + "# The base plus a single, unpersisted Redis in the same namespace, for trying the scaled mode out\n"
@@ -582,12 +655,19 @@ def check_kustomize(kubectl: str, venv_bin: Path, workdir: Path, target: str) ->
     docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
     deploy = find(docs, "Deployment", RELEASE)
     env = env_of(container(deploy))
-    cm = find(docs, "ConfigMap")
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and not d["metadata"]["name"].startswith(f"{RELEASE}-knowledge"))
     assert cm["metadata"]["name"].startswith(f"{RELEASE}-"), "configMapGenerator adds a content hash"
     volumes = deploy["spec"]["template"]["spec"]["volumes"]
-    assert volumes[0]["configMap"]["name"] == cm["metadata"]["name"], "Deployment must use the generated ConfigMap"
+    config_volume = next(v for v in volumes if v["name"] == "config")
+    assert config_volume["configMap"]["name"] == cm["metadata"]["name"], "Deployment must use the generated ConfigMap"
     tomllib.loads(cm["data"]["config.toml"])
-    if target == "base":
+    if target == "overlays/with-knowledge":
+        kcm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith(f"{RELEASE}-knowledge"))
+        kvol = next(v for v in deploy["spec"]["template"]["spec"]["volumes"] if v["name"] == "knowledge")
+        assert kvol["configMap"]["name"] == kcm["metadata"]["name"], "the mount uses the generated ConfigMap"
+        assert env["SWITCHBOARD_KNOWLEDGE__DIR"] == "/var/lib/switchboard/knowledge", env
+        assert "returns.md" in kcm["data"], kcm["data"]
+    elif target == "base":
         assert env["SWITCHBOARD_REDIS_URL"] == BASE_REDIS_URL, env
     else:
         assert env["SWITCHBOARD_REDIS_URL"] == OVERLAY_REDIS_URL, env
@@ -697,10 +777,10 @@ def main() -> int:
 
         report.run("k8s/ equals the chart's rendering", lambda: check_k8s_drift(args.update_k8s))
         if args.kubectl:
-            for target in ("base", "overlays/with-redis"):
+            for target in ("base", "overlays/with-redis", "overlays/with-knowledge"):
                 report.run(f"kubectl kustomize k8s/{target}", lambda t=target: check_kustomize(args.kubectl, venv_bin, work, t))
         else:
-            for target in ("base", "overlays/with-redis"):
+            for target in ("base", "overlays/with-redis", "overlays/with-knowledge"):
                 report.skip(f"kubectl kustomize k8s/{target}", "NO kubectl AVAILABLE: kustomize output NOT validated")
 
     total = report.passed + len(report.failed)
