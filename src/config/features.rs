@@ -210,3 +210,51 @@ fn http_url(key: &str, url: &str) -> Result<(), ConfigError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(c: &Config) -> String {
+        c.validate().expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn otp_and_knowledge_keys_are_checked_at_boot() {
+        let mut c = Config::default();
+        c.validate().expect("defaults are valid");
+        assert_eq!(c.otp_delivery(), OtpDelivery::Log, "auto with anonymous auth logs codes (local demo)");
+        c.auth.mode = "jwt".into();
+        c.auth.jwt_hs256_secret = "x".repeat(32);
+        assert_eq!(c.otp_delivery(), OtpDelivery::Disabled, "auto never logs codes with real users");
+        c.otp.delivery = "log".into();
+        assert!(refused(&c).contains("otp.delivery"), "{}", refused(&c));
+        c.otp.delivery = "webhook".into();
+        assert!(refused(&c).contains("otp.delivery_url"));
+        c.otp.delivery_url = "ftp://x".into();
+        assert!(refused(&c).contains("otp.delivery_url"));
+        c.otp.delivery_url = "https://hooks.example/otp".into();
+        c.validate().expect("webhook delivery");
+        assert_eq!(c.otp_delivery(), OtpDelivery::Webhook("https://hooks.example/otp".into()));
+        c.otp.code_length = 3;
+        assert!(refused(&c).contains("otp.code_length"));
+        c.otp.code_length = 6;
+
+        c.knowledge.documents = vec![KnowledgeDocument {
+            id: "big".into(),
+            title: "Big".into(),
+            url: None,
+            content: "x".repeat(10 * 1024 * 1024),
+            sets: vec![],
+        }];
+        assert!(refused(&c).contains("knowledge.documents[0].content"), "{}", refused(&c));
+        c.knowledge.documents.clear();
+        c.knowledge.dir = "/nonexistent/knowledge".into();
+        assert!(refused(&c).contains("knowledge.dir"));
+        c.knowledge.dir.clear();
+        c.knowledge.search_url = "http://search.internal/q".into();
+        c.validate().expect("a retrieval webhook");
+        c.knowledge.top_k = 0;
+        assert!(refused(&c).contains("knowledge.top_k"));
+    }
+}

@@ -62,3 +62,22 @@ pub(crate) fn from_config(config: &Config) -> Result<Option<Arc<dyn Retriever>>,
     tracing::info!(documents = docs.len(), chunks = index.chunk_count(), "knowledge indexed");
     Ok(Some(Arc::new(index)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_has_sample_documents_an_empty_dir_has_none_and_a_huge_file_fails_the_boot() {
+        let demo = Config::default();
+        assert!(from_config(&demo).expect("demo").is_some(), "the offline demo indexes its samples");
+        let dir = tempfile::tempdir().expect("dir");
+        let mut c = Config::default();
+        c.llm.base_url = "http://model.internal/v1".into();
+        c.knowledge.dir = dir.path().to_string_lossy().into_owned();
+        assert!(from_config(&c).expect("empty dir boots").is_none(), "no documents, no knowledge tool");
+        std::fs::write(dir.path().join("huge.md"), vec![b'a'; 10 * 1024 * 1024]).expect("write");
+        let err = from_config(&c).err().expect("a 10 MB document is refused");
+        assert!(err.starts_with("knowledge.dir:") && err.contains("huge.md"), "{err}");
+    }
+}
