@@ -91,14 +91,16 @@ async fn a_retrieval_webhook_is_used_and_its_failures_do_not_fail_the_turn() {
     let mut c = connect(&pod, false).await;
     let sid = create_session(&mut c).await;
     let hit = json!({"results": [{"id": "kb-1", "title": "Invoices", "url": "https://kb.example/1", "snippet": "Invoices are sent monthly.", "score": 0.9}]});
-    // The tools server answers `{"result": …}`; a retrieval webhook must answer `{"results": …}`: garbage.
-    let cases = [
-        (Behaviour::Ok(hit.clone()), false),
-        (Behaviour::Status(500), false),
-        (Behaviour::Delay(1_000, hit), false),
-        (Behaviour::BadJson, false),
-    ];
-    for (i, (behaviour, _)) in cases.into_iter().enumerate() {
+    // A good answer is cited.
+    tools.set("search", Behaviour::Raw(hit.clone()));
+    llm.push(Reply::text(&["Monthly."]));
+    send_message(&mut c, &sid, "r-ok", "when are invoices sent").await;
+    let frames = until_terminal(&mut c, "r-ok").await;
+    assert_v1(&frames);
+    assert_eq!(citations(&frames), Some(hit["results"].clone()));
+    // `{"result": …}` is not the contract (garbage), nor are a 500, a timeout or a body that is not JSON.
+    let cases = [Behaviour::Ok(hit.clone()), Behaviour::Status(500), Behaviour::Delay(1_000, hit), Behaviour::BadJson];
+    for (i, behaviour) in cases.into_iter().enumerate() {
         tools.set("search", behaviour);
         llm.push(Reply::text(&["ok"]));
         let rid = format!("r-{i}");
@@ -108,7 +110,7 @@ async fn a_retrieval_webhook_is_used_and_its_failures_do_not_fail_the_turn() {
         assert!(citations(&frames).is_none(), "case {i}: no usable results, no citations");
     }
     let calls = tools.calls("search");
-    assert_eq!(calls.len(), 4);
+    assert_eq!(calls.len(), 5);
     assert_eq!(calls[0].body["query"], "when are invoices sent");
     assert_eq!(calls[0].body["k"], 3);
     assert_eq!(calls[0].body["orgId"], "default");

@@ -77,6 +77,10 @@ async fn a_gated_tool_waits_for_the_code_then_runs_without_asking_again() {
     assert_eq!(r["error"]["code"], "VALIDATION_ERROR");
     let r = verify(&mut c, "00000000-0000-0000-0000-000000000000", &code).await;
     assert_eq!(r["error"]["code"], "SESSION_NOT_FOUND");
+    // The code is this session's: on another session of the same person it opens nothing.
+    let (other, _) = create_with(&mut c, None, json!({"userEmail": "ada@example.com"})).await;
+    let r = verify(&mut c, &other, &code).await;
+    assert_eq!(r["data"]["data"]["error"], "NOT_FOUND", "{r}");
     let r = verify(&mut c, &sid, &wrong(&code)).await;
     assert_eq!(
         r["data"]["data"],

@@ -32,6 +32,8 @@ pub enum Behaviour {
     Delay(u64, Value),
     /// 200 with the body `not json`.
     BadJson,
+    /// 200 with this JSON body as is (other webhook contracts: retrieval, OTP delivery).
+    Raw(Value),
     /// 200 `{"result": "xxx…"}` with this many `x`s; for output-size limits.
     Huge(usize),
 }
@@ -148,6 +150,7 @@ async fn tool(
             axum::Json(json!({"result": v})).into_response()
         }
         Behaviour::BadJson => ([(header::CONTENT_TYPE, "application/json")], "not json").into_response(),
+        Behaviour::Raw(v) => axum::Json(v).into_response(),
         Behaviour::Huge(n) => axum::Json(json!({"result": "x".repeat(n)})).into_response(),
     }
 }
