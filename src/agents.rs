@@ -51,6 +51,8 @@ impl Agents {
                 interactions: vec!["identity_intake".into(), "choices".into()],
                 visibility: "public".into(),
                 knowledge_sets: None,
+                allowed_origins: Vec::new(),
+                widget_secret: String::new(),
             })
         });
         let default_id = config.agents.first().map_or_else(|| DEMO_AGENT_ID.to_string(), |a| a.id.clone());

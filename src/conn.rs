@@ -34,6 +34,9 @@ pub(crate) struct Conn {
     pub(crate) recent_sends: crate::util::MinuteWindow,
     /// The protocol this socket speaks, chosen by its first frame.
     pub dialect: Dialect,
+    /// The page's `Origin` at the upgrade (browsers always send one), checked against an agent's
+    /// `allowed_origins` on create.
+    pub origin: Option<String>,
 }
 
 /// A socket's protocol: smooth-operator (`{"action": …}` frames) or orra (`{"type": …}`), for its whole life.
@@ -54,7 +57,7 @@ pub(crate) fn next_socket_id() -> u64 {
 
 impl Conn {
     /// A new socket: its queue and hub handle, its user and org channels, its registry entry.
-    pub(crate) async fn open(app: Arc<App>, identity: Identity, extended: bool) -> Conn {
+    pub(crate) async fn open(app: Arc<App>, identity: Identity, extended: bool, origin: Option<String>) -> Conn {
         let handle = ConnHandle {
             id: next_socket_id(),
             connection_id: Arc::from(crate::util::new_id()),
@@ -74,6 +77,7 @@ impl Conn {
             connected_at_ms: now_ms(),
             recent_sends: Default::default(),
             dialect: Dialect::Undecided,
+            origin,
         };
         for channel in
             [Channel::user(&conn.identity.org_id, &conn.identity.user_id), Channel::Org(conn.identity.org_id.clone())]
@@ -84,6 +88,23 @@ impl Conn {
         }
         conn.register().await;
         conn
+    }
+
+    /// A verified widget `authContext` (§13): from now on this socket acts as `user_id` of its org, and follows
+    /// that user's channel instead of the previous identity's.
+    pub(crate) async fn act_as(&mut self, user_id: &str) {
+        if self.identity.user_id == user_id {
+            return;
+        }
+        let old = Channel::user(&self.identity.org_id, &self.identity.user_id);
+        self.app.hub.detach_all(self.handle.id, &self.handle.connection_id, &[old]).await;
+        self.app.hub.register_connection(&self.handle);
+        self.identity.user_id = user_id.to_string();
+        let new = Channel::user(&self.identity.org_id, &self.identity.user_id);
+        if let Err(e) = self.app.hub.attach(&new, &self.handle).await {
+            tracing::warn!(error = %e, "could not subscribe the widget user's channel");
+        }
+        self.register().await;
     }
 
     /// The socket is gone: off every channel, out of the registry.

@@ -19,6 +19,8 @@ pub(crate) enum ErrorCode {
     NoPendingInteraction,
     InteractionMismatch,
     OtpSendFailed,
+    OriginNotAllowed,
+    AuthContextInvalid,
     LlmUnavailable,
     AgentError,
     TurnInterrupted,
@@ -41,6 +43,8 @@ impl ErrorCode {
             ErrorCode::NoPendingInteraction => "NO_PENDING_INTERACTION",
             ErrorCode::InteractionMismatch => "INTERACTION_MISMATCH",
             ErrorCode::OtpSendFailed => "OTP_SEND_FAILED",
+            ErrorCode::OriginNotAllowed => "ORIGIN_NOT_ALLOWED",
+            ErrorCode::AuthContextInvalid => "AUTH_CONTEXT_INVALID",
             ErrorCode::LlmUnavailable => "LLM_UNAVAILABLE",
             ErrorCode::AgentError => "AGENT_ERROR",
             ErrorCode::TurnInterrupted => "TURN_INTERRUPTED",
@@ -50,7 +54,7 @@ impl ErrorCode {
     }
 
     /// Every code, for metrics pre-registration and docs.
-    pub(crate) const ALL: [ErrorCode; 17] = [
+    pub(crate) const ALL: [ErrorCode; 19] = [
         ErrorCode::ValidationError,
         ErrorCode::UnsupportedAction,
         ErrorCode::SessionNotFound,
@@ -63,6 +67,8 @@ impl ErrorCode {
         ErrorCode::NoPendingInteraction,
         ErrorCode::InteractionMismatch,
         ErrorCode::OtpSendFailed,
+        ErrorCode::OriginNotAllowed,
+        ErrorCode::AuthContextInvalid,
         ErrorCode::LlmUnavailable,
         ErrorCode::AgentError,
         ErrorCode::TurnInterrupted,

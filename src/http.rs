@@ -24,6 +24,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/admin/publish", post(publish))
         .route("/admin/connections", get(connections))
         .with_state(app.clone())
+        .merge(crate::widget::router(app.clone()))
         .merge(crate::gateway::router(app))
 }
 

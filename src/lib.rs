@@ -60,4 +60,5 @@ mod queue;
 mod tools;
 mod turn;
 mod util;
+mod widget;
 mod ws;

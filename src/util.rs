@@ -100,6 +100,37 @@ pub(crate) fn title_from(text: &str) -> String {
     format!("{}…", trimmed.trim_end())
 }
 
+/// Whether `pattern` is an origin pattern: `*`, an origin (`scheme://host[:port]`), or a wildcard host
+/// (`https://*.example.com`).
+pub(crate) fn origin_pattern_ok(pattern: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    let Some((scheme, host)) = pattern.split_once("://") else { return false };
+    let host = host.strip_prefix("*.").unwrap_or(host);
+    matches!(scheme, "http" | "https") && !host.is_empty() && !host.contains(['/', '*', '?', '#', ' ', '@'])
+}
+
+/// Whether a page `origin` (the `Origin` header: `scheme://host[:port]`, compared case-insensitively) matches
+/// one of `patterns`. `https://*.example.com` matches its subdomains (any depth), not `example.com` itself.
+pub(crate) fn origin_allowed(patterns: &[String], origin: &str) -> bool {
+    let origin = origin.to_ascii_lowercase();
+    patterns.iter().any(|p| {
+        let p = p.to_ascii_lowercase();
+        if p == "*" || p == origin {
+            return true;
+        }
+        match p.split_once("://*.") {
+            Some((scheme, suffix)) => origin
+                .strip_prefix(scheme)
+                .and_then(|r| r.strip_prefix("://"))
+                .and_then(|host| host.strip_suffix(suffix))
+                .is_some_and(|sub| sub.ends_with('.') && sub.len() > 1),
+            None => false,
+        }
+    })
+}
+
 /// Glob match with `*` (any run) and `?` (one char), used for `confirm_tools`.
 pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
@@ -153,6 +184,27 @@ mod tests {
         assert!(!glob_match("a?c", "abbc"));
         assert!(glob_match("*_record", "delete_record"));
         assert!(glob_match("issue_refund", "issue_refund"));
+    }
+
+    #[test]
+    fn origins() {
+        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let shop = p(&["https://shop.example", "https://*.example.com"]);
+        assert!(origin_allowed(&shop, "https://shop.example"));
+        assert!(origin_allowed(&shop, "HTTPS://Shop.Example"));
+        assert!(origin_allowed(&shop, "https://a.example.com") && origin_allowed(&shop, "https://a.b.example.com"));
+        assert!(!origin_allowed(&shop, "https://example.com"), "the wildcard is for subdomains");
+        assert!(!origin_allowed(&shop, "https://evilexample.com"));
+        assert!(!origin_allowed(&shop, "http://a.example.com"), "the scheme counts");
+        assert!(!origin_allowed(&shop, "https://shop.example:8443"), "the port counts");
+        assert!(!origin_allowed(&shop, "https://shop.example.evil.io"));
+        assert!(origin_allowed(&p(&["*"]), "https://anything.io"));
+        for ok in ["*", "https://shop.example", "http://localhost:3000", "https://*.example.com"] {
+            assert!(origin_pattern_ok(ok), "{ok}");
+        }
+        for bad in ["shop.example", "https://", "ftp://x", "https://a/b", "https://*", "https://x.*.com"] {
+            assert!(!origin_pattern_ok(bad), "{bad}");
+        }
     }
 
     #[test]

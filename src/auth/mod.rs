@@ -15,6 +15,9 @@ pub(crate) struct Identity {
     pub expires_at: Option<i64>,
 }
 
+/// The user of every connection with `auth.mode = "none"` and no credentials.
+pub(crate) const ANONYMOUS_USER: &str = "anonymous";
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum AuthError {
     #[error("missing token")]
@@ -50,7 +53,7 @@ impl Authenticator {
     }
 
     fn anonymous() -> Identity {
-        Identity { user_id: "anonymous".into(), org_id: "default".into(), expires_at: None }
+        Identity { user_id: ANONYMOUS_USER.into(), org_id: "default".into(), expires_at: None }
     }
 
     /// A WebSocket upgrade: an API key, else (`jwt`) a valid token, else (`none`) the anonymous user.

@@ -5,6 +5,22 @@ use serde::{Deserialize, Serialize};
 
 use super::{invalid, Config, ConfigError};
 
+/// The browser widget (§13).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WidgetConfig {
+    /// Serve the demo page at `GET /` (`/widget.js` is always served). Unset = on in the in-memory default
+    /// (no `redis_url`), off in the scaled service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+impl Config {
+    pub fn widget_page(&self) -> bool {
+        self.widget.enabled.unwrap_or(self.redis_url.is_empty())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InteractionConfig {
@@ -165,6 +181,12 @@ impl Config {
         if k.timeout_ms == 0 || k.max_document_bytes == 0 {
             return Err(invalid("knowledge", "timeout_ms and max_document_bytes must be positive"));
         }
+        if let Some(bad) = self.http.allowed_origins.iter().find(|o| !crate::util::origin_pattern_ok(o)) {
+            return Err(invalid(
+                "http.allowed_origins",
+                format!("`{bad}`: expected `*`, an origin (`https://shop.example`) or `https://*.example.com`"),
+            ));
+        }
         let mut ids = std::collections::HashSet::new();
         for (i, d) in k.documents.iter().enumerate() {
             let key = |f: &str| format!("knowledge.documents[{i}].{f}");
@@ -186,6 +208,15 @@ impl Config {
                         format!("`{kind}`: expected identity_intake or choices"),
                     ));
                 }
+            }
+            if !agent.widget_secret.is_empty() && agent.widget_secret.len() < 32 {
+                return Err(invalid(&format!("agents[{i}].widget_secret"), "must be at least 32 bytes"));
+            }
+            if let Some(bad) = agent.allowed_origins.iter().find(|o| !crate::util::origin_pattern_ok(o)) {
+                return Err(invalid(
+                    &format!("agents[{i}].allowed_origins"),
+                    format!("`{bad}`: expected `*`, an origin (`https://shop.example`) or `https://*.example.com`"),
+                ));
             }
             if !matches!(agent.visibility.as_str(), "public" | "internal") {
                 return Err(invalid(&format!("agents[{i}].visibility"), "expected public or internal"));

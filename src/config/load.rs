@@ -40,6 +40,9 @@ impl Config {
         vars.sort();
         // API keys are secrets named after their `[[auth.api_keys]]` entry, not config keys.
         let (key_vars, vars): (Vec<_>, Vec<_>) = vars.into_iter().partition(|(k, _)| k.starts_with(API_KEY_PREFIX));
+        // So are agents' widget secrets (`SWITCHBOARD_WIDGET_SECRETS__<AGENT_ID>`), e.g. from a Kubernetes Secret.
+        let (widget_vars, vars): (Vec<_>, Vec<_>) =
+            vars.into_iter().partition(|(k, _)| k.starts_with(WIDGET_SECRET_PREFIX));
         for (var, value) in vars {
             apply_env(&mut tree, &defaults, &var, &value)?;
         }
@@ -56,6 +59,12 @@ impl Config {
                     message: format!("holds the key of auth.api_keys `{}` and is not set", k.name),
                 },
             )?;
+        }
+        for (var, value) in &widget_vars {
+            let agent = config.agents.iter_mut().find(|a| a.widget_secret_env() == *var).ok_or_else(|| {
+                ConfigError::Env { var: var.clone(), message: "no [[agents]] entry has this id".into() }
+            })?;
+            agent.widget_secret = value.trim().to_string();
         }
         if let Some((var, _)) = key_vars.iter().find(|(v, _)| !config.auth.api_keys.iter().any(|k| k.env_var() == *v)) {
             return Err(ConfigError::Env {
@@ -99,8 +108,12 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
 /// Keys that are unset by default (so the defaults tree does not show their type) and take an integer.
 /// Environment variables that hold API keys: `SWITCHBOARD_AUTH__API_KEYS__<NAME>`.
 const API_KEY_PREFIX: &str = "SWITCHBOARD_AUTH__API_KEYS__";
+/// Environment variables that hold agents' widget secrets: `SWITCHBOARD_WIDGET_SECRETS__<AGENT_ID>`.
+pub(crate) const WIDGET_SECRET_PREFIX: &str = "SWITCHBOARD_WIDGET_SECRETS__";
 
 const OPTIONAL_INTEGER_KEYS: &[&str] = &["llm.read_window_ms"];
+/// Keys that are unset by default and take a boolean.
+const OPTIONAL_BOOL_KEYS: &[&str] = &["widget.enabled"];
 
 /// Sets one `SWITCHBOARD_A__B` variable into the tree, typed after the default value at that path.
 fn apply_env(tree: &mut toml::Value, defaults: &toml::Value, var: &str, raw: &str) -> Result<(), ConfigError> {
@@ -117,11 +130,13 @@ fn apply_env(tree: &mut toml::Value, defaults: &toml::Value, var: &str, raw: &st
     }
     let mut default = defaults;
     let optional_integer = toml::Value::Integer(0);
+    let optional_bool = toml::Value::Boolean(false);
     for seg in &path {
         default = match default.get(seg) {
             Some(d) => d,
-            // Unset by default, so absent from the defaults tree, but an integer when set.
+            // Unset by default, so absent from the defaults tree, but an integer (a boolean) when set.
             None if OPTIONAL_INTEGER_KEYS.contains(&path.join(".").as_str()) => &optional_integer,
+            None if OPTIONAL_BOOL_KEYS.contains(&path.join(".").as_str()) => &optional_bool,
             None => return Err(env_err(format!("unknown key `{}`", path.join(".")))),
         };
     }

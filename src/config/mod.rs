@@ -60,6 +60,7 @@ pub struct Config {
     pub interaction: InteractionConfig,
     pub otp: OtpConfig,
     pub knowledge: KnowledgeConfig,
+    pub widget: WidgetConfig,
     /// Agents served by this deployment. Empty = the built-in demo agent answers every `agentId`.
     pub agents: Vec<AgentConfig>,
 }
@@ -143,11 +144,14 @@ pub struct HttpConfig {
     pub cors_origins: Vec<String>,
     /// Largest request body on `/api/*` (413 `too_large` above).
     pub max_body_bytes: usize,
+    /// Page origins allowed to open a WebSocket (`*`, exact, or `https://*.example.com`): an upgrade with another
+    /// `Origin` gets 403. Empty = any (clients without an `Origin`, i.e. not browsers, always pass).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { cors_origins: Vec::new(), max_body_bytes: 1024 * 1024 }
+        Self { cors_origins: Vec::new(), max_body_bytes: 1024 * 1024, allowed_origins: Vec::new() }
     }
 }
 
@@ -260,6 +264,23 @@ pub struct AgentConfig {
     /// Knowledge sets this agent searches; unset = every set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub knowledge_sets: Option<Vec<String>>,
+    /// Page origins that may open sessions with this agent (`*`, exact, or `https://*.example.com`), checked on
+    /// create against the socket's `Origin`; empty = any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_origins: Vec<String>,
+    /// (secret, ≥ 32 bytes) Verifies a widget's `authContext` (§13). Better from
+    /// `SWITCHBOARD_WIDGET_SECRETS__<AGENT_ID>` (upper case, other characters as `_`) than from the file.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub widget_secret: String,
+}
+
+impl AgentConfig {
+    /// The environment variable that may hold this agent's widget secret.
+    pub fn widget_secret_env(&self) -> String {
+        let id: String =
+            self.id.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+        format!("{}{id}", load::WIDGET_SECRET_PREFIX)
+    }
 }
 
 fn default_interactions() -> Vec<String> {
@@ -317,6 +338,7 @@ impl Default for Config {
             interaction: InteractionConfig::default(),
             otp: OtpConfig::default(),
             knowledge: KnowledgeConfig::default(),
+            widget: WidgetConfig::default(),
             agents: Vec::new(),
         }
     }
@@ -400,7 +422,7 @@ mod features;
 mod load;
 mod validate;
 
-pub use features::{InteractionConfig, KnowledgeConfig, KnowledgeDocument, OtpConfig, OtpDelivery};
+pub use features::{InteractionConfig, KnowledgeConfig, KnowledgeDocument, OtpConfig, OtpDelivery, WidgetConfig};
 
 impl Config {
     /// The model connection's read window ([`LlmConfig::read_window_ms`], else `turn.coalesce_ms`).
@@ -421,6 +443,9 @@ impl Config {
         hide(&mut c.tools.signing_secret);
         for k in &mut c.auth.api_keys {
             hide(&mut k.key);
+        }
+        for a in &mut c.agents {
+            hide(&mut a.widget_secret);
         }
         for k in &mut c.auth.publish_keys {
             *k = "<redacted>".into();

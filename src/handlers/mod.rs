@@ -94,6 +94,15 @@ async fn create_session(conn: &mut Conn, rid: Option<&str>, c: CreateSession) ->
         .agents
         .get(&c.agent_id)
         .ok_or_else(|| ClientError::new(ErrorCode::AgentNotFound, format!("agent '{}' not found", c.agent_id)))?;
+    crate::widget::auth::check_origin(&agent, conn.origin.as_deref())?;
+    if let Some(ctx) = &c.auth_context {
+        // Only an anonymous socket takes a widget's identity: a token's user is not replaced by a page's claim.
+        if conn.identity.user_id != crate::auth::ANONYMOUS_USER {
+            return Err(ClientError::new(ErrorCode::AuthContextInvalid, "this connection is already authenticated"));
+        }
+        let user = crate::widget::auth::verify(&agent, ctx, chrono::Utc::now().timestamp())?;
+        conn.act_as(&user).await;
+    }
     let now = now_ms();
     let (conversation_id, new_conv, inherited) = match c.conversation_id {
         Some(cid) => {

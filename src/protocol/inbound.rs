@@ -78,6 +78,17 @@ pub(crate) struct CreateSession {
     pub user_email: Option<String>,
     /// Render capabilities (§9); `None` = inherit the conversation's.
     pub supports: Option<Vec<String>>,
+    /// A widget's signed identity (§13), checked against the agent's `widget_secret`.
+    pub auth_context: Option<AuthContext>,
+}
+
+/// `authContext {userId, timestamp, signature}` as sent; verified by `widget::auth`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AuthContext {
+    pub user_id: String,
+    /// Unix seconds.
+    pub timestamp: i64,
+    pub signature: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -144,6 +155,7 @@ fn parse_action(action: &str, f: &Fields<'_>) -> Result<Action, ClientError> {
             user_name: f.opt_str("userName")?,
             user_email: f.opt_str("userEmail")?,
             supports: f.opt_str_list("supports", 32, 64)?,
+            auth_context: parse_auth_context(f.obj.get("authContext"))?,
         }),
         "send_message" => Action::SendMessage(parse_send(f)?),
         "get_session" => Action::GetSession { session_id: f.req_str("sessionId")? },
@@ -200,6 +212,23 @@ fn parse_action(action: &str, f: &Fields<'_>) -> Result<Action, ClientError> {
             ));
         }
     })
+}
+
+fn parse_auth_context(v: Option<&Value>) -> Result<Option<AuthContext>, ClientError> {
+    let bad =
+        || ClientError::validation("'authContext' must be {userId: 1-256 chars, timestamp: Unix seconds, signature}");
+    let obj = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(o)) => o,
+        Some(_) => return Err(bad()),
+    };
+    let user_id = obj.get("userId").and_then(Value::as_str).filter(|u| !u.is_empty() && u.len() <= 256);
+    let timestamp = obj.get("timestamp").and_then(Value::as_i64);
+    let signature = obj.get("signature").and_then(Value::as_str).filter(|s| s.len() <= 256);
+    match (user_id, timestamp, signature) {
+        (Some(u), Some(t), Some(s)) => Ok(Some(AuthContext { user_id: u.into(), timestamp: t, signature: s.into() })),
+        _ => Err(bad()),
+    }
 }
 
 fn parse_send(f: &Fields<'_>) -> Result<SendMessage, ClientError> {

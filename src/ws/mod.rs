@@ -53,6 +53,14 @@ pub(crate) async fn upgrade(
     if app.lifecycle.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
     }
+    // A browser page from an origin this deployment does not serve (`http.allowed_origins`): refused before
+    // anything else, so a foreign site cannot ride on a visitor's cookies or network position.
+    let origin = headers.get(axum::http::header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_string);
+    let allowed = &app.config.http.allowed_origins;
+    if let Some(o) = origin.as_deref().filter(|o| !allowed.is_empty() && !crate::util::origin_allowed(allowed, o)) {
+        tracing::info!(origin = %o, "websocket upgrade refused: origin not allowed");
+        return (StatusCode::FORBIDDEN, "origin not allowed (http.allowed_origins)").into_response();
+    }
     let identity = match app.auth.authenticate(q.token.as_deref().or(bearer(&headers))).await {
         Ok(id) => id,
         Err(e) => {
@@ -85,13 +93,19 @@ pub(crate) async fn upgrade(
         .write_buffer_size(16 * 1024);
     let extended = ws.selected_protocol().is_some();
     let tasks = app.tasks.clone();
-    ws.on_upgrade(move |socket| tasks.track_future(run_connection(app, socket, identity, extended)))
+    ws.on_upgrade(move |socket| tasks.track_future(run_connection(app, socket, identity, extended, origin)))
 }
 
 /// One task per socket: it reads and dispatches client frames and writes what the socket's queue holds (an
 /// idle socket is one task, not a reader and a writer; 10k idle sockets per pod is the design point).
-async fn run_connection(app: Arc<App>, mut socket: WebSocket, identity: Identity, extended: bool) {
-    let mut conn = Conn::open(app.clone(), identity, extended).await;
+async fn run_connection(
+    app: Arc<App>,
+    mut socket: WebSocket,
+    identity: Identity,
+    extended: bool,
+    origin: Option<String>,
+) {
+    let mut conn = Conn::open(app.clone(), identity, extended, origin).await;
     let close = serve(&app, &mut socket, &mut conn).await;
     // Nothing more is queued for this socket: its memory goes back now, not after the close handshake.
     conn.handle.queue.close();

@@ -50,6 +50,8 @@ pub fn config(llm: &FakeLlm, tools: &FakeTools) -> Config {
         interactions: vec!["identity_intake".into(), "choices".into()],
         visibility: "public".into(),
         knowledge_sets: None,
+        allowed_origins: vec![],
+        widget_secret: String::new(),
     }];
     c
 }

@@ -1,0 +1,83 @@
+//! The browser widget (§13): `<switchboard-chat>`, a dependency-free web component written in the project
+//! (`widget.js`, no build step), served at `GET /widget.js` (short cache) and at a URL per version
+//! (`/widget/v<version>.js`, cached for a year and immutable, so a page can pin it with Subresource Integrity),
+//! and a demo page at `GET /` when `widget.enabled`. [`auth`] holds the per-agent origin and `authContext`
+//! checks.
+
+pub(crate) mod auth;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::app::App;
+
+/// The component's source, as served.
+const WIDGET_JS: &str = include_str!("widget.js");
+const DEMO_HTML: &str = include_str!("demo.html");
+
+/// The path of this version's immutable copy.
+pub(crate) fn versioned_path() -> String {
+    format!("/widget/v{}.js", env!("CARGO_PKG_VERSION"))
+}
+
+/// A strong validator for the source (FNV-1a of the bytes; it changes with every edit of the file).
+fn etag() -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in WIDGET_JS.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("\"{h:016x}\"")
+}
+
+pub(crate) fn router(app: Arc<App>) -> Router {
+    let mut r = Router::new()
+        .route("/widget.js", get(|h: HeaderMap| async move { script(&h, "public, max-age=300") }))
+        .route(&versioned_path(), get(|h: HeaderMap| async move { script(&h, "public, max-age=31536000, immutable") }));
+    if app.config.widget_page() {
+        r = r.route("/", get(demo_page));
+    }
+    r.with_state(app)
+}
+
+fn script(headers: &HeaderMap, cache: &'static str) -> Response {
+    let tag = etag();
+    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(tag.as_str()) {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response();
+    }
+    let mut resp = WIDGET_JS.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    // Any site may load the script (it is public code); the socket is what origins are checked on.
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        h.insert(header::ETAG, v);
+    }
+    resp
+}
+
+/// The demo page: the widget on the built-in (or first configured) agent, talking to this server.
+async fn demo_page(State(app): State<Arc<App>>) -> Response {
+    let page = DEMO_HTML
+        .replace("{{SCRIPT}}", &versioned_path())
+        .replace("{{AGENT}}", &html_attr(app.agents.default_id()))
+        .replace("{{VERSION}}", env!("CARGO_PKG_VERSION"));
+    let mut resp = Html(page).into_response();
+    // The page runs only its own script: no inline code, no other origin.
+    resp.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'"),
+    );
+    resp
+}
+
+fn html_attr(s: &str) -> String {
+    s.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;").replace('>', "&gt;")
+}

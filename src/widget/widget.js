@@ -1,0 +1,536 @@
+// <switchboard-chat>: Switchboard's chat widget, a dependency-free web component (no framework, no build step).
+//
+//   <script type="module" src="https://sb.example.com/widget.js"></script>
+//   <switchboard-chat agent-id="…" endpoint="wss://sb.example.com/ws"></switchboard-chat>
+//
+// Attributes: endpoint (default: /ws on the server the script came from), agent-id, token (a JWT for
+// auth.mode = "jwt"), auth-context (JSON {userId, timestamp, signature} signed by the host page's server),
+// user-name, user-email. Theme with CSS custom properties on the element: --sb-accent, --sb-bg, --sb-fg,
+// --sb-muted, --sb-radius, --sb-font.
+//
+// It speaks the smooth-operator protocol with the `switchboard` subprotocol: every session event carries `seq`
+// and `epoch`, so after a dropped socket or a `reconnect` frame (a pod draining) it reconnects with backoff and
+// `resume_session` from the last event it showed: no token is lost or shown twice. Model and tool text is only
+// ever set as text (textContent), never parsed as HTML.
+
+const SUPPORTS = ["identity_form", "choice_chips"];
+const FIELD_LABELS = { name: "Name", email: "Email", phone: "Phone" };
+const FIELD_TYPES = { name: "text", email: "email", phone: "tel" };
+const ERROR_WORDS = {
+  LLM_UNAVAILABLE: "The assistant is unavailable right now. Please try again in a moment.",
+  TURN_INTERRUPTED: "The reply was interrupted. Please ask again.",
+  RATE_LIMITED: "You are sending messages too quickly. Please wait a moment.",
+  TURN_IN_PROGRESS: "Please wait for the current reply to finish.",
+  ORIGIN_NOT_ALLOWED: "This chat is not available on this site.",
+  AUTH_CONTEXT_INVALID: "Your sign-in could not be verified. Please reload the page.",
+  OTP_SEND_FAILED: "The verification code could not be sent.",
+  AGENT_NOT_FOUND: "This assistant is not available.",
+  AGENT_ERROR: "The assistant could not finish this reply.",
+  SESSION_NOT_FOUND: "This conversation has ended. Reload the page to start a new one.",
+};
+
+const STYLE = `
+:host { --sb-accent: #4f46e5; --sb-bg: #ffffff; --sb-fg: #1d2330; --sb-muted: #6b7280; --sb-radius: 12px;
+  --sb-font: system-ui, -apple-system, "Segoe UI", sans-serif; display: block; font-family: var(--sb-font);
+  color: var(--sb-fg); }
+.box { display: flex; flex-direction: column; height: 100%; min-height: 20rem; background: var(--sb-bg);
+  border: 1px solid #d8dbe2; border-radius: var(--sb-radius); overflow: hidden; }
+header { display: flex; justify-content: space-between; align-items: center; padding: .5rem .8rem;
+  border-bottom: 1px solid #e5e7eb; font-weight: 600; }
+.state { font-weight: 400; font-size: .8rem; color: var(--sb-muted); }
+.state[data-state="connected"]::before { content: "● "; color: #16a34a; }
+.state[data-state="reconnecting"]::before, .state[data-state="connecting"]::before { content: "● "; color: #d97706; }
+.log { flex: 1; overflow-y: auto; padding: .8rem; display: flex; flex-direction: column; gap: .5rem; }
+.msg { max-width: 85%; padding: .5rem .75rem; border-radius: var(--sb-radius); white-space: pre-wrap;
+  overflow-wrap: anywhere; line-height: 1.4; }
+.user { align-self: flex-end; background: var(--sb-accent); color: #fff; }
+.assistant { align-self: flex-start; background: #f1f2f5; }
+.step, .note { align-self: flex-start; font-size: .8rem; color: var(--sb-muted); }
+.error { align-self: stretch; font-size: .85rem; color: #b91c1c; background: #fef2f2; padding: .4rem .6rem;
+  border-radius: 6px; }
+.card { align-self: stretch; border: 1px solid #d8dbe2; border-radius: var(--sb-radius); padding: .6rem .8rem; }
+.card p { margin: 0 0 .5rem; }
+.card label { display: block; font-size: .85rem; margin: .3rem 0 .1rem; }
+.card input { width: 100%; box-sizing: border-box; padding: .35rem .5rem; font: inherit; }
+.card fieldset { border: 0; padding: 0; margin: 0 0 .5rem; }
+.card legend { font-size: .9rem; margin-bottom: .25rem; }
+.field-error { color: #b91c1c; font-size: .8rem; }
+.chips { display: flex; flex-wrap: wrap; gap: .3rem; }
+.chip[aria-pressed="true"] { background: var(--sb-accent); color: #fff; }
+.sources { align-self: flex-start; font-size: .8rem; margin: 0; }
+.sources ol { margin: .2rem 0 0; padding-left: 1.2rem; }
+button { font: inherit; border: 1px solid #c7cad1; background: #fff; border-radius: 6px; padding: .3rem .7rem;
+  cursor: pointer; }
+button.primary { background: var(--sb-accent); border-color: var(--sb-accent); color: #fff; }
+button:disabled { opacity: .5; cursor: default; }
+button:focus-visible, input:focus-visible { outline: 2px solid var(--sb-accent); outline-offset: 1px; }
+form.composer { display: flex; gap: .4rem; padding: .6rem; border-top: 1px solid #e5e7eb; }
+form.composer input { flex: 1; padding: .45rem .6rem; font: inherit; border: 1px solid #c7cad1; border-radius: 6px; }
+.sr-only { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
+`;
+
+// Static markup only: nothing from the server or the page is ever interpolated into HTML.
+const MARKUP = `
+<div class="box" part="box">
+  <header><span class="title">Chat</span><span class="state" role="status" data-state="connecting">Connecting…</span></header>
+  <div class="log" role="log" aria-live="polite" aria-label="Conversation"></div>
+  <form class="composer">
+    <label class="sr-only" for="sb-input">Message</label>
+    <input id="sb-input" name="message" autocomplete="off" placeholder="Type a message…" maxlength="10000">
+    <button type="submit" class="primary send">Send</button>
+    <button type="button" class="stop" hidden aria-label="Stop the reply">Stop</button>
+  </form>
+</div>`;
+
+let counter = 0;
+const newId = (prefix) => `${prefix}-${Date.now().toString(36)}-${(++counter).toString(36)}`;
+
+function el(tag, attrs = {}, text) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v !== undefined && v !== null && v !== false) node.setAttribute(k, v === true ? "" : String(v));
+  }
+  if (text !== undefined) node.textContent = String(text);
+  return node;
+}
+
+function safeUrl(url) {
+  try {
+    const u = new URL(url);
+    return u.protocol === "https:" || u.protocol === "http:" ? u.href : null;
+  } catch {
+    return null;
+  }
+}
+
+class SwitchboardChat extends HTMLElement {
+  constructor() {
+    super();
+    this.attachShadow({ mode: "open" });
+    this.ws = null;
+    this.sessionId = null;
+    this.epoch = null;
+    this.lastSeq = 0;
+    this.turn = null; // requestId of the running turn
+    this.bubble = null; // the running turn's reply
+    this.steps = new Map(); // tool name → its step line in the running turn
+    this.attempt = 0;
+    this.stopped = false;
+  }
+
+  connectedCallback() {
+    if (this.shadowRoot.childElementCount) return;
+    const style = el("style", {}, STYLE);
+    const tpl = el("template");
+    tpl.innerHTML = MARKUP;
+    this.shadowRoot.append(style, tpl.content.cloneNode(true));
+    this.log = this.shadowRoot.querySelector(".log");
+    this.stateEl = this.shadowRoot.querySelector(".state");
+    this.input = this.shadowRoot.querySelector("#sb-input");
+    this.stopBtn = this.shadowRoot.querySelector(".stop");
+    this.shadowRoot.querySelector(".composer").addEventListener("submit", (e) => {
+      e.preventDefault();
+      this.sendMessage(this.input.value);
+    });
+    this.stopBtn.addEventListener("click", () => this.cancel());
+    this.stopped = false;
+    this.connect();
+  }
+
+  disconnectedCallback() {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    if (this.ws) this.ws.close(1000);
+  }
+
+  get endpoint() {
+    const given = this.getAttribute("endpoint");
+    if (given) return given;
+    const u = new URL("/ws", import.meta.url);
+    u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
+    return u.href;
+  }
+
+  setState(state, words) {
+    this.stateEl.dataset.state = state;
+    this.stateEl.textContent = words;
+  }
+
+  connect() {
+    if (this.stopped) return;
+    const url = new URL(this.endpoint);
+    const token = this.getAttribute("token");
+    if (token) url.searchParams.set("token", token);
+    this.setState(this.attempt ? "reconnecting" : "connecting", this.attempt ? "Reconnecting…" : "Connecting…");
+    let ws;
+    try {
+      ws = new WebSocket(url.href, ["switchboard"]);
+    } catch (e) {
+      this.showError(null, "The chat address is not valid.");
+      return;
+    }
+    this.ws = ws;
+    ws.onopen = () => {
+      this.attempt = 0;
+      this.setState("connected", "Connected");
+      if (this.sessionId) {
+        this.send({ action: "resume_session", requestId: newId("resume"), sessionId: this.sessionId,
+          afterSeq: this.lastSeq, epoch: this.epoch || undefined });
+      } else {
+        this.createSession();
+      }
+    };
+    ws.onmessage = (m) => {
+      let frame;
+      try {
+        frame = JSON.parse(m.data);
+      } catch {
+        return;
+      }
+      this.onFrame(frame);
+    };
+    ws.onclose = (ev) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      if (this.stopped) return;
+      if (ev.code === 4401) this.showError(null, "Your session expired. Please reload the page.");
+      this.scheduleReconnect();
+    };
+  }
+
+  scheduleReconnect(afterMs) {
+    this.setState("reconnecting", "Reconnecting…");
+    const base = Math.min(10000, 300 * 2 ** this.attempt);
+    const delay = afterMs ?? base / 2 + Math.random() * (base / 2);
+    this.attempt += 1;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.connect(), delay);
+  }
+
+  send(frame) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+      this.ws.send(JSON.stringify(frame));
+      return true;
+    }
+    return false;
+  }
+
+  createSession() {
+    const frame = { action: "create_conversation_session", requestId: newId("create"),
+      agentId: this.getAttribute("agent-id") || "", supports: SUPPORTS };
+    const name = this.getAttribute("user-name");
+    const email = this.getAttribute("user-email");
+    if (name) frame.userName = name;
+    if (email) frame.userEmail = email;
+    const ctx = this.getAttribute("auth-context");
+    if (ctx) {
+      try {
+        frame.authContext = JSON.parse(ctx);
+      } catch {
+        this.showError(null, ERROR_WORDS.AUTH_CONTEXT_INVALID);
+        return;
+      }
+    }
+    this.createRid = frame.requestId;
+    this.send(frame);
+  }
+
+  sendMessage(text) {
+    const message = String(text || "").trim();
+    if (!message || !this.sessionId || this.turn) return;
+    const requestId = newId("msg");
+    if (!this.send({ action: "send_message", requestId, sessionId: this.sessionId, message })) {
+      this.showError(null, "Not connected. Your message was not sent.");
+      return;
+    }
+    this.input.value = "";
+    this.add(el("div", { class: "msg user", part: "message user" }, message));
+    this.startTurn(requestId);
+  }
+
+  startTurn(requestId) {
+    this.turn = requestId;
+    this.bubble = null;
+    this.steps = new Map();
+    this.stopBtn.hidden = false;
+  }
+
+  endTurn() {
+    this.turn = null;
+    this.bubble = null;
+    this.stopBtn.hidden = true;
+    this.input.focus();
+  }
+
+  cancel() {
+    if (this.turn) this.send({ action: "cancel", requestId: this.turn, sessionId: this.sessionId });
+  }
+
+  add(node) {
+    this.log.append(node);
+    this.log.scrollTop = this.log.scrollHeight;
+    return node;
+  }
+
+  reply() {
+    if (!this.bubble) this.bubble = this.add(el("div", { class: "msg assistant", part: "message assistant" }, ""));
+    return this.bubble;
+  }
+
+  showError(code, words) {
+    this.add(el("div", { class: "error", role: "alert", "data-code": code || "" }, words));
+  }
+
+  // Session events carry seq and epoch: a replayed or repeated event is shown once.
+  fresh(frame) {
+    if (typeof frame.seq !== "number" || frame.sessionId !== this.sessionId) return true;
+    if (frame.epoch && frame.epoch !== this.epoch) {
+      this.epoch = frame.epoch;
+      this.lastSeq = 0;
+    }
+    if (frame.seq <= this.lastSeq) return false;
+    this.lastSeq = frame.seq;
+    return true;
+  }
+
+  onFrame(f) {
+    if (!this.fresh(f)) return;
+    const data = f.data || {};
+    const inner = data.data || {};
+    switch (f.type) {
+      case "immediate_response":
+        if (f.requestId === this.createRid && data.sessionId) {
+          this.sessionId = data.sessionId;
+        } else if (data.interactionId && this.interaction?.dataset.interactionId === data.interactionId) {
+          this.closeCard(this.interaction, data.declined ? "Declined." : "Thanks!");
+          this.interaction = null;
+        } else if (data.epoch !== undefined && data.sessionId === this.sessionId) {
+          if (data.epoch !== this.epoch) {
+            this.epoch = data.epoch;
+            if (!data.recovered) this.lastSeq = 0;
+          }
+        }
+        break;
+      case "stream_token":
+        if (f.requestId === this.turn || !this.turn) {
+          if (!this.turn) this.startTurn(f.requestId);
+          this.reply().append(document.createTextNode(f.token ?? data.token ?? ""));
+          this.log.scrollTop = this.log.scrollHeight;
+        }
+        break;
+      case "stream_chunk":
+        this.toolStep(data.state?.rawResponse || {});
+        break;
+      case "write_confirmation_required":
+        this.approvalCard(inner);
+        break;
+      case "interaction_required":
+        this.interactionCard(inner);
+        break;
+      case "interaction_invalid":
+        this.showFieldErrors(inner);
+        break;
+      case "otp_verification_required":
+        this.otpCard(inner);
+        break;
+      case "otp_sent":
+        if (this.otp) this.otp.status.textContent = `We sent a code to ${inner.maskedDestination}.`;
+        break;
+      case "otp_invalid":
+        if (this.otp) this.otp.status.textContent = inner.message || "That code did not work.";
+        break;
+      case "otp_verified":
+        if (this.otp) this.closeCard(this.otp.card, inner.message || "Verified.");
+        this.otp = null;
+        break;
+      case "eventual_response":
+        this.finish(inner);
+        break;
+      case "cancelled":
+        this.add(el("div", { class: "note" }, "Stopped."));
+        this.endTurn();
+        break;
+      case "error": {
+        const err = f.error || data.error || {};
+        this.showError(err.code, ERROR_WORDS[err.code] || err.message || "Something went wrong.");
+        if (err.code === "SESSION_NOT_FOUND") this.sessionId = null;
+        // OTP_SEND_FAILED is said mid-turn; the turn still ends with its eventual_response.
+        if (f.requestId && f.requestId === this.turn && err.code !== "OTP_SEND_FAILED") this.endTurn();
+        break;
+      }
+      case "reconnect":
+        // The server is about to close this socket (a pod draining, or a slow consumer): go now.
+        if (this.ws) {
+          const ws = this.ws;
+          this.ws = null;
+          ws.close(1000);
+          this.scheduleReconnect(data.retryAfterMs ?? 200);
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  toolStep(raw) {
+    if (raw.toolCall) {
+      const step = this.add(el("div", { class: "step", part: "step" }, `Using ${raw.toolCall.name}…`));
+      this.steps.set(raw.toolCall.name, step);
+    } else if (raw.toolResult) {
+      const r = raw.toolResult;
+      const words = r.isError ? `${r.name} failed` : `${r.name} done`;
+      const step = this.steps.get(r.name);
+      if (step) step.textContent = words;
+      else this.add(el("div", { class: "step", part: "step" }, words));
+    }
+  }
+
+  finish(inner) {
+    const parts = inner.response?.responseParts || [];
+    // The terminal event is authoritative: the streamed text is replaced by it.
+    this.reply().textContent = parts.join("");
+    const citations = Array.isArray(inner.citations) ? inner.citations : [];
+    if (citations.length) {
+      const box = el("div", { class: "sources", part: "sources" });
+      box.append(el("strong", {}, "Sources"));
+      const list = el("ol");
+      for (const c of citations) {
+        const li = el("li", { title: c.snippet || "" });
+        const url = c.url && safeUrl(c.url);
+        li.append(url ? el("a", { href: url, target: "_blank", rel: "noopener noreferrer" }, c.title || url)
+          : el("span", {}, c.title || c.id));
+        list.append(li);
+      }
+      box.append(list);
+      this.add(box);
+    }
+    this.endTurn();
+  }
+
+  card(label) {
+    const card = this.add(el("form", { class: "card", part: "card", "aria-label": label }));
+    return card;
+  }
+
+  closeCard(card, words) {
+    for (const c of card.querySelectorAll("input, button")) c.disabled = true;
+    card.append(el("p", { class: "note" }, words));
+  }
+
+  approvalCard(inner) {
+    const card = this.card("Approval needed");
+    card.append(el("p", {}, inner.actionDescription || `Allow ${inner.toolId}?`));
+    const yes = el("button", { type: "button", class: "primary", "data-action": "approve" }, "Approve");
+    const no = el("button", { type: "button", "data-action": "deny" }, "Deny");
+    const decide = (approved) => {
+      this.send({ action: "confirm_tool_action", requestId: newId("confirm"), sessionId: this.sessionId, approved });
+      this.closeCard(card, approved ? "Approved." : "Denied.");
+    };
+    yes.addEventListener("click", () => decide(true));
+    no.addEventListener("click", () => decide(false));
+    card.append(yes, document.createTextNode(" "), no);
+    yes.focus();
+  }
+
+  interactionCard(inner) {
+    const spec = inner.spec || {};
+    const card = this.card(inner.kind === "choices" ? "Choose" : "Your details");
+    card.dataset.interactionId = inner.interactionId;
+    card.append(el("p", {}, `We need a few details ${inner.reason || ""}`.trim()));
+    const collect = [];
+    if (inner.kind === "identity_intake") {
+      for (const f of spec.fields || []) {
+        const id = newId("f");
+        card.append(el("label", { for: id }, (f.label || FIELD_LABELS[f.key] || f.key) + (f.required ? " *" : "")));
+        const input = el("input", { id, name: f.key, type: FIELD_TYPES[f.key] || "text", required: !!f.required,
+          autocomplete: f.key === "phone" ? "tel" : f.key });
+        card.append(input, el("div", { class: "field-error", "data-field": f.key, "aria-live": "polite" }));
+        collect.push(() => [f.key, input.value]);
+      }
+    } else {
+      for (const q of spec.questions || []) {
+        const set = el("fieldset");
+        set.append(el("legend", {}, q.question));
+        const chips = el("div", { class: "chips", role: q.multiSelect ? "group" : "radiogroup" });
+        const chosen = new Set();
+        for (const o of q.options || []) {
+          const chip = el("button", { type: "button", class: "chip", "aria-pressed": "false",
+            title: o.description || undefined }, o.label);
+          chip.addEventListener("click", () => {
+            if (!q.multiSelect) {
+              chosen.clear();
+              for (const c of chips.children) c.setAttribute("aria-pressed", "false");
+            }
+            if (chosen.has(o.label)) chosen.delete(o.label);
+            else chosen.add(o.label);
+            chip.setAttribute("aria-pressed", String(chosen.has(o.label)));
+          });
+          chips.append(chip);
+        }
+        set.append(chips, el("div", { class: "field-error", "data-field": q.header, "aria-live": "polite" }));
+        card.append(set);
+        collect.push(() => ["answer", { header: q.header, options: [...chosen] }]);
+      }
+    }
+    const summary = el("div", { class: "field-error", "data-field": "values", "aria-live": "polite" });
+    const submit = el("button", { type: "submit", class: "primary" }, "Send");
+    const decline = el("button", { type: "button" }, "No thanks");
+    card.append(summary, submit, document.createTextNode(" "), decline);
+    const base = { action: "submit_interaction", sessionId: this.sessionId, interactionId: inner.interactionId,
+      kind: inner.kind };
+    card.addEventListener("submit", (e) => {
+      e.preventDefault();
+      let values;
+      if (inner.kind === "identity_intake") {
+        values = {};
+        for (const get of collect) {
+          const [k, v] = get();
+          if (v.trim()) values[k] = v;
+        }
+      } else {
+        values = { answers: collect.map((get) => get()[1]) };
+      }
+      this.send({ ...base, requestId: newId("submit"), values });
+    });
+    decline.addEventListener("click", () => {
+      this.send({ ...base, requestId: newId("submit"), declined: true });
+      this.closeCard(card, "Declined.");
+    });
+    this.interaction = card;
+    card.querySelector("input, button")?.focus();
+  }
+
+  showFieldErrors(inner) {
+    const card = this.interaction;
+    if (!card || card.dataset.interactionId !== inner.interactionId) return;
+    for (const slot of card.querySelectorAll(".field-error")) slot.textContent = "";
+    for (const e of inner.errors || []) {
+      const slot = [...card.querySelectorAll(".field-error")].find((s) => s.dataset.field === e.field);
+      if (slot) slot.textContent = e.message;
+    }
+  }
+
+  otpCard(inner) {
+    const card = this.card("Verify your identity");
+    card.append(el("p", {}, inner.actionDescription || "Verify your identity to continue."));
+    const status = el("p", { class: "note", "aria-live": "polite" }, "Sending a code…");
+    const id = newId("otp");
+    const input = el("input", { id, name: "code", inputmode: "numeric", autocomplete: "one-time-code" });
+    card.append(status, el("label", { for: id }, "Code"), input,
+      el("button", { type: "submit", class: "primary" }, "Verify"));
+    card.addEventListener("submit", (e) => {
+      e.preventDefault();
+      if (input.value.trim()) {
+        this.send({ action: "verify_otp", requestId: newId("otp"), sessionId: this.sessionId, code: input.value.trim() });
+      }
+    });
+    this.otp = { card, status };
+    input.focus();
+  }
+}
+
+if (!customElements.get("switchboard-chat")) customElements.define("switchboard-chat", SwitchboardChat);
+
+// Interaction answers are sent when the card is submitted; the server's interaction_invalid lists what to fix and
+// the card stays until an answer is accepted (the resumed turn then continues in the log).
+export { SwitchboardChat };
