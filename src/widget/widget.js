@@ -414,6 +414,7 @@ class SwitchboardChat extends HTMLElement {
 
   closeCard(card, words) {
     for (const c of card.querySelectorAll("input, button")) c.disabled = true;
+    for (const slot of card.querySelectorAll(".field-error")) slot.textContent = "";
     card.append(el("p", { class: "note" }, words));
   }
 

@@ -13,10 +13,14 @@
 //! `dead_code` allowance below.
 #![allow(dead_code)]
 
+/// A real headless Chromium driven over WebDriver, for the widget.
+pub mod browser;
 /// Scripted OpenAI-compatible model server.
 pub mod llm;
 /// Free ports for processes that must be told theirs up front.
 pub mod ports;
+/// A switchable TCP proxy standing in for a load balancer.
+pub mod proxy;
 /// A WebSocket client writing raw frames, for protocol violations.
 pub mod raw_ws;
 /// Real `redis-server` processes: single, cluster, Sentinel.

@@ -1,0 +1,236 @@
+//! The widget in a real headless Chromium against real server processes: a streamed reply renders; approve and
+//! deny from the card; model HTML shows as text and runs nothing; a pod drained mid-reply (two pods, one
+//! Redis, a proxy as the load balancer) and the reply completes from the other pod exactly once; interaction
+//! and OTP cards; a page on a disallowed origin sees the error. Each test leaves a screenshot under
+//! `target/browser-screenshots/`.
+
+#[path = "harness/mod.rs"]
+mod harness;
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use harness::*;
+use serde_json::{json, Value};
+use support::browser::Browser;
+use support::llm::{FakeLlm, Reply};
+use support::tools::{Behaviour, FakeTools};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// JS: the widget's shadow root.
+const ROOT: &str = "const r = document.querySelector('switchboard-chat').shadowRoot;";
+
+async fn setup() -> (FakeLlm, FakeTools) {
+    (FakeLlm::start().await, FakeTools::start().await)
+}
+
+fn widget_config(llm: &FakeLlm, tools: &FakeTools) -> switchboard::config::Config {
+    let mut cfg = config(llm, tools);
+    cfg.widget.enabled = Some(true);
+    cfg
+}
+
+/// Opens the demo page of `page_pod`, optionally pointing the widget at another endpoint, and waits until it
+/// has a session.
+async fn open(b: &Browser, page: &str, endpoint: Option<&str>) {
+    b.client.goto(page).await.expect("page loads");
+    if let Some(ep) = endpoint {
+        b.eval(
+            "const w = document.querySelector('switchboard-chat'); const n = w.cloneNode(); n.setAttribute('endpoint', arguments[0]); w.replaceWith(n); return true;",
+            vec![json!(ep)],
+        )
+        .await;
+    }
+    b.wait_for("a session", "return document.querySelector('switchboard-chat').sessionId;", WAIT).await;
+}
+
+async fn say(b: &Browser, text: &str) {
+    b.eval(
+        &format!("{ROOT} r.querySelector('#sb-input').value = arguments[0]; r.querySelector('form.composer').requestSubmit(); return true;"),
+        vec![json!(text)],
+    )
+    .await;
+}
+
+/// The text of the n-th assistant message once its turn ended (the stop button hidden again).
+async fn reply(b: &Browser, n: usize) -> String {
+    let script = format!(
+        "{ROOT} const m = r.querySelectorAll('.msg.assistant'); const done = r.querySelector('.stop').hidden; \
+         return done && m.length > {n} ? m[{n}].textContent : null;"
+    );
+    b.wait_for(&format!("assistant message {n}"), &script, WAIT).await.as_str().unwrap_or_default().to_string()
+}
+
+async fn click(b: &Browser, selector: &str) {
+    b.wait_for(selector, &format!("{ROOT} return !!r.querySelector(arguments[0] || '{selector}');"), WAIT).await;
+    b.eval(&format!("{ROOT} r.querySelector('{selector}').click(); return true;"), vec![]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_widget_streams_replies_asks_for_approval_and_never_runs_model_html() {
+    let (llm, tools) = setup().await;
+    tools.set("delete_record", Behaviour::Ok(json!("record 7 deleted")));
+    let pod = pod(widget_config(&llm, &tools)).await;
+    let b = Browser::start().await;
+    open(&b, &http_url(&pod, "/"), None).await;
+    let state = b.eval(&format!("{ROOT} return r.querySelector('.state').textContent;"), vec![]).await;
+    assert_eq!(state, "Connected");
+
+    llm.push(Reply::text(&["Hello ", "from ", "the ", "widget."]));
+    say(&b, "hi").await;
+    assert_eq!(reply(&b, 0).await, "Hello from the widget.");
+
+    // HTML from the model is text: no element is made, no handler runs.
+    let evil = "<img src=x onerror=\"window.__pwned=1\"><b>bold</b>";
+    llm.push(Reply::text(&[evil]));
+    say(&b, "show me html").await;
+    assert_eq!(reply(&b, 1).await, evil);
+    let made = b
+        .eval(&format!("{ROOT} return [r.querySelectorAll('img, b').length, window.__pwned === undefined];"), vec![])
+        .await;
+    assert_eq!(made, json!([0, true]), "model HTML must never become elements");
+
+    // Approve from the card: the tool runs and the reply comes.
+    llm.push(Reply::tool_call("call-a", "delete_record", &json!({"id": "7"})));
+    llm.push(Reply::text(&["Deleted."]));
+    say(&b, "delete record 7").await;
+    click(&b, "form.card button[data-action=approve]").await;
+    assert_eq!(reply(&b, 2).await, "Deleted.");
+    assert_eq!(tools.calls("delete_record").len(), 1);
+    // Deny: the model is told and answers; the tool does not run again.
+    llm.push(Reply::tool_call("call-d", "delete_record", &json!({"id": "8"})));
+    llm.push(Reply::text(&["Okay, I left it."]));
+    say(&b, "delete record 8").await;
+    b.wait_for("a second card", &format!("{ROOT} return r.querySelectorAll('form.card').length === 2;"), WAIT).await;
+    b.eval(&format!("{ROOT} const c = r.querySelectorAll('form.card')[1]; c.querySelector('button[data-action=deny]').click(); return true;"), vec![]).await;
+    assert_eq!(reply(&b, 3).await, "Okay, I left it.");
+    assert_eq!(tools.calls("delete_record").len(), 1, "a denied tool does not run");
+    let steps =
+        b.eval(&format!("{ROOT} return [...r.querySelectorAll('.step')].map(s => s.textContent);"), vec![]).await;
+    assert_eq!(steps, json!(["delete_record done", "delete_record failed"]), "tool steps are shown");
+    b.screenshot("streams_approvals_and_html").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pod_drained_mid_reply_is_invisible_the_reply_completes_once() {
+    let (llm, tools) = setup().await;
+    let redis = support::redis::RedisServer::start();
+    let p = pods(2, widget_config(&llm, &tools), &Store::Redis(redis.url())).await;
+    // The load balancer: every socket goes to pod A until A drains.
+    let lb = support::proxy::Proxy::start(p[0].addr).await;
+    let b = Browser::start().await;
+    open(&b, &http_url(&p[0], "/"), Some(&format!("ws://{}/ws", lb.addr))).await;
+    let words: Vec<String> = (0..30).map(|i| format!("w{i} ")).collect();
+    let expected: String = words.concat();
+    llm.push(Reply::Slow { chunks: words, delay_ms: 60, usage: None });
+    say(&b, "tell me a long story").await;
+    b.wait_for(
+        "the reply to start",
+        &format!("{ROOT} const m = r.querySelector('.msg.assistant'); return m && m.textContent.includes('w3 ');"),
+        WAIT,
+    )
+    .await;
+    lb.route_to(p[1].addr);
+    p[0].drain();
+    let text = reply(&b, 0).await;
+    assert_eq!(text, expected, "every token once, in order");
+    // The socket moved: the widget is connected again (through the proxy, now to pod B) on the same session.
+    b.wait_for("reconnected", &format!("{ROOT} return r.querySelector('.state').textContent === 'Connected';"), WAIT)
+        .await;
+    let streamed = b.eval(&format!("{ROOT} return r.querySelectorAll('.msg.assistant').length;"), vec![]).await;
+    assert_eq!(streamed, json!(1), "one reply bubble");
+    // And the conversation goes on from pod B.
+    llm.push(Reply::text(&["Still here."]));
+    say(&b, "are you there").await;
+    assert_eq!(reply(&b, 1).await, "Still here.");
+    b.screenshot("drain_mid_reply").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interaction_and_otp_cards_work_from_the_page() {
+    let (llm, tools) = setup().await;
+    let mut cfg = widget_config(&llm, &tools);
+    cfg.agents[0].tools.push(switchboard::config::ToolConfig {
+        name: "pay_invoice".into(),
+        description: String::new(),
+        parameters: json!({"type": "object"}),
+        url: tools.url("pay_invoice"),
+        auth_level: "end_user".into(),
+    });
+    cfg.otp.delivery = "webhook".into();
+    cfg.otp.delivery_url = tools.url("otp");
+    tools.set("otp", Behaviour::Ok(json!("sent")));
+    tools.set("pay_invoice", Behaviour::Ok(json!("paid")));
+    let pod = pod(cfg).await;
+    let b = Browser::start().await;
+    open(&b, &http_url(&pod, "/"), None).await;
+    // The identity card: a bad email is refused on the card, a good one resumes the turn.
+    llm.push(Reply::tool_call(
+        "call-i",
+        "request_identity_intake",
+        &json!({"fields": ["email"], "reason": "to send you the quote"}),
+    ));
+    llm.push(Reply::text(&["Thanks, quote on its way."]));
+    say(&b, "I'd like a quote").await;
+    b.wait_for("the identity card", &format!("{ROOT} return !!r.querySelector('form.card input[name=email]');"), WAIT)
+        .await;
+    let fill = |v: &str| {
+        format!("{ROOT} const c = r.querySelector('form.card'); c.querySelector('input[name=email]').value = '{v}'; c.requestSubmit(); return true;")
+    };
+    // The browser's own check passes "ada@example" (no dot needed); the server's does not.
+    b.eval(&fill("ada@example"), vec![]).await;
+    let err = b
+        .wait_for(
+            "the field error",
+            &format!("{ROOT} return r.querySelector('form.card .field-error[data-field=email]').textContent;"),
+            WAIT,
+        )
+        .await;
+    assert_eq!(err, "must be a valid email address");
+    b.eval(&fill("ada@example.com"), vec![]).await;
+    assert_eq!(reply(&b, 0).await, "Thanks, quote on its way.");
+    // The OTP card: the code from the delivery webhook, typed into the card; the gated tool then runs.
+    llm.push(Reply::tool_call("call-p", "pay_invoice", &json!({})));
+    llm.push(Reply::text(&["Paid."]));
+    say(&b, "pay my invoice").await;
+    let code = tools.wait_for_calls("otp", 1, WAIT).await[0].body["code"].as_str().expect("code").to_string();
+    b.wait_for(
+        "otp_sent",
+        &format!(
+            "{ROOT} return [...r.querySelectorAll('form.card')].some(c => c.textContent.includes('a***@example.com'));"
+        ),
+        WAIT,
+    )
+    .await;
+    b.eval(
+        &format!("{ROOT} const c = [...r.querySelectorAll('form.card')].pop(); c.querySelector('input[name=code]').value = arguments[0]; c.requestSubmit(); return true;"),
+        vec![Value::String(code)],
+    )
+    .await;
+    assert_eq!(reply(&b, 1).await, "Paid.");
+    assert_eq!(tools.calls("pay_invoice").len(), 1);
+    b.screenshot("interaction_and_otp_cards").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_on_a_disallowed_origin_is_told_so() {
+    let (llm, tools) = setup().await;
+    let mut cfg = widget_config(&llm, &tools);
+    cfg.agents[0].allowed_origins = vec!["https://shop.example".into()];
+    let pod = pod(cfg).await;
+    let b = Browser::start().await;
+    b.client.goto(&http_url(&pod, "/")).await.expect("page loads");
+    let shown = b
+        .wait_for(
+            "the origin error",
+            &format!("{ROOT} const e = r.querySelector('.error'); return e && e.dataset.code;"),
+            WAIT,
+        )
+        .await;
+    assert_eq!(shown, "ORIGIN_NOT_ALLOWED");
+    let words = b.eval(&format!("{ROOT} return r.querySelector('.error').textContent;"), vec![]).await;
+    assert_eq!(words, "This chat is not available on this site.");
+    b.screenshot("disallowed_origin").await;
+}
