@@ -14,6 +14,7 @@ mod otp;
 mod requests;
 mod sockets;
 mod turns;
+mod widget;
 
 use std::time::Duration;
 
