@@ -80,6 +80,10 @@ async fn full_suite(url: &str) {
     conformance::interaction_parks(&a, &b).await;
     let (a, b) = pods(url).await;
     conformance::identities(&a, &b).await;
+    let (a, b) = pods(url).await;
+    conformance::org_listing(&a, &b).await;
+    let (a, b) = pods(url).await;
+    conformance::org_settings(&a, &b).await;
 }
 
 /// Retries `op` until it succeeds or `within` passes (Redis is coming back, or failing over).
@@ -200,6 +204,8 @@ single! {
     single_confirmations => confirmations;
     single_interaction_parks => interaction_parks;
     single_identities => identities;
+    single_org_listing => org_listing;
+    single_org_settings => org_settings;
     single_turn_leases => turn_leases;
     single_guarded_appends => guarded_appends;
     single_quotas => quotas;

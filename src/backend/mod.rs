@@ -20,6 +20,7 @@ pub mod memory;
 pub mod parks;
 pub mod quota;
 pub mod redis;
+pub mod settings;
 
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ pub use idempotency::{Claim, IdempotencyStore};
 pub use identity::{Contact, IdentityStore, OtpAttempt, OtpCode};
 pub use parks::{ConfirmStore, Decided, Gate, ParkedTurn, PendingCall};
 pub use quota::QuotaStore;
+pub use settings::{OrgSettings, SettingsStore};
 
 /// Errors of the storage layer. Converted into a client-safe `INTERNAL_ERROR` at the edge.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +149,8 @@ pub trait SessionStore: Send + Sync {
         offset: usize,
         limit: usize,
     ) -> BResult<ConversationPage>;
+    /// Every conversation of an org, most recently updated first, skipping `offset` (the admin API).
+    async fn list_org_conversations(&self, org_id: &str, offset: usize, limit: usize) -> BResult<ConversationPage>;
     /// Sets a title; false when the conversation does not exist.
     async fn rename_conversation(&self, conversation_id: &str, title: &str) -> BResult<bool>;
     /// Records the capabilities a new session of the conversation declared; false when it does not exist.
@@ -399,6 +403,8 @@ pub struct Backends {
     pub quotas: Arc<dyn QuotaStore>,
     /// What each session knows about its person: contact, OTP codes, the verified flag.
     pub identity: Arc<dyn IdentityStore>,
+    /// Per-org overrides set through the admin API (model, system prompt).
+    pub settings: Arc<dyn SettingsStore>,
 }
 
 /// Readiness of the storage connection.
@@ -419,6 +425,7 @@ impl Backends {
             + Health
             + QuotaStore
             + IdentityStore
+            + SettingsStore
             + 'static,
     {
         Backends {
@@ -430,6 +437,7 @@ impl Backends {
             registry: store.clone(),
             quotas: store.clone(),
             identity: store.clone(),
+            settings: store.clone(),
             health: store,
             idempotency,
         }

@@ -35,8 +35,9 @@ impl Config {
             merge(&mut tree, file_tree);
         }
         let defaults = toml::Value::try_from(Config::default()).map_err(|e| invalid("(defaults)", e.to_string()))?;
+        let env_all: Vec<(String, String)> = env.into_iter().collect();
         let mut vars: Vec<(String, String)> =
-            env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX) && !is_service_link(k)).collect();
+            env_all.iter().filter(|(k, _)| k.starts_with(ENV_PREFIX) && !is_service_link(k)).cloned().collect();
         vars.sort();
         // API keys are secrets named after their `[[auth.api_keys]]` entry, not config keys.
         let (key_vars, vars): (Vec<_>, Vec<_>) = vars.into_iter().partition(|(k, _)| k.starts_with(API_KEY_PREFIX));
@@ -59,6 +60,17 @@ impl Config {
                     message: format!("holds the key of auth.api_keys `{}` and is not set", k.name),
                 },
             )?;
+        }
+        // The org keys' variables are named in the config (they need not start with SWITCHBOARD_).
+        for (org, var) in &config.llm.org_keys {
+            let value = env_all.iter().find(|(k, _)| k == var).map(|(_, v)| v.trim().to_string()).unwrap_or_default();
+            if value.is_empty() {
+                return Err(ConfigError::Env {
+                    var: var.clone(),
+                    message: format!("holds the model key of org `{org}` (llm.org_keys) and is not set"),
+                });
+            }
+            config.llm.org_key_values.insert(org.clone(), value);
         }
         for (var, value) in &widget_vars {
             let agent = config.agents.iter_mut().find(|a| a.widget_secret_env() == *var).ok_or_else(|| {

@@ -84,6 +84,21 @@ pub struct LlmConfig {
     /// connector), which turns the windows off without turning off coalescing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_window_ms: Option<u64>,
+    /// Per-org model keys (`[llm.org_keys] acme = "ACME_OPENAI_KEY"`): an org's turns use the key held by that
+    /// environment variable (e.g. from a Kubernetes Secret), so each tenant's usage is billed to its own key.
+    /// Orgs not listed use `llm.api_key`. A named variable that is unset or empty fails the boot.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub org_keys: std::collections::BTreeMap<String, String>,
+    /// The keys themselves, read from the environment at load (secret; never serialized).
+    #[serde(skip)]
+    pub org_key_values: std::collections::BTreeMap<String, String>,
+}
+
+impl LlmConfig {
+    /// The model key of `org`'s turns, when it has its own.
+    pub fn org_key(&self, org: &str) -> Option<&str> {
+        self.org_key_values.get(org).map(String::as_str)
+    }
 }
 
 /// Who a connection is.
@@ -352,6 +367,8 @@ impl Default for LlmConfig {
             timeout_s: 60,
             max_retries: 2,
             read_window_ms: None,
+            org_keys: Default::default(),
+            org_key_values: Default::default(),
         }
     }
 }
@@ -439,6 +456,9 @@ impl Config {
             }
         };
         hide(&mut c.llm.api_key);
+        for v in c.llm.org_key_values.values_mut() {
+            hide(v);
+        }
         hide(&mut c.auth.jwt_hs256_secret);
         hide(&mut c.tools.signing_secret);
         for k in &mut c.auth.api_keys {

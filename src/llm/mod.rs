@@ -83,6 +83,8 @@ pub(crate) struct ChatRequest {
     pub model: String,
     pub messages: Vec<ChatMessage>,
     pub tools: Vec<ToolSpec>,
+    /// The turn's org's own model key (`llm.org_keys`); `None` = the deployment's `llm.api_key`.
+    pub api_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -95,12 +95,12 @@ impl OpenAiModel {
         body
     }
 
-    fn request(&self, body: &Bytes) -> Result<hyper::Request<Full<Bytes>>, LlmError> {
+    fn request(&self, body: &Bytes, key: &str) -> Result<hyper::Request<Full<Bytes>>, LlmError> {
         let mut req = hyper::Request::post(self.url.clone())
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .header(hyper::header::ACCEPT, "text/event-stream");
-        if !self.api_key.is_empty() {
-            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {}", self.api_key));
+        if !key.is_empty() {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {key}"));
         }
         req.body(Full::new(body.clone())).map_err(|e| LlmError::Unreachable(format!("building the request: {e}")))
     }
@@ -115,7 +115,9 @@ impl ChatModel for OpenAiModel {
     async fn stream(&self, request: ChatRequest) -> Result<ModelStream, LlmError> {
         let deadline = Instant::now() + self.timeout;
         let body = Bytes::from(Self::body(&request).to_string());
-        let response = self.send(&body, deadline).await?;
+        // A tenant's own key (`llm.org_keys`) when the turn has one, else the deployment's.
+        let key = request.api_key.as_deref().unwrap_or(&self.api_key);
+        let response = self.send(&body, key, deadline).await?;
         let window =
             response.extensions().get::<WindowCtl>().cloned().map(|ctl| ReadWindow { ctl, window: self.window });
         let bytes = response.into_body().into_data_stream();
@@ -138,12 +140,17 @@ enum Attempt {
 impl OpenAiModel {
     /// Sends the request until a response starts streaming: retries connect errors, 429 and 5xx with backoff
     /// (or the server's `Retry-After`), at most `llm.max_retries` times, and never past the call's deadline.
-    async fn send(&self, body: &Bytes, deadline: Instant) -> Result<hyper::Response<hyper::body::Incoming>, LlmError> {
+    async fn send(
+        &self,
+        body: &Bytes,
+        key: &str,
+        deadline: Instant,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, LlmError> {
         let mut backoff =
             Backoff::new(Duration::from_millis(200), Duration::from_secs(10)).with_jitter(Duration::from_millis(100));
         let mut attempt = 0u32;
         loop {
-            let (error, retry_after) = match self.attempt(body, deadline).await? {
+            let (error, retry_after) = match self.attempt(body, key, deadline).await? {
                 Attempt::Streaming(resp) => return Ok(resp),
                 Attempt::Failed(e) => return Err(e),
                 Attempt::Retry { error, retry_after } => (error, retry_after),
@@ -162,8 +169,8 @@ impl OpenAiModel {
     }
 
     /// One request; an error body is read (bounded) so the failure can be reported.
-    async fn attempt(&self, body: &Bytes, deadline: Instant) -> Result<Attempt, LlmError> {
-        let req = self.request(body)?;
+    async fn attempt(&self, body: &Bytes, key: &str, deadline: Instant) -> Result<Attempt, LlmError> {
+        let req = self.request(body, key)?;
         let result = tokio::time::timeout_at(deadline, self.http.request(req)).await.map_err(|_| LlmError::Timeout)?;
         let resp = match result {
             Ok(resp) if resp.status().is_success() => return Ok(Attempt::Streaming(resp)),
@@ -330,7 +337,7 @@ mod tests {
         let config =
             LlmConfig { base_url: format!("https://{addr}/v1"), max_retries: 0, timeout_s: 10, ..LlmConfig::default() };
         let model = OpenAiModel::new(&config, Duration::from_millis(50)).expect("client");
-        let request = ChatRequest { model: "m".into(), messages: vec![ChatMessage::text("user", "hi")], tools: vec![] };
+        let request = ChatRequest { model: "m".into(), messages: vec![ChatMessage::text("user", "hi")], tools: vec![], api_key: None };
         match model.stream(request).await {
             Err(LlmError::Unreachable(e)) => assert!(!e.is_empty()),
             Err(e) => panic!("expected an unreachable error, got {e}"),
@@ -405,7 +412,7 @@ mod tests {
         let model = OpenAiModel::with_roots(&config, Duration::from_millis(25), roots).expect("client");
         for round in 0..2 {
             let request =
-                ChatRequest { model: "m".into(), messages: vec![ChatMessage::text("user", "hi")], tools: vec![] };
+                ChatRequest { model: "m".into(), messages: vec![ChatMessage::text("user", "hi")], tools: vec![], api_key: None };
             let started = Instant::now();
             let mut stream = model.stream(request).await.expect("stream");
             let (mut text, mut idles) = (String::new(), 0u128);

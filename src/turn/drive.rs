@@ -127,6 +127,7 @@ async fn call_model(
         model: state.model.clone(),
         messages: state.messages.clone(),
         tools: gates::offered(app, agent, state),
+        api_key: app.config.llm.org_key(&state.org_id).map(str::to_string),
     };
     let t0 = Instant::now();
     let llm_err = |e: crate::llm::LlmError| {

@@ -7,8 +7,10 @@ use std::time::Duration;
 use super::*;
 use crate::util::now_ms;
 
+mod admin;
 mod identity;
 mod turns;
+pub use admin::{org_listing, org_settings};
 pub use identity::{identities, interaction_parks};
 use turns::parked;
 pub use turns::{confirmations, guarded_appends, turn_leases};
@@ -408,5 +410,7 @@ mod memory_suite {
         memory_idempotency => idempotency;
         memory_interaction_parks => interaction_parks;
         memory_identities => identities;
+        memory_org_listing => org_listing;
+        memory_org_settings => org_settings;
     }
 }

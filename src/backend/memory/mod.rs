@@ -14,6 +14,7 @@ use super::*;
 use crate::util::now_ms;
 
 mod identity;
+mod settings;
 mod sockets;
 mod turns;
 
@@ -57,6 +58,8 @@ struct State {
     registry: HashMap<String, (SocketEntry, i64)>,
     /// Session → its person's contact and verification.
     contacts: HashMap<String, Contact>,
+    /// Org → its admin-set overrides.
+    settings: HashMap<String, OrgSettings>,
     /// Session → its issued OTP code and the attempts used on it.
     otp_codes: HashMap<String, (OtpCode, u32)>,
     /// Quota key → (window length ms, window index, uses counted in it).
@@ -123,6 +126,25 @@ impl Shared {
     /// Whether a conversation is within `session.conversation_ttl_s` of its last message (or its creation).
     fn conversation_live(&self, st: &State, conversation_id: &str, now: i64) -> bool {
         st.conversation_used_ms.get(conversation_id).is_some_and(|t| now - t < self.conversation_ttl_ms)
+    }
+
+    /// A page of an org's conversations (one user's, or all), most recently updated first.
+    fn conversations_page(&self, org_id: &str, user_id: Option<&str>, offset: usize, limit: usize) -> ConversationPage {
+        let now = now_ms();
+        let st = self.state.lock();
+        let mut mine: Vec<&ConversationRecord> = st
+            .conversations
+            .values()
+            .filter(|c| c.org_id == org_id && user_id.is_none_or(|u| c.user_id == u))
+            .filter(|c| self.conversation_live(&st, &c.conversation_id, now))
+            .collect();
+        mine.sort_by(|a, b| {
+            b.updated_at_ms.cmp(&a.updated_at_ms).then_with(|| b.conversation_id.cmp(&a.conversation_id))
+        });
+        let conversations: Vec<ConversationRecord> =
+            mine.iter().skip(offset).take(limit).map(|c| (*c).clone()).collect();
+        let has_more = mine.len() > offset + conversations.len();
+        ConversationPage { conversations, has_more }
     }
 
     /// Drops idle sessions, logs and decisions (at most once a minute, on writes).
@@ -233,22 +255,13 @@ impl SessionStore for MemoryStore {
         offset: usize,
         limit: usize,
     ) -> BResult<ConversationPage> {
-        let now = now_ms();
-        let st = self.shared.state.lock();
-        let mut mine: Vec<&ConversationRecord> = st
-            .conversations
-            .values()
-            .filter(|c| c.user_id == user_id && c.org_id == org_id)
-            .filter(|c| self.shared.conversation_live(&st, &c.conversation_id, now))
-            .collect();
-        mine.sort_by(|a, b| {
-            b.updated_at_ms.cmp(&a.updated_at_ms).then_with(|| b.conversation_id.cmp(&a.conversation_id))
-        });
-        let conversations: Vec<ConversationRecord> =
-            mine.iter().skip(offset).take(limit).map(|c| (*c).clone()).collect();
-        let has_more = mine.len() > offset + conversations.len();
-        Ok(ConversationPage { conversations, has_more })
+        Ok(self.shared.conversations_page(org_id, Some(user_id), offset, limit))
     }
+
+    async fn list_org_conversations(&self, org_id: &str, offset: usize, limit: usize) -> BResult<ConversationPage> {
+        Ok(self.shared.conversations_page(org_id, None, offset, limit))
+    }
+
 
     async fn delete_session(&self, session: &SessionRecord) -> BResult<()> {
         let mut st = self.shared.state.lock();

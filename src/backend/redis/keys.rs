@@ -21,6 +21,14 @@ impl Keys {
         let uid = &crate::backend::user_key(org, uid);
         format!("{}:user:{{{uid}}}:convs", self.prefix)
     }
+    /// Every conversation of an org (the admin API's listing).
+    pub(super) fn org_convs(&self, org: &str) -> String {
+        let org = org.replace('%', "%25").replace('/', "%2F");
+        format!("{}:org:{{{org}}}:convs", self.prefix)
+    }
+    pub(super) fn settings(&self, org: &str) -> String {
+        format!("{}:settings:{org}", self.prefix)
+    }
     pub(super) fn confirm_expiry(&self) -> String {
         format!("{}:confirm:expiry", self.prefix)
     }

@@ -34,6 +34,46 @@ fn conv_from_hash(map: HashMap<String, String>) -> BResult<Option<ConversationRe
     }))
 }
 
+impl RedisStore {
+    /// A page of the conversations in an index (a user's or an org's), most recently updated first.
+    async fn conversations_in(&self, key: &str, offset: usize, limit: usize) -> BResult<ConversationPage> {
+        let s = self.s();
+        let total: u64 = s.client.zcard(key).await.map_err(|e| s.err(e))?;
+        if limit == 0 {
+            return Ok(ConversationPage { conversations: Vec::new(), has_more: total as usize > offset });
+        }
+        let start = i64::try_from(offset).unwrap_or(i64::MAX);
+        let stop = i64::try_from(offset.saturating_add(limit) - 1).unwrap_or(i64::MAX);
+        // ZREVRANGE orders equal scores by member descending: updated desc, then conversation id desc, as memory.
+        let ids: Vec<String> = s.client.zrevrange(key, start, stop, false).await.map_err(|e| s.err(e))?;
+        let fetched = join_all(ids.iter().map(|cid| self.get_conversation(cid))).await;
+        let mut conversations = Vec::with_capacity(ids.len());
+        for (cid, c) in ids.iter().zip(fetched) {
+            match c? {
+                Some(c) => conversations.push(c),
+                // Expired (`session.conversation_ttl_s`): its place in the list goes too.
+                None => s.client.zrem::<(), _, _>(key, cid.as_str()).await.map_err(|e| s.err(e))?,
+            }
+        }
+        let has_more = total as usize > offset + ids.len();
+        Ok(ConversationPage { conversations, has_more })
+    }
+
+    /// Puts a conversation at `updated_ms` in its owner's list and its org's (GT: two pods racing keep the
+    /// later time). Separate commands: the indexes live on other slots than the conversation.
+    async fn index_conversation(&self, org_id: &str, user_id: &str, cid: &str, updated_ms: i64) -> BResult<()> {
+        let s = self.s();
+        for key in [s.keys.user_convs(org_id, user_id), s.keys.org_convs(org_id)] {
+            s.client
+                .zadd::<(), _, _>(&key, None, Some(ZOrdering::GreaterThan), false, false, (updated_ms as f64, cid))
+                .await
+                .map_err(|e| s.err(e))?;
+            s.client.expire::<(), _>(&key, s.conv_ttl_s, None).await.map_err(|e| s.err(e))?;
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn create_session(
@@ -69,19 +109,7 @@ impl SessionStore for RedisStore {
                 .expire::<(), _>(s.keys.conv(&c.conversation_id), s.conv_ttl_s, None)
                 .await
                 .map_err(|e| s.err(e))?;
-            s.client
-                .zadd::<(), _, _>(
-                    s.keys.user_convs(&c.org_id, &c.user_id),
-                    None,
-                    None,
-                    false,
-                    false,
-                    (c.updated_at_ms as f64, c.conversation_id.as_str()),
-                )
-                .await
-                .map_err(|e| s.err(e))?;
-            let list = s.keys.user_convs(&c.org_id, &c.user_id);
-            s.client.expire::<(), _>(list, s.conv_ttl_s, None).await.map_err(|e| s.err(e))?;
+            self.index_conversation(&c.org_id, &c.user_id, &c.conversation_id, c.updated_at_ms).await?;
         }
         Ok(())
     }
@@ -120,22 +148,7 @@ impl SessionStore for RedisStore {
             .await?;
         let owner = array(reply);
         if let (Some(user_id), Some(org_id)) = (owner.first().and_then(text), owner.get(1).and_then(text)) {
-            // Separate command: the user index lives on another slot. GT keeps it monotonic when two pods race.
-            s.client
-                .zadd::<(), _, _>(
-                    s.keys.user_convs(&org_id, &user_id),
-                    None,
-                    Some(ZOrdering::GreaterThan),
-                    false,
-                    false,
-                    (now_ms as f64, conversation_id),
-                )
-                .await
-                .map_err(|e| s.err(e))?;
-            s.client
-                .expire::<(), _>(s.keys.user_convs(&org_id, &user_id), s.conv_ttl_s, None)
-                .await
-                .map_err(|e| s.err(e))?;
+            self.index_conversation(&org_id, &user_id, conversation_id, now_ms).await?;
         }
         Ok(())
     }
@@ -173,27 +186,11 @@ impl SessionStore for RedisStore {
         offset: usize,
         limit: usize,
     ) -> BResult<ConversationPage> {
-        let s = self.s();
-        let key = s.keys.user_convs(org_id, user_id);
-        let total: u64 = s.client.zcard(&key).await.map_err(|e| s.err(e))?;
-        if limit == 0 {
-            return Ok(ConversationPage { conversations: Vec::new(), has_more: total as usize > offset });
-        }
-        let start = i64::try_from(offset).unwrap_or(i64::MAX);
-        let stop = i64::try_from(offset.saturating_add(limit) - 1).unwrap_or(i64::MAX);
-        // ZREVRANGE orders equal scores by member descending: updated desc, then conversation id desc, as memory.
-        let ids: Vec<String> = s.client.zrevrange(&key, start, stop, false).await.map_err(|e| s.err(e))?;
-        let fetched = join_all(ids.iter().map(|cid| self.get_conversation(cid))).await;
-        let mut conversations = Vec::with_capacity(ids.len());
-        for (cid, c) in ids.iter().zip(fetched) {
-            match c? {
-                Some(c) => conversations.push(c),
-                // Expired (`session.conversation_ttl_s`): its place in the list goes too.
-                None => s.client.zrem::<(), _, _>(&key, cid.as_str()).await.map_err(|e| s.err(e))?,
-            }
-        }
-        let has_more = total as usize > offset + ids.len();
-        Ok(ConversationPage { conversations, has_more })
+        self.conversations_in(&self.s().keys.user_convs(org_id, user_id), offset, limit).await
+    }
+
+    async fn list_org_conversations(&self, org_id: &str, offset: usize, limit: usize) -> BResult<ConversationPage> {
+        self.conversations_in(&self.s().keys.org_convs(org_id), offset, limit).await
     }
 
     async fn delete_session(&self, session: &SessionRecord) -> BResult<()> {
@@ -203,13 +200,16 @@ impl SessionStore for RedisStore {
         // One slot each: the session's keys, then the conversation's. The seq counter stays: a socket still
         // attached keeps its position, and the namespace's next turn continues after it instead of starting at 1.
         let session_keys: Vec<String> =
-            ["session", "log", "confirm", "decided", "last"].iter().map(|w| s.keys.session_key(sid, w)).collect();
+            ["session", "log", "confirm", "decided", "last", "contact", "otp"]
+                .iter()
+                .map(|w| s.keys.session_key(sid, w))
+                .collect();
         s.client.del::<(), _>(session_keys).await.map_err(|e| s.err(e))?;
         s.client.del::<(), _>(vec![s.keys.conv(cid), s.keys.msgs(cid)]).await.map_err(|e| s.err(e))?;
-        s.client
-            .zrem::<(), _, _>(s.keys.user_convs(&session.org_id, &session.user_id), cid.as_str())
-            .await
-            .map_err(|e| s.err(e))
+        for index in [s.keys.user_convs(&session.org_id, &session.user_id), s.keys.org_convs(&session.org_id)] {
+            s.client.zrem::<(), _, _>(index, cid.as_str()).await.map_err(|e| s.err(e))?;
+        }
+        Ok(())
     }
 
     async fn rename_conversation(&self, conversation_id: &str, title: &str) -> BResult<bool> {

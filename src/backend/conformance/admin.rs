@@ -1,0 +1,42 @@
+//! Conformance checks for what the admin API reads: an org's conversations across users, and per-org
+//! settings shared by every pod.
+
+use super::{msg, session, sid};
+use crate::backend::*;
+
+/// An org lists every user's conversations (newest first, paged), never another org's; deleted ones go.
+pub async fn org_listing(a: &Backends, b: &Backends) {
+    let org = format!("org-{}", sid());
+    let mut ids = Vec::new();
+    for (i, user) in ["ann", "bob", "ann"].iter().enumerate() {
+        let (mut s, mut c) = session(&sid(), user);
+        (s.org_id, c.org_id) = (org.clone(), org.clone());
+        c.updated_at_ms = 1_000 + i as i64;
+        a.sessions.create_session(&s, Some(&c)).await.expect("create");
+        ids.push((s, c.conversation_id.clone()));
+    }
+    a.sessions.append_message(&ids[0].1, &msg(Direction::Inbound, "bump"), 9_000).await.expect("append");
+    let page = b.sessions.list_org_conversations(&org, 0, 2).await.expect("list");
+    let got: Vec<&str> = page.conversations.iter().map(|c| c.conversation_id.as_str()).collect();
+    assert_eq!(got, [ids[0].1.as_str(), ids[2].1.as_str()]);
+    assert!(page.has_more);
+    let rest = b.sessions.list_org_conversations(&org, 2, 2).await.expect("list");
+    assert_eq!(rest.conversations.len(), 1);
+    assert!(!rest.has_more);
+    assert!(b.sessions.list_org_conversations("another-org", 0, 10).await.expect("list").conversations.is_empty());
+    a.sessions.delete_session(&ids[1].0).await.expect("delete");
+    assert_eq!(b.sessions.list_org_conversations(&org, 0, 10).await.expect("list").conversations.len(), 2);
+}
+
+/// Settings written on one pod are read on the other; orgs are separate.
+pub async fn org_settings(a: &Backends, b: &Backends) {
+    let org = format!("org-{}", sid());
+    assert_eq!(b.settings.get_settings(&org).await.expect("get"), None);
+    let s = OrgSettings { model: Some("gpt-4o".into()), system_prompt: Some("Be brief.".into()), updated_at_ms: 7 };
+    a.settings.put_settings(&org, &s).await.expect("put");
+    assert_eq!(b.settings.get_settings(&org).await.expect("get"), Some(s));
+    let cleared = OrgSettings { model: None, system_prompt: None, updated_at_ms: 8 };
+    b.settings.put_settings(&org, &cleared).await.expect("put");
+    assert_eq!(a.settings.get_settings(&org).await.expect("get"), Some(cleared));
+    assert_eq!(a.settings.get_settings(&format!("{org}-x")).await.expect("get"), None);
+}
