@@ -1,10 +1,10 @@
-//! The HTTP surface: `/ws`, `/health`, `/readyz`, `/metrics`, `POST /admin/publish` and
-//! `GET /admin/connections`, with the REST gateway's `/api/*` routes merged in ([`crate::gateway`]).
+//! The HTTP surface: `/ws`, `/health`, `/readyz`, `/metrics` and `POST /admin/publish`, with the REST
+//! gateway's `/api/*` ([`crate::gateway`]), the admin API ([`crate::admin`]) and the widget merged in.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,9 +22,9 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/admin/publish", post(publish))
-        .route("/admin/connections", get(connections))
         .with_state(app.clone())
         .merge(crate::widget::router(app.clone()))
+        .merge(crate::admin::router(app.clone()))
         .merge(crate::gateway::router(app))
 }
 
@@ -195,39 +195,6 @@ async fn deliver(app: &App, kind: &str, id: &str, org: &str, event: &Value) -> R
                 app.backends.bus.publish(&pod, &msg).await.map_err(|e| unavailable(e.to_string()))?;
             }
             Ok(json!({"accepted": true}))
-        }
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct ConnQuery {
-    session: Option<String>,
-    user: Option<String>,
-    org: Option<String>,
-}
-
-/// `GET /admin/connections?session=|user=|org=`: live sockets across all pods.
-async fn connections(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<ConnQuery>) -> Response {
-    if !authorized(&app, &headers) {
-        return problem(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "a valid publish key is required (Authorization: Bearer <key>)",
-        );
-    }
-    if q.session.is_none() && q.user.is_none() && q.org.is_none() {
-        return problem(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "give one of session=, user=, org=");
-    }
-    let filter = SocketFilter { session: q.session, user: q.user, org: q.org, connection: None };
-    match app.backends.registry.list(&filter, 1000).await {
-        Ok(list) => Json(json!({"connections": list.iter().map(|e| json!({
-            "connectionId": e.connection_id, "podId": e.pod_id, "userId": e.user_id, "orgId": e.org_id,
-            "sessions": e.sessions, "agents": e.agents, "connectedAt": crate::util::rfc3339_from_ms(e.connected_at_ms)
-        })).collect::<Vec<_>>()}))
-        .into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "registry list failed");
-            problem(StatusCode::SERVICE_UNAVAILABLE, "INTERNAL_ERROR", "registry unavailable")
         }
     }
 }

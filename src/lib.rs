@@ -41,6 +41,7 @@ pub mod telemetry;
 #[doc(hidden)]
 pub mod fuzzing;
 
+mod admin;
 mod agents;
 mod app;
 mod auth;

@@ -26,6 +26,9 @@ struct Claims {
     exp: i64,
     #[serde(default)]
     org: Option<String>,
+    /// Admin API role (§14).
+    #[serde(default)]
+    role: Option<String>,
 }
 
 pub(crate) struct JwtVerifier {
@@ -133,7 +136,8 @@ impl JwtVerifier {
             .filter(|o| !o.is_empty())
             .or_else(|| self.default_org.clone())
             .ok_or_else(|| AuthError::Invalid("no org claim (and no auth.default_org)".into()))?;
-        Ok(Identity { user_id: c.sub, org_id: org, expires_at: Some(c.exp) })
+        let role = super::Role::from_claim(c.role.as_deref());
+        Ok(Identity { user_id: c.sub, org_id: org, expires_at: Some(c.exp), role })
     }
 }
 

@@ -13,6 +13,34 @@ pub(crate) struct Identity {
     pub org_id: String,
     /// Token expiry (Unix seconds); the socket is closed with 4401 when it passes.
     pub expires_at: Option<i64>,
+    /// What the admin API lets this caller do (§14).
+    pub role: Role,
+}
+
+/// Admin API roles, from a token's `role` claim: `admin` > `curator` > `basic` (`user`, missing or unknown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Role {
+    Basic,
+    Curator,
+    Admin,
+}
+
+impl Role {
+    pub(crate) fn from_claim(claim: Option<&str>) -> Role {
+        match claim {
+            Some("admin") => Role::Admin,
+            Some("curator") => Role::Curator,
+            _ => Role::Basic,
+        }
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Role::Basic => "basic",
+            Role::Curator => "curator",
+            Role::Admin => "admin",
+        }
+    }
 }
 
 /// The user of every connection with `auth.mode = "none"` and no credentials.
@@ -40,7 +68,12 @@ impl Authenticator {
             .api_keys
             .iter()
             .map(|k| {
-                let id = Identity { user_id: format!("api-key:{}", k.name), org_id: k.org.clone(), expires_at: None };
+                let id = Identity {
+                    user_id: format!("api-key:{}", k.name),
+                    org_id: k.org.clone(),
+                    expires_at: None,
+                    role: Role::Basic,
+                };
                 (k.key.clone(), id)
             })
             .collect();
@@ -53,7 +86,7 @@ impl Authenticator {
     }
 
     fn anonymous() -> Identity {
-        Identity { user_id: ANONYMOUS_USER.into(), org_id: "default".into(), expires_at: None }
+        Identity { user_id: ANONYMOUS_USER.into(), org_id: "default".into(), expires_at: None, role: Role::Basic }
     }
 
     /// A WebSocket upgrade: an API key, else (`jwt`) a valid token, else (`none`) the anonymous user.

@@ -103,7 +103,7 @@ mod tests {
     use super::*;
 
     fn who(user: &str, org: &str) -> Identity {
-        Identity { user_id: user.into(), org_id: org.into(), expires_at: None }
+        Identity { user_id: user.into(), org_id: org.into(), expires_at: None, role: crate::auth::Role::Basic }
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! Action handlers: one function per client action. Request errors are replies to the asking socket (never
 //! logged); once a turn is accepted (202) its events go through the session log.
 
-use base64::Engine;
 use serde_json::{json, Value};
 
 mod answers;
@@ -237,18 +236,11 @@ async fn get_session(conn: &mut Conn, rid: Option<&str>, session_id: &str) -> Re
     Ok(())
 }
 
-const CURSOR_ENGINE: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
-fn encode_cursor(kind: &str, n: u64) -> String {
-    CURSOR_ENGINE.encode(format!("{kind}:{n}"))
-}
+use crate::util::encode_cursor;
 
 fn decode_cursor(kind: &str, cursor: &str) -> Result<u64, ClientError> {
-    let bad = || ClientError::validation("'cursor' is not a cursor this server issued");
-    let raw = CURSOR_ENGINE.decode(cursor).map_err(|_| bad())?;
-    let text = String::from_utf8(raw).map_err(|_| bad())?;
-    let n = text.strip_prefix(kind).and_then(|r| r.strip_prefix(':')).ok_or_else(bad)?;
-    n.parse().map_err(|_| bad())
+    crate::util::decode_cursor(kind, cursor)
+        .ok_or_else(|| ClientError::validation("'cursor' is not a cursor this server issued"))
 }
 
 async fn get_messages(

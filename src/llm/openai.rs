@@ -337,7 +337,12 @@ mod tests {
         let config =
             LlmConfig { base_url: format!("https://{addr}/v1"), max_retries: 0, timeout_s: 10, ..LlmConfig::default() };
         let model = OpenAiModel::new(&config, Duration::from_millis(50)).expect("client");
-        let request = ChatRequest { model: "m".into(), messages: vec![ChatMessage::text("user", "hi")], tools: vec![], api_key: None };
+        let request = ChatRequest {
+            model: "m".into(),
+            messages: vec![ChatMessage::text("user", "hi")],
+            tools: vec![],
+            api_key: None,
+        };
         match model.stream(request).await {
             Err(LlmError::Unreachable(e)) => assert!(!e.is_empty()),
             Err(e) => panic!("expected an unreachable error, got {e}"),
@@ -411,8 +416,12 @@ mod tests {
             LlmConfig { base_url: format!("https://localhost:{port}/v1"), timeout_s: 10, ..LlmConfig::default() };
         let model = OpenAiModel::with_roots(&config, Duration::from_millis(25), roots).expect("client");
         for round in 0..2 {
-            let request =
-                ChatRequest { model: "m".into(), messages: vec![ChatMessage::text("user", "hi")], tools: vec![], api_key: None };
+            let request = ChatRequest {
+                model: "m".into(),
+                messages: vec![ChatMessage::text("user", "hi")],
+                tools: vec![],
+                api_key: None,
+            };
             let started = Instant::now();
             let mut stream = model.stream(request).await.expect("stream");
             let (mut text, mut idles) = (String::new(), 0u128);

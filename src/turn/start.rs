@@ -21,6 +21,8 @@ use crate::util::{new_id, now_ms, now_rfc3339};
 pub(crate) struct Plan {
     agent: Arc<AgentConfig>,
     model: String,
+    /// The client named the model (an org's settings then do not replace it).
+    model_requested: bool,
 }
 
 /// The user's side of a new turn.
@@ -42,12 +44,13 @@ pub(crate) fn plan(app: &App, agent_id: &str, model: Option<&str>, skill: Option
     if let Some(skill) = skill {
         return Err(ClientError::new(ErrorCode::SkillNotFound, format!("skill '{skill}' not found")));
     }
-    let model = match model {
+    let requested = model;
+    let model = match requested {
         Some(name) if agent.models.iter().any(|x| x == name) => name.to_string(),
         Some(name) => return Err(ClientError::validation(format!("model '{name}' is not offered by this agent"))),
         None => app.config.llm.model.clone(),
     };
-    Ok(Plan { agent, model })
+    Ok(Plan { agent, model, model_requested: requested.is_some() })
 }
 
 /// Takes the session's turn slot for a new turn (`TURN_IN_PROGRESS` when one runs); returns the turn id.
@@ -108,9 +111,16 @@ pub(crate) async fn prepare(
             created_at: now_rfc3339(),
         };
         app.backends.sessions.append_message(&session.conversation_id, &stored, now_ms()).await?;
+        // The org's admin-set overrides (§14), read here so a change applies to the next turn on every pod.
+        let org = app.backends.settings.get_settings(&session.org_id).await?.unwrap_or_default();
+        let prompt = org.system_prompt.as_deref().unwrap_or(&plan.agent.system_prompt);
+        let model = match (&org.model, plan.model_requested) {
+            (Some(m), false) => m.clone(),
+            _ => plan.model.clone(),
+        };
         let mut messages = Vec::with_capacity(history.len() + 2);
-        if !plan.agent.system_prompt.is_empty() {
-            messages.push(ChatMessage::text("system", &plan.agent.system_prompt));
+        if !prompt.is_empty() {
+            messages.push(ChatMessage::text("system", prompt));
         }
         for h in history {
             let role = if h.direction == Direction::Inbound { "user" } else { "assistant" };
@@ -145,7 +155,7 @@ pub(crate) async fn prepare(
             session_id: session.session_id.clone(),
             conversation_id: session.conversation_id.clone(),
             agent_id: session.agent_id.clone(),
-            model: plan.model.clone(),
+            model,
             stream: input.stream,
             messages,
             iteration: 0,

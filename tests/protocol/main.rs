@@ -6,6 +6,7 @@ mod harness;
 #[path = "../support/mod.rs"]
 mod support;
 
+mod admin;
 mod approvals;
 mod http;
 mod interactions;

@@ -36,7 +36,8 @@ async fn origins_are_checked_at_the_upgrade_and_per_agent() {
     let refused = Client::connect_with_headers(&url, &[("Origin", "https://evil.example")]).await.err().expect("403");
     assert_eq!(refused.status, Some(403));
     // A partner page passes the upgrade but not the agent's own list.
-    let mut partner = Client::connect_with_headers(&url, &[("Origin", "https://app.partner.example")]).await.expect("ok");
+    let mut partner =
+        Client::connect_with_headers(&url, &[("Origin", "https://app.partner.example")]).await.expect("ok");
     let r = create(&mut partner, json!({})).await;
     assert_eq!(r["error"]["code"], "ORIGIN_NOT_ALLOWED", "{r}");
     still_open(&mut partner).await;
@@ -53,7 +54,8 @@ async fn an_auth_context_makes_the_socket_the_hosts_user() {
     let mut cfg = config(&llm, &tools);
     cfg.agents[0].widget_secret = SECRET.into();
     let pod = pod(cfg).await;
-    let ctx = |user: &str, ts: i64, sig: String| json!({"authContext": {"userId": user, "timestamp": ts, "signature": sig}});
+    let ctx =
+        |user: &str, ts: i64, sig: String| json!({"authContext": {"userId": user, "timestamp": ts, "signature": sig}});
     let mut a = connect(&pod, false).await;
     let now = now_s();
     let r = create(&mut a, ctx("user-42", now - 55, sign("user-42", now - 55))).await;
@@ -79,8 +81,12 @@ async fn an_auth_context_makes_the_socket_the_hosts_user() {
     assert_eq!(create(&mut again, ctx("user-42", now, sign("user-42", now))).await["status"], 200);
     again.send(&json!({"action": "list_conversations", "requestId": "l"})).await;
     let listed = again.recv().await;
-    let ids: Vec<&str> =
-        listed["data"]["conversations"].as_array().expect("list").iter().filter_map(|c| c["conversationId"].as_str()).collect();
+    let ids: Vec<&str> = listed["data"]["conversations"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|c| c["conversationId"].as_str())
+        .collect();
     assert!(ids.contains(&cid.as_str()), "{listed}");
     let mut anon = connect(&pod, false).await;
     anon.send(&json!({"action": "list_conversations", "requestId": "l"})).await;
@@ -93,7 +99,8 @@ async fn an_agent_without_a_secret_refuses_auth_contexts() {
     let pod = pod(config(&llm, &tools)).await;
     let mut c = connect(&pod, false).await;
     let now = now_s();
-    let r = create(&mut c, json!({"authContext": {"userId": "u", "timestamp": now, "signature": sign("u", now)}})).await;
+    let r =
+        create(&mut c, json!({"authContext": {"userId": "u", "timestamp": now, "signature": sign("u", now)}})).await;
     assert_eq!(r["error"]["code"], "AUTH_CONTEXT_INVALID");
     assert_eq!(r["error"]["message"], "this agent accepts no authContext");
 }
@@ -113,7 +120,8 @@ async fn the_widget_script_is_cached_per_version_and_the_page_follows_widget_ena
     assert!(js.text().await.expect("body").contains("customElements.define(\"switchboard-chat\""));
     let again = http.get(http_url(&on, "/widget.js")).header("If-None-Match", &etag).send().await.expect("304");
     assert_eq!(again.status(), 304);
-    let pinned = http.get(http_url(&on, &format!("/widget/v{}.js", env!("CARGO_PKG_VERSION")))).send().await.expect("v");
+    let pinned =
+        http.get(http_url(&on, &format!("/widget/v{}.js", env!("CARGO_PKG_VERSION")))).send().await.expect("v");
     assert_eq!(pinned.headers()["cache-control"], "public, max-age=31536000, immutable");
     let page = http.get(http_url(&on, "/")).send().await.expect("page");
     assert!(page.headers()["content-security-policy"].to_str().expect("csp").contains("default-src 'self'"));

@@ -262,7 +262,6 @@ impl SessionStore for MemoryStore {
         Ok(self.shared.conversations_page(org_id, None, offset, limit))
     }
 
-
     async fn delete_session(&self, session: &SessionRecord) -> BResult<()> {
         let mut st = self.shared.state.lock();
         let sid = &session.session_id;

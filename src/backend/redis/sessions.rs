@@ -199,11 +199,10 @@ impl SessionStore for RedisStore {
         let cid = &session.conversation_id;
         // One slot each: the session's keys, then the conversation's. The seq counter stays: a socket still
         // attached keeps its position, and the namespace's next turn continues after it instead of starting at 1.
-        let session_keys: Vec<String> =
-            ["session", "log", "confirm", "decided", "last", "contact", "otp"]
-                .iter()
-                .map(|w| s.keys.session_key(sid, w))
-                .collect();
+        let session_keys: Vec<String> = ["session", "log", "confirm", "decided", "last", "contact", "otp"]
+            .iter()
+            .map(|w| s.keys.session_key(sid, w))
+            .collect();
         s.client.del::<(), _>(session_keys).await.map_err(|e| s.err(e))?;
         s.client.del::<(), _>(vec![s.keys.conv(cid), s.keys.msgs(cid)]).await.map_err(|e| s.err(e))?;
         for index in [s.keys.user_convs(&session.org_id, &session.user_id), s.keys.org_convs(&session.org_id)] {

@@ -16,6 +16,9 @@ impl SettingsStore for RedisStore {
 
     async fn put_settings(&self, org_id: &str, settings: &OrgSettings) -> BResult<()> {
         let s = self.s();
-        s.client.set::<(), _, _>(s.keys.settings(org_id), to_json(settings)?, None, None, false).await.map_err(|e| s.err(e))
+        s.client
+            .set::<(), _, _>(s.keys.settings(org_id), to_json(settings)?, None, None, false)
+            .await
+            .map_err(|e| s.err(e))
     }
 }

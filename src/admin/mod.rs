@@ -1,0 +1,196 @@
+//! The admin API (§14) for support teams and dashboards: who am I, an org's conversations and their messages,
+//! per-org settings used by the next turn on every pod, and the live connections. Callers present a bearer JWT
+//! whose `role` claim says what they may do (`admin` > `curator` > `basic`); everything is scoped to the
+//! caller's org, and another org's ids answer 404 as if they did not exist. `/admin/publish` stays with the
+//! publish keys (see `http`), which also open `/admin/connections` across orgs for operators.
+
+mod settings;
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::app::App;
+use crate::auth::{AuthError, Identity, Role};
+use crate::backend::{ConversationRecord, SocketFilter};
+use crate::util::{decode_cursor, encode_cursor, rfc3339_from_ms};
+
+/// An admin API failure: an HTTP status and `{error: {code, message}}`.
+pub(crate) struct AdminError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl AdminError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> AdminError {
+        AdminError { status, code, message: message.into() }
+    }
+    fn forbidden(need: Role) -> AdminError {
+        AdminError::new(StatusCode::FORBIDDEN, "FORBIDDEN", format!("this needs the {} role", need.as_str()))
+    }
+    fn not_found() -> AdminError {
+        AdminError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "not found")
+    }
+    fn invalid(message: impl Into<String>) -> AdminError {
+        AdminError::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message)
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
+    }
+}
+
+impl From<crate::backend::BackendError> for AdminError {
+    fn from(e: crate::backend::BackendError) -> AdminError {
+        tracing::error!(error = %e, "admin API backend error");
+        AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "INTERNAL_ERROR", "storage unavailable, retry")
+    }
+}
+
+type AdminResult = Result<Response, AdminError>;
+
+pub(crate) fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/admin/me", get(me))
+        .route("/admin/conversations", get(conversations))
+        .route("/admin/conversations/{id}/messages", get(messages))
+        .route("/admin/settings", get(settings::read).put(settings::write))
+        .route("/admin/connections", get(connections))
+        .with_state(app)
+}
+
+/// The caller, from the bearer token; `need` is the least role the route allows.
+async fn caller(app: &App, headers: &HeaderMap, need: Role) -> Result<Identity, AdminError> {
+    let who = app.auth.authenticate_caller(crate::auth::bearer(headers)).await.map_err(|e| match e {
+        AuthError::Missing => {
+            AdminError::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "a bearer token is required")
+        }
+        AuthError::Invalid(why) => AdminError::new(StatusCode::UNAUTHORIZED, "INVALID_TOKEN", why),
+    })?;
+    if who.role < need {
+        return Err(AdminError::forbidden(need));
+    }
+    Ok(who)
+}
+
+async fn me(State(app): State<Arc<App>>, headers: HeaderMap) -> AdminResult {
+    let who = caller(&app, &headers, Role::Basic).await?;
+    Ok(Json(json!({"userId": who.user_id, "orgId": who.org_id, "role": who.role.as_str()})).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct Page {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+impl Page {
+    /// `(offset, limit)`: limit 1–100 (default 50), an opaque cursor of kind `kind`.
+    fn read(&self, kind: &str) -> Result<(u64, usize), AdminError> {
+        let limit = match &self.limit {
+            None => 50,
+            Some(l) => l
+                .parse::<usize>()
+                .ok()
+                .filter(|l| (1..=100).contains(l))
+                .ok_or_else(|| AdminError::invalid("`limit` must be an integer from 1 to 100"))?,
+        };
+        let offset = match &self.cursor {
+            None => 0,
+            Some(c) => {
+                decode_cursor(kind, c).ok_or_else(|| AdminError::invalid("`cursor` is not one this server issued"))?
+            }
+        };
+        Ok((offset, limit))
+    }
+}
+
+fn conversation_json(c: &ConversationRecord) -> Value {
+    json!({"id": c.conversation_id, "title": c.title, "userId": c.user_id,
+           "createdAt": rfc3339_from_ms(c.created_at_ms), "updatedAt": rfc3339_from_ms(c.updated_at_ms),
+           "messageCount": c.message_count})
+}
+
+/// Basic callers see their own conversations; curators and admins the whole org's.
+async fn conversations(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<Page>) -> AdminResult {
+    let who = caller(&app, &headers, Role::Basic).await?;
+    let (offset, limit) = q.read("ac")?;
+    let store = &app.backends.sessions;
+    let page = if who.role >= Role::Curator {
+        store.list_org_conversations(&who.org_id, offset as usize, limit).await?
+    } else {
+        store.list_conversations(&who.org_id, &who.user_id, offset as usize, limit).await?
+    };
+    let next = page.has_more.then(|| encode_cursor("ac", offset + page.conversations.len() as u64));
+    let items: Vec<Value> = page.conversations.iter().map(conversation_json).collect();
+    Ok(Json(json!({"conversations": items, "nextCursor": next})).into_response())
+}
+
+/// A conversation's messages, newest first: the caller's own, or any of the org's for curators and admins.
+async fn messages(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<Page>,
+) -> AdminResult {
+    let who = caller(&app, &headers, Role::Basic).await?;
+    let (before, limit) = q.read("am")?;
+    let conv = app.backends.sessions.get_conversation(&id).await?.ok_or_else(AdminError::not_found)?;
+    let visible = conv.org_id == who.org_id && (conv.user_id == who.user_id || who.role >= Role::Curator);
+    if !visible {
+        return Err(AdminError::not_found());
+    }
+    let before = q.cursor.is_some().then_some(before);
+    let page = app.backends.sessions.messages_page(&id, before, limit).await?;
+    let items: Vec<Value> = page.messages.iter().map(crate::handlers::message_json).collect();
+    let next = page.has_more.then(|| encode_cursor("am", page.oldest_index));
+    Ok(Json(json!({"conversationId": id, "messages": items, "nextCursor": next, "hasMore": page.has_more}))
+        .into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct ConnQuery {
+    session: Option<String>,
+    user: Option<String>,
+    org: Option<String>,
+}
+
+/// Live sockets on every pod: an org's for its admins; any org's for operators holding a publish key.
+async fn connections(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<ConnQuery>) -> AdminResult {
+    let operator = app.auth.publish_key_ok(crate::auth::bearer(&headers));
+    let mut filter = SocketFilter { session: q.session, user: q.user, org: q.org, connection: None };
+    let scope = if operator {
+        if filter.session.is_none() && filter.user.is_none() && filter.org.is_none() {
+            return Err(AdminError::invalid("give one of session=, user=, org="));
+        }
+        None
+    } else {
+        let who = caller(&app, &headers, Role::Admin).await?;
+        if filter.org.as_ref().is_some_and(|o| *o != who.org_id) {
+            return Err(AdminError::not_found());
+        }
+        // An admin's listing is always their org's.
+        if filter.session.is_none() && filter.user.is_none() {
+            filter.org = Some(who.org_id.clone());
+        }
+        Some(who.org_id)
+    };
+    let list = app.backends.registry.list(&filter, 1000).await?;
+    let items: Vec<Value> = list
+        .iter()
+        .filter(|e| scope.as_ref().is_none_or(|org| &e.org_id == org))
+        .map(|e| {
+            json!({"connectionId": e.connection_id, "podId": e.pod_id, "userId": e.user_id, "orgId": e.org_id,
+                   "sessions": e.sessions, "agents": e.agents, "connectedAt": rfc3339_from_ms(e.connected_at_ms)})
+        })
+        .collect();
+    Ok(Json(json!({"connections": items})).into_response())
+}

@@ -1,0 +1,192 @@
+//! The admin API (§14): roles from the JWT `role` claim, every route for each role, another org's ids as
+//! 404, bad tokens and bad bodies; per-org settings used by the next turn; per-org model keys.
+
+use super::*;
+use jsonwebtoken::{encode, EncodingKey, Header};
+
+const SECRET: &str = "test-secret-of-32-bytes-0123456789";
+
+fn token(sub: &str, org: &str, role: Option<&str>) -> String {
+    let mut claims = json!({"sub": sub, "org": org, "exp": chrono::Utc::now().timestamp() + 600});
+    if let Some(r) = role {
+        claims["role"] = json!(r);
+    }
+    encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).expect("jwt")
+}
+
+struct Admin {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Admin {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b.to_string());
+        }
+        let resp = req.send().await.expect("send");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+    async fn get(&self, path: &str, bearer: Option<&str>) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, bearer, None).await
+    }
+}
+
+/// A conversation of `sub` in `org` with one exchange; returns its id.
+async fn converse(pod: &switchboard::server::Running, llm: &FakeLlm, sub: &str, org: &str) -> String {
+    let mut c = support::ws::Client::connect_with(&ws_url(pod), None, Some(&token(sub, org, None))).await.expect("ws");
+    c.send(&json!({"action": "create_conversation_session", "requestId": "c", "agentId": AGENT})).await;
+    let r = c.recv().await;
+    let sid = r["data"]["sessionId"].as_str().expect("sid").to_string();
+    llm.push(Reply::text(&["hello ", sub]));
+    send_message(&mut c, &sid, "m", &format!("hi from {sub}")).await;
+    until_terminal(&mut c, "m").await;
+    r["data"]["conversationId"].as_str().expect("cid").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_admin_route_answers_by_role_and_org() {
+    let (llm, tools) = setup().await;
+    let mut cfg = config(&llm, &tools);
+    cfg.auth.mode = "jwt".into();
+    cfg.auth.jwt_hs256_secret = SECRET.into();
+    let pod = pod(cfg).await;
+    let a = Admin { http: reqwest::Client::new(), base: format!("http://{}", pod.addr) };
+    let ann = converse(&pod, &llm, "ann", "acme").await;
+    let bob = converse(&pod, &llm, "bob", "acme").await;
+    let eve = converse(&pod, &llm, "eve", "globex").await;
+    let (basic, curator, admin) = (
+        token("ann", "acme", Some("user")),
+        token("cur", "acme", Some("curator")),
+        token("adm", "acme", Some("admin")),
+    );
+
+    // Who am I; bad tokens.
+    assert_eq!(
+        a.get("/admin/me", Some(&basic)).await,
+        (200, json!({"userId": "ann", "orgId": "acme", "role": "basic"}))
+    );
+    assert_eq!(a.get("/admin/me", Some(&admin)).await.1["role"], "admin");
+    assert_eq!(a.get("/admin/me", Some(&token("x", "acme", Some("overlord")))).await.1["role"], "basic");
+    assert_eq!(a.get("/admin/me", None).await.1["error"]["code"], "UNAUTHENTICATED");
+    let (status, body) = a.get("/admin/me", Some("not-a-jwt")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("INVALID_TOKEN")));
+
+    // Conversations: basic sees its own, curator the org's, never another org's.
+    let ids = |v: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = v["conversations"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|c| c["id"].as_str().unwrap_or("").to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let (_, own) = a.get("/admin/conversations", Some(&basic)).await;
+    assert_eq!(ids(&own), [ann.clone()]);
+    assert_eq!(own["conversations"][0]["messageCount"], 2);
+    let (_, org) = a.get("/admin/conversations", Some(&curator)).await;
+    let mut want = vec![ann.clone(), bob.clone()];
+    want.sort();
+    assert_eq!(ids(&org), want);
+    assert!(!org.to_string().contains(&eve));
+    let (_, first) = a.get("/admin/conversations?limit=1", Some(&curator)).await;
+    let cursor = first["nextCursor"].as_str().expect("a second page").to_string();
+    let (_, second) = a.get(&format!("/admin/conversations?limit=1&cursor={cursor}"), Some(&curator)).await;
+    assert_eq!(second["conversations"].as_array().map(Vec::len), Some(1));
+    assert_ne!(first["conversations"][0]["id"], second["conversations"][0]["id"]);
+    assert!(second["nextCursor"].is_null());
+    for bad in ["?limit=0", "?limit=101", "?limit=x", "?cursor=garbage"] {
+        assert_eq!(a.get(&format!("/admin/conversations{bad}"), Some(&curator)).await.0, 400, "{bad}");
+    }
+
+    // Messages: own or curator+; another user's (for basic) and another org's are 404.
+    let (status, msgs) = a.get(&format!("/admin/conversations/{ann}/messages"), Some(&basic)).await;
+    assert_eq!(status, 200);
+    assert_eq!(msgs["messages"][0]["content"]["text"], "hello ann");
+    assert_eq!(a.get(&format!("/admin/conversations/{bob}/messages"), Some(&basic)).await.0, 404);
+    assert_eq!(a.get(&format!("/admin/conversations/{bob}/messages"), Some(&curator)).await.0, 200);
+    assert_eq!(a.get(&format!("/admin/conversations/{eve}/messages"), Some(&admin)).await.0, 404);
+    assert_eq!(a.get("/admin/conversations/nope/messages", Some(&admin)).await.0, 404);
+
+    // Settings: curators read, admins write; bad bodies are 400.
+    assert_eq!(a.get("/admin/settings", Some(&basic)).await.1["error"]["code"], "FORBIDDEN");
+    let (status, s) = a.get("/admin/settings", Some(&curator)).await;
+    assert_eq!((status, &s["settings"]), (200, &json!({"model": null, "systemPrompt": null, "updatedAt": null})));
+    let put = |t: String, body: &'static str| {
+        let a = &a;
+        async move { a.call(reqwest::Method::PUT, "/admin/settings", Some(&t), Some(body)).await }
+    };
+    assert_eq!(put(curator.clone(), r#"{"model":"gpt-4o"}"#).await.0, 403);
+    for bad in [r#"{"model":""}"#, r#"{"model":5}"#, r#"{"temperature":1}"#, "not json", "[1]"] {
+        let (status, body) = put(admin.clone(), bad).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("VALIDATION_ERROR")), "{bad}");
+    }
+    let (status, s) = put(admin.clone(), r#"{"model":"acme-model","systemPrompt":"You are Acme's agent."}"#).await;
+    assert_eq!(status, 200);
+    assert_eq!(s["settings"]["model"], "acme-model");
+    assert!(s["settings"]["updatedAt"].is_string());
+    // The next turn of the org uses them; another org's turn does not.
+    converse(&pod, &llm, "ann", "acme").await;
+    converse(&pod, &llm, "eve", "globex").await;
+    let reqs = llm.requests();
+    let (acme, globex) = (&reqs[reqs.len() - 2], &reqs[reqs.len() - 1]);
+    assert_eq!(acme["model"], "acme-model");
+    assert_eq!(acme["messages"][0]["content"], "You are Acme's agent.");
+    assert_eq!(globex["model"], "gpt-4o-mini");
+    assert_eq!(globex["messages"][0]["content"], "You are a helpful support agent.");
+    // Clearing with null restores the deployment's.
+    put(admin.clone(), r#"{"model":null}"#).await;
+    assert_eq!(a.get("/admin/settings", Some(&admin)).await.1["settings"]["model"], Value::Null);
+
+    // Connections: admins see their org's sockets only; others are refused.
+    let _live =
+        support::ws::Client::connect_with(&ws_url(&pod), None, Some(&token("ann", "acme", None))).await.expect("ws");
+    let _foreign =
+        support::ws::Client::connect_with(&ws_url(&pod), None, Some(&token("eve", "globex", None))).await.expect("ws");
+    sleep_ms(100).await;
+    assert_eq!(a.get("/admin/connections", Some(&curator)).await.0, 403);
+    let (status, conns) = a.get("/admin/connections", Some(&admin)).await;
+    assert_eq!(status, 200);
+    let orgs: Vec<&str> =
+        conns["connections"].as_array().expect("list").iter().filter_map(|c| c["orgId"].as_str()).collect();
+    assert!(!orgs.is_empty() && orgs.iter().all(|o| *o == "acme"), "{conns}");
+    assert_eq!(a.get("/admin/connections?org=globex", Some(&admin)).await.0, 404);
+    // Operators with a publish key see any org's.
+    let (status, ops) = a.get("/admin/connections?org=globex", Some("publish-key-0123456789")).await;
+    assert_eq!(status, 200);
+    assert!(ops["connections"].as_array().is_some_and(|l| !l.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_org_with_its_own_model_key_is_billed_to_it() {
+    let (llm, tools) = setup().await;
+    let mut cfg = config(&llm, &tools);
+    cfg.auth.mode = "jwt".into();
+    cfg.auth.jwt_hs256_secret = SECRET.into();
+    let toml = format!("{}\n[llm.org_keys]\nacme = \"SB_TEST_ACME_KEY\"\n", toml::to_string(&cfg).expect("toml"));
+    // The key comes from the named environment variable (here given to the loader directly).
+    let env = vec![("SB_TEST_ACME_KEY".to_string(), "sk-acme".to_string())];
+    let loaded = switchboard::config::Config::load_text(Some(("test.toml", &toml)), env.clone()).expect("config");
+    let missing = switchboard::config::Config::load_text(Some(("test.toml", &toml)), vec![]).expect_err("unset");
+    assert!(missing.to_string().contains("SB_TEST_ACME_KEY"), "{missing}");
+    assert!(!format!("{:?}", loaded.redacted()).contains("sk-acme"), "the key is redacted");
+    let pod = pod(loaded).await;
+    converse(&pod, &llm, "ann", "acme").await;
+    converse(&pod, &llm, "eve", "globex").await;
+    let auth = llm.auth_headers();
+    assert_eq!(auth[auth.len() - 2].as_deref(), Some("Bearer sk-acme"));
+    assert_eq!(auth[auth.len() - 1].as_deref(), Some("Bearer sk-test"));
+}
