@@ -109,6 +109,16 @@ GOOD: dict[str, dict[str, Any]] = {
         "config": {"knowledge": {"top_k": 4}},
     },
     "knowledge-existing-configmap": {"redis": {"url": BASE_REDIS_URL}, "knowledge": {"existingConfigMap": "kb"}},
+    "widget": {
+        "redis": {"url": BASE_REDIS_URL},
+        "existingSecret": "switchboard-secrets",
+        "config": {
+            "widget": {"enabled": True},
+            "http": {"allowed_origins": ["https://shop.example", "https://*.shop.example"]},
+            "llm": {"org_keys": {"acme": "ACME_OPENAI_KEY"}},
+            "agents": [{"id": "shop-bot", "name": "Shop", "allowed_origins": ["https://shop.example"]}],
+        },
+    },
     "external-redis-cluster": {
         "redis": {"url": "redis-cluster://redis-0.redis:6379,redis-1.redis:6379,redis-2.redis:6379"},
         "replicaCount": 4,
@@ -146,6 +156,14 @@ BAD: dict[str, tuple[dict[str, Any], str]] = {
     "secret in values (llm.api_key)": (
         {"redis": {"url": BASE_REDIS_URL}, "config": {"llm": {"api_key": "sk-not-here"}}},
         "api_key",
+    ),
+    "widget secret in values": (
+        {"redis": {"url": BASE_REDIS_URL}, "config": {"agents": [{"id": "a", "name": "A", "widget_secret": "x" * 40}]}},
+        "widget_secret",
+    ),
+    "bad allowed origin": (
+        {"redis": {"url": BASE_REDIS_URL}, "config": {"http": {"allowed_origins": ["shop.example/path"]}}},
+        "allowed_origins",
     ),
     "unknown config key": ({"redis": {"url": BASE_REDIS_URL}, "config": {"limits": {"max_frame": 1}}}, "max_frame"),
     "config integer as string": (
@@ -385,6 +403,11 @@ def check_set(name: str, docs: list[dict[str, Any]], values: dict[str, Any]) -> 
             assert cfg["knowledge"]["top_k"] == 4, "the chart keeps the other knowledge keys"
         else:
             assert volume["configMap"]["name"] == "kb", volume
+    elif name == "widget":
+        cfg = config_of(docs)
+        assert cfg["widget"]["enabled"] is True and cfg["http"]["allowed_origins"][1] == "https://*.shop.example"
+        assert cfg["agents"][0]["allowed_origins"] == ["https://shop.example"]
+        assert cfg["llm"]["org_keys"] == {"acme": "ACME_OPENAI_KEY"}
     elif name == "external-redis-cluster":
         assert deploy["spec"]["replicas"] == 4
         assert env["SWITCHBOARD_REDIS_URL"].startswith("redis-cluster://")
@@ -423,6 +446,8 @@ def check_config_with_binary(binary: Path, docs: list[dict[str, Any]], values: d
         env["SWITCHBOARD_LLM__API_KEY"] = "sk-stand-in"
         env["SWITCHBOARD_AUTH__JWT_HS256_SECRET"] = "stand-in-jwt-secret-of-some-length"
         env["SWITCHBOARD_AUTH__PUBLISH_KEYS"] = "stand-in-publish-key-1,stand-in-publish-key-2"
+        for var in config_of(docs).get("llm", {}).get("org_keys", {}).values():
+            env[var] = "sk-org-stand-in"
         if values.get("redis", {}).get("urlFromExistingSecret"):
             env["SWITCHBOARD_REDIS_URL"] = "redis-sentinel://sentinel-0:26379,sentinel-1:26379/mymaster"
     if config_of(docs).get("knowledge", {}).get("dir"):
