@@ -9,7 +9,8 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use super::emitter::Emitter;
-use super::gates::{self, Step};
+use super::gates::{self, run_tool};
+use super::park::Step;
 use super::{emit_stream, Decision, Outcome, Resolution, TurnState};
 use crate::app::App;
 use crate::backend::{Direction, StoredMessage};
@@ -17,7 +18,7 @@ use crate::config::AgentConfig;
 use crate::error::{ClientError, ErrorCode};
 use crate::llm::{ChatMessage, ChatRequest, ModelEvent, ToolCall};
 use crate::protocol::outbound as out;
-use crate::tools::{ToolContext, ToolOutcome};
+use crate::tools::ToolOutcome;
 use crate::util::{new_id, now_ms, now_rfc3339};
 
 pub(super) async fn drive(
@@ -195,26 +196,4 @@ async fn finish(app: &App, state: &TurnState, text: String) -> Result<Outcome, C
     };
     app.backends.sessions.append_message(&state.conversation_id, &stored, now_ms()).await?;
     Ok(Outcome::Completed { text, message_id })
-}
-
-pub(super) async fn run_tool(app: &App, state: &TurnState, agent: &AgentConfig, call: &ToolCall) -> ToolOutcome {
-    let Some(tool) = agent.tools.iter().find(|t| t.name == call.function.name) else {
-        return ToolOutcome { is_error: true, result: format!("unknown tool '{}'", call.function.name) };
-    };
-    let ctx = ToolContext {
-        session_id: &state.session_id,
-        tool_call_id: &call.id,
-        agent_id: &state.agent_id,
-        user_id: &state.user_id,
-        org_id: &state.org_id,
-        files: &state.files,
-    };
-    let span = tracing::info_span!(
-        "execute_tool",
-        otel.name = %format!("execute_tool {}", tool.name),
-        gen_ai.operation.name = "execute_tool",
-        gen_ai.tool.name = %tool.name,
-        gen_ai.tool.call.id = %call.id,
-    );
-    app.tools.call(tool, &call.function.arguments, ctx).instrument(span).await
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::emitter::Emitter;
-use super::{drive::run_tool, emit_stream, otp_gate, park, TurnState};
+use super::park::Step;
+use super::{emit_stream, otp_gate, park, TurnState};
 use crate::agents::{needs_confirmation, tool_specs};
 use crate::app::App;
 use crate::backend::Gate;
@@ -17,17 +18,12 @@ use crate::interactions::{self, spec::parse_raise, validate, Kind};
 use crate::knowledge::{citations, Scope};
 use crate::llm::{ToolCall, ToolSpec};
 use crate::protocol::outbound as out;
-use crate::tools::ToolOutcome;
+use crate::tools::{ToolContext, ToolOutcome};
+use tracing::Instrument;
 use crate::util::{new_id, now_ms};
 
 /// The built-in tool that searches the agent's knowledge.
 pub(crate) const KNOWLEDGE_TOOL: &str = "knowledge_search";
-
-/// How a call's gates ended.
-pub(super) enum Step {
-    Done(ToolOutcome),
-    Parked,
-}
 
 fn kinds(agent: &AgentConfig) -> impl Iterator<Item = Kind> + '_ {
     agent.interactions.iter().filter_map(|k| Kind::parse(k))
@@ -205,4 +201,27 @@ async fn knowledge_search(app: &App, state: &mut TurnState, agent: &AgentConfig,
             ToolOutcome { is_error: true, result: "the knowledge search is unavailable right now".into() }
         }
     }
+}
+
+/// Calls a configured tool's webhook, in the `execute_tool` span.
+pub(super) async fn run_tool(app: &App, state: &TurnState, agent: &AgentConfig, call: &ToolCall) -> ToolOutcome {
+    let Some(tool) = agent.tools.iter().find(|t| t.name == call.function.name) else {
+        return ToolOutcome { is_error: true, result: format!("unknown tool '{}'", call.function.name) };
+    };
+    let ctx = ToolContext {
+        session_id: &state.session_id,
+        tool_call_id: &call.id,
+        agent_id: &state.agent_id,
+        user_id: &state.user_id,
+        org_id: &state.org_id,
+        files: &state.files,
+    };
+    let span = tracing::info_span!(
+        "execute_tool",
+        otel.name = %format!("execute_tool {}", tool.name),
+        gen_ai.operation.name = "execute_tool",
+        gen_ai.tool.name = %tool.name,
+        gen_ai.tool.call.id = %call.id,
+    );
+    app.tools.call(tool, &call.function.arguments, ctx).instrument(span).await
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::emitter::Emitter;
-use super::gates::Step;
+use super::park::Step;
 use super::{emit_stream, park, TurnState};
 use crate::app::App;
 use crate::backend::Gate;

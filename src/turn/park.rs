@@ -14,6 +14,12 @@ use crate::llm::ToolCall;
 use crate::protocol::outbound as out;
 use crate::util::now_ms;
 
+/// How a call's gates ended: with its result, or the turn parked on it.
+pub(super) enum Step {
+    Done(crate::tools::ToolOutcome),
+    Parked,
+}
+
 /// Stores the parked turn: `call` waits for `gate` until `expires_at_ms`.
 pub(super) async fn store(
     app: &App,

@@ -16,8 +16,9 @@ use axum::Router;
 
 use crate::app::App;
 
-/// The component's source, as served.
-const WIDGET_JS: &str = include_str!("widget.js");
+/// The component's source, as served: one module script, kept in three files (the header with the usage notes,
+/// the look, the behaviour) only so that each stays readable.
+const WIDGET_JS: &str = concat!(include_str!("header.js"), include_str!("look.js"), include_str!("widget.js"));
 const DEMO_HTML: &str = include_str!("demo.html");
 
 /// The path of this version's immutable copy.
