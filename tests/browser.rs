@@ -152,17 +152,7 @@ async fn a_pod_drained_mid_reply_is_invisible_the_reply_completes_once() {
 async fn interaction_and_otp_cards_work_from_the_page() {
     let (llm, tools) = setup().await;
     let mut cfg = widget_config(&llm, &tools);
-    cfg.agents[0].tools.push(switchboard::config::ToolConfig {
-        name: "pay_invoice".into(),
-        description: String::new(),
-        parameters: json!({"type": "object"}),
-        url: tools.url("pay_invoice"),
-        auth_level: "end_user".into(),
-    });
-    cfg.otp.delivery = "webhook".into();
-    cfg.otp.delivery_url = tools.url("otp");
-    tools.set("otp", Behaviour::Ok(json!("sent")));
-    tools.set("pay_invoice", Behaviour::Ok(json!("paid")));
+    with_otp_gate(&mut cfg, &tools);
     let pod = pod(cfg).await;
     let b = Browser::start().await;
     open(&b, &http_url(&pod, "/"), None).await;

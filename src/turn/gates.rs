@@ -19,8 +19,8 @@ use crate::knowledge::{citations, Scope};
 use crate::llm::{ToolCall, ToolSpec};
 use crate::protocol::outbound as out;
 use crate::tools::{ToolContext, ToolOutcome};
-use tracing::Instrument;
 use crate::util::{new_id, now_ms};
+use tracing::Instrument;
 
 /// The built-in tool that searches the agent's knowledge.
 pub(crate) const KNOWLEDGE_TOOL: &str = "knowledge_search";

@@ -56,6 +56,24 @@ pub fn config(llm: &FakeLlm, tools: &FakeTools) -> Config {
     c
 }
 
+/// Adds the OTP gate to `cfg` (§10): an `end_user` tool `pay_invoice` answering "paid", an `admin` tool
+/// `admin_reset`, and codes delivered to the in-test webhook `otp` (its calls carry the codes).
+pub fn with_otp_gate(cfg: &mut Config, tools: &FakeTools) {
+    for (name, level) in [("pay_invoice", "end_user"), ("admin_reset", "admin")] {
+        cfg.agents[0].tools.push(ToolConfig {
+            name: name.into(),
+            description: String::new(),
+            parameters: json!({"type": "object"}),
+            url: tools.url(name),
+            auth_level: level.into(),
+        });
+    }
+    cfg.otp.delivery = "webhook".into();
+    cfg.otp.delivery_url = tools.url("otp");
+    tools.set("otp", super::support::tools::Behaviour::Ok(json!("sent")));
+    tools.set("pay_invoice", super::support::tools::Behaviour::Ok(json!("paid")));
+}
+
 /// `tests/protocol_plain_reads.rs` runs the protocol suite a second time with the windowed model reads off
 /// (`llm.read_window_ms = 0`): the same file compiled into a test binary of that name.
 fn plain_reads() -> bool {

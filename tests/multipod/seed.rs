@@ -71,17 +71,7 @@ async fn interaction_parks_are_answered_on_any_pod_once() {
 async fn an_otp_park_is_verified_on_another_pod_and_every_pod_sees_the_flag() {
     let (llm, tools) = setup().await;
     let mut cfg = config(&llm, &tools);
-    cfg.agents[0].tools.push(switchboard::config::ToolConfig {
-        name: "pay_invoice".into(),
-        description: String::new(),
-        parameters: json!({"type": "object"}),
-        url: tools.url("pay_invoice"),
-        auth_level: "end_user".into(),
-    });
-    cfg.otp.delivery = "webhook".into();
-    cfg.otp.delivery_url = tools.url("otp");
-    tools.set("otp", Behaviour::Ok(json!("sent")));
-    tools.set("pay_invoice", Behaviour::Ok(json!("paid")));
+    with_otp_gate(&mut cfg, &tools);
     let redis = RedisServer::start();
     let mut p = pods(3, cfg, &Store::Redis(redis.url())).await;
     let mut a = connect(&p[0], true).await;

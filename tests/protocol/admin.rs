@@ -6,6 +6,13 @@ use jsonwebtoken::{encode, EncodingKey, Header};
 
 const SECRET: &str = "test-secret-of-32-bytes-0123456789";
 
+fn jwt_config(llm: &FakeLlm, tools: &FakeTools) -> switchboard::config::Config {
+    let mut cfg = config(llm, tools);
+    cfg.auth.mode = "jwt".into();
+    cfg.auth.jwt_hs256_secret = SECRET.into();
+    cfg
+}
+
 fn token(sub: &str, org: &str, role: Option<&str>) -> String {
     let mut claims = json!({"sub": sub, "org": org, "exp": chrono::Utc::now().timestamp() + 600});
     if let Some(r) = role {
@@ -58,10 +65,7 @@ async fn converse(pod: &switchboard::server::Running, llm: &FakeLlm, sub: &str, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_admin_route_answers_by_role_and_org() {
     let (llm, tools) = setup().await;
-    let mut cfg = config(&llm, &tools);
-    cfg.auth.mode = "jwt".into();
-    cfg.auth.jwt_hs256_secret = SECRET.into();
-    let pod = pod(cfg).await;
+    let pod = pod(jwt_config(&llm, &tools)).await;
     let a = Admin { http: reqwest::Client::new(), base: format!("http://{}", pod.addr) };
     let ann = converse(&pod, &llm, "ann", "acme").await;
     let bob = converse(&pod, &llm, "bob", "acme").await;
@@ -173,9 +177,7 @@ async fn every_admin_route_answers_by_role_and_org() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_org_with_its_own_model_key_is_billed_to_it() {
     let (llm, tools) = setup().await;
-    let mut cfg = config(&llm, &tools);
-    cfg.auth.mode = "jwt".into();
-    cfg.auth.jwt_hs256_secret = SECRET.into();
+    let cfg = jwt_config(&llm, &tools);
     let toml = format!("{}\n[llm.org_keys]\nacme = \"SB_TEST_ACME_KEY\"\n", toml::to_string(&cfg).expect("toml"));
     // The key comes from the named environment variable (here given to the loader directly).
     let env = vec![("SB_TEST_ACME_KEY".to_string(), "sk-acme".to_string())];

@@ -4,23 +4,10 @@
 use super::interactions::create_with;
 use super::*;
 
-/// A config whose agent has `pay_invoice` (auth_level end_user) and an `admin_reset` tool, with codes
-/// delivered to the in-test webhook `otp`.
+/// The test config with the OTP gate ([`with_otp_gate`]).
 fn otp_config(llm: &FakeLlm, tools: &FakeTools) -> switchboard::config::Config {
     let mut cfg = config(llm, tools);
-    for (name, level) in [("pay_invoice", "end_user"), ("admin_reset", "admin")] {
-        cfg.agents[0].tools.push(switchboard::config::ToolConfig {
-            name: name.into(),
-            description: String::new(),
-            parameters: json!({"type": "object"}),
-            url: tools.url(name),
-            auth_level: level.into(),
-        });
-    }
-    cfg.otp.delivery = "webhook".into();
-    cfg.otp.delivery_url = tools.url("otp");
-    tools.set("otp", Behaviour::Ok(json!("sent")));
-    tools.set("pay_invoice", Behaviour::Ok(json!("paid")));
+    with_otp_gate(&mut cfg, tools);
     cfg
 }
 
