@@ -3,22 +3,24 @@
 //! ```text
 //!  main ─▶ config (defaults → file → env, validated) ─▶ server (boot, drain: lifecycle phases)
 //!                                                        │
-//!  http (router: /ws /health /readyz /metrics /admin/*) ─┤   gateway (/api/*: REST + SSE turns on namespaces;
-//!                                                        │            the orra dialect on /ws) ─▶ turn, hub
+//!  http (/ws /health /readyz /metrics /admin/publish) ───┤   gateway (/api/*: REST + SSE turns on namespaces;
+//!  admin/ (/admin/*: roles, conversations, settings)     │            the orra dialect on /ws) ─▶ turn, hub
+//!  widget/ (/widget.js, demo page; origin + authContext) ┘
 //!    └─ ws/ (mod: one task per socket: open / serve / close, close codes; delivery: cursors with epochs,
 //!            gap repair that never skips, rendering)
 //!         ├─ conn (a socket's state: identity, attached sessions, replies, registry entry)
-//!         └─ handlers (one fn per action) ─▶ turn (TurnState, resume, lease; drive: tools / model / finish;
-//!                                              │    emitter: group commit; sweeper: timeouts, dead pods)
-//!                                              ├─ llm::{openai (retries), sse (decoding), window (reads on a
-//!                                              │        pod-wide grid), demo}      tools (HTTP webhooks)
+//!         └─ handlers/ (one fn per action; answers: confirm, submit_interaction, verify_otp)
+//!              └─ turn/ (TurnState, resume, lease; drive: tools / model / finish; gates: built-in tools,
+//!                   │    OTP, confirm; otp_gate; park; emitter: group commit; sweeper: timeouts, dead pods)
+//!                   ├─ llm::{openai (retries), sse (decoding), window (pod-wide read grid), demo}  tools
+//!                   └─ knowledge/ (builtin: tantivy | webhook; citations)  interactions (specs, validation)  otp
 //!  app (the pod: emit, cancel, control and canary loops, readiness) ┘
 //!    ├─ hub (one bus subscription per channel per pod → local sockets' OutQueue<Outbound>)
 //!    └─ backend (traits, one choice point) ─┬─ memory (embedded default, one pod)
 //!                                           └─ redis/ (url keys scripts+lua/ conn sessions log confirms
-//!                                                      leases registry bus sentinel durability)
-//!  used across: protocol::{inbound, outbound, shapes}  auth  agents  metrics (prometheus-client)  telemetry
-//!          error (one client-safe error)  queue  lifecycle  util
+//!                                                      leases registry identity settings bus sentinel durability)
+//!  used across: protocol::{inbound, fields, outbound, shapes}  auth  agents  metrics (prometheus-client)
+//!          telemetry  error (one client-safe error)  queue  lifecycle  util
 //! ```
 //!
 //! Every session event is appended to the session's log with a gap-free `seq` (in the log's epoch) and
