@@ -1,3 +1,6 @@
+// Shared by several example programs; not every one uses every helper.
+#![allow(dead_code)]
+
 //! What the small benchmark programs share: a `redis-server` of their own on a free port (removed when
 //! dropped) and one pod started in-process on it.
 
