@@ -38,7 +38,11 @@ fn now_ns() -> u64 {
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
 }
 
 fn redis_used_memory(port: u16) -> u64 {
@@ -91,7 +95,10 @@ async fn fake_model_and_tool() -> u16 {
             async move {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 let text = if i < 10 {
-                    format!("data: {}\n\n", json!({"choices": [{"index": 0, "delta": {"content": format!("t{} ", now_ns())}}]}))
+                    format!(
+                        "data: {}\n\n",
+                        json!({"choices": [{"index": 0, "delta": {"content": format!("t{} ", now_ns())}}]})
+                    )
                 } else {
                     usage
                 };
@@ -132,7 +139,14 @@ fn check_seq(last: &mut u64, v: &Value, c: &Counters) -> bool {
 }
 
 /// One socket: a session, then turns at random intervals (one in ten asks for the gated tool, approved).
-async fn client(n: usize, url: String, sessions: Arc<Mutex<Vec<String>>>, c: Arc<Counters>, until: Instant, every: u64) {
+async fn client(
+    n: usize,
+    url: String,
+    sessions: Arc<Mutex<Vec<String>>>,
+    c: Arc<Counters>,
+    until: Instant,
+    every: u64,
+) {
     let mut ws = connect(&url).await;
     let create = json!({"action": "create_conversation_session", "requestId": "c", "agentId": "soak"});
     if ws.send(Message::text(create.to_string())).await.is_err() {
@@ -161,7 +175,8 @@ async fn client(n: usize, url: String, sessions: Arc<Mutex<Vec<String>>>, c: Arc
     let mut next = Instant::now() + Duration::from_millis(rand::random::<u64>() % (every * 1000).max(1));
     let mut running: Option<String> = None;
     loop {
-        let wait = if running.is_some() { Duration::from_secs(30) } else { next.saturating_duration_since(Instant::now()) };
+        let wait =
+            if running.is_some() { Duration::from_secs(30) } else { next.saturating_duration_since(Instant::now()) };
         tokio::select! {
             msg = ws.next() => {
                 let Some(Ok(msg)) = msg else {
@@ -294,21 +309,44 @@ async fn main() {
                 tick.tick().await;
                 let sid = {
                     let s = sessions.lock();
-                    if s.is_empty() { continue; }
+                    if s.is_empty() {
+                        continue;
+                    }
                     s[rand::random::<usize>() % s.len()].clone()
                 };
                 n += 1;
                 let body = json!({"target": {"type": "session", "id": sid}, "event": {"type": "soak_note", "n": n}});
                 let to = &http[(n % 2) as usize];
-                if web.post(format!("{to}/admin/publish")).bearer_auth(KEY).json(&body).send().await.is_ok_and(|r| r.status().is_success()) {
+                if web
+                    .post(format!("{to}/admin/publish"))
+                    .bearer_auth(KEY)
+                    .json(&body)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+                {
                     c.publishes_sent.fetch_add(1, Ordering::Relaxed);
                 }
             }
         })
     };
     println!("soak: {sockets} sockets on 2 pods, a turn every ~{every} s per socket, {publish_per_s} publishes/s, {seconds} s");
-    println!("{:>6} {:>8} {:>7} {:>9} {:>9} {:>5} {:>5} {:>5} {:>9} {:>9} {:>11} {:>8} {:>8}",
-        "t(s)", "turns", "approv", "events", "pub seen", "lost", "dup", "bad", "rss A MiB", "rss B MiB", "redis MiB", "tok p50", "tok p99");
+    println!(
+        "{:>6} {:>8} {:>7} {:>9} {:>9} {:>5} {:>5} {:>5} {:>9} {:>9} {:>11} {:>8} {:>8}",
+        "t(s)",
+        "turns",
+        "approv",
+        "events",
+        "pub seen",
+        "lost",
+        "dup",
+        "bad",
+        "rss A MiB",
+        "rss B MiB",
+        "redis MiB",
+        "tok p50",
+        "tok p99"
+    );
     let mut all_lat: Vec<u64> = Vec::new();
     let mut report = tokio::time::interval(Duration::from_secs(report_s));
     report.tick().await;
@@ -317,12 +355,22 @@ async fn main() {
         let c = &counters;
         let mut lat = std::mem::take(&mut *c.latencies.lock());
         lat.sort_unstable();
-        println!("{:>6} {:>8} {:>7} {:>9} {:>9} {:>5} {:>5} {:>5} {:>9.1} {:>9.1} {:>11.1} {:>7.1}ms {:>7.1}ms",
-            started.elapsed().as_secs(), c.turns.load(Ordering::Relaxed), c.approvals.load(Ordering::Relaxed),
-            c.events.load(Ordering::Relaxed), c.publishes_seen.load(Ordering::Relaxed), c.lost.load(Ordering::Relaxed),
-            c.duplicated.load(Ordering::Relaxed), c.bad_endings.load(Ordering::Relaxed),
-            rss_kib(pids[0]) as f64 / 1024.0, rss_kib(pids[1]) as f64 / 1024.0,
-            redis_used_memory(redis.port) as f64 / 1_048_576.0, pct(&lat, 0.5), pct(&lat, 0.99));
+        println!(
+            "{:>6} {:>8} {:>7} {:>9} {:>9} {:>5} {:>5} {:>5} {:>9.1} {:>9.1} {:>11.1} {:>7.1}ms {:>7.1}ms",
+            started.elapsed().as_secs(),
+            c.turns.load(Ordering::Relaxed),
+            c.approvals.load(Ordering::Relaxed),
+            c.events.load(Ordering::Relaxed),
+            c.publishes_seen.load(Ordering::Relaxed),
+            c.lost.load(Ordering::Relaxed),
+            c.duplicated.load(Ordering::Relaxed),
+            c.bad_endings.load(Ordering::Relaxed),
+            rss_kib(pids[0]) as f64 / 1024.0,
+            rss_kib(pids[1]) as f64 / 1024.0,
+            redis_used_memory(redis.port) as f64 / 1_048_576.0,
+            pct(&lat, 0.5),
+            pct(&lat, 0.99)
+        );
         all_lat.extend(lat);
         if Instant::now() >= until {
             break;

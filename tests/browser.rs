@@ -224,3 +224,67 @@ async fn a_page_on_a_disallowed_origin_is_told_so() {
     assert_eq!(words, "This chat is not available on this site.");
     b.screenshot("disallowed_origin").await;
 }
+
+/// Real key presses (WebDriver actions) to whatever has the focus.
+async fn keys(b: &Browser, text: &str) {
+    use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+    let mut actions = KeyActions::new("keyboard".into());
+    for ch in text.chars() {
+        actions = actions.then(KeyAction::Down { value: ch }).then(KeyAction::Up { value: ch });
+    }
+    b.client.perform_actions(actions).await.expect("key presses");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyboard_only_send_and_stop_and_choice_chips() {
+    use fantoccini::key::Key;
+    let (llm, tools) = setup().await;
+    let pod = pod(widget_config(&llm, &tools)).await;
+    let b = Browser::start().await;
+    open(&b, &http_url(&pod, "/"), None).await;
+    // Type and send with the keyboard; then Tab to the stop button and press Enter: the reply stops.
+    llm.push(Reply::Slow { chunks: (0..40).map(|i| format!("w{i} ")).collect(), delay_ms: 100, usage: None });
+    b.eval(&format!("{ROOT} r.querySelector('#sb-input').focus(); return true;"), vec![]).await;
+    keys(&b, &format!("a long one{}", char::from(Key::Enter))).await;
+    b.wait_for(
+        "streaming",
+        &format!("{ROOT} const m = r.querySelector('.msg.assistant'); return m && m.textContent.includes('w2 ');"),
+        WAIT,
+    )
+    .await;
+    let tab = char::from(Key::Tab);
+    keys(&b, &format!("{tab}{tab}")).await;
+    let focused = b.eval(&format!("{ROOT} return r.activeElement && r.activeElement.className;"), vec![]).await;
+    assert_eq!(focused, "stop", "Tab reaches the stop button");
+    keys(&b, &char::from(Key::Enter).to_string()).await;
+    b.wait_for("stopped", &format!("{ROOT} return [...r.querySelectorAll('.note')].some(n => n.textContent === 'Stopped.') && r.querySelector('.stop').hidden;"), WAIT).await;
+    // Choice chips: a single-select keeps one chip pressed; the answer goes back and the turn goes on.
+    let questions = json!({"questions": [{"question": "Which plan?", "header": "Plan",
+        "options": [{"label": "Basic"}, {"label": "Pro"}]}]});
+    llm.push(Reply::tool_call("call-c", "request_choices", &questions));
+    llm.push(Reply::text(&["Pro it is."]));
+    b.eval(&format!("{ROOT} r.querySelector('#sb-input').focus(); return true;"), vec![]).await;
+    keys(&b, &format!("pick a plan{}", char::from(Key::Enter))).await;
+    b.wait_for("chips", &format!("{ROOT} return r.querySelectorAll('form.card .chip').length === 2;"), WAIT).await;
+    let pressed = b
+        .eval(
+            &format!(
+                "{ROOT} const c = r.querySelectorAll('form.card .chip'); c[0].click(); c[1].click(); \
+                      return [...c].map(x => x.getAttribute('aria-pressed'));"
+            ),
+            vec![],
+        )
+        .await;
+    assert_eq!(pressed, json!(["false", "true"]), "a single-select question takes one answer");
+    b.eval(&format!("{ROOT} r.querySelector('form.card').requestSubmit(); return true;"), vec![]).await;
+    assert_eq!(reply(&b, 1).await, "Pro it is.");
+    let answer = llm.requests().last().cloned().expect("request")["messages"]
+        .as_array()
+        .and_then(|m| m.last().cloned())
+        .expect("tool message");
+    assert_eq!(
+        serde_json::from_str::<Value>(answer["content"].as_str().expect("text")).expect("json"),
+        json!({"status": "submitted", "values": {"answers": [{"header": "Plan", "options": ["Pro"]}]}})
+    );
+    b.screenshot("keyboard_stop_and_chips").await;
+}

@@ -14,6 +14,12 @@ pub trait QuotaStore: Send + Sync {
     async fn take(&self, key: &str, limit: u64, window_ms: u64) -> BResult<bool>;
     /// Uncounts one use of `key` in the current window (the request it was taken for did nothing).
     async fn give_back(&self, key: &str, window_ms: u64) -> BResult<()>;
+    /// Holds one of at most `limit` places of `key` for `holder` until `now_ms + ttl_ms` (holding again renews
+    /// it; a holder already in keeps its place whatever the limit). False (nothing held) when `limit` others hold
+    /// one. A place not renewed lapses, so a dead pod's holds free themselves: concurrent turns per user.
+    async fn hold(&self, key: &str, holder: &str, limit: u64, ttl_ms: u64, now_ms: i64) -> BResult<bool>;
+    /// Gives `holder`'s place of `key` back.
+    async fn release_hold(&self, key: &str, holder: &str) -> BResult<()>;
 }
 
 /// The current window's index for `window_ms` (0 when the window is 0).

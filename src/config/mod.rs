@@ -232,6 +232,9 @@ pub struct LimitsConfig {
     pub messages_per_user_per_minute: u64,
     /// WebSockets one user may hold open across every pod; one more upgrade is refused with 429.
     pub sockets_per_user: usize,
+    /// Turns one user may have running at once across every pod (parked turns do not count); one more
+    /// `send_message` gets `RATE_LIMITED`.
+    pub turns_per_user: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -421,6 +424,7 @@ impl Default for LimitsConfig {
             sessions_per_connection: 100,
             messages_per_user_per_minute: 120,
             sockets_per_user: 50,
+            turns_per_user: 5,
         }
     }
 }

@@ -135,6 +135,7 @@ impl Config {
         }
         positive("session.conversation_ttl_s", self.session.conversation_ttl_s)?;
         positive("turn.max_tool_calls", self.turn.max_tool_calls as u64)?;
+        positive("limits.turns_per_user", self.limits.turns_per_user)?;
         positive("turn.deadline_s", self.turn.deadline_s)?;
         positive("turn.max_per_pod", self.turn.max_per_pod as u64)?;
         positive("limits.log_len", self.limits.log_len as u64)?;

@@ -127,6 +127,29 @@ impl From<Halt> for ClientError {
     }
 }
 
+/// The key of a user's running turns (`limits.turns_per_user`), counted across pods.
+pub(crate) fn hold_key(org_id: &str, user_id: &str) -> String {
+    format!("turns:{}", crate::backend::user_key(org_id, user_id))
+}
+
+/// Counts (or renews) this turn among its user's running turns, beyond the limit: a resumed turn was admitted
+/// when it started, and a renewal must never fail for the limit.
+async fn keep_hold(app: &App, state_user: (&str, &str), turn_id: &str) {
+    let key = hold_key(state_user.0, state_user.1);
+    if let Err(e) =
+        app.backends.quotas.hold(&key, turn_id, u64::MAX, app.config.turn.lease_ms, crate::util::now_ms()).await
+    {
+        tracing::warn!(error = %e, "could not renew the turn's place among the user's turns");
+    }
+}
+
+/// The turn no longer runs (ended, parked, stopped): its place among the user's running turns goes.
+async fn drop_hold(app: &App, org_id: &str, user_id: &str, turn_id: &str) {
+    if let Err(e) = app.backends.quotas.release_hold(&hold_key(org_id, user_id), turn_id).await {
+        tracing::warn!(error = %e, "could not free the turn's place among the user's turns (it lapses with the lease)");
+    }
+}
+
 /// `stream_*` events are skipped for `stream: false`.
 fn emit_stream(em: &Emitter, state: &TurnState, event: &Value) {
     if state.stream {
@@ -171,6 +194,7 @@ pub(crate) async fn resume_with(app: Arc<App>, parked: ParkedTurn, resolution: R
         app.fail_turn(&state.session_id, Guard::None, &state.request_id, &err).await;
         return;
     }
+    keep_hold(&app, (&state.org_id, &state.user_id), &state.turn_id).await;
     let decision = Decision { tool_call_id: parked.call.tool_call_id.clone(), resolution };
     let tasks = app.tasks.clone();
     tasks.spawn(run(app, state, Some(decision)));
@@ -199,7 +223,8 @@ async fn run_in_span(app: Arc<App>, mut state: TurnState, decision: Option<Decis
     let cancel = app.register_turn(&sid, &state.turn_id);
     let info = state.lease_info(&app.pod_id);
     let lease_lost = CancellationToken::new();
-    let renewer = tokio::spawn(renew_loop(app.clone(), sid.clone(), info, lease_lost.clone()));
+    let who = (state.org_id.clone(), state.user_id.clone());
+    let renewer = tokio::spawn(renew_loop(app.clone(), sid.clone(), info, who, lease_lost.clone()));
 
     let em = Emitter::start(app.clone(), sid.clone(), state.turn_id.clone());
     let outcome = tokio::select! {
@@ -230,6 +255,7 @@ async fn run_in_span(app: Arc<App>, mut state: TurnState, decision: Option<Decis
         (_, o) => o,
     };
     app.unregister_turn(&sid, &state.turn_id);
+    drop_hold(&app, &state.org_id, &state.user_id, &state.turn_id).await;
     let ended = match &outcome {
         Some(Outcome::Parked) => TurnOutcome::Parked,
         Some(Outcome::Completed { .. }) => TurnOutcome::Completed,
@@ -284,14 +310,17 @@ pub(crate) async fn take_own_park(app: &App, session_id: &str, turn_id: &str) {
 /// Renews the lease every third of `turn.lease_ms`. The lease is lost when a renewal finds another holder (or
 /// none), or when no renewal succeeded for a whole lease (Redis unreachable: a sweeper may have ended the turn
 /// meanwhile); then `lost` is cancelled and the turn stops. It never takes the lease back.
-async fn renew_loop(app: Arc<App>, sid: String, info: TurnInfo, lost: CancellationToken) {
+async fn renew_loop(app: Arc<App>, sid: String, info: TurnInfo, who: (String, String), lost: CancellationToken) {
     let lease = Duration::from_millis(app.config.turn.lease_ms);
     let every = (lease / 3).max(Duration::from_millis(100));
     let mut last_ok = Instant::now();
     loop {
         tokio::time::sleep(every).await;
         match app.backends.leases.renew(&sid, &info, app.config.turn.lease_ms).await {
-            Ok(true) => last_ok = Instant::now(),
+            Ok(true) => {
+                last_ok = Instant::now();
+                keep_hold(&app, (&who.0, &who.1), &info.turn_id).await;
+            }
             Ok(false) => {
                 tracing::warn!(session_id = %sid, "turn lease lost: the turn stops");
                 lost.cancel();

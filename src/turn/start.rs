@@ -66,8 +66,21 @@ pub(crate) async fn acquire(app: &App, session: &SessionRecord, request_id: &str
         ));
     }
     let turn_id = new_id();
+    // One place among the user's running turns on every pod, then the session's slot.
+    let per_user = app.config.limits.turns_per_user;
+    let hold = super::hold_key(&session.org_id, &session.user_id);
+    let lease_ms = app.config.turn.lease_ms;
+    if !app.backends.quotas.hold(&hold, &turn_id, per_user, lease_ms, crate::util::now_ms()).await? {
+        return Err(ClientError::new(
+            ErrorCode::RateLimited,
+            format!("this user already has {per_user} turns running (limits.turns_per_user); retry when one ends"),
+        ));
+    }
     let info = TurnInfo::new(&turn_id, request_id, &app.pod_id);
-    if !app.backends.leases.acquire(&session.session_id, &info, app.config.turn.lease_ms).await? {
+    let acquired = app.backends.leases.acquire(&session.session_id, &info, lease_ms).await;
+    if !matches!(acquired, Ok(true)) {
+        let _ = app.backends.quotas.release_hold(&hold, &turn_id).await;
+        acquired?;
         return Err(ClientError::turn_in_progress());
     }
     Ok(turn_id)
@@ -173,6 +186,7 @@ pub(crate) async fn prepare(
     .await;
     if prepared.is_err() {
         let _ = app.backends.leases.release(&session.session_id, turn_id).await;
+        let _ = app.backends.quotas.release_hold(&super::hold_key(&session.org_id, &session.user_id), turn_id).await;
     }
     prepared
 }

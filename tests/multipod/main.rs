@@ -365,3 +365,55 @@ async fn sockets_per_user_span_pods() {
         sleep_ms(100).await;
     }
 }
+
+/// `limits.turns_per_user` counts one user's running turns on every pod: a third at once is refused, a turn
+/// that ended (or parked) makes room, and a pod that dies frees its places when the lease lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn running_turns_per_user_span_pods() {
+    let (llm, tools) = setup().await;
+    let mut cfg = config(&llm, &tools);
+    cfg.limits.turns_per_user = 2;
+    let redis = RedisServer::start();
+    let mut p = pods(2, cfg, &Store::Redis(redis.url())).await;
+    let (mut a, mut b) = (connect(&p[0], false).await, connect(&p[1], false).await);
+    let (sa, sb, sc) = (create_session(&mut a).await, create_session(&mut b).await, create_session(&mut b).await);
+    let slow = || Reply::Slow { chunks: vec!["x ".into(); 20], delay_ms: 100, usage: None };
+    llm.push(slow());
+    llm.push(slow());
+    send_message(&mut a, &sa, "a1", "one").await;
+    send_message(&mut b, &sb, "b1", "two").await;
+    llm.wait_for_requests(2, Duration::from_secs(5)).await;
+    send_message(&mut b, &sc, "c1", "three").await;
+    let refused = b.recv_until(|v| v["requestId"] == "c1").await;
+    let refused = refused.last().expect("reply");
+    assert_eq!(refused["error"]["code"], "RATE_LIMITED", "{refused}");
+    assert!(refused["error"]["message"].as_str().is_some_and(|m| m.contains("turns_per_user")));
+    // One ends: room for the next.
+    until_terminal(&mut a, "a1").await;
+    llm.push(Reply::text(&["ok"]));
+    send_message(&mut b, &sc, "c2", "three again").await;
+    // Both of b's turns end (in either order), each with its answer.
+    let mut ended = std::collections::BTreeSet::new();
+    while ended.len() < 2 {
+        let f = b.recv().await;
+        if matches!(f["type"].as_str(), Some("eventual_response" | "error" | "cancelled")) {
+            assert_eq!(f["type"], "eventual_response", "{f}");
+            ended.insert(f["requestId"].as_str().unwrap_or("").to_string());
+        }
+    }
+    assert_eq!(ended.into_iter().collect::<Vec<_>>(), ["b1", "c2"]);
+    // A pod killed mid-turn: its place lapses with the lease (2 s here), then the user may run two again.
+    llm.push(Reply::Hang);
+    send_message(&mut a, &sa, "a2", "hang").await;
+    llm.wait_for_requests(4, Duration::from_secs(5)).await;
+    p.remove(0).kill();
+    sleep_ms(2_500).await;
+    let mut c = connect(&p[0], false).await;
+    let sd = create_session(&mut c).await;
+    llm.push(slow());
+    llm.push(Reply::text(&["ok"]));
+    send_message(&mut c, &sd, "d1", "slow").await;
+    send_message(&mut b, &sb, "b2", "and another").await;
+    assert_eq!(until_terminal(&mut b, "b2").await.last().expect("end")["type"], "eventual_response");
+    assert_eq!(until_terminal(&mut c, "d1").await.last().expect("end")["type"], "eventual_response");
+}

@@ -264,6 +264,17 @@ pub async fn quotas(a: &Backends, b: &Backends) {
     assert!(!a.quotas.take(&short, 1, 300).await.expect("take"));
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert!(b.quotas.take(&short, 1, 300).await.expect("take"), "the next window counts again");
+    // Holds: at most `limit` holders across pods; a holder renews its own place; lapsed places free themselves.
+    let h = format!("h-{}", sid());
+    let now = now_ms();
+    assert!(a.quotas.hold(&h, "t1", 2, 10_000, now).await.expect("hold"));
+    assert!(b.quotas.hold(&h, "t2", 2, 10_000, now).await.expect("hold"));
+    assert!(!a.quotas.hold(&h, "t3", 2, 10_000, now).await.expect("hold"), "a third place is refused");
+    assert!(b.quotas.hold(&h, "t1", 2, 10_000, now).await.expect("renew"), "a holder renews whatever the limit");
+    b.quotas.release_hold(&h, "t2").await.expect("release");
+    assert!(a.quotas.hold(&h, "t3", 2, 500, now).await.expect("hold"), "a released place is free");
+    assert!(!b.quotas.hold(&h, "t4", 2, 10_000, now + 100).await.expect("hold"));
+    assert!(b.quotas.hold(&h, "t4", 2, 10_000, now + 600).await.expect("hold"), "t3's place lapsed");
 }
 
 /// Sockets registered on one pod are listed from another, filtered, and removed; sessions are recorded per

@@ -62,6 +62,8 @@ struct State {
     settings: HashMap<String, OrgSettings>,
     /// Session → its issued OTP code and the attempts used on it.
     otp_codes: HashMap<String, (OtpCode, u32)>,
+    /// Hold key → holder → until (Unix ms): places held, e.g. a user's running turns.
+    holds: HashMap<String, HashMap<String, i64>>,
     /// Quota key → (window length ms, window index, uses counted in it).
     quotas: HashMap<String, (u64, i64, u64)>,
     last_purge_ms: i64,

@@ -91,4 +91,23 @@ impl QuotaStore for MemoryStore {
         }
         Ok(())
     }
+    async fn hold(&self, key: &str, holder: &str, limit: u64, ttl_ms: u64, now_ms: i64) -> BResult<bool> {
+        let mut st = self.shared.state.lock();
+        st.holds.retain(|_, h| {
+            h.retain(|_, until| *until > now_ms);
+            !h.is_empty()
+        });
+        let places = st.holds.entry(key.to_string()).or_default();
+        if !places.contains_key(holder) && places.len() as u64 >= limit {
+            return Ok(false);
+        }
+        places.insert(holder.to_string(), now_ms.saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX)));
+        Ok(true)
+    }
+    async fn release_hold(&self, key: &str, holder: &str) -> BResult<()> {
+        if let Some(places) = self.shared.state.lock().holds.get_mut(key) {
+            places.remove(holder);
+        }
+        Ok(())
+    }
 }

@@ -2,7 +2,7 @@
 //! one script takes a use only while under the limit, so pods racing for the last one never pass it.
 
 use async_trait::async_trait;
-use fred::interfaces::KeysInterface;
+use fred::interfaces::{KeysInterface, SortedSetsInterface};
 
 use super::conn::{int, RedisStore};
 use crate::backend::quota::{window_of, QuotaStore};
@@ -10,6 +10,10 @@ use crate::backend::BResult;
 use crate::util::now_ms;
 
 impl RedisStore {
+    fn hold_key(&self, key: &str) -> String {
+        format!("{}:hold:{key}", self.s().keys.prefix)
+    }
+
     fn quota_key(&self, key: &str, window_ms: u64) -> String {
         format!("{}:quota:{key}:{}", self.s().keys.prefix, window_of(now_ms(), window_ms))
     }
@@ -34,5 +38,24 @@ impl QuotaStore for RedisStore {
             s.client.incr::<i64, _>(&k).await.map_err(|e| s.err(e))?;
         }
         Ok(())
+    }
+
+    async fn hold(&self, key: &str, holder: &str, limit: u64, ttl_ms: u64, now_ms: i64) -> BResult<bool> {
+        let s = self.s();
+        let until = now_ms.saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX / 2));
+        let args = vec![
+            holder.to_string(),
+            limit.to_string(),
+            until.to_string(),
+            now_ms.to_string(),
+            ttl_ms.max(1).to_string(),
+        ];
+        let reply = s.eval(&s.scripts.hold, vec![self.hold_key(key)], args).await?;
+        Ok(int(&reply) == Some(1))
+    }
+
+    async fn release_hold(&self, key: &str, holder: &str) -> BResult<()> {
+        let s = self.s();
+        s.client.zrem::<(), _, _>(self.hold_key(key), holder).await.map_err(|e| s.err(e))
     }
 }

@@ -34,6 +34,8 @@ pub(super) struct Scripts {
     pub(super) touch: Script,
     /// Takes one use of a quota window while under its limit.
     pub(super) quota_take: Script,
+    /// Holds one of a limited number of places (concurrent turns per user).
+    pub(super) hold: Script,
     /// Appends a conversation message and updates the conversation record (resend-safe).
     pub(super) append_message: Script,
     /// One page of a conversation's messages with its start index, read atomically.
@@ -69,6 +71,7 @@ impl Scripts {
             bounds: Script::from_lua(include_str!("lua/bounds.lua")),
             touch: Script::from_lua(include_str!("lua/touch.lua")),
             quota_take: Script::from_lua(include_str!("lua/quota_take.lua")),
+            hold: Script::from_lua(include_str!("lua/hold.lua")),
             append_message: Script::from_lua(once(include_str!("lua/append_message.lua"))),
             messages_page: Script::from_lua(include_str!("lua/messages_page.lua")),
             rename: Script::from_lua(include_str!("lua/rename.lua")),
