@@ -172,6 +172,10 @@ impl App {
             if info.pod_id.is_empty() {
                 // Parked: whoever takes the parked record ends the turn.
                 if let Some(parked) = self.backends.confirms.take(session_id).await? {
+                    if matches!(parked.gate, crate::backend::Gate::Otp { .. }) {
+                        // The code was for the cancelled call: it must not verify anything later.
+                        self.backends.identity.consume_code(session_id).await?;
+                    }
                     let cancelled = out::cancelled(&parked.request_id);
                     self.end_turn(session_id, Guard::Release(&parked.turn_id), &cancelled).await;
                     return Ok(true);

@@ -185,4 +185,9 @@ async fn no_contact_a_failed_delivery_and_an_expired_code_each_end_the_gate_clea
     assert_eq!(result["isError"], true);
     assert_eq!(verify(&mut c, &sid, &code).await["data"]["data"]["error"], "EXPIRED");
     assert!(tools.calls("pay_invoice").is_empty());
+    // Cancel while waiting for a code: the turn ends cancelled, and that code verifies nothing afterwards.
+    let code = gate(&mut c, &llm, &tools, &sid, "r-x").await;
+    c.send(&json!({"action": "cancel", "requestId": "r-x", "sessionId": sid})).await;
+    assert_eq!(until_terminal(&mut c, "r-x").await.last().expect("end")["type"], "cancelled");
+    assert_eq!(verify(&mut c, &sid, &code).await["data"]["data"]["error"], "NOT_FOUND");
 }
