@@ -158,6 +158,7 @@ async fn start_env(model_port: u16) -> Env {
             .env("SWITCHBOARD_LIMITS__MESSAGES_PER_MINUTE", "100000")
             .env("SWITCHBOARD_LIMITS__MESSAGES_PER_USER_PER_MINUTE", "10000000")
             .env("SWITCHBOARD_LIMITS__SOCKETS_PER_USER", "100000")
+            .env("SWITCHBOARD_LIMITS__TURNS_PER_USER", "100000")
             .env("SWITCHBOARD_LIMITS__OUTBOUND_QUEUE", "4096")
             .env("SWITCHBOARD_LOG_FORMAT", "json")
             .env("RUST_LOG", "warn")

@@ -267,6 +267,7 @@ async fn main() {
             .env("SWITCHBOARD_AGENTS", agents.to_string())
             .env("SWITCHBOARD_LIMITS__MESSAGES_PER_USER_PER_MINUTE", "10000000")
             .env("SWITCHBOARD_LIMITS__SOCKETS_PER_USER", "100000")
+            .env("SWITCHBOARD_LIMITS__TURNS_PER_USER", "100000")
             .env("SWITCHBOARD_LIMITS__SESSIONS_PER_CONNECTION", "10")
             .env("SWITCHBOARD_LOG_FORMAT", "json")
             .env("RUST_LOG", "warn")

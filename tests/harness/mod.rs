@@ -28,6 +28,8 @@ pub fn config(llm: &FakeLlm, tools: &FakeTools) -> Config {
     c.drain.pre_stop_s = 0;
     c.drain.timeout_s = 3;
     c.auth.publish_keys = vec!["publish-key-0123456789".into()];
+    // Tests run many clients as the one anonymous user; the per-user bound has its own test.
+    c.limits.turns_per_user = 100;
     if plain_reads() {
         c.llm.read_window_ms = Some(0);
     }
