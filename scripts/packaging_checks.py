@@ -534,6 +534,15 @@ GENERATED = (
 )
 
 
+def deployment_patch(container: dict[str, Any], volumes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A strategic-merge patch of the release's Deployment: fields of its `switchboard` container (and volumes)."""
+    pod: dict[str, Any] = {"containers": [{"name": "switchboard", **container}]}
+    if volumes:
+        pod["volumes"] = volumes
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": RELEASE},
+            "spec": {"template": {"spec": pod}}}
+
+
 def generate_k8s() -> dict[str, str]:
     header = GENERATED.format(release=RELEASE)
     base_docs = [plain(d) for d in render(GOOD["defaults+redis.url"])]
@@ -581,20 +590,7 @@ def generate_k8s() -> dict[str, str]:
     ]
     assert len(redis_docs) == 2, kinds(redis_docs)
     files["overlays/with-redis/redis.yaml"] = header + dump(redis_docs)
-    patch = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": RELEASE},
-        "spec": {
-            "template": {
-                "spec": {
-                    "containers": [
-                        {"name": "switchboard", "env": [{"name": "SWITCHBOARD_REDIS_URL", "value": OVERLAY_REDIS_URL}]}
-                    ]
-                }
-            }
-        },
-    }
+    patch = deployment_patch({"env": [{"name": "SWITCHBOARD_REDIS_URL", "value": OVERLAY_REDIS_URL}]})
     files["overlays/with-redis/redis-url-patch.yaml"] = header + dump([patch])
     overlay = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
@@ -607,25 +603,10 @@ def generate_k8s() -> dict[str, str]:
     kdeploy = find(kdocs, "Deployment", RELEASE)
     kvolume = next(v for v in kdeploy["spec"]["template"]["spec"]["volumes"] if v["name"] == "knowledge")
     kmount = next(m for m in container(kdeploy)["volumeMounts"] if m["name"] == "knowledge")
-    kpatch = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": RELEASE},
-        "spec": {
-            "template": {
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "switchboard",
-                            "env": [{"name": "SWITCHBOARD_KNOWLEDGE__DIR", "value": kmount["mountPath"]}],
-                            "volumeMounts": [kmount],
-                        }
-                    ],
-                    "volumes": [kvolume],
-                }
-            }
-        },
-    }
+    kpatch = deployment_patch(
+        {"env": [{"name": "SWITCHBOARD_KNOWLEDGE__DIR", "value": kmount["mountPath"]}], "volumeMounts": [kmount]},
+        volumes=[kvolume],
+    )
     files["overlays/with-knowledge/knowledge-patch.yaml"] = header + dump([kpatch])
     for fname, text in find(kdocs, "ConfigMap", f"{RELEASE}-knowledge")["data"].items():
         files[f"overlays/with-knowledge/knowledge/{fname}"] = text

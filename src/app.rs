@@ -171,7 +171,7 @@ impl App {
             };
             if info.pod_id.is_empty() {
                 // Parked: whoever takes the parked record ends the turn.
-                if let Some(parked) = self.backends.confirms.take(session_id).await? {
+                if let Some(parked) = self.backends.confirms.take(session_id, None).await? {
                     if matches!(parked.gate, crate::backend::Gate::Otp { .. }) {
                         // The code was for the cancelled call: it must not verify anything later.
                         self.backends.identity.consume_code(session_id).await?;

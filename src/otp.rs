@@ -10,6 +10,7 @@ use subtle::ConstantTimeEq;
 
 use crate::backend::OtpCode;
 use crate::config::{Config, OtpDelivery};
+use crate::util::hex;
 
 /// Why a code could not be delivered (logged; the client sees `OTP_SEND_FAILED`).
 #[derive(Debug, thiserror::Error)]
@@ -113,10 +114,6 @@ pub(crate) fn matches(stored: &OtpCode, guess: &str) -> bool {
 fn hash(salt: &str, code: &str) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, salt.as_bytes());
     hex(ring::hmac::sign(&key, code.as_bytes()).as_ref())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What the person is shown of where the code went: `a***@example.com`, `+*******4567`.

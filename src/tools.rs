@@ -143,9 +143,7 @@ fn signature(key: &ring::hmac::Key, t: i64, body: &[u8]) -> String {
     ctx.update(t.to_string().as_bytes());
     ctx.update(b".");
     ctx.update(body);
-    let tag = ctx.sign();
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("t={t},v1={hex}")
+    format!("t={t},v1={}", crate::util::hex(ctx.sign().as_ref()))
 }
 
 /// reqwest errors include the URL, which may carry secrets; keep only the kind.

@@ -100,6 +100,15 @@ pub(crate) fn title_from(text: &str) -> String {
     format!("{}…", trimmed.trim_end())
 }
 
+/// Lower-case hex of `bytes` (signatures and salts on the wire and in storage).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
 const CURSOR_ENGINE: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 /// An opaque paging cursor: a position `n` in a listing of `kind`.

@@ -88,8 +88,10 @@ pub trait ConfirmStore: Send + Sync {
     async fn decide(&self, session_id: &str, tool_call_id: Option<&str>, approved: bool) -> BResult<Decided>;
     /// The session's most recent decision `(tool_call_id, approved, request_id)`, for repeated v1 confirms.
     async fn last_decision(&self, session_id: &str) -> BResult<Option<(String, bool, String)>>;
-    /// Atomically removes the parked turn (cancel). Exactly one caller gets `Some`.
-    async fn take(&self, session_id: &str) -> BResult<Option<ParkedTurn>>;
+    /// Atomically removes the parked turn (cancel, an answer, a timeout). Exactly one caller gets `Some`. With
+    /// `call`, only the park of that call is taken (an answer for one park never takes a newer one that replaced
+    /// it); `None` takes whatever is parked.
+    async fn take(&self, session_id: &str, call: Option<&str>) -> BResult<Option<ParkedTurn>>;
     /// Sessions whose pending call expired at `now_ms`, at most `max`.
     async fn expired(&self, now_ms: i64, max: usize) -> BResult<Vec<String>>;
     /// Parked turns waiting for a decision, across all pods. Read from the deadline index: a record that

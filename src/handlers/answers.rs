@@ -91,9 +91,10 @@ pub(super) async fn submit_interaction(
         ));
     }
     let kind = Kind::parse(interaction_kind).unwrap_or(Kind::IdentityIntake);
+    let call = parked.call.tool_call_id.as_str();
     conn.attach_session(sid, None).await?;
     if s.declined {
-        let parked = take_interaction(&app, sid, interaction_id).await?.ok_or_else(no_pending)?;
+        let parked = app.backends.confirms.take(sid, Some(call)).await?.ok_or_else(no_pending)?;
         conn.reply(&out::immediate(
             rid,
             200,
@@ -114,7 +115,8 @@ pub(super) async fn submit_interaction(
             return Ok(());
         }
     };
-    let parked = take_interaction(&app, sid, interaction_id).await?.ok_or_else(no_pending)?;
+    // Of two answers racing on two pods, one takes the park.
+    let parked = app.backends.confirms.take(sid, Some(call)).await?.ok_or_else(no_pending)?;
     if kind == Kind::IdentityIntake {
         turn::stamp_identity(&app, sid, &values).await?;
     }
@@ -128,23 +130,6 @@ pub(super) async fn submit_interaction(
     let outcome = ToolOutcome { is_error: false, result: interactions::submitted(&values) };
     turn::resume_with(app, parked, Resolution::Result(outcome)).await;
     Ok(())
-}
-
-/// Takes the session's park if it is still this interaction: of two answers racing on two pods, one gets it.
-async fn take_interaction(
-    app: &crate::app::App,
-    sid: &str,
-    interaction_id: &str,
-) -> Result<Option<ParkedTurn>, ClientError> {
-    let Some(parked) = app.backends.confirms.take(sid).await? else { return Ok(None) };
-    match &parked.gate {
-        Gate::Interaction { interaction_id: id, .. } if id == interaction_id => Ok(Some(parked)),
-        _ => {
-            // A newer park replaced it between the read and the take: put that one back untouched.
-            app.backends.confirms.park(&parked).await?;
-            Ok(None)
-        }
-    }
 }
 
 pub(super) async fn verify_otp(conn: &mut Conn, rid: Option<&str>, sid: &str, code: &str) -> Result<(), ClientError> {
@@ -198,13 +183,14 @@ pub(super) async fn verify_otp(conn: &mut Conn, rid: Option<&str>, sid: &str, co
     Ok(())
 }
 
+/// Takes the session's park if it waits for a code (only that park: never an approval or a card parked since).
 async fn take_otp_park(app: &crate::app::App, sid: &str) -> Result<Option<ParkedTurn>, ClientError> {
-    let Some(parked) = app.backends.confirms.take(sid).await? else { return Ok(None) };
-    if matches!(parked.gate, Gate::Otp { .. }) {
-        return Ok(Some(parked));
+    match app.backends.confirms.get(sid).await? {
+        Some(p) if matches!(p.gate, Gate::Otp { .. }) => {
+            Ok(app.backends.confirms.take(sid, Some(&p.call.tool_call_id)).await?)
+        }
+        _ => Ok(None),
     }
-    app.backends.confirms.park(&parked).await?;
-    Ok(None)
 }
 
 /// Ends an OTP park without verification: the tool is refused and the turn goes on.

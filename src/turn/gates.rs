@@ -91,8 +91,11 @@ pub(super) async fn step(
         announce(state);
         return Ok(Step::Done(ToolOutcome { is_error: true, result: refusal }));
     }
-    if needs_otp(agent, tool) && !app.backends.identity.contact(&state.session_id).await?.verified {
-        return otp_gate::require(app, em, state, call, tool).await;
+    if needs_otp(agent, tool) {
+        let contact = app.backends.identity.contact(&state.session_id).await?;
+        if !contact.verified {
+            return otp_gate::require(app, em, state, call, tool, &contact).await;
+        }
     }
     if needs_confirmation(agent, name) {
         park::for_confirmation(app, em, state, call).await?;

@@ -8,7 +8,7 @@ use super::emitter::Emitter;
 use super::park::Step;
 use super::{emit_stream, park, TurnState};
 use crate::app::App;
-use crate::backend::Gate;
+use crate::backend::{Contact, Gate};
 use crate::config::ToolConfig;
 use crate::error::{ClientError, ErrorCode};
 use crate::llm::ToolCall;
@@ -24,10 +24,10 @@ pub(super) async fn require(
     state: &mut TurnState,
     call: &ToolCall,
     tool: &ToolConfig,
+    contact: &Contact,
 ) -> Result<Step, ClientError> {
     let name = &call.function.name;
     let chunk = out::tool_call_chunk(&state.request_id, name, &call.function.arguments);
-    let contact = app.backends.identity.contact(&state.session_id).await?;
     let mut channels = Vec::new();
     if contact.email.is_some() {
         channels.push("email");

@@ -55,14 +55,9 @@ async fn time_out(app: &Arc<App>, sid: &str) -> Result<(), crate::backend::Backe
         }
         return Ok(());
     }
-    // Taken once: a late answer on another pod finds nothing pending.
-    let Some(taken) = app.backends.confirms.take(sid).await? else { return Ok(()) };
-    if taken.turn_id != parked.turn_id || taken.expires_at_ms > crate::util::now_ms() {
-        // Replaced by a newer park between the read and the take: that one is not due.
-        app.backends.confirms.park(&taken).await?;
-        return Ok(());
-    }
-    let parked = taken;
+    // Taken once, and only this call's park (a newer one that replaced it is not due): a late answer on another
+    // pod finds nothing pending.
+    let Some(parked) = app.backends.confirms.take(sid, Some(&parked.call.tool_call_id)).await? else { return Ok(()) };
     let outcome = match &parked.gate {
         Gate::Interaction { .. } => ToolOutcome { is_error: false, result: crate::interactions::NO_RESPONSE.into() },
         _ => {

@@ -49,11 +49,7 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 fn sign(secret: &str, user_id: &str, timestamp: i64) -> String {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    ring::hmac::sign(&key, format!("{user_id}:{timestamp}").as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::util::hex(ring::hmac::sign(&key, format!("{user_id}:{timestamp}").as_bytes()).as_ref())
 }
 
 #[cfg(test)]

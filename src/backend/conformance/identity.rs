@@ -23,15 +23,17 @@ pub async fn interaction_parks(a: &Backends, b: &Backends) {
     let p = interaction(&id, "call-1", "int-1", now_ms() + 60_000);
     a.confirms.park(&p).await.expect("park");
     assert_eq!(b.confirms.get(&id).await.expect("get"), Some(p.clone()), "the gate is stored with the park");
+    assert_eq!(b.confirms.take(&id, Some("call-0")).await.expect("take"), None, "another call's answer takes nothing");
+    assert_eq!(b.confirms.get(&id).await.expect("get"), Some(p.clone()), "and leaves the park");
     for call in [None, Some("call-1")] {
         assert_eq!(b.confirms.decide(&id, call, true).await.expect("decide"), Decided::NoPending, "{call:?}");
     }
     assert_eq!(a.confirms.get(&id).await.expect("get"), Some(p.clone()), "a refused decision leaves the park");
-    let (ta, tb) = tokio::join!(a.confirms.take(&id), b.confirms.take(&id));
+    let (ta, tb) = tokio::join!(a.confirms.take(&id, Some("call-1")), b.confirms.take(&id, Some("call-1")));
     let (ta, tb) = (ta.expect("a"), tb.expect("b"));
     assert_eq!(ta.is_some() as u8 + tb.is_some() as u8, 1, "first answer wins: {ta:?} / {tb:?}");
     assert_eq!(ta.or(tb), Some(p), "the winner gets the whole park");
-    assert_eq!(a.confirms.take(&id).await.expect("take"), None, "taken once");
+    assert_eq!(a.confirms.take(&id, None).await.expect("take"), None, "taken once");
     // Expiry: due parks of every gate are listed.
     let (i1, i2) = (sid(), sid());
     b.confirms.park(&interaction(&i1, "call-2", "int-2", now_ms() - 1)).await.expect("park");
@@ -44,8 +46,8 @@ pub async fn interaction_parks(a: &Backends, b: &Backends) {
         a.confirms.get(&i2).await.expect("get").map(|p| p.gate),
         Some(Gate::Otp { auth_level: "end_user".into() })
     );
-    a.confirms.take(&i1).await.expect("take");
-    a.confirms.take(&i2).await.expect("take");
+    a.confirms.take(&i1, None).await.expect("take");
+    a.confirms.take(&i2, None).await.expect("take");
 }
 
 /// Contacts merge across pods, a changed email clears `verified`, and OTP attempts are counted in the store

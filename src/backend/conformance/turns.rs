@@ -45,7 +45,7 @@ pub async fn confirmations(a: &Backends, b: &Backends) {
     // Cancel takes a parked turn exactly once.
     a.confirms.park(&parked(&id, "call-2", now_ms() + 60_000)).await.expect("park");
     assert_eq!(b.confirms.pending_count().await.expect("count"), 1, "every pod counts every parked turn");
-    let (ta, tb) = tokio::join!(a.confirms.take(&id), b.confirms.take(&id));
+    let (ta, tb) = tokio::join!(a.confirms.take(&id, None), b.confirms.take(&id, None));
     assert_eq!(ta.expect("a").is_some() as u8 + tb.expect("b").is_some() as u8, 1);
     assert_eq!(a.confirms.pending_count().await.expect("count"), 0, "a taken call is no longer pending");
     // Expiry is visible to any pod.
@@ -53,7 +53,7 @@ pub async fn confirmations(a: &Backends, b: &Backends) {
     a.confirms.park(&parked(&id2, "call-3", now_ms() - 1)).await.expect("park");
     let expired = b.confirms.expired(now_ms(), 100).await.expect("expired");
     assert!(expired.contains(&id2), "{expired:?}");
-    b.confirms.take(&id2).await.expect("take");
+    b.confirms.take(&id2, None).await.expect("take");
 }
 
 /// One holder at a time; renew only by the holder; a lapsed lease frees the slot and is claimed once.

@@ -49,8 +49,10 @@ impl ConfirmStore for MemoryStore {
     async fn last_decision(&self, session_id: &str) -> BResult<Option<(String, bool, String)>> {
         Ok(self.shared.state.lock().last_decision.get(session_id).cloned())
     }
-    async fn take(&self, session_id: &str) -> BResult<Option<ParkedTurn>> {
-        Ok(self.shared.state.lock().parked.remove(session_id))
+    async fn take(&self, session_id: &str, call: Option<&str>) -> BResult<Option<ParkedTurn>> {
+        let mut st = self.shared.state.lock();
+        let matches = st.parked.get(session_id).is_some_and(|p| call.is_none_or(|c| p.call.tool_call_id == c));
+        Ok(if matches { st.parked.remove(session_id) } else { None })
     }
     async fn expired(&self, now: i64, max: usize) -> BResult<Vec<String>> {
         let st = self.shared.state.lock();

@@ -109,10 +109,10 @@ impl ConfirmStore for RedisStore {
         }
     }
 
-    async fn take(&self, session_id: &str) -> BResult<Option<ParkedTurn>> {
+    async fn take(&self, session_id: &str, call: Option<&str>) -> BResult<Option<ParkedTurn>> {
         let s = self.s();
-        let reply =
-            s.eval_once_replicated(&s.scripts.take, vec![s.keys.session_key(session_id, "confirm")], vec![]).await?;
+        let key = vec![s.keys.session_key(session_id, "confirm")];
+        let reply = s.eval_once_replicated(&s.scripts.take, key, vec![call.unwrap_or("").to_string()]).await?;
         let v: Vec<Option<String>> = array(reply).iter().map(text).collect();
         let Some(json) = v.first().cloned().flatten() else {
             return Ok(None);

@@ -1,7 +1,8 @@
--- KEYS: confirm hash. Removes the parked turn and returns {json, call}, or {} when none: exactly one caller
--- gets it.
+-- KEYS: confirm hash. ARGV: the expected call id ('' = any). Removes the parked turn and returns {json, call},
+-- or {} when none (or another call's park is there): exactly one caller gets it.
 local json = redis.call('HGET', KEYS[1], 'json')
 if not json then return {} end
 local call = redis.call('HGET', KEYS[1], 'call') or ''
+if ARGV[1] ~= '' and ARGV[1] ~= call then return {} end
 redis.call('DEL', KEYS[1])
 return {json, call}
