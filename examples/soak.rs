@@ -109,10 +109,7 @@ async fn fake_model_and_tool() -> u16 {
     });
     let tool = axum::routing::post(|| async { axum::Json(json!({"result": "deleted"})) });
     let app = axum::Router::new().route("/v1/chat/completions", chat).route("/tools/delete_record", tool);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind model");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    port
+    common::serve_model(app).await
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;

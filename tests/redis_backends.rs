@@ -19,6 +19,8 @@ use support::redis::{RedisCluster, RedisSentinel, RedisServer};
 use support::unique_id;
 
 const LOG_LEN: usize = 50;
+/// `session.conversation_max_messages` for these pods (the suite's other checks keep fewer).
+const HISTORY_CAP: usize = 6;
 
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -32,6 +34,7 @@ fn config(url: &str) -> Config {
         redis_url: url.to_string(),
         redis_key_prefix: unique_id("sbt"),
         limits: switchboard::config::LimitsConfig { log_len: LOG_LEN, ..Default::default() },
+        session: switchboard::config::SessionConfig { conversation_max_messages: HISTORY_CAP, ..Default::default() },
         ..Config::default()
     }
 }
@@ -56,6 +59,8 @@ async fn pods_with_prefix(url: &str) -> (Backends, Backends, String) {
 async fn full_suite(url: &str) {
     let (a, b) = pods(url).await;
     conformance::sessions_and_history(&a, &b).await;
+    let (a, b) = pods(url).await;
+    conformance::history_cap(&a, &b, HISTORY_CAP).await;
     let (a, b) = pods(url).await;
     conformance::conversation_listing(&a, &b).await;
     let (a, b) = pods(url).await;
@@ -198,6 +203,7 @@ macro_rules! single {
 
 single! {
     single_sessions_and_history => sessions_and_history;
+    single_history_cap => history_cap, HISTORY_CAP;
     single_conversation_listing => conversation_listing;
     single_event_log_and_publish => event_log_and_publish, LOG_LEN;
     single_bus_routing => bus_routing;

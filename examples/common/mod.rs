@@ -64,3 +64,17 @@ impl Drop for LocalRedis {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Serves an in-process fake model (or tool host) on a free port. `TCP_NODELAY` as a real streaming API sets
+/// it: without it Nagle holds each small chunk until the previous one is acknowledged, and the receiver's
+/// delayed ACK (up to 40 ms) then shows up as latency the server under test did not add.
+pub async fn serve_model(app: axum::Router) -> u16 {
+    use axum::serve::ListenerExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind model");
+    let port = listener.local_addr().expect("addr").port();
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}

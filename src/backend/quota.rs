@@ -11,7 +11,12 @@ use super::BResult;
 pub trait QuotaStore: Send + Sync {
     /// Counts one use of `key` in the current window of `window_ms`; false (nothing counted) when `limit`
     /// uses are already counted there.
-    async fn take(&self, key: &str, limit: u64, window_ms: u64) -> BResult<bool>;
+    async fn take(&self, key: &str, limit: u64, window_ms: u64) -> BResult<bool> {
+        self.take_amount(key, 1, limit, window_ms).await
+    }
+    /// Counts `amount` uses of `key` at once (e.g. bytes replayed); false (nothing counted) when they would
+    /// take the window's count past `limit`.
+    async fn take_amount(&self, key: &str, amount: u64, limit: u64, window_ms: u64) -> BResult<bool>;
     /// Uncounts one use of `key` in the current window (the request it was taken for did nothing).
     async fn give_back(&self, key: &str, window_ms: u64) -> BResult<()>;
     /// Holds one of at most `limit` places of `key` for `holder` until `now_ms + ttl_ms` (holding again renews

@@ -235,6 +235,12 @@ pub struct LimitsConfig {
     /// Turns one user may have running at once across every pod (parked turns do not count); one more
     /// `send_message` gets `RATE_LIMITED`.
     pub turns_per_user: u64,
+    /// Bytes of missed events one `resume_session` replays at most: past it the newest that fit are replayed
+    /// and the ack says `recovered: false`.
+    pub resume_replay_bytes: u64,
+    /// Bytes one user may have replayed per minute across every socket and pod; a resume past it gets
+    /// `RATE_LIMITED`.
+    pub replay_bytes_per_user_per_minute: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -245,6 +251,9 @@ pub struct SessionConfig {
     /// Conversations (record, messages, their place in the owner's list) are deleted after this many seconds
     /// without a new message; each message renews it.
     pub conversation_ttl_s: u64,
+    /// Messages kept per conversation: past it the oldest go (history and paging keep counting from the first
+    /// message ever), so a long-lived conversation costs a bounded amount of memory.
+    pub conversation_max_messages: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -425,12 +434,14 @@ impl Default for LimitsConfig {
             messages_per_user_per_minute: 120,
             sockets_per_user: 50,
             turns_per_user: 5,
+            resume_replay_bytes: 1 << 20,
+            replay_bytes_per_user_per_minute: 32 << 20,
         }
     }
 }
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { idle_ttl_s: 86_400, conversation_ttl_s: 30 * 86_400 }
+        Self { idle_ttl_s: 86_400, conversation_ttl_s: 30 * 86_400, conversation_max_messages: 1_000 }
     }
 }
 impl Default for DrainConfig {

@@ -134,6 +134,7 @@ impl Config {
             return Err(invalid("limits.outbound_queue", "must be at least 8"));
         }
         positive("session.conversation_ttl_s", self.session.conversation_ttl_s)?;
+        positive("session.conversation_max_messages", self.session.conversation_max_messages as u64)?;
         positive("turn.max_tool_calls", self.turn.max_tool_calls as u64)?;
         positive("limits.turns_per_user", self.limits.turns_per_user)?;
         positive("turn.deadline_s", self.turn.deadline_s)?;
@@ -143,6 +144,13 @@ impl Config {
         positive("limits.sessions_per_connection", self.limits.sessions_per_connection as u64)?;
         positive("limits.messages_per_user_per_minute", self.limits.messages_per_user_per_minute)?;
         positive("limits.sockets_per_user", self.limits.sockets_per_user as u64)?;
+        if self.limits.resume_replay_bytes < 65_536 {
+            return Err(invalid("limits.resume_replay_bytes", "must be at least 65536"));
+        }
+        if self.limits.replay_bytes_per_user_per_minute < self.limits.resume_replay_bytes {
+            // Else a full replay could never be taken, however long the client waits.
+            return Err(invalid("limits.replay_bytes_per_user_per_minute", "must be at least limits.resume_replay_bytes"));
+        }
         positive("session.idle_ttl_s", self.session.idle_ttl_s)?;
         if self.confirm.timeout_s > self.session.idle_ttl_s {
             return Err(invalid("confirm.timeout_s", "must not exceed session.idle_ttl_s"));

@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 mod answers;
+mod resume;
 
 use crate::backend::{ConversationRecord, Gate, SessionRecord, StoredMessage};
 use crate::conn::Conn;
@@ -44,7 +45,7 @@ async fn dispatch(conn: &mut Conn, req: Request) -> Result<(), ClientError> {
         Action::VerifyOtp { session_id, code } => answers::verify_otp(conn, rid, &session_id, &code).await?,
         Action::Cancel { session_id } => cancel(conn, rid, session_id).await?,
         Action::ResumeSession { session_id, after_seq, epoch } if conn.extended => {
-            resume(conn, rid, &session_id, after_seq, epoch.as_deref()).await?
+            resume::resume(conn, rid, &session_id, after_seq, epoch.as_deref()).await?
         }
         Action::ResumeSession { .. } => {
             return Err(ClientError::new(
@@ -339,36 +340,6 @@ async fn cancel(conn: &mut Conn, rid: Option<&str>, session_id: Option<String>) 
         // Nothing running emits nothing; the turn itself emits `cancelled`.
         app.cancel_turn(&sid).await?;
     }
-    Ok(())
-}
-
-async fn resume(
-    conn: &mut Conn,
-    rid: Option<&str>,
-    session_id: &str,
-    after_seq: u64,
-    epoch: Option<&str>,
-) -> Result<(), ClientError> {
-    owned_session(conn, session_id).await?;
-    let log = &conn.app.backends.log;
-    let (current, bounds) = tokio::join!(log.epoch(session_id), log.bounds(session_id));
-    let (current, (oldest, latest)) = (current?, bounds?);
-    // The log reaches back to `after_seq` when `after_seq` counts in this log's epoch (the client's, when it
-    // says; else it must not be newer than anything this log has) and nothing after it was trimmed.
-    let same_epoch = match (epoch, current.as_deref()) {
-        (Some(theirs), Some(ours)) => theirs == ours,
-        (Some(_), None) => after_seq == 0,
-        (None, _) => true,
-    };
-    let recovered = same_epoch && after_seq <= latest && (latest == 0 || after_seq + 1 >= oldest);
-    let from = if recovered { after_seq } else { oldest.saturating_sub(1) };
-    conn.reply(&out::immediate(
-        rid,
-        200,
-        "Session resumed",
-        json!({"sessionId": session_id, "seq": latest, "epoch": current, "recovered": recovered}),
-    ));
-    conn.attach_session(session_id, Some((from, current))).await?;
     Ok(())
 }
 

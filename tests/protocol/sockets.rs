@@ -77,6 +77,50 @@ async fn resume_with_and_without_a_gap() {
     }
 }
 
+/// One resume replays at most `limits.resume_replay_bytes` (the newest events that fit, `recovered: false`),
+/// and a user's replays are counted per minute (`limits.replay_bytes_per_user_per_minute`): past it a resume is
+/// refused with `RATE_LIMITED`, attaching nothing, and the socket stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_replays_within_its_byte_budget_and_the_users_minute() {
+    let (llm, tools) = setup().await;
+    let mut cfg = config(&llm, &tools);
+    cfg.limits.resume_replay_bytes = 65_536;
+    cfg.limits.replay_bytes_per_user_per_minute = 140_000;
+    let pod = pod(cfg).await;
+    let mut a = connect(&pod, true).await;
+    let sid = create_session(&mut a).await;
+    // 40 tokens of 3,000 chars: ~120 KB of logged events.
+    let chunks: Vec<String> = (0..40).map(|i| format!("{i:02}{}", "x".repeat(2_998))).collect();
+    llm.push(Reply::text(&chunks));
+    send_message(&mut a, &sid, "r-big", "go").await;
+    let frames = until_terminal(&mut a, "r-big").await;
+    let latest = frames.iter().filter_map(|f| f["seq"].as_u64()).max().expect("seqs");
+    for round in 0..2 {
+        let mut b = connect(&pod, true).await;
+        b.send(&json!({"action": "resume_session", "requestId": "res", "sessionId": sid, "afterSeq": 0})).await;
+        let ack = b.recv().await;
+        assert_eq!(ack["data"]["recovered"], false, "round {round}: older events were left out: {ack}");
+        let replayed = b.recv_until(|v| v["seq"].as_u64() == Some(latest)).await;
+        let bytes: usize = replayed.iter().map(|v| v.to_string().len()).sum();
+        let seqs: Vec<u64> = replayed.iter().filter_map(|v| v["seq"].as_u64()).collect();
+        assert!(seqs.len() >= 15 && seqs[0] > 1, "round {round}: the newest that fit, in order: {seqs:?}");
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "no hole inside the replay: {seqs:?}");
+        // Frames carry sessionId/seq/epoch on top of the logged event: a little over the logged bytes.
+        assert!(bytes <= 65_536 + seqs.len() * 120, "round {round}: {bytes} bytes replayed");
+        b.expect_silence(Duration::from_millis(200)).await;
+    }
+    // ~128 KB counted this minute: one more full replay would pass 140,000.
+    let mut c = connect(&pod, true).await;
+    c.send(&json!({"action": "resume_session", "requestId": "over", "sessionId": sid, "afterSeq": 0})).await;
+    let e = c.recv().await;
+    assert_eq!((e["error"]["code"].as_str(), e["requestId"].as_str()), (Some("RATE_LIMITED"), Some("over")), "{e}");
+    c.expect_silence(Duration::from_millis(300)).await;
+    // A resume with nothing to replay costs nothing and is answered.
+    c.send(&json!({"action": "resume_session", "requestId": "now", "sessionId": sid, "afterSeq": latest})).await;
+    let ack = c.recv().await;
+    assert_eq!((ack["data"]["recovered"].as_bool(), ack["data"]["seq"].as_u64()), (Some(true), Some(latest)), "{ack}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn turn_continues_after_disconnect_and_resume_gets_every_token_once() {
     let (llm, tools) = setup().await;

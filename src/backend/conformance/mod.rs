@@ -87,6 +87,42 @@ fn msg(dir: Direction, text: &str) -> StoredMessage {
     }
 }
 
+/// A conversation keeps its newest `max` messages (`session.conversation_max_messages`); its message count and
+/// page indexes go on counting every message, so paging over a trimmed conversation neither repeats nor skips.
+pub async fn history_cap(a: &Backends, b: &Backends, max: usize) {
+    let (s, c) = session(&sid(), "alice");
+    a.sessions.create_session(&s, Some(&c)).await.expect("create");
+    let total = max + 3;
+    for i in 0..total {
+        a.sessions.append_message(&c.conversation_id, &msg(Direction::Inbound, &format!("m{i}")), now_ms()).await.expect("append");
+    }
+    let conv = b.sessions.get_conversation(&c.conversation_id).await.expect("conv").expect("exists");
+    assert_eq!(conv.message_count, total as u64, "the count is of every message, kept or not");
+    let recent = b.sessions.recent_messages(&c.conversation_id, total).await.expect("recent");
+    let newest: Vec<String> = (3..total).map(|i| format!("m{i}")).collect();
+    assert_eq!(recent.iter().map(|m| m.text.clone()).collect::<Vec<_>>(), newest, "only the newest {max} are kept");
+    let (mut seen, mut before, mut last_index) = (Vec::new(), None, u64::MAX);
+    loop {
+        let page = b.sessions.messages_page(&c.conversation_id, before, 2).await.expect("page");
+        seen.extend(page.messages.iter().map(|m| m.text.clone()));
+        last_index = page.oldest_index;
+        if !page.has_more {
+            break;
+        }
+        before = Some(page.oldest_index);
+    }
+    seen.reverse();
+    assert_eq!(seen, newest, "paging walks the kept messages once each, newest first");
+    assert_eq!(last_index, 3, "indexes count the trimmed messages too");
+    // A cursor taken before more messages were trimmed still pages on from where it was, never repeating.
+    let p1 = b.sessions.messages_page(&c.conversation_id, None, 2).await.expect("page");
+    a.sessions.append_message(&c.conversation_id, &msg(Direction::Inbound, "late"), now_ms()).await.expect("append");
+    let p2 = b.sessions.messages_page(&c.conversation_id, Some(p1.oldest_index), 2).await.expect("page");
+    let texts = |p: &MessagePage| p.messages.iter().map(|m| m.text.clone()).collect::<Vec<_>>();
+    assert_eq!(texts(&p1), [format!("m{}", total - 1), format!("m{}", total - 2)]);
+    assert_eq!(texts(&p2), [format!("m{}", total - 3), format!("m{}", total - 4)]);
+}
+
 /// Sessions and conversations written on one pod are read on the other; history pages are newest first.
 pub async fn sessions_and_history(a: &Backends, b: &Backends) {
     let id = sid();
@@ -257,6 +293,12 @@ pub async fn quotas(a: &Backends, b: &Backends) {
     b.quotas.give_back(&key, 60_000).await.expect("give back");
     assert!(a.quotas.take(&key, 3, 60_000).await.expect("take"), "a use given back can be taken again");
     assert!(!b.quotas.take(&key, 3, 60_000).await.expect("take"));
+    // Amounts (bytes) count at once, and one that would pass the limit counts nothing.
+    let bytes = format!("q-{}", sid());
+    assert!(a.quotas.take_amount(&bytes, 600, 1_000, 60_000).await.expect("take"));
+    assert!(!b.quotas.take_amount(&bytes, 500, 1_000, 60_000).await.expect("take"), "600 + 500 passes 1,000");
+    assert!(b.quotas.take_amount(&bytes, 400, 1_000, 60_000).await.expect("take"), "the refused 500 counted nothing");
+    assert!(!a.quotas.take(&bytes, 1_000, 60_000).await.expect("take"));
     // A new window starts from zero (start right after a window boundary so the two takes share a window).
     let short = format!("q-{}", sid());
     tokio::time::sleep(Duration::from_millis(300 - (now_ms() % 300) as u64 + 5)).await;
@@ -390,9 +432,12 @@ mod memory_suite {
     use super::*;
     use crate::backend::memory::MemoryBackend;
 
+    const HISTORY_CAP: usize = 6;
+
     fn pods() -> (Backends, Backends) {
         let mut config = Config::default();
         config.limits.log_len = 50;
+        config.session.conversation_max_messages = HISTORY_CAP;
         let m = MemoryBackend::new(&config);
         (m.backends(), m.backends())
     }
@@ -409,6 +454,7 @@ mod memory_suite {
 
     on_memory! {
         memory_sessions_and_history => sessions_and_history;
+        memory_history_cap => history_cap, HISTORY_CAP;
         memory_conversation_listing => conversation_listing;
         memory_event_log_and_publish => event_log_and_publish, 50;
         memory_bus_routing => bus_routing;

@@ -31,6 +31,8 @@ struct Shared {
     idle_ttl_ms: i64,
     /// `session.conversation_ttl_s` in ms.
     conversation_ttl_ms: i64,
+    /// `session.conversation_max_messages`.
+    conversation_max_messages: usize,
     /// Everything stored, behind one lock shared by every "pod" of this backend (held only for a map
     /// operation, never across an await); publishing happens under it so bus order equals log order.
     state: Mutex<State>,
@@ -45,7 +47,8 @@ struct State {
     conversations: HashMap<String, ConversationRecord>,
     /// When each conversation was created or last got a message (its retention counts from there).
     conversation_used_ms: HashMap<String, i64>,
-    messages: HashMap<String, Vec<StoredMessage>>,
+    /// Conversation → (messages trimmed off its start, the newest `session.conversation_max_messages`).
+    messages: HashMap<String, (u64, Vec<StoredMessage>)>,
     logs: HashMap<String, LogState>,
     /// channel → subscribed bus handle ids.
     subs: HashMap<Channel, HashSet<u64>>,
@@ -92,6 +95,7 @@ impl MemoryBackend {
                 conversation_ttl_ms: i64::try_from(config.session.conversation_ttl_s)
                     .unwrap_or(i64::MAX)
                     .saturating_mul(1000),
+                conversation_max_messages: config.session.conversation_max_messages.max(1),
                 state: Mutex::new(State::default()),
                 pods: Mutex::new(HashMap::new()),
                 next_pod: AtomicU64::new(1),
@@ -230,23 +234,28 @@ impl SessionStore for MemoryStore {
                 c.title = crate::util::title_from(&message.text);
             }
         }
-        st.messages.entry(conversation_id.to_string()).or_default().push(message.clone());
+        let (trimmed, kept) = st.messages.entry(conversation_id.to_string()).or_default();
+        kept.push(message.clone());
+        let excess = kept.len().saturating_sub(self.shared.conversation_max_messages);
+        kept.drain(..excess);
+        *trimmed += excess as u64;
         Ok(())
     }
 
     async fn messages_page(&self, conversation_id: &str, before: Option<u64>, limit: usize) -> BResult<MessagePage> {
         let st = self.shared.state.lock();
-        let all = st.messages.get(conversation_id).map(Vec::as_slice).unwrap_or(&[]);
-        let end = before.map(|b| (b as usize).min(all.len())).unwrap_or(all.len());
+        let (trimmed, all) = st.messages.get(conversation_id).map_or((0, &[][..]), |(t, m)| (*t, m.as_slice()));
+        // Indexes count every message the conversation ever had; the list holds those after `trimmed`.
+        let end = before.map_or(all.len(), |b| usize::try_from(b.saturating_sub(trimmed)).unwrap_or(0).min(all.len()));
         let start = end.saturating_sub(limit);
         let mut messages: Vec<StoredMessage> = all[start..end].to_vec();
         messages.reverse();
-        Ok(MessagePage { messages, oldest_index: start as u64, has_more: start > 0 })
+        Ok(MessagePage { messages, oldest_index: start as u64 + trimmed, has_more: start > 0 })
     }
 
     async fn recent_messages(&self, conversation_id: &str, n: usize) -> BResult<Vec<StoredMessage>> {
         let st = self.shared.state.lock();
-        let all = st.messages.get(conversation_id).map(Vec::as_slice).unwrap_or(&[]);
+        let all = st.messages.get(conversation_id).map_or(&[][..], |(_, m)| m.as_slice());
         Ok(all[all.len().saturating_sub(n)..].to_vec())
     }
 

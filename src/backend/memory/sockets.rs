@@ -65,7 +65,7 @@ impl Registry for MemoryStore {
 
 #[async_trait]
 impl QuotaStore for MemoryStore {
-    async fn take(&self, key: &str, limit: u64, window_ms: u64) -> BResult<bool> {
+    async fn take_amount(&self, key: &str, amount: u64, limit: u64, window_ms: u64) -> BResult<bool> {
         let now = now_ms();
         let window = quota::window_of(now, window_ms);
         let mut st = self.shared.state.lock();
@@ -76,10 +76,10 @@ impl QuotaStore for MemoryStore {
             *w = window;
             *n = 0;
         }
-        if *n >= limit {
+        if n.saturating_add(amount) > limit {
             return Ok(false);
         }
-        *n += 1;
+        *n += amount;
         Ok(true)
     }
     async fn give_back(&self, key: &str, window_ms: u64) -> BResult<()> {

@@ -163,6 +163,8 @@ pub(super) struct Shared {
     pub(super) idle_ttl_s: i64,
     /// `session.conversation_ttl_s`: conversations expire this long after their last message.
     pub(super) conv_ttl_s: i64,
+    /// `session.conversation_max_messages`: the list is trimmed to this many on each append.
+    pub(super) conv_max_messages: usize,
     pub(super) log_len: usize,
     /// Last time (ms) a READONLY reply forced a reconnect; rate-limits reconnect storms.
     pub(super) last_readonly_reconnect: AtomicI64,

@@ -136,6 +136,7 @@ pub async fn connect(config: &Config) -> BResult<Backends> {
         cluster,
         idle_ttl_s: i64::try_from(config.session.idle_ttl_s).unwrap_or(i64::MAX).max(1),
         conv_ttl_s: i64::try_from(config.session.conversation_ttl_s).unwrap_or(i64::MAX).max(1),
+        conv_max_messages: config.session.conversation_max_messages.max(1),
         log_len: config.limits.log_len.max(1),
         last_readonly_reconnect: AtomicI64::new(0),
         replicated,

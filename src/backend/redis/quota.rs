@@ -21,11 +21,11 @@ impl RedisStore {
 
 #[async_trait]
 impl QuotaStore for RedisStore {
-    async fn take(&self, key: &str, limit: u64, window_ms: u64) -> BResult<bool> {
+    async fn take_amount(&self, key: &str, amount: u64, limit: u64, window_ms: u64) -> BResult<bool> {
         let s = self.s();
         let k = self.quota_key(key, window_ms);
-        let reply =
-            s.eval(&s.scripts.quota_take, vec![k], vec![limit.to_string(), window_ms.max(1).to_string()]).await?;
+        let args = vec![limit.to_string(), window_ms.max(1).to_string(), amount.to_string()];
+        let reply = s.eval(&s.scripts.quota_take, vec![k], args).await?;
         Ok(int(&reply) == Some(1))
     }
 

@@ -143,6 +143,7 @@ impl SessionStore for RedisStore {
                     inbound.into(),
                     crate::util::title_from(&message.text),
                     s.conv_ttl_s.to_string(),
+                    s.conv_max_messages.to_string(),
                 ],
             )
             .await?;
@@ -157,16 +158,21 @@ impl SessionStore for RedisStore {
         let s = self.s();
         let before = before.map(|b| b.to_string()).unwrap_or_default();
         let reply = s
-            .eval(&s.scripts.messages_page, vec![s.keys.msgs(conversation_id)], vec![before, limit.to_string()])
+            .eval(
+                &s.scripts.messages_page,
+                vec![s.keys.msgs(conversation_id), s.keys.conv(conversation_id)],
+                vec![before, limit.to_string()],
+            )
             .await?;
         let mut items = array(reply).into_iter();
         let start = items.next().as_ref().and_then(int).ok_or_else(|| corrupt("messages page", "no start index"))?;
+        let has_more = items.next().as_ref().and_then(int).ok_or_else(|| corrupt("messages page", "no more flag"))? == 1;
         let mut messages = items
             .map(|v| text(&v).ok_or_else(|| corrupt("message", "not text")).and_then(|t| parse_json("message", &t)))
             .collect::<BResult<Vec<StoredMessage>>>()?;
         messages.reverse();
         let start = u64::try_from(start).map_err(|e| corrupt("messages page", e))?;
-        Ok(MessagePage { messages, oldest_index: start, has_more: start > 0 })
+        Ok(MessagePage { messages, oldest_index: start, has_more })
     }
 
     async fn recent_messages(&self, conversation_id: &str, n: usize) -> BResult<Vec<StoredMessage>> {

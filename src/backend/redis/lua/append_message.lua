@@ -1,8 +1,10 @@
 -- KEYS: conv hash, msgs list. ARGV: message JSON, now_ms, inbound (1/0), title from the message, conversation
--- TTL s (renewed on both keys: a conversation lives that long after its last message).
+-- TTL s (renewed on both keys: a conversation lives that long after its last message), messages kept (the
+-- oldest past it are trimmed; `message_count` keeps counting every message, so indexes stay absolute).
 -- Returns {user id, org id} of the conversation (for the per-user index), or nil when it does not exist.
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[6]), -1)
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('HINCRBY', KEYS[1], 'message_count', 1)

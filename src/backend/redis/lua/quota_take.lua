@@ -1,7 +1,8 @@
--- KEYS: the window's counter. ARGV: limit, window ms. 1 when a use was counted, 0 when the limit is reached
--- (nothing counted). The counter expires with its window.
+-- KEYS: the window's counter. ARGV: limit, window ms, amount. 1 when the amount was counted, 0 when it would
+-- take the count past the limit (nothing counted). The counter expires with its window.
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')
-if n >= tonumber(ARGV[1]) then return 0 end
-redis.call('INCR', KEYS[1])
+local amount = tonumber(ARGV[3])
+if n + amount > tonumber(ARGV[1]) then return 0 end
+redis.call('INCRBY', KEYS[1], amount)
 if n == 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1

@@ -1,0 +1,115 @@
+//! `resume_session`: where a socket's replay starts, and what one replay may cost. A client that resumes in a
+//! loop, or resumes a session full of large events, would make the pod read and send the whole log each time:
+//! one resume replays at most `limits.resume_replay_bytes` (the newest events that fit; the ack then says
+//! `recovered: false`, as for a log trimmed past the client's position), and one user's replays are counted
+//! against `limits.replay_bytes_per_user_per_minute` on every pod (past it, `RATE_LIMITED`).
+
+use serde_json::json;
+
+use super::owned_session;
+use crate::app::App;
+use crate::conn::Conn;
+use crate::error::{ClientError, ErrorCode};
+use crate::protocol::outbound as out;
+
+/// Events per log read while sizing a replay (the catch-up reads pages of the same size).
+const PAGE: usize = 256;
+
+pub(super) async fn resume(
+    conn: &mut Conn,
+    rid: Option<&str>,
+    session_id: &str,
+    after_seq: u64,
+    epoch: Option<&str>,
+) -> Result<(), ClientError> {
+    owned_session(conn, session_id).await?;
+    let app = conn.app.clone();
+    let log = &app.backends.log;
+    let (current, bounds) = tokio::join!(log.epoch(session_id), log.bounds(session_id));
+    let (current, (oldest, latest)) = (current?, bounds?);
+    // The log reaches back to `after_seq` when `after_seq` counts in this log's epoch (the client's, when it
+    // says; else it must not be newer than anything this log has) and nothing after it was trimmed.
+    let same_epoch = match (epoch, current.as_deref()) {
+        (Some(theirs), Some(ours)) => theirs == ours,
+        (Some(_), None) => after_seq == 0,
+        (None, _) => true,
+    };
+    let recovered = same_epoch && after_seq <= latest && (latest == 0 || after_seq + 1 >= oldest);
+    let from = if recovered { after_seq } else { oldest.saturating_sub(1) };
+    let limits = &app.config.limits;
+    let replay = fit_replay(&app, session_id, from, latest, limits.resume_replay_bytes).await?;
+    let per_user = limits.replay_bytes_per_user_per_minute;
+    let budget = format!("replay:{}", crate::backend::user_key(&conn.identity.org_id, &conn.identity.user_id));
+    if replay.bytes > 0 && !app.backends.quotas.take_amount(&budget, replay.bytes, per_user, 60_000).await? {
+        return Err(ClientError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "replaying {} bytes would pass {per_user} bytes per minute for this user \
+                 (limits.replay_bytes_per_user_per_minute); resume again later",
+                replay.bytes
+            ),
+        ));
+    }
+    let recovered = recovered && !replay.cut;
+    conn.reply(&out::immediate(
+        rid,
+        200,
+        "Session resumed",
+        json!({"sessionId": session_id, "seq": latest, "epoch": current, "recovered": recovered}),
+    ));
+    conn.attach_session(session_id, Some((replay.after, current))).await?;
+    Ok(())
+}
+
+/// The replay a resume makes: the events after `after`.
+#[derive(Debug, PartialEq)]
+struct Replay {
+    after: u64,
+    /// Bytes of the logged events replayed.
+    bytes: u64,
+    /// Older missed events were left out to stay within the budget.
+    cut: bool,
+}
+
+/// The newest events after `from` (up to `latest`) whose logged bytes fit `budget`.
+async fn fit_replay(app: &App, session_id: &str, from: u64, latest: u64, budget: u64) -> Result<Replay, ClientError> {
+    let mut sizes: Vec<(u64, u64)> = Vec::new();
+    let mut pos = from;
+    while pos < latest {
+        let page = app.backends.log.read_after(session_id, pos, PAGE).await?;
+        let Some(&(last, _)) = page.last() else { break };
+        sizes.extend(page.iter().map(|(seq, json)| (*seq, json.len() as u64)));
+        pos = last;
+        if page.len() < PAGE {
+            break;
+        }
+    }
+    Ok(newest_within(&sizes, from, budget))
+}
+
+/// From `(seq, bytes)` in seq order: the replay of the newest that fit `budget`, starting after `from`.
+fn newest_within(sizes: &[(u64, u64)], from: u64, budget: u64) -> Replay {
+    let mut bytes = 0u64;
+    for &(seq, len) in sizes.iter().rev() {
+        if bytes + len > budget {
+            return Replay { after: seq, bytes, cut: true };
+        }
+        bytes += len;
+    }
+    Replay { after: from, bytes, cut: false }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_events_that_fit_are_replayed() {
+        let sizes = [(4, 100), (5, 300), (6, 200), (7, 250)];
+        assert_eq!(newest_within(&sizes, 3, 10_000), Replay { after: 3, bytes: 850, cut: false });
+        assert_eq!(newest_within(&sizes, 3, 850), Replay { after: 3, bytes: 850, cut: false }, "exactly full");
+        assert_eq!(newest_within(&sizes, 3, 760), Replay { after: 5, bytes: 450, cut: true });
+        assert_eq!(newest_within(&sizes, 3, 100), Replay { after: 7, bytes: 0, cut: true }, "even the newest is too big");
+        assert_eq!(newest_within(&[], 9, 100), Replay { after: 9, bytes: 0, cut: false });
+    }
+}
