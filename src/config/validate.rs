@@ -149,7 +149,10 @@ impl Config {
         }
         if self.limits.replay_bytes_per_user_per_minute < self.limits.resume_replay_bytes {
             // Else a full replay could never be taken, however long the client waits.
-            return Err(invalid("limits.replay_bytes_per_user_per_minute", "must be at least limits.resume_replay_bytes"));
+            return Err(invalid(
+                "limits.replay_bytes_per_user_per_minute",
+                "must be at least limits.resume_replay_bytes",
+            ));
         }
         positive("session.idle_ttl_s", self.session.idle_ttl_s)?;
         if self.confirm.timeout_s > self.session.idle_ttl_s {

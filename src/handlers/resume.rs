@@ -108,8 +108,13 @@ mod tests {
         let sizes = [(4, 100), (5, 300), (6, 200), (7, 250)];
         assert_eq!(newest_within(&sizes, 3, 10_000), Replay { after: 3, bytes: 850, cut: false });
         assert_eq!(newest_within(&sizes, 3, 850), Replay { after: 3, bytes: 850, cut: false }, "exactly full");
-        assert_eq!(newest_within(&sizes, 3, 760), Replay { after: 5, bytes: 450, cut: true });
-        assert_eq!(newest_within(&sizes, 3, 100), Replay { after: 7, bytes: 0, cut: true }, "even the newest is too big");
+        assert_eq!(newest_within(&sizes, 3, 760), Replay { after: 4, bytes: 750, cut: true });
+        assert_eq!(newest_within(&sizes, 3, 700), Replay { after: 5, bytes: 450, cut: true });
+        assert_eq!(
+            newest_within(&sizes, 3, 100),
+            Replay { after: 7, bytes: 0, cut: true },
+            "even the newest is too big"
+        );
         assert_eq!(newest_within(&[], 9, 100), Replay { after: 9, bytes: 0, cut: false });
     }
 }

@@ -166,7 +166,8 @@ impl SessionStore for RedisStore {
             .await?;
         let mut items = array(reply).into_iter();
         let start = items.next().as_ref().and_then(int).ok_or_else(|| corrupt("messages page", "no start index"))?;
-        let has_more = items.next().as_ref().and_then(int).ok_or_else(|| corrupt("messages page", "no more flag"))? == 1;
+        let has_more =
+            items.next().as_ref().and_then(int).ok_or_else(|| corrupt("messages page", "no more flag"))? == 1;
         let mut messages = items
             .map(|v| text(&v).ok_or_else(|| corrupt("message", "not text")).and_then(|t| parse_json("message", &t)))
             .collect::<BResult<Vec<StoredMessage>>>()?;
