@@ -249,6 +249,28 @@ async fn single_session_keys_carry_the_idle_ttl() {
     }
 }
 
+/// A busy session's resend-safety records stay small: the ops hash keeps the last 64 replies and one previous
+/// generation, not a reply per write for as long as the session keeps writing (it held up to 1,000 before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_ops_hashes_stay_bounded_on_a_busy_session() {
+    let redis = RedisServer::start();
+    init_tracing();
+    let config = config(&redis.url());
+    let pod = redis::connect(&config).await.expect("connect");
+    let sid = unique_id("s");
+    pod.sessions.create_session(&session(&sid), None).await.expect("create");
+    for n in 1..=600u64 {
+        assert_eq!(pod.log.append(&sid, &format!(r#"{{"n":{n}}}"#)).await.expect("append"), n);
+    }
+    let prefix = &config.redis_key_prefix;
+    let hlen = |key: String| -> u64 { redis.cli(&["HLEN", &key]).parse().expect("hlen") };
+    let (ops, prev) = (hlen(format!("{prefix}:{{{sid}}}:ops")), hlen(format!("{prefix}:{{{sid}}}:ops:prev")));
+    assert!((1..=64).contains(&ops), "current generation holds {ops}");
+    assert_eq!(prev, 64, "the previous generation holds one full hash");
+    let ttl: i64 = redis.cli(&["TTL", &format!("{prefix}:{{{sid}}}:ops")]).parse().expect("ttl");
+    assert!(ttl > 0 && ttl <= 60, "ops ttl {ttl}");
+}
+
 // ------------------------------------------------------------------------------------------- cluster
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

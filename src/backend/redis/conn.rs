@@ -17,7 +17,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 use tracing::{debug, warn};
 
 use super::durability::Replicated;
-use super::keys::{ops_key, Keys};
+use super::keys::{ops_keys, Keys};
 use super::scripts::Scripts;
 use super::url::{RedisTarget, UrlParts};
 use crate::backend::{BResult, BackendError};
@@ -174,10 +174,12 @@ pub(super) struct Shared {
     pub(super) _tasks: PodTasks,
 }
 
-/// The ops key and a fresh token appended to a [`once_lua`] script's keys and arguments.
+/// The ops key, its previous generation and a fresh token appended to a [`once_lua`] script's keys and
+/// arguments.
 fn once_args(mut keys: Vec<String>, mut args: Vec<String>) -> BResult<(Vec<String>, Vec<String>)> {
     let first = keys.first().ok_or_else(|| corrupt("script", "no key"))?;
-    keys.push(ops_key(first));
+    let (ops, prev) = ops_keys(first);
+    keys.extend([ops, prev]);
     args.push(uuid::Uuid::new_v4().simple().to_string());
     Ok((keys, args))
 }

@@ -53,12 +53,20 @@ impl Keys {
     }
 }
 
-/// The ops hash of the slot `key` belongs to: the key up to its hash tag, plus `:ops`.
-pub(super) fn ops_key(key: &str) -> String {
-    match key.find('}') {
+/// The ops hash of the slot `key` belongs to and its previous generation (see `lua/once.lua`): the key up to
+/// its hash tag plus `:ops` (and `:ops:prev`). An untagged key becomes the tag, so both land in its slot.
+pub(super) fn ops_keys(key: &str) -> (String, String) {
+    // Redis's rule: the tag is between the first `{` and the first `}` after it, when not empty.
+    let tag_end = key.find('{').and_then(|open| {
+        let close = open + 1 + key[open + 1..].find('}')?;
+        (close > open + 1).then_some(close)
+    });
+    let ops = match tag_end {
         Some(end) => format!("{}:ops", &key[..=end]),
-        None => format!("{key}:ops"),
-    }
+        None => format!("{{{key}}}:ops"),
+    };
+    let prev = format!("{ops}:prev");
+    (ops, prev)
 }
 
 /// The expiry index member of one parked call: both ids, so a stale entry (the call was replaced or decided)
@@ -76,6 +84,16 @@ pub(super) fn seq_of(id: &str) -> Option<u64> {
 mod tests {
     use super::*;
     use crate::backend::Channel;
+
+    #[test]
+    fn ops_hashes_share_the_slot_of_their_key() {
+        let (ops, prev) = ops_keys("sb:{abc}:log");
+        assert_eq!((ops.as_str(), prev.as_str()), ("sb:{abc}:ops", "sb:{abc}:ops:prev"));
+        let (ops, prev) = ops_keys("sb:idx:all");
+        assert_eq!((ops.as_str(), prev.as_str()), ("{sb:idx:all}:ops", "{sb:idx:all}:ops:prev"));
+        // `{}` is no hash tag (Redis hashes the whole name then), so the whole key becomes the tag.
+        assert_eq!(ops_keys("sb:{}:x").0, "{sb:{}:x}:ops");
+    }
 
     #[test]
     fn keys_share_the_session_slot() {

@@ -16,7 +16,7 @@
 //! | `P:{sid}:lease` | string, JSON [`TurnInfo`] | `acquire`/`renew` | the lease (PX) |
 //! | `P:{sid}:turn` | string, JSON [`TurnInfo`] | `acquire`/`renew` | idle (outlives the lease) |
 //! | `P:conv:{cid}`, `P:conv:{cid}:msgs` | hash of the record's fields, list of JSON messages | sessions | `session.conversation_ttl_s`, refreshed by each message |
-//! | `P:{sid}:ops`, `P:conv:{cid}:ops` | hash token → reply of a write script (see `lua/once.lua`) | 60 s |
+//! | `P:{sid}:ops`, `P:conv:{cid}:ops` (+ `:prev`) | hash token → reply of a write script, the last 64 and one previous generation (see `lua/once.lua`) | 60 s |
 //! | `P:user:{uid}:convs`, `P:org:{org}:convs` | zset cid → updated_at_ms (a user's, an org's) | sessions | conversation TTL, refreshed on use; expired members pruned when listed |
 //! | `P:settings:<org>` | string, JSON [`OrgSettings`] | `put_settings` (admin API) | none |
 //! | `P:confirm:expiry` | zset `["sid","call"]` → expires_at_ms | `park` | none (pruned lazily) |

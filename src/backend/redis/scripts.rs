@@ -7,10 +7,14 @@
 
 use fred::types::scripts::Script;
 
-/// How many recent replies a slot's ops hash keeps, and for how long after its last write. fred resends a
-/// command whose connection dropped after the reconnect (seconds later at most, bounded by the command
-/// timeout), so this only has to outlive that window.
-const OPS_CAP: u32 = 1000;
+/// How many recent replies a slot's ops hash keeps before it becomes the previous generation, and for how long
+/// after its last write. fred resends a command whose connection dropped after the reconnect (seconds later at
+/// most, bounded by the command timeout), so this only has to outlive that window: at least the last 64 writes
+/// of one slot (a turn's emitter waits for each append's reply before the next; the other writers of a
+/// session, lease renewals, publishes and decisions, write a few times a second at most). It was 1,000 with no
+/// generations: a busy session held up to 1,000 replies (~85 KB) for as long as it kept writing, which the soak
+/// showed as Redis memory growing for its whole half hour (docs/benchmarks.md); now at most 128 (~11 KB).
+const OPS_CAP: u32 = 64;
 const OPS_TTL_S: u32 = 60;
 
 /// Makes a write script safe to resend (`lua/once.lua`): the last KEY is an ops hash (same slot) and the last
@@ -97,7 +101,7 @@ mod tests {
     fn the_resend_wrapper_embeds_the_body_and_its_bounds() {
         let wrapped = once("return 42");
         assert!(wrapped.contains("local function run()\nreturn 42\nend"));
-        assert!(wrapped.contains(">= 1000 then") && wrapped.contains("EXPIRE', ops, 60)"));
+        assert!(wrapped.contains(">= 64 then") && wrapped.contains("EXPIRE', ops, 60)"));
         assert!(!wrapped.contains("__"), "every placeholder filled");
     }
 }
