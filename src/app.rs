@@ -100,6 +100,16 @@ impl App {
         Ok(seq)
     }
 
+    /// Appends an event another service publishes, only while the session exists (one step: a publish never
+    /// brings a deleted or expired session's log back). `None` when there is no such session.
+    pub(crate) async fn emit_live(&self, session_id: &str, event: &Value) -> Result<Option<u64>, ClientError> {
+        let seq = self.backends.log.append_guarded(session_id, vec![event.to_string()], Guard::Live).await?;
+        if seq.is_some() {
+            self.metrics.events_published(1);
+        }
+        Ok(seq)
+    }
+
     /// Appends a turn's terminal event if `guard` holds, in one step with the guard's lease change: the turn's
     /// own ending frees its slot ([`Guard::Release`]), the sweeper's forgets a lapsed turn ([`Guard::Lapsed`]).
     /// When the guard does not hold (a stalled turn that a sweeper ended; a lapsed turn resumed meanwhile) or

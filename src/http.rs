@@ -168,12 +168,12 @@ async fn deliver(app: &App, kind: &str, id: &str, org: &str, event: &Value) -> R
     };
     match kind {
         "session" => {
-            let exists = app.backends.sessions.get_session(id).await.map_err(|e| unavailable(e.to_string()))?;
-            if exists.is_none() {
-                return Err(problem(StatusCode::NOT_FOUND, "SESSION_NOT_FOUND", &format!("session '{id}' not found")));
+            // One step in the backend: appended only if the session exists (one round trip, no race with a
+            // deletion).
+            match app.emit_live(id, event).await.map_err(|e| unavailable(e.message))? {
+                Some(seq) => Ok(json!({"accepted": true, "seq": seq})),
+                None => Err(problem(StatusCode::NOT_FOUND, "SESSION_NOT_FOUND", &format!("session '{id}' not found"))),
             }
-            let seq = app.emit(id, event).await.map_err(|e| unavailable(e.message))?;
-            Ok(json!({"accepted": true, "seq": seq}))
         }
         "user" | "org" | "agent" => {
             let channel = match kind {

@@ -210,6 +210,9 @@ pub enum Guard<'a> {
     /// the sweeper's `TURN_INTERRUPTED` for a turn whose pod stopped renewing. A retry after an unknown
     /// outcome cannot end the turn twice.
     Lapsed(&'a str),
+    /// Only while the session's record exists: an event another service publishes (`/admin/publish`), checked
+    /// in the same step as the append, so a deleted or expired session's log is never brought back.
+    Live,
 }
 
 /// A pub/sub address. Session channels carry `"<seq>:<json>"`; all others carry the JSON event as is.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::sid;
+use super::{session, sid};
 use crate::backend::*;
 use crate::util::now_ms;
 
@@ -127,4 +127,15 @@ pub async fn guarded_appends(a: &Backends, b: &Backends) {
     assert_eq!(a.log.append_guarded(&id, ev(6), Guard::Lapsed("t2")).await.expect("append"), None);
     assert_eq!(a.log.append_guarded(&id, vec![], Guard::Release("t3")).await.expect("release"), Some(0));
     assert_eq!(b.log.bounds(&id).await.expect("bounds"), (1, 3));
+
+    // Another service's publish appends only into a session that exists, and never brings a deleted one's log
+    // back.
+    let live = sid();
+    assert_eq!(a.log.append_guarded(&live, ev(1), Guard::Live).await.expect("append"), None, "no such session");
+    assert_eq!(b.log.bounds(&live).await.expect("bounds"), (0, 0), "nothing was logged");
+    let (rec, conv) = session(&live, "alice");
+    a.sessions.create_session(&rec, Some(&conv)).await.expect("create");
+    assert_eq!(b.log.append_guarded(&live, ev(1), Guard::Live).await.expect("append"), Some(1));
+    b.sessions.delete_session(&rec).await.expect("delete");
+    assert_eq!(a.log.append_guarded(&live, ev(2), Guard::Live).await.expect("append"), None, "deleted");
 }

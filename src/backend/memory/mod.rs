@@ -315,6 +315,7 @@ impl EventLog for MemoryStore {
             |held: Option<&(TurnInfo, i64)>, turn_id: &str| held.is_some_and(|(i, d)| i.turn_id == turn_id && *d > now);
         match guard {
             Guard::None => {}
+            Guard::Live if st.sessions.get(session_id).is_some_and(|(_, t)| now - t < self.shared.idle_ttl_ms) => {}
             Guard::Holder(t) | Guard::Release(t) if live(st.leases.get(session_id), t) => {}
             Guard::Lapsed(t)
                 if st.leases.get(session_id).is_none_or(|(_, d)| *d <= now)

@@ -23,6 +23,7 @@ impl EventLog for RedisStore {
             Guard::Holder(t) => ("holder", t),
             Guard::Release(t) => ("release", t),
             Guard::Lapsed(t) => ("lapsed", t),
+            Guard::Live => ("live", ""),
         };
         let mut args = Vec::with_capacity(events.len() + 6);
         args.extend([s.log_len.to_string(), s.idle_ttl_s.to_string(), channel, publish.to_string()]);
@@ -37,6 +38,7 @@ impl EventLog for RedisStore {
                     s.keys.session_key(session_id, "lease"),
                     s.keys.session_key(session_id, "turn"),
                     s.keys.session_key(session_id, "epoch"),
+                    s.keys.session_key(session_id, "session"),
                 ],
                 args,
             )

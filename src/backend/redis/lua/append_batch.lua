@@ -1,5 +1,5 @@
--- KEYS: seq, log, lease, turn record, epoch. ARGV: log_len, idle_ttl_s, channel, publish command (PUBLISH or
--- SPUBLISH), guard (none, holder, release, lapsed), guard turn id, a fresh epoch (used only when the session has
+-- KEYS: seq, log, lease, turn record, epoch, session record. ARGV: log_len, idle_ttl_s, channel, publish command
+-- (PUBLISH or SPUBLISH), guard (none, holder, release, lapsed, live), guard turn id, a fresh epoch (used only when the session has
 -- none: the counter is new), then the events (run through once.lua, which adds the ops key and the call token:
 -- hence `#ARGV - 8` events).
 -- The guard is checked first, in the same step (see `Guard` in src/backend/mod.rs); -1 when it does not hold.
@@ -16,6 +16,8 @@ if guard == 'holder' or guard == 'release' then
   if not owned(KEYS[3]) then return -1 end
 elseif guard == 'lapsed' then
   if redis.call('EXISTS', KEYS[3]) == 1 or not owned(KEYS[4]) then return -1 end
+elseif guard == 'live' then
+  if redis.call('EXISTS', KEYS[6]) == 0 then return -1 end
 end
 if guard == 'release' or guard == 'lapsed' then
   redis.call('DEL', KEYS[3])
