@@ -222,14 +222,20 @@ single! {
 
 /// The keys of one session share a slot and carry the idle TTL, and nothing is left without one except the
 /// documented global indexes and conversations.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn single_session_keys_carry_the_idle_ttl() {
+/// A Redis of its own, one pod on it and a session created there (for tests that look at the keys).
+async fn one_pod_with_a_session() -> (RedisServer, Config, Backends, String) {
     let redis = RedisServer::start();
     init_tracing();
     let config = config(&redis.url());
     let pod = redis::connect(&config).await.expect("connect");
     let sid = unique_id("s");
     pod.sessions.create_session(&session(&sid), None).await.expect("create");
+    (redis, config, pod, sid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_session_keys_carry_the_idle_ttl() {
+    let (redis, config, pod, sid) = one_pod_with_a_session().await;
     pod.log.append(&sid, r#"{"n":1}"#).await.expect("append");
     let prefix = &config.redis_key_prefix;
     let ttl = |what: &str| -> i64 { redis.cli(&["TTL", &format!("{prefix}:{{{sid}}}:{what}")]).parse().expect("ttl") };
@@ -253,12 +259,7 @@ async fn single_session_keys_carry_the_idle_ttl() {
 /// generation, not a reply per write for as long as the session keeps writing (it held up to 1,000 before).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_ops_hashes_stay_bounded_on_a_busy_session() {
-    let redis = RedisServer::start();
-    init_tracing();
-    let config = config(&redis.url());
-    let pod = redis::connect(&config).await.expect("connect");
-    let sid = unique_id("s");
-    pod.sessions.create_session(&session(&sid), None).await.expect("create");
+    let (redis, config, pod, sid) = one_pod_with_a_session().await;
     for n in 1..=600u64 {
         assert_eq!(pod.log.append(&sid, &format!(r#"{{"n":{n}}}"#)).await.expect("append"), n);
     }
