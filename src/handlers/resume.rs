@@ -78,7 +78,9 @@ async fn fit_replay(app: &App, session_id: &str, from: u64, latest: u64, budget:
     while pos < latest {
         let page = app.backends.log.read_after(session_id, pos, PAGE).await?;
         let Some(&(last, _)) = page.last() else { break };
-        sizes.extend(page.iter().map(|(seq, json)| (*seq, json.len() as u64)));
+        // Only up to the `latest` the ack reports: events appended since (a turn still streaming) are not the
+        // missed range, so they are neither counted nor cut.
+        sizes.extend(page.iter().filter(|(seq, _)| *seq <= latest).map(|(seq, json)| (*seq, json.len() as u64)));
         pos = last;
         if page.len() < PAGE {
             break;
