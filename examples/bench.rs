@@ -11,26 +11,20 @@
 //! BENCH_PIDS (comma-separated server pids for CPU/RSS); the turns scenario then needs that server configured
 //! with the model at BENCH_MODEL_PORT. Results are printed; docs/benchmarks.md records them.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::response::IntoResponse;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
+mod common;
+use common::{free_port, now_ns, ChildGuard};
+
 const KEY: &str = "bench-publish-key-0123456789";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
-}
 
 /// (cpu seconds, rss KiB) of a process.
 fn proc_stats(pid: u32) -> (f64, u64) {
@@ -39,14 +33,7 @@ fn proc_stats(pid: u32) -> (f64, u64) {
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
         + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (ticks / 100.0, rss)
+    (ticks / 100.0, common::rss_kib(pid))
 }
 
 struct Env {
@@ -56,14 +43,6 @@ struct Env {
     /// The bench's own Redis, when it started one: its command counts are reported per turn.
     redis_port: Option<u16>,
     _children: Vec<ChildGuard>,
-}
-
-struct ChildGuard(Child);
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 async fn fake_model() -> u16 {
@@ -220,11 +199,9 @@ async fn create(ws: &mut Ws) -> String {
     recv(ws).await["data"]["sessionId"].as_str().unwrap_or_default().to_string()
 }
 
+/// Milliseconds at fraction `p` of sorted nanosecond latencies (NaN when none).
 fn pct(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize] as f64 / 1e6
+    common::percentile(sorted, p).map_or(f64::NAN, |ns| ns as f64 / 1e6)
 }
 
 /// Publishes session events on pod A at `rate`/s for `secs`; a socket on pod B receives them.

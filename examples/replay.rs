@@ -16,16 +16,12 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 mod common;
-use common::LocalRedis;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+use common::{env_or, LocalRedis};
 
 #[tokio::main]
 async fn main() {
-    let events = env_or("BENCH_EVENTS", 1_000);
-    let rounds = env_or("BENCH_ROUNDS", 30);
+    let events = env_or::<usize>("BENCH_EVENTS", 1_000);
+    let rounds = env_or::<usize>("BENCH_ROUNDS", 30);
     let redis = LocalRedis::start("replay-bench").await;
     let pod = redis.pod("replay", &format!("log_len = {}", events.max(1_000))).await;
     let url = format!("ws://{}/ws", pod.addr);

@@ -11,10 +11,10 @@
 //! model's chunk and the client's frame. Each report line also has each pod's RSS (from /proc) and Redis's
 //! `used_memory`. docs/benchmarks.md records the results.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::response::IntoResponse;
 use futures_util::{SinkExt, StreamExt};
@@ -24,26 +24,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 mod common;
-use common::free_port;
+use common::{env_or, free_port, now_ns, rss_kib, ChildGuard};
 
 const KEY: &str = "soak-publish-key-0123456789";
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
 
 fn redis_used_memory(port: u16) -> u64 {
     let out = Command::new("redis-cli").args(["-p", &port.to_string(), "INFO", "memory"]).output();
@@ -64,14 +47,6 @@ struct Counters {
     socket_failures: AtomicU64,
     /// Token latencies (µs) since the last report.
     latencies: Mutex<Vec<u64>>,
-}
-
-struct ChildGuard(Child);
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The model: 10 tokens 20 ms apart, each stamped with the time it is written; a tool call for "delete";
@@ -231,20 +206,19 @@ async fn client(
     }
 }
 
+
+/// Milliseconds at fraction `p` of sorted microsecond latencies (0 when none).
 fn pct(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize] as f64 / 1000.0
+    common::percentile(sorted, p).map_or(0.0, |us| us as f64 / 1000.0)
 }
 
 #[tokio::main]
 async fn main() {
-    let seconds = env_or("SOAK_SECONDS", 1_800);
-    let sockets = env_or("SOAK_SOCKETS", 1_000) as usize;
-    let every = env_or("SOAK_TURN_EVERY_S", 30);
-    let publish_per_s = env_or("SOAK_PUBLISH_PER_S", 20);
-    let report_s = env_or("SOAK_REPORT_S", 60);
+    let seconds = env_or::<u64>("SOAK_SECONDS", 1_800);
+    let sockets = env_or::<u64>("SOAK_SOCKETS", 1_000) as usize;
+    let every = env_or::<u64>("SOAK_TURN_EVERY_S", 30);
+    let publish_per_s = env_or::<u64>("SOAK_PUBLISH_PER_S", 20);
+    let report_s = env_or::<u64>("SOAK_REPORT_S", 60);
     let bin = std::env::var("SWITCHBOARD_BIN").unwrap_or_else(|_| "target/release/switchboard".into());
     let model = fake_model_and_tool().await;
     let redis = common::LocalRedis::start("soak").await;
