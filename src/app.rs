@@ -172,6 +172,21 @@ impl App {
 
     /// Cancels the session's turn wherever it is: parked (no pod), here, or on another pod.
     /// Returns whether a turn was found.
+    /// Takes a session's parked turn (the pending one, or `call`'s) to end it without an answer: an OTP park's
+    /// code goes with it, so a code sent for an ended call can never verify anything later. Every ending that
+    /// takes a park (cancel, a failed or lapsed turn, an undelivered code) goes through here.
+    pub(crate) async fn take_park_to_end(
+        &self,
+        session_id: &str,
+        call: Option<&str>,
+    ) -> Result<Option<crate::backend::ParkedTurn>, crate::backend::BackendError> {
+        let parked = self.backends.confirms.take(session_id, call).await?;
+        if parked.as_ref().is_some_and(|p| matches!(p.gate, crate::backend::Gate::Otp { .. })) {
+            self.backends.identity.consume_code(session_id).await?;
+        }
+        Ok(parked)
+    }
+
     pub(crate) async fn cancel_turn(&self, session_id: &str) -> Result<bool, ClientError> {
         // A parked turn that is resuming, or a local turn that is just registering, is caught on a look again.
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(200));
@@ -181,11 +196,7 @@ impl App {
             };
             if info.pod_id.is_empty() {
                 // Parked: whoever takes the parked record ends the turn.
-                if let Some(parked) = self.backends.confirms.take(session_id, None).await? {
-                    if matches!(parked.gate, crate::backend::Gate::Otp { .. }) {
-                        // The code was for the cancelled call: it must not verify anything later.
-                        self.backends.identity.consume_code(session_id).await?;
-                    }
+                if let Some(parked) = self.take_park_to_end(session_id, None).await? {
                     let cancelled = out::cancelled(&parked.request_id);
                     self.end_turn(session_id, Guard::Release(&parked.turn_id), &cancelled).await;
                     return Ok(true);

@@ -298,7 +298,7 @@ async fn run_in_span(app: Arc<App>, mut state: TurnState, decision: Option<Decis
 pub(crate) async fn take_own_park(app: &App, session_id: &str, turn_id: &str) {
     match app.backends.confirms.get(session_id).await {
         Ok(Some(p)) if p.turn_id == turn_id => {
-            if let Err(e) = app.backends.confirms.take(session_id, Some(&p.call.tool_call_id)).await {
+            if let Err(e) = app.take_park_to_end(session_id, Some(&p.call.tool_call_id)).await {
                 tracing::warn!(error = %e, %session_id, "could not take the ended turn's park");
             }
         }

@@ -65,11 +65,8 @@ pub(super) async fn require(
         }
         Err(e) => {
             tracing::warn!(error = %e, session_id = %state.session_id, tool = %name, "OTP code not delivered");
-            // No code reached the person: nothing may wait for it.
+            // No code reached the person: nothing may wait for it (taking the park removes its code).
             super::take_own_park(app, &state.session_id, &state.turn_id).await;
-            if let Err(e) = app.backends.identity.consume_code(&state.session_id).await {
-                tracing::warn!(error = %e, "could not remove an undelivered OTP code");
-            }
             let err = ClientError::new(ErrorCode::OtpSendFailed, "the verification code could not be sent");
             em.send(&out::error(Some(&state.request_id), &err));
             emit_stream(em, state, &chunk);

@@ -190,4 +190,16 @@ async fn no_contact_a_failed_delivery_and_an_expired_code_each_end_the_gate_clea
     c.send(&json!({"action": "cancel", "requestId": "r-x", "sessionId": sid})).await;
     assert_eq!(until_terminal(&mut c, "r-x").await.last().expect("end")["type"], "cancelled");
     assert_eq!(verify(&mut c, &sid, &code).await["data"]["data"]["error"], "NOT_FOUND");
+    // Cancel while the code is still being delivered (the turn is still running, its park already written):
+    // the code goes with the park all the same.
+    tools.set("otp", Behaviour::Delay(1_500, json!("sent")));
+    let before = tools.calls("otp").len();
+    llm.push(Reply::tool_call("call-r-y", "pay_invoice", &json!({"invoice": "43"})));
+    send_message(&mut c, &sid, "r-y", "pay invoice 43").await;
+    c.recv_until(|v| v["type"] == "otp_verification_required").await;
+    let call = tools.wait_for_calls("otp", before + 1, Duration::from_secs(5)).await.pop().expect("delivery");
+    c.send(&json!({"action": "cancel", "requestId": "r-y", "sessionId": sid})).await;
+    assert_eq!(until_terminal(&mut c, "r-y").await.last().expect("end")["type"], "cancelled");
+    let code = call.body["code"].as_str().expect("code").to_string();
+    assert_eq!(verify(&mut c, &sid, &code).await["data"]["data"]["error"], "NOT_FOUND", "a cancelled call's code");
 }
