@@ -206,7 +206,6 @@ async fn client(
     }
 }
 
-
 /// Milliseconds at fraction `p` of sorted microsecond latencies (0 when none).
 fn pct(sorted: &[u64], p: f64) -> f64 {
     common::percentile(sorted, p).map_or(0.0, |us| us as f64 / 1000.0)

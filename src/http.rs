@@ -48,8 +48,8 @@ fn authorized(app: &App, headers: &HeaderMap) -> bool {
     app.auth.publish_key_ok(crate::auth::bearer(headers))
 }
 
-fn problem(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
+fn problem(status: StatusCode, code: &'static str, message: &str) -> Response {
+    crate::admin::AdminError::new(status, code, message).into_response()
 }
 
 /// `POST /admin/publish {"target": {"type", "id"}, "event": {...}}` → 202 `{"accepted": true, "seq"?}`.

@@ -93,9 +93,7 @@ impl OtpService {
                     .json(&body)
                     .send()
                     .await
-                    .map_err(|e| {
-                        OtpError::Webhook(if e.is_timeout() { "timeout".into() } else { e.without_url().to_string() })
-                    })?;
+                    .map_err(|e| OtpError::Webhook(crate::util::http_failure(e)))?;
                 if resp.status().is_success() {
                     Ok(())
                 } else {

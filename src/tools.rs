@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use crate::config::{ToolConfig, ToolsConfig};
+use crate::util::{http_failure, read_capped, BodyError};
 
 /// URL of the demo agent's in-process tool (used only with the offline demo model).
 pub(crate) const DEMO_TOOL_URL: &str = "builtin:demo";
@@ -96,20 +96,15 @@ impl ToolRunner {
                 .body(bytes)
                 .send()
                 .await
-                .map_err(|e| format!("tool '{}' unreachable: {}", tool.name, without_url(e)))?;
+                .map_err(|e| format!("tool '{}' unreachable: {}", tool.name, http_failure(e)))?;
             let status = resp.status();
             if !status.is_success() {
                 return Err(format!("tool '{}' failed with HTTP {}", tool.name, status.as_u16()));
             }
-            let mut bytes = Vec::new();
-            let mut stream = resp.bytes_stream();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| format!("tool '{}' response broken: {}", tool.name, without_url(e)))?;
-                if bytes.len() + chunk.len() > self.max_output {
-                    return Err(format!("tool '{}' output exceeds {} bytes", tool.name, self.max_output));
-                }
-                bytes.extend_from_slice(&chunk);
-            }
+            let bytes = read_capped(resp, self.max_output).await.map_err(|e| match e {
+                BodyError::Broken(why) => format!("tool '{}' response broken: {why}", tool.name),
+                BodyError::TooLarge => format!("tool '{}' output exceeds {} bytes", tool.name, self.max_output),
+            })?;
             let v: Value =
                 serde_json::from_slice(&bytes).map_err(|_| format!("tool '{}' returned invalid JSON", tool.name))?;
             if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
@@ -144,15 +139,4 @@ fn signature(key: &ring::hmac::Key, t: i64, body: &[u8]) -> String {
     ctx.update(b".");
     ctx.update(body);
     format!("t={t},v1={}", crate::util::hex(ctx.sign().as_ref()))
-}
-
-/// reqwest errors include the URL, which may carry secrets; keep only the kind.
-fn without_url(e: reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timeout".into()
-    } else if e.is_connect() {
-        "connection refused".into()
-    } else {
-        e.without_url().to_string()
-    }
 }

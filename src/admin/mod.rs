@@ -20,7 +20,7 @@ use crate::auth::{AuthError, Identity, Role};
 use crate::backend::{ConversationRecord, SocketFilter};
 use crate::util::{decode_cursor, encode_cursor, rfc3339_from_ms};
 
-/// An admin API failure: an HTTP status and `{error: {code, message}}`.
+/// An `/admin/*` failure (the admin API's and `/admin/publish`'s): an HTTP status and `{error: {code, message}}`.
 pub(crate) struct AdminError {
     status: StatusCode,
     code: &'static str,
@@ -28,7 +28,7 @@ pub(crate) struct AdminError {
 }
 
 impl AdminError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> AdminError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> AdminError {
         AdminError { status, code, message: message.into() }
     }
     fn forbidden(need: Role) -> AdminError {

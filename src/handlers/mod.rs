@@ -197,7 +197,7 @@ async fn send_message(conn: &mut Conn, rid: Option<&str>, m: SendMessage) -> Res
         }
     };
     if let Err(e) = conn.attach_session(&session.session_id, None).await {
-        let _ = app.backends.leases.release(&session.session_id, &turn_id).await;
+        turn::give_back(&app, &session, &turn_id).await;
         return Err(e);
     }
     let input = TurnInput { message: m.message, stream: m.stream, images: m.images, files: m.files };

@@ -37,18 +37,28 @@ pub(super) async fn resume(
     let recovered = same_epoch && after_seq <= latest && (latest == 0 || after_seq + 1 >= oldest);
     let from = if recovered { after_seq } else { oldest.saturating_sub(1) };
     let limits = &app.config.limits;
-    let replay = fit_replay(&app, session_id, from, latest, limits.resume_replay_bytes).await?;
     let per_user = limits.replay_bytes_per_user_per_minute;
     let budget = format!("replay:{}", crate::backend::user_key(&conn.identity.org_id, &conn.identity.user_id));
-    if replay.bytes > 0 && !app.backends.quotas.take_amount(&budget, replay.bytes, per_user, 60_000).await? {
-        return Err(ClientError::new(
+    let quotas = &app.backends.quotas;
+    let refused = |bytes: u64| {
+        ClientError::new(
             ErrorCode::RateLimited,
             format!(
-                "replaying {} bytes would pass {per_user} bytes per minute for this user \
-                 (limits.replay_bytes_per_user_per_minute); resume again later",
-                replay.bytes
+                "replaying {bytes} bytes would pass {per_user} bytes per minute for this user \
+                 (limits.replay_bytes_per_user_per_minute); resume again later"
             ),
-        ));
+        )
+    };
+    let missed = latest > from;
+    // A user whose minute is spent is refused before the log is read: sizing the replay is the cost the
+    // budget bounds. The first byte is taken here, the rest once the replay is sized.
+    if missed && !quotas.take_amount(&budget, 1, per_user, 60_000).await? {
+        return Err(refused(1));
+    }
+    let replay = fit_replay(&app, session_id, from, latest, limits.resume_replay_bytes).await?;
+    let rest = replay.bytes.saturating_sub(1);
+    if missed && rest > 0 && !quotas.take_amount(&budget, rest, per_user, 60_000).await? {
+        return Err(refused(replay.bytes));
     }
     let recovered = recovered && !replay.cut;
     conn.reply(&out::immediate(

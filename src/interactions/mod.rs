@@ -57,6 +57,9 @@ impl Kind {
 }
 
 /// The model-callable tool for interactions held conversationally.
+/// The fields an identity-intake card may ask for (the spec accepts only these; the values are checked per key).
+const FIELD_KEYS: [&str; 3] = ["name", "email", "phone"];
+
 pub(crate) const FALLBACK_TOOL: &str = "submit_interaction";
 /// Shown to the person when the model gave no reason (or a blank one).
 pub(crate) const DEFAULT_REASON: &str = "to help you better";

@@ -5,9 +5,8 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{Kind, DEFAULT_REASON};
+use super::{Kind, DEFAULT_REASON, FIELD_KEYS};
 
-const FIELD_KEYS: [&str; 3] = ["name", "email", "phone"];
 const MAX_FIELDS: usize = 3;
 const MAX_QUESTIONS: usize = 4;
 const MAX_HEADER_CHARS: usize = 12;

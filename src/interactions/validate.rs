@@ -4,13 +4,12 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{submitted, Kind, FALLBACK_TOOL};
+use super::{submitted, Kind, FALLBACK_TOOL, FIELD_KEYS};
 
 const MAX_KEYS: usize = 50;
 const MAX_STRING_CHARS: usize = 2_000;
 const MAX_LIST: usize = 16;
 const MAX_NAME_CHARS: usize = 200;
-const FIELD_KEYS: [&str; 3] = ["name", "email", "phone"];
 const PHONE_SEPARATORS: [char; 5] = [' ', '-', '.', '(', ')'];
 
 const REQUIRED: &str = "this field is required";

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::json;
 
 use super::{Hit, KnowledgeError, Retriever, Scope};
+use crate::util::{http_failure, read_capped, BodyError};
 
 /// k passages of a few hundred chars fit many times over; more is a misbehaving host.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
@@ -32,20 +32,21 @@ impl WebhookRetriever {
     }
 
     async fn call(&self, body: &serde_json::Value) -> Result<Vec<Hit>, String> {
-        let resp = self.http.post(&self.url).json(body).send().await.map_err(|e| without_url(e, "unreachable"))?;
+        let resp = self
+            .http
+            .post(&self.url)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| format!("unreachable: {}", http_failure(e)))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(format!("HTTP {}", status.as_u16()));
         }
-        let mut bytes = Vec::new();
-        let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| without_url(e, "response broken"))?;
-            if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
-                return Err(format!("response over {MAX_RESPONSE_BYTES} bytes"));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
+        let bytes = read_capped(resp, MAX_RESPONSE_BYTES).await.map_err(|e| match e {
+            BodyError::Broken(why) => format!("response broken: {why}"),
+            BodyError::TooLarge => format!("response over {MAX_RESPONSE_BYTES} bytes"),
+        })?;
         // Position only: serde's message would echo the host's data.
         let answer: Answer = serde_json::from_slice(&bytes).map_err(|e| {
             format!("response is not {{\"results\": [...]}} (line {}, column {})", e.line(), e.column())
@@ -74,17 +75,6 @@ impl Retriever for WebhookRetriever {
             Ok(Err(msg)) => Err(KnowledgeError::Webhook(msg)),
             Err(_) => Err(KnowledgeError::Webhook(format!("timed out after {} ms", self.timeout.as_millis()))),
         }
-    }
-}
-
-/// reqwest's messages name the URL; keep only the kind of failure.
-fn without_url(e: reqwest::Error, what: &str) -> String {
-    if e.is_timeout() {
-        format!("{what}: timeout")
-    } else if e.is_connect() {
-        format!("{what}: cannot connect")
-    } else {
-        format!("{what}: {}", e.without_url())
     }
 }
 

@@ -24,7 +24,7 @@ use tracing::Instrument;
 use self::drive::drive;
 use self::emitter::{Emitter, Halt};
 pub(crate) use self::gates::stamp_identity;
-pub(crate) use self::start::{acquire, plan, prepare, Plan, TurnInput};
+pub(crate) use self::start::{acquire, give_back, plan, prepare, Plan, TurnInput};
 pub(crate) use self::sweeper::sweep_loop;
 use crate::app::App;
 use crate::backend::{Guard, ParkedTurn, TurnInfo};

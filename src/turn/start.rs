@@ -185,8 +185,14 @@ pub(crate) async fn prepare(
     }
     .await;
     if prepared.is_err() {
-        let _ = app.backends.leases.release(&session.session_id, turn_id).await;
-        let _ = app.backends.quotas.release_hold(&super::hold_key(&session.org_id, &session.user_id), turn_id).await;
+        give_back(app, session, turn_id).await;
     }
     prepared
+}
+
+/// Gives back what [`acquire`] took, for a turn that will not run after all: the session's lease and the user's
+/// place among their running turns (left to lapse, the place would block the user for `turn.lease_ms`).
+pub(crate) async fn give_back(app: &App, session: &SessionRecord, turn_id: &str) {
+    let _ = app.backends.leases.release(&session.session_id, turn_id).await;
+    let _ = app.backends.quotas.release_hold(&super::hold_key(&session.org_id, &session.user_id), turn_id).await;
 }

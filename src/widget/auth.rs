@@ -12,11 +12,9 @@ pub(crate) const MAX_SKEW_S: i64 = 60;
 /// `ORIGIN_NOT_ALLOWED` when the agent restricts origins and the page's is not one (no `Origin`: not a
 /// browser, nothing to check).
 pub(crate) fn check_origin(agent: &AgentConfig, origin: Option<&str>) -> Result<(), ClientError> {
-    match origin {
-        Some(o) if !agent.allowed_origins.is_empty() && !crate::util::origin_allowed(&agent.allowed_origins, o) => {
-            Err(ClientError::new(ErrorCode::OriginNotAllowed, format!("this agent cannot be used from {o}")))
-        }
-        _ => Ok(()),
+    match crate::util::origin_refused(&agent.allowed_origins, origin) {
+        Some(o) => Err(ClientError::new(ErrorCode::OriginNotAllowed, format!("this agent cannot be used from {o}"))),
+        None => Ok(()),
     }
 }
 

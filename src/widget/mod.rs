@@ -26,14 +26,18 @@ pub(crate) fn versioned_path() -> String {
     format!("/widget/v{}.js", env!("CARGO_PKG_VERSION"))
 }
 
-/// A strong validator for the source (FNV-1a of the bytes; it changes with every edit of the file).
-fn etag() -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in WIDGET_JS.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("\"{h:016x}\"")
+/// A strong validator for the source (FNV-1a of the bytes; it changes with every edit of the file), computed
+/// once: the source is a constant, and every request for the script compares against it.
+fn etag() -> &'static str {
+    static ETAG: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in WIDGET_JS.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("\"{h:016x}\"")
+    });
+    &ETAG
 }
 
 pub(crate) fn router(app: Arc<App>) -> Router {
@@ -48,7 +52,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
 
 fn script(headers: &HeaderMap, cache: &'static str) -> Response {
     let tag = etag();
-    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(tag.as_str()) {
+    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(tag) {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response();
     }
     let mut resp = WIDGET_JS.into_response();
@@ -58,7 +62,7 @@ fn script(headers: &HeaderMap, cache: &'static str) -> Response {
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     // Any site may load the script (it is public code); the socket is what origins are checked on.
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    if let Ok(v) = HeaderValue::from_str(&tag) {
+    if let Ok(v) = HeaderValue::from_str(tag) {
         h.insert(header::ETAG, v);
     }
     resp
