@@ -35,7 +35,7 @@ pub(super) async fn confirm(
         )
     };
     // An unknown or foreign session has nothing pending either (§2): the same answer reveals nothing.
-    owned_session(conn, session_id).await.map_err(|_| no_pending())?;
+    owned_session(conn, session_id).await.map_err(|e| unless_missing(e, no_pending))?;
     conn.attach_session(session_id, None).await?;
     // The parked record is stored before `write_confirmation_required` is published (turn::park), so a
     // decision never arrives before it: no waiting here.
@@ -76,7 +76,7 @@ pub(super) async fn submit_interaction(
     let sid = s.session_id.as_str();
     let no_pending =
         || ClientError::new(ErrorCode::NoPendingInteraction, format!("no interaction is waiting on session '{sid}'"));
-    owned_session(conn, sid).await.map_err(|_| no_pending())?;
+    owned_session(conn, sid).await.map_err(|e| unless_missing(e, no_pending))?;
     let parked = app.backends.confirms.get(sid).await?.ok_or_else(no_pending)?;
     let Gate::Interaction { interaction_id, interaction_kind, spec, .. } = &parked.gate else {
         return Err(no_pending());
@@ -200,4 +200,14 @@ async fn refuse_otp_park(app: &std::sync::Arc<crate::app::App>, sid: &str, why: 
         turn::resume_with(app.clone(), parked, Resolution::Result(ToolOutcome { is_error: true, result })).await;
     }
     Ok(())
+}
+
+/// An unknown or foreign session is answered as "nothing pending" (the same answer reveals nothing); a store
+/// that failed stays an error the client can retry on.
+fn unless_missing(e: ClientError, no_pending: impl Fn() -> ClientError) -> ClientError {
+    if e.code == ErrorCode::SessionNotFound {
+        no_pending()
+    } else {
+        e
+    }
 }

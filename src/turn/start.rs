@@ -20,9 +20,8 @@ use crate::util::{new_id, now_ms, now_rfc3339};
 /// What a request may ask of its turn, checked against the session's agent.
 pub(crate) struct Plan {
     agent: Arc<AgentConfig>,
-    model: String,
-    /// The client named the model (an org's settings then do not replace it).
-    model_requested: bool,
+    /// The model the client named (checked against the agent's); it wins over the org's and the default.
+    model: Option<String>,
 }
 
 /// The user's side of a new turn.
@@ -44,13 +43,10 @@ pub(crate) fn plan(app: &App, agent_id: &str, model: Option<&str>, skill: Option
     if let Some(skill) = skill {
         return Err(ClientError::new(ErrorCode::SkillNotFound, format!("skill '{skill}' not found")));
     }
-    let requested = model;
-    let model = match requested {
-        Some(name) if agent.models.iter().any(|x| x == name) => name.to_string(),
-        Some(name) => return Err(ClientError::validation(format!("model '{name}' is not offered by this agent"))),
-        None => app.config.llm.model.clone(),
-    };
-    Ok(Plan { agent, model, model_requested: requested.is_some() })
+    if let Some(name) = model.filter(|name| !agent.models.iter().any(|x| x == name)) {
+        return Err(ClientError::validation(format!("model '{name}' is not offered by this agent")));
+    }
+    Ok(Plan { agent, model: model.map(str::to_string) })
 }
 
 /// Takes the session's turn slot for a new turn (`TURN_IN_PROGRESS` when one runs); returns the turn id.
@@ -127,10 +123,7 @@ pub(crate) async fn prepare(
         // The org's admin-set overrides (§14), read here so a change applies to the next turn on every pod.
         let org = app.backends.settings.get_settings(&session.org_id).await?.unwrap_or_default();
         let prompt = org.system_prompt.as_deref().unwrap_or(&plan.agent.system_prompt);
-        let model = match (&org.model, plan.model_requested) {
-            (Some(m), false) => m.clone(),
-            _ => plan.model.clone(),
-        };
+        let model = plan.model.clone().or(org.model).unwrap_or_else(|| app.config.llm.model.clone());
         let mut messages = Vec::with_capacity(history.len() + 2);
         if !prompt.is_empty() {
             messages.push(ChatMessage::text("system", prompt));

@@ -57,7 +57,8 @@ impl IdentityStore for RedisStore {
             ("max", code.max_attempts.to_string()),
             ("used", "0".into()),
         ];
-        s.client.del::<(), _>(&key).await.map_err(|e| s.err(e))?;
+        // Every field is written, so the old code (and its attempt count) is replaced without a DEL that would
+        // let a concurrent attempt find no code at all.
         s.client.hset::<(), _, _>(&key, fields).await.map_err(|e| s.err(e))?;
         // Kept a little past its expiry so a late attempt is told EXPIRED rather than NOT_FOUND.
         let ttl_ms = (code.expires_at_ms - crate::util::now_ms()).max(0) + 60_000;
