@@ -37,16 +37,9 @@ const WRITER_BUDGET_BYTES: usize = 15_000_000;
 /// Following symlinked directories (a ConfigMap mount) could loop; no real knowledge tree is this deep.
 const MAX_DIR_DEPTH: usize = 16;
 
-/// A source document before chunking.
-#[derive(Debug, Clone)]
-pub(crate) struct Document {
-    pub id: String,
-    pub title: String,
-    pub url: Option<String>,
-    pub content: String,
-    /// Empty = the "default" set.
-    pub sets: Vec<String>,
-}
+/// A source document before chunking: the configured shape (`[[knowledge.documents]]`), which files from
+/// `knowledge.dir` and the demo's samples are loaded into too.
+pub(crate) use crate::config::KnowledgeDocument as Document;
 
 struct Fields {
     doc_id: Field,
@@ -72,7 +65,7 @@ impl BuiltinIndex {
     /// whitespace before 500 chars, else hard at a char boundary; consecutive short paragraphs are packed into one
     /// chunk while the chunk stays ≤ 500 chars) and indexes the chunks in RAM with BM25 and English stemming
     /// ("return" finds "returns", "returning").
-    pub(crate) fn build(docs: &[Document]) -> Result<BuiltinIndex, KnowledgeError> {
+    pub(crate) fn build<'a>(docs: impl IntoIterator<Item = &'a Document>) -> Result<BuiltinIndex, KnowledgeError> {
         let mut schema = Schema::builder();
         // Frequencies for BM25; no positions, since queries are reduced to plain words (see `plain_words`).
         let indexing = TextFieldIndexing::default().set_tokenizer(ANALYZER);

@@ -34,32 +34,25 @@ pub(crate) fn from_config(config: &Config) -> Result<Option<Arc<dyn Retriever>>,
         let timeout = Duration::from_millis(k.timeout_ms);
         return Ok(Some(Arc::new(WebhookRetriever::new(k.search_url.clone(), timeout))));
     }
-    let mut docs: Vec<Document> = k
-        .documents
-        .iter()
-        .map(|d| Document {
-            id: d.id.clone(),
-            title: d.title.clone(),
-            url: d.url.clone(),
-            content: d.content.clone(),
-            sets: d.sets.clone(),
-        })
-        .collect();
+    // The configured documents are indexed where they are (no copy of their content); files and the demo's
+    // samples are loaded beside them.
+    let mut loaded: Vec<Document> = Vec::new();
     if !k.dir.is_empty() {
-        let found = load_dir(Path::new(&k.dir), k.max_document_bytes).map_err(|e| format!("knowledge.dir: {e}"))?;
-        if found.is_empty() {
+        loaded = load_dir(Path::new(&k.dir), k.max_document_bytes).map_err(|e| format!("knowledge.dir: {e}"))?;
+        if loaded.is_empty() {
             tracing::warn!(dir = %k.dir, "knowledge.dir holds no documents");
         }
-        docs.extend(found);
     }
-    if docs.is_empty() && k.dir.is_empty() && config.agents.is_empty() && config.llm.base_url.is_empty() {
-        docs = demo_documents();
+    let none = k.documents.is_empty() && loaded.is_empty();
+    if none && k.dir.is_empty() && config.agents.is_empty() && config.llm.base_url.is_empty() {
+        loaded = demo_documents();
     }
-    if docs.is_empty() {
+    let documents = k.documents.len() + loaded.len();
+    if documents == 0 {
         return Ok(None);
     }
-    let index = BuiltinIndex::build(&docs).map_err(|e| format!("knowledge: {e}"))?;
-    tracing::info!(documents = docs.len(), chunks = index.chunk_count(), "knowledge indexed");
+    let index = BuiltinIndex::build(k.documents.iter().chain(&loaded)).map_err(|e| format!("knowledge: {e}"))?;
+    tracing::info!(documents, chunks = index.chunk_count(), "knowledge indexed");
     Ok(Some(Arc::new(index)))
 }
 
