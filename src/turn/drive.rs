@@ -43,6 +43,7 @@ async fn drive_inner(
         .agents
         .get(&state.agent_id)
         .ok_or_else(|| ClientError::new(ErrorCode::AgentNotFound, "the session's agent is no longer configured"))?;
+    super::auto_context(app, &agent, state).await;
     loop {
         if run_pending_tools(app, em, state, &agent, decision).await? == Pending::Parked {
             return Ok(Outcome::Parked);

@@ -24,7 +24,7 @@ use tracing::Instrument;
 use self::drive::drive;
 use self::emitter::{Emitter, Halt};
 pub(crate) use self::gates::stamp_identity;
-pub(crate) use self::start::{acquire, give_back, plan, prepare, Plan, TurnInput};
+pub(crate) use self::start::{acquire, auto_context, give_back, plan, prepare, Plan, TurnInput};
 pub(crate) use self::sweeper::sweep_loop;
 use crate::app::App;
 use crate::backend::{Guard, ParkedTurn, TurnInfo};
@@ -61,6 +61,10 @@ pub(crate) struct TurnState {
     /// The client's render capabilities (§9): which interaction cards it can show.
     #[serde(default)]
     pub supports: Vec<String>,
+    /// The user's message, until the turn's task has looked up its knowledge (§11): set by `prepare`, taken
+    /// before the first model call, so a retrieval (up to `knowledge.timeout_ms`) never delays the 202.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knowledge_query: Option<String>,
     /// Knowledge given to the model before the turn (§11), cited first.
     #[serde(default)]
     pub knowledge_auto: Vec<crate::knowledge::Hit>,

@@ -12,7 +12,7 @@ use crate::app::App;
 use crate::backend::{Direction, SessionRecord, StoredMessage, TurnInfo};
 use crate::config::AgentConfig;
 use crate::error::{ClientError, ErrorCode};
-use crate::knowledge::{Hit, Scope};
+use crate::knowledge::Scope;
 use crate::llm::ChatMessage;
 use crate::protocol::inbound::Image;
 use crate::util::{new_id, now_ms, now_rfc3339};
@@ -82,21 +82,29 @@ pub(crate) async fn acquire(app: &App, session: &SessionRecord, request_id: &str
     Ok(turn_id)
 }
 
-/// The agent's knowledge for the user's message, given to the model before the turn (§11). A failing
-/// retrieval (webhook down, slow, garbage) means no context, never a failed turn.
-async fn auto_context(app: &App, agent: &AgentConfig, session: &SessionRecord, message: &str) -> Vec<Hit> {
-    let Some(retriever) = &app.knowledge else { return Vec::new() };
+/// Looks up the agent's knowledge for the user's message and gives it to the model just before that message
+/// (§11), once per turn, from the turn's task. A failing retrieval (webhook down, slow, garbage) means no
+/// context, never a failed turn.
+pub(crate) async fn auto_context(app: &App, agent: &AgentConfig, state: &mut TurnState) {
+    let Some(message) = state.knowledge_query.take() else { return };
+    let Some(retriever) = &app.knowledge else { return };
     if message.trim().is_empty() {
-        return Vec::new();
+        return;
     }
-    let scope = Scope { org_id: &session.org_id, agent_id: &session.agent_id, sets: agent.knowledge_sets.as_deref() };
-    match retriever.search(message, app.config.knowledge.top_k, &scope).await {
+    let scope = Scope { org_id: &state.org_id, agent_id: &state.agent_id, sets: agent.knowledge_sets.as_deref() };
+    let hits = match retriever.search(&message, app.config.knowledge.top_k, &scope).await {
         Ok(hits) => hits,
         Err(e) => {
-            tracing::warn!(error = %e, session_id = %session.session_id, "knowledge retrieval failed: no context");
-            Vec::new()
+            tracing::warn!(error = %e, session_id = %state.session_id, "knowledge retrieval failed: no context");
+            return;
         }
+    };
+    if let Some(context) = crate::knowledge::citations::context_message(&hits) {
+        // Before the user's message, which is the last one.
+        let at = state.messages.len().saturating_sub(1);
+        state.messages.insert(at, ChatMessage::text("system", &context));
     }
+    state.knowledge_auto = hits;
 }
 
 /// Stores the user's message and builds the turn's state (system prompt, history, the message with its
@@ -132,10 +140,7 @@ pub(crate) async fn prepare(
             let role = if h.direction == Direction::Inbound { "user" } else { "assistant" };
             messages.push(ChatMessage::text(role, &h.text));
         }
-        let knowledge = auto_context(app, &plan.agent, session, &input.message).await;
-        if let Some(context) = crate::knowledge::citations::context_message(&knowledge) {
-            messages.push(ChatMessage::text("system", &context));
-        }
+        let knowledge_query = app.knowledge.is_some().then(|| input.message.clone());
         let content = if input.images.is_empty() {
             Value::String(input.message)
         } else {
@@ -172,7 +177,8 @@ pub(crate) async fn prepare(
             org_id: session.org_id.clone(),
             traceparent: None,
             supports: session.supports.clone(),
-            knowledge_auto: knowledge,
+            knowledge_query,
+            knowledge_auto: Vec::new(),
             knowledge_tool: Vec::new(),
         })
     }
