@@ -79,10 +79,14 @@ pub(crate) fn tool_result_chunk(request_id: &str, name: &str, is_error: bool, re
     chunk(request_id, name, json!({"toolResult": {"name": name, "isError": is_error, "result": result}}))
 }
 
+/// The envelope of the events whose payload sits at `data.data`: `{type, requestId, data: {requestId, data},
+/// timestamp}` (confirmation, interaction and OTP events).
+fn nested(kind: &str, request_id: &str, payload: Value) -> Value {
+    json!({"type": kind, "requestId": request_id, "data": {"requestId": request_id, "data": payload}, "timestamp": now_ms()})
+}
+
 pub(crate) fn write_confirmation_required(request_id: &str, tool_id: &str, description: &str) -> Value {
-    json!({"type": "write_confirmation_required", "requestId": request_id,
-           "data": {"requestId": request_id, "data": {"toolId": tool_id, "actionDescription": description}},
-           "timestamp": now_ms()})
+    nested("write_confirmation_required", request_id, json!({"toolId": tool_id, "actionDescription": description}))
 }
 
 /// The single authoritative end of a turn.
@@ -123,46 +127,37 @@ pub(crate) fn interaction_required(
     spec: &Value,
     reason: &str,
 ) -> Value {
-    json!({"type": "interaction_required", "requestId": request_id,
-           "data": {"requestId": request_id, "data": {"interactionId": interaction_id, "kind": kind, "spec": spec, "reason": reason}},
-           "timestamp": now_ms()})
+    let payload = json!({"interactionId": interaction_id, "kind": kind, "spec": spec, "reason": reason});
+    nested("interaction_required", request_id, payload)
 }
 
 /// `interaction_invalid` (§9): a reply to the submit (the park stays); `errors` is `[{field, message}]`.
 pub(crate) fn interaction_invalid(request_id: &str, interaction_id: &str, kind: &str, errors: Value) -> Value {
-    json!({"type": "interaction_invalid", "requestId": request_id,
-           "data": {"requestId": request_id, "data": {"interactionId": interaction_id, "kind": kind, "errors": errors,
-                    "message": crate::interactions::INVALID_SUMMARY}},
-           "timestamp": now_ms()})
+    let payload = json!({"interactionId": interaction_id, "kind": kind, "errors": errors,
+                         "message": crate::interactions::INVALID_SUMMARY});
+    nested("interaction_invalid", request_id, payload)
 }
 
 /// `otp_verification_required` (§10): the gated tool waits for the session to be verified.
 pub(crate) fn otp_verification_required(request_id: &str, tool_id: &str, channels: &[&str], auth_level: &str) -> Value {
-    json!({"type": "otp_verification_required", "requestId": request_id,
-           "data": {"requestId": request_id, "data": {"toolId": tool_id,
-               "actionDescription": format!("Verify your identity to continue using '{tool_id}'."),
-               "availableChannels": channels, "authLevel": auth_level}},
-           "timestamp": now_ms()})
+    let payload = json!({"toolId": tool_id,
+                         "actionDescription": format!("Verify your identity to continue using '{tool_id}'."),
+                         "availableChannels": channels, "authLevel": auth_level});
+    nested("otp_verification_required", request_id, payload)
 }
 
 pub(crate) fn otp_sent(request_id: &str, channel: &str, masked: &str) -> Value {
-    json!({"type": "otp_sent", "requestId": request_id,
-           "data": {"requestId": request_id, "data": {"channel": channel, "maskedDestination": masked}},
-           "timestamp": now_ms()})
+    nested("otp_sent", request_id, json!({"channel": channel, "maskedDestination": masked}))
 }
 
 pub(crate) fn otp_verified(request_id: &str) -> Value {
-    json!({"type": "otp_verified", "requestId": request_id,
-           "data": {"requestId": request_id, "data": {"message": "Identity verified successfully."}},
-           "timestamp": now_ms()})
+    nested("otp_verified", request_id, json!({"message": "Identity verified successfully."}))
 }
 
 /// `otp_invalid` (§10): `error` is `INVALID_CODE`, `MAX_ATTEMPTS`, `EXPIRED` or `NOT_FOUND`.
 pub(crate) fn otp_invalid(request_id: &str, error: &str, attempts_remaining: u32, message: &str) -> Value {
-    json!({"type": "otp_invalid", "requestId": request_id,
-           "data": {"requestId": request_id, "data": {"error": error, "attemptsRemaining": attempts_remaining,
-                    "message": message}},
-           "timestamp": now_ms()})
+    let payload = json!({"error": error, "attemptsRemaining": attempts_remaining, "message": message});
+    nested("otp_invalid", request_id, payload)
 }
 
 pub(crate) fn cancelled(request_id: &str) -> Value {
