@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::validate::{http_url, positive};
 use super::{invalid, Config, ConfigError};
 
 /// The browser widget (§13).
@@ -139,9 +140,7 @@ pub struct KnowledgeDocument {
 impl Config {
     /// The rules of the §9–§11 sections. Each error names the key.
     pub(super) fn validate_features(&self) -> Result<(), ConfigError> {
-        if self.interaction.timeout_s == 0 {
-            return Err(invalid("interaction.timeout_s", "must be positive"));
-        }
+        positive("interaction.timeout_s", self.interaction.timeout_s)?;
         let otp = &self.otp;
         match otp.delivery.as_str() {
             "auto" | "log" | "webhook" => {}
@@ -162,9 +161,10 @@ impl Config {
         if !(4..=10).contains(&otp.code_length) {
             return Err(invalid("otp.code_length", "must be 4..=10 digits"));
         }
-        if otp.ttl_s == 0 || otp.max_attempts == 0 || otp.verify_per_minute == 0 || otp.timeout_ms == 0 {
-            return Err(invalid("otp", "ttl_s, max_attempts, verify_per_minute and timeout_ms must be positive"));
-        }
+        positive("otp.ttl_s", otp.ttl_s)?;
+        positive("otp.max_attempts", u64::from(otp.max_attempts))?;
+        positive("otp.verify_per_minute", otp.verify_per_minute)?;
+        positive("otp.timeout_ms", otp.timeout_ms)?;
         let k = &self.knowledge;
         if !k.search_url.is_empty() {
             http_url("knowledge.search_url", &k.search_url)?;
@@ -178,9 +178,8 @@ impl Config {
         if !(1..=20).contains(&k.top_k) {
             return Err(invalid("knowledge.top_k", "must be 1..=20"));
         }
-        if k.timeout_ms == 0 || k.max_document_bytes == 0 {
-            return Err(invalid("knowledge", "timeout_ms and max_document_bytes must be positive"));
-        }
+        positive("knowledge.timeout_ms", k.timeout_ms)?;
+        positive("knowledge.max_document_bytes", k.max_document_bytes)?;
         if let Some(bad) = self.http.allowed_origins.iter().find(|o| !crate::util::origin_pattern_ok(o)) {
             return Err(invalid(
                 "http.allowed_origins",
@@ -232,14 +231,6 @@ impl Config {
         }
         Ok(())
     }
-}
-
-fn http_url(key: &str, url: &str) -> Result<(), ConfigError> {
-    let u = reqwest::Url::parse(url).map_err(|e| invalid(key, format!("not a URL: {e}")))?;
-    if !matches!(u.scheme(), "http" | "https") {
-        return Err(invalid(key, "must be http:// or https://"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

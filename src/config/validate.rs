@@ -38,11 +38,7 @@ impl Config {
             return Err(invalid("redis_key_prefix", "must be non-empty without braces or spaces"));
         }
         if !self.llm.base_url.is_empty() {
-            let u = reqwest::Url::parse(&self.llm.base_url)
-                .map_err(|e| invalid("llm.base_url", format!("not a URL: {e}")))?;
-            if !matches!(u.scheme(), "http" | "https") {
-                return Err(invalid("llm.base_url", "must be http:// or https://"));
-            }
+            http_url("llm.base_url", &self.llm.base_url)?;
         }
         if self.llm.model.is_empty() {
             return Err(invalid("llm.model", "must not be empty"));
@@ -183,10 +179,7 @@ impl Config {
                 if !ok || !names.insert(tool.name.as_str()) {
                     return Err(invalid(&tkey("name"), "must be unique, 1-64 chars of [A-Za-z0-9_-]"));
                 }
-                let u = reqwest::Url::parse(&tool.url).map_err(|e| invalid(&tkey("url"), format!("not a URL: {e}")))?;
-                if !matches!(u.scheme(), "http" | "https") {
-                    return Err(invalid(&tkey("url"), "must be http:// or https://"));
-                }
+                http_url(&tkey("url"), &tool.url)?;
                 if !tool.parameters.is_object() {
                     return Err(invalid(&tkey("parameters"), "must be a JSON Schema object"));
                 }
@@ -196,7 +189,16 @@ impl Config {
     }
 }
 
-fn positive(key: &str, v: u64) -> Result<(), ConfigError> {
+/// `url` parses and is http(s); the error names `key`.
+pub(super) fn http_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let u = reqwest::Url::parse(url).map_err(|e| invalid(key, format!("not a URL: {e}")))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(invalid(key, "must be http:// or https://"));
+    }
+    Ok(())
+}
+
+pub(super) fn positive(key: &str, v: u64) -> Result<(), ConfigError> {
     if v == 0 {
         Err(invalid(key, "must be greater than 0"))
     } else {
