@@ -1,14 +1,12 @@
-//! The pod: shared state of one Switchboard process, its background loops (bus delivery, sweepers, canary,
-//! registry heartbeat) and the operations several layers share (emitting a session event, cancelling a turn).
+//! The pod: it composes the parts of one Switchboard process (config, stores, the hub, the turn service, auth)
+//! and runs its background loops (bus delivery, pod control messages, canary) and readiness. Turns are
+//! started, answered, cancelled and inspected only through [`Turns`].
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::agents::Agents;
@@ -20,35 +18,22 @@ use crate::hub::Hub;
 use crate::lifecycle::Lifecycle;
 use crate::llm::ChatModel;
 use crate::metrics::Metrics;
-use crate::protocol::outbound as out;
-use crate::tools::ToolRunner;
-use crate::util::{now_ms, Backoff};
-
-/// A turn running on this pod.
-struct LocalTurn {
-    turn_id: String,
-    /// Cancelled by `cancel`; the turn task owns the reaction (emits `cancelled`).
-    cancel: CancellationToken,
-}
+use crate::pod::PodMessage;
+use crate::turn::Turns;
+use crate::util::now_ms;
 
 pub(crate) struct App {
     pub config: Arc<Config>,
     pub pod_id: String,
     pub backends: Backends,
     pub hub: Arc<Hub>,
-    pub agents: Agents,
-    pub model: Arc<dyn ChatModel>,
-    pub tools: ToolRunner,
-    /// The agents' knowledge (§11); `None` when none is configured.
-    pub knowledge: Option<Arc<dyn crate::knowledge::Retriever>>,
-    /// Issues and delivers the OTP gate's codes (§10).
-    pub otp: crate::otp::OtpService,
+    pub agents: Arc<Agents>,
+    /// The turn's front door: every door starts, answers, cancels and inspects turns through it.
+    pub turns: Arc<Turns>,
     pub auth: Authenticator,
     pub metrics: Arc<Metrics>,
-    /// Turns running on this pod, by session. Written by turn tasks, read by cancel.
-    local_turns: Mutex<HashMap<String, LocalTurn>>,
     /// The shutdown phases; entered by the server's drain sequence only.
-    pub lifecycle: Lifecycle,
+    pub lifecycle: Arc<Lifecycle>,
     /// Tracks turn tasks and socket tasks so shutdown can wait for them.
     pub tasks: TaskTracker,
 }
@@ -62,21 +47,33 @@ impl App {
     ) -> Arc<App> {
         let metrics = Arc::new(Metrics::new());
         let hub = Hub::new(backends.bus.clone(), backends.log.clone(), metrics.clone());
-        Arc::new(App {
-            agents: Agents::new(&config),
-            tools: ToolRunner::new(&config.tools),
+        let config = Arc::new(config);
+        let pod_id = format!("pod-{}", uuid::Uuid::new_v4().simple());
+        let agents = Arc::new(Agents::new(&config));
+        let lifecycle = Arc::new(Lifecycle::default());
+        let tasks = TaskTracker::new();
+        let turns = Turns::new(crate::turn::Parts {
+            config: config.clone(),
+            pod_id: pod_id.clone(),
+            backends: backends.clone(),
+            agents: agents.clone(),
+            model,
             knowledge,
-            otp: crate::otp::OtpService::new(&config),
+            metrics: metrics.clone(),
+            lifecycle: lifecycle.clone(),
+            tasks: tasks.clone(),
+        });
+        Arc::new(App {
             auth: Authenticator::new(&config.auth),
-            pod_id: format!("pod-{}", uuid::Uuid::new_v4().simple()),
-            config: Arc::new(config),
+            config,
+            pod_id,
             backends,
             hub,
-            model,
+            agents,
+            turns,
             metrics,
-            local_turns: Mutex::new(HashMap::new()),
-            lifecycle: Lifecycle::default(),
-            tasks: TaskTracker::new(),
+            lifecycle,
+            tasks,
         })
     }
 
@@ -92,14 +89,6 @@ impl App {
         Ok(())
     }
 
-    /// Appends a session event to the log (which publishes it). Returns its seq.
-    pub(crate) async fn emit(&self, session_id: &str, event: &Value) -> Result<u64, ClientError> {
-        let text = event.to_string();
-        let seq = self.backends.log.append(session_id, &text).await?;
-        self.metrics.events_published(1);
-        Ok(seq)
-    }
-
     /// Appends an event another service publishes, only while the session exists (one step: a publish never
     /// brings a deleted or expired session's log back). `None` when there is no such session.
     pub(crate) async fn emit_live(&self, session_id: &str, event: &Value) -> Result<Option<u64>, ClientError> {
@@ -110,143 +99,25 @@ impl App {
         Ok(seq)
     }
 
-    /// Appends a turn's terminal event if `guard` holds, in one step with the guard's lease change: the turn's
-    /// own ending frees its slot ([`Guard::Release`]), the sweeper's forgets a lapsed turn ([`Guard::Lapsed`]).
-    /// When the guard does not hold (a stalled turn that a sweeper ended; a lapsed turn resumed meanwhile) or
-    /// the append fails (the lease then lapses, or the lapsed turn is claimed again), nothing is appended:
-    /// one ending per turn either way. True when appended.
-    pub(crate) async fn end_turn(&self, session_id: &str, guard: Guard<'_>, event: &Value) -> bool {
-        match self.backends.log.append_guarded(session_id, vec![event.to_string()], guard).await {
-            Ok(Some(_)) => {
-                self.metrics.events_published(1);
-                true
-            }
-            Ok(None) => {
-                tracing::info!(%session_id, ?guard, "the turn was ended elsewhere: this ending is not appended");
-                false
-            }
-            Err(e) => {
-                tracing::warn!(%session_id, ?guard, error = %e, "could not append a turn's ending; it is ended later");
-                false
-            }
-        }
-    }
-
-    /// [`App::end_turn`] with an `error` event, counted when appended.
-    pub(crate) async fn fail_turn(&self, session_id: &str, guard: Guard<'_>, request_id: &str, e: &ClientError) {
-        if self.end_turn(session_id, guard, &out::error(Some(request_id), e)).await {
-            self.metrics.error(e.code);
-        }
-    }
-
-    /// Turns running on this pod now.
-    pub(crate) fn local_turn_count(&self) -> usize {
-        self.local_turns.lock().len()
-    }
-
-    pub(crate) fn register_turn(&self, session_id: &str, turn_id: &str) -> CancellationToken {
-        let token = CancellationToken::new();
-        self.local_turns
-            .lock()
-            .insert(session_id.to_string(), LocalTurn { turn_id: turn_id.to_string(), cancel: token.clone() });
-        token
-    }
-
-    pub(crate) fn unregister_turn(&self, session_id: &str, turn_id: &str) {
-        let mut turns = self.local_turns.lock();
-        if turns.get(session_id).is_some_and(|t| t.turn_id == turn_id) {
-            turns.remove(session_id);
-        }
-    }
-
-    fn cancel_local(&self, session_id: &str, turn_id: &str) -> bool {
-        let turns = self.local_turns.lock();
-        match turns.get(session_id) {
-            Some(t) if t.turn_id == turn_id || turn_id.is_empty() => {
-                t.cancel.cancel();
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Cancels the session's turn wherever it is: parked (no pod), here, or on another pod.
-    /// Returns whether a turn was found.
-    /// Takes a session's parked turn (the pending one, or `call`'s) to end it without an answer: an OTP park's
-    /// code goes with it, so a code sent for an ended call can never verify anything later. Every ending that
-    /// takes a park (cancel, a failed or lapsed turn, an undelivered code) goes through here.
-    pub(crate) async fn take_park_to_end(
-        &self,
-        session_id: &str,
-        call: Option<&str>,
-    ) -> Result<Option<crate::backend::ParkedTurn>, crate::backend::BackendError> {
-        let parked = self.backends.confirms.take(session_id, call).await?;
-        if parked.as_ref().is_some_and(|p| matches!(p.gate, crate::backend::Gate::Otp { .. })) {
-            self.backends.identity.consume_code(session_id).await?;
-        }
-        Ok(parked)
-    }
-
-    pub(crate) async fn cancel_turn(&self, session_id: &str) -> Result<bool, ClientError> {
-        // A parked turn that is resuming, or a local turn that is just registering, is caught on a look again.
-        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(200));
-        for _ in 0..3 {
-            let Some(info) = self.backends.leases.current(session_id).await? else {
-                return Ok(false);
-            };
-            if info.pod_id.is_empty() {
-                // Parked: whoever takes the parked record ends the turn.
-                if let Some(parked) = self.take_park_to_end(session_id, None).await? {
-                    let cancelled = out::cancelled(&parked.request_id);
-                    self.end_turn(session_id, Guard::Release(&parked.turn_id), &cancelled).await;
-                    return Ok(true);
-                }
-                // A decision won the race and the turn is resuming: look again.
-                backoff.wait().await;
-                continue;
-            }
-            if info.pod_id == self.pod_id {
-                if self.cancel_local(session_id, &info.turn_id) {
-                    return Ok(true);
-                }
-                backoff.wait().await;
-                continue;
-            }
-            // The traceparent links the cancelling request's trace to the pod that acts on it.
-            let msg = json!({"kind": "cancel", "sessionId": session_id, "turnId": info.turn_id,
-                             "traceparent": crate::telemetry::current_traceparent()})
-            .to_string();
-            self.backends.bus.publish(&Channel::Pod(info.pod_id.clone()), &msg).await?;
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
     /// Pod-channel messages: cancels for turns running here, connection-targeted publishes.
     async fn control_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Arc<str>>) {
         while let Some(msg) = rx.recv().await {
-            let Ok(v) = serde_json::from_str::<Value>(&msg) else {
-                continue;
-            };
-            match v.get("kind").and_then(Value::as_str) {
-                Some("cancel") => {
-                    let sid = v.get("sessionId").and_then(Value::as_str).unwrap_or_default();
-                    let tid = v.get("turnId").and_then(Value::as_str).unwrap_or_default();
-                    let span = tracing::info_span!("cancel.remote", session_id = %sid, turn_id = %tid);
-                    if let Some(tp) = v.get("traceparent").and_then(Value::as_str) {
+            match PodMessage::decode(&msg) {
+                Some(PodMessage::Cancel { session_id, turn_id, traceparent }) => {
+                    let span = tracing::info_span!("cancel.remote", session_id = %session_id, turn_id = %turn_id);
+                    if let Some(tp) = &traceparent {
                         crate::telemetry::set_parent(&span, tp);
                     }
                     let _entered = span.enter();
-                    let found = self.cancel_local(sid, tid);
+                    let found = self.turns.cancel_local(&session_id, &turn_id);
                     tracing::info!(found, "cancel requested by another pod");
                 }
-                Some("deliver") => {
-                    let cid = v.get("connectionId").and_then(Value::as_str).unwrap_or_default();
-                    if let (Some(conn), Some(ev)) = (self.hub.connection(cid), v.get("event")) {
-                        conn.offer(crate::hub::Outbound::Frame(Arc::from(ev.to_string())), &self.metrics);
+                Some(PodMessage::Deliver { connection_id, event }) => {
+                    if let Some(conn) = self.hub.connection(&connection_id) {
+                        conn.offer(crate::hub::Outbound::Frame(Arc::from(event.to_string())), &self.metrics);
                     }
                 }
-                _ => tracing::debug!("unknown control message"),
+                None => tracing::debug!("unknown control message"),
             }
         }
     }

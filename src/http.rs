@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use crate::app::App;
 use crate::backend::{Channel, Claim, SocketFilter};
 use crate::metrics::ClusterGauges;
+use crate::pod::PodMessage;
 
 pub(crate) fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -38,7 +39,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     // Cluster-wide, read at scrape time: a per-pod count would go down on whichever pod resumes a turn, not
     // on the one that parked it. Left out of this scrape when the backend does not answer in time.
-    let count = tokio::time::timeout(Duration::from_millis(500), app.backends.confirms.pending_count()).await;
+    let count = tokio::time::timeout(Duration::from_millis(500), app.turns.pending_count()).await;
     let cluster = ClusterGauges { pending_confirmations: count.ok().and_then(Result::ok) };
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     ([("content-type", content_type)], app.metrics.render(&cluster)).into_response()
@@ -190,7 +191,7 @@ async fn deliver(app: &App, kind: &str, id: &str, org: &str, event: &Value) -> R
             let found = app.backends.registry.list(&filter, 1).await.map_err(|e| unavailable(e.to_string()))?;
             // At-most-once: an unknown connection is simply not there.
             if let Some(entry) = found.first() {
-                let msg = json!({"kind": "deliver", "connectionId": id, "event": event}).to_string();
+                let msg = PodMessage::Deliver { connection_id: id.to_string(), event: event.clone() }.encode();
                 let pod = Channel::Pod(entry.pod_id.clone());
                 app.backends.bus.publish(&pod, &msg).await.map_err(|e| unavailable(e.to_string()))?;
             }

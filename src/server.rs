@@ -110,7 +110,7 @@ pub async fn start_with(config: Config, backends: Backends) -> Result<Running, S
     let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.bind.clone(), source })?;
     let app = App::new(config, backends, model, knowledge);
     app.start().await?;
-    tokio::spawn(crate::turn::sweep_loop(app.clone()));
+    tokio::spawn(crate::turn::sweep_loop(app.turns.clone()));
     tracing::info!(%addr, pod = %app.pod_id, "switchboard listening");
     let router = crate::http::router(app.clone());
     let done = tokio::spawn(serve(app.clone(), listener, router));

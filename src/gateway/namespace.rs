@@ -49,8 +49,7 @@ pub(crate) fn conversation_id(who: &Identity, ns: &str) -> String {
 
 /// The caller's session for `ns`, if it exists.
 pub(crate) async fn find(app: &App, who: &Identity, ns: &str) -> Result<Option<SessionRecord>, ClientError> {
-    let session = app.backends.sessions.get_session(&session_id(who, ns)).await?;
-    Ok(session.filter(|s| s.user_id == who.user_id && s.org_id == who.org_id))
+    crate::tenancy::find_session(app, &session_id(who, ns), who).await
 }
 
 /// The caller's session for `ns`, created (with its conversation) on first use with `agent_id`.

@@ -9,9 +9,9 @@ use super::outcome::{self, Seen};
 use super::rest::{self, ChatRequest};
 use super::{namespace, ApiError};
 use crate::app::App;
-use crate::backend::Decided;
 use crate::conn::Conn;
-use crate::error::ClientError;
+use crate::error::{ClientError, ErrorCode};
+use crate::turn::{Answer, Verdict};
 
 fn error_frame(message: impl std::fmt::Display) -> Value {
     json!({"type": "error", "error": message.to_string()})
@@ -61,7 +61,6 @@ async fn chat(conn: &mut Conn, frame: &Value) -> Result<(), ApiError> {
     let req = ChatRequest {
         message: message.to_string(),
         namespace: text_field("namespace"),
-        metadata: None,
         agent: text_field("agent"),
         model: text_field("model"),
     };
@@ -72,7 +71,8 @@ async fn chat(conn: &mut Conn, frame: &Value) -> Result<(), ApiError> {
     }
     let r = rest::resolve(&app, &conn.identity, req).await?;
     conn.attach_session(&r.session.session_id, None).await?;
-    rest::run(&app, &r).await?;
+    let who = conn.identity.clone();
+    rest::run(&app, &who, r).await?;
     Ok(())
 }
 
@@ -98,7 +98,7 @@ async fn approval(conn: &mut Conn, frame: &Value) -> Result<(), ApiError> {
             let page =
                 app.backends.sessions.list_conversations(&conn.identity.org_id, &conn.identity.user_id, 0, 100).await;
             for c in page.map_err(ClientError::from)?.conversations {
-                if let (Some(ns), true) = (c.namespace.as_deref(), c.org_id == conn.identity.org_id) {
+                if let Some(ns) = c.namespace.as_deref() {
                     let sid = namespace::session_id(&conn.identity, ns);
                     if !sids.contains(&sid) {
                         sids.push(sid);
@@ -109,27 +109,24 @@ async fn approval(conn: &mut Conn, frame: &Value) -> Result<(), ApiError> {
         }
     };
     for sid in candidates {
-        let parked = app.backends.confirms.get(&sid).await.map_err(ClientError::from)?;
-        let Some(parked) = parked.filter(|p| p.call.tool_call_id == call_id) else { continue };
-        if parked.session_id != sid {
+        let Some(parked) = app.turns.parked(&sid).await? else { continue };
+        if parked.call.tool_call_id != call_id || parked.session_id != sid {
             continue;
         }
         // Only the caller's own sessions: the derived id or an attached (owned) session.
-        let owned = app.backends.sessions.get_session(&sid).await.map_err(ClientError::from)?;
-        if !owned.is_some_and(|s| s.user_id == conn.identity.user_id && s.org_id == conn.identity.org_id) {
-            continue;
-        }
+        let Some(session) = crate::tenancy::find_session(&app, &sid, &conn.identity).await? else { continue };
         conn.attach_session(&sid, None).await?;
-        return match app.backends.confirms.decide(&sid, Some(call_id), approved).await.map_err(ClientError::from)? {
-            Decided::Claimed(parked) => {
-                crate::turn::resume_parked(app.clone(), *parked, approved, "user rejected the action").await;
-                Ok(())
-            }
-            // Another answer won the race (on this pod or another): this one changes nothing.
-            Decided::AlreadyDecided { approved: first, .. } => {
+        let answer = Answer::Confirm { call: Some(call_id), approved };
+        return match app.turns.answer(&session, answer, |_| {}).await {
+            Ok(Verdict::AlreadyDecided { approved: first, .. }) => {
+                // Another answer won the race (on this pod or another): this one changes nothing.
                 Err(ApiError::invalid(format!("approval '{call_id}' was already answered (approved: {first})")))
             }
-            Decided::NoPending => Err(ApiError::not_found(format!("no approval '{call_id}' is pending"))),
+            Ok(_) => Ok(()),
+            Err(e) if e.code == ErrorCode::NoPendingConfirmation => {
+                Err(ApiError::not_found(format!("no approval '{call_id}' is pending")))
+            }
+            Err(e) => Err(e.into()),
         };
     }
     Err(ApiError::not_found(format!("no approval '{call_id}' is pending")))

@@ -72,7 +72,7 @@ pub(crate) async fn pending_call(
     session_id: &str,
     request_id: &str,
 ) -> Result<Option<PendingCall>, ApiError> {
-    let parked = app.backends.confirms.get(session_id).await.map_err(ClientError::from)?;
+    let parked = app.turns.parked(session_id).await?;
     Ok(parked.filter(|p| p.request_id == request_id).map(|p| p.call))
 }
 

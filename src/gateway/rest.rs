@@ -1,7 +1,6 @@
 //! `POST /api/chat`, the approvals route, and the caller's sessions (`GET`/`DELETE /api/sessions…`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -16,22 +15,18 @@ use super::watch::SessionWatch;
 use super::{namespace, Api, ApiError};
 use crate::app::App;
 use crate::auth::Identity;
-use crate::backend::{ConversationRecord, Decided, Direction, SessionRecord};
-use crate::error::ClientError;
+use crate::backend::{ConversationRecord, Direction, SessionRecord};
+use crate::error::{ClientError, ErrorCode};
 use crate::protocol::MAX_MESSAGE_CHARS;
-use crate::turn::{self, TurnInput};
-use crate::util::{new_id, rfc3339_from_ms, Backoff};
+use crate::turn::{Answer, StartRequest, TurnInput, Verdict};
+use crate::util::rfc3339_from_ms;
 
-/// `POST /api/chat` (and `/api/chat/stream`) body. Unknown fields are ignored.
+/// `POST /api/chat` (and `/api/chat/stream`) body. Unknown fields (orra callers send `metadata`) are ignored.
 #[derive(Deserialize)]
 pub(super) struct ChatRequest {
     pub(super) message: String,
     #[serde(default)]
     pub(super) namespace: Option<String>,
-    /// Accepted (orra callers send it) and ignored: neither stored nor given to the model.
-    #[serde(default)]
-    #[allow(dead_code)]
-    pub(super) metadata: Option<Value>,
     #[serde(default)]
     pub(super) agent: Option<String>,
     #[serde(default)]
@@ -46,12 +41,12 @@ pub(super) struct Started {
     pub(super) watch: SessionWatch,
 }
 
-/// A checked chat request: the namespace's session (created on first use), the turn's plan and message.
+/// A checked chat request: the namespace's session (created on first use), the model asked for and the message.
 pub(super) struct Resolved {
     pub(super) session: SessionRecord,
     pub(super) namespace: String,
-    pub(super) plan: turn::Plan,
-    pub(super) message: String,
+    model: Option<String>,
+    message: String,
 }
 
 /// Checks a chat request (message, namespace, agent, model) and opens or creates the namespace's session.
@@ -78,22 +73,19 @@ pub(super) async fn resolve(app: &App, who: &Identity, req: ChatRequest) -> Resu
     let agent =
         app.agents.get(&agent_id).ok_or_else(|| ApiError::not_found(format!("agent '{agent_id}' not found")))?;
     // Everything is checked before a new namespace is created: a refused request leaves nothing behind.
-    let plan = turn::plan(app, &agent_id, req.model.as_deref(), None)?;
+    app.turns.check(&agent_id, req.model.as_deref(), None)?;
     let session = match existing {
         Some(s) => s,
         None => namespace::open(app, who, &ns, &agent_id, &agent.name).await?,
     };
-    Ok(Resolved { session, namespace: ns, plan, message: req.message })
+    Ok(Resolved { session, namespace: ns, model: req.model, message: req.message })
 }
 
-/// Takes the lease and runs the resolved turn; returns its request id.
-pub(super) async fn run(app: &Arc<App>, r: &Resolved) -> Result<String, ApiError> {
-    let request_id = new_id();
-    let turn_id = turn::acquire(app, &r.session, &request_id).await?;
-    let input = TurnInput { message: r.message.clone(), stream: true, images: Vec::new(), files: Vec::new() };
-    let state = turn::prepare(app, &r.session, &r.plan, input, &request_id, &turn_id).await?;
-    turn::spawn_new(app.clone(), state);
-    Ok(request_id)
+/// Starts the resolved turn through the turn service (budgets, lease); returns its request id.
+pub(super) async fn run(app: &App, who: &Identity, r: Resolved) -> Result<String, ApiError> {
+    let input = TurnInput { message: r.message, stream: true, images: Vec::new(), files: Vec::new() };
+    let request = StartRequest { request_id: None, model: r.model, skill: None, input };
+    Ok(app.turns.start(who, &r.session, request).await?)
 }
 
 /// Checks the request, opens (or creates) the namespace's session and starts the turn, watching its log.
@@ -110,8 +102,9 @@ pub(super) async fn start(api: &Api, who: &Identity, req: ChatRequest) -> Result
     let r = resolve(app, who, req).await?;
     // Opened before the turn runs, so none of its events is missed.
     let watch = SessionWatch::open(app, &r.session.session_id, None).await?;
-    let request_id = run(app, &r).await?;
-    Ok(Started { session: r.session, namespace: r.namespace, request_id, watch })
+    let (session, namespace) = (r.session.clone(), r.namespace.clone());
+    let request_id = run(app, who, r).await?;
+    Ok(Started { session, namespace, request_id, watch })
 }
 
 fn reply(result: Result<(StatusCode, Value), ApiError>) -> Response {
@@ -158,23 +151,18 @@ pub(super) async fn approve(
             let session = namespace::find(app, &who, &ns).await?.ok_or_else(|| not_found(&ns))?;
             let sid = &session.session_id;
             let mut watch = SessionWatch::open(app, sid, None).await?;
-            let stop =
-                match app.backends.confirms.decide(sid, Some(&call_id), d.approved).await.map_err(ClientError::from)? {
-                    Decided::Claimed(parked) => {
-                        let rid = parked.request_id.clone();
-                        turn::resume_parked(app.clone(), *parked, d.approved, "user rejected the action").await;
-                        outcome::follow(app, &mut watch, sid, &rid).await?
-                    }
-                    Decided::AlreadyDecided { request_id, .. } => match past_stop(app, sid, &request_id).await? {
-                        Some(stop) => stop,
-                        None => outcome::follow(app, &mut watch, sid, &request_id).await?,
-                    },
-                    Decided::NoPending => {
-                        return Err(ApiError::not_found(format!(
-                            "no approval '{call_id}' is pending in namespace '{ns}'"
-                        )))
-                    }
-                };
+            let answer = Answer::Confirm { call: Some(&call_id), approved: d.approved };
+            let stop = match app.turns.answer(&session, answer, |_| {}).await {
+                Ok(Verdict::Decided { request_id, .. }) => outcome::follow(app, &mut watch, sid, &request_id).await?,
+                Ok(Verdict::AlreadyDecided { request_id, .. }) => match past_stop(app, sid, &request_id).await? {
+                    Some(stop) => stop,
+                    None => outcome::follow(app, &mut watch, sid, &request_id).await?,
+                },
+                Ok(_) | Err(ClientError { code: ErrorCode::NoPendingConfirmation, .. }) => {
+                    return Err(ApiError::not_found(format!("no approval '{call_id}' is pending in namespace '{ns}'")))
+                }
+                Err(e) => return Err(e.into()),
+            };
             outcome::answer(stop, &ns, &session.agent_id)
         }
         .await,
@@ -214,10 +202,7 @@ fn not_found(ns: &str) -> ApiError {
 async fn namespace_conversation(app: &App, who: &Identity, ns: &str) -> Result<ConversationRecord, ApiError> {
     namespace::validate(ns)?;
     let cid = namespace::conversation_id(who, ns);
-    match app.backends.sessions.get_conversation(&cid).await.map_err(ClientError::from)? {
-        Some(c) if c.user_id == who.user_id && c.org_id == who.org_id => Ok(c),
-        _ => Err(not_found(ns)),
-    }
+    crate::tenancy::find_conversation(app, &cid, who).await?.ok_or_else(|| not_found(ns))
 }
 
 /// `GET /api/sessions`: the caller's namespaces, most recently used first (at most 100).
@@ -235,7 +220,6 @@ pub(super) async fn list(State(api): State<Arc<Api>>, headers: HeaderMap) -> Res
             let sessions: Vec<Value> = page
                 .conversations
                 .iter()
-                .filter(|c| c.org_id == who.org_id)
                 .filter_map(|c| {
                     Some(json!({"namespace": c.namespace.as_deref()?, "created_at": rfc3339_from_ms(c.created_at_ms),
                             "updated_at": rfc3339_from_ms(c.updated_at_ms), "message_count": c.message_count}))
@@ -289,11 +273,11 @@ pub(super) async fn show(State(api): State<Arc<Api>>, Path(ns): Path<String>, he
 /// whose request was cut (its pod died) polls this: a dead pod's turn ends with `TURN_INTERRUPTED` within
 /// `turn.lease_ms` + 1 s and the namespace is `idle` again.
 async fn turn_state(app: &App, session_id: &str, ns: &str) -> Result<Value, ApiError> {
-    let current = app.backends.leases.current(session_id).await.map_err(ClientError::from)?;
-    Ok(match current {
+    let status = app.turns.status(session_id).await?;
+    Ok(match status.lease {
         None => json!({"state": "idle"}),
-        Some(t) if t.pod_id.is_empty() => match outcome::pending_call(app, session_id, &t.request_id).await? {
-            Some(call) => json!({"state": "parked", "approval": outcome::approval_body(ns, &call)["approval"]}),
+        Some(t) if t.pod_id.is_empty() => match status.parked.filter(|p| p.request_id == t.request_id) {
+            Some(p) => json!({"state": "parked", "approval": outcome::approval_body(ns, &p.call)["approval"]}),
             None => json!({"state": "running"}),
         },
         Some(_) => json!({"state": "running"}),
@@ -308,30 +292,6 @@ pub(super) async fn delete(State(api): State<Arc<Api>>, Path(ns): Path<String>, 
             let app = &api.app;
             let c = namespace_conversation(app, &who, &ns).await?;
             let sid = namespace::session_id(&who, &ns);
-            // The delete holds the session's turn slot, so no turn runs under it or starts during it. A running
-            // or parked turn is cancelled first (it emits `cancelled` and lets go); one whose pod died holds the
-            // slot until its lease lapses: 409, retry.
-            let delete_id = format!("delete:{}", new_id());
-            let hold = crate::backend::TurnInfo::new(&delete_id, &delete_id, &app.pod_id);
-            let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            let mut cancelled = false;
-            while !app
-                .backends
-                .leases
-                .acquire(&sid, &hold, app.config.turn.lease_ms)
-                .await
-                .map_err(ClientError::from)?
-            {
-                if !cancelled {
-                    app.cancel_turn(&sid).await?;
-                    cancelled = true;
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(ClientError::turn_in_progress().into());
-                }
-                backoff.wait().await;
-            }
             let shell = SessionRecord {
                 session_id: sid,
                 conversation_id: c.conversation_id,
@@ -345,9 +305,9 @@ pub(super) async fn delete(State(api): State<Arc<Api>>, Path(ns): Path<String>, 
                 namespace: Some(ns),
                 supports: Vec::new(),
             };
-            let deleted = app.backends.sessions.delete_session(&shell).await;
-            let _ = app.backends.leases.release(&shell.session_id, &delete_id).await;
-            deleted.map_err(ClientError::from)?;
+            // A running or parked turn is cancelled first (it emits `cancelled` and lets go); one whose pod died
+            // holds the slot until its lease lapses: 409, retry.
+            app.turns.delete_session(&shell).await?;
             Ok((StatusCode::OK, json!({"deleted": true})))
         }
         .await,

@@ -68,7 +68,7 @@ pub(super) async fn chat_stream(State(api): State<Arc<Api>>, headers: HeaderMap,
                          GET /api/sessions/{{namespace}} has the messages"
                     )));
                 }
-                let running = api.app.backends.leases.current(&session.session_id).await.map_err(ClientError::from)?;
+                let running = api.app.turns.holder(&session.session_id).await?;
                 if after == latest && running.is_none() {
                     return Err(ApiError::not_found("nothing to resume: no turn runs and no event follows that id"));
                 }

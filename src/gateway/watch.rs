@@ -119,7 +119,7 @@ impl SessionWatch {
                 self.unheld = 0;
                 return Ok(Some(batch));
             }
-            let holder = self.app.backends.leases.current(&self.session_id).await?;
+            let holder = self.app.turns.holder(&self.session_id).await?;
             let held = match request_id {
                 Some(rid) => holder.is_some_and(|t| t.request_id == rid),
                 None => holder.is_some(),

@@ -11,7 +11,7 @@ use crate::conn::Conn;
 use crate::error::{ClientError, ErrorCode};
 use crate::protocol::inbound::{Action, CreateSession, ParseError, Request, SendMessage};
 use crate::protocol::outbound as out;
-use crate::turn::{self, TurnInput};
+use crate::turn::{StartRequest, TurnInput};
 use crate::util::{new_id, now_ms};
 
 pub(crate) async fn handle(conn: &mut Conn, parsed: Result<Request, ParseError>) {
@@ -57,23 +57,14 @@ async fn dispatch(conn: &mut Conn, req: Request) -> Result<(), ClientError> {
     Ok(())
 }
 
-/// The session if it exists and belongs to this user; otherwise `SESSION_NOT_FOUND` (never reveal existence).
+/// The session if it exists and belongs to this socket's identity; otherwise `SESSION_NOT_FOUND`.
 pub(super) async fn owned_session(conn: &Conn, session_id: &str) -> Result<SessionRecord, ClientError> {
-    match conn.app.backends.sessions.get_session(session_id).await? {
-        Some(s) if s.user_id == conn.identity.user_id && s.org_id == conn.identity.org_id => Ok(s),
-        _ => Err(ClientError::session_not_found(session_id)),
-    }
+    crate::tenancy::owned_session(&conn.app, session_id, &conn.identity).await
 }
 
-/// The conversation if it exists and belongs to this user; otherwise `CONVERSATION_NOT_FOUND`.
+/// The conversation if it exists and belongs to this socket's identity; otherwise `CONVERSATION_NOT_FOUND`.
 async fn owned_conversation(conn: &Conn, conversation_id: &str) -> Result<ConversationRecord, ClientError> {
-    match conn.app.backends.sessions.get_conversation(conversation_id).await? {
-        Some(c) if c.user_id == conn.identity.user_id && c.org_id == conn.identity.org_id => Ok(c),
-        _ => Err(ClientError::new(
-            ErrorCode::ConversationNotFound,
-            format!("conversation '{conversation_id}' not found"),
-        )),
-    }
+    crate::tenancy::owned_conversation(&conn.app, conversation_id, &conn.identity).await
 }
 
 fn session_data(s: &SessionRecord) -> Value {
@@ -165,46 +156,34 @@ async fn create_session(conn: &mut Conn, rid: Option<&str>, c: CreateSession) ->
 async fn send_message(conn: &mut Conn, rid: Option<&str>, m: SendMessage) -> Result<(), ClientError> {
     let app = conn.app.clone();
     let session = owned_session(conn, &m.session_id).await?;
-    let plan = turn::plan(&app, &session.agent_id, m.model.as_deref(), m.skill.as_deref())?;
+    // This socket's own pace (`limits.messages_per_minute`); the user's budget across doors is the turn's.
     if conn.rate_limited() {
         return Err(ClientError::new(
             ErrorCode::RateLimited,
             format!("more than {} messages per minute", app.config.limits.messages_per_minute),
         ));
     }
-    // The same budget per user across every socket and pod, counted in the backend.
-    let user_budget = format!("msg:{}", crate::backend::user_key(&conn.identity.org_id, &conn.identity.user_id));
-    let per_user = app.config.limits.messages_per_user_per_minute;
-    if !app.backends.quotas.take(&user_budget, per_user, 60_000).await? {
-        conn.refund_send();
-        return Err(ClientError::new(
-            ErrorCode::RateLimited,
-            format!("more than {per_user} messages per minute from this user (limits.messages_per_user_per_minute)"),
-        ));
-    }
-    // The requestId is the turn's identity on the wire; one is made up when the client sent none.
-    let request_id = rid.map(str::to_string).unwrap_or_else(new_id);
-    let turn_id = match turn::acquire(&app, &session, &request_id).await {
-        Ok(t) => t,
-        Err(e) => {
-            if e.code == ErrorCode::TurnInProgress {
-                conn.refund_send();
-                if let Err(e) = app.backends.quotas.give_back(&user_budget, 60_000).await {
-                    tracing::warn!(error = %e, "could not give a refused message's quota back");
-                }
-            }
-            return Err(e);
-        }
-    };
+    // Attached first, so the socket sees the turn's first event; a refused attach starts nothing.
     if let Err(e) = conn.attach_session(&session.session_id, None).await {
-        turn::give_back(&app, &session, &turn_id).await;
+        conn.refund_send();
         return Err(e);
     }
-    let input = TurnInput { message: m.message, stream: m.stream, images: m.images, files: m.files };
-    let state = turn::prepare(&app, &session, &plan, input, &request_id, &turn_id).await?;
-    conn.reply(&out::immediate(Some(&request_id), 202, "Processing your request...", json!({})));
-    turn::spawn_new(app, state);
-    Ok(())
+    let request = StartRequest {
+        request_id: rid.map(str::to_string),
+        model: m.model,
+        skill: m.skill,
+        input: TurnInput { message: m.message, stream: m.stream, images: m.images, files: m.files },
+    };
+    match app.turns.start(&conn.identity, &session, request).await {
+        Ok(request_id) => {
+            conn.reply(&out::immediate(Some(&request_id), 202, "Processing your request...", json!({})));
+            Ok(())
+        }
+        Err(e) => {
+            conn.refund_send();
+            Err(e)
+        }
+    }
 }
 
 async fn get_session(conn: &mut Conn, rid: Option<&str>, session_id: &str) -> Result<(), ClientError> {
@@ -213,7 +192,7 @@ async fn get_session(conn: &mut Conn, rid: Option<&str>, session_id: &str) -> Re
     data["status"] = json!("active");
     data["threadId"] = json!(s.conversation_id);
     if conn.extended {
-        if let Some(p) = conn.app.backends.confirms.get(session_id).await? {
+        if let Some(p) = conn.app.turns.parked(session_id).await? {
             let expires_at = crate::util::rfc3339_from_ms(p.expires_at_ms);
             match &p.gate {
                 Gate::Confirm => {
@@ -281,7 +260,6 @@ async fn list_conversations(
     let items: Vec<Value> = page
         .conversations
         .iter()
-        .filter(|c| c.org_id == conn.identity.org_id)
         .map(|c| {
             json!({"conversationId": c.conversation_id, "title": c.title,
                    "updatedAt": crate::util::rfc3339_from_ms(c.updated_at_ms), "messageCount": c.message_count})
@@ -317,28 +295,15 @@ async fn rename(conn: &mut Conn, rid: Option<&str>, conversation_id: &str, title
 
 async fn cancel(conn: &mut Conn, rid: Option<&str>, session_id: Option<String>) -> Result<(), ClientError> {
     let app = conn.app.clone();
-    let target = match session_id {
-        Some(sid) => {
-            owned_session(conn, &sid).await?;
-            Some(sid)
-        }
-        None => {
-            // By requestId: the attached session whose running turn has it.
-            let mut found = None;
-            if let Some(rid) = rid {
-                for sid in conn.sessions.iter() {
-                    if app.backends.leases.current(sid).await?.is_some_and(|t| t.request_id == rid) {
-                        found = Some(sid.clone());
-                        break;
-                    }
-                }
-            }
-            found
-        }
+    let target = match (session_id, rid) {
+        (Some(sid), _) => Some(owned_session(conn, &sid).await?.session_id),
+        // By requestId: the attached session whose running turn has it.
+        (None, Some(rid)) => app.turns.find_request(conn.sessions.iter(), rid).await?,
+        (None, None) => None,
     };
     if let Some(sid) = target {
         // Nothing running emits nothing; the turn itself emits `cancelled`.
-        app.cancel_turn(&sid).await?;
+        app.turns.cancel(&sid).await?;
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::owned_session;
 use crate::app::App;
 use crate::conn::Conn;
-use crate::error::{ClientError, ErrorCode};
+use crate::error::ClientError;
 use crate::protocol::outbound as out;
 
 /// Events per log read while sizing a replay (the catch-up reads pages of the same size).
@@ -36,29 +36,16 @@ pub(super) async fn resume(
     };
     let recovered = same_epoch && after_seq <= latest && (latest == 0 || after_seq + 1 >= oldest);
     let from = if recovered { after_seq } else { oldest.saturating_sub(1) };
-    let limits = &app.config.limits;
-    let per_user = limits.replay_bytes_per_user_per_minute;
-    let budget = format!("replay:{}", crate::backend::user_key(&conn.identity.org_id, &conn.identity.user_id));
-    let quotas = &app.backends.quotas;
-    let refused = |bytes: u64| {
-        ClientError::new(
-            ErrorCode::RateLimited,
-            format!(
-                "replaying {bytes} bytes would pass {per_user} bytes per minute for this user \
-                 (limits.replay_bytes_per_user_per_minute); resume again later"
-            ),
-        )
-    };
     let missed = latest > from;
     // A user whose minute is spent is refused before the log is read: sizing the replay is the cost the
     // budget bounds. The first byte is taken here, the rest once the replay is sized.
-    if missed && !quotas.take_amount(&budget, 1, per_user, 60_000).await? {
-        return Err(refused(1));
+    if missed {
+        app.turns.take_replay(&conn.identity, 1).await?;
     }
-    let replay = fit_replay(&app, session_id, from, latest, limits.resume_replay_bytes).await?;
+    let replay = fit_replay(&app, session_id, from, latest, app.config.limits.resume_replay_bytes).await?;
     let rest = replay.bytes.saturating_sub(1);
-    if missed && rest > 0 && !quotas.take_amount(&budget, rest, per_user, 60_000).await? {
-        return Err(refused(replay.bytes));
+    if missed && rest > 0 {
+        app.turns.take_replay(&conn.identity, rest).await?;
     }
     let recovered = recovered && !replay.cut;
     conn.reply(&out::immediate(

@@ -11,8 +11,8 @@ use tracing::Instrument;
 use super::emitter::Emitter;
 use super::gates::{self, run_tool};
 use super::park::Step;
+use super::Turns;
 use super::{emit_stream, Decision, Outcome, Resolution, TurnState};
-use crate::app::App;
 use crate::backend::{Direction, StoredMessage};
 use crate::config::AgentConfig;
 use crate::error::{ClientError, ErrorCode};
@@ -22,50 +22,50 @@ use crate::tools::ToolOutcome;
 use crate::util::{new_id, now_ms, now_rfc3339};
 
 pub(super) async fn drive(
-    app: &Arc<App>,
+    turns: &Arc<Turns>,
     em: &Emitter,
     state: &mut TurnState,
     mut decision: Option<Decision>,
 ) -> Outcome {
-    match drive_inner(app, em, state, &mut decision).await {
+    match drive_inner(turns, em, state, &mut decision).await {
         Ok(o) => o,
         Err(e) => Outcome::Failed(e),
     }
 }
 
 async fn drive_inner(
-    app: &Arc<App>,
+    turns: &Arc<Turns>,
     em: &Emitter,
     state: &mut TurnState,
     decision: &mut Option<Decision>,
 ) -> Result<Outcome, ClientError> {
-    let agent = app
+    let agent = turns
         .agents
         .get(&state.agent_id)
         .ok_or_else(|| ClientError::new(ErrorCode::AgentNotFound, "the session's agent is no longer configured"))?;
-    super::auto_context(app, &agent, state).await;
+    super::auto_context(turns, &agent, state).await;
     loop {
-        if run_pending_tools(app, em, state, &agent, decision).await? == Pending::Parked {
+        if run_pending_tools(turns, em, state, &agent, decision).await? == Pending::Parked {
             return Ok(Outcome::Parked);
         }
-        if state.iteration >= app.config.turn.max_iterations {
+        if state.iteration >= turns.config.turn.max_iterations {
             return Err(ClientError::new(
                 ErrorCode::AgentError,
-                format!("the agent did not finish within {} model calls", app.config.turn.max_iterations),
+                format!("the agent did not finish within {} model calls", turns.config.turn.max_iterations),
             ));
         }
         state.iteration += 1;
-        let (text, calls) = call_model(app, em, state, &agent).await?;
+        let (text, calls) = call_model(turns, em, state, &agent).await?;
         if calls.is_empty() {
-            return finish(app, state, text).await;
+            return finish(turns, state, text).await;
         }
-        if calls.len() > app.config.turn.max_tool_calls {
+        if calls.len() > turns.config.turn.max_tool_calls {
             return Err(ClientError::new(
                 ErrorCode::AgentError,
                 format!(
                     "the model asked for {} tool calls in one response (turn.max_tool_calls is {})",
                     calls.len(),
-                    app.config.turn.max_tool_calls
+                    turns.config.turn.max_tool_calls
                 ),
             ));
         }
@@ -89,7 +89,7 @@ enum Pending {
 /// Runs the tool calls of the last model response in order, each through its gates ([`gates::step`]); a
 /// call answered by the person (the decision the turn resumed with) takes that answer.
 async fn run_pending_tools(
-    app: &Arc<App>,
+    turns: &Arc<Turns>,
     em: &Emitter,
     state: &mut TurnState,
     agent: &AgentConfig,
@@ -99,13 +99,13 @@ async fn run_pending_tools(
         let name = call.function.name.clone();
         let answered = decision.take_if(|d| d.tool_call_id == call.id).map(|d| d.resolution);
         let outcome = match answered {
-            Some(Resolution::Approved) => run_tool(app, state, agent, &call).await,
+            Some(Resolution::Approved) => run_tool(turns, state, agent, &call).await,
             Some(Resolution::Denied(reason)) => {
                 ToolOutcome { is_error: true, result: format!("User denied: {reason}") }
             }
             Some(Resolution::Result(outcome)) => outcome,
             answered @ (Some(Resolution::Verified) | None) => {
-                match gates::step(app, em, state, agent, &call, answered.is_some()).await? {
+                match gates::step(turns, em, state, agent, &call, answered.is_some()).await? {
                     Step::Done(outcome) => outcome,
                     Step::Parked => return Ok(Pending::Parked),
                 }
@@ -120,7 +120,7 @@ async fn run_pending_tools(
 
 /// One streamed model call: tokens go out as they come, usage is summed. Returns the text and the tool calls.
 async fn call_model(
-    app: &Arc<App>,
+    turns: &Arc<Turns>,
     em: &Emitter,
     state: &mut TurnState,
     agent: &AgentConfig,
@@ -128,8 +128,8 @@ async fn call_model(
     let request = ChatRequest {
         model: state.model.clone(),
         messages: state.messages.clone(),
-        tools: gates::offered(app, agent, state),
-        api_key: app.config.llm.org_key(&state.org_id).map(str::to_string),
+        tools: gates::offered(turns, agent, state),
+        api_key: turns.config.llm.org_key(&state.org_id).map(str::to_string),
     };
     let t0 = Instant::now();
     let llm_err = |e: crate::llm::LlmError| {
@@ -148,14 +148,14 @@ async fn call_model(
         gen_ai.response.finish_reasons = tracing::field::Empty,
     );
     let usage_before = state.usage;
-    let mut stream = app.model.stream(request).instrument(chat_span.clone()).await.map_err(llm_err)?;
+    let mut stream = turns.model.stream(request).instrument(chat_span.clone()).await.map_err(llm_err)?;
     let mut first = true;
     let mut text = String::new();
     let mut calls: Vec<ToolCall> = Vec::new();
     while let Some(ev) = stream.next().await {
         if first {
             first = false;
-            app.metrics.time_to_first_token(t0.elapsed());
+            turns.metrics.time_to_first_token(t0.elapsed());
         }
         match ev.map_err(llm_err)? {
             ModelEvent::Token(t) => {
@@ -174,7 +174,7 @@ async fn call_model(
             ModelEvent::Usage(u) => {
                 state.usage.prompt_tokens += u.prompt_tokens;
                 state.usage.completion_tokens += u.completion_tokens;
-                app.metrics.tokens(u);
+                turns.metrics.tokens(u);
             }
         }
     }
@@ -187,7 +187,7 @@ async fn call_model(
 }
 
 /// Stores the final answer in the conversation; the caller emits the terminal event.
-async fn finish(app: &App, state: &TurnState, text: String) -> Result<Outcome, ClientError> {
+async fn finish(turns: &Turns, state: &TurnState, text: String) -> Result<Outcome, ClientError> {
     let message_id = new_id();
     let stored = StoredMessage {
         id: message_id.clone(),
@@ -195,6 +195,6 @@ async fn finish(app: &App, state: &TurnState, text: String) -> Result<Outcome, C
         text: text.clone(),
         created_at: now_rfc3339(),
     };
-    app.backends.sessions.append_message(&state.conversation_id, &stored, now_ms()).await?;
+    turns.backends.sessions.append_message(&state.conversation_id, &stored, now_ms()).await?;
     Ok(Outcome::Completed { text, message_id })
 }

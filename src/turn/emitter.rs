@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::app::App;
+use super::Turns;
 use crate::backend::Guard;
 use crate::error::{ClientError, ErrorCode};
 
@@ -53,7 +53,7 @@ enum EmitCmd {
 const EMIT_BATCH: usize = 256;
 
 impl Emitter {
-    pub(super) fn start(app: Arc<App>, session_id: String, turn_id: String) -> Emitter {
+    pub(super) fn start(turns: Arc<Turns>, session_id: String, turn_id: String) -> Emitter {
         let (tx, mut rx) = mpsc::unbounded_channel::<EmitCmd>();
         let flush_now = Arc::new(tokio::sync::Notify::new());
         let wake = flush_now.clone();
@@ -62,7 +62,7 @@ impl Emitter {
         let halts = halt_tx.clone();
         let backlog = Arc::new(AtomicUsize::new(0));
         let taken = backlog.clone();
-        let coalesce = Duration::from_millis(app.config.turn.coalesce_ms);
+        let coalesce = Duration::from_millis(turns.config.turn.coalesce_ms);
         tokio::spawn(async move {
             // The turn's first event (time to first token) is appended at once.
             let mut first_batch = true;
@@ -90,8 +90,8 @@ impl Emitter {
                 taken.fetch_sub(events.len(), Ordering::Relaxed);
                 if !events.is_empty() && halt_tx.borrow().is_none() {
                     let n = events.len() as u64;
-                    match app.backends.log.append_guarded(&session_id, events, Guard::Holder(&turn_id)).await {
-                        Ok(Some(_)) => app.metrics.events_published(n),
+                    match turns.backends.log.append_guarded(&session_id, events, Guard::Holder(&turn_id)).await {
+                        Ok(Some(_)) => turns.metrics.events_published(n),
                         Ok(None) => {
                             tracing::warn!(%session_id, %turn_id, "the turn's lease is gone: it stops, emitting nothing more");
                             halt_tx.send_replace(Some(Halt::LeaseLost));

@@ -8,9 +8,9 @@ use serde_json::Value;
 
 use super::emitter::Emitter;
 use super::park::Step;
+use super::Turns;
 use super::{emit_stream, otp_gate, park, TurnState};
 use crate::agents::{needs_confirmation, tool_specs};
-use crate::app::App;
 use crate::backend::Gate;
 use crate::config::{AgentConfig, ToolConfig};
 use crate::error::ClientError;
@@ -36,7 +36,7 @@ fn offers_fallback(agent: &AgentConfig, supports: &[String]) -> bool {
 
 /// Every tool the model is offered on this turn: the agent's, the raise tools of its interaction kinds, the
 /// fallback `submit_interaction` and `knowledge_search` when knowledge is configured.
-pub(super) fn offered(app: &App, agent: &AgentConfig, state: &TurnState) -> Vec<ToolSpec> {
+pub(super) fn offered(turns: &Turns, agent: &AgentConfig, state: &TurnState) -> Vec<ToolSpec> {
     let mut specs = tool_specs(agent);
     let spec = |(name, description, parameters): (&str, &str, Value)| ToolSpec {
         name: name.to_string(),
@@ -47,7 +47,7 @@ pub(super) fn offered(app: &App, agent: &AgentConfig, state: &TurnState) -> Vec<
     if offers_fallback(agent, &state.supports) {
         specs.push(spec(interactions::fallback_tool_spec()));
     }
-    if app.knowledge.is_some() {
+    if turns.knowledge.is_some() {
         specs.push(spec((
             KNOWLEDGE_TOOL,
             "Search the help-centre knowledge for passages that answer a question.",
@@ -59,7 +59,7 @@ pub(super) fn offered(app: &App, agent: &AgentConfig, state: &TurnState) -> Vec<
 
 /// Runs `call` through its gates. `announced`: its toolCall chunk was sent before the turn parked on it.
 pub(super) async fn step(
-    app: &Arc<App>,
+    turns: &Arc<Turns>,
     em: &Emitter,
     state: &mut TurnState,
     agent: &AgentConfig,
@@ -73,15 +73,15 @@ pub(super) async fn step(
         }
     };
     if let Some(kind) = Kind::from_raise_tool(name).filter(|k| kinds(agent).any(|e| e == *k)) {
-        return raise(app, em, state, call, kind).await;
+        return raise(turns, em, state, call, kind).await;
     }
     if name == interactions::FALLBACK_TOOL && offers_fallback(agent, &state.supports) {
         announce(state);
-        return Ok(Step::Done(submit_fallback(app, state, &call.function.arguments).await));
+        return Ok(Step::Done(submit_fallback(turns, state, &call.function.arguments).await));
     }
-    if name == KNOWLEDGE_TOOL && app.knowledge.is_some() {
+    if name == KNOWLEDGE_TOOL && turns.knowledge.is_some() {
         announce(state);
-        return Ok(Step::Done(knowledge_search(app, state, agent, &call.function.arguments).await));
+        return Ok(Step::Done(knowledge_search(turns, state, agent, &call.function.arguments).await));
     }
     let Some(tool) = agent.tools.iter().find(|t| t.name == name) else {
         announce(state);
@@ -92,17 +92,17 @@ pub(super) async fn step(
         return Ok(Step::Done(ToolOutcome { is_error: true, result: refusal }));
     }
     if needs_otp(agent, tool) {
-        let contact = app.backends.identity.contact(&state.session_id).await?;
+        let contact = turns.backends.identity.contact(&state.session_id).await?;
         if !contact.verified {
-            return otp_gate::require(app, em, state, call, tool, &contact).await;
+            return otp_gate::require(turns, em, state, call, tool, &contact).await;
         }
     }
     if needs_confirmation(agent, name) {
-        park::for_confirmation(app, em, state, call).await?;
+        park::for_confirmation(turns, em, state, call).await?;
         return Ok(Step::Parked);
     }
     announce(state);
-    Ok(Step::Done(run_tool(app, state, agent, call).await))
+    Ok(Step::Done(run_tool(turns, state, agent, call).await))
 }
 
 /// On a public agent an `admin` tool never runs (§10); internal agents pass every level.
@@ -117,7 +117,7 @@ fn needs_otp(agent: &AgentConfig, tool: &ToolConfig) -> bool {
 
 /// A raise tool: the card when the client can show it (the turn parks), else the conversational fallback.
 async fn raise(
-    app: &Arc<App>,
+    turns: &Arc<Turns>,
     em: &Emitter,
     state: &mut TurnState,
     call: &ToolCall,
@@ -144,8 +144,8 @@ async fn raise(
         spec: raised.spec.clone(),
         reason: raised.reason.clone(),
     };
-    let expires_at_ms = now_ms() + (app.config.interaction.timeout_s as i64) * 1000;
-    park::store(app, state, call, gate, expires_at_ms).await?;
+    let expires_at_ms = now_ms() + (turns.config.interaction.timeout_s as i64) * 1000;
+    park::store(turns, state, call, gate, expires_at_ms).await?;
     // The card comes before the raise tool's chunk, so a client renders it as the call appears.
     em.send(&out::interaction_required(
         &state.request_id,
@@ -160,11 +160,11 @@ async fn raise(
 }
 
 /// The model-callable `submit_interaction` of the conversational fallback: the same validation as the card.
-async fn submit_fallback(app: &App, state: &TurnState, arguments: &str) -> ToolOutcome {
+async fn submit_fallback(turns: &Turns, state: &TurnState, arguments: &str) -> ToolOutcome {
     match validate::fallback(arguments) {
         Ok((kind, values, payload)) => {
             if let (Kind::IdentityIntake, Some(values)) = (kind, &values) {
-                if let Err(e) = stamp_identity(app, &state.session_id, values).await {
+                if let Err(e) = stamp_identity(turns, &state.session_id, values).await {
                     tracing::warn!(error = %e, session_id = %state.session_id, "could not stamp identity values");
                 }
             }
@@ -175,13 +175,13 @@ async fn submit_fallback(app: &App, state: &TurnState, arguments: &str) -> ToolO
 }
 
 /// Accepted identity values go on the session, where the OTP gate finds its contact (§9).
-pub(crate) async fn stamp_identity(app: &App, session_id: &str, values: &Value) -> Result<(), ClientError> {
+pub(super) async fn stamp_identity(turns: &Turns, session_id: &str, values: &Value) -> Result<(), ClientError> {
     let get = |k: &str| values.get(k).and_then(Value::as_str);
-    app.backends.identity.stamp(session_id, get("name"), get("email"), get("phone")).await?;
+    turns.backends.identity.stamp(session_id, get("name"), get("email"), get("phone")).await?;
     Ok(())
 }
 
-async fn knowledge_search(app: &App, state: &mut TurnState, agent: &AgentConfig, arguments: &str) -> ToolOutcome {
+async fn knowledge_search(turns: &Turns, state: &mut TurnState, agent: &AgentConfig, arguments: &str) -> ToolOutcome {
     let query = serde_json::from_str::<Value>(arguments)
         .ok()
         .and_then(|v| v.get("query").and_then(Value::as_str).map(str::to_string))
@@ -189,11 +189,11 @@ async fn knowledge_search(app: &App, state: &mut TurnState, agent: &AgentConfig,
     if query.trim().is_empty() {
         return ToolOutcome { is_error: true, result: "knowledge_search needs a non-empty 'query'".into() };
     }
-    let Some(retriever) = &app.knowledge else {
+    let Some(retriever) = &turns.knowledge else {
         return ToolOutcome { is_error: true, result: "no knowledge is configured".into() };
     };
     let scope = Scope { org_id: &state.org_id, agent_id: &state.agent_id, sets: agent.knowledge_sets.as_deref() };
-    match retriever.search(&query, app.config.knowledge.top_k, &scope).await {
+    match retriever.search(&query, turns.config.knowledge.top_k, &scope).await {
         Ok(hits) => {
             let result = citations::tool_result(&hits);
             state.knowledge_tool.extend(hits);
@@ -207,7 +207,7 @@ async fn knowledge_search(app: &App, state: &mut TurnState, agent: &AgentConfig,
 }
 
 /// Calls a configured tool's webhook, in the `execute_tool` span.
-pub(super) async fn run_tool(app: &App, state: &TurnState, agent: &AgentConfig, call: &ToolCall) -> ToolOutcome {
+pub(super) async fn run_tool(turns: &Turns, state: &TurnState, agent: &AgentConfig, call: &ToolCall) -> ToolOutcome {
     let Some(tool) = agent.tools.iter().find(|t| t.name == call.function.name) else {
         return ToolOutcome { is_error: true, result: format!("unknown tool '{}'", call.function.name) };
     };
@@ -226,5 +226,5 @@ pub(super) async fn run_tool(app: &App, state: &TurnState, agent: &AgentConfig, 
         gen_ai.tool.name = %tool.name,
         gen_ai.tool.call.id = %call.id,
     );
-    app.tools.call(tool, &call.function.arguments, ctx).instrument(span).await
+    turns.tools.call(tool, &call.function.arguments, ctx).instrument(span).await
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::emitter::Emitter;
 use super::park::Step;
+use super::Turns;
 use super::{emit_stream, park, TurnState};
-use crate::app::App;
 use crate::backend::{Contact, Gate};
 use crate::config::ToolConfig;
 use crate::error::{ClientError, ErrorCode};
@@ -19,7 +19,7 @@ use crate::util::now_ms;
 
 /// Parks `call` until the session is verified, or answers it at once when no code can be sent.
 pub(super) async fn require(
-    app: &Arc<App>,
+    turns: &Arc<Turns>,
     em: &Emitter,
     state: &mut TurnState,
     call: &ToolCall,
@@ -48,14 +48,14 @@ pub(super) async fn require(
             return Ok(Step::Done(ToolOutcome { is_error: true, result }));
         }
     };
-    let (code, stored) = app.otp.issue(now_ms());
-    app.backends.identity.put_code(&state.session_id, &stored).await?;
+    let (code, stored) = turns.otp.issue(now_ms());
+    turns.backends.identity.put_code(&state.session_id, &stored).await?;
     let gate = Gate::Otp { auth_level: tool.auth_level.clone() };
-    park::store(app, state, call, gate, stored.expires_at_ms).await?;
+    park::store(turns, state, call, gate, stored.expires_at_ms).await?;
     em.send(&out::otp_verification_required(&state.request_id, name, &channels, &tool.auth_level));
     em.flush().await?;
     let key = format!("otp-{}-{}", state.session_id, call.id);
-    match app.otp.deliver(&state.session_id, &destination, &code, stored.expires_at_ms, &key).await {
+    match turns.otp.deliver(&state.session_id, &destination, &code, stored.expires_at_ms, &key).await {
         Ok(()) => {
             let masked = crate::otp::mask(destination.channel, destination.address);
             em.send(&out::otp_sent(&state.request_id, destination.channel, &masked));
@@ -66,7 +66,7 @@ pub(super) async fn require(
         Err(e) => {
             tracing::warn!(error = %e, session_id = %state.session_id, tool = %name, "OTP code not delivered");
             // No code reached the person: nothing may wait for it (taking the park removes its code).
-            super::take_own_park(app, &state.session_id, &state.turn_id).await;
+            super::task::take_own_park(turns, &state.session_id, &state.turn_id).await;
             let err = ClientError::new(ErrorCode::OtpSendFailed, "the verification code could not be sent");
             em.send(&out::error(Some(&state.request_id), &err));
             emit_stream(em, state, &chunk);

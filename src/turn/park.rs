@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use super::emitter::Emitter;
+use super::Turns;
 use super::{emit_stream, TurnState};
-use crate::app::App;
 use crate::backend::{Gate, ParkedTurn, PendingCall};
 use crate::error::{ClientError, ErrorCode};
 use crate::llm::ToolCall;
@@ -22,7 +22,7 @@ pub(super) enum Step {
 
 /// Stores the parked turn: `call` waits for `gate` until `expires_at_ms`.
 pub(super) async fn store(
-    app: &App,
+    turns: &Turns,
     state: &TurnState,
     call: &ToolCall,
     gate: Gate,
@@ -45,20 +45,20 @@ pub(super) async fn store(
             serde_json::to_value(&stored).map_err(|e| ClientError::new(ErrorCode::Internal, e.to_string()))?
         },
     };
-    app.backends.confirms.park(&parked).await?;
+    turns.backends.confirms.park(&parked).await?;
     Ok(())
 }
 
 /// Parks a gated call for approval: the record, `write_confirmation_required`, then the call's chunk.
 pub(super) async fn for_confirmation(
-    app: &Arc<App>,
+    turns: &Arc<Turns>,
     em: &Emitter,
     state: &TurnState,
     call: &ToolCall,
 ) -> Result<(), ClientError> {
     let name = &call.function.name;
-    let expires_at_ms = now_ms() + (app.config.confirm.timeout_s as i64) * 1000;
-    store(app, state, call, Gate::Confirm, expires_at_ms).await?;
+    let expires_at_ms = now_ms() + (turns.config.confirm.timeout_s as i64) * 1000;
+    store(turns, state, call, Gate::Confirm, expires_at_ms).await?;
     em.send(&out::write_confirmation_required(
         &state.request_id,
         name,

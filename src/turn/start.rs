@@ -1,14 +1,14 @@
 //! Starting a turn, for every front door (the WebSocket `send_message`, `POST /api/chat`, the orra `chat`
-//! frame): check the request against the agent ([`plan`]), take the session's lease ([`acquire`]), then store
-//! the user's message and build the model context ([`prepare`]); the caller then runs it with
-//! [`super::spawn_new`].
+//! frame) through [`Turns::start`]: check the request against the agent ([`plan`]), take a message from the
+//! user's budget, take the session's lease ([`acquire`]), then store the user's message and build the model
+//! context ([`prepare`]) and run it.
 
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::TurnState;
-use crate::app::App;
+use super::{TurnState, Turns};
+use crate::auth::Identity;
 use crate::backend::{Direction, SessionRecord, StoredMessage, TurnInfo};
 use crate::config::AgentConfig;
 use crate::error::{ClientError, ErrorCode};
@@ -18,7 +18,7 @@ use crate::protocol::inbound::Image;
 use crate::util::{new_id, now_ms, now_rfc3339};
 
 /// What a request may ask of its turn, checked against the session's agent.
-pub(crate) struct Plan {
+struct Plan {
     agent: Arc<AgentConfig>,
     /// The model the client named (checked against the agent's); it wins over the org's and the default.
     model: Option<String>,
@@ -34,9 +34,55 @@ pub(crate) struct TurnInput {
     pub(crate) files: Vec<Value>,
 }
 
+/// A turn as a door asks for it.
+pub(crate) struct StartRequest {
+    /// The turn's identity on the wire; one is made up when the client sent none.
+    pub(crate) request_id: Option<String>,
+    pub(crate) model: Option<String>,
+    pub(crate) skill: Option<String>,
+    pub(crate) input: TurnInput,
+}
+
+impl Turns {
+    /// Checks what a request asks of an agent (the agent, a skill, a model) without starting anything, so a
+    /// door can refuse before it creates a session for the request.
+    pub(crate) fn check(&self, agent_id: &str, model: Option<&str>, skill: Option<&str>) -> Result<(), ClientError> {
+        plan(self, agent_id, model, skill).map(|_| ())
+    }
+
+    /// Starts a turn in `caller`'s session and returns its request id (the door answers 202). Refused with
+    /// `RATE_LIMITED` past the user's message budget or running-turn places, `TURN_IN_PROGRESS` while the
+    /// session runs a turn (the message is then given back), and the plan's errors.
+    pub(crate) async fn start(
+        self: &Arc<Self>,
+        caller: &Identity,
+        session: &SessionRecord,
+        req: StartRequest,
+    ) -> Result<String, ClientError> {
+        if session.user_id != caller.user_id || session.org_id != caller.org_id {
+            return Err(ClientError::session_not_found(&session.session_id));
+        }
+        let plan = plan(self, &session.agent_id, req.model.as_deref(), req.skill.as_deref())?;
+        let spent = self.take_message(&caller.org_id, &caller.user_id).await?;
+        let request_id = req.request_id.unwrap_or_else(new_id);
+        let turn_id = match acquire(self, session, &request_id).await {
+            Ok(t) => t,
+            Err(e) => {
+                if e.code == ErrorCode::TurnInProgress {
+                    self.give_back_message(spent).await;
+                }
+                return Err(e);
+            }
+        };
+        let state = prepare(self, session, &plan, req.input, &request_id, &turn_id).await?;
+        super::task::spawn_new(self.clone(), state);
+        Ok(request_id)
+    }
+}
+
 /// The session's agent, the skill (none exist yet) and the model: `model` must be one the agent offers.
-pub(crate) fn plan(app: &App, agent_id: &str, model: Option<&str>, skill: Option<&str>) -> Result<Plan, ClientError> {
-    let agent = app
+fn plan(turns: &Turns, agent_id: &str, model: Option<&str>, skill: Option<&str>) -> Result<Plan, ClientError> {
+    let agent = turns
         .agents
         .get(agent_id)
         .ok_or_else(|| ClientError::new(ErrorCode::AgentNotFound, format!("agent '{agent_id}' not found")))?;
@@ -50,12 +96,12 @@ pub(crate) fn plan(app: &App, agent_id: &str, model: Option<&str>, skill: Option
 }
 
 /// Takes the session's turn slot for a new turn (`TURN_IN_PROGRESS` when one runs); returns the turn id.
-pub(crate) async fn acquire(app: &App, session: &SessionRecord, request_id: &str) -> Result<String, ClientError> {
-    if app.lifecycle.is_draining() {
+async fn acquire(turns: &Turns, session: &SessionRecord, request_id: &str) -> Result<String, ClientError> {
+    if turns.lifecycle.is_draining() {
         return Err(ClientError::new(ErrorCode::TurnInterrupted, "the server is draining; reconnect and retry"));
     }
-    let running = app.local_turn_count();
-    if running >= app.config.turn.max_per_pod {
+    let running = turns.local_count();
+    if running >= turns.config.turn.max_per_pod {
         return Err(ClientError::new(
             ErrorCode::RateLimited,
             format!("this server is running {running} turns (turn.max_per_pod); retry shortly"),
@@ -63,19 +109,19 @@ pub(crate) async fn acquire(app: &App, session: &SessionRecord, request_id: &str
     }
     let turn_id = new_id();
     // One place among the user's running turns on every pod, then the session's slot.
-    let per_user = app.config.limits.turns_per_user;
+    let per_user = turns.config.limits.turns_per_user;
     let hold = super::hold_key(&session.org_id, &session.user_id);
-    let lease_ms = app.config.turn.lease_ms;
-    if !app.backends.quotas.hold(&hold, &turn_id, per_user, lease_ms, crate::util::now_ms()).await? {
+    let lease_ms = turns.config.turn.lease_ms;
+    if !turns.backends.quotas.hold(&hold, &turn_id, per_user, lease_ms, crate::util::now_ms()).await? {
         return Err(ClientError::new(
             ErrorCode::RateLimited,
             format!("this user already has {per_user} turns running (limits.turns_per_user); retry when one ends"),
         ));
     }
-    let info = TurnInfo::new(&turn_id, request_id, &app.pod_id);
-    let acquired = app.backends.leases.acquire(&session.session_id, &info, lease_ms).await;
+    let info = TurnInfo::new(&turn_id, request_id, &turns.pod_id);
+    let acquired = turns.backends.leases.acquire(&session.session_id, &info, lease_ms).await;
     if !matches!(acquired, Ok(true)) {
-        let _ = app.backends.quotas.release_hold(&hold, &turn_id).await;
+        let _ = turns.backends.quotas.release_hold(&hold, &turn_id).await;
         acquired?;
         return Err(ClientError::turn_in_progress());
     }
@@ -85,14 +131,14 @@ pub(crate) async fn acquire(app: &App, session: &SessionRecord, request_id: &str
 /// Looks up the agent's knowledge for the user's message and gives it to the model just before that message
 /// (§11), once per turn, from the turn's task. A failing retrieval (webhook down, slow, garbage) means no
 /// context, never a failed turn.
-pub(crate) async fn auto_context(app: &App, agent: &AgentConfig, state: &mut TurnState) {
+pub(super) async fn auto_context(turns: &Turns, agent: &AgentConfig, state: &mut TurnState) {
     let Some(message) = state.knowledge_query.take() else { return };
-    let Some(retriever) = &app.knowledge else { return };
+    let Some(retriever) = &turns.knowledge else { return };
     if message.trim().is_empty() {
         return;
     }
     let scope = Scope { org_id: &state.org_id, agent_id: &state.agent_id, sets: agent.knowledge_sets.as_deref() };
-    let hits = match retriever.search(&message, app.config.knowledge.top_k, &scope).await {
+    let hits = match retriever.search(&message, turns.config.knowledge.top_k, &scope).await {
         Ok(hits) => hits,
         Err(e) => {
             tracing::warn!(error = %e, session_id = %state.session_id, "knowledge retrieval failed: no context");
@@ -109,8 +155,8 @@ pub(crate) async fn auto_context(app: &App, agent: &AgentConfig, state: &mut Tur
 
 /// Stores the user's message and builds the turn's state (system prompt, history, the message with its
 /// images). On failure the lease taken by [`acquire`] is given back.
-pub(crate) async fn prepare(
-    app: &Arc<App>,
+async fn prepare(
+    turns: &Arc<Turns>,
     session: &SessionRecord,
     plan: &Plan,
     input: TurnInput,
@@ -119,19 +165,22 @@ pub(crate) async fn prepare(
 ) -> Result<TurnState, ClientError> {
     // On failure the lease taken by `acquire` is given back.
     let prepared = async {
-        let history =
-            app.backends.sessions.recent_messages(&session.conversation_id, app.config.turn.history_messages).await?;
+        let history = turns
+            .backends
+            .sessions
+            .recent_messages(&session.conversation_id, turns.config.turn.history_messages)
+            .await?;
         let stored = StoredMessage {
             id: new_id(),
             direction: Direction::Inbound,
             text: input.message.clone(),
             created_at: now_rfc3339(),
         };
-        app.backends.sessions.append_message(&session.conversation_id, &stored, now_ms()).await?;
+        turns.backends.sessions.append_message(&session.conversation_id, &stored, now_ms()).await?;
         // The org's admin-set overrides (§14), read here so a change applies to the next turn on every pod.
-        let org = app.backends.settings.get_settings(&session.org_id).await?.unwrap_or_default();
+        let org = turns.backends.settings.get_settings(&session.org_id).await?.unwrap_or_default();
         let prompt = org.system_prompt.as_deref().unwrap_or(&plan.agent.system_prompt);
-        let model = plan.model.clone().or(org.model).unwrap_or_else(|| app.config.llm.model.clone());
+        let model = plan.model.clone().or(org.model).unwrap_or_else(|| turns.config.llm.model.clone());
         let mut messages = Vec::with_capacity(history.len() + 2);
         if !prompt.is_empty() {
             messages.push(ChatMessage::text("system", prompt));
@@ -140,7 +189,7 @@ pub(crate) async fn prepare(
             let role = if h.direction == Direction::Inbound { "user" } else { "assistant" };
             messages.push(ChatMessage::text(role, &h.text));
         }
-        let knowledge_query = app.knowledge.is_some().then(|| input.message.clone());
+        let knowledge_query = turns.knowledge.is_some().then(|| input.message.clone());
         let content = if input.images.is_empty() {
             Value::String(input.message)
         } else {
@@ -184,14 +233,14 @@ pub(crate) async fn prepare(
     }
     .await;
     if prepared.is_err() {
-        give_back(app, session, turn_id).await;
+        give_back(turns, session, turn_id).await;
     }
     prepared
 }
 
 /// Gives back what [`acquire`] took, for a turn that will not run after all: the session's lease and the user's
 /// place among their running turns (left to lapse, the place would block the user for `turn.lease_ms`).
-pub(crate) async fn give_back(app: &App, session: &SessionRecord, turn_id: &str) {
-    let _ = app.backends.leases.release(&session.session_id, turn_id).await;
-    let _ = app.backends.quotas.release_hold(&super::hold_key(&session.org_id, &session.user_id), turn_id).await;
+async fn give_back(turns: &Turns, session: &SessionRecord, turn_id: &str) {
+    let _ = turns.backends.leases.release(&session.session_id, turn_id).await;
+    let _ = turns.backends.quotas.release_hold(&super::hold_key(&session.org_id, &session.user_id), turn_id).await;
 }

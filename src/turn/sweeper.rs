@@ -6,37 +6,37 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Resolution;
-use crate::app::App;
+use super::Turns;
 use crate::backend::{Decided, Gate, Guard, TurnInfo};
 use crate::error::{ClientError, ErrorCode};
 use crate::tools::ToolOutcome;
 use crate::util::now_ms;
 
 /// Runs until the pod stops; idle while it drains (another pod sweeps).
-pub(crate) async fn sweep_loop(app: Arc<App>) {
+pub(crate) async fn sweep_loop(turns: Arc<Turns>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
-            _ = app.lifecycle.stopped() => return,
+            _ = turns.lifecycle.stopped() => return,
             _ = tick.tick() => {}
         }
-        if app.lifecycle.is_draining() {
+        if turns.lifecycle.is_draining() {
             continue;
         }
-        match app.backends.confirms.expired(now_ms(), 50).await {
+        match turns.backends.confirms.expired(now_ms(), 50).await {
             Ok(sids) => {
                 for sid in sids {
-                    if let Err(e) = time_out(&app, &sid).await {
+                    if let Err(e) = time_out(&turns, &sid).await {
                         tracing::warn!(error = %e, session_id = %sid, "park timeout sweep failed");
                     }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "confirmation sweep failed"),
         }
-        match app.backends.leases.claim_lapsed(now_ms(), 50).await {
+        match turns.backends.leases.claim_lapsed(now_ms(), 50).await {
             Ok(lapsed) => {
                 for (sid, info) in lapsed {
-                    end_lapsed(&app, &sid, &info).await;
+                    end_lapsed(&turns, &sid, &info).await;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "lease sweep failed"),
@@ -46,18 +46,18 @@ pub(crate) async fn sweep_loop(app: Arc<App>) {
 
 /// Answers an expired park the way its gate times out: a confirmation is denied, an interaction card gets "no
 /// response", an OTP wait refuses the tool; the turn goes on here.
-async fn time_out(app: &Arc<App>, sid: &str) -> Result<(), crate::backend::BackendError> {
-    let Some(parked) = app.backends.confirms.get(sid).await? else { return Ok(()) };
+async fn time_out(turns: &Arc<Turns>, sid: &str) -> Result<(), crate::backend::BackendError> {
+    let Some(parked) = turns.backends.confirms.get(sid).await? else { return Ok(()) };
     if parked.gate == Gate::Confirm {
-        if let Decided::Claimed(parked) = app.backends.confirms.decide(sid, None, false).await? {
+        if let Decided::Claimed(parked) = turns.backends.confirms.decide(sid, None, false).await? {
             tracing::info!(session_id = %sid, tool = %parked.call.tool_name, "confirmation timed out: denied");
-            super::resume_parked(app.clone(), *parked, false, "the confirmation timed out").await;
+            super::task::resume_parked(turns.clone(), *parked, false, "the confirmation timed out").await;
         }
         return Ok(());
     }
     // Taken once, and only this call's park (a newer one that replaced it is not due): a late answer on another
     // pod finds nothing pending.
-    let Some(parked) = app.backends.confirms.take(sid, Some(&parked.call.tool_call_id)).await? else { return Ok(()) };
+    let Some(parked) = turns.backends.confirms.take(sid, Some(&parked.call.tool_call_id)).await? else { return Ok(()) };
     let outcome = match &parked.gate {
         Gate::Interaction { .. } => ToolOutcome { is_error: false, result: crate::interactions::NO_RESPONSE.into() },
         _ => {
@@ -67,16 +67,16 @@ async fn time_out(app: &Arc<App>, sid: &str) -> Result<(), crate::backend::Backe
         }
     };
     tracing::info!(session_id = %sid, gate = parked.gate.name(), "a parked turn timed out");
-    super::resume_with(app.clone(), parked, Resolution::Result(outcome)).await;
+    super::task::resume_with(turns.clone(), parked, Resolution::Result(outcome)).await;
     Ok(())
 }
 
 /// Ends a turn whose lease lapsed with `TURN_INTERRUPTED`, appended only if the turn is still the lapsed one
 /// ([`Guard::Lapsed`], which also forgets it in the same step). A failed append leaves the turn to be claimed
 /// again (by any pod) after `LAPSED_RETRY_MS`, so the client always gets its ending.
-async fn end_lapsed(app: &App, sid: &str, info: &TurnInfo) {
+async fn end_lapsed(turns: &Turns, sid: &str, info: &TurnInfo) {
     tracing::warn!(session_id = %sid, pod = %info.pod_id, "turn lease lapsed: ending the turn");
-    super::take_own_park(app, sid, &info.turn_id).await;
+    super::task::take_own_park(turns, sid, &info.turn_id).await;
     let e = ClientError::new(ErrorCode::TurnInterrupted, "the turn was interrupted: the server running it stopped");
-    app.fail_turn(sid, Guard::Lapsed(&info.turn_id), &info.request_id, &e).await;
+    turns.fail(sid, Guard::Lapsed(&info.turn_id), &info.request_id, &e).await;
 }

@@ -1,0 +1,226 @@
+//! A turn's task on this pod: run a segment (new, or resumed from a park) under the session's lease, renew the
+//! lease and the user's running-turn place while it runs, and end it with exactly one terminal event (or hand
+//! a parked turn's lease over, or stop silently when the lease is lost).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::drive::drive;
+use super::emitter::{Emitter, Halt};
+use super::{hold_key, Decision, Outcome, Resolution, TurnState, Turns};
+use crate::backend::{Guard, ParkedTurn, TurnInfo};
+use crate::error::{ClientError, ErrorCode};
+use crate::metrics::TurnOutcome;
+use crate::protocol::outbound as out;
+
+/// Counts (or renews) this turn among its user's running turns, beyond the limit: a resumed turn was admitted
+/// when it started, and a renewal must never fail for the limit.
+async fn keep_hold(turns: &Turns, state_user: (&str, &str), turn_id: &str) {
+    let key = hold_key(state_user.0, state_user.1);
+    if let Err(e) =
+        turns.backends.quotas.hold(&key, turn_id, u64::MAX, turns.config.turn.lease_ms, crate::util::now_ms()).await
+    {
+        tracing::warn!(error = %e, "could not renew the turn's place among the user's turns");
+    }
+}
+
+/// The turn no longer runs (ended, parked, stopped): its place among the user's running turns goes.
+async fn drop_hold(turns: &Turns, org_id: &str, user_id: &str, turn_id: &str) {
+    if let Err(e) = turns.backends.quotas.release_hold(&hold_key(org_id, user_id), turn_id).await {
+        tracing::warn!(error = %e, "could not free the turn's place among the user's turns (it lapses with the lease)");
+    }
+}
+
+/// Builds the model context for a new turn and runs it in the background.
+pub(super) fn spawn_new(turns: Arc<Turns>, state: TurnState) {
+    let tasks = turns.tasks.clone();
+    tasks.spawn(run(turns, state, None));
+}
+
+/// Resumes a parked confirmation on this pod with a decision (approve, deny, or timeout-deny).
+pub(super) async fn resume_parked(turns: Arc<Turns>, parked: ParkedTurn, approved: bool, reason: &str) {
+    let resolution = if approved { Resolution::Approved } else { Resolution::Denied(reason.to_string()) };
+    resume_with(turns, parked, resolution).await
+}
+
+/// Resumes a parked turn (of any gate) on this pod with its answer.
+pub(super) async fn resume_with(turns: Arc<Turns>, parked: ParkedTurn, resolution: Resolution) {
+    let state: TurnState = match serde_json::from_value(parked.state.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, session_id = %parked.session_id, "parked turn state unreadable");
+            let err = ClientError::new(ErrorCode::AgentError, "the parked turn could not be resumed");
+            turns.fail(&parked.session_id, Guard::Release(&parked.turn_id), &parked.request_id, &err).await;
+            return;
+        }
+    };
+    let info = state.lease_info(&turns.pod_id);
+    let lease_ms = turns.config.turn.lease_ms;
+    let leases = &turns.backends.leases;
+    let held = match leases.renew(&state.session_id, &info, lease_ms).await {
+        Ok(true) => true,
+        _ => leases.acquire(&state.session_id, &info, lease_ms).await.unwrap_or(false),
+    };
+    if !held {
+        // Another turn holds the slot (this one's hold ran out): running it would put two turns in the session.
+        tracing::warn!(session_id = %state.session_id, "a parked turn's lease is gone: ending it instead of resuming");
+        let err = ClientError::new(ErrorCode::TurnInterrupted, "the turn was interrupted while waiting for a decision");
+        turns.fail(&state.session_id, Guard::None, &state.request_id, &err).await;
+        return;
+    }
+    keep_hold(&turns, (&state.org_id, &state.user_id), &state.turn_id).await;
+    let decision = Decision { tool_call_id: parked.call.tool_call_id.clone(), resolution };
+    let tasks = turns.tasks.clone();
+    tasks.spawn(run(turns, state, Some(decision)));
+}
+
+async fn run(turns: Arc<Turns>, state: TurnState, decision: Option<Decision>) {
+    let span = tracing::info_span!(
+        "turn",
+        otel.name = "agent.turn",
+        session_id = %state.session_id,
+        request_id = %state.request_id,
+        turn_id = %state.turn_id,
+        pod = %turns.pod_id,
+        resumed = decision.is_some(),
+    );
+    if let Some(tp) = &state.traceparent {
+        crate::telemetry::set_parent(&span, tp);
+    }
+    run_in_span(turns, state, decision).instrument(span).await
+}
+
+async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<Decision>) {
+    let sid = state.session_id.clone();
+    let started = Instant::now();
+    turns.metrics.turn_started();
+    let cancel = turns.register(&sid, &state.turn_id);
+    let info = state.lease_info(&turns.pod_id);
+    let lease_lost = CancellationToken::new();
+    let who = (state.org_id.clone(), state.user_id.clone());
+    let renewer = tokio::spawn(renew_loop(turns.clone(), sid.clone(), info, who, lease_lost.clone()));
+
+    let em = Emitter::start(turns.clone(), sid.clone(), state.turn_id.clone());
+    let outcome = tokio::select! {
+        o = drive(&turns, &em, &mut state, decision) => Some(o),
+        h = em.halted() => Some(h.into()),
+        _ = lease_lost.cancelled() => Some(Outcome::LeaseLost),
+        _ = tokio::time::sleep(Duration::from_secs(turns.config.turn.deadline_s)) => Some(Outcome::Failed(ClientError::new(
+            ErrorCode::AgentError,
+            format!("the turn did not finish within {} s (turn.deadline_s)", turns.config.turn.deadline_s),
+        ))),
+        _ = cancel.cancelled() => None,
+        _ = turns.lifecycle.turns_interrupted() => Some(Outcome::Failed(ClientError::new(
+            ErrorCode::TurnInterrupted, "the turn was interrupted: the server is shutting down"))),
+        _ = turns.lifecycle.stopped() => {
+            // The pod is gone (killed): nothing is released or emitted; the lease lapses and another pod's
+            // sweeper ends the turn.
+            renewer.abort();
+            turns.metrics.turn_ended(TurnOutcome::Abandoned, started.elapsed());
+            return;
+        }
+    };
+    renewer.abort();
+    // Everything the turn queued is logged before its terminal event (and before the lease is released). A
+    // turn that could not log all of it does not end as if it had (a park among them would be unseen).
+    let outcome = match (em.flush().await, outcome) {
+        (Err(Halt::LeaseLost), _) | (_, Some(Outcome::LeaseLost)) => Some(Outcome::LeaseLost),
+        (Err(Halt::Failed(e)), Some(_)) => Some(Outcome::Failed(e)),
+        (_, o) => o,
+    };
+    turns.unregister(&sid, &state.turn_id);
+    drop_hold(&turns, &state.org_id, &state.user_id, &state.turn_id).await;
+    let ended = match &outcome {
+        Some(Outcome::Parked) => TurnOutcome::Parked,
+        Some(Outcome::Completed { .. }) => TurnOutcome::Completed,
+        Some(Outcome::Failed(_)) => TurnOutcome::Failed,
+        Some(Outcome::LeaseLost) => TurnOutcome::Abandoned,
+        None => TurnOutcome::Cancelled,
+    };
+    turns.metrics.turn_ended(ended, started.elapsed());
+    let (rid, tid) = (state.request_id.clone(), state.turn_id.clone());
+    match outcome {
+        Some(Outcome::Parked) => {
+            // Hand the slot over to the parked state only now that the renewer is stopped, so it cannot put
+            // this pod back as the holder of a turn no pod runs.
+            if let Err(e) = hand_over_parked(&turns, &state).await {
+                tracing::warn!(error = %e, session_id = %sid, "could not hand the parked turn's lease over");
+            }
+        }
+        Some(Outcome::Completed { text, message_id }) => {
+            let cited = crate::knowledge::citations::citations(&state.knowledge_auto, &state.knowledge_tool);
+            let done = out::eventual_response(&rid, &message_id, &text, state.usage, cited);
+            turns.end(&sid, Guard::Release(&tid), &done).await;
+        }
+        Some(Outcome::Failed(err)) => {
+            // A park written before the failure must not be resumed later by the timeout sweeper.
+            take_own_park(&turns, &sid, &tid).await;
+            turns.fail(&sid, Guard::Release(&tid), &rid, &err).await;
+        }
+        Some(Outcome::LeaseLost) => {
+            tracing::warn!(session_id = %sid, turn_id = %tid, "the turn lost its lease and stopped without an ending");
+        }
+        None => {
+            // A park that raced the cancel must not be resumable.
+            take_own_park(&turns, &sid, &tid).await;
+            turns.end(&sid, Guard::Release(&tid), &out::cancelled(&rid)).await;
+        }
+    }
+}
+
+/// Takes the session's parked record if it is this turn's (an ended turn's park must not be resumed later).
+pub(super) async fn take_own_park(turns: &Turns, session_id: &str, turn_id: &str) {
+    match turns.backends.confirms.get(session_id).await {
+        Ok(Some(p)) if p.turn_id == turn_id => {
+            if let Err(e) = turns.take_park_to_end(session_id, Some(&p.call.tool_call_id)).await {
+                tracing::warn!(error = %e, %session_id, "could not take the ended turn's park");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, %session_id, "could not read the ended turn's park"),
+    }
+}
+
+/// Renews the lease every third of `turn.lease_ms`. The lease is lost when a renewal finds another holder (or
+/// none), or when no renewal succeeded for a whole lease (Redis unreachable: a sweeper may have ended the turn
+/// meanwhile); then `lost` is cancelled and the turn stops. It never takes the lease back.
+async fn renew_loop(turns: Arc<Turns>, sid: String, info: TurnInfo, who: (String, String), lost: CancellationToken) {
+    let lease = Duration::from_millis(turns.config.turn.lease_ms);
+    let every = (lease / 3).max(Duration::from_millis(100));
+    let mut last_ok = Instant::now();
+    loop {
+        tokio::time::sleep(every).await;
+        match turns.backends.leases.renew(&sid, &info, turns.config.turn.lease_ms).await {
+            Ok(true) => {
+                last_ok = Instant::now();
+                keep_hold(&turns, (&who.0, &who.1), &info.turn_id).await;
+            }
+            Ok(false) => {
+                tracing::warn!(session_id = %sid, "turn lease lost: the turn stops");
+                lost.cancel();
+                return;
+            }
+            Err(e) if last_ok.elapsed() >= lease => {
+                tracing::warn!(session_id = %sid, error = %e, "no lease renewal for a whole lease: the turn stops");
+                lost.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(session_id = %sid, error = %e, "turn lease renewal failed"),
+        }
+    }
+}
+
+/// The slot stays taken while parked, held by no pod, a little past the park's deadline so the timeout
+/// sweeper (not the dead-pod sweeper) ends it. A decision that already resumed the turn elsewhere keeps it.
+async fn hand_over_parked(turns: &Turns, state: &TurnState) -> Result<(), ClientError> {
+    let parked_info = state.lease_info("");
+    if let Some(p) = turns.backends.confirms.get(&state.session_id).await?.filter(|p| p.turn_id == state.turn_id) {
+        let left_ms = u64::try_from(p.expires_at_ms - crate::util::now_ms()).unwrap_or(0);
+        let hold_ms = left_ms + turns.config.turn.lease_ms + 5_000;
+        turns.backends.leases.renew(&state.session_id, &parked_info, hold_ms).await?;
+    }
+    Ok(())
+}
