@@ -90,7 +90,7 @@ impl Conn {
         conn
     }
 
-    /// A verified widget `authContext` (§13): from now on this socket acts as `user_id` of its org, and follows
+    /// A verified widget `authContext`: from now on this socket acts as `user_id` of its org, and follows
     /// that user's channel instead of the previous identity's.
     pub(crate) async fn act_as(&mut self, user_id: &str) {
         if self.identity.user_id == user_id {

@@ -1,4 +1,4 @@
-//! One-time codes of the OTP gate (§10): made, hashed and checked here, delivered by the host's webhook (or,
+//! One-time codes of the OTP gate: made, hashed and checked here, delivered by the host's webhook (or,
 //! for local demos, the log). Codes are never stored in clear: the backend keeps a salted HMAC, and a guess is
 //! compared in constant time.
 

@@ -1,4 +1,4 @@
-//! The admin API (§14) for support teams and dashboards: who am I, an org's conversations and their messages,
+//! The admin API for support teams and dashboards: who am I, an org's conversations and their messages,
 //! per-org settings used by the next turn on every pod, and the live connections. Callers present a bearer JWT
 //! whose `role` claim says what they may do (`admin` > `curator` > `basic`); everything is scoped to the
 //! caller's org, and another org's ids answer 404 as if they did not exist. `/admin/publish` stays with the

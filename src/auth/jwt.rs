@@ -26,7 +26,7 @@ struct Claims {
     exp: i64,
     #[serde(default)]
     org: Option<String>,
-    /// Admin API role (§14).
+    /// Admin API role.
     #[serde(default)]
     role: Option<String>,
 }

@@ -13,7 +13,7 @@ pub(crate) struct Identity {
     pub org_id: String,
     /// Token expiry (Unix seconds); the socket is closed with 4401 when it passes.
     pub expires_at: Option<i64>,
-    /// What the admin API lets this caller do (§14).
+    /// What the admin API lets this caller do.
     pub role: Role,
 }
 

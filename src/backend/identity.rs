@@ -1,5 +1,5 @@
 //! What a session knows about its person, shared by every pod: the contact given on create or in an identity
-//! card (§9), the one-time code of the OTP gate (§10) and whether the person proved they own the contact.
+//! card, the one-time code of the OTP gate and whether the person proved they own the contact.
 //!
 //! Codes are stored as a salted HMAC, never in clear; attempts are counted in the store *before* the pod
 //! compares, so guesses sent to several pods at once still get `max_attempts` in all.

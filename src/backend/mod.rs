@@ -63,7 +63,7 @@ pub struct SessionRecord {
     /// The REST/orra name of this session when it is one (`POST /api/chat`'s `namespace`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    /// The client's render capabilities (§9: `identity_form`, `choice_chips`, unknown ones kept), declared on
+    /// The client's render capabilities (`identity_form`, `choice_chips`, unknown ones kept), declared on
     /// create or inherited from the conversation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub supports: Vec<String>,

@@ -19,10 +19,10 @@ pub struct PendingCall {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Gate {
-    /// A gated tool waiting for approve / deny (§2).
+    /// A gated tool waiting for approve / deny.
     #[default]
     Confirm,
-    /// A raise tool waiting for the person's card (§9).
+    /// A raise tool waiting for the person's card.
     Interaction {
         interaction_id: String,
         /// `identity_intake` or `choices`.
@@ -31,7 +31,7 @@ pub enum Gate {
         spec: serde_json::Value,
         reason: String,
     },
-    /// A tool waiting for the session's OTP verification (§10).
+    /// A tool waiting for the session's OTP verification.
     Otp { auth_level: String },
 }
 

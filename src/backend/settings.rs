@@ -1,4 +1,4 @@
-//! Per-org settings (§14): overrides an org's admins set through `PUT /admin/settings`, read by every pod
+//! Per-org settings: overrides an org's admins set through `PUT /admin/settings`, read by every pod
 //! when a turn starts, so a change applies to the org's next turn wherever it runs.
 
 use async_trait::async_trait;

@@ -1,12 +1,13 @@
-//! Configuration of the seed-protocol features: rich interactions (§9), the OTP gate (§10) and knowledge
-//! (§11). Their cross-field rules are checked in [`Config::validate_features`].
+//! Configuration of the seed-protocol features (README, "Interactions, the OTP gate and knowledge"): rich
+//! interactions, the OTP gate and knowledge. Their cross-field rules are checked in
+//! [`Config::validate_features`].
 
 use serde::{Deserialize, Serialize};
 
 use super::validate::{http_url, positive};
 use super::{invalid, Config, ConfigError};
 
-/// The browser widget (§13).
+/// The browser widget.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WidgetConfig {
@@ -138,7 +139,7 @@ pub struct KnowledgeDocument {
 }
 
 impl Config {
-    /// The rules of the §9–§11 sections. Each error names the key.
+    /// The rules of interactions, the OTP gate and knowledge. Each error names the key.
     pub(super) fn validate_features(&self) -> Result<(), ConfigError> {
         positive("interaction.timeout_s", self.interaction.timeout_s)?;
         let otp = &self.otp;

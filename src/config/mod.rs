@@ -281,7 +281,7 @@ pub struct AgentConfig {
     pub models: Vec<String>,
     #[serde(default)]
     pub tools: Vec<ToolConfig>,
-    /// Interaction kinds whose raise tools the model is offered (§9): `identity_intake`, `choices`.
+    /// Interaction kinds whose raise tools the model is offered: `identity_intake`, `choices`.
     #[serde(default = "default_interactions")]
     pub interactions: Vec<String>,
     /// `public` (default: `end_user` tools need an OTP-verified session, `admin` tools are refused) or
@@ -295,7 +295,7 @@ pub struct AgentConfig {
     /// create against the socket's `Origin`; empty = any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_origins: Vec<String>,
-    /// (secret, ≥ 32 bytes) Verifies a widget's `authContext` (§13). Better from
+    /// (secret, ≥ 32 bytes) Verifies a widget's `authContext`. Better from
     /// `SWITCHBOARD_WIDGET_SECRETS__<AGENT_ID>` (upper case, other characters as `_`) than from the file.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub widget_secret: String,
@@ -329,7 +329,7 @@ pub struct ToolConfig {
     #[serde(default = "default_parameters")]
     pub parameters: serde_json::Value,
     pub url: String,
-    /// Who may run it on a public agent (§10): `none`, `end_user` (an OTP-verified session), `admin` (never).
+    /// Who may run it on a public agent: `none`, `end_user` (an OTP-verified session), `admin` (never).
     #[serde(default = "default_auth_level")]
     pub auth_level: String,
 }

@@ -1,7 +1,9 @@
 //! `POST /api/chat/stream`: the same turn as `/api/chat`, as Server-Sent Events (`text_delta`,
-//! `tool_approval_request`, `response`, `error`), each with `id:` = the event's seq in the session log. A
-//! caller whose connection dropped posts again with `Last-Event-ID` and the namespace: no new turn starts, the
-//! events after that id are replayed from the log and the turn is followed to its end.
+//! `tool_approval_request`, `response`, `error`), each with `id:` = the event's position in the session log,
+//! `<seq>:<epoch>`. A caller whose connection dropped posts again with `Last-Event-ID` and the namespace: no new
+//! turn starts, the events after that id are replayed from the log and the turn is followed to its end. The id
+//! is read with the socket resume's rule (`protocol::position`): an id from another epoch of the log (it was
+//! lost and started again) replays from the oldest event kept, as a socket resume does.
 //!
 //! The stream is produced as the client reads it (events are read from the log on demand), so a client that
 //! stops reading holds one connection and no growing buffer.
@@ -24,6 +26,7 @@ use super::watch::SessionWatch;
 use super::{namespace, Api, ApiError};
 use crate::app::App;
 use crate::error::ClientError;
+use crate::protocol::position::{recovered, replay_from, LogNow, StreamPosition};
 
 /// A resume: only the namespace is needed (a message, if sent, is ignored).
 #[derive(Deserialize)]
@@ -42,32 +45,52 @@ struct Follow {
     request_id: Option<String>,
     ready: VecDeque<Event>,
     done: bool,
+    /// The epoch the ids count in, read with the first event sent (a new namespace has none before).
+    epoch: Option<String>,
 }
 
 pub(super) async fn chat_stream(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
-    let last_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    let last_id = match headers.get("last-event-id").map(|v| v.to_str().ok().and_then(StreamPosition::parse)) {
+        None => None,
+        Some(Some(pos)) => Some(pos),
+        Some(None) => {
+            return ApiError::invalid("Last-Event-ID must be an event id of this stream (<seq>:<epoch>, or <seq>)")
+                .into_response()
+        }
+    };
     let follow = async {
         let who = api.caller(&headers).await?;
         match last_id {
-            Some(after) => {
+            Some(pos) => {
                 let r: Resume = api.json(body).await?;
                 namespace::validate(&r.namespace)?;
                 let session = namespace::find(&api.app, &who, &r.namespace)
                     .await?
                     .ok_or_else(|| ApiError::not_found(format!("namespace '{}' not found", r.namespace)))?;
-                let (oldest, latest) =
-                    api.app.backends.log.bounds(&session.session_id).await.map_err(ClientError::from)?;
-                if after > latest {
-                    return Err(ApiError::invalid(format!(
-                        "Last-Event-ID {after} is beyond this namespace's log ({latest})"
-                    )));
-                }
-                if latest > 0 && after + 1 < oldest {
-                    return Err(ApiError::invalid(format!(
-                        "Last-Event-ID {after} is older than the log keeps (it starts at {oldest}); \
-                         GET /api/sessions/{{namespace}} has the messages"
-                    )));
-                }
+                let log = &api.app.backends.log;
+                let (epoch, bounds) = tokio::join!(log.epoch(&session.session_id), log.bounds(&session.session_id));
+                let (epoch, (oldest, latest)) = (epoch.map_err(ClientError::from)?, bounds.map_err(ClientError::from)?);
+                let now = LogNow { epoch: epoch.as_deref(), oldest, latest };
+                let same_epoch = pos.epoch.is_none() || pos.epoch.as_deref() == epoch.as_deref();
+                let after = if same_epoch {
+                    if pos.seq > latest {
+                        return Err(ApiError::invalid(format!(
+                            "Last-Event-ID {} is beyond this namespace's log ({latest})",
+                            pos.seq
+                        )));
+                    }
+                    if !recovered(&pos, now) {
+                        return Err(ApiError::invalid(format!(
+                            "Last-Event-ID {} is older than the log keeps (it starts at {oldest}); \
+                             GET /api/sessions/{{namespace}} has the messages",
+                            pos.seq
+                        )));
+                    }
+                    pos.seq
+                } else {
+                    // The log started again since that id: everything it holds is new to this caller.
+                    replay_from(&pos, now).0
+                };
                 let running = api.app.turns.holder(&session.session_id).await?;
                 if after == latest && running.is_none() {
                     return Err(ApiError::not_found("nothing to resume: no turn runs and no event follows that id"));
@@ -120,6 +143,7 @@ impl Follow {
             request_id,
             ready: VecDeque::new(),
             done: false,
+            epoch: None,
         }
     }
 
@@ -157,6 +181,9 @@ impl Follow {
             self.request_id = event.get("requestId").and_then(Value::as_str).map(str::to_string);
         }
         let rid = self.request_id.clone().unwrap_or_default();
+        if self.epoch.is_none() {
+            self.epoch = self.app.backends.log.epoch(&self.session_id).await.ok().flatten();
+        }
         match outcome::read(event, &rid) {
             Seen::Delta(text) => self.push(Some(seq), "text_delta", json!({"content": text})),
             Seen::Approval => match outcome::pending_call(&self.app, &self.session_id, &rid).await {
@@ -179,8 +206,8 @@ impl Follow {
 
     fn push(&mut self, id: Option<u64>, kind: &str, data: Value) {
         let mut event = Event::default().event(kind).data(data.to_string());
-        if let Some(id) = id {
-            event = event.id(id.to_string());
+        if let Some(seq) = id {
+            event = event.id(StreamPosition { seq, epoch: self.epoch.clone() }.to_string());
         }
         self.ready.push_back(event);
     }

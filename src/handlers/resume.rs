@@ -11,6 +11,7 @@ use crate::app::App;
 use crate::conn::Conn;
 use crate::error::ClientError;
 use crate::protocol::outbound as out;
+use crate::protocol::position::{replay_from, LogNow, StreamPosition};
 
 /// Events per log read while sizing a replay (the catch-up reads pages of the same size).
 const PAGE: usize = 256;
@@ -27,15 +28,8 @@ pub(super) async fn resume(
     let log = &app.backends.log;
     let (current, bounds) = tokio::join!(log.epoch(session_id), log.bounds(session_id));
     let (current, (oldest, latest)) = (current?, bounds?);
-    // The log reaches back to `after_seq` when `after_seq` counts in this log's epoch (the client's, when it
-    // says; else it must not be newer than anything this log has) and nothing after it was trimmed.
-    let same_epoch = match (epoch, current.as_deref()) {
-        (Some(theirs), Some(ours)) => theirs == ours,
-        (Some(_), None) => after_seq == 0,
-        (None, _) => true,
-    };
-    let recovered = same_epoch && after_seq <= latest && (latest == 0 || after_seq + 1 >= oldest);
-    let from = if recovered { after_seq } else { oldest.saturating_sub(1) };
+    let pos = StreamPosition { seq: after_seq, epoch: epoch.map(str::to_string) };
+    let (from, recovered) = replay_from(&pos, LogNow { epoch: current.as_deref(), oldest, latest });
     let missed = latest > from;
     // A user whose minute is spent is refused before the log is read: sizing the replay is the cost the
     // budget bounds. The first byte is taken here, the rest once the replay is sized.

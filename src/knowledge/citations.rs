@@ -1,4 +1,4 @@
-//! What a turn's hits become: the citations on `eventual_response` (DESIGN §11), the context message the model
+//! What a turn's hits become: the citations on `eventual_response` (README, "Interactions, the OTP gate and knowledge"), the context message the model
 //! reads before the turn, and the `knowledge_search` tool's result. Hits come from a backend that may be a
 //! host's webhook, so everything shown to a client is bounded here and links are limited to http(s).
 

@@ -1,4 +1,4 @@
-//! Knowledge retrieval and citations (DESIGN §11). Before each turn the user's message is searched in the
+//! Knowledge retrieval and citations (README, "Interactions, the OTP gate and knowledge"). Before each turn the user's message is searched in the
 //! agent's knowledge and the hits are handed to the model as context; the model may search again through the
 //! `knowledge_search` tool. Two backends sit behind [`Retriever`], picked once from config by `setup`: `builtin`
 //! (documents from config and files, chunked and indexed in memory at boot with BM25 and English stemming) and

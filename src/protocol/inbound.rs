@@ -50,9 +50,9 @@ pub(crate) enum Action {
         after_seq: u64,
         epoch: Option<String>,
     },
-    /// The person's answer to a parked interaction (§9): values, or `declined`.
+    /// The person's answer to a parked interaction: values, or `declined`.
     SubmitInteraction(SubmitInteraction),
-    /// A one-time code for the session's OTP gate (§10).
+    /// A one-time code for the session's OTP gate.
     VerifyOtp {
         session_id: String,
         code: String,
@@ -75,11 +75,11 @@ pub(crate) struct CreateSession {
     pub agent_id: String,
     pub conversation_id: Option<String>,
     pub user_name: Option<String>,
-    /// The contact the OTP gate sends codes to (§10), stamped on the session.
+    /// The contact the OTP gate sends codes to, stamped on the session.
     pub user_email: Option<String>,
-    /// Render capabilities (§9); `None` = inherit the conversation's.
+    /// Render capabilities; `None` = inherit the conversation's.
     pub supports: Option<Vec<String>>,
-    /// A widget's signed identity (§13), checked against the agent's `widget_secret`.
+    /// A widget's signed identity, checked against the agent's `widget_secret`.
     pub auth_context: Option<AuthContext>,
 }
 

@@ -7,6 +7,7 @@
 mod fields;
 pub(crate) mod inbound;
 pub(crate) mod outbound;
+pub(crate) mod position;
 pub mod shapes;
 
 /// The WebSocket subprotocol that opts a connection into the extensions.

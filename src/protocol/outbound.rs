@@ -90,7 +90,7 @@ pub(crate) fn write_confirmation_required(request_id: &str, tool_id: &str, descr
 }
 
 /// The single authoritative end of a turn.
-/// `citations` (§11) is left out when there are none.
+/// `citations` is left out when there are none.
 pub(crate) fn eventual_response(
     request_id: &str,
     message_id: &str,
@@ -119,7 +119,7 @@ pub(crate) fn eventual_response(
     v
 }
 
-/// `interaction_required` (§9): the card to render; the turn is parked until `submit_interaction`.
+/// `interaction_required`: the card to render; the turn is parked until `submit_interaction`.
 pub(crate) fn interaction_required(
     request_id: &str,
     interaction_id: &str,
@@ -131,14 +131,14 @@ pub(crate) fn interaction_required(
     nested("interaction_required", request_id, payload)
 }
 
-/// `interaction_invalid` (§9): a reply to the submit (the park stays); `errors` is `[{field, message}]`.
+/// `interaction_invalid`: a reply to the submit (the park stays); `errors` is `[{field, message}]`.
 pub(crate) fn interaction_invalid(request_id: &str, interaction_id: &str, kind: &str, errors: Value) -> Value {
     let payload = json!({"interactionId": interaction_id, "kind": kind, "errors": errors,
                          "message": crate::interactions::INVALID_SUMMARY});
     nested("interaction_invalid", request_id, payload)
 }
 
-/// `otp_verification_required` (§10): the gated tool waits for the session to be verified.
+/// `otp_verification_required`: the gated tool waits for the session to be verified.
 pub(crate) fn otp_verification_required(request_id: &str, tool_id: &str, channels: &[&str], auth_level: &str) -> Value {
     let payload = json!({"toolId": tool_id,
                          "actionDescription": format!("Verify your identity to continue using '{tool_id}'."),
@@ -154,7 +154,7 @@ pub(crate) fn otp_verified(request_id: &str) -> Value {
     nested("otp_verified", request_id, json!({"message": "Identity verified successfully."}))
 }
 
-/// `otp_invalid` (§10): `error` is `INVALID_CODE`, `MAX_ATTEMPTS`, `EXPIRED` or `NOT_FOUND`.
+/// `otp_invalid`: `error` is `INVALID_CODE`, `MAX_ATTEMPTS`, `EXPIRED` or `NOT_FOUND`.
 pub(crate) fn otp_invalid(request_id: &str, error: &str, attempts_remaining: u32, message: &str) -> Value {
     let payload = json!({"error": error, "attemptsRemaining": attempts_remaining, "message": message});
     nested("otp_invalid", request_id, payload)

@@ -217,7 +217,7 @@ fn inner(payload: Shape) -> Shape {
     obj(&["requestId", "data"], vec![("requestId", Shape::Str), ("data", payload)])
 }
 
-/// One source of `eventual_response.data.data.citations` (§11).
+/// One source of `eventual_response.data.data.citations`.
 fn citation() -> Shape {
     obj(
         &["id", "title", "snippet", "score"],

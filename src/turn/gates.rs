@@ -1,5 +1,5 @@
 //! What a tool call passes through before it runs: the built-in tools (the interaction raise tools and their
-//! conversational fallback, §9; `knowledge_search`, §11), the OTP gate (§10) and the confirmation gate (§2).
+//! conversational fallback; `knowledge_search`), the OTP gate and the confirmation gate.
 //! A call either gets its result here or parks the turn.
 
 use std::sync::Arc;
@@ -105,7 +105,7 @@ pub(super) async fn step(
     Ok(Step::Done(run_tool(turns, state, agent, call).await))
 }
 
-/// On a public agent an `admin` tool never runs (§10); internal agents pass every level.
+/// On a public agent an `admin` tool never runs; internal agents pass every level.
 fn auth_refusal(agent: &AgentConfig, tool: &ToolConfig) -> Option<String> {
     (agent.visibility != "internal" && tool.auth_level == "admin")
         .then(|| format!("tool '{}' is not available in this conversation (it needs an administrator)", tool.name))
@@ -174,7 +174,7 @@ async fn submit_fallback(turns: &Turns, state: &TurnState, arguments: &str) -> T
     }
 }
 
-/// Accepted identity values go on the session, where the OTP gate finds its contact (§9).
+/// Accepted identity values go on the session, where the OTP gate finds its contact.
 pub(super) async fn stamp_identity(turns: &Turns, session_id: &str, values: &Value) -> Result<(), ClientError> {
     let get = |k: &str| values.get(k).and_then(Value::as_str);
     turns.backends.identity.stamp(session_id, get("name"), get("email"), get("phone")).await?;

@@ -57,14 +57,14 @@ pub(crate) struct TurnState {
     /// W3C traceparent of the turn's span, so a resumed turn on another pod joins the same trace.
     #[serde(default)]
     pub traceparent: Option<String>,
-    /// The client's render capabilities (§9): which interaction cards it can show.
+    /// The client's render capabilities: which interaction cards it can show.
     #[serde(default)]
     pub supports: Vec<String>,
-    /// The user's message, until the turn's task has looked up its knowledge (§11): set by `prepare`, taken
+    /// The user's message, until the turn's task has looked up its knowledge: set by `prepare`, taken
     /// before the first model call, so a retrieval (up to `knowledge.timeout_ms`) never delays the 202.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub knowledge_query: Option<String>,
-    /// Knowledge given to the model before the turn (§11), cited first.
+    /// Knowledge given to the model before the turn, cited first.
     #[serde(default)]
     pub knowledge_auto: Vec<crate::knowledge::Hit>,
     /// Knowledge the model found with `knowledge_search`, cited after.

@@ -1,4 +1,4 @@
-//! The OTP gate (§10): a tool that needs a verified person on an unverified session parks the turn, a code is
+//! The OTP gate: a tool that needs a verified person on an unverified session parks the turn, a code is
 //! issued (stored hashed in the backend, so any pod can check it) and sent to the session's contact. The park
 //! is answered by `verify_otp` on any pod, after which the tool runs without the person asking again.
 

@@ -129,7 +129,7 @@ async fn acquire(turns: &Turns, session: &SessionRecord, request_id: &str) -> Re
 }
 
 /// Looks up the agent's knowledge for the user's message and gives it to the model just before that message
-/// (§11), once per turn, from the turn's task. A failing retrieval (webhook down, slow, garbage) means no
+/// once per turn, from the turn's task. A failing retrieval (webhook down, slow, garbage) means no
 /// context, never a failed turn.
 pub(super) async fn auto_context(turns: &Turns, agent: &AgentConfig, state: &mut TurnState) {
     let Some(message) = state.knowledge_query.take() else { return };
@@ -177,7 +177,7 @@ async fn prepare(
             created_at: now_rfc3339(),
         };
         turns.backends.sessions.append_message(&session.conversation_id, &stored, now_ms()).await?;
-        // The org's admin-set overrides (§14), read here so a change applies to the next turn on every pod.
+        // The org's admin-set overrides, read here so a change applies to the next turn on every pod.
         let org = turns.backends.settings.get_settings(&session.org_id).await?.unwrap_or_default();
         let prompt = org.system_prompt.as_deref().unwrap_or(&plan.agent.system_prompt);
         let model = plan.model.clone().or(org.model).unwrap_or_else(|| turns.config.llm.model.clone());

@@ -1,4 +1,4 @@
-//! Widget auth (§13): an agent's `allowed_origins` (checked on create against the socket's `Origin`) and its
+//! Widget auth: an agent's `allowed_origins` (checked on create against the socket's `Origin`) and its
 //! `widget_secret`, which verifies an `authContext {userId, timestamp, signature}` signed by the host page's
 //! server: lower-case hex HMAC-SHA256 of `"{userId}:{timestamp}"`, at most 60 s from now either way.
 

@@ -1,4 +1,4 @@
-//! The browser widget (§13): `<switchboard-chat>`, a dependency-free web component written in the project
+//! The browser widget: `<switchboard-chat>`, a dependency-free web component written in the project
 //! (`widget.js`, no build step), served at `GET /widget.js` (short cache) and at a URL per version
 //! (`/widget/v<version>.js`, cached for a year and immutable, so a page can pin it with Subresource Integrity),
 //! and a demo page at `GET /` when `widget.enabled`. [`auth`] holds the per-agent origin and `authContext`

@@ -6,6 +6,7 @@ mod harness;
 #[path = "../support/mod.rs"]
 mod support;
 
+mod budget;
 mod orra;
 mod rest;
 mod stream;

@@ -1,4 +1,4 @@
-//! Conformance checks for the parks of interactions and OTP waits (§9, §10) and for the identity store.
+//! Conformance checks for the parks of interactions and OTP waits and for the identity store.
 
 use super::sid;
 use super::turns::parked;
