@@ -156,14 +156,16 @@ async fn resumes_that_cannot_be_served_are_refused_not_left_hanging() {
     assert!(bad["error"].as_str().is_some_and(|e| e.contains("Last-Event-ID")), "{bad}");
 }
 
-/// The log of a namespace starts again (here: deleted and used again; in production also a flushed Redis).
-/// An id from the old log must not be read in the new one: like a socket `resume_session` from another
-/// epoch, the resume replays the new log from its oldest event, neither refusing it as "beyond the log" nor
-/// skipping the new turn's first events.
+/// The log of a namespace starts again (a flushed Redis, a failover to an empty replica): the namespace is
+/// created again with a new log in a new epoch. An id from the old log must not be read in the new one: like a
+/// socket `resume_session` from another epoch, the resume replays the new log from its oldest event, neither
+/// refusing it as "beyond the log" nor skipping the new turn's first events.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_from_another_epoch_replays_the_new_log_like_a_socket_resume() {
     let (llm, tools) = setup().await;
-    let pod = pod(keyed(&llm, &tools)).await;
+    let redis = support::redis::RedisServer::start();
+    let mut pods = pods(1, keyed(&llm, &tools), &Store::Redis(redis.url())).await;
+    let pod = pods.remove(0);
     let old_reply = ["a ", "b ", "c ", "d ", "e ", "f ", "g ", "h"];
     llm.push(Reply::text(&old_reply));
     let first = open_stream(&pod, KEY_A, None, json!({"message": "long", "namespace": "sse-5"})).await;
@@ -171,8 +173,7 @@ async fn a_resume_from_another_epoch_replays_the_new_log_like_a_socket_resume() 
     let old_id = old.last().and_then(|e| e.1.clone()).expect("an id");
     let (old_seq, old_epoch) = (seq_of(&old_id), old_id.split_once(':').map(|p| p.1.to_string()));
 
-    let (status, _) = call(&pod, reqwest::Method::DELETE, "/api/sessions/sse-5", Some(KEY_A), None).await;
-    assert_eq!(status, 200);
+    assert_eq!(redis.cli(&["FLUSHALL"]).trim(), "OK");
     llm.push(Reply::text(&["new"]));
     let (status, body) = post(&pod, "/api/chat", Some(KEY_A), json!({"message": "again", "namespace": "sse-5"})).await;
     assert_eq!(status, 200, "{body}");
@@ -187,9 +188,10 @@ async fn a_resume_from_another_epoch_replays_the_new_log_like_a_socket_resume() 
     assert!(old_seq > seq_of(events.last().and_then(|e| e.1.as_deref()).expect("id")), "the old id was past it");
 
     // The same position through the socket resume gives the same answer: not recovered, from the oldest.
-    let mut c = support::ws::Client::connect_with(&format!("{}?token={KEY_A}", ws_url(&pod)), Some("switchboard"), None)
-        .await
-        .expect("ws");
+    let mut c =
+        support::ws::Client::connect_with(&format!("{}?token={KEY_A}", ws_url(&pod)), Some("switchboard"), None)
+            .await
+            .expect("ws");
     let sid = get(&pod, "/api/sessions/sse-5", Some(KEY_A)).await.1["session_id"].as_str().expect("sid").to_string();
     c.send(&json!({"action": "resume_session", "requestId": "r", "sessionId": sid, "afterSeq": old_seq,
                    "epoch": old_epoch}))
