@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{AgentConfig, Config, ToolConfig};
+use crate::config::{AgentConfig, AuthLevel, Config, InteractionKind, ToolConfig, Visibility};
 use crate::llm::demo::{DEMO_GATED_TOOL_NAME, DEMO_TOOL_NAME};
 use crate::llm::ToolSpec;
 use crate::tools::DEMO_TOOL_URL;
@@ -37,19 +37,19 @@ impl Agents {
                         description: "Delete a record by id (demo: deletes nothing)".into(),
                         parameters: serde_json::json!({"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]}),
                         url: DEMO_TOOL_URL.into(),
-                        auth_level: "none".into(),
+                        auth_level: AuthLevel::None,
                     }, ToolConfig {
                         name: DEMO_GATED_TOOL_NAME.into(),
                         description: "The account balance of the person (needs a verified identity)".into(),
                         parameters: serde_json::json!({"type": "object", "properties": {}}),
                         url: DEMO_TOOL_URL.into(),
-                        auth_level: "end_user".into(),
+                        auth_level: AuthLevel::EndUser,
                     }]
                 } else {
                     vec![]
                 },
-                interactions: vec!["identity_intake".into(), "choices".into()],
-                visibility: "public".into(),
+                interactions: vec![InteractionKind::IdentityIntake, InteractionKind::Choices],
+                visibility: Visibility::Public,
                 knowledge_sets: None,
                 allowed_origins: Vec::new(),
                 widget_secret: String::new(),

@@ -45,7 +45,7 @@ fn main() -> anyhow::Result<()> {
                 .context("invalid configuration")?;
             let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok();
             let instance = std::env::var("HOSTNAME").unwrap_or_else(|_| "switchboard".into());
-            let telemetry = switchboard::telemetry::init(&cfg.log_format, endpoint.as_deref(), &instance);
+            let telemetry = switchboard::telemetry::init(cfg.log_format, endpoint.as_deref(), &instance);
             let rt =
                 tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
             let result = rt.block_on(serve(cfg));

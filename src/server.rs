@@ -99,7 +99,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
 
 /// Starts a pod on given backends (tests share one memory backend between pods).
 pub async fn start_with(config: Config, backends: Backends) -> Result<Running, ServerError> {
-    if config.auth.mode == "none" {
+    if config.auth.mode == crate::config::AuthMode::None {
         tracing::warn!("auth.mode = none: every connection is the same anonymous user; for local use only");
     }
     let model = model_for(&config)?;

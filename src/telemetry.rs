@@ -30,14 +30,15 @@ impl Telemetry {
     }
 }
 
-/// Installs the global subscriber. `log_format`: `json`, `pretty` or `auto`.
-pub fn init(log_format: &str, otlp_endpoint: Option<&str>, instance: &str) -> Telemetry {
+/// Installs the global subscriber in `log_format`.
+pub fn init(log_format: crate::config::LogFormat, otlp_endpoint: Option<&str>, instance: &str) -> Telemetry {
+    use crate::config::LogFormat;
     use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let json = match log_format {
-        "json" => true,
-        "pretty" => false,
-        _ => !std::io::stdout().is_terminal(),
+        LogFormat::Json => true,
+        LogFormat::Pretty => false,
+        LogFormat::Auto => !std::io::stdout().is_terminal(),
     };
     let fmt_layer = if json {
         tracing_subscriber::fmt::layer().json().flatten_event(true).boxed()

@@ -68,21 +68,44 @@ pub(crate) fn router(app: Arc<App>) -> Router {
 }
 
 /// The caller, from the bearer token; `need` is the least role the route allows.
-async fn caller(app: &App, headers: &HeaderMap, need: Role) -> Result<Identity, AdminError> {
-    let who = app.auth.authenticate_caller(crate::auth::bearer(headers)).await.map_err(|e| match e {
+/// The authenticated caller of an `/admin` route; the route then says which role it needs
+/// ([`AdminCaller::need`]). Unauthenticated: 401 `UNAUTHENTICATED` / `INVALID_TOKEN`.
+pub(super) struct AdminCaller(Identity);
+
+impl axum::extract::FromRequestParts<Arc<App>> for AdminCaller {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, app: &Arc<App>) -> Result<Self, AdminError> {
+        authenticate(app, &parts.headers).await.map(AdminCaller)
+    }
+}
+
+impl AdminCaller {
+    /// The caller, if their role is at least `need` (else 403 `FORBIDDEN`).
+    pub(super) fn need(self, need: Role) -> Result<Identity, AdminError> {
+        if self.0.role < need {
+            return Err(AdminError::forbidden(need));
+        }
+        Ok(self.0)
+    }
+}
+
+async fn authenticate(app: &App, headers: &HeaderMap) -> Result<Identity, AdminError> {
+    app.auth.authenticate_caller(crate::auth::bearer(headers)).await.map_err(|e| match e {
         AuthError::Missing => {
             AdminError::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "a bearer token is required")
         }
         AuthError::Invalid(why) => AdminError::new(StatusCode::UNAUTHORIZED, "INVALID_TOKEN", why),
-    })?;
-    if who.role < need {
-        return Err(AdminError::forbidden(need));
-    }
-    Ok(who)
+    })
 }
 
-async fn me(State(app): State<Arc<App>>, headers: HeaderMap) -> AdminResult {
-    let who = caller(&app, &headers, Role::Basic).await?;
+/// The caller of a route that also accepts another credential (`/admin/connections`: a publish key).
+async fn caller(app: &App, headers: &HeaderMap, need: Role) -> Result<Identity, AdminError> {
+    AdminCaller(authenticate(app, headers).await?).need(need)
+}
+
+async fn me(caller: AdminCaller) -> AdminResult {
+    let who = caller.need(Role::Basic)?;
     Ok(Json(json!({"userId": who.user_id, "orgId": who.org_id, "role": who.role.as_str()})).into_response())
 }
 
@@ -120,8 +143,8 @@ fn conversation_json(c: &ConversationRecord) -> Value {
 }
 
 /// Basic callers see their own conversations; curators and admins the whole org's.
-async fn conversations(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<Page>) -> AdminResult {
-    let who = caller(&app, &headers, Role::Basic).await?;
+async fn conversations(State(app): State<Arc<App>>, caller: AdminCaller, Query(q): Query<Page>) -> AdminResult {
+    let who = caller.need(Role::Basic)?;
     let (offset, limit) = q.read("ac")?;
     let store = &app.backends.sessions;
     let page = if who.role >= Role::Curator {
@@ -137,11 +160,11 @@ async fn conversations(State(app): State<Arc<App>>, headers: HeaderMap, Query(q)
 /// A conversation's messages, newest first: the caller's own, or any of the org's for curators and admins.
 async fn messages(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
+    caller: AdminCaller,
     Path(id): Path<String>,
     Query(q): Query<Page>,
 ) -> AdminResult {
-    let who = caller(&app, &headers, Role::Basic).await?;
+    let who = caller.need(Role::Basic)?;
     let (before, limit) = q.read("am")?;
     let conv = app.backends.sessions.get_conversation(&id).await?.ok_or_else(AdminError::not_found)?;
     let visible = conv.org_id == who.org_id && (conv.user_id == who.user_id || who.role >= Role::Curator);

@@ -5,12 +5,11 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::{caller, AdminError, AdminResult};
+use super::{AdminCaller, AdminError, AdminResult};
 use crate::app::App;
 use crate::auth::Role;
 use crate::backend::OrgSettings;
@@ -23,15 +22,15 @@ fn settings_json(s: &OrgSettings) -> Value {
     json!({"settings": {"model": s.model, "systemPrompt": s.system_prompt, "updatedAt": updated}})
 }
 
-pub(super) async fn read(State(app): State<Arc<App>>, headers: HeaderMap) -> AdminResult {
-    let who = caller(&app, &headers, Role::Curator).await?;
+pub(super) async fn read(State(app): State<Arc<App>>, caller: AdminCaller) -> AdminResult {
+    let who = caller.need(Role::Curator)?;
     let s = app.backends.settings.get_settings(&who.org_id).await?.unwrap_or_default();
     Ok(Json(settings_json(&s)).into_response())
 }
 
 /// `{model?: string|null, systemPrompt?: string|null}`: a key left out keeps its value, `null` clears it.
-pub(super) async fn write(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> AdminResult {
-    let who = caller(&app, &headers, Role::Admin).await?;
+pub(super) async fn write(State(app): State<Arc<App>>, caller: AdminCaller, body: Bytes) -> AdminResult {
+    let who = caller.need(Role::Admin)?;
     let v: Value = serde_json::from_slice(&body).map_err(|e| AdminError::invalid(format!("body is not JSON: {e}")))?;
     let obj = v.as_object().ok_or_else(|| AdminError::invalid("body must be an object"))?;
     if let Some(k) = obj.keys().find(|k| !matches!(k.as_str(), "model" | "systemPrompt")) {

@@ -78,7 +78,7 @@ impl Authenticator {
             })
             .collect();
         Self {
-            mode_jwt: config.mode == "jwt",
+            mode_jwt: config.mode == crate::config::AuthMode::Jwt,
             jwt: jwt::JwtVerifier::new(config),
             publish_keys: config.publish_keys.clone(),
             api_keys,
@@ -173,7 +173,7 @@ mod tests {
     const SECRET: &str = "hs256-secret-of-at-least-32-bytes!";
 
     fn cfg() -> AuthConfig {
-        AuthConfig { mode: "jwt".into(), jwt_hs256_secret: SECRET.into(), ..Default::default() }
+        AuthConfig { mode: crate::config::AuthMode::Jwt, jwt_hs256_secret: SECRET.into(), ..Default::default() }
     }
 
     fn token(secret: &str, sub: &str, exp: i64) -> String {
@@ -200,7 +200,7 @@ mod tests {
         let private = include_str!("../../tests/fixtures/test-rs256.key.pem");
         let public = include_str!("../../tests/fixtures/test-rs256.pub.pem");
         let a = Authenticator::new(&AuthConfig {
-            mode: "jwt".into(),
+            mode: crate::config::AuthMode::Jwt,
             jwt_rs256_public_key: public.into(),
             default_org: "default".into(),
             ..Default::default()
@@ -287,7 +287,8 @@ mod tests {
         let (s1, s2) = ("first-signing-key-0123456789abcdef", "second-signing-key-0123456789abcdef");
         let set = std::sync::Arc::new(parking_lot::Mutex::new(serde_json::json!({"keys": [oct("k1", s1)]})));
         let url = jwks_server(set.clone()).await;
-        let a = Authenticator::new(&AuthConfig { mode: "jwt".into(), jwks_url: url, ..Default::default() });
+        let a =
+            Authenticator::new(&AuthConfig { mode: crate::config::AuthMode::Jwt, jwks_url: url, ..Default::default() });
         let now = chrono::Utc::now().timestamp();
         let claims = serde_json::json!({"sub": "u", "org": "acme", "exp": now + 60});
         assert_eq!(a.authenticate(Some(&signed(claims.clone(), Some("k1"), s1))).await.expect("k1").user_id, "u");

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::validate::{http_url, positive};
-use super::{invalid, Config, ConfigError};
+use super::{invalid, AuthMode, Config, ConfigError, OtpDeliveryMode};
 
 /// The browser widget.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -43,7 +43,7 @@ pub struct OtpConfig {
     /// How codes reach the person: `webhook` (POST to `otp.delivery_url`), `log` (the code is written to the
     /// server log: local demos only, refused with `auth.mode = "jwt"`), or `auto` (webhook when a URL is set,
     /// else log with anonymous auth, else none: gated tools are refused with `OTP_SEND_FAILED`).
-    pub delivery: String,
+    pub delivery: OtpDeliveryMode,
     /// The host's delivery endpoint: `POST {sessionId, channel, destination, code, expiresAt}` with an
     /// `Idempotency-Key` header; any 2xx is delivered.
     pub delivery_url: String,
@@ -62,7 +62,7 @@ pub struct OtpConfig {
 impl Default for OtpConfig {
     fn default() -> Self {
         Self {
-            delivery: "auto".into(),
+            delivery: OtpDeliveryMode::Auto,
             delivery_url: String::new(),
             code_length: 6,
             ttl_s: 300,
@@ -84,12 +84,14 @@ pub enum OtpDelivery {
 
 impl Config {
     pub fn otp_delivery(&self) -> OtpDelivery {
-        match self.otp.delivery.as_str() {
-            "webhook" => OtpDelivery::Webhook(self.otp.delivery_url.clone()),
-            "log" => OtpDelivery::Log,
-            _ if !self.otp.delivery_url.is_empty() => OtpDelivery::Webhook(self.otp.delivery_url.clone()),
-            _ if self.auth.mode == "none" => OtpDelivery::Log,
-            _ => OtpDelivery::Disabled,
+        match self.otp.delivery {
+            OtpDeliveryMode::Webhook => OtpDelivery::Webhook(self.otp.delivery_url.clone()),
+            OtpDeliveryMode::Log => OtpDelivery::Log,
+            OtpDeliveryMode::Auto if !self.otp.delivery_url.is_empty() => {
+                OtpDelivery::Webhook(self.otp.delivery_url.clone())
+            }
+            OtpDeliveryMode::Auto if self.auth.mode == AuthMode::None => OtpDelivery::Log,
+            OtpDeliveryMode::Auto => OtpDelivery::Disabled,
         }
     }
 }
@@ -143,17 +145,13 @@ impl Config {
     pub(super) fn validate_features(&self) -> Result<(), ConfigError> {
         positive("interaction.timeout_s", self.interaction.timeout_s)?;
         let otp = &self.otp;
-        match otp.delivery.as_str() {
-            "auto" | "log" | "webhook" => {}
-            other => return Err(invalid("otp.delivery", format!("`{other}`: expected auto, webhook or log"))),
-        }
-        if otp.delivery == "log" && self.auth.mode == "jwt" {
+        if otp.delivery == OtpDeliveryMode::Log && self.auth.mode == AuthMode::Jwt {
             return Err(invalid(
                 "otp.delivery",
                 "`log` writes codes to the server log: for local demos only, never with auth.mode = \"jwt\"",
             ));
         }
-        if otp.delivery == "webhook" && otp.delivery_url.is_empty() {
+        if otp.delivery == OtpDeliveryMode::Webhook && otp.delivery_url.is_empty() {
             return Err(invalid("otp.delivery_url", "is required with otp.delivery = \"webhook\""));
         }
         if !otp.delivery_url.is_empty() {
@@ -201,14 +199,6 @@ impl Config {
             return Err(invalid("knowledge.dir", format!("{}: not a directory", k.dir)));
         }
         for (i, agent) in self.agents.iter().enumerate() {
-            for kind in &agent.interactions {
-                if !matches!(kind.as_str(), "identity_intake" | "choices") {
-                    return Err(invalid(
-                        &format!("agents[{i}].interactions"),
-                        format!("`{kind}`: expected identity_intake or choices"),
-                    ));
-                }
-            }
             if !agent.widget_secret.is_empty() && agent.widget_secret.len() < 32 {
                 return Err(invalid(&format!("agents[{i}].widget_secret"), "must be at least 32 bytes"));
             }
@@ -217,17 +207,6 @@ impl Config {
                     &format!("agents[{i}].allowed_origins"),
                     format!("`{bad}`: expected `*`, an origin (`https://shop.example`) or `https://*.example.com`"),
                 ));
-            }
-            if !matches!(agent.visibility.as_str(), "public" | "internal") {
-                return Err(invalid(&format!("agents[{i}].visibility"), "expected public or internal"));
-            }
-            for (j, tool) in agent.tools.iter().enumerate() {
-                if !matches!(tool.auth_level.as_str(), "none" | "end_user" | "admin") {
-                    return Err(invalid(
-                        &format!("agents[{i}].tools[{j}].auth_level"),
-                        "expected none, end_user or admin",
-                    ));
-                }
             }
         }
         Ok(())
@@ -247,12 +226,12 @@ mod tests {
         let mut c = Config::default();
         c.validate().expect("defaults are valid");
         assert_eq!(c.otp_delivery(), OtpDelivery::Log, "auto with anonymous auth logs codes (local demo)");
-        c.auth.mode = "jwt".into();
+        c.auth.mode = AuthMode::Jwt;
         c.auth.jwt_hs256_secret = "x".repeat(32);
         assert_eq!(c.otp_delivery(), OtpDelivery::Disabled, "auto never logs codes with real users");
-        c.otp.delivery = "log".into();
+        c.otp.delivery = OtpDeliveryMode::Log;
         assert!(refused(&c).contains("otp.delivery"), "{}", refused(&c));
-        c.otp.delivery = "webhook".into();
+        c.otp.delivery = OtpDeliveryMode::Webhook;
         assert!(refused(&c).contains("otp.delivery_url"));
         c.otp.delivery_url = "ftp://x".into();
         assert!(refused(&c).contains("otp.delivery_url"));

@@ -331,6 +331,28 @@ mod tests {
         std::fs::write(&path, "[limits]\nmax_frame = 1\n").expect("write");
         let e = Config::load(path.to_str(), env(&[])).unwrap_err().to_string();
         assert!(e.contains("max_frame"), "{e}");
+        // Modes are enums: a value that is none of them names its key and the values it may take.
+        for (var, value, key) in [
+            ("SWITCHBOARD_AUTH__MODE", "oauth", "auth.mode"),
+            ("SWITCHBOARD_LOG_FORMAT", "xml", "log_format"),
+            ("SWITCHBOARD_OTP__DELIVERY", "sms", "otp.delivery"),
+        ] {
+            let e = Config::load(None, env(&[(var, value)])).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(value), "{e}");
+        }
+        let agent = |extra: &str| format!("[[agents]]\nid = \"a\"\nname = \"A\"\n{extra}\n");
+        for (extra, key) in [
+            ("visibility = \"secret\"", "agents[0].visibility"),
+            ("interactions = [\"survey\"]", "agents[0].interactions[0]"),
+            (
+                "[[agents.tools]]\nname = \"t\"\nurl = \"http://127.0.0.1:1/t\"\nauth_level = \"root\"",
+                "agents[0].tools[0].auth_level",
+            ),
+        ] {
+            std::fs::write(&path, agent(extra)).expect("write");
+            let e = Config::load(path.to_str(), env(&[])).unwrap_err().to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
     }
 
     #[test]

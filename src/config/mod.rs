@@ -47,7 +47,7 @@ pub struct Config {
     /// Seconds of outbound silence after which a `keepalive` frame is sent.
     pub keepalive_s: u64,
     /// `json` (production), `pretty` (local), or `auto` (pretty on a terminal, JSON otherwise).
-    pub log_format: String,
+    pub log_format: LogFormat,
     pub llm: LlmConfig,
     pub auth: AuthConfig,
     pub turn: TurnConfig,
@@ -106,7 +106,7 @@ impl LlmConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// `none` (everyone is one anonymous user in org `default`; local use only) or `jwt`.
-    pub mode: String,
+    pub mode: AuthMode,
     /// `mode = "none"` on an address other than loopback: refused at boot unless this is set, because anyone
     /// who reaches the port could list, open and approve every conversation.
     pub allow_anonymous: bool,
@@ -283,11 +283,11 @@ pub struct AgentConfig {
     pub tools: Vec<ToolConfig>,
     /// Interaction kinds whose raise tools the model is offered: `identity_intake`, `choices`.
     #[serde(default = "default_interactions")]
-    pub interactions: Vec<String>,
+    pub interactions: Vec<InteractionKind>,
     /// `public` (default: `end_user` tools need an OTP-verified session, `admin` tools are refused) or
     /// `internal` (every tool level passes).
-    #[serde(default = "default_visibility")]
-    pub visibility: String,
+    #[serde(default)]
+    pub visibility: Visibility,
     /// Knowledge sets this agent searches; unset = every set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub knowledge_sets: Option<Vec<String>>,
@@ -310,12 +310,8 @@ impl AgentConfig {
     }
 }
 
-fn default_interactions() -> Vec<String> {
-    vec!["identity_intake".into(), "choices".into()]
-}
-
-fn default_visibility() -> String {
-    "public".into()
+fn default_interactions() -> Vec<InteractionKind> {
+    vec![InteractionKind::IdentityIntake, InteractionKind::Choices]
 }
 
 /// An HTTP webhook tool owned by the host application.
@@ -330,12 +326,8 @@ pub struct ToolConfig {
     pub parameters: serde_json::Value,
     pub url: String,
     /// Who may run it on a public agent: `none`, `end_user` (an OTP-verified session), `admin` (never).
-    #[serde(default = "default_auth_level")]
-    pub auth_level: String,
-}
-
-fn default_auth_level() -> String {
-    "none".into()
+    #[serde(default)]
+    pub auth_level: AuthLevel,
 }
 
 fn default_parameters() -> serde_json::Value {
@@ -352,7 +344,7 @@ impl Default for Config {
             redis_wait_replicas: 0,
             redis_wait_timeout_ms: 1_000,
             keepalive_s: 30,
-            log_format: "auto".into(),
+            log_format: LogFormat::Auto,
             llm: LlmConfig::default(),
             auth: AuthConfig::default(),
             turn: TurnConfig::default(),
@@ -387,7 +379,7 @@ impl Default for LlmConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
-            mode: "none".into(),
+            mode: AuthMode::None,
             jwt_hs256_secret: String::new(),
             jwt_rs256_public_key: String::new(),
             publish_keys: Vec::new(),
@@ -452,9 +444,11 @@ impl Default for DrainConfig {
 
 mod features;
 mod load;
+mod modes;
 mod validate;
 
 pub use features::{InteractionConfig, KnowledgeConfig, KnowledgeDocument, OtpConfig, OtpDelivery, WidgetConfig};
+pub use modes::{AuthLevel, AuthMode, InteractionKind, LogFormat, OtpDeliveryMode, Visibility};
 
 impl Config {
     /// The model connection's read window ([`LlmConfig::read_window_ms`], else `turn.coalesce_ms`).

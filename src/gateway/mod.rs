@@ -133,6 +133,18 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The authenticated caller of an `/api` route (an API key, a JWT in `jwt` mode, or anonymous where allowed):
+/// a route that takes it cannot run for an unauthenticated request, which gets 401 `unauthorized`.
+pub(crate) struct Caller(pub(crate) Identity);
+
+impl axum::extract::FromRequestParts<Arc<Api>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
+        api.caller(&parts.headers).await.map(Caller)
+    }
+}
+
 impl Api {
     /// The caller: an API key, a JWT in `jwt` mode, or anonymous where allowed (see `Authenticator`).
     async fn caller(&self, headers: &HeaderMap) -> Result<Identity, ApiError> {

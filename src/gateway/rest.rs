@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::outcome::{self, Seen, Stop};
 use super::watch::SessionWatch;
-use super::{namespace, Api, ApiError};
+use super::{namespace, Api, ApiError, Caller};
 use crate::app::App;
 use crate::auth::Identity;
 use crate::backend::{ConversationRecord, Direction, SessionRecord};
@@ -116,10 +116,9 @@ fn reply(result: Result<(StatusCode, Value), ApiError>) -> Response {
 
 /// `POST /api/chat {message, namespace?, metadata?, agent?, model?}`: runs a turn and answers with its reply
 /// (200), or 202 `pending_approval` when it parks on a gated tool.
-pub(super) async fn chat(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
+pub(super) async fn chat(State(api): State<Arc<Api>>, Caller(who): Caller, body: Body) -> Response {
     reply(
         async {
-            let who = api.caller(&headers).await?;
             let req: ChatRequest = api.json(body).await?;
             let mut t = start(&api, &who, req).await?;
             let stop = outcome::follow(&api.app, &mut t.watch, &t.session.session_id, &t.request_id).await?;
@@ -139,12 +138,11 @@ struct Decision {
 pub(super) async fn approve(
     State(api): State<Arc<Api>>,
     Path((ns, call_id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     body: Body,
 ) -> Response {
     reply(
         async {
-            let who = api.caller(&headers).await?;
             let d: Decision = api.json(body).await?;
             namespace::validate(&ns)?;
             let app = &api.app;
@@ -206,10 +204,9 @@ async fn namespace_conversation(app: &App, who: &Identity, ns: &str) -> Result<C
 }
 
 /// `GET /api/sessions`: the caller's namespaces, most recently used first (at most 100).
-pub(super) async fn list(State(api): State<Arc<Api>>, headers: HeaderMap) -> Response {
+pub(super) async fn list(State(api): State<Arc<Api>>, Caller(who): Caller) -> Response {
     reply(
         async {
-            let who = api.caller(&headers).await?;
             let page = api
                 .app
                 .backends
@@ -235,10 +232,9 @@ pub(super) async fn list(State(api): State<Arc<Api>>, headers: HeaderMap) -> Res
 const SHOWN_MESSAGES: usize = 500;
 
 /// `GET /api/sessions/{namespace}` → `{namespace, messages: [{role, content, timestamp}], created_at, updated_at}`.
-pub(super) async fn show(State(api): State<Arc<Api>>, Path(ns): Path<String>, headers: HeaderMap) -> Response {
+pub(super) async fn show(State(api): State<Arc<Api>>, Path(ns): Path<String>, Caller(who): Caller) -> Response {
     reply(
         async {
-            let who = api.caller(&headers).await?;
             let c = namespace_conversation(&api.app, &who, &ns).await?;
             let page = api
                 .app
@@ -285,10 +281,9 @@ async fn turn_state(app: &App, session_id: &str, ns: &str) -> Result<Value, ApiE
 }
 
 /// `DELETE /api/sessions/{namespace}`: ends a running turn, then deletes the messages, the log and any park.
-pub(super) async fn delete(State(api): State<Arc<Api>>, Path(ns): Path<String>, headers: HeaderMap) -> Response {
+pub(super) async fn delete(State(api): State<Arc<Api>>, Path(ns): Path<String>, Caller(who): Caller) -> Response {
     reply(
         async {
-            let who = api.caller(&headers).await?;
             let app = &api.app;
             let c = namespace_conversation(app, &who, &ns).await?;
             let sid = namespace::session_id(&who, &ns);

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use super::outcome::{self, Seen};
 use super::rest::{self, ChatRequest};
 use super::watch::SessionWatch;
-use super::{namespace, Api, ApiError};
+use super::{namespace, Api, ApiError, Caller};
 use crate::app::App;
 use crate::error::ClientError;
 use crate::protocol::position::{recovered, replay_from, LogNow, StreamPosition};
@@ -49,7 +49,12 @@ struct Follow {
     epoch: Option<String>,
 }
 
-pub(super) async fn chat_stream(State(api): State<Arc<Api>>, headers: HeaderMap, body: Body) -> Response {
+pub(super) async fn chat_stream(
+    State(api): State<Arc<Api>>,
+    Caller(who): Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let last_id = match headers.get("last-event-id").map(|v| v.to_str().ok().and_then(StreamPosition::parse)) {
         None => None,
         Some(Some(pos)) => Some(pos),
@@ -59,7 +64,6 @@ pub(super) async fn chat_stream(State(api): State<Arc<Api>>, headers: HeaderMap,
         }
     };
     let follow = async {
-        let who = api.caller(&headers).await?;
         match last_id {
             Some(pos) => {
                 let r: Resume = api.json(body).await?;

@@ -12,7 +12,7 @@ use super::Turns;
 use super::{emit_stream, otp_gate, park, TurnState};
 use crate::agents::{needs_confirmation, tool_specs};
 use crate::backend::Gate;
-use crate::config::{AgentConfig, ToolConfig};
+use crate::config::{AgentConfig, AuthLevel, ToolConfig, Visibility};
 use crate::error::ClientError;
 use crate::interactions::{self, spec::parse_raise, validate, Kind};
 use crate::knowledge::{citations, Scope};
@@ -26,7 +26,7 @@ use tracing::Instrument;
 pub(crate) const KNOWLEDGE_TOOL: &str = "knowledge_search";
 
 fn kinds(agent: &AgentConfig) -> impl Iterator<Item = Kind> + '_ {
-    agent.interactions.iter().filter_map(|k| Kind::parse(k))
+    agent.interactions.iter().filter_map(|k| Kind::parse(k.as_str()))
 }
 
 /// The fallback tool is offered when an enabled kind's card cannot be shown by this client.
@@ -107,12 +107,12 @@ pub(super) async fn step(
 
 /// On a public agent an `admin` tool never runs; internal agents pass every level.
 fn auth_refusal(agent: &AgentConfig, tool: &ToolConfig) -> Option<String> {
-    (agent.visibility != "internal" && tool.auth_level == "admin")
+    (agent.visibility == Visibility::Public && tool.auth_level == AuthLevel::Admin)
         .then(|| format!("tool '{}' is not available in this conversation (it needs an administrator)", tool.name))
 }
 
 fn needs_otp(agent: &AgentConfig, tool: &ToolConfig) -> bool {
-    agent.visibility != "internal" && tool.auth_level == "end_user"
+    agent.visibility == Visibility::Public && tool.auth_level == AuthLevel::EndUser
 }
 
 /// A raise tool: the card when the client can show it (the turn parks), else the conversational fallback.

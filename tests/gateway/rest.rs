@@ -274,7 +274,7 @@ async fn jwt_callers_and_the_rate_limit() {
     use jsonwebtoken::{encode, EncodingKey, Header};
     let (llm, tools) = setup().await;
     let mut cfg = keyed(&llm, &tools);
-    cfg.auth.mode = "jwt".into();
+    cfg.auth.mode = switchboard::config::AuthMode::Jwt;
     cfg.auth.jwt_hs256_secret = "gateway-test-secret-0123456789abcdef".into();
     cfg.limits.messages_per_minute = 1;
     let pod = pod(cfg).await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use switchboard::backend::memory::MemoryBackend;
-use switchboard::config::{AgentConfig, Config, ToolConfig};
+use switchboard::config::{AgentConfig, AuthLevel, Config, InteractionKind, OtpDeliveryMode, ToolConfig, Visibility};
 use switchboard::server::{start_with, Running};
 
 use super::support::llm::FakeLlm;
@@ -46,11 +46,11 @@ pub fn config(llm: &FakeLlm, tools: &FakeTools) -> Config {
                 description: format!("{n} tool"),
                 parameters: json!({"type": "object", "properties": {"id": {"type": "string"}}}),
                 url: tools.url(n),
-                auth_level: "none".into(),
+                auth_level: AuthLevel::None,
             })
             .collect(),
-        interactions: vec!["identity_intake".into(), "choices".into()],
-        visibility: "public".into(),
+        interactions: vec![InteractionKind::IdentityIntake, InteractionKind::Choices],
+        visibility: Visibility::Public,
         knowledge_sets: None,
         allowed_origins: vec![],
         widget_secret: String::new(),
@@ -58,19 +58,19 @@ pub fn config(llm: &FakeLlm, tools: &FakeTools) -> Config {
     c
 }
 
-/// Adds the OTP gate to `cfg` (§10): an `end_user` tool `pay_invoice` answering "paid", an `admin` tool
+/// Adds the OTP gate to `cfg`: an `end_user` tool `pay_invoice` answering "paid", an `admin` tool
 /// `admin_reset`, and codes delivered to the in-test webhook `otp` (its calls carry the codes).
 pub fn with_otp_gate(cfg: &mut Config, tools: &FakeTools) {
-    for (name, level) in [("pay_invoice", "end_user"), ("admin_reset", "admin")] {
+    for (name, level) in [("pay_invoice", AuthLevel::EndUser), ("admin_reset", AuthLevel::Admin)] {
         cfg.agents[0].tools.push(ToolConfig {
             name: name.into(),
             description: String::new(),
             parameters: json!({"type": "object"}),
             url: tools.url(name),
-            auth_level: level.into(),
+            auth_level: level,
         });
     }
-    cfg.otp.delivery = "webhook".into();
+    cfg.otp.delivery = OtpDeliveryMode::Webhook;
     cfg.otp.delivery_url = tools.url("otp");
     tools.set("otp", super::support::tools::Behaviour::Ok(json!("sent")));
     tools.set("pay_invoice", super::support::tools::Behaviour::Ok(json!("paid")));

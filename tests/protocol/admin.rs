@@ -8,7 +8,7 @@ const SECRET: &str = "test-secret-of-32-bytes-0123456789";
 
 fn jwt_config(llm: &FakeLlm, tools: &FakeTools) -> switchboard::config::Config {
     let mut cfg = config(llm, tools);
-    cfg.auth.mode = "jwt".into();
+    cfg.auth.mode = switchboard::config::AuthMode::Jwt;
     cfg.auth.jwt_hs256_secret = SECRET.into();
     cfg
 }

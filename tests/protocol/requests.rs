@@ -112,7 +112,7 @@ async fn jwt_identity_and_cross_user_access() {
     use jsonwebtoken::{encode, EncodingKey, Header};
     let (llm, tools) = setup().await;
     let mut cfg = config(&llm, &tools);
-    cfg.auth.mode = "jwt".into();
+    cfg.auth.mode = switchboard::config::AuthMode::Jwt;
     cfg.auth.jwt_hs256_secret = "test-secret-of-32-bytes-0123456789".into();
     let pod = pod(cfg).await;
     let now = chrono::Utc::now().timestamp();
@@ -261,7 +261,7 @@ async fn the_same_sub_in_two_orgs_is_two_users() {
     use jsonwebtoken::{encode, EncodingKey, Header};
     let (llm, tools) = setup().await;
     let mut cfg = config(&llm, &tools);
-    cfg.auth.mode = "jwt".into();
+    cfg.auth.mode = switchboard::config::AuthMode::Jwt;
     cfg.auth.jwt_hs256_secret = "test-secret-of-32-bytes-0123456789".into();
     let pod = pod(cfg).await;
     let exp = chrono::Utc::now().timestamp() + 600;

@@ -172,7 +172,7 @@ async fn tool_failures_become_error_results() {
         description: String::new(),
         parameters: json!({"type": "object"}),
         url: "http://127.0.0.1:9/never".into(),
-        auth_level: "none".into(),
+        auth_level: switchboard::config::AuthLevel::None,
     });
     let cases: Vec<(&str, Option<Behaviour>, &str)> = vec![
         ("lookup_order", None, "HTTP 500"),
