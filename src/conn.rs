@@ -145,6 +145,7 @@ impl Conn {
 
     pub(crate) fn reply_error(&self, request_id: Option<&str>, e: &ClientError) {
         self.app.metrics.error(e.code);
+        e.log_at_edge("socket reply");
         self.reply(&out::error(request_id, e));
     }
 

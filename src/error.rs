@@ -1,11 +1,8 @@
 //! Client-safe errors: every layer's error converts into [`ClientError`], whose `code` is part of the wire
 //! protocol and whose `message` never leaks internals (backend failures are logged, not sent).
 
-use serde::Serialize;
-
 /// The documented error codes of the protocol. The string form is what clients see in `error.code`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum ErrorCode {
     ValidationError,
     UnsupportedAction,
@@ -83,11 +80,22 @@ impl ErrorCode {
 pub(crate) struct ClientError {
     pub code: ErrorCode,
     pub message: String,
+    /// What went wrong inside (a backend failure), never sent: logged once where the error leaves the server
+    /// ([`ClientError::log_at_edge`]), never by a conversion.
+    pub detail: Option<String>,
 }
 
 impl ClientError {
     pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self { code, message: message.into(), detail: None }
+    }
+
+    /// Logs the internal detail, if any, where the error leaves the server: a socket's reply, an HTTP
+    /// response, a turn's ending.
+    pub(crate) fn log_at_edge(&self, edge: &'static str) {
+        if let Some(detail) = &self.detail {
+            tracing::error!(error = %detail, edge, code = self.code.as_str(), "internal error");
+        }
     }
     pub(crate) fn validation(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::ValidationError, message)
@@ -105,8 +113,10 @@ impl ClientError {
 
 impl From<crate::backend::BackendError> for ClientError {
     fn from(e: crate::backend::BackendError) -> Self {
-        // Backend detail (Redis addresses, script errors) stays in the logs.
-        tracing::error!(error = %e, "backend error");
-        ClientError::new(ErrorCode::Internal, "internal error, please retry")
+        // Backend detail (Redis addresses, script errors) stays in the logs: the edge logs it.
+        ClientError {
+            detail: Some(e.to_string()),
+            ..ClientError::new(ErrorCode::Internal, "internal error, please retry")
+        }
     }
 }

@@ -39,7 +39,7 @@ pub use settings::{OrgSettings, SettingsStore};
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("redis: {0}")]
-    Redis(String),
+    Redis(#[from] fred::error::Error),
     #[error("corrupt record: {0}")]
     Corrupt(String),
     #[error("invalid redis_url: {0}")]

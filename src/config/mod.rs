@@ -4,8 +4,6 @@
 //! the cross-field rules. Errors name the key (or the environment variable) so a
 //! bad deploy fails loudly at start instead of misbehaving later.
 
-use std::net::SocketAddr;
-
 use serde::{Deserialize, Serialize};
 
 /// Errors raised while loading or validating configuration. Each names the offending key.
@@ -481,10 +479,5 @@ impl Config {
         }
         c.redis_url = crate::backend::redis::url::redact(&c.redis_url);
         c
-    }
-
-    pub fn bind_addr(&self) -> SocketAddr {
-        // Validated in `validate`, so a parse failure here is a programming error; fall back safely anyway.
-        self.bind.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8787)))
     }
 }

@@ -111,6 +111,7 @@ impl ApiError {
 
 impl From<ClientError> for ApiError {
     fn from(e: ClientError) -> ApiError {
+        e.log_at_edge("api response");
         let (status, code) = match e.code {
             ErrorCode::ValidationError | ErrorCode::SkillNotFound => (StatusCode::BAD_REQUEST, "invalid_request"),
             ErrorCode::SessionNotFound

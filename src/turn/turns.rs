@@ -171,6 +171,7 @@ impl Turns {
 
     /// [`Turns::end`] with an `error` event, counted when appended.
     pub(super) async fn fail(&self, session_id: &str, guard: Guard<'_>, request_id: &str, e: &ClientError) {
+        e.log_at_edge("turn ending");
         if self.end(session_id, guard, &out::error(Some(request_id), e)).await {
             self.metrics.error(e.code);
         }

@@ -185,7 +185,7 @@ fn once_args(mut keys: Vec<String>, mut args: Vec<String>) -> BResult<(Vec<Strin
 }
 
 pub(super) fn fred_err(e: FredError) -> BackendError {
-    BackendError::Redis(e.to_string())
+    BackendError::Redis(e)
 }
 
 pub(super) fn corrupt(what: &str, e: impl std::fmt::Display) -> BackendError {
