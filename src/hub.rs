@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use futures_util::StreamExt;
 
-use crate::backend::{BResult, Bus, BusEvent, Channel, EventLog};
+use crate::backend::{BResult, Bus, BusEvent, Channel, EventLog, FramedEvent, SessionBatch};
 use crate::metrics::Metrics;
 
 /// What a socket's task writes.
@@ -41,31 +41,26 @@ pub(crate) enum Outbound {
 pub(crate) struct SessionItem {
     pub session_id: Arc<str>,
     pub seq: u64,
-    /// The bus message the event came in, shared by the events of one batch (no copy per event).
-    payload: Arc<str>,
-    /// Where the event's JSON lies in `payload`.
-    json: std::ops::Range<usize>,
-    /// Where the log's epoch lies in `payload`.
-    epoch: std::ops::Range<usize>,
+    /// The batch the event came in (its payload shared by the events of one batch: no copy per event).
+    batch: SessionBatch,
+    /// Which of the batch's events this is.
+    index: usize,
 }
 
 impl SessionItem {
+    fn event(&self) -> Option<&FramedEvent> {
+        self.batch.events().get(self.index)
+    }
+
     /// The event in v1 form.
     pub(crate) fn json(&self) -> &str {
-        self.payload.get(self.json.clone()).unwrap_or("")
+        self.event().map_or("", |e| self.batch.json(e))
     }
 
     /// The epoch of the log the event's `seq` counts in.
     pub(crate) fn epoch(&self) -> &str {
-        self.payload.get(self.epoch.clone()).unwrap_or("")
+        self.event().map_or("", |e| self.batch.epoch(e))
     }
-}
-
-/// One bus line of a session channel: `<seq>:<epoch>:<json>`.
-fn parse_session_line(line: &str) -> Option<(u64, &str, &str)> {
-    let (seq, rest) = line.split_once(':')?;
-    let (epoch, json) = rest.split_once(':')?;
-    Some((seq.parse().ok()?, epoch, json))
 }
 
 /// A local socket as the hub sees it.
@@ -224,6 +219,9 @@ impl Hub {
             };
             match ev {
                 Ok(BusEvent::Message { channel, payload }) => self.deliver(&channel, payload, &pod_id, &control),
+                Ok(BusEvent::Session { channel, session_id, batch }) => {
+                    self.deliver_session(&channel, session_id, batch)
+                }
                 Ok(BusEvent::Resubscribed) => {
                     // A subscribe that raced the reconnect may not have been restored: subscribe every channel
                     // this pod routes again (idempotent in Redis), then let every session socket re-read its log.
@@ -265,37 +263,30 @@ impl Hub {
                 return;
             }
             Channel::Pod(_) | Channel::Canary(_) => return,
-            Channel::Session(sid) => {
-                // One message may carry a batch: `<seq>:<epoch>:<json>` lines (JSON text never holds a raw
-                // newline).
-                let session_id: Arc<str> = Arc::from(sid.as_str());
-                let routes = self.routes.read();
-                let Some(conns) = routes.get(channel) else { return };
-                for line in payload.split('\n') {
-                    let Some((seq, epoch, json)) = parse_session_line(line) else {
-                        tracing::warn!(%sid, "malformed session bus message");
-                        continue;
-                    };
-                    // `json` and `epoch` are slices of `payload`: their place there is the distance between
-                    // their starts.
-                    let at = |part: &str| part.as_ptr() as usize - payload.as_ptr() as usize;
-                    let item = Outbound::Session(Arc::new(SessionItem {
-                        session_id: session_id.clone(),
-                        seq,
-                        payload: payload.clone(),
-                        json: at(json)..at(json) + json.len(),
-                        epoch: at(epoch)..at(epoch) + epoch.len(),
-                    }));
-                    for conn in conns.values() {
-                        conn.offer(item.clone(), &self.metrics);
-                    }
-                }
-                return;
-            }
             _ => Outbound::Frame(payload),
         };
         let routes = self.routes.read();
         if let Some(conns) = routes.get(channel) {
+            for conn in conns.values() {
+                conn.offer(item.clone(), &self.metrics);
+            }
+        }
+    }
+
+    /// A session's batch of logged events (decoded by the backend) to every local socket of the session.
+    fn deliver_session(&self, channel: &Channel, session_id: Arc<str>, batch: SessionBatch) {
+        if batch.malformed() > 0 {
+            tracing::warn!(%session_id, lines = batch.malformed(), "malformed session bus lines dropped");
+        }
+        let routes = self.routes.read();
+        let Some(conns) = routes.get(channel) else { return };
+        for (index, event) in batch.events().iter().enumerate() {
+            let item = Outbound::Session(Arc::new(SessionItem {
+                session_id: session_id.clone(),
+                seq: event.seq,
+                batch: batch.clone(),
+                index,
+            }));
             for conn in conns.values() {
                 conn.offer(item.clone(), &self.metrics);
             }
@@ -403,9 +394,11 @@ mod tests {
         let (conn, queue) = socket();
         let channel = Channel::Session("s1".into());
         hub.attach(&channel, &conn).await.expect("attach");
-        let (control, _rx) = mpsc::unbounded_channel();
         let payload: Arc<str> = Arc::from("7:e1:{\"a\":\"x:y\"}\nbad line\n8:e1:{\"b\":2}");
-        hub.deliver(&channel, payload, "pod", &control);
+        match BusEvent::from_wire(channel, payload) {
+            BusEvent::Session { channel, session_id, batch } => hub.deliver_session(&channel, session_id, batch),
+            other => panic!("a session channel's message decodes into a batch: {other:?}"),
+        }
         let mut got = Vec::new();
         while let Some(item) = queue.try_pop() {
             match item {

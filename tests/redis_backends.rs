@@ -143,7 +143,8 @@ async fn wait_resubscribed(rx: &mut broadcast::Receiver<BusEvent>, within: Durat
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, rx.recv()).await {
             Ok(Ok(BusEvent::Resubscribed)) => return,
-            Ok(Ok(BusEvent::Message { .. })) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+            Ok(Ok(BusEvent::Message { .. } | BusEvent::Session { .. }))
+            | Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
             Ok(Err(e)) => panic!("bus receiver closed: {e}"),
             Err(_) => panic!("no BusEvent::Resubscribed within {within:?}"),
         }
@@ -163,7 +164,9 @@ async fn recv_on(rx: &mut broadcast::Receiver<BusEvent>, want: &Channel, within:
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, rx.recv()).await {
-            Ok(Ok(BusEvent::Message { channel, payload })) if &channel == want => return payload.to_string(),
+            Ok(Ok(ev)) if ev.raw().is_some_and(|(channel, _)| &channel == want) => {
+                return ev.raw().map(|(_, payload)| payload.to_string()).unwrap_or_default()
+            }
             Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
             Ok(Err(e)) => panic!("bus receiver closed: {e}"),
             Err(_) => panic!("no message on {want:?} within {within:?}"),

@@ -14,6 +14,7 @@
 /// tests (never in the release library).
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod framing;
 pub mod idempotency;
 pub mod identity;
 pub mod memory;
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::config::Config;
+pub use framing::{FramedEvent, SessionBatch};
 pub use idempotency::{Claim, IdempotencyStore};
 pub use identity::{Contact, IdentityStore, OtpAttempt, OtpCode};
 pub use parks::{ConfirmStore, Decided, Gate, ParkedTurn, PendingCall};
@@ -275,9 +277,14 @@ impl Channel {
 /// What a pod's bus receiver yields.
 #[derive(Debug, Clone)]
 pub enum BusEvent {
-    Message {
+    /// A message on a channel other than a session's.
+    Message { channel: Channel, payload: Arc<str> },
+    /// A session channel's message: a batch of logged events, decoded by the backend ([`framing`]).
+    Session {
+        /// `Channel::Session` of `session_id`.
         channel: Channel,
-        payload: Arc<str>,
+        session_id: Arc<str>,
+        batch: SessionBatch,
     },
     /// The connection to the broker was re-established (subscriptions restored): messages may have been lost,
     /// so session consumers must repair from the log.

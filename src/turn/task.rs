@@ -129,6 +129,9 @@ async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<D
     let outcome = match (em.flush().await, outcome) {
         (Err(Halt::LeaseLost), _) | (_, Some(Outcome::LeaseLost)) => Some(Outcome::LeaseLost),
         (Err(Halt::Failed(e)), Some(_)) => Some(Outcome::Failed(e)),
+        // A cancel that came while the turn was parking (the prompt going out) wins over the park: the turn
+        // would otherwise wait for an answer its person has already called off.
+        (Ok(()), Some(Outcome::Parked)) if cancel.is_cancelled() => None,
         (_, o) => o,
     };
     turns.unregister(&sid, &state.turn_id);

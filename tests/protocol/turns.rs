@@ -307,7 +307,7 @@ async fn turn_bus_messages(
     tools: &FakeTools,
 ) -> (Vec<String>, Vec<Value>, Vec<String>) {
     use switchboard::backend::memory::MemoryBackend;
-    use switchboard::backend::{BusEvent, Channel};
+    use switchboard::backend::Channel;
     let mut cfg = config(llm, tools);
     cfg.turn.coalesce_ms = coalesce_ms;
     let mem = MemoryBackend::new(&cfg);
@@ -323,7 +323,7 @@ async fn turn_bus_messages(
     let frames = until_terminal(&mut c, "r-1").await;
     let mut messages = Vec::new();
     while let Ok(Ok(ev)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
-        if let BusEvent::Message { channel: Channel::Session(s), payload } = ev {
+        if let Some((Channel::Session(s), payload)) = ev.raw() {
             if s == sid {
                 messages.push(payload.to_string());
             }

@@ -24,7 +24,9 @@ async fn recv_message(rx: &mut broadcast::Receiver<BusEvent>, want: &Channel) ->
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match tokio::time::timeout(left, rx.recv()).await {
-            Ok(Ok(BusEvent::Message { channel, payload })) if &channel == want => return payload.to_string(),
+            Ok(Ok(ev)) if ev.raw().is_some_and(|(channel, _)| &channel == want) => {
+                return ev.raw().map(|(_, payload)| payload.to_string()).unwrap_or_default()
+            }
             Ok(Ok(_)) => continue,
             Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
             Ok(Err(e)) => panic!("bus receiver closed: {e}"),
@@ -38,7 +40,8 @@ async fn assert_silent(rx: &mut broadcast::Receiver<BusEvent>, channel: &Channel
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match tokio::time::timeout(left, rx.recv()).await {
-            Ok(Ok(BusEvent::Message { channel: c, payload })) if &c == channel => {
+            Ok(Ok(ev)) if ev.raw().is_some_and(|(c, _)| &c == channel) => {
+                let payload = ev.raw().map(|(_, p)| p.to_string()).unwrap_or_default();
                 panic!("unexpected message on {channel:?}: {payload}")
             }
             Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,

@@ -124,7 +124,7 @@ impl Shared {
         let payload: Arc<str> = Arc::from(payload);
         for id in ids {
             if let Some(tx) = pods.get(id) {
-                let _ = tx.send(BusEvent::Message { channel: channel.clone(), payload: payload.clone() });
+                let _ = tx.send(BusEvent::from_wire(channel.clone(), payload.clone()));
             }
         }
     }
@@ -335,7 +335,7 @@ impl EventLog for MemoryStore {
         let mut lines = Vec::with_capacity(events.len());
         for event in events {
             log.latest += 1;
-            lines.push(format!("{}:{}:{event}", log.latest, log.epoch));
+            lines.push(crate::backend::framing::line(log.latest, &log.epoch, &event));
             log.entries.push_back((log.latest, event));
         }
         while log.entries.len() > self.shared.log_len {

@@ -138,7 +138,7 @@ pub(super) async fn pump(
                         continue;
                     };
                     let Some(payload) = msg.value.as_str_lossy() else { continue };
-                    let _ = tx.send(BusEvent::Message { channel, payload: Arc::from(payload.as_ref()) });
+                    let _ = tx.send(BusEvent::from_wire(channel, Arc::from(payload.as_ref())));
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     warn!(dropped = n, "redis pub/sub receiver lagged: consumers repair from the log");
