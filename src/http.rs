@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::app::App;
@@ -65,19 +66,24 @@ async fn publish(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::bo
     if body.len() > app.config.limits.max_frame_bytes {
         return problem(StatusCode::PAYLOAD_TOO_LARGE, "VALIDATION_ERROR", "event larger than limits.max_frame_bytes");
     }
-    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
-        return problem(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "body must be JSON");
+    let body: PublishBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                &format!(
+                    "expected {{\"target\": {{\"type\": \"connection|session|user|org|agent\", \"id\": \"...\"}}, \
+                     \"event\": {{...}}}}: {e}"
+                ),
+            )
+        }
     };
-    let kind = v.pointer("/target/type").and_then(Value::as_str);
-    let id = v.pointer("/target/id").and_then(Value::as_str).filter(|s| !s.is_empty() && s.len() <= 256);
-    let event = v.get("event").filter(|e| e.is_object());
-    let (Some(kind), Some(id), Some(event)) = (kind, id, event) else {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "expected {\"target\": {\"type\": \"connection|session|user|org|agent\", \"id\": \"...\"}, \"event\": {...}}",
-        );
-    };
+    let (target, event) = (body.target, Value::Object(body.event));
+    let id = target.id();
+    if id.is_empty() || id.len() > 256 {
+        return problem(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", "target.id must be 1-256 characters");
+    }
     if let Some(field) = ["seq", "sessionId", "epoch"].into_iter().find(|f| event.get(*f).is_some()) {
         return problem(
             StatusCode::BAD_REQUEST,
@@ -85,16 +91,8 @@ async fn publish(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::bo
             &format!("event.{field} is set by the server, not by a publisher"),
         );
     }
-    if !matches!(kind, "connection" | "session" | "user" | "org" | "agent") {
-        return problem(
-            StatusCode::BAD_REQUEST,
-            "VALIDATION_ERROR",
-            "target.type must be connection, session, user, org or agent",
-        );
-    }
-    let org = v.pointer("/target/org").and_then(Value::as_str).unwrap_or("default");
     let Some(key) = headers.get("idempotency-key") else {
-        return deliver(&app, kind, id, org, event).await.map_or_else(|r| r, |body| accepted(&body));
+        return deliver(&app, &target, &event).await.map_or_else(|r| r, |body| accepted(&body));
     };
     let key = match key.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 200) {
         Some(k) => format!("publish:{k}"),
@@ -106,7 +104,7 @@ async fn publish(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::bo
             )
         }
     };
-    idempotent(&app, &key, deliver(&app, kind, id, org, event)).await
+    idempotent(&app, &key, deliver(&app, &target, &event)).await
 }
 
 /// How long a publish's `Idempotency-Key` answers a retry with the first answer.
@@ -161,32 +159,74 @@ async fn idempotent(
     }
 }
 
+/// `POST /admin/publish`'s body. Unknown fields are refused, so a misspelt `target` key is an error, not a
+/// publish to the wrong place.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    target: Target,
+    /// A JSON object, sent to its targets as is.
+    event: serde_json::Map<String, Value>,
+}
+
+/// Where a publish goes.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+enum Target {
+    /// One socket, on whichever pod holds it (at-most-once).
+    Connection {
+        id: String,
+    },
+    /// A session's log: appended with a seq, so every attached socket gets it in order and repairs gaps.
+    Session {
+        id: String,
+    },
+    /// A user of an org (`org`, default `default`: the org of anonymous auth).
+    User {
+        id: String,
+        #[serde(default = "default_org")]
+        org: String,
+    },
+    Org {
+        id: String,
+    },
+    Agent {
+        id: String,
+    },
+}
+
+fn default_org() -> String {
+    "default".into()
+}
+
+impl Target {
+    fn id(&self) -> &str {
+        match self {
+            Target::Connection { id }
+            | Target::Session { id }
+            | Target::User { id, .. }
+            | Target::Org { id }
+            | Target::Agent { id } => id,
+        }
+    }
+}
+
 /// Publishes `event` to the target: the answer body, or the error response.
-async fn deliver(app: &App, kind: &str, id: &str, org: &str, event: &Value) -> Result<Value, Response> {
+async fn deliver(app: &App, target: &Target, event: &Value) -> Result<Value, Response> {
     let unavailable = |e: String| {
         tracing::error!(error = %e, "publish failed");
         problem(StatusCode::SERVICE_UNAVAILABLE, "INTERNAL_ERROR", "publish failed, retry")
     };
-    match kind {
-        "session" => {
+    let channel = match target {
+        Target::Session { id } => {
             // One step in the backend: appended only if the session exists (one round trip, no race with a
             // deletion).
-            match app.emit_live(id, event).await.map_err(|e| unavailable(e.message))? {
+            return match app.emit_live(id, event).await.map_err(|e| unavailable(e.message))? {
                 Some(seq) => Ok(json!({"accepted": true, "seq": seq})),
                 None => Err(problem(StatusCode::NOT_FOUND, "SESSION_NOT_FOUND", &format!("session '{id}' not found"))),
-            }
-        }
-        "user" | "org" | "agent" => {
-            let channel = match kind {
-                // A user is a user of an org (`target.org`, default `default`: the org of anonymous auth).
-                "user" => Channel::user(org, id),
-                "org" => Channel::Org(id.into()),
-                _ => Channel::Agent(id.into()),
             };
-            app.backends.bus.publish(&channel, &event.to_string()).await.map_err(|e| unavailable(e.to_string()))?;
-            Ok(json!({"accepted": true}))
         }
-        _ => {
+        Target::Connection { id } => {
             let filter = SocketFilter { connection: Some(id.to_string()), ..Default::default() };
             let found = app.backends.registry.list(&filter, 1).await.map_err(|e| unavailable(e.to_string()))?;
             // At-most-once: an unknown connection is simply not there.
@@ -195,7 +235,12 @@ async fn deliver(app: &App, kind: &str, id: &str, org: &str, event: &Value) -> R
                 let pod = Channel::Pod(entry.pod_id.clone());
                 app.backends.bus.publish(&pod, &msg).await.map_err(|e| unavailable(e.to_string()))?;
             }
-            Ok(json!({"accepted": true}))
+            return Ok(json!({"accepted": true}));
         }
-    }
+        Target::User { id, org } => Channel::user(org, id),
+        Target::Org { id } => Channel::Org(id.clone()),
+        Target::Agent { id } => Channel::Agent(id.clone()),
+    };
+    app.backends.bus.publish(&channel, &event.to_string()).await.map_err(|e| unavailable(e.to_string()))?;
+    Ok(json!({"accepted": true}))
 }

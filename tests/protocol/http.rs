@@ -46,8 +46,20 @@ async fn admin_publish_http_surface_and_metrics() {
     assert!(got.as_object_mut().and_then(|o| o.remove("epoch")).is_some_and(|e| e.is_string()), "{got}");
     assert_eq!(got, json!({"type": "ticket_updated", "sessionId": sid, "seq": 1}));
     v1.expect_silence(Duration::from_millis(200)).await;
-    let bad = publish(json!({"target": {"type": "planet", "id": "x"}, "event": {}}), Some(key)).await.expect("send");
-    assert_eq!(bad.status(), 400);
+    // A body that is not exactly a target and an event object is refused, never published somewhere else.
+    for bad in [
+        json!({"target": {"type": "planet", "id": "x"}, "event": {}}),
+        json!({"target": {"type": "session"}, "event": {}}),
+        json!({"target": {"type": "org", "id": ""}, "event": {}}),
+        json!({"target": {"type": "org", "id": "x"}, "event": "not an object"}),
+        json!({"target": {"type": "org", "id": "x", "orgg": "typo"}, "event": {}}),
+        json!({"target": {"type": "org", "id": "x"}, "event": {}, "extra": 1}),
+    ] {
+        let r = publish(bad.clone(), Some(key)).await.expect("send");
+        assert_eq!(r.status(), 400, "{bad}");
+        let body = r.json::<Value>().await.expect("json");
+        assert_eq!(body["error"]["code"], "VALIDATION_ERROR", "{bad}: {body}");
+    }
     // Registry view.
     let conns: Value = http
         .get(http_url(&pod, &format!("/admin/connections?session={sid}")))
