@@ -90,5 +90,49 @@ pub(crate) fn tool_specs(agent: &AgentConfig) -> Vec<ToolSpec> {
 }
 
 pub(crate) fn needs_confirmation(agent: &AgentConfig, tool: &str) -> bool {
-    agent.confirm_tools.iter().any(|p| crate::util::glob_match(p, tool))
+    agent.confirm_tools.iter().any(|p| glob_match(p, tool))
+}
+
+/// Glob match with `*` (any run) and `?` (one char), used for `confirm_tools`.
+pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    let (mut pi, mut ni) = (0usize, 0usize);
+    let (mut star, mut mark) = (None::<usize>, 0usize);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("delete_*", "delete_record"));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("a?c", "abc"));
+        assert!(!glob_match("delete_*", "get_record"));
+        assert!(!glob_match("a?c", "abbc"));
+        assert!(glob_match("*_record", "delete_record"));
+        assert!(glob_match("issue_refund", "issue_refund"));
+    }
 }

@@ -93,7 +93,7 @@ impl OtpService {
                     .json(&body)
                     .send()
                     .await
-                    .map_err(|e| OtpError::Webhook(crate::util::http_failure(e)))?;
+                    .map_err(|e| OtpError::Webhook(crate::webhook::http_failure(e)))?;
                 if resp.status().is_success() {
                     Ok(())
                 } else {

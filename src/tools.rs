@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::config::{ToolConfig, ToolsConfig};
-use crate::util::{http_failure, read_capped, BodyError};
+use crate::webhook::{http_failure, read_capped, BodyError};
 
 /// URL of the demo agent's in-process tool (used only with the offline demo model).
 pub(crate) const DEMO_TOOL_URL: &str = "builtin:demo";

@@ -18,7 +18,8 @@ use serde_json::{json, Value};
 use crate::app::App;
 use crate::auth::{AuthError, Identity, Role};
 use crate::backend::{ConversationRecord, SocketFilter};
-use crate::util::{decode_cursor, encode_cursor, rfc3339_from_ms};
+use crate::protocol::cursor::{decode_cursor, encode_cursor};
+use crate::util::rfc3339_from_ms;
 
 /// An `/admin/*` failure (the admin API's and `/admin/publish`'s): an HTTP status and `{error: {code, message}}`.
 pub(crate) struct AdminError {

@@ -179,7 +179,7 @@ impl Config {
         }
         positive("knowledge.timeout_ms", k.timeout_ms)?;
         positive("knowledge.max_document_bytes", k.max_document_bytes)?;
-        if let Some(bad) = self.http.allowed_origins.iter().find(|o| !crate::util::origin_pattern_ok(o)) {
+        if let Some(bad) = self.http.allowed_origins.iter().find(|o| !crate::origin::origin_pattern_ok(o)) {
             return Err(invalid(
                 "http.allowed_origins",
                 format!("`{bad}`: expected `*`, an origin (`https://shop.example`) or `https://*.example.com`"),
@@ -202,7 +202,7 @@ impl Config {
             if !agent.widget_secret.is_empty() && agent.widget_secret.len() < 32 {
                 return Err(invalid(&format!("agents[{i}].widget_secret"), "must be at least 32 bytes"));
             }
-            if let Some(bad) = agent.allowed_origins.iter().find(|o| !crate::util::origin_pattern_ok(o)) {
+            if let Some(bad) = agent.allowed_origins.iter().find(|o| !crate::origin::origin_pattern_ok(o)) {
                 return Err(invalid(
                     &format!("agents[{i}].allowed_origins"),
                     format!("`{bad}`: expected `*`, an origin (`https://shop.example`) or `https://*.example.com`"),

@@ -216,10 +216,10 @@ async fn get_session(conn: &mut Conn, rid: Option<&str>, session_id: &str) -> Re
     Ok(())
 }
 
-use crate::util::encode_cursor;
+use crate::protocol::cursor::encode_cursor;
 
 fn decode_cursor(kind: &str, cursor: &str) -> Result<u64, ClientError> {
-    crate::util::decode_cursor(kind, cursor)
+    crate::protocol::cursor::decode_cursor(kind, cursor)
         .ok_or_else(|| ClientError::validation("'cursor' is not a cursor this server issued"))
 }
 

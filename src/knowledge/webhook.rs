@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{Hit, KnowledgeError, Retriever, Scope};
-use crate::util::{http_failure, read_capped, BodyError};
+use crate::webhook::{http_failure, read_capped, BodyError};
 
 /// k passages of a few hundred chars fit many times over; more is a misbehaving host.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;

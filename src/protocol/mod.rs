@@ -4,6 +4,7 @@
 //! - [`outbound`]: builders for every server frame in its exact v1 shape.
 //! - [`shapes`]: the v1 shapes stated as data, so tests can check that v1 clients never see an unknown field.
 
+pub(crate) mod cursor;
 mod fields;
 pub(crate) mod inbound;
 pub(crate) mod outbound;

@@ -12,7 +12,7 @@ pub(crate) const MAX_SKEW_S: i64 = 60;
 /// `ORIGIN_NOT_ALLOWED` when the agent restricts origins and the page's is not one (no `Origin`: not a
 /// browser, nothing to check).
 pub(crate) fn check_origin(agent: &AgentConfig, origin: Option<&str>) -> Result<(), ClientError> {
-    match crate::util::origin_refused(&agent.allowed_origins, origin) {
+    match crate::origin::origin_refused(&agent.allowed_origins, origin) {
         Some(o) => Err(ClientError::new(ErrorCode::OriginNotAllowed, format!("this agent cannot be used from {o}"))),
         None => Ok(()),
     }

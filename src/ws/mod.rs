@@ -57,7 +57,7 @@ pub(crate) async fn upgrade(
     // anything else, so a foreign site cannot ride on a visitor's cookies or network position.
     let origin = headers.get(axum::http::header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_string);
     let allowed = &app.config.http.allowed_origins;
-    if let Some(o) = crate::util::origin_refused(allowed, origin.as_deref()) {
+    if let Some(o) = crate::origin::origin_refused(allowed, origin.as_deref()) {
         tracing::info!(origin = %o, "websocket upgrade refused: origin not allowed");
         return (StatusCode::FORBIDDEN, "origin not allowed (http.allowed_origins)").into_response();
     }

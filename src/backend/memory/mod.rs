@@ -231,7 +231,7 @@ impl SessionStore for MemoryStore {
             c.message_count += 1;
             c.updated_at_ms = now;
             if c.title.is_empty() && message.direction == Direction::Inbound {
-                c.title = crate::util::title_from(&message.text);
+                c.title = crate::backend::title_from(&message.text);
             }
         }
         let (trimmed, kept) = st.messages.entry(conversation_id.to_string()).or_default();

@@ -145,7 +145,7 @@ impl SessionStore for RedisStore {
                     to_json(message)?,
                     now_ms.to_string(),
                     inbound.into(),
-                    crate::util::title_from(&message.text),
+                    crate::backend::title_from(&message.text),
                     s.conv_ttl_s.to_string(),
                     s.conv_max_messages.to_string(),
                 ],
