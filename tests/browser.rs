@@ -111,6 +111,7 @@ async fn the_widget_streams_replies_asks_for_approval_and_never_runs_model_html(
         b.eval(&format!("{ROOT} return [...r.querySelectorAll('.step')].map(s => s.textContent);"), vec![]).await;
     assert_eq!(steps, json!(["delete_record done", "delete_record failed"]), "tool steps are shown");
     b.screenshot("streams_approvals_and_html").await;
+    b.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -146,6 +147,7 @@ async fn a_pod_drained_mid_reply_is_invisible_the_reply_completes_once() {
     say(&b, "are you there").await;
     assert_eq!(reply(&b, 1).await, "Still here.");
     b.screenshot("drain_mid_reply").await;
+    b.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,6 +204,7 @@ async fn interaction_and_otp_cards_work_from_the_page() {
     assert_eq!(reply(&b, 1).await, "Paid.");
     assert_eq!(tools.calls("pay_invoice").len(), 1);
     b.screenshot("interaction_and_otp_cards").await;
+    b.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,6 +226,7 @@ async fn a_page_on_a_disallowed_origin_is_told_so() {
     let words = b.eval(&format!("{ROOT} return r.querySelector('.error').textContent;"), vec![]).await;
     assert_eq!(words, "This chat is not available on this site.");
     b.screenshot("disallowed_origin").await;
+    b.close().await;
 }
 
 /// Real key presses (WebDriver actions) to whatever has the focus.
@@ -287,4 +291,5 @@ async fn keyboard_only_send_and_stop_and_choice_chips() {
         json!({"status": "submitted", "values": {"answers": [{"header": "Plan", "options": ["Pro"]}]}})
     );
     b.screenshot("keyboard_stop_and_chips").await;
+    b.close().await;
 }

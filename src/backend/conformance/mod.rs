@@ -1,6 +1,6 @@
 //! The generic conformance suite: one set of behaviours every backend pair must show. Each check takes two
 //! "pods" (backend handles sharing one store) and panics with a message on a violation. Run against memory
-//! (unit tests below) and Redis (`tests/redis_backends.rs`).
+//! (unit tests below) and Redis (`tests/it/redis_backends.rs`).
 
 use std::time::Duration;
 

@@ -1,8 +1,7 @@
 //! The real binary as two pods on one Redis: a turn parked on pod A and approved on pod B is one trace
 //! exported over OTLP to an in-test receiver; SIGTERM drains each pod and it exits in time.
 
-mod harness;
-mod support;
+use crate::{harness, support};
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

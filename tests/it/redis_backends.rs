@@ -4,7 +4,7 @@
 //! and says so), a Sentinel failover after the master died, and a Sentinel failover that demotes the master
 //! in place (the client must follow `+switch-master`).
 
-mod support;
+use crate::support;
 
 use std::future::Future;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! user with a password, and the backend conformance checks over that connection; and a three-node cluster
 //! whose client and cluster-bus traffic is TLS only.
 
-mod support;
+use crate::support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

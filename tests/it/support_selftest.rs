@@ -1,7 +1,7 @@
 //! Proves the shared test support works against real processes and real sockets, so a failure in a
 //! gateway test can be trusted to be the gateway's and not the harness's.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

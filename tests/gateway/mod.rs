@@ -1,10 +1,7 @@
 //! The orra gateway over real HTTP and sockets: REST turns, the SSE stream, the orra WebSocket dialect, on
 //! memory and on Redis, with an in-test model and in-test tool webhooks.
 
-#[path = "../harness/mod.rs"]
-mod harness;
-#[path = "../support/mod.rs"]
-mod support;
+use crate::{harness, support};
 
 mod budget;
 mod orra;

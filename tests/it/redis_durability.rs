@@ -2,7 +2,7 @@
 //! parks, decisions and log appends wait for a replica (`WAIT`) on a connection of their own, and the boot warns
 //! when `maxmemory-policy` lets Redis evict our keys.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -2,10 +2,7 @@
 //! Sessions move between pods, turns are parked on one pod and approved on another, pods are killed
 //! mid-turn and drained under live traffic.
 
-#[path = "../harness/mod.rs"]
-mod harness;
-#[path = "../support/mod.rs"]
-mod support;
+use crate::{harness, support};
 
 mod faults;
 mod gaps;

@@ -1,10 +1,7 @@
 //! One pod speaking the protocol over real sockets: an in-test OpenAI-compatible model, in-test webhooks.
 //! Every frame a v1 client receives is checked against the v1 shapes.
 
-#[path = "../harness/mod.rs"]
-mod harness;
-#[path = "../support/mod.rs"]
-mod support;
+use crate::{harness, support};
 
 mod admin;
 mod approvals;
