@@ -119,14 +119,12 @@ pub async fn start_with(config: Config, backends: Backends) -> Result<Running, S
 
 async fn serve(app: Arc<App>, listener: tokio::net::TcpListener, router: axum::Router) {
     let stop_accepting = app.lifecycle.sockets_closing_token();
-    use axum::serve::ListenerExt;
-    // Token streams are many small frames: Nagle plus delayed ACKs would add up to 40 ms to each.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY failed");
-        }
-    });
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move { stop_accepting.cancelled().await });
+    let limits = crate::listen::Limits {
+        header_read: Duration::from_millis(app.config.http.header_read_timeout_ms),
+        idle: Duration::from_millis(app.config.http.idle_timeout_ms),
+        max_connections: app.config.limits.connections_per_pod,
+    };
+    let server = crate::listen::serve(listener, router, limits, app.metrics.clone(), stop_accepting);
     let drain = {
         let app = app.clone();
         async move {
@@ -149,9 +147,6 @@ async fn serve(app: Arc<App>, listener: tokio::net::TcpListener, router: axum::R
             app.lifecycle.stop();
         }
     };
-    let (served, ()) = tokio::join!(async move { server.await }, drain);
-    if let Err(e) = served {
-        tracing::error!(error = %e, "server error");
-    }
+    tokio::join!(server, drain);
     tracing::info!("switchboard stopped");
 }

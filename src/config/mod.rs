@@ -160,11 +160,23 @@ pub struct HttpConfig {
     /// Page origins allowed to open a WebSocket (`*`, exact, or `https://*.example.com`): an upgrade with another
     /// `Origin` gets 403. Empty = any (clients without an `Origin`, i.e. not browsers, always pass).
     pub allowed_origins: Vec<String>,
+    /// A connection must send its first byte, and then its whole request head, within this many milliseconds
+    /// (slow or silent clients are closed).
+    pub header_read_timeout_ms: u64,
+    /// An HTTP keep-alive connection with no new request for this many milliseconds is closed (WebSockets
+    /// keep themselves alive and are not affected).
+    pub idle_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { cors_origins: Vec::new(), max_body_bytes: 1024 * 1024, allowed_origins: Vec::new() }
+        Self {
+            cors_origins: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            allowed_origins: Vec::new(),
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+        }
     }
 }
 
@@ -230,6 +242,8 @@ pub struct LimitsConfig {
     pub messages_per_user_per_minute: u64,
     /// WebSockets one user may hold open across every pod; one more upgrade is refused with 429.
     pub sockets_per_user: usize,
+    /// Connections (HTTP and WebSocket) one pod holds open at once; one more is closed on accept.
+    pub connections_per_pod: usize,
     /// Turns one user may have running at once across every pod (parked turns do not count); one more
     /// `send_message` gets `RATE_LIMITED`.
     pub turns_per_user: u64,
@@ -423,6 +437,7 @@ impl Default for LimitsConfig {
             sessions_per_connection: 100,
             messages_per_user_per_minute: 120,
             sockets_per_user: 50,
+            connections_per_pod: 20_000,
             turns_per_user: 5,
             resume_replay_bytes: 1 << 20,
             replay_bytes_per_user_per_minute: 32 << 20,

@@ -154,6 +154,13 @@ impl Config {
             return Err(invalid("confirm.timeout_s", "must not exceed session.idle_ttl_s"));
         }
         positive("keepalive_s", self.keepalive_s)?;
+        positive("limits.connections_per_pod", self.limits.connections_per_pod as u64)?;
+        if !(100..=300_000).contains(&self.http.header_read_timeout_ms) {
+            return Err(invalid("http.header_read_timeout_ms", "must be 100..=300000"));
+        }
+        if self.http.idle_timeout_ms < 1_000 {
+            return Err(invalid("http.idle_timeout_ms", "must be at least 1000"));
+        }
         let mut ids = HashSet::new();
         for (i, agent) in self.agents.iter().enumerate() {
             let key = |f: &str| format!("agents[{i}].{f}");

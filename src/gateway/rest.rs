@@ -85,7 +85,7 @@ pub(super) async fn resolve(app: &App, who: &Identity, req: ChatRequest) -> Resu
 pub(super) async fn run(app: &App, who: &Identity, r: Resolved) -> Result<String, ApiError> {
     let input = TurnInput { message: r.message, stream: true, images: Vec::new(), files: Vec::new() };
     let request = StartRequest { request_id: None, model: r.model, skill: None, input };
-    Ok(app.turns.start(who, &r.session, request).await?)
+    Ok(app.turns.start(who, &r.session, request).await?.to_string())
 }
 
 /// Checks the request, opens (or creates) the namespace's session and starts the turn, watching its log.

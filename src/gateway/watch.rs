@@ -11,6 +11,7 @@ use crate::app::App;
 use crate::backend::Channel;
 use crate::error::{ClientError, ErrorCode};
 use crate::hub::{ConnHandle, Outbound};
+use crate::protocol::position::rebase;
 use crate::queue::OutQueue;
 
 /// Wake-ups a watcher may have pending (drained at each read). A watcher whose reader stalls simply misses
@@ -28,8 +29,10 @@ pub(crate) struct SessionWatch {
     session_id: String,
     /// The hub's handle on this watcher; its queue only carries wake-ups, the events are read from the log.
     handle: ConnHandle,
-    /// The last seq returned.
+    /// The last seq returned, in `epoch`.
     cursor: u64,
+    /// The log's epoch as last seen on a wake-up (`None` until one came): a new one restarts the cursor.
+    epoch: Option<String>,
     /// Empty polls in a row while the followed turn did not hold the session (see [`SessionWatch::next_while_held`]).
     unheld: u32,
 }
@@ -50,7 +53,14 @@ impl SessionWatch {
             Some(a) => a,
             None => app.backends.log.bounds(session_id).await?.1,
         };
-        Ok(SessionWatch { app: app.clone(), session_id: session_id.to_string(), handle, cursor, unheld: 0 })
+        Ok(SessionWatch {
+            app: app.clone(),
+            session_id: session_id.to_string(),
+            handle,
+            cursor,
+            epoch: None,
+            unheld: 0,
+        })
     }
 
     /// The next events (seq, JSON): what the log holds after the cursor, else what arrives within one wake-up or
@@ -69,6 +79,13 @@ impl SessionWatch {
                 let mut next = woke;
                 while let Some(item) = next.take() {
                     if let Outbound::Session(ev) = item {
+                        if self.epoch.as_deref() != Some(ev.epoch()) {
+                            // The log started again in a new epoch: read it from its start.
+                            let rebased = rebase(self.epoch.as_deref(), self.cursor, ev.epoch());
+                            gap |= rebased != self.cursor;
+                            self.cursor = rebased;
+                            self.epoch = Some(ev.epoch().to_string());
+                        }
                         if ev.seq == self.cursor + 1 && !gap {
                             self.cursor = ev.seq;
                             if let Ok(v) = serde_json::from_str(ev.json()) {

@@ -9,6 +9,7 @@ mod resume;
 use crate::backend::{ConversationRecord, Gate, SessionRecord, StoredMessage};
 use crate::conn::Conn;
 use crate::error::{ClientError, ErrorCode};
+use crate::ids::RequestId;
 use crate::protocol::inbound::{Action, CreateSession, ParseError, Request, SendMessage};
 use crate::protocol::outbound as out;
 use crate::turn::{StartRequest, TurnInput};
@@ -169,14 +170,14 @@ async fn send_message(conn: &mut Conn, rid: Option<&str>, m: SendMessage) -> Res
         return Err(e);
     }
     let request = StartRequest {
-        request_id: rid.map(str::to_string),
+        request_id: rid.map(RequestId::from),
         model: m.model,
         skill: m.skill,
         input: TurnInput { message: m.message, stream: m.stream, images: m.images, files: m.files },
     };
     match app.turns.start(&conn.identity, &session, request).await {
         Ok(request_id) => {
-            conn.reply(&out::immediate(Some(&request_id), 202, "Processing your request...", json!({})));
+            conn.reply(&out::immediate(Some(request_id.as_str()), 202, "Processing your request...", json!({})));
             Ok(())
         }
         Err(e) => {

@@ -71,6 +71,53 @@ pub(crate) struct Metrics {
     errors: Family<CodeLabel, Counter>,
     llm_ttft: Histogram,
     turn_duration: Histogram,
+    connections_refused: Family<ReasonLabel, Counter>,
+    /// Refusals since the last summary log line, by [`Refusal`] (swapped out by the listener's summary).
+    refusals_since: [AtomicU64; Refusal::ALL.len()],
+}
+
+/// Why a connection or an upgrade was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// `limits.connections_per_pod` connections were open.
+    Cap,
+    /// The request head did not arrive within `http.header_read_timeout_ms`.
+    HeaderTimeout,
+    /// A WebSocket upgrade from an origin `http.allowed_origins` does not allow.
+    Origin,
+    /// A WebSocket upgrade without valid credentials.
+    Unauthorized,
+    /// A WebSocket upgrade past `limits.sockets_per_user`.
+    SocketsPerUser,
+    /// A WebSocket upgrade while the pod drains.
+    Draining,
+}
+
+impl Refusal {
+    pub(crate) const ALL: [Refusal; 6] = [
+        Refusal::Cap,
+        Refusal::HeaderTimeout,
+        Refusal::Origin,
+        Refusal::Unauthorized,
+        Refusal::SocketsPerUser,
+        Refusal::Draining,
+    ];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Refusal::Cap => "connections_per_pod",
+            Refusal::HeaderTimeout => "header_timeout",
+            Refusal::Origin => "origin",
+            Refusal::Unauthorized => "unauthorized",
+            Refusal::SocketsPerUser => "sockets_per_user",
+            Refusal::Draining => "draining",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
 }
 
 impl Default for Metrics {
@@ -99,6 +146,8 @@ impl Metrics {
             errors: Family::default(),
             llm_ttft: histogram(),
             turn_duration: histogram(),
+            connections_refused: Family::default(),
+            refusals_since: Default::default(),
             registry: Registry::default(),
         };
         // Counters are registered without `_total`: the encoder appends it (OpenMetrics), so the names on the
@@ -139,11 +188,19 @@ impl Metrics {
             "Wall time of a turn segment (start or resume to end or park)",
             m.turn_duration.clone(),
         );
+        r.register(
+            "switchboard_connections_refused",
+            "Connections and WebSocket upgrades refused, by reason",
+            m.connections_refused.clone(),
+        );
         r.register_collector(Box::new(process::ProcessCollector));
         // Every code and outcome is shown from the start (a rate over a series that appears late misses its
         // first increments).
         for code in ErrorCode::ALL {
             let _ = m.errors.get_or_create(&CodeLabel { code: code.as_str() });
+        }
+        for r in Refusal::ALL {
+            let _ = m.connections_refused.get_or_create(&ReasonLabel { reason: r.label() });
         }
         for o in [
             TurnOutcome::Completed,
@@ -195,6 +252,23 @@ impl Metrics {
         self.tokens_prompt.inc_by(usage.prompt_tokens);
         self.tokens_completion.inc_by(usage.completion_tokens);
     }
+    /// Counts a refused connection or upgrade; the log line is the listener's periodic summary, never one each.
+    pub(crate) fn connection_refused(&self, reason: Refusal) {
+        self.connections_refused.get_or_create(&ReasonLabel { reason: reason.label() }).inc();
+        if let Some(i) = Refusal::ALL.iter().position(|r| *r == reason) {
+            self.refusals_since[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Refusals since the last call, by reason.
+    pub(crate) fn take_refusals(&self) -> Vec<(Refusal, u64)> {
+        Refusal::ALL
+            .iter()
+            .zip(&self.refusals_since)
+            .map(|(r, n)| (*r, n.swap(0, std::sync::atomic::Ordering::Relaxed)))
+            .collect()
+    }
+
     pub(crate) fn error(&self, code: ErrorCode) {
         self.errors.get_or_create(&CodeLabel { code: code.as_str() }).inc();
     }

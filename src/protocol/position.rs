@@ -57,6 +57,17 @@ pub(crate) fn recovered(pos: &StreamPosition, log: LogNow<'_>) -> bool {
     same_epoch && pos.seq <= log.latest && (log.latest == 0 || pos.seq + 1 >= log.oldest)
 }
 
+/// A live reader's position once it sees the log in `epoch` (an event's, or the log's now): unchanged in the
+/// epoch it knew (or when it knew none yet), 0 in another: the log restarted, so every event of the new epoch is
+/// new to the reader however low its seq. The socket's delivery and catch-up and the gateway's log watch follow
+/// a log with it.
+pub(crate) fn rebase(known_epoch: Option<&str>, seq: u64, epoch: &str) -> u64 {
+    match known_epoch {
+        Some(known) if known != epoch => 0,
+        _ => seq,
+    }
+}
+
 /// Where a replay for `pos` starts (the events after the returned seq): `pos` itself when recovered, else just
 /// before the oldest event kept.
 pub(crate) fn replay_from(pos: &StreamPosition, log: LogNow<'_>) -> (u64, bool) {
@@ -99,5 +110,8 @@ mod tests {
         let empty = LogNow { epoch: None, oldest: 0, latest: 0 };
         assert!(recovered(&at(0, Some("e1")), empty));
         assert!(!recovered(&at(3, Some("e1")), empty));
+        assert_eq!(rebase(Some("e1"), 9, "e1"), 9);
+        assert_eq!(rebase(None, 9, "e2"), 9, "no epoch known yet: the position stands");
+        assert_eq!(rebase(Some("e1"), 9, "e2"), 0, "a new log: from its start");
     }
 }

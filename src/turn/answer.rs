@@ -11,6 +11,7 @@ use super::task::{resume_parked, resume_with};
 use super::{Resolution, Turns};
 use crate::backend::{Decided, Gate, OtpAttempt, ParkedTurn, SessionRecord};
 use crate::error::{ClientError, ErrorCode};
+use crate::ids::RequestId;
 use crate::interactions::{self, validate, Kind};
 use crate::protocol::outbound as out;
 use crate::tools::ToolOutcome;
@@ -30,9 +31,9 @@ pub(crate) enum Answer<'a> {
 #[derive(Debug, Clone)]
 pub(crate) enum Verdict {
     /// This answer decided the call; the turn `request_id` resumes.
-    Decided { approved: bool, request_id: String },
+    Decided { approved: bool, request_id: RequestId },
     /// An earlier answer (on any pod) decided it; this one changed nothing.
-    AlreadyDecided { approved: bool, request_id: String },
+    AlreadyDecided { approved: bool, request_id: RequestId },
     /// The card's values do not fit its spec: the park stays, the person corrects and submits again.
     InteractionInvalid { interaction_id: String, kind: String, errors: Value },
     /// The card was answered (`values`, canonical) or declined (`values` is `None`); the turn resumes.
@@ -74,19 +75,21 @@ impl Turns {
         // decision never arrives before it: no waiting here.
         let verdict = match self.backends.confirms.decide(sid, call, approved).await? {
             Decided::Claimed(parked) => {
-                let verdict = Verdict::Decided { approved, request_id: parked.request_id.clone() };
+                let verdict = Verdict::Decided { approved, request_id: parked.request_id.as_str().into() };
                 ack(&verdict);
                 resume_parked(self.clone(), *parked, approved, "user rejected the action").await;
                 return Ok(verdict);
             }
-            Decided::AlreadyDecided { approved, request_id, .. } => Verdict::AlreadyDecided { approved, request_id },
+            Decided::AlreadyDecided { approved, request_id, .. } => {
+                Verdict::AlreadyDecided { approved, request_id: request_id.into() }
+            }
             Decided::NoPending => {
                 // A repeat (naming no call) while the decided turn still runs: the first decision stands.
                 let repeat = match call {
                     Some(_) => None,
                     None => match (self.backends.confirms.last_decision(sid).await?, self.holder(sid).await?) {
                         (Some((_, first, rid)), Some(cur)) if cur.request_id == rid && !cur.pod_id.is_empty() => {
-                            Some(Verdict::AlreadyDecided { approved: first, request_id: rid })
+                            Some(Verdict::AlreadyDecided { approved: first, request_id: rid.into() })
                         }
                         _ => None,
                     },

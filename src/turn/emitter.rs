@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::Turns;
 use crate::backend::Guard;
 use crate::error::{ClientError, ErrorCode};
+use crate::ids::{SessionId, TurnId};
 
 /// Why a turn's emitter stopped appending; the turn stops with it, so no tool runs whose result nobody sees.
 #[derive(Debug, Clone)]
@@ -53,7 +54,7 @@ enum EmitCmd {
 const EMIT_BATCH: usize = 256;
 
 impl Emitter {
-    pub(super) fn start(turns: Arc<Turns>, session_id: String, turn_id: String) -> Emitter {
+    pub(super) fn start(turns: Arc<Turns>, session_id: SessionId, turn_id: TurnId) -> Emitter {
         let (tx, mut rx) = mpsc::unbounded_channel::<EmitCmd>();
         let flush_now = Arc::new(tokio::sync::Notify::new());
         let wake = flush_now.clone();

@@ -30,16 +30,17 @@ pub(crate) use self::sweeper::sweep_loop;
 pub(crate) use self::turns::{Parts, Turns};
 use crate::backend::TurnInfo;
 use crate::error::{ClientError, ErrorCode};
+use crate::ids::{ConversationId, RequestId, SessionId, TurnId};
 use crate::llm::{ChatMessage, ToolCall, Usage};
 use crate::tools::ToolOutcome;
 
 /// Everything a turn needs to continue, on any pod.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct TurnState {
-    pub turn_id: String,
-    pub request_id: String,
-    pub session_id: String,
-    pub conversation_id: String,
+    pub turn_id: TurnId,
+    pub request_id: RequestId,
+    pub session_id: SessionId,
+    pub conversation_id: ConversationId,
     pub agent_id: String,
     pub model: String,
     pub stream: bool,

@@ -29,9 +29,9 @@ pub(super) async fn store(
     expires_at_ms: i64,
 ) -> Result<(), ClientError> {
     let parked = ParkedTurn {
-        session_id: state.session_id.clone(),
-        turn_id: state.turn_id.clone(),
-        request_id: state.request_id.clone(),
+        session_id: state.session_id.to_string(),
+        turn_id: state.turn_id.to_string(),
+        request_id: state.request_id.to_string(),
         call: PendingCall {
             tool_call_id: call.id.clone(),
             tool_name: call.function.name.clone(),

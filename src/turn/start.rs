@@ -12,6 +12,7 @@ use crate::auth::Identity;
 use crate::backend::{Direction, SessionRecord, StoredMessage, TurnInfo};
 use crate::config::AgentConfig;
 use crate::error::{ClientError, ErrorCode};
+use crate::ids::RequestId;
 use crate::knowledge::Scope;
 use crate::llm::ChatMessage;
 use crate::protocol::inbound::Image;
@@ -37,7 +38,7 @@ pub(crate) struct TurnInput {
 /// A turn as a door asks for it.
 pub(crate) struct StartRequest {
     /// The turn's identity on the wire; one is made up when the client sent none.
-    pub(crate) request_id: Option<String>,
+    pub(crate) request_id: Option<RequestId>,
     pub(crate) model: Option<String>,
     pub(crate) skill: Option<String>,
     pub(crate) input: TurnInput,
@@ -58,13 +59,13 @@ impl Turns {
         caller: &Identity,
         session: &SessionRecord,
         req: StartRequest,
-    ) -> Result<String, ClientError> {
+    ) -> Result<RequestId, ClientError> {
         if session.user_id != caller.user_id || session.org_id != caller.org_id {
             return Err(ClientError::session_not_found(&session.session_id));
         }
         let plan = plan(self, &session.agent_id, req.model.as_deref(), req.skill.as_deref())?;
         let spent = self.take_message(&caller.org_id, &caller.user_id).await?;
-        let request_id = req.request_id.unwrap_or_else(new_id);
+        let request_id = req.request_id.unwrap_or_else(|| new_id().into());
         let turn_id = match acquire(self, session, &request_id).await {
             Ok(t) => t,
             Err(e) => {
@@ -210,10 +211,10 @@ async fn prepare(
             tool_call_id: None,
         });
         Ok(TurnState {
-            turn_id: turn_id.to_string(),
-            request_id: request_id.to_string(),
-            session_id: session.session_id.clone(),
-            conversation_id: session.conversation_id.clone(),
+            turn_id: turn_id.into(),
+            request_id: request_id.into(),
+            session_id: session.session_id.as_str().into(),
+            conversation_id: session.conversation_id.as_str().into(),
             agent_id: session.agent_id.clone(),
             model,
             stream: input.stream,

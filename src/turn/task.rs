@@ -13,6 +13,7 @@ use super::emitter::{Emitter, Halt};
 use super::{hold_key, Decision, Outcome, Resolution, TurnState, Turns};
 use crate::backend::{Guard, ParkedTurn, TurnInfo};
 use crate::error::{ClientError, ErrorCode};
+use crate::ids::SessionId;
 use crate::metrics::TurnOutcome;
 use crate::protocol::outbound as out;
 
@@ -190,7 +191,7 @@ pub(super) async fn take_own_park(turns: &Turns, session_id: &str, turn_id: &str
 /// Renews the lease every third of `turn.lease_ms`. The lease is lost when a renewal finds another holder (or
 /// none), or when no renewal succeeded for a whole lease (Redis unreachable: a sweeper may have ended the turn
 /// meanwhile); then `lost` is cancelled and the turn stops. It never takes the lease back.
-async fn renew_loop(turns: Arc<Turns>, sid: String, info: TurnInfo, who: (String, String), lost: CancellationToken) {
+async fn renew_loop(turns: Arc<Turns>, sid: SessionId, info: TurnInfo, who: (String, String), lost: CancellationToken) {
     let lease = Duration::from_millis(turns.config.turn.lease_ms);
     let every = (lease / 3).max(Duration::from_millis(100));
     let mut last_ok = Instant::now();
@@ -220,7 +221,7 @@ async fn renew_loop(turns: Arc<Turns>, sid: String, info: TurnInfo, who: (String
 /// sweeper (not the dead-pod sweeper) ends it. A decision that already resumed the turn elsewhere keeps it.
 async fn hand_over_parked(turns: &Turns, state: &TurnState) -> Result<(), ClientError> {
     let parked_info = state.lease_info("");
-    if let Some(p) = turns.backends.confirms.get(&state.session_id).await?.filter(|p| p.turn_id == state.turn_id) {
+    if let Some(p) = turns.backends.confirms.get(&state.session_id).await?.filter(|p| state.turn_id == p.turn_id) {
         let left_ms = u64::try_from(p.expires_at_ms - crate::util::now_ms()).unwrap_or(0);
         let hold_ms = left_ms + turns.config.turn.lease_ms + 5_000;
         turns.backends.leases.renew(&state.session_id, &parked_info, hold_ms).await?;

@@ -10,6 +10,7 @@ use crate::app::App;
 use crate::conn::{Conn, Dialect};
 use crate::hub::Outbound;
 use crate::protocol::outbound as out;
+use crate::protocol::position::rebase;
 use crate::queue::OutQueue;
 
 /// Per session: the last seq this socket received and the epoch that seq counts in (`None` while the log had
@@ -119,16 +120,14 @@ async fn process(app: &App, sink: &mut WebSocket, cursors: &mut Cursors, item: O
             let Some(mut pos) = cursors.get(session_id) else {
                 return Ok(());
             };
-            match cursors.epoch(session_id) {
-                None => cursors.set(session_id, pos, Some(epoch)),
-                Some(known) if known != epoch => {
-                    // The log restarted (lost and begun again): its seqs start over, so every event of the new
-                    // epoch is new to this socket, however low its seq.
+            let known = cursors.epoch(session_id);
+            if known != Some(epoch) {
+                let rebased = rebase(known, pos, epoch);
+                if rebased != pos {
                     tracing::info!(%session_id, "the session's log has a new epoch: following it from its start");
-                    pos = 0;
-                    cursors.set(session_id, 0, Some(epoch));
                 }
-                Some(_) => {}
+                pos = rebased;
+                cursors.set(session_id, pos, Some(epoch));
             }
             if seq <= pos {
                 return Ok(()); // duplicate (already replayed from the log)
@@ -215,9 +214,7 @@ async fn catch_up(
         }
     };
     if !epoch.is_empty() {
-        if cursors.epoch(session_id).is_some_and(|known| known != epoch) {
-            pos = 0;
-        }
+        pos = rebase(cursors.epoch(session_id), pos, &epoch);
         cursors.set(session_id, pos, Some(&epoch));
     }
     loop {

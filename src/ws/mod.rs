@@ -17,6 +17,7 @@ use crate::app::App;
 use crate::auth::{bearer, Identity};
 use crate::conn::{Conn, Dialect, REGISTRY_TTL_MS};
 use crate::error::ClientError;
+use crate::metrics::Refusal;
 use crate::protocol::{inbound, outbound as out, EXTENSION_SUBPROTOCOL};
 
 mod delivery;
@@ -48,9 +49,11 @@ pub(crate) async fn upgrade(
     State(app): State<Arc<App>>,
     Query(q): Query<WsQuery>,
     headers: HeaderMap,
+    slot: Option<axum::Extension<crate::listen::ConnectionSlot>>,
     ws: WebSocketUpgrade,
 ) -> Response {
     if app.lifecycle.is_draining() {
+        app.metrics.connection_refused(Refusal::Draining);
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
     }
     // A browser page from an origin this deployment does not serve (`http.allowed_origins`): refused before
@@ -58,13 +61,15 @@ pub(crate) async fn upgrade(
     let origin = headers.get(axum::http::header::ORIGIN).and_then(|o| o.to_str().ok()).map(str::to_string);
     let allowed = &app.config.http.allowed_origins;
     if let Some(o) = crate::origin::origin_refused(allowed, origin.as_deref()) {
-        tracing::info!(origin = %o, "websocket upgrade refused: origin not allowed");
+        tracing::debug!(origin = %o, "websocket upgrade refused: origin not allowed");
+        app.metrics.connection_refused(Refusal::Origin);
         return (StatusCode::FORBIDDEN, "origin not allowed (http.allowed_origins)").into_response();
     }
     let identity = match app.auth.authenticate(q.token.as_deref().or(bearer(&headers))).await {
         Ok(id) => id,
         Err(e) => {
-            tracing::info!(error = %e, "websocket upgrade refused");
+            tracing::debug!(error = %e, "websocket upgrade refused");
+            app.metrics.connection_refused(Refusal::Unauthorized);
             return (StatusCode::UNAUTHORIZED, "unauthorized").into_response();
         }
     };
@@ -73,7 +78,8 @@ pub(crate) async fn upgrade(
     let quota = app.config.limits.sockets_per_user;
     match app.backends.registry.count_user(&identity.org_id, &identity.user_id).await {
         Ok(open) if open >= quota => {
-            tracing::info!(user = %identity.user_id, quota, "websocket upgrade refused: sockets per user");
+            tracing::debug!(user = %identity.user_id, quota, "websocket upgrade refused: sockets per user");
+            app.metrics.connection_refused(Refusal::SocketsPerUser);
             return (StatusCode::TOO_MANY_REQUESTS, "too many sockets for this user (limits.sockets_per_user)")
                 .into_response();
         }
@@ -93,7 +99,13 @@ pub(crate) async fn upgrade(
         .write_buffer_size(16 * 1024);
     let extended = ws.selected_protocol().is_some();
     let tasks = app.tasks.clone();
-    ws.on_upgrade(move |socket| tasks.track_future(run_connection(app, socket, identity, extended, origin)))
+    ws.on_upgrade(move |socket| {
+        tasks.track_future(async move {
+            // The connection's place among the pod's open connections is held while the socket lives.
+            let _slot = slot;
+            run_connection(app, socket, identity, extended, origin).await
+        })
+    })
 }
 
 /// One task per socket: it reads and dispatches client frames and writes what the socket's queue holds (an

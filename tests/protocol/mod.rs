@@ -8,6 +8,7 @@ mod approvals;
 mod http;
 mod interactions;
 mod knowledge;
+mod limits;
 mod otp;
 mod requests;
 mod sockets;
