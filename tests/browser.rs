@@ -293,3 +293,50 @@ async fn keyboard_only_send_and_stop_and_choice_chips() {
     b.screenshot("keyboard_stop_and_chips").await;
     b.close().await;
 }
+
+/// At a phone width every control of the composer stays inside the widget's box, and Enter while a reply is
+/// still streaming says why nothing was sent (the message stays in the box) instead of doing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_phone_width_nothing_sticks_out_and_enter_while_busy_says_why() {
+    use fantoccini::key::Key;
+    let (llm, tools) = setup().await;
+    let pod = pod(widget_config(&llm, &tools)).await;
+    let b = Browser::start().await;
+    b.client.set_window_size(360, 740).await.expect("phone width");
+    open(&b, &http_url(&pod, "/"), None).await;
+    llm.push(Reply::Slow { chunks: (0..40).map(|i| format!("w{i} ")).collect(), delay_ms: 100, usage: None });
+    say(&b, "a long one").await;
+    b.wait_for("the stop button", &format!("{ROOT} return !r.querySelector('.stop').hidden;"), WAIT).await;
+    // Every visible control of the composer, measured against the widget's box.
+    let overflow = b
+        .eval(
+            &format!(
+                "{ROOT} const box = r.querySelector('.box').getBoundingClientRect(); \
+                 return [...r.querySelectorAll('form.composer > *')].filter(e => e.offsetParent !== null) \
+                 .map(e => [e.className || e.tagName, e.getBoundingClientRect()]) \
+                 .filter(([, b]) => b.left < box.left - 0.5 || b.right > box.right + 0.5) \
+                 .map(([n, b]) => n + ' ' + Math.round(b.left) + '..' + Math.round(b.right) + ' of ' + \
+                      Math.round(box.left) + '..' + Math.round(box.right));"
+            ),
+            vec![],
+        )
+        .await;
+    assert_eq!(overflow, json!([]), "controls outside the widget at 360 px");
+    b.screenshot("phone_width_while_streaming").await;
+    // Enter while the reply streams: a hint, and the text is kept.
+    b.eval(&format!("{ROOT} r.querySelector('#sb-input').focus(); return true;"), vec![]).await;
+    keys(&b, &format!("second question{}", char::from(Key::Enter))).await;
+    let hint = b
+        .wait_for(
+            "a hint",
+            &format!("{ROOT} const h = r.querySelector('.hint'); return !h.hidden && h.textContent;"),
+            WAIT,
+        )
+        .await;
+    assert!(hint.as_str().is_some_and(|h| h.contains("wait for the reply")), "{hint}");
+    let kept = b.eval(&format!("{ROOT} return r.querySelector('#sb-input').value;"), vec![]).await;
+    assert_eq!(kept, "second question");
+    assert_eq!(llm.request_count(), 1, "nothing was sent while the reply streamed");
+    b.screenshot("phone_width_enter_while_busy").await;
+    b.close().await;
+}

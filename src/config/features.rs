@@ -103,6 +103,8 @@ pub struct KnowledgeConfig {
     pub documents: Vec<KnowledgeDocument>,
     /// A directory whose files are indexed at boot (id and title = the path under it); e.g. a ConfigMap mount.
     pub dir: String,
+    /// The knowledge set of the files under `knowledge.dir` (an agent's `knowledge_sets` selects sets).
+    pub dir_set: String,
     /// A host's search endpoint instead of the built-in index: `POST {query, k, orgId, agentId}` →
     /// `{results: [{id, title, url?, snippet, score}]}`.
     pub search_url: String,
@@ -112,6 +114,13 @@ pub struct KnowledgeConfig {
     pub timeout_ms: u64,
     /// Largest document (file or `content`) indexed; a larger one fails the boot, naming it.
     pub max_document_bytes: u64,
+    /// Built-in index: a passage scoring below this (BM25) is not a match. BM25 grows with the corpus (a
+    /// good hit scores ~1.5 in the two-document demo, more in a large one), so it is off (0) by default: set it
+    /// after looking at your corpus's scores. A passage that matches only numbers of the message never counts.
+    pub min_score: f64,
+    /// Built-in index: a passage scoring below this fraction of the best hit's score is left out (only the
+    /// passages that answer about as well as the best one are given to the model and cited). 0 = keep all.
+    pub min_relative_score: f64,
 }
 
 impl Default for KnowledgeConfig {
@@ -119,10 +128,13 @@ impl Default for KnowledgeConfig {
         Self {
             documents: Vec::new(),
             dir: String::new(),
+            dir_set: "default".into(),
             search_url: String::new(),
             top_k: 3,
             timeout_ms: 2_000,
             max_document_bytes: 2 * 1024 * 1024,
+            min_score: 0.0,
+            min_relative_score: 0.4,
         }
     }
 }
@@ -179,6 +191,15 @@ impl Config {
         }
         positive("knowledge.timeout_ms", k.timeout_ms)?;
         positive("knowledge.max_document_bytes", k.max_document_bytes)?;
+        if !(k.min_score >= 0.0 && k.min_score.is_finite()) {
+            return Err(invalid("knowledge.min_score", "must be a number >= 0"));
+        }
+        if !(0.0..=1.0).contains(&k.min_relative_score) {
+            return Err(invalid("knowledge.min_relative_score", "must be between 0 and 1"));
+        }
+        if k.dir_set.trim().is_empty() {
+            return Err(invalid("knowledge.dir_set", "must not be empty"));
+        }
         if let Some(bad) = self.http.allowed_origins.iter().find(|o| !crate::origin::origin_pattern_ok(o)) {
             return Err(invalid(
                 "http.allowed_origins",

@@ -54,6 +54,10 @@ pub(crate) struct BuiltinIndex {
     parser: QueryParser,
     fields: Fields,
     chunks: usize,
+    /// `knowledge.min_score`: a passage scoring below it is no match.
+    min_score: f32,
+    /// `knowledge.min_relative_score`: a passage scoring below this fraction of the best hit is left out.
+    min_relative: f32,
 }
 
 fn index_err(e: tantivy::TantivyError) -> KnowledgeError {
@@ -106,7 +110,15 @@ impl BuiltinIndex {
         // Opened after the only commit, so it already sees every chunk and never needs reloading.
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(index_err)?;
         let parser = QueryParser::for_index(&index, vec![fields.text]);
-        Ok(BuiltinIndex { reader, parser, fields, chunks })
+        Ok(BuiltinIndex { reader, parser, fields, chunks, min_score: 0.0, min_relative: 0.0 })
+    }
+
+    /// The relevance floor: an absolute BM25 score and a fraction of the best hit's (see `knowledge.min_score`,
+    /// `knowledge.min_relative_score`).
+    pub(crate) fn with_thresholds(mut self, min_score: f64, min_relative: f64) -> BuiltinIndex {
+        self.min_score = min_score as f32;
+        self.min_relative = min_relative as f32;
+        self
     }
 
     pub(crate) fn chunk_count(&self) -> usize {
@@ -119,8 +131,20 @@ impl BuiltinIndex {
         if words.trim().is_empty() || k == 0 || sets.is_some_and(<[String]>::is_empty) {
             return Ok(Vec::new());
         }
+        // A passage must match a word, not only a number: "delete record 7" is not about a page that mentions
+        // "7 days". Numbers still rank the passages that match words.
+        let word_like: Vec<&str> =
+            words.split_whitespace().filter(|w| !w.chars().all(|c| c.is_ascii_digit())).collect();
+        if word_like.is_empty() {
+            return Ok(Vec::new());
+        }
         // Its errors only say which words it dropped (none, after `plain_words`); the rest still searches.
-        let (text_query, _errors) = self.parser.parse_query_lenient(&words);
+        let (all_words, _errors) = self.parser.parse_query_lenient(&words);
+        let (some_word, _errors) = self.parser.parse_query_lenient(&word_like.join(" "));
+        let text_query: Box<dyn Query> = Box::new(BooleanQuery::new(vec![
+            (Occur::Must, all_words),
+            (Occur::Must, Box::new(ConstScoreQuery::new(some_word, 0.0))),
+        ]));
         let query: Box<dyn Query> = match sets {
             None => text_query,
             Some(sets) => {
@@ -135,7 +159,9 @@ impl BuiltinIndex {
             }
         };
         let searcher = self.reader.searcher();
-        let top = searcher.search(&*query, &TopDocs::with_limit(k).order_by_score()).map_err(index_err)?;
+        let mut top = searcher.search(&*query, &TopDocs::with_limit(k).order_by_score()).map_err(index_err)?;
+        let best = top.first().map_or(0.0, |(score, _)| *score);
+        top.retain(|(score, _)| *score >= self.min_score && *score >= best * self.min_relative);
         top.into_iter()
             .map(|(score, address)| -> Result<Hit, KnowledgeError> {
                 let doc: TantivyDocument = searcher.doc(address).map_err(index_err)?;
@@ -313,6 +339,27 @@ mod tests {
         // `*` must not turn into match-all, nor `-` into exclusion.
         assert_eq!(ids(&index, "what?! (return) AND OR: *", 5, None).await, ["returns"]);
         assert_eq!(ids(&index, "shipping -days \"five business\" text:[a TO z]", 5, None).await.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn numbers_alone_and_weak_hits_are_no_match() {
+        assert!(ids(&shop(), "delete record 30", 5, None).await.is_empty(), "only the number matches");
+        assert!(ids(&shop(), "30", 5, None).await.is_empty());
+        assert_eq!(ids(&shop(), "returns within 30", 5, None).await, ["returns"], "numbers still rank words");
+        let pages = || {
+            let strong = doc("strong", "Refund, refund, refund: how a refund works.", &[]);
+            let weak = doc(
+                "weak",
+                "Opening hours, parking, staff, gift cards, a refund, loyalty points, events and much more here.",
+                &[],
+            );
+            BuiltinIndex::build(&[strong, weak]).expect("build")
+        };
+        assert_eq!(ids(&pages(), "refund", 5, None).await, ["strong", "weak"]);
+        let relative = pages().with_thresholds(0.0, 0.9);
+        assert_eq!(ids(&relative, "refund", 5, None).await, ["strong"], "far below the best hit");
+        let absolute = shop().with_thresholds(1_000.0, 0.0);
+        assert!(ids(&absolute, "return", 5, None).await.is_empty(), "below the absolute floor");
     }
 
     #[tokio::test]

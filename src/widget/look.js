@@ -53,7 +53,10 @@ button.primary { background: var(--sb-accent); border-color: var(--sb-accent); c
 button:disabled { opacity: .5; cursor: default; }
 button:focus-visible, input:focus-visible { outline: 2px solid var(--sb-accent); outline-offset: 1px; }
 form.composer { display: flex; gap: .4rem; padding: .6rem; border-top: 1px solid #e5e7eb; }
-form.composer input { flex: 1; padding: .45rem .6rem; font: inherit; border: 1px solid #c7cad1; border-radius: 6px; }
+form.composer input { flex: 1; min-width: 0; padding: .45rem .6rem; font: inherit; border: 1px solid #c7cad1;
+  border-radius: 6px; }
+form.composer button { flex: none; }
+.hint { font-size: .8rem; color: #4b5563; padding: .3rem .6rem 0; }
 .sr-only { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
 `;
 
@@ -62,6 +65,7 @@ const MARKUP = `
 <div class="box" part="box">
   <header><span class="title">Chat</span><span class="state" role="status" data-state="connecting">Connecting…</span></header>
   <div class="log" role="log" aria-live="polite" aria-label="Conversation"></div>
+  <div class="hint" role="status" aria-live="polite" hidden></div>
   <form class="composer">
     <label class="sr-only" for="sb-input">Message</label>
     <input id="sb-input" name="message" autocomplete="off" placeholder="Type a message…" maxlength="10000">

@@ -153,14 +153,31 @@ class SwitchboardChat extends HTMLElement {
     this.send(frame);
   }
 
+  // Says why Enter did nothing (the message stays in the box); an empty text hides the hint.
+  hint(words) {
+    const h = this.shadowRoot.querySelector(".hint");
+    h.textContent = words;
+    h.hidden = !words;
+  }
+
   sendMessage(text) {
     const message = String(text || "").trim();
-    if (!message || !this.sessionId || this.turn) return;
-    const requestId = newId("msg");
-    if (!this.send({ action: "send_message", requestId, sessionId: this.sessionId, message })) {
-      this.showError(null, "Not connected. Your message was not sent.");
+    if (!message) return;
+    if (this.turn) {
+      this.hint("Please wait for the reply to finish (or press Stop) before sending another message.");
       return;
     }
+    const open = this.ws && this.ws.readyState === WebSocket.OPEN;
+    if (!open || !this.sessionId) {
+      this.hint("Not connected yet. Your message is kept here: send it again once the chat says Connected.");
+      return;
+    }
+    const requestId = newId("msg");
+    if (!this.send({ action: "send_message", requestId, sessionId: this.sessionId, message })) {
+      this.hint("Not connected yet. Your message is kept here: send it again once the chat says Connected.");
+      return;
+    }
+    this.hint("");
     this.input.value = "";
     this.add(el("div", { class: "msg user", part: "message user" }, message));
     this.startTurn(requestId);
@@ -175,6 +192,7 @@ class SwitchboardChat extends HTMLElement {
 
   endTurn() {
     this.turn = null;
+    this.hint("");
     this.bubble = null;
     this.stopBtn.hidden = true;
     this.input.focus();
