@@ -26,11 +26,13 @@ pub(crate) struct AdminError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// What failed inside (a backend error), never sent: logged once when the response is made.
+    detail: Option<String>,
 }
 
 impl AdminError {
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> AdminError {
-        AdminError { status, code, message: message.into() }
+        AdminError { status, code, message: message.into(), detail: None }
     }
     fn forbidden(need: Role) -> AdminError {
         AdminError::new(StatusCode::FORBIDDEN, "FORBIDDEN", format!("this needs the {} role", need.as_str()))
@@ -45,14 +47,18 @@ impl AdminError {
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
+        if let Some(detail) = &self.detail {
+            tracing::error!(error = %detail, code = self.code, "admin API error");
+        }
         (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response()
     }
 }
 
 impl From<crate::backend::BackendError> for AdminError {
     fn from(e: crate::backend::BackendError) -> AdminError {
-        tracing::error!(error = %e, "admin API backend error");
-        AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "INTERNAL_ERROR", "storage unavailable, retry")
+        let unavailable =
+            AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "INTERNAL_ERROR", "storage unavailable, retry");
+        AdminError { detail: Some(e.to_string()), ..unavailable }
     }
 }
 

@@ -66,7 +66,7 @@ pub(super) async fn require(
         Err(e) => {
             tracing::warn!(error = %e, session_id = %state.session_id, tool = %name, "OTP code not delivered");
             // No code reached the person: nothing may wait for it (taking the park removes its code).
-            super::task::take_own_park(turns, &state.session_id, &state.turn_id).await;
+            turns.take_own_park(&state.session_id, &state.turn_id).await;
             let err = ClientError::new(ErrorCode::OtpSendFailed, "the verification code could not be sent");
             em.send(&out::error(Some(&state.request_id), &err));
             emit_stream(em, state, &chunk);

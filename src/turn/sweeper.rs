@@ -76,7 +76,7 @@ async fn time_out(turns: &Arc<Turns>, sid: &str) -> Result<(), crate::backend::B
 /// again (by any pod) after `LAPSED_RETRY_MS`, so the client always gets its ending.
 async fn end_lapsed(turns: &Turns, sid: &str, info: &TurnInfo) {
     tracing::warn!(session_id = %sid, pod = %info.pod_id, "turn lease lapsed: ending the turn");
-    super::task::take_own_park(turns, sid, &info.turn_id).await;
+    turns.take_own_park(sid, &info.turn_id).await;
     let e = ClientError::new(ErrorCode::TurnInterrupted, "the turn was interrupted: the server running it stopped");
     turns.fail(sid, Guard::Lapsed(&info.turn_id), &info.request_id, &e).await;
 }

@@ -161,7 +161,7 @@ async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<D
         }
         Some(Outcome::Failed(err)) => {
             // A park written before the failure must not be resumed later by the timeout sweeper.
-            take_own_park(&turns, &sid, &tid).await;
+            turns.take_own_park(&sid, &tid).await;
             turns.fail(&sid, Guard::Release(&tid), &rid, &err).await;
         }
         Some(Outcome::LeaseLost) => {
@@ -169,22 +169,9 @@ async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<D
         }
         None => {
             // A park that raced the cancel must not be resumable.
-            take_own_park(&turns, &sid, &tid).await;
+            turns.take_own_park(&sid, &tid).await;
             turns.end(&sid, Guard::Release(&tid), &out::cancelled(&rid)).await;
         }
-    }
-}
-
-/// Takes the session's parked record if it is this turn's (an ended turn's park must not be resumed later).
-pub(super) async fn take_own_park(turns: &Turns, session_id: &str, turn_id: &str) {
-    match turns.backends.confirms.get(session_id).await {
-        Ok(Some(p)) if p.turn_id == turn_id => {
-            if let Err(e) = turns.take_park_to_end(session_id, Some(&p.call.tool_call_id)).await {
-                tracing::warn!(error = %e, %session_id, "could not take the ended turn's park");
-            }
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, %session_id, "could not read the ended turn's park"),
     }
 }
 

@@ -199,6 +199,19 @@ impl Turns {
         Ok(parked)
     }
 
+    /// Takes the session's parked record if it is this turn's (an ended turn's park must not be resumed later).
+    pub(super) async fn take_own_park(&self, session_id: &str, turn_id: &str) {
+        match self.backends.confirms.get(session_id).await {
+            Ok(Some(p)) if p.turn_id == turn_id => {
+                if let Err(e) = self.take_park_to_end(session_id, Some(&p.call.tool_call_id)).await {
+                    tracing::warn!(error = %e, %session_id, "could not take the ended turn's park");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, %session_id, "could not read the ended turn's park"),
+        }
+    }
+
     /// Cancels the session's turn wherever it is: parked (no pod), here, or on another pod. True when a turn
     /// was found; the turn itself (or whoever took its park) emits `cancelled`.
     pub(crate) async fn cancel(&self, session_id: &str) -> Result<bool, ClientError> {
