@@ -55,17 +55,35 @@ fn problem(status: StatusCode, code: &'static str, message: &str) -> Response {
 }
 
 /// `POST /admin/publish {"target": {"type", "id"}, "event": {...}}` → 202 `{"accepted": true, "seq"?}`.
-async fn publish(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if !authorized(&app, &headers) {
+async fn publish(State(app): State<Arc<App>>, headers: HeaderMap, body: axum::body::Body) -> Response {
+    // The same codes as the rest of `/admin`: no credentials, or credentials that are not a publish key.
+    if crate::auth::bearer(&headers).is_none() {
         return problem(
             StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "a valid publish key is required (Authorization: Bearer <key>)",
+            "UNAUTHENTICATED",
+            "a publish key is required (Authorization: Bearer <key>)",
         );
     }
-    if body.len() > app.config.limits.max_frame_bytes {
-        return problem(StatusCode::PAYLOAD_TOO_LARGE, "VALIDATION_ERROR", "event larger than limits.max_frame_bytes");
+    if !authorized(&app, &headers) {
+        return problem(StatusCode::UNAUTHORIZED, "INVALID_TOKEN", "this is not a valid publish key");
     }
+    // Refused from its Content-Length before a byte of it is read, else read up to the limit and no further: a
+    // huge body gets the JSON error, never buffered whole.
+    let max = app.config.limits.max_frame_bytes;
+    let too_large = || {
+        problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "VALIDATION_ERROR",
+            &format!("the body is larger than limits.max_frame_bytes ({max} bytes)"),
+        )
+    };
+    let declared = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return too_large();
+    }
+    let Ok(body) = axum::body::to_bytes(body, max).await else {
+        return too_large();
+    };
     let body: PublishBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {

@@ -250,6 +250,13 @@ mod tests {
             let shown = toml::to_string(&c.redacted()).expect("toml");
             assert!(!shown.contains("pw-123") && shown.contains("redacted"), "{shown}");
         }
+        // Keys derived when unset are shown with the value in effect, as the new keys are.
+        let shown: toml::Value =
+            toml::from_str(&toml::to_string(&Config::default().redacted()).expect("toml")).expect("reads back");
+        assert_eq!(shown["llm"]["read_window_ms"].as_integer(), Some(50), "{shown}");
+        assert_eq!(shown["widget"]["enabled"].as_bool(), Some(true), "{shown}");
+        assert_eq!(shown["http"]["header_read_timeout_ms"].as_integer(), Some(10_000));
+        assert_eq!(shown["limits"]["connections_per_pod"].as_integer(), Some(20_000));
     }
 
     #[test]

@@ -493,6 +493,9 @@ impl Config {
             *k = "<redacted>".into();
         }
         c.redis_url = crate::backend::redis::url::redact(&c.redis_url);
+        // Keys whose value is derived when unset are shown with the value in effect.
+        c.llm.read_window_ms = Some(self.read_window().as_millis() as u64);
+        c.widget.enabled = Some(self.widget_page());
         c
     }
 }

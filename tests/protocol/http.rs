@@ -30,8 +30,31 @@ async fn admin_publish_http_surface_and_metrics() {
     let key = "publish-key-0123456789";
     let body =
         json!({"target": {"type": "user", "id": "anonymous"}, "event": {"type": "order_shipped", "orderId": "A1"}});
-    assert_eq!(publish(body.clone(), None).await.expect("send").status(), 401);
-    assert_eq!(publish(body.clone(), Some("wrong-key-0123456789")).await.expect("send").status(), 401);
+    // The admin API's error vocabulary, as JSON, on every refusal.
+    for (key, status, code) in [(None, 401, "UNAUTHENTICATED"), (Some("wrong-key-0123456789"), 401, "INVALID_TOKEN")] {
+        let r = publish(body.clone(), key).await.expect("send");
+        assert_eq!(r.status(), status);
+        assert_eq!(r.json::<Value>().await.expect("a JSON body")["error"]["code"], code);
+    }
+    // A 10 MiB body is refused from its Content-Length, before it is read, with the same JSON shape.
+    let answer = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(pod.addr).await.expect("tcp");
+        let head = format!(
+            "POST /admin/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            10 * 1024 * 1024
+        );
+        tcp.write_all(head.as_bytes()).await.expect("head");
+        let _ = tcp.write_all(&[b' '; 4096]).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let json_body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let refused: Value = serde_json::from_str(json_body.trim()).expect("a JSON body, not plain text");
+    assert_eq!(refused["error"]["code"], "VALIDATION_ERROR", "{refused}");
     let r = publish(body, Some(key)).await.expect("send");
     assert_eq!(r.status(), 202);
     assert_eq!(r.json::<Value>().await.expect("json"), json!({"accepted": true}));
