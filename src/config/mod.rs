@@ -458,6 +458,7 @@ impl Default for DrainConfig {
 mod features;
 mod load;
 mod modes;
+mod redact;
 mod validate;
 
 pub use features::{InteractionConfig, KnowledgeConfig, KnowledgeDocument, OtpConfig, OtpDelivery, WidgetConfig};
@@ -467,35 +468,5 @@ impl Config {
     /// The model connection's read window ([`LlmConfig::read_window_ms`], else `turn.coalesce_ms`).
     pub fn read_window(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.llm.read_window_ms.unwrap_or(self.turn.coalesce_ms))
-    }
-
-    /// The effective configuration with secrets replaced, for `check-config` and the startup log.
-    pub fn redacted(&self) -> Config {
-        let mut c = self.clone();
-        let hide = |s: &mut String| {
-            if !s.is_empty() {
-                *s = "<redacted>".into();
-            }
-        };
-        hide(&mut c.llm.api_key);
-        for v in c.llm.org_key_values.values_mut() {
-            hide(v);
-        }
-        hide(&mut c.auth.jwt_hs256_secret);
-        hide(&mut c.tools.signing_secret);
-        for k in &mut c.auth.api_keys {
-            hide(&mut k.key);
-        }
-        for a in &mut c.agents {
-            hide(&mut a.widget_secret);
-        }
-        for k in &mut c.auth.publish_keys {
-            *k = "<redacted>".into();
-        }
-        c.redis_url = crate::backend::redis::url::redact(&c.redis_url);
-        // Keys whose value is derived when unset are shown with the value in effect.
-        c.llm.read_window_ms = Some(self.read_window().as_millis() as u64);
-        c.widget.enabled = Some(self.widget_page());
-        c
     }
 }
