@@ -18,8 +18,10 @@ pub struct WidgetConfig {
 }
 
 impl Config {
+    /// Whether `/` serves the demo page. Unset: only the embedded demo (no `redis_url`) with anonymous auth; with
+    /// `auth.mode = "jwt"` a page whose widget has no token could never connect.
     pub fn widget_page(&self) -> bool {
-        self.widget.enabled.unwrap_or(self.redis_url.is_empty())
+        self.widget.enabled.unwrap_or(self.redis_url.is_empty() && self.auth.mode == AuthMode::None)
     }
 }
 
@@ -246,8 +248,13 @@ mod tests {
     fn otp_and_knowledge_keys_are_checked_at_boot() {
         let mut c = Config::default();
         c.validate().expect("defaults are valid");
+        assert!(c.widget_page(), "the embedded demo serves its page");
         assert_eq!(c.otp_delivery(), OtpDelivery::Log, "auto with anonymous auth logs codes (local demo)");
         c.auth.mode = AuthMode::Jwt;
+        assert!(!c.widget_page(), "no demo page a visitor without a token could never use");
+        c.widget.enabled = Some(true);
+        assert!(c.widget_page(), "unless asked for");
+        c.widget.enabled = None;
         c.auth.jwt_hs256_secret = "x".repeat(32);
         assert_eq!(c.otp_delivery(), OtpDelivery::Disabled, "auto never logs codes with real users");
         c.otp.delivery = OtpDeliveryMode::Log;
