@@ -32,6 +32,19 @@ pub(crate) async fn find_conversation(
     Ok(conversation.filter(|c| owns(who, &c.org_id, &c.user_id)))
 }
 
+/// A conversation the caller may read in the admin API: their own, or any of their org's for a curator or an
+/// admin; otherwise `CONVERSATION_NOT_FOUND` (another org's is never visible).
+pub(crate) async fn readable_conversation(
+    app: &App,
+    id: &str,
+    who: &Identity,
+) -> Result<ConversationRecord, ClientError> {
+    let conversation = app.backends.sessions.get_conversation(id).await?;
+    conversation
+        .filter(|c| c.org_id == who.org_id && (c.user_id == who.user_id || who.role >= crate::auth::Role::Curator))
+        .ok_or_else(|| ClientError::new(ErrorCode::ConversationNotFound, format!("conversation '{id}' not found")))
+}
+
 /// The caller's conversation `id`; otherwise `CONVERSATION_NOT_FOUND`.
 pub(crate) async fn owned_conversation(app: &App, id: &str, who: &Identity) -> Result<ConversationRecord, ClientError> {
     find_conversation(app, id, who)

@@ -340,3 +340,57 @@ async fn at_phone_width_nothing_sticks_out_and_enter_while_busy_says_why() {
     b.screenshot("phone_width_enter_while_busy").await;
     b.close().await;
 }
+
+/// A socket the server refuses is explained, not left at "Reconnecting…" forever: without the token a `jwt`
+/// deployment needs, the widget says sign-in is needed (and stops); past `limits.sockets_per_user`, it says too
+/// many chats are open and keeps trying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_socket_says_why() {
+    let (llm, tools) = setup().await;
+    let mut cfg = widget_config(&llm, &tools);
+    cfg.auth.mode = switchboard::config::AuthMode::Jwt;
+    cfg.auth.jwt_hs256_secret = "a-test-secret-that-is-at-least-32-bytes-long".into();
+    let jwt_pod = pod(cfg).await;
+    let mut cfg = widget_config(&llm, &tools);
+    cfg.limits.sockets_per_user = 1;
+    let busy_pod = pod(cfg).await;
+    let b = Browser::start().await;
+
+    b.client.goto(&http_url(&jwt_pod, "/")).await.expect("page loads");
+    let state = b
+        .wait_for(
+            "the refusal explained",
+            &format!(
+                "{ROOT} const s = r.querySelector('.state'); return s.dataset.state === 'refused' && s.textContent;"
+            ),
+            WAIT,
+        )
+        .await;
+    assert_eq!(state, "Sign-in needed");
+    let words = b.eval(&format!("{ROOT} return r.querySelector('.error').textContent;"), vec![]).await;
+    assert!(words.as_str().is_some_and(|w| w.contains("sign in")), "{words}");
+    b.screenshot("refused_sign_in_needed").await;
+
+    // One socket per user: the page's widget takes it; a second widget on the page is refused and says so.
+    open(&b, &http_url(&busy_pod, "/"), None).await;
+    b.eval(
+        "const n = document.createElement('switchboard-chat'); \
+         n.setAttribute('agent-id', document.querySelector('switchboard-chat').getAttribute('agent-id')); \
+         n.id = 'second'; document.body.append(n); return true;",
+        vec![],
+    )
+    .await;
+    let second = "const r = document.querySelector('#second').shadowRoot;";
+    let state = b
+        .wait_for(
+            "the second widget's refusal",
+            &format!(
+                "{second} const s = r.querySelector('.state'); return s.dataset.state === 'busy' && s.textContent;"
+            ),
+            WAIT,
+        )
+        .await;
+    assert_eq!(state, "Too many chats open");
+    b.screenshot("refused_too_many_chats").await;
+    b.close().await;
+}

@@ -62,6 +62,21 @@ impl From<crate::backend::BackendError> for AdminError {
     }
 }
 
+impl From<crate::error::ClientError> for AdminError {
+    fn from(e: crate::error::ClientError) -> AdminError {
+        use crate::error::ErrorCode;
+        match e.code {
+            ErrorCode::SessionNotFound | ErrorCode::ConversationNotFound => AdminError::not_found(),
+            ErrorCode::Internal => {
+                let unavailable =
+                    AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "INTERNAL_ERROR", "storage unavailable, retry");
+                AdminError { detail: e.detail.or(Some(e.message)), ..unavailable }
+            }
+            _ => AdminError::invalid(e.message),
+        }
+    }
+}
+
 type AdminResult = Result<Response, AdminError>;
 
 pub(crate) fn router(app: Arc<App>) -> Router {
@@ -173,11 +188,7 @@ async fn messages(
 ) -> AdminResult {
     let who = caller.need(Role::Basic)?;
     let (before, limit) = q.read("am")?;
-    let conv = app.backends.sessions.get_conversation(&id).await?.ok_or_else(AdminError::not_found)?;
-    let visible = conv.org_id == who.org_id && (conv.user_id == who.user_id || who.role >= Role::Curator);
-    if !visible {
-        return Err(AdminError::not_found());
-    }
+    crate::tenancy::readable_conversation(&app, &id, &who).await?;
     let before = q.cursor.is_some().then_some(before);
     let page = app.backends.sessions.messages_page(&id, before, limit).await?;
     let items: Vec<Value> = page.messages.iter().map(crate::handlers::message_json).collect();

@@ -79,7 +79,9 @@ class SwitchboardChat extends HTMLElement {
     const url = new URL(this.endpoint);
     const token = this.getAttribute("token");
     if (token) url.searchParams.set("token", token);
-    this.setState(this.attempt ? "reconnecting" : "connecting", this.attempt ? "Reconnecting…" : "Connecting…");
+    if (this.stateEl.dataset.state !== "busy") {
+      this.setState(this.attempt ? "reconnecting" : "connecting", this.attempt ? "Reconnecting…" : "Connecting…");
+    }
     let ws;
     try {
       ws = new WebSocket(url.href, ["switchboard"]);
@@ -88,7 +90,9 @@ class SwitchboardChat extends HTMLElement {
       return;
     }
     this.ws = ws;
+    let opened = false;
     ws.onopen = () => {
+      opened = true;
       this.attempt = 0;
       this.setState("connected", "Connected");
       if (this.sessionId) {
@@ -112,12 +116,51 @@ class SwitchboardChat extends HTMLElement {
       this.ws = null;
       if (this.stopped) return;
       if (ev.code === 4401) this.showError(null, "Your session expired. Please reload the page.");
-      this.scheduleReconnect();
+      if (opened) {
+        this.scheduleReconnect();
+      } else {
+        // Refused before it opened: a browser hides the status, so ask the same address over plain HTTP.
+        this.whyRefused(url).then((waitMore) => {
+          if (waitMore !== null) this.scheduleReconnect(waitMore);
+        });
+      }
     };
   }
 
+  // Why the server refused the socket, shown in words. Resolves to a delay before trying again, undefined for
+  // the usual backoff, or null to stop (only a reload can help: sign-in needed, or not allowed on this site).
+  async whyRefused(url) {
+    const http = new URL(url.href);
+    http.protocol = http.protocol === "wss:" ? "https:" : "http:";
+    let status = 0;
+    try {
+      status = (await fetch(http.href, { credentials: "omit", cache: "no-store" })).status;
+    } catch {
+      return undefined; // unreachable: the network or the server is down
+    }
+    if (status === 401) {
+      this.setState("refused", "Sign-in needed");
+      this.showError("UNAUTHORIZED", "Please sign in to use this chat, then reload the page.");
+      return null;
+    }
+    if (status === 403) {
+      this.setState("refused", "Not available");
+      this.showError("ORIGIN_NOT_ALLOWED", "This chat is not available on this site.");
+      return null;
+    }
+    if (status === 429) {
+      this.setState("busy", "Too many chats open");
+      if (!this.shadowRoot.querySelector('.error[data-code="RATE_LIMITED"]')) {
+        this.showError("RATE_LIMITED", "Too many chats are open from here. Close another chat tab; this one keeps trying.");
+      }
+      return 5000 + Math.random() * 5000;
+    }
+    return undefined;
+  }
+
   scheduleReconnect(afterMs) {
-    this.setState("reconnecting", "Reconnecting…");
+    // A refusal's words (too many chats open) stay up while it keeps trying.
+    if (this.stateEl.dataset.state !== "busy") this.setState("reconnecting", "Reconnecting…");
     const base = Math.min(10000, 300 * 2 ** this.attempt);
     const delay = afterMs ?? base / 2 + Math.random() * (base / 2);
     this.attempt += 1;

@@ -50,11 +50,18 @@ pub(crate) async fn upgrade(
     Query(q): Query<WsQuery>,
     headers: HeaderMap,
     slot: Option<axum::Extension<crate::listen::ConnectionSlot>>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    // A refusal is a JSON body a page can read: a browser's WebSocket never sees the status, so the widget asks
+    // again with a plain GET (no upgrade), which gets the same checks and the same answer.
+    let refuse = |status: StatusCode, code: &str, message: &str| {
+        let body = axum::Json(serde_json::json!({"error": {"code": code, "message": message}}));
+        // Readable by the widget on any page (it says nothing secret, and no cookie is involved).
+        (status, [(axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], body).into_response()
+    };
     if app.lifecycle.is_draining() {
         app.metrics.connection_refused(Refusal::Draining);
-        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "DRAINING", "this server is restarting; connect again");
     }
     // A browser page from an origin this deployment does not serve (`http.allowed_origins`): refused before
     // anything else, so a foreign site cannot ride on a visitor's cookies or network position.
@@ -63,14 +70,14 @@ pub(crate) async fn upgrade(
     if let Some(o) = crate::origin::origin_refused(allowed, origin.as_deref()) {
         tracing::debug!(origin = %o, "websocket upgrade refused: origin not allowed");
         app.metrics.connection_refused(Refusal::Origin);
-        return (StatusCode::FORBIDDEN, "origin not allowed (http.allowed_origins)").into_response();
+        return refuse(StatusCode::FORBIDDEN, "ORIGIN_NOT_ALLOWED", "origin not allowed (http.allowed_origins)");
     }
     let identity = match app.auth.authenticate(q.token.as_deref().or(bearer(&headers))).await {
         Ok(id) => id,
         Err(e) => {
             tracing::debug!(error = %e, "websocket upgrade refused");
             app.metrics.connection_refused(Refusal::Unauthorized);
-            return (StatusCode::UNAUTHORIZED, "unauthorized").into_response();
+            return refuse(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "a valid token is required to chat here");
         }
     };
     // Sockets per user, across pods (the registry's live entries of this user): a client opening sockets in a
@@ -80,13 +87,20 @@ pub(crate) async fn upgrade(
         Ok(open) if open >= quota => {
             tracing::debug!(user = %identity.user_id, quota, "websocket upgrade refused: sockets per user");
             app.metrics.connection_refused(Refusal::SocketsPerUser);
-            return (StatusCode::TOO_MANY_REQUESTS, "too many sockets for this user (limits.sockets_per_user)")
-                .into_response();
+            return refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITED",
+                "too many open connections for this user (limits.sockets_per_user)",
+            );
         }
         Ok(_) => {}
         // The registry is best effort: an unreachable Redis fails readiness, it does not refuse sockets here.
         Err(e) => tracing::warn!(error = %e, "could not count the user's sockets"),
     }
+    let Ok(ws) = ws else {
+        // Every check passed: the caller would be let in.
+        return refuse(StatusCode::UPGRADE_REQUIRED, "UPGRADE_REQUIRED", "open a WebSocket here");
+    };
     let max = app.config.limits.max_frame_bytes;
     let ws = ws
         .protocols([EXTENSION_SUBPROTOCOL])
