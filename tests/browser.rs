@@ -109,7 +109,7 @@ async fn the_widget_streams_replies_asks_for_approval_and_never_runs_model_html(
     assert_eq!(tools.calls("delete_record").len(), 1, "a denied tool does not run");
     let steps =
         b.eval(&format!("{ROOT} return [...r.querySelectorAll('.step')].map(s => s.textContent);"), vec![]).await;
-    assert_eq!(steps, json!(["delete_record done", "delete_record failed"]), "tool steps are shown");
+    assert_eq!(steps, json!(["delete_record done", "delete_record declined"]), "a denial reads as a denial");
     b.screenshot("streams_approvals_and_html").await;
     b.close().await;
 }

@@ -27,7 +27,7 @@ impl Default for DemoModel {
 fn reply_for(request: &ChatRequest) -> Result<String, ToolCall> {
     let last = request.messages.last();
     if let Some(m) = last.filter(|m| m.role == "tool") {
-        return Ok(format!("[demo model] The tool answered: {}. Anything else?", m.text_content()));
+        return Ok(format!("[demo model] {} Anything else?", in_words(&m.text_content())));
     }
     let user =
         request.messages.iter().rev().find(|m| m.role == "user").map(ChatMessage::text_content).unwrap_or_default();
@@ -66,6 +66,51 @@ fn reply_for(request: &ChatRequest) -> Result<String, ToolCall> {
          Set llm.base_url to talk to a real model, or try: \"delete record 7\" (approval), \"what is your return \
          policy\" (citations), \"I'd like a quote\" (an identity card), \"what is my balance\" (the OTP gate)."
     ))
+}
+
+/// A tool's result as a person would say it: the demo never shows a visitor raw JSON.
+fn in_words(result: &str) -> String {
+    let result = result.trim();
+    if result.starts_with("User denied") {
+        return "Understood: I did not do it.".into();
+    }
+    if let Some(why) = result.strip_prefix("tool '").and_then(|r| r.split_once("' was not run: ")).map(|(_, why)| why) {
+        return format!("I could not do that: {why}.");
+    }
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(result) else {
+        return format!("Done: {result}.");
+    };
+    match value.get("status").and_then(serde_json::Value::as_str) {
+        Some("submitted") => {
+            let mut said = Vec::new();
+            if let Some(fields) = value["values"].as_object() {
+                for (k, v) in fields {
+                    match v {
+                        serde_json::Value::String(text) => said.push(format!("{k} {text}")),
+                        serde_json::Value::Array(answers) => {
+                            for a in answers {
+                                let options: Vec<&str> = a["options"]
+                                    .as_array()
+                                    .map(|o| o.iter().filter_map(serde_json::Value::as_str).collect())
+                                    .unwrap_or_default();
+                                let header = a["header"].as_str().unwrap_or("your choice");
+                                said.push(format!("{header}: {}", options.join(", ")));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if said.is_empty() {
+                "Thanks, I have your answer.".into()
+            } else {
+                format!("Thanks, I have {}.", said.join("; "))
+            }
+        }
+        Some("declined") => "No problem, we can go on without that.".into(),
+        Some(other) => format!("That ended without an answer ({}).", other.replace('_', " ")),
+        None => "Done.".into(),
+    }
 }
 
 /// The first passage of the knowledge given to the model before the turn, if any.
@@ -111,6 +156,30 @@ impl ChatModel for DemoModel {
                 });
                 Ok(Box::pin(tokens.chain(usage)))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_words;
+
+    #[test]
+    fn tool_results_are_said_in_words_never_as_json() {
+        assert_eq!(in_words("record 7 deleted"), "Done: record 7 deleted.");
+        assert_eq!(in_words("User denied: user rejected the action"), "Understood: I did not do it.");
+        assert_eq!(
+            in_words("tool 'pay' was not run: the identity was not verified in time"),
+            "I could not do that: the identity was not verified in time."
+        );
+        let submitted = r#"{"status":"submitted","values":{"email":"ada@example.org","name":"Ada"}}"#;
+        assert_eq!(in_words(submitted), "Thanks, I have email ada@example.org; name Ada.");
+        let chips = r#"{"status":"submitted","values":{"answers":[{"header":"Plan","options":["Pro"]}]}}"#;
+        assert_eq!(in_words(chips), "Thanks, I have Plan: Pro.");
+        assert_eq!(in_words(r#"{"status":"declined","kind":"choices"}"#), "No problem, we can go on without that.");
+        assert_eq!(in_words(r#"{"status":"no_response"}"#), "That ended without an answer (no response).");
+        for r in [submitted, chips] {
+            assert!(!in_words(r).contains('{'), "no JSON for a visitor");
         }
     }
 }

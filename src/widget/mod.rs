@@ -43,7 +43,10 @@ fn etag() -> &'static str {
 pub(crate) fn router(app: Arc<App>) -> Router {
     let mut r = Router::new()
         .route("/widget.js", get(|h: HeaderMap| async move { script(&h, "public, max-age=300") }))
-        .route(&versioned_path(), get(|h: HeaderMap| async move { script(&h, "public, max-age=31536000, immutable") }));
+        .route(&versioned_path(), get(|h: HeaderMap| async move { script(&h, "public, max-age=31536000, immutable") }))
+        // Browsers ask for `/favicon.ico` whatever the page links; both answer the same small SVG.
+        .route("/favicon.svg", get(favicon))
+        .route("/favicon.ico", get(favicon));
     if app.config.widget_page() {
         r = r.route("/", get(demo_page));
     }
@@ -65,6 +68,22 @@ fn script(headers: &HeaderMap, cache: &'static str) -> Response {
     if let Ok(v) = HeaderValue::from_str(tag) {
         h.insert(header::ETAG, v);
     }
+    resp
+}
+
+/// A speech bubble in the widget's accent colour.
+const FAVICON_SVG: &str = concat!(
+    r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">"##,
+    r##"<path fill="#4f46e5" d="M4 6a4 4 0 0 1 4-4h16a4 4 0 0 1 4 4v12a4 4 0 0 1-4 4H13l-6 6v-6H8a4 4 0 0 1-4-4z"/>"##,
+    r##"<circle cx="11" cy="12" r="2" fill="#fff"/><circle cx="16" cy="12" r="2" fill="#fff"/>"##,
+    r##"<circle cx="21" cy="12" r="2" fill="#fff"/></svg>"##
+);
+
+async fn favicon() -> Response {
+    let mut resp = FAVICON_SVG.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/svg+xml"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400"));
     resp
 }
 

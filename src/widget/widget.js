@@ -357,7 +357,9 @@ class SwitchboardChat extends HTMLElement {
       this.steps.set(raw.toolCall.name, step);
     } else if (raw.toolResult) {
       const r = raw.toolResult;
-      const words = r.isError ? `${r.name} failed` : `${r.name} done`;
+      // A person's "no" is a decision, not a failure: say so.
+      const denied = r.isError && typeof r.result === "string" && r.result.startsWith("User denied");
+      const words = denied ? `${r.name} declined` : r.isError ? `${r.name} failed` : `${r.name} done`;
       const step = this.steps.get(r.name);
       if (step) step.textContent = words;
       else this.add(el("div", { class: "step", part: "step" }, words));

@@ -132,3 +132,19 @@ async fn the_widget_script_is_cached_per_version_and_the_page_follows_widget_ena
     assert_eq!(http.get(http_url(&off, "/")).send().await.expect("page").status(), 404);
     assert_eq!(http.get(http_url(&off, "/widget.js")).send().await.expect("js").status(), 200, "embeddable anyway");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_has_a_favicon() {
+    let (llm, tools) = setup().await;
+    let mut cfg = config(&llm, &tools);
+    cfg.widget.enabled = Some(true);
+    let pod = pod(cfg).await;
+    let page = reqwest::get(http_url(&pod, "/")).await.expect("page").text().await.expect("html");
+    assert!(page.contains(r#"rel="icon" href="/favicon.svg""#), "the page links its icon");
+    for path in ["/favicon.svg", "/favicon.ico"] {
+        let r = reqwest::get(http_url(&pod, path)).await.expect("icon");
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["content-type"], "image/svg+xml", "{path}");
+        assert!(r.text().await.expect("svg").starts_with("<svg"), "{path}");
+    }
+}
