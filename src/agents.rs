@@ -38,12 +38,14 @@ impl Agents {
                         parameters: serde_json::json!({"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]}),
                         url: DEMO_TOOL_URL.into(),
                         auth_level: AuthLevel::None,
+                        title: Some("Deleting the record".into()),
                     }, ToolConfig {
                         name: DEMO_GATED_TOOL_NAME.into(),
                         description: "The account balance of the person (needs a verified identity)".into(),
                         parameters: serde_json::json!({"type": "object", "properties": {}}),
                         url: DEMO_TOOL_URL.into(),
                         auth_level: AuthLevel::EndUser,
+                        title: Some("Checking your balance".into()),
                     }]
                 } else {
                     vec![]

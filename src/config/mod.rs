@@ -340,6 +340,10 @@ pub struct ToolConfig {
     /// Who may run it on a public agent: `none`, `end_user` (an OTP-verified session), `admin` (never).
     #[serde(default)]
     pub auth_level: AuthLevel,
+    /// What a visitor reads while it runs ("Checking your order"); on a public agent a tool without one is
+    /// shown as a generic step, never by its internal name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
 }
 
 fn default_parameters() -> serde_json::Value {

@@ -71,12 +71,28 @@ pub(crate) fn chunk(request_id: &str, node: &str, raw: Value) -> Value {
            "data": {"requestId": request_id, "node": node, "state": {"rawResponse": raw}}, "timestamp": now_ms()})
 }
 
-pub(crate) fn tool_call_chunk(request_id: &str, name: &str, arguments: &str) -> Value {
-    chunk(request_id, name, json!({"toolCall": {"name": name, "arguments": arguments}}))
+/// A tool step's `title` (what a visitor reads) rides beside its `name` when there is one.
+fn titled(mut step: Value, title: Option<&str>) -> Value {
+    if let Some(t) = title {
+        step["title"] = Value::String(t.to_string());
+    }
+    step
 }
 
-pub(crate) fn tool_result_chunk(request_id: &str, name: &str, is_error: bool, result: &str) -> Value {
-    chunk(request_id, name, json!({"toolResult": {"name": name, "isError": is_error, "result": result}}))
+pub(crate) fn tool_call_chunk(request_id: &str, name: &str, arguments: &str, title: Option<&str>) -> Value {
+    let step = titled(json!({"name": name, "arguments": arguments}), title);
+    chunk(request_id, name, json!({"toolCall": step}))
+}
+
+pub(crate) fn tool_result_chunk(
+    request_id: &str,
+    name: &str,
+    is_error: bool,
+    result: &str,
+    title: Option<&str>,
+) -> Value {
+    let step = titled(json!({"name": name, "isError": is_error, "result": result}), title);
+    chunk(request_id, name, json!({"toolResult": step}))
 }
 
 /// The envelope of the events whose payload sits at `data.data`: `{type, requestId, data: {requestId, data},

@@ -111,7 +111,10 @@ async fn run_pending_tools(
                 }
             }
         };
-        emit_stream(em, state, &out::tool_result_chunk(&state.request_id, &name, outcome.is_error, &outcome.result));
+        let title = gates::title(turns, state, &name);
+        let chunk =
+            out::tool_result_chunk(&state.request_id, &name, outcome.is_error, &outcome.result, title.as_deref());
+        emit_stream(em, state, &chunk);
         state.messages.push(ChatMessage::tool_result(&call.id, &outcome.result));
         state.pending.remove(0);
     }

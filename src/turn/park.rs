@@ -64,7 +64,8 @@ pub(super) async fn for_confirmation(
         name,
         &format!("Tool '{name}' requires confirmation. Allow?"),
     ));
-    emit_stream(em, state, &out::tool_call_chunk(&state.request_id, name, &call.function.arguments));
+    let title = super::gates::title(turns, state, name);
+    emit_stream(em, state, &out::tool_call_chunk(&state.request_id, name, &call.function.arguments, title.as_deref()));
     em.flush().await?;
     Ok(())
 }

@@ -353,13 +353,16 @@ class SwitchboardChat extends HTMLElement {
 
   toolStep(raw) {
     if (raw.toolCall) {
-      const step = this.add(el("div", { class: "step", part: "step" }, `Using ${raw.toolCall.name}…`));
+      // The server's title when it sends one (always on a public agent); an internal agent's tool by its name.
+      const c = raw.toolCall;
+      const step = this.add(el("div", { class: "step", part: "step" }, c.title ? `${c.title}…` : `Using ${c.name}…`));
       this.steps.set(raw.toolCall.name, step);
     } else if (raw.toolResult) {
       const r = raw.toolResult;
       // A person's "no" is a decision, not a failure: say so.
       const denied = r.isError && typeof r.result === "string" && r.result.startsWith("User denied");
-      const words = denied ? `${r.name} declined` : r.isError ? `${r.name} failed` : `${r.name} done`;
+      const label = r.title || r.name;
+      const words = denied ? `${label}: declined` : r.isError ? `${label}: failed` : `${label}: done`;
       const step = this.steps.get(r.name);
       if (step) step.textContent = words;
       else this.add(el("div", { class: "step", part: "step" }, words));

@@ -47,6 +47,7 @@ pub fn config(llm: &FakeLlm, tools: &FakeTools) -> Config {
                 parameters: json!({"type": "object", "properties": {"id": {"type": "string"}}}),
                 url: tools.url(n),
                 auth_level: AuthLevel::None,
+                title: None,
             })
             .collect(),
         interactions: vec![InteractionKind::IdentityIntake, InteractionKind::Choices],
@@ -68,6 +69,7 @@ pub fn with_otp_gate(cfg: &mut Config, tools: &FakeTools) {
             parameters: json!({"type": "object"}),
             url: tools.url(name),
             auth_level: level,
+            title: None,
         });
     }
     cfg.otp.delivery = OtpDeliveryMode::Webhook;

@@ -173,6 +173,7 @@ async fn tool_failures_become_error_results() {
         parameters: json!({"type": "object"}),
         url: "http://127.0.0.1:9/never".into(),
         auth_level: switchboard::config::AuthLevel::None,
+        title: None,
     });
     let cases: Vec<(&str, Option<Behaviour>, &str)> = vec![
         ("lookup_order", None, "HTTP 500"),
@@ -468,4 +469,46 @@ async fn offline_demo_cites_raises_a_card_and_gates_a_tool() {
     let frames = c.recv_until(|v| v["type"] == "stream_chunk").await;
     assert_eq!(types(&frames), ["immediate_response", "otp_verification_required", "otp_sent", "stream_chunk"]);
     assert_eq!(frames[2]["data"]["data"]["maskedDestination"], "a***@example.com");
+}
+
+/// What a visitor reads for a tool step: the tool's `title`; on a public agent a generic step for a tool without
+/// one (never its internal name); on an internal agent no title (the name is fine there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_steps_carry_a_title_a_visitor_can_read() {
+    let (llm, tools) = setup().await;
+    tools.set("lookup_order", Behaviour::Ok(json!({"status": "shipped"})));
+    let titles = |frames: &[Value]| -> Vec<Value> {
+        frames
+            .iter()
+            .filter(|f| f["type"] == "stream_chunk")
+            .map(|f| {
+                let raw = &f["data"]["state"]["rawResponse"];
+                raw.get("toolCall").or(raw.get("toolResult")).map(|s| s["title"].clone()).unwrap_or(Value::Null)
+            })
+            .collect()
+    };
+    let run = |cfg: switchboard::config::Config| {
+        let llm = &llm;
+        async move {
+            llm.push(Reply::tool_call("call_t", "lookup_order", &json!({"id": "A1"})));
+            llm.push(Reply::text(&["Shipped."]));
+            let pod = pod(cfg).await;
+            let mut c = connect(&pod, false).await;
+            let sid = create_session(&mut c).await;
+            send_message(&mut c, &sid, "r-title", "where is my order").await;
+            let frames = until_terminal(&mut c, "r-title").await;
+            assert_v1(&frames);
+            frames
+        }
+    };
+    let mut titled = config(&llm, &tools);
+    if let Some(t) = titled.agents[0].tools.iter_mut().find(|t| t.name == "lookup_order") {
+        t.title = Some("Looking up your order".into());
+    }
+    assert_eq!(titles(&run(titled).await), [json!("Looking up your order"), json!("Looking up your order")]);
+    let public = config(&llm, &tools);
+    assert_eq!(titles(&run(public).await), [json!("Working on your request"), json!("Working on your request")]);
+    let mut internal = config(&llm, &tools);
+    internal.agents[0].visibility = switchboard::config::Visibility::Internal;
+    assert_eq!(titles(&run(internal).await), [Value::Null, Value::Null], "an internal agent shows the name");
 }
