@@ -55,6 +55,10 @@ impl Agents {
                 knowledge_sets: None,
                 allowed_origins: Vec::new(),
                 widget_secret: String::new(),
+                greeting: Some(
+                    "Hi! I'm the offline demo assistant. Ask about returns or shipping, or try \"delete record 7\"."
+                        .into(),
+                ),
             })
         });
         let default_id = config.agents.first().map_or_else(|| DEMO_AGENT_ID.to_string(), |a| a.id.clone());

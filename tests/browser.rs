@@ -301,10 +301,20 @@ async fn keyboard_only_send_and_stop_and_choice_chips() {
 async fn at_phone_width_nothing_sticks_out_and_enter_while_busy_says_why() {
     use fantoccini::key::Key;
     let (llm, tools) = setup().await;
-    let pod = pod(widget_config(&llm, &tools)).await;
+    let mut cfg = widget_config(&llm, &tools);
+    cfg.agents[0].greeting = Some("Hello! Ask me anything about your order.".into());
+    let pod = pod(cfg).await;
     let b = Browser::start().await;
     b.client.set_window_size(360, 740).await.expect("phone width");
     open(&b, &http_url(&pod, "/"), None).await;
+    let greeting = b
+        .wait_for(
+            "the greeting",
+            &format!("{ROOT} const g = r.querySelector('.msg.greeting'); return g && g.textContent;"),
+            WAIT,
+        )
+        .await;
+    assert_eq!(greeting, "Hello! Ask me anything about your order.");
     llm.push(Reply::Slow { chunks: (0..40).map(|i| format!("w{i} ")).collect(), delay_ms: 100, usage: None });
     say(&b, "a long one").await;
     b.wait_for("the stop button", &format!("{ROOT} return !r.querySelector('.stop').hidden;"), WAIT).await;

@@ -311,6 +311,10 @@ pub struct AgentConfig {
     /// `SWITCHBOARD_WIDGET_SECRETS__<AGENT_ID>` (upper case, other characters as `_`) than from the file.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub widget_secret: String,
+    /// The first words a visitor sees, before they write (sent to extended clients with a new session; not
+    /// stored in the conversation, not given to the model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub greeting: Option<String>,
 }
 
 impl AgentConfig {

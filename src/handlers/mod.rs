@@ -150,7 +150,12 @@ async fn create_session(conn: &mut Conn, rid: Option<&str>, c: CreateSession) ->
     }
     conn.attach_session(&session.session_id, None).await?;
     conn.attach_agent(&c.agent_id).await?;
-    conn.reply(&out::immediate(rid, 200, "Session created", session_data(&session)));
+    let mut data = session_data(&session);
+    // The agent's greeting, for a client that shows it (extended: v1's ack has a fixed shape).
+    if let (true, Some(greeting)) = (conn.extended, &agent.greeting) {
+        data["greeting"] = json!(greeting);
+    }
+    conn.reply(&out::immediate(rid, 200, "Session created", data));
     Ok(())
 }
 

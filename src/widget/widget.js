@@ -280,6 +280,10 @@ class SwitchboardChat extends HTMLElement {
       case "immediate_response":
         if (f.requestId === this.createRid && data.sessionId) {
           this.sessionId = data.sessionId;
+          // The agent's greeting opens an empty conversation (it is not a message of it).
+          if (data.greeting && !this.log.querySelector(".msg")) {
+            this.add(el("div", { class: "msg assistant greeting", part: "message assistant" }, data.greeting));
+          }
         } else if (data.interactionId && this.interaction?.dataset.interactionId === data.interactionId) {
           this.closeCard(this.interaction, data.declined ? "Declined." : "Thanks!");
           this.interaction = null;

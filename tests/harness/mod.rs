@@ -55,6 +55,7 @@ pub fn config(llm: &FakeLlm, tools: &FakeTools) -> Config {
         knowledge_sets: None,
         allowed_origins: vec![],
         widget_secret: String::new(),
+        greeting: None,
     }];
     c
 }

@@ -148,3 +148,25 @@ async fn the_demo_page_has_a_favicon() {
         assert!(r.text().await.expect("svg").starts_with("<svg"), "{path}");
     }
 }
+
+/// An agent's greeting reaches clients that show it (the extended create ack) and leaves v1 acks as they are;
+/// it is not a message of the conversation and the model never sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_greeting_opens_the_chat_for_extended_clients_only() {
+    let (llm, tools) = setup().await;
+    let mut cfg = config(&llm, &tools);
+    cfg.agents[0].greeting = Some("Hi, how can I help?".into());
+    let pod = pod(cfg).await;
+    let mut ext = connect(&pod, true).await;
+    ext.send(&json!({"action": "create_conversation_session", "requestId": "g", "agentId": AGENT})).await;
+    let ack = ext.recv().await;
+    assert_eq!(ack["data"]["greeting"], "Hi, how can I help?", "{ack}");
+    let mut v1 = connect(&pod, false).await;
+    v1.send(&json!({"action": "create_conversation_session", "requestId": "g1", "agentId": AGENT})).await;
+    let ack = v1.recv().await;
+    assert!(ack["data"].get("greeting").is_none(), "v1's ack keeps its shape: {ack}");
+    let sid = ack["data"]["sessionId"].as_str().expect("sid").to_string();
+    v1.send(&json!({"action": "get_conversation_messages", "requestId": "m", "sessionId": sid})).await;
+    let messages = v1.recv_until(|v| v["requestId"] == "m").await;
+    assert_eq!(messages.last().expect("page")["data"]["messages"], json!([]), "not stored in the conversation");
+}
