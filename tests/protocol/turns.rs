@@ -134,7 +134,8 @@ async fn webhook_tools_run_and_report() {
     assert_eq!(frames[1]["node"], "lookup_order");
     assert_eq!(
         frames[1]["data"]["state"]["rawResponse"]["toolCall"],
-        json!({"name": "lookup_order", "arguments": r#"{"id":"A1"}"#})
+        json!({"name": "lookup_order", "arguments": r#"{"id":"A1"}"#, "title": "Working on your request"}),
+        "a public agent's untitled tool is shown as a generic step"
     );
     let result = &frames[2]["data"]["state"]["rawResponse"]["toolResult"];
     assert_eq!(result["isError"], false);
