@@ -173,7 +173,10 @@ mod idle {
     pub(crate) struct IdleTimeout<T> {
         inner: T,
         limit: Duration,
-        /// Reset on every read or write that moves bytes; owned by this wrapper.
+        /// When bytes last moved: a read or write only notes the time (no timer work on the data path).
+        last: Instant,
+        /// Fires at `last + limit` at the earliest; when it finds newer activity it is set to the rest of the
+        /// wait. Owned by this wrapper.
         deadline: Pin<Box<Sleep>>,
         /// Set by the request handler when the connection is being upgraded (a WebSocket): the limit is off.
         upgrading: Arc<AtomicBool>,
@@ -182,7 +185,7 @@ mod idle {
     impl<T> IdleTimeout<T> {
         pub(crate) fn new(inner: T, limit: Duration) -> IdleTimeout<T> {
             let deadline = Box::pin(tokio::time::sleep(limit));
-            IdleTimeout { inner, limit, deadline, upgrading: Arc::new(AtomicBool::new(false)) }
+            IdleTimeout { inner, limit, last: Instant::now(), deadline, upgrading: Arc::new(AtomicBool::new(false)) }
         }
 
         pub(crate) fn upgrading(&self) -> Arc<AtomicBool> {
@@ -194,7 +197,24 @@ mod idle {
         }
 
         fn touch(&mut self) {
-            self.deadline.as_mut().reset(Instant::now() + self.limit);
+            // After an upgrade the limit is off: nothing to note.
+            if !self.upgrading.load(Ordering::Relaxed) {
+                self.last = Instant::now();
+            }
+        }
+
+        /// Ready once nothing moved for the whole limit.
+        fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+            loop {
+                if self.deadline.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let due = self.last + self.limit;
+                if Instant::now() >= due {
+                    return Poll::Ready(());
+                }
+                self.deadline.as_mut().reset(due);
+            }
         }
     }
 
@@ -209,11 +229,8 @@ mod idle {
                     Poll::Ready(r)
                 }
                 Poll::Pending if self.upgrading.load(Ordering::Relaxed) => Poll::Pending,
-                Poll::Pending => match self.deadline.as_mut().poll(cx) {
-                    // Idle for the whole limit: end of stream (hyper closes the connection).
-                    Poll::Ready(()) => Poll::Ready(Ok(())),
-                    Poll::Pending => Poll::Pending,
-                },
+                // Idle for the whole limit: end of stream (hyper closes the connection).
+                Poll::Pending => self.poll_idle(cx).map(Ok),
             }
         }
     }

@@ -42,12 +42,14 @@ pub(crate) async fn readable_conversation(
     let conversation = app.backends.sessions.get_conversation(id).await?;
     conversation
         .filter(|c| c.org_id == who.org_id && (c.user_id == who.user_id || who.role >= crate::auth::Role::Curator))
-        .ok_or_else(|| ClientError::new(ErrorCode::ConversationNotFound, format!("conversation '{id}' not found")))
+        .ok_or_else(|| conversation_not_found(id))
 }
 
 /// The caller's conversation `id`; otherwise `CONVERSATION_NOT_FOUND`.
 pub(crate) async fn owned_conversation(app: &App, id: &str, who: &Identity) -> Result<ConversationRecord, ClientError> {
-    find_conversation(app, id, who)
-        .await?
-        .ok_or_else(|| ClientError::new(ErrorCode::ConversationNotFound, format!("conversation '{id}' not found")))
+    find_conversation(app, id, who).await?.ok_or_else(|| conversation_not_found(id))
+}
+
+fn conversation_not_found(id: &str) -> ClientError {
+    ClientError::new(ErrorCode::ConversationNotFound, format!("conversation '{id}' not found"))
 }

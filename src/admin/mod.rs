@@ -40,6 +40,11 @@ impl AdminError {
     fn not_found() -> AdminError {
         AdminError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "not found")
     }
+    /// A storage failure: 503, the detail kept for the log.
+    fn unavailable(detail: String) -> AdminError {
+        let e = AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "INTERNAL_ERROR", "storage unavailable, retry");
+        AdminError { detail: Some(detail), ..e }
+    }
     fn invalid(message: impl Into<String>) -> AdminError {
         AdminError::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message)
     }
@@ -56,9 +61,7 @@ impl IntoResponse for AdminError {
 
 impl From<crate::backend::BackendError> for AdminError {
     fn from(e: crate::backend::BackendError) -> AdminError {
-        let unavailable =
-            AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "INTERNAL_ERROR", "storage unavailable, retry");
-        AdminError { detail: Some(e.to_string()), ..unavailable }
+        AdminError::unavailable(e.to_string())
     }
 }
 
@@ -67,11 +70,7 @@ impl From<crate::error::ClientError> for AdminError {
         use crate::error::ErrorCode;
         match e.code {
             ErrorCode::SessionNotFound | ErrorCode::ConversationNotFound => AdminError::not_found(),
-            ErrorCode::Internal => {
-                let unavailable =
-                    AdminError::new(StatusCode::SERVICE_UNAVAILABLE, "INTERNAL_ERROR", "storage unavailable, retry");
-                AdminError { detail: e.detail.or(Some(e.message)), ..unavailable }
-            }
+            ErrorCode::Internal => AdminError::unavailable(e.detail.unwrap_or(e.message)),
             _ => AdminError::invalid(e.message),
         }
     }

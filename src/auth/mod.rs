@@ -143,7 +143,7 @@ impl Authenticator {
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` header (the scheme is case-insensitive, RFC 9110 §11.1).
+/// The token of an `Authorization: Bearer <token>` header (the scheme is case-insensitive, RFC 9110 section 11.1).
 pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
     let value = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;

@@ -67,7 +67,7 @@ impl Config {
                     ));
                 }
                 if !a.jwt_hs256_secret.is_empty() && a.jwt_hs256_secret.len() < 32 {
-                    return Err(invalid("auth.jwt_hs256_secret", "must be at least 32 bytes (RFC 7518 §3.2)"));
+                    return Err(invalid("auth.jwt_hs256_secret", "must be at least 32 bytes (RFC 7518 section 3.2)"));
                 }
                 if !a.jwks_url.is_empty() {
                     let u = reqwest::Url::parse(&a.jwks_url).map_err(|e| invalid("auth.jwks_url", e.to_string()))?;

@@ -75,8 +75,7 @@ pub(super) async fn chat_stream(
                 let (epoch, bounds) = tokio::join!(log.epoch(&session.session_id), log.bounds(&session.session_id));
                 let (epoch, (oldest, latest)) = (epoch.map_err(ClientError::from)?, bounds.map_err(ClientError::from)?);
                 let now = LogNow { epoch: epoch.as_deref(), oldest, latest };
-                let same_epoch = pos.epoch.is_none() || pos.epoch.as_deref() == epoch.as_deref();
-                let after = if same_epoch {
+                let after = if pos.in_epoch(epoch.as_deref()) {
                     if pos.seq > latest {
                         return Err(ApiError::invalid(format!(
                             "Last-Event-ID {} is beyond this namespace's log ({latest})",

@@ -24,17 +24,10 @@ pub(super) async fn confirm(
     tool_call_id: Option<String>,
 ) -> Result<(), ClientError> {
     let app = conn.app.clone();
-    // An unknown or foreign session has nothing pending either: the same answer reveals nothing.
-    let session = owned_session(conn, session_id).await.map_err(|e| {
-        unless_missing(
-            e,
-            ErrorCode::NoPendingConfirmation,
-            "no tool action is awaiting confirmation for session",
-            session_id,
-        )
-    })?;
-    conn.attach_session(session_id, None).await?;
     let answer = Answer::Confirm { call: tool_call_id.as_deref(), approved };
+    // An unknown or foreign session has nothing pending either: the same answer reveals nothing.
+    let session = owned_session(conn, session_id).await.map_err(|e| unless_missing(e, &answer, session_id))?;
+    conn.attach_session(session_id, None).await?;
     app.turns
         .answer(&session, answer, |verdict| match verdict {
             Verdict::Decided { approved, .. } | Verdict::AlreadyDecided { approved, .. } => {
@@ -53,16 +46,14 @@ pub(super) async fn submit_interaction(
 ) -> Result<(), ClientError> {
     let app = conn.app.clone();
     let sid = s.session_id.as_str();
-    let session = owned_session(conn, sid)
-        .await
-        .map_err(|e| unless_missing(e, ErrorCode::NoPendingInteraction, "no interaction is waiting on session", sid))?;
-    conn.attach_session(sid, None).await?;
     let answer = Answer::Interaction {
         interaction_id: &s.interaction_id,
         kind: s.kind.as_deref(),
         values: s.values.as_ref(),
         declined: s.declined,
     };
+    let session = owned_session(conn, sid).await.map_err(|e| unless_missing(e, &answer, sid))?;
+    conn.attach_session(sid, None).await?;
     app.turns
         .answer(&session, answer, |verdict| match verdict {
             Verdict::InteractionAnswered { interaction_id, values: None, .. } => conn.reply(&out::immediate(
@@ -103,9 +94,9 @@ pub(super) async fn verify_otp(conn: &mut Conn, rid: Option<&str>, sid: &str, co
 
 /// An unknown or foreign session is answered as "nothing pending" (the same answer reveals nothing); a store
 /// that failed stays an error the client can retry on.
-fn unless_missing(e: ClientError, code: ErrorCode, what: &str, session_id: &str) -> ClientError {
+fn unless_missing(e: ClientError, answer: &Answer<'_>, session_id: &str) -> ClientError {
     if e.code == ErrorCode::SessionNotFound {
-        ClientError::new(code, format!("{what} '{session_id}'"))
+        answer.nothing_pending(session_id)
     } else {
         e
     }

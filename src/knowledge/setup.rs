@@ -115,7 +115,6 @@ mod tests {
             let scope = scope.clone();
             async move {
                 let hits = demo.search(q, 3, &scope).await.expect("search");
-                eprintln!("{q:?}: {:?}", hits.iter().map(|h| (h.id.as_str(), h.score)).collect::<Vec<_>>());
                 hits.into_iter().map(|h| h.id).collect::<Vec<_>>()
             }
         };

@@ -255,9 +255,8 @@ impl Metrics {
     /// Counts a refused connection or upgrade; the log line is the listener's periodic summary, never one each.
     pub(crate) fn connection_refused(&self, reason: Refusal) {
         self.connections_refused.get_or_create(&ReasonLabel { reason: reason.label() }).inc();
-        if let Some(i) = Refusal::ALL.iter().position(|r| *r == reason) {
-            self.refusals_since[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        // `ALL` lists the reasons in declaration order, so a reason's discriminant is its slot.
+        self.refusals_since[reason as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Refusals since the last call, by reason.

@@ -22,6 +22,11 @@ pub(crate) struct LogNow<'a> {
 }
 
 impl StreamPosition {
+    /// Whether this position counts in the log's epoch `epoch` (a position that names none is taken to).
+    pub(crate) fn in_epoch(&self, epoch: Option<&str>) -> bool {
+        self.epoch.is_none() || self.epoch.as_deref() == epoch
+    }
+
     /// An SSE event id or `Last-Event-ID`: `"<seq>:<epoch>"`, or a bare `"<seq>"` (same epoch assumed, as a
     /// socket resume without `epoch`). None when it is neither.
     pub(crate) fn parse(text: &str) -> Option<StreamPosition> {
@@ -48,12 +53,8 @@ impl fmt::Display for StreamPosition {
 /// Whether the log reaches back to `pos`: the position counts in the log's epoch (the client's, when it says
 /// one; otherwise it must not be newer than anything the log has) and nothing after it was trimmed.
 pub(crate) fn recovered(pos: &StreamPosition, log: LogNow<'_>) -> bool {
-    let same_epoch = match (pos.epoch.as_deref(), log.epoch) {
-        (Some(theirs), Some(ours)) => theirs == ours,
-        // The log has no event yet: only "nothing seen" is a position in it.
-        (Some(_), None) => pos.seq == 0,
-        (None, _) => true,
-    };
+    // A log with no event yet has no epoch: only "nothing seen" is a position in it.
+    let same_epoch = pos.in_epoch(log.epoch) || (log.epoch.is_none() && pos.seq == 0);
     same_epoch && pos.seq <= log.latest && (log.latest == 0 || pos.seq + 1 >= log.oldest)
 }
 

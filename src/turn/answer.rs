@@ -240,6 +240,19 @@ impl Turns {
     }
 }
 
+impl Answer<'_> {
+    /// What this answer gets when nothing of its kind waits, also for an unknown or another caller's session
+    /// (the same answer reveals nothing).
+    pub(crate) fn nothing_pending(&self, sid: &str) -> ClientError {
+        match self {
+            Answer::Confirm { .. } => no_pending_confirmation(sid),
+            Answer::Interaction { .. } => no_pending_interaction(sid),
+            // A code is checked against the session itself, which v1 names as missing.
+            Answer::Otp { .. } => ClientError::session_not_found(sid),
+        }
+    }
+}
+
 fn no_pending_confirmation(sid: &str) -> ClientError {
     ClientError::new(
         ErrorCode::NoPendingConfirmation,

@@ -111,7 +111,7 @@ async fn run_pending_tools(
                 }
             }
         };
-        let title = gates::title(turns, state, &name);
+        let title = super::steps::title(turns, state, &name);
         let chunk =
             out::tool_result_chunk(&state.request_id, &name, outcome.is_error, &outcome.result, title.as_deref());
         emit_stream(em, state, &chunk);

@@ -22,8 +22,7 @@ use crate::tools::{ToolContext, ToolOutcome};
 use crate::util::{new_id, now_ms};
 use tracing::Instrument;
 
-/// The built-in tool that searches the agent's knowledge.
-pub(crate) const KNOWLEDGE_TOOL: &str = "knowledge_search";
+pub(crate) use super::steps::KNOWLEDGE_TOOL;
 
 fn kinds(agent: &AgentConfig) -> impl Iterator<Item = Kind> + '_ {
     agent.interactions.iter().filter_map(|k| Kind::parse(k.as_str()))
@@ -57,26 +56,6 @@ pub(super) fn offered(turns: &Turns, agent: &AgentConfig, state: &TurnState) -> 
     specs
 }
 
-/// What a visitor reads for tool `name`: its `tools[].title`, the built-in tools' own words, or on a public
-/// agent a generic step (an internal name is never shown there). `None` on an internal agent: the name is fine.
-pub(super) fn title(turns: &Turns, state: &TurnState, name: &str) -> Option<String> {
-    let agent = turns.agents.get(&state.agent_id)?;
-    if let Some(t) = agent.tools.iter().find(|t| t.name == name).and_then(|t| t.title.clone()) {
-        return Some(t);
-    }
-    let builtin = match name {
-        KNOWLEDGE_TOOL => Some("Searching the help centre"),
-        interactions::FALLBACK_TOOL => Some("Noting your answer"),
-        _ if Kind::from_raise_tool(name).is_some() => Some("Asking you a question"),
-        _ => None,
-    };
-    match (builtin, agent.visibility) {
-        (Some(words), _) => Some(words.to_string()),
-        (None, Visibility::Public) => Some("Working on your request".to_string()),
-        (None, Visibility::Internal) => None,
-    }
-}
-
 /// Runs `call` through its gates. `announced`: its toolCall chunk was sent before the turn parked on it.
 pub(super) async fn step(
     turns: &Arc<Turns>,
@@ -89,7 +68,7 @@ pub(super) async fn step(
     let name = call.function.name.as_str();
     let announce = |state: &TurnState| {
         if !announced {
-            let title = title(turns, state, name);
+            let title = super::steps::title(turns, state, name);
             emit_stream(
                 em,
                 state,
@@ -149,7 +128,7 @@ async fn raise(
     kind: Kind,
 ) -> Result<Step, ClientError> {
     let name = &call.function.name;
-    let title = title(turns, state, name);
+    let title = super::steps::title(turns, state, name);
     let chunk = out::tool_call_chunk(&state.request_id, name, &call.function.arguments, title.as_deref());
     let raised = match parse_raise(kind, &call.function.arguments) {
         Ok(r) => r,

@@ -14,6 +14,7 @@ mod gates;
 mod otp_gate;
 mod park;
 mod start;
+mod steps;
 mod sweeper;
 mod task;
 mod turns;

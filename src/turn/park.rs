@@ -64,7 +64,7 @@ pub(super) async fn for_confirmation(
         name,
         &format!("Tool '{name}' requires confirmation. Allow?"),
     ));
-    let title = super::gates::title(turns, state, name);
+    let title = super::steps::title(turns, state, name);
     emit_stream(em, state, &out::tool_call_chunk(&state.request_id, name, &call.function.arguments, title.as_deref()));
     em.flush().await?;
     Ok(())

@@ -210,13 +210,9 @@ class SwitchboardChat extends HTMLElement {
       this.hint("Please wait for the reply to finish (or press Stop) before sending another message.");
       return;
     }
-    const open = this.ws && this.ws.readyState === WebSocket.OPEN;
-    if (!open || !this.sessionId) {
-      this.hint("Not connected yet. Your message is kept here: send it again once the chat says Connected.");
-      return;
-    }
     const requestId = newId("msg");
-    if (!this.send({ action: "send_message", requestId, sessionId: this.sessionId, message })) {
+    // `send` refuses while the socket is not open; without a session there is nothing to send to yet.
+    if (!this.sessionId || !this.send({ action: "send_message", requestId, sessionId: this.sessionId, message })) {
       this.hint("Not connected yet. Your message is kept here: send it again once the chat says Connected.");
       return;
     }

@@ -236,7 +236,7 @@ async fn serve(app: &Arc<App>, socket: &mut WebSocket, conn: &mut Conn) -> Optio
     close
 }
 
-/// How a read error closes the socket (RFC 6455 §7.4.1): a frame over the size limit 1009, text that is not
+/// How a read error closes the socket (RFC 6455 section 7.4.1): a frame over the size limit 1009, text that is not
 /// UTF-8 1007, a frame the protocol forbids (unknown opcode, oversized or fragmented control frame, reserved
 /// bits, unmasked) 1002. A broken connection has no one to send a close to.
 fn read_error_close(e: axum::Error) -> Option<CloseSpec> {
