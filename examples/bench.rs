@@ -132,6 +132,7 @@ async fn start_env(model_port: u16) -> Env {
         let child = cmd
             .env("SWITCHBOARD_BIND", format!("127.0.0.1:{port}"))
             .env("SWITCHBOARD_REDIS_URL", format!("redis://127.0.0.1:{rport}"))
+            .env("SWITCHBOARD_AUTH__RESUME_SECRET", "bench-resume-secret-0123456789abcdef")
             .env("SWITCHBOARD_AUTH__PUBLISH_KEYS", KEY)
             .env("SWITCHBOARD_LLM__BASE_URL", format!("http://127.0.0.1:{model_port}/v1"))
             .env("SWITCHBOARD_LIMITS__MESSAGES_PER_MINUTE", "100000")

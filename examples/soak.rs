@@ -232,6 +232,7 @@ async fn main() {
             .arg("serve")
             .env("SWITCHBOARD_BIND", format!("127.0.0.1:{port}"))
             .env("SWITCHBOARD_REDIS_URL", format!("redis://127.0.0.1:{}", redis.port))
+            .env("SWITCHBOARD_AUTH__RESUME_SECRET", "bench-resume-secret-0123456789abcdef")
             .env("SWITCHBOARD_AUTH__PUBLISH_KEYS", KEY)
             .env("SWITCHBOARD_LLM__BASE_URL", format!("http://127.0.0.1:{model}/v1"))
             .env("SWITCHBOARD_AGENTS", agents.to_string())

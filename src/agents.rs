@@ -55,6 +55,7 @@ impl Agents {
                 knowledge_sets: None,
                 allowed_origins: Vec::new(),
                 widget_secret: String::new(),
+                org: "default".into(),
                 greeting: Some(
                     "Hi! I'm the offline demo assistant. Ask about returns or shipping, or try \"delete record 7\"."
                         .into(),

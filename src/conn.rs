@@ -35,8 +35,11 @@ pub(crate) struct Conn {
     /// The protocol this socket speaks, chosen by its first frame.
     pub dialect: Dialect,
     /// The page's `Origin` at the upgrade (browsers always send one), checked against an agent's
-    /// `allowed_origins` on create.
+    /// `allowed_origins` on every action of its sessions.
     pub origin: Option<String>,
+    /// This socket's frame budget (`limits.frames_per_connection_per_s`, `limits.frames_burst`); only the
+    /// socket's task touches it.
+    frames: crate::util::TokenBucket,
 }
 
 /// A socket's protocol: smooth-operator (`{"action": …}` frames) or orra (`{"type": …}`), for its whole life.
@@ -57,10 +60,17 @@ pub(crate) fn next_socket_id() -> u64 {
 
 impl Conn {
     /// A new socket: its queue and hub handle, its user and org channels, its registry entry.
-    pub(crate) async fn open(app: Arc<App>, identity: Identity, extended: bool, origin: Option<String>) -> Conn {
+    /// `connection_id` already holds one of the identity's socket places (taken at the upgrade).
+    pub(crate) async fn open(
+        app: Arc<App>,
+        identity: Identity,
+        connection_id: Arc<str>,
+        extended: bool,
+        origin: Option<String>,
+    ) -> Conn {
         let handle = ConnHandle {
             id: next_socket_id(),
-            connection_id: Arc::from(crate::util::new_id()),
+            connection_id,
             queue: Arc::new(OutQueue::new(app.config.limits.outbound_queue)),
             slow: CancellationToken::new(),
             watcher: false,
@@ -68,7 +78,7 @@ impl Conn {
         app.metrics.connection_opened();
         app.hub.register_connection(&handle);
         let conn = Conn {
-            app,
+            app: app.clone(),
             identity,
             extended,
             handle,
@@ -78,6 +88,7 @@ impl Conn {
             recent_sends: Default::default(),
             dialect: Dialect::Undecided,
             origin,
+            frames: crate::util::TokenBucket::full(app_burst(&app), now_ms()),
         };
         for channel in
             [Channel::user(&conn.identity.org_id, &conn.identity.user_id), Channel::Org(conn.identity.org_id.clone())]
@@ -90,21 +101,61 @@ impl Conn {
         conn
     }
 
-    /// A verified widget `authContext`: from now on this socket acts as `user_id` of its org, and follows
-    /// that user's channel instead of the previous identity's.
-    pub(crate) async fn act_as(&mut self, user_id: &str) {
-        if self.identity.user_id == user_id {
-            return;
+    /// From now on this socket acts as `who` (a verified widget `authContext` or `resumeToken`): it follows
+    /// that user's and org's channels instead of the previous identity's, is listed under it, and holds one of
+    /// its socket places (`RATE_LIMITED` when they are all held, and nothing changes).
+    pub(crate) async fn act_as(&mut self, who: Identity) -> Result<(), ClientError> {
+        if self.identity.user_id == who.user_id && self.identity.org_id == who.org_id {
+            return Ok(());
         }
-        let old = Channel::user(&self.identity.org_id, &self.identity.user_id);
-        self.app.hub.detach_all(self.handle.id, &self.handle.connection_id, &[old]).await;
+        let who = who.seen_from(self.identity.address);
+        let id = self.handle.connection_id.clone();
+        if !self.app.turns.hold_socket(&who, &id, REGISTRY_TTL_MS).await? {
+            return Err(ClientError::rate_limited(
+                "too many open connections for this user (limits.sockets_per_user)",
+                REGISTRY_TTL_MS,
+            ));
+        }
+        self.app.turns.release_socket(&self.identity, &id).await;
+        let old =
+            [Channel::user(&self.identity.org_id, &self.identity.user_id), Channel::Org(self.identity.org_id.clone())];
+        self.app.hub.detach_all(self.handle.id, &id, &old).await;
         self.app.hub.register_connection(&self.handle);
-        self.identity.user_id = user_id.to_string();
-        let new = Channel::user(&self.identity.org_id, &self.identity.user_id);
-        if let Err(e) = self.app.hub.attach(&new, &self.handle).await {
-            tracing::warn!(error = %e, "could not subscribe the widget user's channel");
+        if let Err(e) =
+            self.app.backends.registry.forget_identity(&id, &self.identity.org_id, &self.identity.user_id).await
+        {
+            tracing::warn!(error = %e, "socket registry update failed");
+        }
+        self.identity = who;
+        for channel in
+            [Channel::user(&self.identity.org_id, &self.identity.user_id), Channel::Org(self.identity.org_id.clone())]
+        {
+            if let Err(e) = self.app.hub.attach(&channel, &self.handle).await {
+                tracing::warn!(error = %e, "could not subscribe the new identity's channels");
+            }
         }
         self.register().await;
+        Ok(())
+    }
+
+    /// Takes one frame from this socket's budget; `RATE_LIMITED` with the wait when it is spent.
+    pub(crate) fn take_frame(&mut self) -> Result<(), ClientError> {
+        let limits = &self.app.config.limits;
+        let (rate, burst) = (limits.frames_per_connection_per_s, limits.frames_burst);
+        self.frames.take(now_ms(), rate, burst).map_err(|wait| {
+            ClientError::rate_limited(
+                format!("more than {rate} frames per second on this connection (limits.frames_per_connection_per_s)"),
+                wait,
+            )
+        })
+    }
+
+    /// The socket's periodic renewal: its registry entry and its socket place.
+    pub(crate) async fn heartbeat(&self) {
+        self.register().await;
+        if let Err(e) = self.app.turns.hold_socket(&self.identity, &self.handle.connection_id, REGISTRY_TTL_MS).await {
+            tracing::warn!(error = %e.detail.unwrap_or(e.message), "could not renew the socket's place");
+        }
     }
 
     /// The socket is gone: off every channel, out of the registry.
@@ -112,6 +163,7 @@ impl Conn {
         let app = &self.app;
         app.hub.detach_all(self.handle.id, &self.handle.connection_id, &self.channels()).await;
         let _ = app.backends.registry.remove(&self.handle.connection_id).await;
+        app.turns.release_socket(&self.identity, &self.handle.connection_id).await;
         app.metrics.connection_closed(self.sessions.len());
     }
 
@@ -251,6 +303,10 @@ impl Conn {
             tracing::warn!(error = %e, "socket registry update failed");
         }
     }
+}
+
+fn app_burst(app: &App) -> u32 {
+    app.config.limits.frames_burst
 }
 
 /// Registry entries live three heartbeats (the socket task renews every third of this), so a dead pod's

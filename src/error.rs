@@ -83,11 +83,18 @@ pub(crate) struct ClientError {
     /// What went wrong inside (a backend failure), never sent: logged once where the error leaves the server
     /// ([`ClientError::log_at_edge`]), never by a conversion.
     pub detail: Option<String>,
+    /// For `RATE_LIMITED`: when the budget has room again (sent as `retryAfterMs`, or `Retry-After` on HTTP).
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ClientError {
     pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), detail: None }
+        Self { code, message: message.into(), detail: None, retry_after_ms: None }
+    }
+
+    /// `RATE_LIMITED`, with when to try again.
+    pub(crate) fn rate_limited(message: impl Into<String>, retry_after_ms: u64) -> Self {
+        Self { retry_after_ms: Some(retry_after_ms.max(1)), ..Self::new(ErrorCode::RateLimited, message) }
     }
 
     /// Logs the internal detail, if any, where the error leaves the server: a socket's reply, an HTTP

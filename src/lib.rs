@@ -47,6 +47,7 @@ mod admin;
 mod agents;
 mod app;
 mod auth;
+mod client_addr;
 mod conn;
 mod error;
 mod gateway;

@@ -68,7 +68,7 @@ pub(crate) async fn serve(
     let open = tokio_util::task::TaskTracker::new();
     let mut summary = tokio::time::interval(SUMMARY_EVERY);
     loop {
-        let (tcp, _peer) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             _ = stop.cancelled() => break,
             _ = summary.tick() => {
                 summarize(&metrics);
@@ -101,6 +101,8 @@ pub(crate) async fn serve(
             let slot = slot.clone();
             move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(slot.clone());
+                // The peer, for the budgets of anonymous callers (`client_addr`).
+                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
                 if req.headers().contains_key(hyper::header::UPGRADE) {
                     // A WebSocket keeps itself alive (keepalive frames, close codes): no idle limit from here.
                     upgrading.store(true, Ordering::Relaxed);

@@ -34,6 +34,9 @@ pub(crate) struct ToolContext<'a> {
     pub user_id: &'a str,
     pub org_id: &'a str,
     pub files: &'a [Value],
+    /// For an `end_user` tool: the contact the session's person proved by OTP (`{email|phone, verified: true}`),
+    /// which the host keys data on, never on model-chosen arguments. None: nothing verified.
+    pub contact: Option<Value>,
 }
 
 pub(crate) struct ToolRunner {
@@ -81,6 +84,9 @@ impl ToolRunner {
         });
         if !ctx.files.is_empty() {
             body["files"] = Value::Array(ctx.files.to_vec());
+        }
+        if let Some(contact) = ctx.contact {
+            body["contact"] = contact;
         }
         let fut = async {
             let bytes = serde_json::to_vec(&body).map_err(|e| format!("tool '{}' request: {e}", tool.name))?;

@@ -43,6 +43,33 @@ impl MinuteWindow {
     }
 }
 
+/// A token bucket of `burst` tokens refilled at `rate` per second, counted in thousandths of a token (whole
+/// numbers: no float drift).
+#[derive(Debug)]
+pub(crate) struct TokenBucket {
+    milli: u64,
+    last_ms: i64,
+}
+
+impl TokenBucket {
+    pub(crate) fn full(burst: u32, now_ms: i64) -> TokenBucket {
+        TokenBucket { milli: u64::from(burst) * 1_000, last_ms: now_ms }
+    }
+
+    /// Takes one token; when none is left, `Err(ms)` until one is (nothing taken).
+    pub(crate) fn take(&mut self, now_ms: i64, rate: u32, burst: u32) -> Result<(), u64> {
+        let elapsed = u64::try_from(now_ms.saturating_sub(self.last_ms)).unwrap_or(0);
+        self.last_ms = self.last_ms.max(now_ms);
+        // A token per second at `rate` is `rate` thousandths per millisecond.
+        self.milli = self.milli.saturating_add(elapsed.saturating_mul(u64::from(rate))).min(u64::from(burst) * 1_000);
+        if self.milli >= 1_000 {
+            self.milli -= 1_000;
+            return Ok(());
+        }
+        Err((1_000 - self.milli).div_ceil(u64::from(rate).max(1)))
+    }
+}
+
 /// Exponential backoff with jitter: the delay doubles from `first` up to `max`, plus up to `jitter` at random
 /// (so pods that failed together do not retry together). One helper for every retry loop.
 #[derive(Debug, Clone)]
@@ -98,6 +125,23 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_bucket_allows_its_burst_then_its_rate() {
+        let mut b = TokenBucket::full(4, 0);
+        for _ in 0..4 {
+            assert!(b.take(0, 2, 4).is_ok());
+        }
+        assert_eq!(b.take(0, 2, 4), Err(500), "2 per second: the next token in 500 ms");
+        assert_eq!(b.take(250, 2, 4), Err(250));
+        assert!(b.take(500, 2, 4).is_ok());
+        assert!(b.take(500, 2, 4).is_err());
+        // Idle for a long time: full again, never more than the burst.
+        for _ in 0..4 {
+            assert!(b.take(1_000_000, 2, 4).is_ok());
+        }
+        assert!(b.take(1_000_000, 2, 4).is_err());
+    }
 
     #[test]
     fn backoff_doubles_up_to_its_cap_with_bounded_jitter() {

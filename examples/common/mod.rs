@@ -83,7 +83,8 @@ impl LocalRedis {
     /// A pod in-process on this Redis with one agent `bench`; `limits` is the body of its `[limits]` table.
     pub async fn pod(&self, name: &str, limits: &str) -> switchboard::server::Running {
         let toml = format!(
-            "bind = \"127.0.0.1:0\"\nredis_url = \"redis://127.0.0.1:{}\"\n[limits]\n{limits}\n\
+            "bind = \"127.0.0.1:0\"\nredis_url = \"redis://127.0.0.1:{}\"\n\
+             [auth]\nresume_secret = \"bench-resume-secret-0123456789abcdef\"\n[limits]\n{limits}\n\
              [[agents]]\nid = \"bench\"\nname = \"Bench\"\nsystem_prompt = \"\"\n",
             self.port
         );

@@ -204,24 +204,27 @@ struct ConnQuery {
 }
 
 /// Live sockets on every pod: an org's for its admins; any org's for operators holding a publish key.
+/// An org admin's listing: always within their org (so the backend reads the org's index, never another
+/// org's sockets); asking for another org is 404.
+fn org_filter(mut filter: SocketFilter, org_id: &str) -> Result<SocketFilter, AdminError> {
+    if filter.org.as_deref().is_some_and(|o| o != org_id) {
+        return Err(AdminError::not_found());
+    }
+    filter.org = Some(org_id.to_string());
+    Ok(filter)
+}
+
 async fn connections(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<ConnQuery>) -> AdminResult {
     let operator = app.auth.publish_key_ok(crate::auth::bearer(&headers));
-    let mut filter = SocketFilter { session: q.session, user: q.user, org: q.org, connection: None };
-    let scope = if operator {
-        if filter.session.is_none() && filter.user.is_none() && filter.org.is_none() {
+    let asked = SocketFilter { session: q.session, user: q.user, org: q.org, connection: None };
+    let (filter, scope) = if operator {
+        if asked.session.is_none() && asked.user.is_none() && asked.org.is_none() {
             return Err(AdminError::invalid("give one of session=, user=, org="));
         }
-        None
+        (asked, None)
     } else {
         let who = caller(&app, &headers, Role::Admin).await?;
-        if filter.org.as_ref().is_some_and(|o| *o != who.org_id) {
-            return Err(AdminError::not_found());
-        }
-        // An admin's listing is always their org's.
-        if filter.session.is_none() && filter.user.is_none() {
-            filter.org = Some(who.org_id.clone());
-        }
-        Some(who.org_id)
+        (org_filter(asked, &who.org_id)?, Some(who.org_id))
     };
     let list = app.backends.registry.list(&filter, 1000).await?;
     let items: Vec<Value> = list
@@ -233,4 +236,19 @@ async fn connections(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): 
         })
         .collect();
     Ok(Json(json!({"connections": items})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_org_admin_lists_within_their_org_only() {
+        let by_user = SocketFilter { user: Some("ann".into()), ..Default::default() };
+        assert_eq!(org_filter(by_user, "acme").ok().and_then(|f| f.org).as_deref(), Some("acme"), "user= alone");
+        let by_session = SocketFilter { session: Some("s1".into()), ..Default::default() };
+        assert_eq!(org_filter(by_session, "acme").ok().and_then(|f| f.org).as_deref(), Some("acme"));
+        let foreign = SocketFilter { org: Some("globex".into()), ..Default::default() };
+        assert!(org_filter(foreign, "acme").is_err());
+    }
 }

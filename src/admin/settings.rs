@@ -22,6 +22,21 @@ fn settings_json(s: &OrgSettings) -> Value {
     json!({"settings": {"model": s.model, "systemPrompt": s.system_prompt, "updatedAt": updated}})
 }
 
+/// An org may choose a model the deployment offers: `llm.model` or one of an agent's `models` (another name
+/// could run up a bill on a model nobody chose to pay for, or fail every turn of the org).
+fn offered(app: &App, model: &str) -> Result<(), AdminError> {
+    let config = &app.config;
+    let mut models: Vec<&str> = std::iter::once(config.llm.model.as_str())
+        .chain(config.agents.iter().flat_map(|a| a.models.iter().map(String::as_str)))
+        .collect();
+    if models.contains(&model) {
+        return Ok(());
+    }
+    models.sort_unstable();
+    models.dedup();
+    Err(AdminError::invalid(format!("`model` must be one this deployment offers: {}", models.join(", "))))
+}
+
 pub(super) async fn read(State(app): State<Arc<App>>, caller: AdminCaller) -> AdminResult {
     let who = caller.need(Role::Curator)?;
     let s = app.backends.settings.get_settings(&who.org_id).await?.unwrap_or_default();
@@ -48,6 +63,9 @@ pub(super) async fn write(State(app): State<Arc<App>>, caller: AdminCaller, body
         }
     };
     if let Some(model) = text("model", 200)? {
+        if let Some(m) = &model {
+            offered(&app, m)?;
+        }
         s.model = model;
     }
     if let Some(prompt) = text("systemPrompt", MAX_PROMPT_CHARS)? {

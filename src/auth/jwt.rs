@@ -137,7 +137,7 @@ impl JwtVerifier {
             .or_else(|| self.default_org.clone())
             .ok_or_else(|| AuthError::Invalid("no org claim (and no auth.default_org)".into()))?;
         let role = super::Role::from_claim(c.role.as_deref());
-        Ok(Identity { user_id: c.sub, org_id: org, expires_at: Some(c.exp), role })
+        Ok(Identity { user_id: c.sub, org_id: org, expires_at: Some(c.exp), role, address: None })
     }
 }
 

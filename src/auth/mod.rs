@@ -2,6 +2,9 @@
 //! `jwt`: a token checked by [`jwt`]; `sub` = user, `org` claim = org. API keys for server-side callers.
 
 mod jwt;
+mod resume;
+
+pub(crate) use resume::ResumeKeys;
 
 use subtle::ConstantTimeEq;
 
@@ -15,6 +18,25 @@ pub(crate) struct Identity {
     pub expires_at: Option<i64>,
     /// What the admin API lets this caller do.
     pub role: Role,
+    /// The client's address (`client_addr`), set by the door that saw the request: an anonymous caller's
+    /// budgets count per address, never as one shared user.
+    pub address: Option<std::net::IpAddr>,
+}
+
+impl Identity {
+    /// Whose budget this caller spends: the user, or for an anonymous caller its client address.
+    pub(crate) fn budget_key(&self) -> String {
+        match (self.user_id == ANONYMOUS_USER, self.address) {
+            (true, Some(ip)) => format!("addr:{ip}"),
+            _ => crate::backend::user_key(&self.org_id, &self.user_id),
+        }
+    }
+
+    /// This identity, seen from `address` (see [`Identity::address`]).
+    pub(crate) fn seen_from(mut self, address: Option<std::net::IpAddr>) -> Identity {
+        self.address = address;
+        self
+    }
 }
 
 /// Admin API roles, from a token's `role` claim: `admin` > `curator` > `basic` (`user`, missing or unknown).
@@ -60,6 +82,8 @@ pub(crate) struct Authenticator {
     publish_keys: Vec<String>,
     /// (key, identity) of every configured API key.
     api_keys: Vec<(String, Identity)>,
+    /// Signs and checks resume tokens (`auth.resume_secret`, else a key made at boot).
+    pub(crate) resume: ResumeKeys,
 }
 
 impl Authenticator {
@@ -73,11 +97,23 @@ impl Authenticator {
                     org_id: k.org.clone(),
                     expires_at: None,
                     role: Role::Basic,
+                    address: None,
                 };
                 (k.key.clone(), id)
             })
             .collect();
+        let resume = if config.resume_secret.is_empty() {
+            // Validation refuses this with Redis, so there is no other pod to disagree with.
+            tracing::warn!(
+                "auth.resume_secret is not set: resume tokens are signed with a key made at boot and stop working \
+                 when this process restarts (set SWITCHBOARD_AUTH__RESUME_SECRET)"
+            );
+            ResumeKeys::per_boot()
+        } else {
+            ResumeKeys::new(config.resume_secret.as_bytes())
+        };
         Self {
+            resume,
             mode_jwt: config.mode == crate::config::AuthMode::Jwt,
             jwt: jwt::JwtVerifier::new(config),
             publish_keys: config.publish_keys.clone(),
@@ -86,7 +122,13 @@ impl Authenticator {
     }
 
     fn anonymous() -> Identity {
-        Identity { user_id: ANONYMOUS_USER.into(), org_id: "default".into(), expires_at: None, role: Role::Basic }
+        Identity {
+            user_id: ANONYMOUS_USER.into(),
+            org_id: "default".into(),
+            expires_at: None,
+            role: Role::Basic,
+            address: None,
+        }
     }
 
     /// A WebSocket upgrade: an API key, else (`jwt`) a valid token, else (`none`) the anonymous user.

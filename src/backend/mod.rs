@@ -137,8 +137,9 @@ pub trait SessionStore: Send + Sync {
     /// A session by id; refreshes its idle TTL.
     async fn get_session(&self, session_id: &str) -> BResult<Option<SessionRecord>>;
     async fn get_conversation(&self, conversation_id: &str) -> BResult<Option<ConversationRecord>>;
-    /// Appends a message, bumps count and `updated_at`; the first inbound message sets an empty title.
-    async fn append_message(&self, conversation_id: &str, message: &StoredMessage, now_ms: i64) -> BResult<()>;
+    /// Appends a message, bumps count and `updated_at`; the first inbound message sets an empty title. False
+    /// (nothing stored) when the conversation does not exist (expired, deleted, or trimmed past the cap).
+    async fn append_message(&self, conversation_id: &str, message: &StoredMessage, now_ms: i64) -> BResult<bool>;
     /// Newest first, `limit` messages strictly older than index `before` (None = from the newest).
     async fn messages_page(&self, conversation_id: &str, before: Option<u64>, limit: usize) -> BResult<MessagePage>;
     /// The last `n` messages, oldest first (history replayed to the model).
@@ -392,8 +393,11 @@ pub trait Registry: Send + Sync {
     async fn remove(&self, connection_id: &str) -> BResult<()>;
     /// Live sockets matching `filter`, each with the sessions it follows.
     async fn list(&self, filter: &SocketFilter, max: usize) -> BResult<Vec<SocketEntry>>;
-    /// How many live sockets one user holds on every pod (one read: checked on every upgrade).
+    /// How many live sockets one user holds on every pod.
     async fn count_user(&self, org_id: &str, user_id: &str) -> BResult<usize>;
+    /// The socket no longer acts as `user_id` of `org_id` (it took another identity): it leaves that user's
+    /// and org's indexes now, not when its old heartbeat would have lapsed. The next upsert lists it anew.
+    async fn forget_identity(&self, connection_id: &str, org_id: &str, user_id: &str) -> BResult<()>;
 }
 
 /// All backends of one pod.

@@ -85,6 +85,11 @@ pub enum OtpDelivery {
 }
 
 impl Config {
+    /// Whether `bind` is a loopback address (only this machine can connect).
+    pub(crate) fn bind_is_loopback(&self) -> bool {
+        self.bind.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback())
+    }
+
     pub fn otp_delivery(&self) -> OtpDelivery {
         match self.otp.delivery {
             OtpDeliveryMode::Webhook => OtpDelivery::Webhook(self.otp.delivery_url.clone()),
@@ -92,7 +97,7 @@ impl Config {
             OtpDeliveryMode::Auto if !self.otp.delivery_url.is_empty() => {
                 OtpDelivery::Webhook(self.otp.delivery_url.clone())
             }
-            OtpDeliveryMode::Auto if self.auth.mode == AuthMode::None => OtpDelivery::Log,
+            OtpDeliveryMode::Auto if self.auth.mode == AuthMode::None && self.bind_is_loopback() => OtpDelivery::Log,
             OtpDeliveryMode::Auto => OtpDelivery::Disabled,
         }
     }
@@ -159,10 +164,11 @@ impl Config {
     pub(super) fn validate_features(&self) -> Result<(), ConfigError> {
         positive("interaction.timeout_s", self.interaction.timeout_s)?;
         let otp = &self.otp;
-        if otp.delivery == OtpDeliveryMode::Log && self.auth.mode == AuthMode::Jwt {
+        if otp.delivery == OtpDeliveryMode::Log && (self.auth.mode == AuthMode::Jwt || !self.bind_is_loopback()) {
             return Err(invalid(
                 "otp.delivery",
-                "`log` writes codes to the server log: for local demos only, never with auth.mode = \"jwt\"",
+                "`log` writes codes to the server log: for local demos only (a loopback bind), never with \
+                 auth.mode = \"jwt\"",
             ));
         }
         if otp.delivery == OtpDeliveryMode::Webhook && otp.delivery_url.is_empty() {
@@ -242,6 +248,18 @@ mod tests {
 
     fn refused(c: &Config) -> String {
         c.validate().expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn logged_codes_only_on_loopback() {
+        let mut c = Config { bind: "0.0.0.0:8787".into(), ..Config::default() };
+        c.auth.allow_anonymous = true;
+        assert_eq!(c.otp_delivery(), OtpDelivery::Disabled, "auto never logs codes off loopback");
+        c.otp.delivery = OtpDeliveryMode::Log;
+        assert!(refused(&c).contains("otp.delivery"), "{}", refused(&c));
+        c.bind = "127.0.0.1:8787".into();
+        c.validate().expect("a local demo may log codes");
+        assert_eq!(c.otp_delivery(), OtpDelivery::Log);
     }
 
     #[test]

@@ -179,6 +179,9 @@ fn apply_env(tree: &mut toml::Value, defaults: &toml::Value, var: &str, raw: &st
 mod tests {
     use super::*;
 
+    /// The resume secret every Redis deployment needs.
+    const SECRET: (&str, &str) = ("SWITCHBOARD_AUTH__RESUME_SECRET", "resume-secret-0123456789abcdef-0123");
+
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
@@ -225,10 +228,12 @@ mod tests {
         let e = Config::load(None, env(&[("SWITCHBOARD_REDIS_WAIT_REPLICAS", "1")])).unwrap_err().to_string();
         assert!(e.contains("redis_wait_replicas"), "{e}");
         let redis = ("SWITCHBOARD_REDIS_URL", "redis://h:6379");
-        let c = Config::load(None, env(&[redis, ("SWITCHBOARD_REDIS_WAIT_REPLICAS", "2")])).expect("load");
+        let e = Config::load(None, env(&[redis])).unwrap_err().to_string();
+        assert!(e.contains("auth.resume_secret") && e.contains("SWITCHBOARD_AUTH__RESUME_SECRET"), "{e}");
+        let c = Config::load(None, env(&[redis, SECRET, ("SWITCHBOARD_REDIS_WAIT_REPLICAS", "2")])).expect("load");
         assert_eq!((c.redis_wait_replicas, c.redis_wait_timeout_ms), (2, 1_000));
         let long = ("SWITCHBOARD_REDIS_WAIT_TIMEOUT_MS", "60000");
-        let e = Config::load(None, env(&[redis, ("SWITCHBOARD_REDIS_WAIT_REPLICAS", "1"), long])).unwrap_err();
+        let e = Config::load(None, env(&[redis, SECRET, ("SWITCHBOARD_REDIS_WAIT_REPLICAS", "1"), long])).unwrap_err();
         assert!(e.to_string().contains("redis_wait_timeout_ms"), "{e}");
     }
 
@@ -243,12 +248,16 @@ mod tests {
             assert!(e.contains(key), "{url} {ca}: {e}");
         }
         for url in ["rediss://h:6380", "rediss-cluster://a:1,b:2", "rediss-sentinel://s:26379/m"] {
-            assert!(Config::load(None, env(&[("SWITCHBOARD_REDIS_URL", url)])).is_ok(), "{url}: TLS is supported");
+            assert!(
+                Config::load(None, env(&[("SWITCHBOARD_REDIS_URL", url), SECRET])).is_ok(),
+                "{url}: TLS is supported"
+            );
         }
         for url in ["redis-cluster://:pw-123@a:7000,b:7001", "redis-sentinel://u:pw-123@s1:26379,s2:26380/mymaster"] {
-            let c = Config::load(None, env(&[("SWITCHBOARD_REDIS_URL", url)])).expect("load");
+            let c = Config::load(None, env(&[("SWITCHBOARD_REDIS_URL", url), SECRET])).expect("load");
             let shown = toml::to_string(&c.redacted()).expect("toml");
             assert!(!shown.contains("pw-123") && shown.contains("redacted"), "{shown}");
+            assert!(!shown.contains("resume-secret"), "{shown}");
         }
         // Keys derived when unset are shown with the value in effect, as the new keys are.
         let shown: toml::Value =

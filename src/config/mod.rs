@@ -127,6 +127,10 @@ pub struct AuthConfig {
     /// itself is never in the file: it comes from `SWITCHBOARD_AUTH__API_KEYS__<NAME>` (upper case, `-` as `_`),
     /// e.g. from a Kubernetes Secret. A caller with a key is the user `api-key:<name>` in `org`.
     pub api_keys: Vec<ApiKeyConfig>,
+    /// (secret, ≥ 32 bytes) Signs the `resumeToken` a socket without a JWT uses to reopen its session after
+    /// a reconnect or a reload. Set it from `SWITCHBOARD_AUTH__RESUME_SECRET`, the same on every pod; required
+    /// with `redis_url`. Unset without Redis: a key made at boot (tokens end with the process).
+    pub resume_secret: String,
 }
 
 /// One server-side caller's API key.
@@ -166,6 +170,9 @@ pub struct HttpConfig {
     /// An HTTP keep-alive connection with no new request for this many milliseconds is closed (WebSockets
     /// keep themselves alive and are not affected).
     pub idle_timeout_ms: u64,
+    /// Proxies (addresses or networks, `10.0.0.0/8`) whose `X-Forwarded-For` is believed when they are the
+    /// peer: the client address that budgets anonymous callers is then the first hop they did not add.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -176,6 +183,7 @@ impl Default for HttpConfig {
             allowed_origins: Vec::new(),
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -253,6 +261,17 @@ pub struct LimitsConfig {
     /// Bytes one user may have replayed per minute across every socket and pod; a resume past it gets
     /// `RATE_LIMITED`.
     pub replay_bytes_per_user_per_minute: u64,
+    /// Sessions (and gateway namespaces) one caller may create per minute on every door and pod; an anonymous
+    /// caller counts per client address. More get `RATE_LIMITED`.
+    pub sessions_per_user_per_minute: u64,
+    /// Frames one WebSocket may send per second, on average (a token bucket); past it a frame is answered
+    /// `RATE_LIMITED` with `retryAfterMs` and not handled, and the socket stays open.
+    pub frames_per_connection_per_s: u32,
+    /// Frames a socket may send at once before [`LimitsConfig::frames_per_connection_per_s`] paces it.
+    pub frames_burst: u32,
+    /// History reads (`list_conversations`, `get_messages`, their REST forms) one caller may make per minute
+    /// on every door and pod; each costs a page of backend reads.
+    pub reads_per_user_per_minute: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -266,6 +285,12 @@ pub struct SessionConfig {
     /// Messages kept per conversation: past it the oldest go (history and paging keep counting from the first
     /// message ever), so a long-lived conversation costs a bounded amount of memory.
     pub conversation_max_messages: usize,
+    /// A conversation that never gets a message is deleted after this many seconds (an abandoned page's
+    /// session costs the backend an hour, not `conversation_ttl_s`).
+    pub empty_conversation_ttl_s: u64,
+    /// Conversations kept per user: past it the least recently used is deleted, so one caller creating
+    /// sessions cannot grow the backend without bound.
+    pub conversations_per_user: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -275,83 +300,6 @@ pub struct DrainConfig {
     pub timeout_s: u64,
     /// Seconds between failing readiness and closing sockets (lets the load balancer notice).
     pub pre_stop_s: u64,
-}
-
-/// One agent: a system prompt, its tools and which of them need a human's approval.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AgentConfig {
-    pub id: String,
-    pub name: String,
-    #[serde(default)]
-    pub system_prompt: String,
-    /// Glob patterns (`*`, `?`); a matching tool call parks the turn for approval.
-    #[serde(default)]
-    pub confirm_tools: Vec<String>,
-    /// Models a client may pick per turn with `send_message.model`.
-    #[serde(default)]
-    pub models: Vec<String>,
-    #[serde(default)]
-    pub tools: Vec<ToolConfig>,
-    /// Interaction kinds whose raise tools the model is offered: `identity_intake`, `choices`.
-    #[serde(default = "default_interactions")]
-    pub interactions: Vec<InteractionKind>,
-    /// `public` (default: `end_user` tools need an OTP-verified session, `admin` tools are refused) or
-    /// `internal` (every tool level passes).
-    #[serde(default)]
-    pub visibility: Visibility,
-    /// Knowledge sets this agent searches; unset = every set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub knowledge_sets: Option<Vec<String>>,
-    /// Page origins that may open sessions with this agent (`*`, exact, or `https://*.example.com`), checked on
-    /// create against the socket's `Origin`; empty = any.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub allowed_origins: Vec<String>,
-    /// (secret, ≥ 32 bytes) Verifies a widget's `authContext`. Better from
-    /// `SWITCHBOARD_WIDGET_SECRETS__<AGENT_ID>` (upper case, other characters as `_`) than from the file.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub widget_secret: String,
-    /// The first words a visitor sees, before they write (sent to extended clients with a new session; not
-    /// stored in the conversation, not given to the model).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub greeting: Option<String>,
-}
-
-impl AgentConfig {
-    /// The environment variable that may hold this agent's widget secret.
-    pub fn widget_secret_env(&self) -> String {
-        let id: String =
-            self.id.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
-        format!("{}{id}", load::WIDGET_SECRET_PREFIX)
-    }
-}
-
-fn default_interactions() -> Vec<InteractionKind> {
-    vec![InteractionKind::IdentityIntake, InteractionKind::Choices]
-}
-
-/// An HTTP webhook tool owned by the host application.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ToolConfig {
-    pub name: String,
-    #[serde(default)]
-    pub description: String,
-    /// JSON Schema of the arguments, given to the model as is.
-    #[serde(default = "default_parameters")]
-    pub parameters: serde_json::Value,
-    pub url: String,
-    /// Who may run it on a public agent: `none`, `end_user` (an OTP-verified session), `admin` (never).
-    #[serde(default)]
-    pub auth_level: AuthLevel,
-    /// What a visitor reads while it runs ("Checking your order"); on a public agent a tool without one is
-    /// shown as a generic step, never by its internal name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub title: Option<String>,
-}
-
-fn default_parameters() -> serde_json::Value {
-    serde_json::json!({"type": "object", "properties": {}})
 }
 
 impl Default for Config {
@@ -409,6 +357,7 @@ impl Default for AuthConfig {
             jwt_issuer: String::new(),
             jwt_audience: String::new(),
             default_org: String::new(),
+            resume_secret: String::new(),
         }
     }
 }
@@ -449,12 +398,22 @@ impl Default for LimitsConfig {
             turns_per_user: 5,
             resume_replay_bytes: 1 << 20,
             replay_bytes_per_user_per_minute: 32 << 20,
+            sessions_per_user_per_minute: 30,
+            frames_per_connection_per_s: 20,
+            frames_burst: 40,
+            reads_per_user_per_minute: 120,
         }
     }
 }
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { idle_ttl_s: 86_400, conversation_ttl_s: 30 * 86_400, conversation_max_messages: 1_000 }
+        Self {
+            idle_ttl_s: 86_400,
+            conversation_ttl_s: 30 * 86_400,
+            conversation_max_messages: 1_000,
+            empty_conversation_ttl_s: 3_600,
+            conversations_per_user: 1_000,
+        }
     }
 }
 impl Default for DrainConfig {
@@ -463,12 +422,14 @@ impl Default for DrainConfig {
     }
 }
 
+mod agent;
 mod features;
 mod load;
 mod modes;
 mod redact;
 mod validate;
 
+pub use agent::{AgentConfig, ToolConfig};
 pub use features::{InteractionConfig, KnowledgeConfig, KnowledgeDocument, OtpConfig, OtpDelivery, WidgetConfig};
 pub use modes::{AuthLevel, AuthMode, InteractionKind, LogFormat, OtpDeliveryMode, Visibility};
 

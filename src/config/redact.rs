@@ -17,6 +17,7 @@ impl Config {
             hide(v);
         }
         hide(&mut c.auth.jwt_hs256_secret);
+        hide(&mut c.auth.resume_secret);
         hide(&mut c.tools.signing_secret);
         for k in &mut c.auth.api_keys {
             hide(&mut k.key);

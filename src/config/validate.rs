@@ -46,7 +46,7 @@ impl Config {
         positive("llm.timeout_s", self.llm.timeout_s)?;
         match self.auth.mode {
             AuthMode::None => {
-                let loopback = self.bind.parse::<SocketAddr>().is_ok_and(|a| a.ip().is_loopback());
+                let loopback = self.bind_is_loopback();
                 if !loopback && !self.auth.allow_anonymous {
                     return Err(invalid(
                         "auth.allow_anonymous",
@@ -139,6 +139,32 @@ impl Config {
         positive("limits.sessions_per_connection", self.limits.sessions_per_connection as u64)?;
         positive("limits.messages_per_user_per_minute", self.limits.messages_per_user_per_minute)?;
         positive("limits.sockets_per_user", self.limits.sockets_per_user as u64)?;
+        positive("limits.sessions_per_user_per_minute", self.limits.sessions_per_user_per_minute)?;
+        positive("limits.frames_per_connection_per_s", self.limits.frames_per_connection_per_s as u64)?;
+        if self.limits.frames_burst < self.limits.frames_per_connection_per_s {
+            return Err(invalid("limits.frames_burst", "must be at least limits.frames_per_connection_per_s"));
+        }
+        positive("limits.reads_per_user_per_minute", self.limits.reads_per_user_per_minute)?;
+        positive("session.empty_conversation_ttl_s", self.session.empty_conversation_ttl_s)?;
+        positive("session.conversations_per_user", self.session.conversations_per_user as u64)?;
+        if self.auth.resume_secret.is_empty() && !self.redis_url.is_empty() {
+            return Err(invalid(
+                "auth.resume_secret",
+                "must be set with redis_url (every pod checks the others' resume tokens): \
+                 set SWITCHBOARD_AUTH__RESUME_SECRET to the same 32+ byte secret on every pod",
+            ));
+        }
+        if !self.auth.resume_secret.is_empty() && self.auth.resume_secret.len() < 32 {
+            return Err(invalid("auth.resume_secret", "must be at least 32 bytes"));
+        }
+        for (i, proxy) in self.http.trusted_proxies.iter().enumerate() {
+            if crate::client_addr::parse_proxy(proxy).is_none() {
+                return Err(invalid(
+                    &format!("http.trusted_proxies[{i}]"),
+                    "must be an IP address or network (10.0.0.0/8)",
+                ));
+            }
+        }
         if self.limits.resume_replay_bytes < 65_536 {
             return Err(invalid("limits.resume_replay_bytes", "must be at least 65536"));
         }
@@ -169,6 +195,9 @@ impl Config {
             }
             if agent.name.is_empty() {
                 return Err(invalid(&key("name"), "must not be empty"));
+            }
+            if agent.org.is_empty() {
+                return Err(invalid(&key("org"), "must not be empty"));
             }
             if agent.confirm_tools.iter().any(|p| p.is_empty()) {
                 return Err(invalid(&key("confirm_tools"), "patterns must not be empty"));

@@ -88,11 +88,13 @@ pub(crate) struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// A budget's wait (`retry_after_ms` and a `Retry-After` header, whole seconds rounded up).
+    retry_after_ms: Option<u64>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), retry_after_ms: None }
     }
     fn invalid(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
@@ -120,17 +122,22 @@ impl From<ClientError> for ApiError {
             | ErrorCode::NoPendingConfirmation => (StatusCode::NOT_FOUND, "not_found"),
             ErrorCode::TurnInProgress => (StatusCode::CONFLICT, "turn_in_progress"),
             ErrorCode::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ErrorCode::OriginNotAllowed => (StatusCode::FORBIDDEN, "origin_not_allowed"),
             ErrorCode::LlmUnavailable => (StatusCode::BAD_GATEWAY, "model_unavailable"),
             ErrorCode::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "runtime_error"),
         };
-        ApiError::new(status, code, e.message)
+        ApiError { retry_after_ms: e.retry_after_ms, ..ApiError::new(status, code, e.message) }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({"error": self.message, "code": self.code}))).into_response()
+        let mut body = json!({"error": self.message, "code": self.code});
+        let Some(ms) = self.retry_after_ms else { return (self.status, Json(body)).into_response() };
+        body["retry_after_ms"] = json!(ms);
+        let seconds = ms.div_ceil(1_000).to_string();
+        (self.status, [(header::RETRY_AFTER, seconds)], Json(body)).into_response()
     }
 }
 
@@ -142,7 +149,13 @@ impl axum::extract::FromRequestParts<Arc<Api>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
-        api.caller(&parts.headers).await.map(Caller)
+        let who = api.caller(&parts.headers).await?;
+        let trusted = &api.app.config.http.trusted_proxies;
+        Ok(Caller(who.seen_from(crate::client_addr::client_address(
+            crate::client_addr::peer(&parts.extensions),
+            &parts.headers,
+            trusted,
+        ))))
     }
 }
 

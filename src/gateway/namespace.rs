@@ -63,6 +63,8 @@ pub(crate) async fn open(
     if let Some(s) = find(app, who, ns).await? {
         return Ok(s);
     }
+    // A new namespace is a new session: the caller's session budget, as on every door.
+    app.turns.take_session(who).await?;
     let now = now_ms();
     let conversation_id = conversation_id(who, ns);
     // The conversation outlives the session's idle TTL; a session created again finds it and keeps its history.
@@ -102,7 +104,13 @@ mod tests {
     use super::*;
 
     fn who(user: &str, org: &str) -> Identity {
-        Identity { user_id: user.into(), org_id: org.into(), expires_at: None, role: crate::auth::Role::Basic }
+        Identity {
+            user_id: user.into(),
+            org_id: org.into(),
+            expires_at: None,
+            role: crate::auth::Role::Basic,
+            address: None,
+        }
     }
 
     #[test]

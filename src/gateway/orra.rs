@@ -21,6 +21,17 @@ fn invalid(conn: &Conn, why: &str) {
     conn.reply(&error_frame(format!("invalid message: {why}")));
 }
 
+/// A frame refused before it is read (the connection's frame budget): an orra `error` with the wait.
+pub(crate) fn refuse(conn: &Conn, e: &ClientError) {
+    conn.app.metrics.error(e.code);
+    let mut frame = error_frame(&e.message);
+    frame["code"] = json!(e.code.as_str());
+    if let Some(ms) = e.retry_after_ms {
+        frame["retry_after_ms"] = json!(ms);
+    }
+    conn.reply(&frame);
+}
+
 /// One client frame of an orra socket.
 pub(crate) async fn handle(conn: &mut Conn, text: &str) {
     let Ok(frame) = serde_json::from_str::<Value>(text) else {
@@ -69,7 +80,7 @@ async fn chat(conn: &mut Conn, frame: &Value) -> Result<(), ApiError> {
         let max = app.config.limits.messages_per_minute;
         return Err(ApiError::invalid(format!("rate limited: more than {max} messages per minute")));
     }
-    let r = rest::resolve(&app, &conn.identity, req).await?;
+    let r = rest::resolve(&app, &conn.identity, req, conn.origin.as_deref()).await?;
     conn.attach_session(&r.session.session_id, None).await?;
     let who = conn.identity.clone();
     rest::run(&app, &who, r).await?;

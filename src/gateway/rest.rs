@@ -49,8 +49,14 @@ pub(super) struct Resolved {
     message: String,
 }
 
-/// Checks a chat request (message, namespace, agent, model) and opens or creates the namespace's session.
-pub(super) async fn resolve(app: &App, who: &Identity, req: ChatRequest) -> Result<Resolved, ApiError> {
+/// Checks a chat request (message, namespace, agent, model; for a browser's socket its page `origin` against
+/// the agent's `allowed_origins`) and opens or creates the namespace's session.
+pub(super) async fn resolve(
+    app: &App,
+    who: &Identity,
+    req: ChatRequest,
+    origin: Option<&str>,
+) -> Result<Resolved, ApiError> {
     if req.message.trim().is_empty() || req.message.chars().count() > MAX_MESSAGE_CHARS {
         return Err(ApiError::invalid(format!("message must be 1-{MAX_MESSAGE_CHARS} characters")));
     }
@@ -73,6 +79,7 @@ pub(super) async fn resolve(app: &App, who: &Identity, req: ChatRequest) -> Resu
     let agent =
         app.agents.get(&agent_id).ok_or_else(|| ApiError::not_found(format!("agent '{agent_id}' not found")))?;
     // Everything is checked before a new namespace is created: a refused request leaves nothing behind.
+    crate::widget::auth::check_origin(&agent, origin)?;
     app.turns.check(&agent_id, req.model.as_deref(), None)?;
     let session = match existing {
         Some(s) => s,
@@ -99,7 +106,7 @@ pub(super) async fn start(api: &Api, who: &Identity, req: ChatRequest) -> Result
             format!("more than {max} turns per minute"),
         ));
     }
-    let r = resolve(app, who, req).await?;
+    let r = resolve(app, who, req, None).await?;
     // Opened before the turn runs, so none of its events is missed.
     let watch = SessionWatch::open(app, &r.session.session_id, None).await?;
     let (session, namespace) = (r.session.clone(), r.namespace.clone());
@@ -207,6 +214,7 @@ async fn namespace_conversation(app: &App, who: &Identity, ns: &str) -> Result<C
 pub(super) async fn list(State(api): State<Arc<Api>>, Caller(who): Caller) -> Response {
     reply(
         async {
+            api.app.turns.take_read(&who).await?;
             let page = api
                 .app
                 .backends
@@ -236,6 +244,7 @@ pub(super) async fn show(State(api): State<Arc<Api>>, Path(ns): Path<String>, Ca
     reply(
         async {
             let c = namespace_conversation(&api.app, &who, &ns).await?;
+            api.app.turns.take_read(&who).await?;
             let page = api
                 .app
                 .backends

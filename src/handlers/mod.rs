@@ -4,16 +4,16 @@
 use serde_json::{json, Value};
 
 mod answers;
+mod create;
 mod resume;
 
 use crate::backend::{ConversationRecord, Gate, SessionRecord, StoredMessage};
 use crate::conn::Conn;
 use crate::error::{ClientError, ErrorCode};
 use crate::ids::RequestId;
-use crate::protocol::inbound::{Action, CreateSession, ParseError, Request, SendMessage};
+use crate::protocol::inbound::{Action, ParseError, Request, SendMessage};
 use crate::protocol::outbound as out;
 use crate::turn::{StartRequest, TurnInput};
-use crate::util::{new_id, now_ms};
 
 pub(crate) async fn handle(conn: &mut Conn, parsed: Result<Request, ParseError>) {
     let req = match parsed {
@@ -30,7 +30,7 @@ async fn dispatch(conn: &mut Conn, req: Request) -> Result<(), ClientError> {
     let rid = req.request_id.as_deref();
     match req.action {
         Action::Ping => conn.reply(&out::pong(rid)),
-        Action::CreateSession(c) => create_session(conn, rid, c).await?,
+        Action::CreateSession(c) => create::create_session(conn, rid, c).await?,
         Action::SendMessage(m) => send_message(conn, rid, m).await?,
         Action::GetSession { session_id } => get_session(conn, rid, &session_id).await?,
         Action::GetMessages { session_id, limit, cursor } => {
@@ -45,8 +45,8 @@ async fn dispatch(conn: &mut Conn, req: Request) -> Result<(), ClientError> {
         Action::SubmitInteraction(s) => answers::submit_interaction(conn, rid, s).await?,
         Action::VerifyOtp { session_id, code } => answers::verify_otp(conn, rid, &session_id, &code).await?,
         Action::Cancel { session_id } => cancel(conn, rid, session_id).await?,
-        Action::ResumeSession { session_id, after_seq, epoch } if conn.extended => {
-            resume::resume(conn, rid, &session_id, after_seq, epoch.as_deref()).await?
+        Action::ResumeSession { session_id, after_seq, epoch, proof } if conn.extended => {
+            resume::resume(conn, rid, &session_id, after_seq, epoch.as_deref(), proof).await?
         }
         Action::ResumeSession { .. } => {
             return Err(ClientError::new(
@@ -58,17 +58,22 @@ async fn dispatch(conn: &mut Conn, req: Request) -> Result<(), ClientError> {
     Ok(())
 }
 
-/// The session if it exists and belongs to this socket's identity; otherwise `SESSION_NOT_FOUND`.
+/// The session if it exists and belongs to this socket's identity; otherwise `SESSION_NOT_FOUND`. A page
+/// whose origin the session's agent does not allow gets `ORIGIN_NOT_ALLOWED` on every action, not only create.
 pub(super) async fn owned_session(conn: &Conn, session_id: &str) -> Result<SessionRecord, ClientError> {
-    crate::tenancy::owned_session(&conn.app, session_id, &conn.identity).await
+    let session = crate::tenancy::owned_session(&conn.app, session_id, &conn.identity).await?;
+    if let Some(agent) = conn.app.agents.get(&session.agent_id) {
+        crate::widget::auth::check_origin(&agent, conn.origin.as_deref())?;
+    }
+    Ok(session)
 }
 
 /// The conversation if it exists and belongs to this socket's identity; otherwise `CONVERSATION_NOT_FOUND`.
-async fn owned_conversation(conn: &Conn, conversation_id: &str) -> Result<ConversationRecord, ClientError> {
+pub(super) async fn owned_conversation(conn: &Conn, conversation_id: &str) -> Result<ConversationRecord, ClientError> {
     crate::tenancy::owned_conversation(&conn.app, conversation_id, &conn.identity).await
 }
 
-fn session_data(s: &SessionRecord) -> Value {
+pub(super) fn session_data(s: &SessionRecord) -> Value {
     json!({
         "sessionId": s.session_id,
         "conversationId": s.conversation_id,
@@ -77,86 +82,6 @@ fn session_data(s: &SessionRecord) -> Value {
         "userParticipantId": s.user_participant_id,
         "agentParticipantId": s.agent_participant_id,
     })
-}
-
-async fn create_session(conn: &mut Conn, rid: Option<&str>, c: CreateSession) -> Result<(), ClientError> {
-    conn.may_follow_another_session()?;
-    let app = conn.app.clone();
-    let agent = app
-        .agents
-        .get(&c.agent_id)
-        .ok_or_else(|| ClientError::new(ErrorCode::AgentNotFound, format!("agent '{}' not found", c.agent_id)))?;
-    crate::widget::auth::check_origin(&agent, conn.origin.as_deref())?;
-    if let Some(ctx) = &c.auth_context {
-        // Only an anonymous socket takes a widget's identity: a token's user is not replaced by a page's claim.
-        if conn.identity.user_id != crate::auth::ANONYMOUS_USER {
-            return Err(ClientError::new(ErrorCode::AuthContextInvalid, "this connection is already authenticated"));
-        }
-        let user = crate::widget::auth::verify(&agent, ctx, chrono::Utc::now().timestamp())?;
-        conn.act_as(&user).await;
-    }
-    let now = now_ms();
-    let (conversation_id, new_conv, inherited) = match c.conversation_id {
-        Some(cid) => {
-            let existing = owned_conversation(conn, &cid).await?;
-            (cid, None, existing.supports)
-        }
-        None => {
-            let cid = new_id();
-            let conv = ConversationRecord {
-                conversation_id: cid.clone(),
-                user_id: conn.identity.user_id.clone(),
-                org_id: conn.identity.org_id.clone(),
-                agent_id: c.agent_id.clone(),
-                title: String::new(),
-                created_at_ms: now,
-                updated_at_ms: now,
-                message_count: 0,
-                namespace: None,
-                supports: c.supports.clone(),
-            };
-            (cid, Some(conv), None)
-        }
-    };
-    // Declared capabilities replace the conversation's; none declared inherits them (a reconnect is not a
-    // downgrade to text-only).
-    let supports = match (&c.supports, new_conv.is_none()) {
-        (Some(declared), true) => {
-            app.backends.sessions.set_conversation_supports(&conversation_id, declared).await?;
-            declared.clone()
-        }
-        (Some(declared), false) => declared.clone(),
-        (None, _) => inherited.unwrap_or_default(),
-    };
-    let session = SessionRecord {
-        session_id: new_id(),
-        conversation_id,
-        agent_id: c.agent_id.clone(),
-        agent_name: agent.name.clone(),
-        user_id: conn.identity.user_id.clone(),
-        org_id: conn.identity.org_id.clone(),
-        user_participant_id: new_id(),
-        agent_participant_id: new_id(),
-        created_at_ms: now,
-        namespace: None,
-        supports,
-    };
-    app.backends.sessions.create_session(&session, new_conv.as_ref()).await?;
-    if c.user_name.is_some() || c.user_email.is_some() {
-        // An email that is not one stays off the session (the OTP gate would send codes to it).
-        let email = c.user_email.as_deref().and_then(crate::interactions::validate::normalise_email);
-        let name = c.user_name.as_deref().map(str::trim).filter(|n| !n.is_empty() && n.chars().count() <= 200);
-        app.backends.identity.stamp(&session.session_id, name, email.as_deref(), None).await?;
-    }
-    conn.attach_session(&session.session_id, None).await?;
-    conn.attach_agent(&c.agent_id).await?;
-    let mut data = session_data(&session);
-    // The agent's greeting, for a client that shows it (extended: v1's ack has a fixed shape).
-    if let (true, Some(greeting)) = (conn.extended, &agent.greeting) {
-        data["greeting"] = json!(greeting);
-    }
-    conn.reply(&out::immediate(rid, 200, "Session created", data));
-    Ok(())
 }
 
 async fn send_message(conn: &mut Conn, rid: Option<&str>, m: SendMessage) -> Result<(), ClientError> {
@@ -238,6 +163,7 @@ async fn get_messages(
 ) -> Result<(), ClientError> {
     let s = owned_session(conn, session_id).await?;
     let before = cursor.as_deref().map(|c| decode_cursor("m", c)).transpose()?;
+    conn.app.turns.take_read(&conn.identity).await?;
     let page = conn.app.backends.sessions.messages_page(&s.conversation_id, before, limit).await?;
     let messages: Vec<Value> = page.messages.iter().map(message_json).collect();
     let next = page.has_more.then(|| encode_cursor("m", page.oldest_index));
@@ -257,6 +183,7 @@ async fn list_conversations(
     cursor: Option<String>,
 ) -> Result<(), ClientError> {
     let offset = cursor.as_deref().map(|c| decode_cursor("c", c)).transpose()?.unwrap_or(0) as usize;
+    conn.app.turns.take_read(&conn.identity).await?;
     let page = conn
         .app
         .backends

@@ -10,11 +10,19 @@ use super::owned_session;
 use crate::app::App;
 use crate::conn::Conn;
 use crate::error::ClientError;
+use crate::protocol::inbound::OwnerProof;
 use crate::protocol::outbound as out;
 use crate::protocol::position::{replay_from, LogNow, StreamPosition};
 
 /// Events per log read while sizing a replay (the catch-up reads pages of the same size).
 const PAGE: usize = 256;
+
+/// A resume token for `who`'s session: valid for `session.idle_ttl_s` (each resume's ack carries a new one,
+/// so a session in use keeps a valid token).
+pub(super) fn token_for(app: &App, session_id: &str, who: &crate::auth::Identity) -> String {
+    let ttl_s = i64::try_from(app.config.session.idle_ttl_s).unwrap_or(i64::MAX / 2);
+    app.auth.resume.issue(session_id, who, chrono::Utc::now().timestamp().saturating_add(ttl_s))
+}
 
 pub(super) async fn resume(
     conn: &mut Conn,
@@ -22,9 +30,20 @@ pub(super) async fn resume(
     session_id: &str,
     after_seq: u64,
     epoch: Option<&str>,
+    proof: Option<OwnerProof>,
 ) -> Result<(), ClientError> {
-    owned_session(conn, session_id).await?;
     let app = conn.app.clone();
+    match proof {
+        // A socket without the owner's credentials (a reconnect, a reload) proves it, then acts as the owner.
+        Some(proof) => {
+            let (_, owner) = crate::tenancy::proven_session(&app, session_id, &conn.identity, &proof).await?;
+            conn.act_as(owner).await?;
+            owned_session(conn, session_id).await?;
+        }
+        None => {
+            owned_session(conn, session_id).await?;
+        }
+    }
     let log = &app.backends.log;
     let (current, bounds) = tokio::join!(log.epoch(session_id), log.bounds(session_id));
     let (current, (oldest, latest)) = (current?, bounds?);
@@ -46,7 +65,8 @@ pub(super) async fn resume(
         rid,
         200,
         "Session resumed",
-        json!({"sessionId": session_id, "seq": latest, "epoch": current, "recovered": recovered}),
+        json!({"sessionId": session_id, "seq": latest, "epoch": current, "recovered": recovered,
+               "resumeToken": token_for(&app, session_id, &conn.identity)}),
     ));
     conn.attach_session(session_id, Some((replay.after, current))).await?;
     Ok(())

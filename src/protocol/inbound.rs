@@ -49,6 +49,9 @@ pub(crate) enum Action {
         session_id: String,
         after_seq: u64,
         epoch: Option<String>,
+        /// Proves ownership on a socket without the owner's credentials: the create ack's `resumeToken`, or a
+        /// fresh widget `authContext`.
+        proof: Option<OwnerProof>,
     },
     /// The person's answer to a parked interaction: values, or `declined`.
     SubmitInteraction(SubmitInteraction),
@@ -81,6 +84,13 @@ pub(crate) struct CreateSession {
     pub supports: Option<Vec<String>>,
     /// A widget's signed identity, checked against the agent's `widget_secret`.
     pub auth_context: Option<AuthContext>,
+}
+
+/// How a `resume_session` proves the socket may act as the session's owner.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum OwnerProof {
+    Token(String),
+    AuthContext(AuthContext),
 }
 
 /// `authContext {userId, timestamp, signature}` as sent; verified by `widget::auth`.
@@ -117,6 +127,16 @@ pub(crate) struct ParseError {
 }
 
 /// Parses one text frame.
+/// The `requestId` of a frame that is refused without being handled (to answer it by its id).
+pub(crate) fn request_id_of(text: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        #[serde(rename = "requestId")]
+        request_id: Option<String>,
+    }
+    serde_json::from_str::<Id>(text).ok()?.request_id
+}
+
 pub(crate) fn parse(text: &str) -> Result<Request, ParseError> {
     let fail = |request_id: Option<String>, message: String| ParseError {
         request_id,
@@ -185,6 +205,11 @@ fn parse_action(action: &str, f: &Fields<'_>) -> Result<Action, ClientError> {
             session_id: f.req_str("sessionId")?,
             after_seq: f.req_u64("afterSeq")?,
             epoch: f.opt_str("epoch")?,
+            proof: match (f.opt_str("resumeToken")?, parse_auth_context(f.obj.get("authContext"))?) {
+                (Some(token), _) if token.len() <= 256 => Some(OwnerProof::Token(token)),
+                (Some(_), _) => return Err(ClientError::validation("'resumeToken' is at most 256 characters")),
+                (None, ctx) => ctx.map(OwnerProof::AuthContext),
+            },
         },
         "submit_interaction" => {
             // The requestId ties the answer to the parked turn's events: required here (the parser reads it

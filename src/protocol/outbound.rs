@@ -29,6 +29,10 @@ pub(crate) fn error(request_id: Option<&str>, e: &ClientError) -> Value {
     if let (Some(rid), Some(obj)) = (request_id, data.as_object_mut()) {
         obj.insert("requestId".into(), Value::String(rid.to_string()));
     }
+    // The v1 error keeps `{code, message}` exactly; extra context goes in `data.details`.
+    if let Some(ms) = e.retry_after_ms {
+        data["details"] = json!({"retryAfterMs": ms});
+    }
     with_rid(json!({"type": "error", "error": err, "data": data, "timestamp": now_ms()}), request_id)
 }
 

@@ -211,10 +211,34 @@ async fn knowledge_search(turns: &Turns, state: &mut TurnState, agent: &AgentCon
     }
 }
 
+/// The verified contact an `end_user` tool's webhook carries (email, else phone); None when the session's person
+/// proved nothing (or the store cannot say: the host then sees no contact and must refuse).
+async fn verified_contact(turns: &Turns, session_id: &str) -> Option<serde_json::Value> {
+    let contact = match turns.backends.identity.contact(session_id).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, session_id, "could not read the verified contact for a tool call");
+            return None;
+        }
+    };
+    if !contact.verified {
+        return None;
+    }
+    match (contact.email, contact.phone) {
+        (Some(email), _) => Some(serde_json::json!({"email": email, "verified": true})),
+        (None, Some(phone)) => Some(serde_json::json!({"phone": phone, "verified": true})),
+        (None, None) => None,
+    }
+}
+
 /// Calls a configured tool's webhook, in the `execute_tool` span.
 pub(super) async fn run_tool(turns: &Turns, state: &TurnState, agent: &AgentConfig, call: &ToolCall) -> ToolOutcome {
     let Some(tool) = agent.tools.iter().find(|t| t.name == call.function.name) else {
         return ToolOutcome { is_error: true, result: format!("unknown tool '{}'", call.function.name) };
+    };
+    let contact = match tool.auth_level {
+        AuthLevel::EndUser => verified_contact(turns, &state.session_id).await,
+        _ => None,
     };
     let ctx = ToolContext {
         session_id: &state.session_id,
@@ -223,6 +247,7 @@ pub(super) async fn run_tool(turns: &Turns, state: &TurnState, agent: &AgentConf
         user_id: &state.user_id,
         org_id: &state.org_id,
         files: &state.files,
+        contact,
     };
     let span = tracing::info_span!(
         "execute_tool",

@@ -64,7 +64,7 @@ impl Turns {
             return Err(ClientError::session_not_found(&session.session_id));
         }
         let plan = plan(self, &session.agent_id, req.model.as_deref(), req.skill.as_deref())?;
-        let spent = self.take_message(&caller.org_id, &caller.user_id).await?;
+        let spent = self.take_message(caller).await?;
         let request_id = req.request_id.unwrap_or_else(|| new_id().into());
         let turn_id = match acquire(self, session, &request_id).await {
             Ok(t) => t,
@@ -177,7 +177,7 @@ async fn prepare(
             text: input.message.clone(),
             created_at: now_rfc3339(),
         };
-        turns.backends.sessions.append_message(&session.conversation_id, &stored, now_ms()).await?;
+        append_or_reopen(turns, session, &stored).await?;
         // The org's admin-set overrides, read here so a change applies to the next turn on every pod.
         let org = turns.backends.settings.get_settings(&session.org_id).await?.unwrap_or_default();
         let prompt = org.system_prompt.as_deref().unwrap_or(&plan.agent.system_prompt);
@@ -244,4 +244,30 @@ async fn prepare(
 async fn give_back(turns: &Turns, session: &SessionRecord, turn_id: &str) {
     let _ = turns.backends.leases.release(&session.session_id, turn_id).await;
     let _ = turns.backends.quotas.release_hold(&super::hold_key(&session.org_id, &session.user_id), turn_id).await;
+}
+
+/// Stores the turn's message; a session whose conversation is gone (it never got a message within
+/// `session.empty_conversation_ttl_s`, or was trimmed past `session.conversations_per_user`) gets it back,
+/// empty, under the same id, so the session keeps working.
+async fn append_or_reopen(turns: &Turns, session: &SessionRecord, message: &StoredMessage) -> Result<(), ClientError> {
+    let sessions = &turns.backends.sessions;
+    if sessions.append_message(&session.conversation_id, message, now_ms()).await? {
+        return Ok(());
+    }
+    let now = now_ms();
+    let conversation = crate::backend::ConversationRecord {
+        conversation_id: session.conversation_id.clone(),
+        user_id: session.user_id.clone(),
+        org_id: session.org_id.clone(),
+        agent_id: session.agent_id.clone(),
+        title: String::new(),
+        created_at_ms: now,
+        updated_at_ms: now,
+        message_count: 0,
+        namespace: session.namespace.clone(),
+        supports: Some(session.supports.clone()),
+    };
+    sessions.create_session(session, Some(&conversation)).await?;
+    sessions.append_message(&session.conversation_id, message, now).await?;
+    Ok(())
 }

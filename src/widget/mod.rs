@@ -16,9 +16,10 @@ use axum::Router;
 
 use crate::app::App;
 
-/// The component's source, as served: one module script, kept in three files (the header with the usage notes,
-/// the look, the behaviour) only so that each stays readable.
-const WIDGET_JS: &str = concat!(include_str!("header.js"), include_str!("look.js"), include_str!("widget.js"));
+/// The component's source, as served: one module script, kept in four files (the header with the usage notes,
+/// the look, the behaviour, the connection) only so that each stays readable.
+const WIDGET_JS: &str =
+    concat!(include_str!("header.js"), include_str!("look.js"), include_str!("widget.js"), include_str!("link.js"));
 const DEMO_HTML: &str = include_str!("demo.html");
 
 /// The path of this version's immutable copy.

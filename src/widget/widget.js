@@ -1,4 +1,4 @@
-// <switchboard-chat>, part 2 of 2: the component (after look.js, in the same served script).
+// <switchboard-chat>, part 2 of 3: the component (after look.js; link.js adds its connection and defines it).
 
 let counter = 0;
 const newId = (prefix) => `${prefix}-${Date.now().toString(36)}-${(++counter).toString(36)}`;
@@ -34,6 +34,9 @@ class SwitchboardChat extends HTMLElement {
     this.steps = new Map(); // tool name → its step line in the running turn
     this.attempt = 0;
     this.stopped = false;
+    this.resumeToken = null; // proves this page owns the session on a new socket (from the create ack)
+    this.turnSeq = 0; // the last event before the running turn's first: a reload shows the turn from there
+    this.doneTurn = null; // a turn that ended while the page reloaded: its replayed events are not shown twice
   }
 
   connectedCallback() {
@@ -52,6 +55,7 @@ class SwitchboardChat extends HTMLElement {
     });
     this.stopBtn.addEventListener("click", () => this.cancel());
     this.stopped = false;
+    this.restore();
     this.connect();
   }
 
@@ -59,141 +63,6 @@ class SwitchboardChat extends HTMLElement {
     this.stopped = true;
     clearTimeout(this.retryTimer);
     if (this.ws) this.ws.close(1000);
-  }
-
-  get endpoint() {
-    const given = this.getAttribute("endpoint");
-    if (given) return given;
-    const u = new URL("/ws", import.meta.url);
-    u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
-    return u.href;
-  }
-
-  setState(state, words) {
-    this.stateEl.dataset.state = state;
-    this.stateEl.textContent = words;
-  }
-
-  connect() {
-    if (this.stopped) return;
-    const url = new URL(this.endpoint);
-    const token = this.getAttribute("token");
-    if (token) url.searchParams.set("token", token);
-    if (this.stateEl.dataset.state !== "busy") {
-      this.setState(this.attempt ? "reconnecting" : "connecting", this.attempt ? "Reconnecting…" : "Connecting…");
-    }
-    let ws;
-    try {
-      ws = new WebSocket(url.href, ["switchboard"]);
-    } catch (e) {
-      this.showError(null, "The chat address is not valid.");
-      return;
-    }
-    this.ws = ws;
-    let opened = false;
-    ws.onopen = () => {
-      opened = true;
-      this.attempt = 0;
-      this.setState("connected", "Connected");
-      if (this.sessionId) {
-        this.send({ action: "resume_session", requestId: newId("resume"), sessionId: this.sessionId,
-          afterSeq: this.lastSeq, epoch: this.epoch || undefined });
-      } else {
-        this.createSession();
-      }
-    };
-    ws.onmessage = (m) => {
-      let frame;
-      try {
-        frame = JSON.parse(m.data);
-      } catch {
-        return;
-      }
-      this.onFrame(frame);
-    };
-    ws.onclose = (ev) => {
-      if (this.ws !== ws) return;
-      this.ws = null;
-      if (this.stopped) return;
-      if (ev.code === 4401) this.showError(null, "Your session expired. Please reload the page.");
-      if (opened) {
-        this.scheduleReconnect();
-      } else {
-        // Refused before it opened: a browser hides the status, so ask the same address over plain HTTP.
-        this.whyRefused(url).then((waitMore) => {
-          if (waitMore !== null) this.scheduleReconnect(waitMore);
-        });
-      }
-    };
-  }
-
-  // Why the server refused the socket, shown in words. Resolves to a delay before trying again, undefined for
-  // the usual backoff, or null to stop (only a reload can help: sign-in needed, or not allowed on this site).
-  async whyRefused(url) {
-    const http = new URL(url.href);
-    http.protocol = http.protocol === "wss:" ? "https:" : "http:";
-    let status = 0;
-    try {
-      status = (await fetch(http.href, { credentials: "omit", cache: "no-store" })).status;
-    } catch {
-      return undefined; // unreachable: the network or the server is down
-    }
-    if (status === 401) {
-      this.setState("refused", "Sign-in needed");
-      this.showError("UNAUTHORIZED", "Please sign in to use this chat, then reload the page.");
-      return null;
-    }
-    if (status === 403) {
-      this.setState("refused", "Not available");
-      this.showError("ORIGIN_NOT_ALLOWED", "This chat is not available on this site.");
-      return null;
-    }
-    if (status === 429) {
-      this.setState("busy", "Too many chats open");
-      if (!this.shadowRoot.querySelector('.error[data-code="RATE_LIMITED"]')) {
-        this.showError("RATE_LIMITED", "Too many chats are open from here. Close another chat tab; this one keeps trying.");
-      }
-      return 5000 + Math.random() * 5000;
-    }
-    return undefined;
-  }
-
-  scheduleReconnect(afterMs) {
-    // A refusal's words (too many chats open) stay up while it keeps trying.
-    if (this.stateEl.dataset.state !== "busy") this.setState("reconnecting", "Reconnecting…");
-    const base = Math.min(10000, 300 * 2 ** this.attempt);
-    const delay = afterMs ?? base / 2 + Math.random() * (base / 2);
-    this.attempt += 1;
-    clearTimeout(this.retryTimer);
-    this.retryTimer = setTimeout(() => this.connect(), delay);
-  }
-
-  send(frame) {
-    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
-      this.ws.send(JSON.stringify(frame));
-      return true;
-    }
-    return false;
-  }
-
-  createSession() {
-    const frame = { action: "create_conversation_session", requestId: newId("create"),
-      agentId: this.getAttribute("agent-id") || "", supports: SUPPORTS };
-    const name = this.getAttribute("user-name");
-    const email = this.getAttribute("user-email");
-    if (name) frame.userName = name;
-    if (email) frame.userEmail = email;
-    const ctx = this.getAttribute("auth-context");
-    if (ctx) {
-      try {
-        frame.authContext = JSON.parse(ctx);
-      } catch {
-        this.showError(null, ERROR_WORDS.AUTH_CONTEXT_INVALID);
-        return;
-      }
-    }
-    this.createRid = frame.requestId;
-    this.send(frame);
   }
 
   // Says why Enter did nothing (the message stays in the box); an empty text hides the hint.
@@ -224,6 +93,8 @@ class SwitchboardChat extends HTMLElement {
 
   startTurn(requestId) {
     this.turn = requestId;
+    this.turnSeq = this.lastSeq;
+    this.save();
     this.bubble = null;
     this.steps = new Map();
     this.stopBtn.hidden = false;
@@ -231,6 +102,7 @@ class SwitchboardChat extends HTMLElement {
 
   endTurn() {
     this.turn = null;
+    this.save();
     this.hint("");
     this.bubble = null;
     this.stopBtn.hidden = true;
@@ -265,17 +137,23 @@ class SwitchboardChat extends HTMLElement {
     }
     if (frame.seq <= this.lastSeq) return false;
     this.lastSeq = frame.seq;
+    this.save();
     return true;
   }
 
   onFrame(f) {
     if (!this.fresh(f)) return;
+    if (this.doneTurn && f.requestId === this.doneTurn && typeof f.seq === "number") return;
     const data = f.data || {};
     const inner = data.data || {};
     switch (f.type) {
       case "immediate_response":
-        if (f.requestId === this.createRid && data.sessionId) {
+        if (f.requestId === this.historyRid) {
+          this.showHistory(Array.isArray(data.messages) ? data.messages : []);
+        } else if (f.requestId === this.createRid && data.sessionId) {
           this.sessionId = data.sessionId;
+          this.resumeToken = data.resumeToken || null;
+          this.save();
           // The agent's greeting opens an empty conversation (it is not a message of it).
           if (data.greeting && !this.log.querySelector(".msg")) {
             this.add(el("div", { class: "msg assistant greeting", part: "message assistant" }, data.greeting));
@@ -284,6 +162,9 @@ class SwitchboardChat extends HTMLElement {
           this.closeCard(this.interaction, data.declined ? "Declined." : "Thanks!");
           this.interaction = null;
         } else if (data.epoch !== undefined && data.sessionId === this.sessionId) {
+          this.triedContext = false;
+          if (data.resumeToken) this.resumeToken = data.resumeToken;
+          this.save();
           if (data.epoch !== this.epoch) {
             this.epoch = data.epoch;
             if (!data.recovered) this.lastSeq = 0;
@@ -331,6 +212,10 @@ class SwitchboardChat extends HTMLElement {
         break;
       case "error": {
         const err = f.error || data.error || {};
+        if (err.code === "SESSION_NOT_FOUND" && f.requestId && [this.resumeRid, this.historyRid].includes(f.requestId)) {
+          this.lostSession();
+          break;
+        }
         this.showError(err.code, ERROR_WORDS[err.code] || err.message || "Something went wrong.");
         if (err.code === "SESSION_NOT_FOUND") this.sessionId = null;
         // OTP_SEND_FAILED is said mid-turn; the turn still ends with its eventual_response.
@@ -513,8 +398,6 @@ class SwitchboardChat extends HTMLElement {
     input.focus();
   }
 }
-
-if (!customElements.get("switchboard-chat")) customElements.define("switchboard-chat", SwitchboardChat);
 
 // Interaction answers are sent when the card is submitted; the server's interaction_invalid lists what to fix and
 // the card stays until an answer is accepted (the resumed turn then continues in the log).

@@ -50,6 +50,7 @@ pub(crate) async fn upgrade(
     Query(q): Query<WsQuery>,
     headers: HeaderMap,
     slot: Option<axum::Extension<crate::listen::ConnectionSlot>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     // A refusal is a JSON body a page can read: a browser's WebSocket never sees the status, so the widget asks
@@ -80,12 +81,14 @@ pub(crate) async fn upgrade(
             return refuse(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "a valid token is required to chat here");
         }
     };
-    // Sockets per user, across pods (the registry's live entries of this user): a client opening sockets in a
+    let address = crate::client_addr::client_address(peer.map(|p| p.0 .0), &headers, &app.config.http.trusted_proxies);
+    let identity = identity.seen_from(address);
+    // Sockets per caller (a user, or an anonymous caller's address), across pods: a client opening sockets in a
     // loop is refused before it costs a task, a queue and two subscriptions each.
-    let quota = app.config.limits.sockets_per_user;
-    match app.backends.registry.count_user(&identity.org_id, &identity.user_id).await {
-        Ok(open) if open >= quota => {
-            tracing::debug!(user = %identity.user_id, quota, "websocket upgrade refused: sockets per user");
+    let connection_id: Arc<str> = Arc::from(crate::util::new_id());
+    match app.turns.hold_socket(&identity, &connection_id, REGISTRY_TTL_MS).await {
+        Ok(false) => {
+            tracing::debug!(user = %identity.user_id, "websocket upgrade refused: sockets per user");
             app.metrics.connection_refused(Refusal::SocketsPerUser);
             return refuse(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -93,12 +96,13 @@ pub(crate) async fn upgrade(
                 "too many open connections for this user (limits.sockets_per_user)",
             );
         }
-        Ok(_) => {}
-        // The registry is best effort: an unreachable Redis fails readiness, it does not refuse sockets here.
+        Ok(true) => {}
+        // Best effort: an unreachable Redis fails readiness, it does not refuse sockets here.
         Err(e) => tracing::warn!(error = %e, "could not count the user's sockets"),
     }
     let Ok(ws) = ws else {
-        // Every check passed: the caller would be let in.
+        // Every check passed: the caller would be let in (the place held for the check goes back).
+        app.turns.release_socket(&identity, &connection_id).await;
         return refuse(StatusCode::UPGRADE_REQUIRED, "UPGRADE_REQUIRED", "open a WebSocket here");
     };
     let max = app.config.limits.max_frame_bytes;
@@ -117,7 +121,7 @@ pub(crate) async fn upgrade(
         tasks.track_future(async move {
             // The connection's place among the pod's open connections is held while the socket lives.
             let _slot = slot;
-            run_connection(app, socket, identity, extended, origin).await
+            run_connection(app, socket, (identity, connection_id), extended, origin).await
         })
     })
 }
@@ -127,11 +131,11 @@ pub(crate) async fn upgrade(
 async fn run_connection(
     app: Arc<App>,
     mut socket: WebSocket,
-    identity: Identity,
+    (identity, connection_id): (Identity, Arc<str>),
     extended: bool,
     origin: Option<String>,
 ) {
-    let mut conn = Conn::open(app.clone(), identity, extended, origin).await;
+    let mut conn = Conn::open(app.clone(), identity, connection_id, extended, origin).await;
     let close = serve(&app, &mut socket, &mut conn).await;
     // Nothing more is queued for this socket: its memory goes back now, not after the close handshake.
     conn.handle.queue.close();
@@ -190,6 +194,10 @@ async fn serve(app: &Arc<App>, socket: &mut WebSocket, conn: &mut Conn) -> Optio
                     if text.len() > max {
                         break Some(TOO_LARGE);
                     }
+                    if let Err(e) = conn.take_frame() {
+                        refuse_frame(conn, text.as_str(), &e);
+                        continue;
+                    }
                     // Boxed: the handler's large state lives on the heap only while a frame is handled, so an
                     // idle connection's future stays small.
                     match conn.dialect_for(text.as_str()) {
@@ -219,7 +227,7 @@ async fn serve(app: &Arc<App>, socket: &mut WebSocket, conn: &mut Conn) -> Optio
             _ = &mut token_expiry => {
                 break Some(CloseSpec { code: CLOSE_TOKEN_EXPIRED, reason: "token expired", reconnect: false });
             }
-            _ = heartbeat.tick() => conn.register().await,
+            _ = heartbeat.tick() => conn.heartbeat().await,
             _ = &mut idle => {
                 // An orra socket has no keepalive frame: it gets a WebSocket ping, which every client answers.
                 let sent = match conn.dialect {
@@ -234,6 +242,14 @@ async fn serve(app: &Arc<App>, socket: &mut WebSocket, conn: &mut Conn) -> Optio
         }
     };
     close
+}
+
+/// A frame over the connection's budget: answered in its dialect, not handled; the socket stays open.
+fn refuse_frame(conn: &mut Conn, text: &str, e: &ClientError) {
+    match conn.dialect_for(text) {
+        Dialect::Orra => crate::gateway::orra::refuse(conn, e),
+        _ => conn.reply_error(inbound::request_id_of(text).as_deref(), e),
+    }
 }
 
 /// How a read error closes the socket (RFC 6455 section 7.4.1): a frame over the size limit 1009, text that is not

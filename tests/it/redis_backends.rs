@@ -21,6 +21,8 @@ use support::unique_id;
 const LOG_LEN: usize = 50;
 /// `session.conversation_max_messages` for these pods (the suite's other checks keep fewer).
 const HISTORY_CAP: usize = 6;
+/// `session.conversations_per_user` for the bounds check.
+const CONVERSATION_CAP: usize = 3;
 
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -89,6 +91,45 @@ async fn full_suite(url: &str) {
     conformance::org_listing(&a, &b).await;
     let (a, b) = pods(url).await;
     conformance::org_settings(&a, &b).await;
+    let (a, b) = pods(url).await;
+    conformance::identity_moves(&a, &b).await;
+    let (a, b) = pods(url).await;
+    conformance::deletion_forgets_the_person(&a, &b).await;
+    conversation_bounds(url).await;
+}
+
+/// The bounds check needs its own settings (a small cap, empty conversations expiring in a second).
+async fn conversation_bounds(url: &str) {
+    let mut bounded = config(url);
+    bounded.session.conversations_per_user = CONVERSATION_CAP;
+    bounded.session.empty_conversation_ttl_s = 1;
+    let a = redis::connect(&bounded).await.expect("connect pod a");
+    let b = redis::connect(&bounded).await.expect("connect pod b");
+    conformance::conversation_bounds(&a, &b, CONVERSATION_CAP).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_conversation_bounds() {
+    let redis = RedisServer::start();
+    conversation_bounds(&redis.url()).await;
+}
+
+/// A use given back after its window turned (the counter already expired) leaves no key behind without a TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_quota_give_back_never_leaves_a_key_without_ttl() {
+    let redis = RedisServer::start();
+    let (a, _, prefix) = pods_with_prefix(&redis.url()).await;
+    // A window of 200 ms: taken in one, given back after it ended.
+    assert!(a.quotas.take("k", 5, 200).await.expect("take"));
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    a.quotas.give_back("k", 200).await.expect("give back");
+    assert!(a.quotas.take("k", 5, 200).await.expect("take"));
+    a.quotas.give_back("k", 200).await.expect("give back");
+    let keys = redis.cli(&["--scan", "--pattern", &format!("{prefix}:quota:*")]);
+    for key in keys.lines().filter(|k| !k.is_empty()) {
+        let ttl = redis.cli(&["PTTL", key]);
+        assert_ne!(ttl.trim(), "-1", "{key} has no TTL");
+    }
 }
 
 /// Retries `op` until it succeeds or `within` passes (Redis is coming back, or failing over).
@@ -221,6 +262,8 @@ single! {
     single_registry => registry;
     single_deletion => deletion;
     single_idempotency => idempotency;
+    single_identity_moves => identity_moves;
+    single_deletion_forgets_the_person => deletion_forgets_the_person;
 }
 
 /// The keys of one session share a slot and carry the idle TTL, and nothing is left without one except the

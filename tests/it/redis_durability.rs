@@ -81,6 +81,7 @@ fn boot_log(url: &str) -> Vec<String> {
         .arg("serve")
         .env("SWITCHBOARD_BIND", format!("127.0.0.1:{}", support::ports::free_port()))
         .env("SWITCHBOARD_REDIS_URL", url)
+        .env("SWITCHBOARD_AUTH__RESUME_SECRET", "test-resume-secret-0123456789abcdef")
         .env("SWITCHBOARD_REDIS_KEY_PREFIX", unique_id("boot"))
         .env("SWITCHBOARD_LOG_FORMAT", "json")
         .env("RUST_LOG", "info")

@@ -173,6 +173,7 @@ async fn the_backends_work_over_tls_with_an_acl_user() {
             vec![
                 ("SWITCHBOARD_REDIS_URL".to_string(), cfg.redis_url.clone()),
                 ("SWITCHBOARD_REDIS_TLS_CA_FILE".to_string(), redis.ca_file.clone()),
+                ("SWITCHBOARD_AUTH__RESUME_SECRET".to_string(), "test-resume-secret-0123456789abcdef".to_string()),
             ]
         )
         .is_ok(),

@@ -60,6 +60,7 @@ fn spawn_pod(name: &str, redis: &str, prefix: &str, llm: &FakeLlm, tools: &FakeT
         .env_clear()
         .env("SWITCHBOARD_BIND", format!("127.0.0.1:{port}"))
         .env("SWITCHBOARD_REDIS_URL", redis)
+        .env("SWITCHBOARD_AUTH__RESUME_SECRET", "test-resume-secret-0123456789abcdef")
         .env("SWITCHBOARD_REDIS_KEY_PREFIX", prefix)
         .env("SWITCHBOARD_LLM__BASE_URL", llm.base_url())
         .env("SWITCHBOARD_AGENTS", agents.to_string())

@@ -199,6 +199,7 @@ async fn rolling_restart_of_three_pods_loses_no_event() {
         let mut c = cfg.clone();
         c.redis_url = server.url();
         c.redis_key_prefix = running[0].config().redis_key_prefix.clone();
+        c.auth.resume_secret = running[0].config().auth.resume_secret.clone();
         c
     };
     let live = std::sync::Arc::new(parking_lot::Mutex::new(running.iter().map(ws_url).collect::<Vec<_>>()));

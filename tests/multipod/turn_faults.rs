@@ -93,6 +93,7 @@ async fn a_pod_frozen_past_its_lease_is_ended_once_and_adds_nothing_when_it_wake
     let p = pods(1, cfg.clone(), &Store::Redis(redis.url())).await;
     cfg.redis_url = p[0].config().redis_url.clone();
     cfg.redis_key_prefix = p[0].config().redis_key_prefix.clone();
+    cfg.auth.resume_secret = p[0].config().auth.resume_secret.clone();
     let frozen = ProcessPod::start(cfg).await;
 
     let mut a = Client::connect(&frozen.ws_url()).await;

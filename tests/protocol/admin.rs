@@ -65,7 +65,10 @@ async fn converse(pod: &switchboard::server::Running, llm: &FakeLlm, sub: &str, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_admin_route_answers_by_role_and_org() {
     let (llm, tools) = setup().await;
-    let pod = pod(jwt_config(&llm, &tools)).await;
+    let mut cfg = jwt_config(&llm, &tools);
+    // The models an org admin may choose: the deployment's and the agents'.
+    cfg.agents[0].models = vec!["acme-model".into()];
+    let pod = pod(cfg).await;
     let a = Admin { http: reqwest::Client::new(), base: format!("http://{}", pod.addr) };
     let ann = converse(&pod, &llm, "ann", "acme").await;
     let bob = converse(&pod, &llm, "bob", "acme").await;
@@ -134,6 +137,10 @@ async fn every_admin_route_answers_by_role_and_org() {
         async move { a.call(reqwest::Method::PUT, "/admin/settings", Some(&t), Some(body)).await }
     };
     assert_eq!(put(curator.clone(), r#"{"model":"gpt-4o"}"#).await.0, 403);
+    let (status, body) = put(admin.clone(), r#"{"model":"gpt-5-pro-expensive"}"#).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("VALIDATION_ERROR")), "a model no agent offers");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("acme-model")), "{body}");
+    assert_eq!(put(admin.clone(), r#"{"model":"gpt-4o-mini"}"#).await.0, 200, "the deployment's model");
     for bad in [r#"{"model":""}"#, r#"{"model":5}"#, r#"{"temperature":1}"#, "not json", "[1]"] {
         let (status, body) = put(admin.clone(), bad).await;
         assert_eq!((status, body["error"]["code"].as_str()), (400, Some("VALIDATION_ERROR")), "{bad}");

@@ -12,6 +12,7 @@ mod limits;
 mod otp;
 mod requests;
 mod sockets;
+mod tenancy;
 mod turns;
 mod widget;
 

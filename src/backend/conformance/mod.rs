@@ -9,9 +9,11 @@ use crate::util::now_ms;
 
 mod admin;
 mod identity;
+mod tenancy;
 mod turns;
 pub use admin::{org_listing, org_settings};
 pub use identity::{identities, interaction_parks};
+pub use tenancy::{conversation_bounds, deletion_forgets_the_person, identity_moves};
 use turns::parked;
 pub use turns::{confirmations, guarded_appends, turn_leases};
 
@@ -161,14 +163,16 @@ pub async fn sessions_and_history(a: &Backends, b: &Backends) {
 pub async fn conversation_listing(a: &Backends, b: &Backends) {
     let user = format!("u-{}", sid());
     let mut ids = Vec::new();
+    // Real times: an index drops members older than the conversations' retention.
+    let base = now_ms();
     for i in 0..3 {
         let (s, mut c) = session(&sid(), &user);
-        c.updated_at_ms = 1_000 + i;
+        c.updated_at_ms = base + i;
         a.sessions.create_session(&s, Some(&c)).await.expect("create");
         ids.push(c.conversation_id.clone());
     }
     // Touch the oldest so it becomes the newest.
-    a.sessions.append_message(&ids[0], &msg(Direction::Inbound, "hello"), 5_000).await.expect("append");
+    a.sessions.append_message(&ids[0], &msg(Direction::Inbound, "hello"), base + 5_000).await.expect("append");
     let page = b.sessions.list_conversations("org", &user, 0, 2).await.expect("list");
     assert_eq!(page.conversations.len(), 2);
     assert_eq!(page.conversations[0].conversation_id, ids[0]);
@@ -438,6 +442,16 @@ mod memory_suite {
     use crate::backend::memory::MemoryBackend;
 
     const HISTORY_CAP: usize = 6;
+    const CONVERSATION_CAP: usize = 3;
+
+    #[tokio::test]
+    async fn memory_conversation_bounds() {
+        let mut config = Config::default();
+        config.session.conversations_per_user = CONVERSATION_CAP;
+        config.session.empty_conversation_ttl_s = 1;
+        let m = MemoryBackend::new(&config);
+        conversation_bounds(&m.backends(), &m.backends(), CONVERSATION_CAP).await;
+    }
 
     fn pods() -> (Backends, Backends) {
         let mut config = Config::default();
@@ -474,5 +488,7 @@ mod memory_suite {
         memory_identities => identities;
         memory_org_listing => org_listing;
         memory_org_settings => org_settings;
+        memory_identity_moves => identity_moves;
+        memory_deletion_forgets_the_person => deletion_forgets_the_person;
     }
 }

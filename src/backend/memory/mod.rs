@@ -33,6 +33,10 @@ struct Shared {
     conversation_ttl_ms: i64,
     /// `session.conversation_max_messages`.
     conversation_max_messages: usize,
+    /// `session.empty_conversation_ttl_s` in ms: a conversation's retention until its first message.
+    empty_conversation_ttl_ms: i64,
+    /// `session.conversations_per_user`.
+    conversations_per_user: usize,
     /// Everything stored, behind one lock shared by every "pod" of this backend (held only for a map
     /// operation, never across an await); publishing happens under it so bus order equals log order.
     state: Mutex<State>,
@@ -96,6 +100,10 @@ impl MemoryBackend {
                     .unwrap_or(i64::MAX)
                     .saturating_mul(1000),
                 conversation_max_messages: config.session.conversation_max_messages.max(1),
+                empty_conversation_ttl_ms: i64::try_from(config.session.empty_conversation_ttl_s)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1000),
+                conversations_per_user: config.session.conversations_per_user.max(1),
                 state: Mutex::new(State::default()),
                 pods: Mutex::new(HashMap::new()),
                 next_pod: AtomicU64::new(1),
@@ -129,9 +137,32 @@ impl Shared {
         }
     }
 
-    /// Whether a conversation is within `session.conversation_ttl_s` of its last message (or its creation).
+    /// Whether a conversation is within `session.conversation_ttl_s` of its last message (or, with no message
+    /// yet, within `session.empty_conversation_ttl_s` of its creation).
     fn conversation_live(&self, st: &State, conversation_id: &str, now: i64) -> bool {
-        st.conversation_used_ms.get(conversation_id).is_some_and(|t| now - t < self.conversation_ttl_ms)
+        let empty = st.conversations.get(conversation_id).is_none_or(|c| c.message_count == 0);
+        let ttl =
+            if empty { self.empty_conversation_ttl_ms.min(self.conversation_ttl_ms) } else { self.conversation_ttl_ms };
+        st.conversation_used_ms.get(conversation_id).is_some_and(|t| now - t < ttl)
+    }
+
+    /// Past `session.conversations_per_user`, the owner's least recently used conversations go (as Redis trims
+    /// the owner's index when one is created).
+    fn trim_owner(&self, st: &mut State, org_id: &str, user_id: &str, now: i64) {
+        let mut mine: Vec<(i64, String)> = st
+            .conversations
+            .values()
+            .filter(|c| c.org_id == org_id && c.user_id == user_id)
+            .filter(|c| self.conversation_live(st, &c.conversation_id, now))
+            .map(|c| (st.conversation_used_ms.get(&c.conversation_id).copied().unwrap_or(0), c.conversation_id.clone()))
+            .collect();
+        let excess = mine.len().saturating_sub(self.conversations_per_user);
+        mine.sort();
+        for (_, cid) in mine.into_iter().take(excess) {
+            st.conversations.remove(&cid);
+            st.conversation_used_ms.remove(&cid);
+            st.messages.remove(&cid);
+        }
     }
 
     /// A page of an org's conversations (one user's, or all), most recently updated first.
@@ -162,11 +193,10 @@ impl Shared {
         let ttl = self.idle_ttl_ms;
         st.sessions.retain(|_, (_, t)| now - *t < ttl);
         st.logs.retain(|_, l| now - l.touched_ms < ttl);
-        let conv_ttl = self.conversation_ttl_ms;
-        st.conversation_used_ms.retain(|_, t| now - *t < conv_ttl);
-        let used = std::mem::take(&mut st.conversation_used_ms);
-        st.conversations.retain(|cid, _| used.contains_key(cid));
-        st.conversation_used_ms = used;
+        let live: HashSet<String> =
+            st.conversations.keys().filter(|cid| self.conversation_live(st, cid, now)).cloned().collect();
+        st.conversation_used_ms.retain(|cid, _| live.contains(cid));
+        st.conversations.retain(|cid, _| live.contains(cid));
         let kept: HashSet<String> = st.conversations.keys().cloned().collect();
         st.messages.retain(|cid, _| kept.contains(cid));
         st.registry.retain(|_, (_, d)| *d > now);
@@ -192,6 +222,7 @@ impl SessionStore for MemoryStore {
         if let Some(c) = conv {
             st.conversations.insert(c.conversation_id.clone(), c.clone());
             st.conversation_used_ms.insert(c.conversation_id.clone(), now);
+            self.shared.trim_owner(&mut st, &c.org_id, &c.user_id, now);
         }
         Ok(())
     }
@@ -222,11 +253,12 @@ impl SessionStore for MemoryStore {
         Ok(st.conversations.get(conversation_id).cloned())
     }
 
-    async fn append_message(&self, conversation_id: &str, message: &StoredMessage, now: i64) -> BResult<()> {
+    async fn append_message(&self, conversation_id: &str, message: &StoredMessage, now: i64) -> BResult<bool> {
         let mut st = self.shared.state.lock();
-        if st.conversations.contains_key(conversation_id) {
-            st.conversation_used_ms.insert(conversation_id.to_string(), now_ms());
+        if !self.shared.conversation_live(&st, conversation_id, now_ms()) {
+            return Ok(false);
         }
+        st.conversation_used_ms.insert(conversation_id.to_string(), now_ms());
         if let Some(c) = st.conversations.get_mut(conversation_id) {
             c.message_count += 1;
             c.updated_at_ms = now;
@@ -239,7 +271,7 @@ impl SessionStore for MemoryStore {
         let excess = kept.len().saturating_sub(self.shared.conversation_max_messages);
         kept.drain(..excess);
         *trimmed += excess as u64;
-        Ok(())
+        Ok(true)
     }
 
     async fn messages_page(&self, conversation_id: &str, before: Option<u64>, limit: usize) -> BResult<MessagePage> {
@@ -284,6 +316,9 @@ impl SessionStore for MemoryStore {
         st.parked.remove(sid);
         st.decided.remove(sid);
         st.last_decision.remove(sid);
+        // What the session knew of its person goes with it, as in Redis.
+        st.contacts.remove(sid);
+        st.otp_codes.remove(sid);
         st.conversations.remove(&session.conversation_id);
         st.messages.remove(&session.conversation_id);
         Ok(())

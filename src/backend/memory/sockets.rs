@@ -43,6 +43,16 @@ impl Registry for MemoryStore {
         let st = self.shared.state.lock();
         Ok(st.registry.values().filter(|(e, d)| *d > now && e.user_id == user_id && e.org_id == org_id).count())
     }
+    async fn forget_identity(&self, connection_id: &str, org_id: &str, user_id: &str) -> BResult<()> {
+        // No index here: the entry is the truth. Until the next upsert it is listed under nobody.
+        if let Some((e, _)) = self.shared.state.lock().registry.get_mut(connection_id) {
+            if e.org_id == org_id && e.user_id == user_id {
+                e.user_id.clear();
+                e.org_id.clear();
+            }
+        }
+        Ok(())
+    }
     async fn list(&self, filter: &SocketFilter, max: usize) -> BResult<Vec<SocketEntry>> {
         let now = now_ms();
         let st = self.shared.state.lock();

@@ -165,6 +165,10 @@ pub(super) struct Shared {
     pub(super) conv_ttl_s: i64,
     /// `session.conversation_max_messages`: the list is trimmed to this many on each append.
     pub(super) conv_max_messages: usize,
+    /// `session.empty_conversation_ttl_s`: a conversation expires this soon until its first message.
+    pub(super) empty_conv_ttl_s: i64,
+    /// `session.conversations_per_user`: a user's index is trimmed to this many as conversations are created.
+    pub(super) convs_per_user: usize,
     pub(super) log_len: usize,
     /// Last time (ms) a READONLY reply forced a reconnect; rate-limits reconnect storms.
     pub(super) last_readonly_reconnect: AtomicI64,

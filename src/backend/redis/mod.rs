@@ -137,6 +137,8 @@ pub async fn connect(config: &Config) -> BResult<Backends> {
         idle_ttl_s: i64::try_from(config.session.idle_ttl_s).unwrap_or(i64::MAX).max(1),
         conv_ttl_s: i64::try_from(config.session.conversation_ttl_s).unwrap_or(i64::MAX).max(1),
         conv_max_messages: config.session.conversation_max_messages.max(1),
+        empty_conv_ttl_s: i64::try_from(config.session.empty_conversation_ttl_s).unwrap_or(i64::MAX).max(1),
+        convs_per_user: config.session.conversations_per_user.max(1),
         log_len: config.limits.log_len.max(1),
         last_readonly_reconnect: AtomicI64::new(0),
         replicated,

@@ -2,7 +2,7 @@
 //! one script takes a use only while under the limit, so pods racing for the last one never pass it.
 
 use async_trait::async_trait;
-use fred::interfaces::{KeysInterface, SortedSetsInterface};
+use fred::interfaces::SortedSetsInterface;
 
 use super::conn::{int, RedisStore};
 use crate::backend::quota::{window_of, QuotaStore};
@@ -31,13 +31,8 @@ impl QuotaStore for RedisStore {
 
     async fn give_back(&self, key: &str, window_ms: u64) -> BResult<()> {
         let s = self.s();
-        let k = self.quota_key(key, window_ms);
-        let left: i64 = s.client.decr(&k).await.map_err(|e| s.err(e))?;
-        if left < 0 {
-            // The window turned between the take and the give-back: nothing of this window to give back.
-            s.client.incr::<i64, _>(&k).await.map_err(|e| s.err(e))?;
-        }
-        Ok(())
+        // The window may have turned between the take and the give-back: then nothing of this window is given.
+        s.eval(&s.scripts.quota_give, vec![self.quota_key(key, window_ms)], Vec::new()).await.map(drop)
     }
 
     async fn hold(&self, key: &str, holder: &str, limit: u64, ttl_ms: u64, now_ms: i64) -> BResult<bool> {

@@ -94,6 +94,16 @@ impl Registry for RedisStore {
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
+    async fn forget_identity(&self, connection_id: &str, org_id: &str, user_id: &str) -> BResult<()> {
+        let s = self.s();
+        let user =
+            s.client.zrem::<(), _, _>(s.keys.idx("user", &crate::backend::user_key(org_id, user_id)), connection_id);
+        let org = s.client.zrem::<(), _, _>(s.keys.idx("org", org_id), connection_id);
+        let (user, org) = tokio::join!(user, org);
+        user.map_err(|e| s.err(e))?;
+        org.map_err(|e| s.err(e))
+    }
+
     async fn list(&self, filter: &SocketFilter, max: usize) -> BResult<Vec<SocketEntry>> {
         let s = self.s();
         if max == 0 {

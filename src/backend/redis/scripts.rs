@@ -66,6 +66,10 @@ pub(super) struct Scripts {
     pub(super) claim: Script,
     /// Adds a socket to a registry index and prunes the expired members.
     pub(super) index_add: Script,
+    /// Gives one use of a quota window back without ever recreating an expired counter.
+    pub(super) quota_give: Script,
+    /// Adds a new conversation to an index, prunes the expired and trims past the per-user cap.
+    pub(super) index_conversation: Script,
 }
 
 impl Scripts {
@@ -89,6 +93,8 @@ impl Scripts {
             release: Script::from_lua(once(include_str!("lua/release.lua"))),
             claim: Script::from_lua(once(include_str!("lua/claim.lua"))),
             index_add: Script::from_lua(include_str!("lua/index_add.lua")),
+            quota_give: Script::from_lua(include_str!("lua/quota_give.lua")),
+            index_conversation: Script::from_lua(include_str!("lua/index_conversation.lua")),
         }
     }
 }

@@ -76,6 +76,38 @@ impl RedisStore {
             .await?;
         Ok(())
     }
+
+    /// Lists a new conversation in its owner's index and its org's, pruning members whose conversations have
+    /// expired and, past `session.conversations_per_user`, deleting the owner's least recently used ones: the
+    /// indexes grow only here, so they stay bounded.
+    async fn index_new_conversation(&self, c: &ConversationRecord) -> BResult<()> {
+        let s = self.s();
+        let oldest_live = crate::util::now_ms().saturating_sub(s.conv_ttl_s.saturating_mul(1_000));
+        let args = |cap: usize| {
+            vec![
+                c.updated_at_ms.to_string(),
+                c.conversation_id.clone(),
+                oldest_live.to_string(),
+                s.conv_ttl_s.to_string(),
+                cap.to_string(),
+            ]
+        };
+        let user = s.eval(
+            &s.scripts.index_conversation,
+            vec![s.keys.user_convs(&c.org_id, &c.user_id)],
+            args(s.convs_per_user),
+        );
+        let org = s.eval(&s.scripts.index_conversation, vec![s.keys.org_convs(&c.org_id)], args(0));
+        let (user, org) = tokio::join!(user, org);
+        org?;
+        let trimmed: Vec<String> = array(user?).iter().filter_map(text).collect();
+        for cid in &trimmed {
+            // Past the cap: the conversation goes with its place (a session on it finds it gone).
+            s.client.del::<(), _>(vec![s.keys.conv(cid), s.keys.msgs(cid)]).await.map_err(|e| s.err(e))?;
+            s.client.zrem::<(), _, _>(s.keys.org_convs(&c.org_id), cid.as_str()).await.map_err(|e| s.err(e))?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -109,11 +141,11 @@ impl SessionStore for RedisStore {
                 fields.push(("supports", serde_json::to_string(sup).map_err(|e| corrupt("supports", e))?));
             }
             s.client.hset::<(), _, _>(s.keys.conv(&c.conversation_id), fields).await.map_err(|e| s.err(e))?;
-            s.client
-                .expire::<(), _>(s.keys.conv(&c.conversation_id), s.conv_ttl_s, None)
-                .await
-                .map_err(|e| s.err(e))?;
-            self.index_conversation(&c.org_id, &c.user_id, &c.conversation_id, c.updated_at_ms).await?;
+            // Until its first message a conversation lives `session.empty_conversation_ttl_s` (an abandoned
+            // page's session costs an hour); the first message gives it the full retention.
+            let ttl = if c.message_count == 0 { s.empty_conv_ttl_s.min(s.conv_ttl_s) } else { s.conv_ttl_s };
+            s.client.expire::<(), _>(s.keys.conv(&c.conversation_id), ttl, None).await.map_err(|e| s.err(e))?;
+            self.index_new_conversation(c).await?;
         }
         Ok(())
     }
@@ -134,7 +166,7 @@ impl SessionStore for RedisStore {
         conv_from_hash(map)
     }
 
-    async fn append_message(&self, conversation_id: &str, message: &StoredMessage, now_ms: i64) -> BResult<()> {
+    async fn append_message(&self, conversation_id: &str, message: &StoredMessage, now_ms: i64) -> BResult<bool> {
         let s = self.s();
         let inbound = if message.direction == Direction::Inbound { "1" } else { "0" };
         let reply = s
@@ -152,10 +184,13 @@ impl SessionStore for RedisStore {
             )
             .await?;
         let owner = array(reply);
-        if let (Some(user_id), Some(org_id)) = (owner.first().and_then(text), owner.get(1).and_then(text)) {
-            self.index_conversation(&org_id, &user_id, conversation_id, now_ms).await?;
+        match (owner.first().and_then(text), owner.get(1).and_then(text)) {
+            (Some(user_id), Some(org_id)) => {
+                self.index_conversation(&org_id, &user_id, conversation_id, now_ms).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
-        Ok(())
     }
 
     async fn messages_page(&self, conversation_id: &str, before: Option<u64>, limit: usize) -> BResult<MessagePage> {

@@ -78,11 +78,8 @@ impl UrlParts {
         if rest.contains('?') {
             return Err("query parameters are not supported in redis_url".into());
         }
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let (userinfo, hostlist) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
+        let (userinfo, rest) = split_userinfo(rest);
+        let (hostlist, path) = rest.split_once('/').unwrap_or((rest, ""));
         let (username, password) = match userinfo {
             None => (None, None),
             Some(u) => match u.split_once(':') {
@@ -126,15 +123,22 @@ fn parse_host_port(item: &str, default_port: Option<u16>) -> Result<(String, u16
 /// `redis-cluster://` and `redis-sentinel://`, which a standard URL parser does not read).
 pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let Some((userinfo, hosts)) = authority.rsplit_once('@') else { return url.to_string() };
+    let (Some(userinfo), hosts_and_path) = split_userinfo(rest) else { return url.to_string() };
     let user = match userinfo.split_once(':') {
         Some((user, _password)) => format!("{user}:redacted"),
         // `redis://secret@host`: a lone userinfo is the password to Redis (AUTH <password>).
         None => "redacted".to_string(),
     };
-    format!("{scheme}://{user}@{hosts}{path}")
+    format!("{scheme}://{user}@{hosts_and_path}")
+}
+
+/// `[userinfo@]hosts[/path]` split at the last `@` before the hosts: a password written as is may hold `/`,
+/// `@` or `:` (hosts and paths never hold `@`), and all of it is the userinfo, never a host or a path.
+fn split_userinfo(rest: &str) -> (Option<&str>, &str) {
+    match rest.rsplit_once('@') {
+        Some((userinfo, hosts)) => (Some(userinfo), hosts),
+        None => (None, rest),
+    }
 }
 
 fn percent_decode(s: &str) -> Result<String, String> {
@@ -168,6 +172,10 @@ mod tests {
             ("redis-cluster://:s3cret@a:7000,b:7001", "redis-cluster://:redacted@a:7000,b:7001"),
             ("redis-sentinel://u:p%40ss@s1:26379,s2/mymaster", "redis-sentinel://u:redacted@s1:26379,s2/mymaster"),
             ("redis://s3cret@h:6379", "redis://redacted@h:6379"),
+            // A password with `/` (and `@`) written as is: all of it is the userinfo.
+            ("redis://:pa/ss@h:6379/0", "redis://:redacted@h:6379/0"),
+            ("rediss://u:a/b@c@h:6380", "rediss://u:redacted@h:6380"),
+            ("redis-cluster://:x/y@a:1,b:2", "redis-cluster://:redacted@a:1,b:2"),
             ("redis://h:6379", "redis://h:6379"),
             ("", ""),
         ] {
@@ -183,5 +191,10 @@ mod tests {
         assert_eq!(p.hosts, vec![("::1".to_string(), 26379), ("h2".to_string(), 26379)]);
         assert_eq!(p.path, "mymaster");
         assert!(UrlParts::parse("redis-cluster://u:p%zz@h:1", None).is_err(), "bad escape");
+        let p = UrlParts::parse("redis-cluster://:pa/ss@a:1,b:2", None).expect("a password with a slash");
+        assert_eq!((p.password.as_deref(), p.hosts.len()), (Some("pa/ss"), 2));
+        // An error never quotes the userinfo.
+        let e = UrlParts::parse("redis-cluster://:s3cret/x@", None).err().unwrap_or_default();
+        assert!(!e.contains("s3cret"), "{e}");
     }
 }
