@@ -79,6 +79,10 @@ impl App {
 
     /// Subscribes the pod channels and starts the background loops.
     pub(crate) async fn start(self: &Arc<Self>) -> Result<(), crate::backend::BackendError> {
+        if !self.auth.has_resume_key() {
+            let candidate: [u8; 32] = rand::random();
+            self.auth.use_deployment_resume_key(&self.backends.settings.deployment_key("resume", &candidate).await?);
+        }
         let rx = self.backends.bus.receiver();
         self.hub.subscribe_pod(&Channel::Pod(self.pod_id.clone())).await?;
         self.hub.subscribe_pod(&Channel::Canary(self.pod_id.clone())).await?;

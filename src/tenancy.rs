@@ -90,7 +90,7 @@ pub(crate) async fn proven_session(
     let owner = owner_of(&session);
     let now_s = chrono::Utc::now().timestamp();
     let holds = match proof {
-        OwnerProof::Token(token) => app.auth.resume.verify(token, id, &owner, now_s),
+        OwnerProof::Token(token) => app.auth.resume().verify(token, id, &owner, now_s),
         OwnerProof::AuthContext(ctx) => app.agents.get(&session.agent_id).is_some_and(|agent| {
             crate::widget::auth::verify(&agent, ctx, now_s)
                 .is_ok_and(|w| w.user_id == owner.user_id && w.org_id == owner.org_id)

@@ -6,6 +6,8 @@
 
 #[path = "harness/mod.rs"]
 mod harness;
+#[path = "browser/logged_in.rs"]
+mod logged_in;
 #[path = "support/mod.rs"]
 mod support;
 

@@ -82,8 +82,9 @@ pub(crate) struct Authenticator {
     publish_keys: Vec<String>,
     /// (key, identity) of every configured API key.
     api_keys: Vec<(String, Identity)>,
-    /// Signs and checks resume tokens (`auth.resume_secret`, else a key made at boot).
-    pub(crate) resume: ResumeKeys,
+    /// Signs and checks resume tokens: from `auth.resume_secret`, else set once at boot from the deployment key
+    /// the pods agree on through the backend ([`Authenticator::use_deployment_resume_key`]).
+    resume: std::sync::OnceLock<ResumeKeys>,
 }
 
 impl Authenticator {
@@ -102,16 +103,10 @@ impl Authenticator {
                 (k.key.clone(), id)
             })
             .collect();
-        let resume = if config.resume_secret.is_empty() {
-            // Validation refuses this with Redis, so there is no other pod to disagree with.
-            tracing::warn!(
-                "auth.resume_secret is not set: resume tokens are signed with a key made at boot and stop working \
-                 when this process restarts (set SWITCHBOARD_AUTH__RESUME_SECRET)"
-            );
-            ResumeKeys::per_boot()
-        } else {
-            ResumeKeys::new(config.resume_secret.as_bytes())
-        };
+        let resume = std::sync::OnceLock::new();
+        if !config.resume_secret.is_empty() {
+            let _ = resume.set(ResumeKeys::new(config.resume_secret.as_bytes()));
+        }
         Self {
             resume,
             mode_jwt: config.mode == crate::config::AuthMode::Jwt,
@@ -175,6 +170,24 @@ impl Authenticator {
             }
         }
         found
+    }
+
+    /// The resume-token keys (a per-process key if the boot never set one: tokens then end with the process).
+    pub(crate) fn resume(&self) -> &ResumeKeys {
+        self.resume.get_or_init(ResumeKeys::per_boot)
+    }
+
+    /// Without `auth.resume_secret`: signs resume tokens with the deployment's shared key (the first pod's
+    /// random candidate, kept by the backend). Does nothing when the secret is configured.
+    pub(crate) fn use_deployment_resume_key(&self, key: &[u8]) {
+        if self.resume.set(ResumeKeys::new(key)).is_ok() {
+            tracing::info!("auth.resume_secret is not set: resume tokens use a key the pods share through the backend");
+        }
+    }
+
+    /// Whether `auth.resume_secret` (or the deployment key) is in place.
+    pub(crate) fn has_resume_key(&self) -> bool {
+        self.resume.get().is_some()
     }
 
     /// Constant-time check of a publish key.

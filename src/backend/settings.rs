@@ -19,4 +19,7 @@ pub trait SettingsStore: Send + Sync {
     async fn get_settings(&self, org_id: &str) -> BResult<Option<OrgSettings>>;
     /// Replaces the org's settings.
     async fn put_settings(&self, org_id: &str, settings: &OrgSettings) -> BResult<()>;
+    /// The deployment-wide secret `name` (e.g. the resume-token key when `auth.resume_secret` is unset): the
+    /// first `candidate` stored wins, so every pod, and every pod after a restart, gets the same bytes.
+    async fn deployment_key(&self, name: &str, candidate: &[u8]) -> BResult<Vec<u8>>;
 }

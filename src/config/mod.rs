@@ -128,8 +128,9 @@ pub struct AuthConfig {
     /// e.g. from a Kubernetes Secret. A caller with a key is the user `api-key:<name>` in `org`.
     pub api_keys: Vec<ApiKeyConfig>,
     /// (secret, ≥ 32 bytes) Signs the `resumeToken` a socket without a JWT uses to reopen its session after
-    /// a reconnect or a reload. Set it from `SWITCHBOARD_AUTH__RESUME_SECRET`, the same on every pod; required
-    /// with `redis_url`. Unset without Redis: a key made at boot (tokens end with the process).
+    /// a reconnect or a reload. Set it from `SWITCHBOARD_AUTH__RESUME_SECRET`, the same on every pod (and
+    /// change it to revoke every token). Unset: a random key the pods agree on through the backend (kept in
+    /// Redis, so it survives restarts; in memory, for the process's life).
     pub resume_secret: String,
 }
 

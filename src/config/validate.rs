@@ -147,13 +147,6 @@ impl Config {
         positive("limits.reads_per_user_per_minute", self.limits.reads_per_user_per_minute)?;
         positive("session.empty_conversation_ttl_s", self.session.empty_conversation_ttl_s)?;
         positive("session.conversations_per_user", self.session.conversations_per_user as u64)?;
-        if self.auth.resume_secret.is_empty() && !self.redis_url.is_empty() {
-            return Err(invalid(
-                "auth.resume_secret",
-                "must be set with redis_url (every pod checks the others' resume tokens): \
-                 set SWITCHBOARD_AUTH__RESUME_SECRET to the same 32+ byte secret on every pod",
-            ));
-        }
         if !self.auth.resume_secret.is_empty() && self.auth.resume_secret.len() < 32 {
             return Err(invalid("auth.resume_secret", "must be at least 32 bytes"));
         }

@@ -21,7 +21,7 @@ const PAGE: usize = 256;
 /// so a session in use keeps a valid token).
 pub(super) fn token_for(app: &App, session_id: &str, who: &crate::auth::Identity) -> String {
     let ttl_s = i64::try_from(app.config.session.idle_ttl_s).unwrap_or(i64::MAX / 2);
-    app.auth.resume.issue(session_id, who, chrono::Utc::now().timestamp().saturating_add(ttl_s))
+    app.auth.resume().issue(session_id, who, chrono::Utc::now().timestamp().saturating_add(ttl_s))
 }
 
 pub(super) async fn resume(

@@ -104,9 +104,11 @@ const LINK = {
       if (!this.sessionId) {
         this.createSession();
       } else if (this.reloaded) {
-        // After a reload: the conversation so far first, then the events from where the page was.
-        this.historyRid = newId("history");
-        this.send({ action: "get_conversation_messages", requestId: this.historyRid, sessionId: this.sessionId, limit: 50 });
+        // After a reload: prove ownership (resume), then show the conversation so far, then the events from
+        // where the page was (a running turn from its first event), held until the history is shown.
+        if (this.keptTurn) this.lastSeq = Math.min(this.lastSeq, this.turnSeq);
+        this.holding = [];
+        this.resume();
       } else {
         this.resume();
       }
@@ -146,7 +148,13 @@ const LINK = {
     this.send(frame);
   },
 
-  // The reload's history arrived: show it, then resume where the page was.
+  // After a reload the resume was accepted: ask for the conversation so far.
+  askHistory() {
+    this.historyRid = newId("history");
+    this.send({ action: "get_conversation_messages", requestId: this.historyRid, sessionId: this.sessionId, limit: 50 });
+  },
+
+  // The reload's history arrived: show it, then the events held since the resume.
   showHistory(messages) {
     this.reloaded = false;
     for (const m of [...messages].reverse()) {
@@ -156,7 +164,6 @@ const LINK = {
     }
     const last = messages[0];
     if (this.keptTurn) {
-      this.lastSeq = Math.min(this.lastSeq, this.turnSeq);
       if (last && last.direction === "inbound") {
         // Still running: its reply is shown again from its first event.
         this.startTurn(this.keptTurn);
@@ -166,7 +173,9 @@ const LINK = {
       }
       this.keptTurn = null;
     }
-    this.resume();
+    const held = this.holding || [];
+    this.holding = null;
+    for (const f of held) this.onFrame(f);
   },
 
   // The session could not be resumed (expired, or the token no longer holds): ask for a fresh authContext once,
@@ -181,6 +190,9 @@ const LINK = {
       }
     }
     this.triedContext = false;
+    this.reloaded = false;
+    this.holding = null;
+    this.keptTurn = null;
     this.sessionId = null;
     this.resumeToken = null;
     this.lastSeq = 0;

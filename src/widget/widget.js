@@ -142,6 +142,11 @@ class SwitchboardChat extends HTMLElement {
   }
 
   onFrame(f) {
+    // After a reload, the session's events wait until its history is shown (link.js).
+    if (this.holding && typeof f.seq === "number" && f.sessionId === this.sessionId) {
+      this.holding.push(f);
+      return;
+    }
     if (!this.fresh(f)) return;
     if (this.doneTurn && f.requestId === this.doneTurn && typeof f.seq === "number") return;
     const data = f.data || {};
@@ -165,6 +170,7 @@ class SwitchboardChat extends HTMLElement {
           this.triedContext = false;
           if (data.resumeToken) this.resumeToken = data.resumeToken;
           this.save();
+          if (this.reloaded && f.requestId === this.resumeRid) this.askHistory();
           if (data.epoch !== this.epoch) {
             this.epoch = data.epoch;
             if (!data.recovered) this.lastSeq = 0;

@@ -162,9 +162,6 @@ pub fn test_logs() {
 }
 
 /// Starts `n` pods sharing one store.
-/// `auth.resume_secret` of the tests' Redis pods.
-pub const TEST_RESUME_SECRET: &str = "test-resume-secret-0123456789abcdef";
-
 pub async fn pods(n: usize, mut config: Config, store: &Store) -> Vec<Running> {
     test_logs();
     let mut out = Vec::new();
@@ -177,10 +174,6 @@ pub async fn pods(n: usize, mut config: Config, store: &Store) -> Vec<Running> {
         Store::Redis(url) => {
             config.redis_url = url.clone();
             config.redis_key_prefix = super::support::unique_id("sb");
-            // Every pod on one Redis shares the resume secret (a deployment must set it).
-            if config.auth.resume_secret.is_empty() {
-                config.auth.resume_secret = TEST_RESUME_SECRET.into();
-            }
             for _ in 0..n {
                 out.push(switchboard::server::start(config.clone()).await.expect("pod starts on redis"));
             }

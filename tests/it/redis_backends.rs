@@ -94,6 +94,8 @@ async fn full_suite(url: &str) {
     let (a, b) = pods(url).await;
     conformance::identity_moves(&a, &b).await;
     let (a, b) = pods(url).await;
+    conformance::deployment_keys(&a, &b).await;
+    let (a, b) = pods(url).await;
     conformance::deletion_forgets_the_person(&a, &b).await;
     conversation_bounds(url).await;
 }
@@ -263,6 +265,7 @@ single! {
     single_deletion => deletion;
     single_idempotency => idempotency;
     single_identity_moves => identity_moves;
+    single_deployment_keys => deployment_keys;
     single_deletion_forgets_the_person => deletion_forgets_the_person;
 }
 

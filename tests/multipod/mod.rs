@@ -414,3 +414,38 @@ async fn running_turns_per_user_span_pods() {
     assert_eq!(until_terminal(&mut b, "b2").await.last().expect("end")["type"], "eventual_response");
     assert_eq!(until_terminal(&mut c, "d1").await.last().expect("end")["type"], "eventual_response");
 }
+
+/// Without `auth.resume_secret` the pods share a key through Redis: a resume token from one pod opens the
+/// session on another, and on a pod that starts later (a rolling deploy); a configured secret replaces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_token_holds_on_every_pod_and_after_a_restart() {
+    let (llm, tools) = setup().await;
+    let redis = RedisServer::start();
+    let mut cfg = config(&llm, &tools);
+    cfg.agents[0].widget_secret = "shared-widget-secret-of-32-bytes!!".into();
+    let p = pods(2, cfg, &Store::Redis(redis.url())).await;
+    let mut a = Client::connect_with(&ws_url(&p[0]), Some("switchboard"), None).await.expect("ws");
+    a.send(&json!({"action": "create_conversation_session", "requestId": "c", "agentId": AGENT})).await;
+    let ack = a.recv().await;
+    let sid = ack["data"]["sessionId"].as_str().expect("sid").to_string();
+    let token = ack["data"]["resumeToken"].as_str().expect("token").to_string();
+    let open_with = |url: String, token: String, sid: String| async move {
+        let mut c = Client::connect_with(&url, Some("switchboard"), None).await.expect("ws");
+        let f = json!({"action": "resume_session", "requestId": "r", "sessionId": sid, "afterSeq": 0, "resumeToken": token});
+        c.send(&f).await;
+        c.recv_until(|v| v["requestId"] == "r").await.pop().expect("ack")
+    };
+    let on_b = open_with(ws_url(&p[1]), token.clone(), sid.clone()).await;
+    assert_eq!(on_b["status"], 200, "another pod checks the token: {on_b}");
+    // A pod that starts later on the same Redis (a rolling deploy) knows the same key.
+    let mut later_cfg = p[0].config().clone();
+    later_cfg.bind = "127.0.0.1:0".into();
+    let later = switchboard::server::start(later_cfg.clone()).await.expect("a later pod");
+    let on_later = open_with(ws_url(&later), token.clone(), sid.clone()).await;
+    assert_eq!(on_later["status"], 200, "{on_later}");
+    // A deployment that sets auth.resume_secret signs with it instead: the shared key's tokens stop holding.
+    later_cfg.auth.resume_secret = "an-operator-chosen-resume-secret-0123".into();
+    let rotated = switchboard::server::start(later_cfg).await.expect("a pod with a configured secret");
+    let refused = open_with(ws_url(&rotated), token, sid).await;
+    assert_eq!(refused["error"]["code"], "SESSION_NOT_FOUND", "{refused}");
+}

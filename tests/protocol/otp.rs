@@ -83,6 +83,8 @@ async fn a_gated_tool_waits_for_the_code_then_runs_without_asking_again() {
     assert_eq!(frames[0]["data"]["data"]["message"], "Identity verified successfully.");
     assert_eq!(frames[1]["data"]["state"]["rawResponse"]["toolResult"]["result"], "paid");
     assert_eq!(tools.calls("pay_invoice").len(), 1, "the parked call ran once, without a new request");
+    // The host learns whose data it may touch: the contact the person proved, never a model-chosen argument.
+    assert_eq!(tools.calls("pay_invoice")[0].body["contact"], json!({"email": "ada@example.com", "verified": true}));
     // Verified: the next gated call runs at once; the code is used up.
     llm.push(Reply::tool_call("call-2", "pay_invoice", &json!({"invoice": "43"})));
     llm.push(Reply::text(&["Paid again."]));

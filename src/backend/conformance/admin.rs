@@ -4,6 +4,16 @@
 use super::{msg, session, sid};
 use crate::backend::*;
 
+/// A deployment-wide key is the first one stored, the same on every pod; another name has its own.
+pub async fn deployment_keys(a: &Backends, b: &Backends) {
+    let name = format!("k-{}", sid());
+    let first = a.settings.deployment_key(&name, b"first-candidate").await.expect("key");
+    assert_eq!(first, b"first-candidate");
+    assert_eq!(b.settings.deployment_key(&name, b"second").await.expect("key"), b"first-candidate", "the first wins");
+    let other = format!("o-{}", sid());
+    assert_eq!(b.settings.deployment_key(&other, b"\x00\xff").await.expect("key"), b"\x00\xff", "binary survives");
+}
+
 /// An org lists every user's conversations (newest first, paged), never another org's; deleted ones go.
 pub async fn org_listing(a: &Backends, b: &Backends) {
     let org = format!("org-{}", sid());

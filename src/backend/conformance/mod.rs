@@ -11,7 +11,7 @@ mod admin;
 mod identity;
 mod tenancy;
 mod turns;
-pub use admin::{org_listing, org_settings};
+pub use admin::{deployment_keys, org_listing, org_settings};
 pub use identity::{identities, interaction_parks};
 pub use tenancy::{conversation_bounds, deletion_forgets_the_person, identity_moves};
 use turns::parked;
@@ -489,6 +489,7 @@ mod memory_suite {
         memory_org_listing => org_listing;
         memory_org_settings => org_settings;
         memory_identity_moves => identity_moves;
+        memory_deployment_keys => deployment_keys;
         memory_deletion_forgets_the_person => deletion_forgets_the_person;
     }
 }

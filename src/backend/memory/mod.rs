@@ -67,6 +67,8 @@ struct State {
     contacts: HashMap<String, Contact>,
     /// Org → its admin-set overrides.
     settings: HashMap<String, OrgSettings>,
+    /// Deployment-wide secrets (`SettingsStore::deployment_key`), for the process's life.
+    deployment_keys: HashMap<String, Vec<u8>>,
     /// Session → its issued OTP code and the attempts used on it.
     otp_codes: HashMap<String, (OtpCode, u32)>,
     /// Hold key → holder → until (Unix ms): places held, e.g. a user's running turns.

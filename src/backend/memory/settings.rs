@@ -15,4 +15,15 @@ impl SettingsStore for MemoryStore {
         self.shared.state.lock().settings.insert(org_id.to_string(), settings.clone());
         Ok(())
     }
+
+    async fn deployment_key(&self, name: &str, candidate: &[u8]) -> BResult<Vec<u8>> {
+        Ok(self
+            .shared
+            .state
+            .lock()
+            .deployment_keys
+            .entry(name.to_string())
+            .or_insert_with(|| candidate.to_vec())
+            .clone())
+    }
 }

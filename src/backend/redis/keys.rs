@@ -29,6 +29,10 @@ impl Keys {
     pub(super) fn settings(&self, org: &str) -> String {
         format!("{}:settings:{org}", self.prefix)
     }
+    /// A deployment-wide secret (no TTL: the deployment's, not a session's).
+    pub(super) fn deployment_key(&self, name: &str) -> String {
+        format!("{}:key:{name}", self.prefix)
+    }
     pub(super) fn confirm_expiry(&self) -> String {
         format!("{}:confirm:expiry", self.prefix)
     }
