@@ -8,9 +8,11 @@
 //!  widget/ (/widget.js, demo page; origin + authContext) ┘
 //!    └─ ws/ (mod: one task per socket: open / serve / close, close codes; delivery: cursors with epochs,
 //!            gap repair that never skips, rendering)
-//!         ├─ conn (a socket's state: identity, attached sessions, replies, registry entry)
-//!         └─ handlers/ (one fn per action; answers: confirm, submit_interaction, verify_otp)
-//!              └─ turn/ (TurnState, resume, lease; drive: tools / model / finish; gates: built-in tools,
+//!         ├─ conn (a socket's state: identity and act_as, attached sessions, frame bucket, registry entry)
+//!         └─ handlers/ (one fn per action; create; resume: proofs of ownership; answers: confirm,
+//!              │         submit_interaction, verify_otp) ─▶ tenancy (owned, agent's, proven records)
+//!              └─ turn/ (Turns: the front door; budget: every per-caller budget; TurnState, resume, lease;
+//!                   │    drive: tools / model / finish; gates: built-in tools,
 //!                   │    OTP, confirm; otp_gate; park; emitter: group commit; sweeper: timeouts, dead pods)
 //!                   ├─ llm::{openai (retries), sse (decoding), window (pod-wide read grid), demo}  tools
 //!                   └─ knowledge/ (builtin: tantivy | webhook; citations)  interactions (specs, validation)  otp
@@ -19,7 +21,8 @@
 //!    └─ backend (traits, one choice point) ─┬─ memory (embedded default, one pod)
 //!                                           └─ redis/ (url keys scripts+lua/ conn sessions log confirms
 //!                                                      leases registry identity settings bus sentinel durability)
-//!  used across: protocol::{inbound, fields, outbound, shapes}  auth  agents  metrics (prometheus-client)
+//!  used across: protocol::{inbound, fields, outbound, shapes}  auth (jwt, resume tokens)  client_addr
+//!          agents  metrics (prometheus-client)
 //!          telemetry  error (one client-safe error)  queue  lifecycle  util
 //! ```
 //!
