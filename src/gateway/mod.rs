@@ -4,6 +4,8 @@
 //! `send_message` and follows the session's log ([`watch`]) to its end, so a turn started on one pod and
 //! approved on another answers wherever the caller waits.
 
+mod agui;
+mod herald;
 pub(crate) mod namespace;
 pub(crate) mod orra;
 mod outcome;
@@ -17,10 +19,10 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use parking_lot::Mutex;
-use serde_json::json;
+use serde_json::{json, Value};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -49,9 +51,17 @@ pub(crate) fn router(app: Arc<App>) -> Router {
     let mut router = Router::new()
         .route("/api/chat", post(rest::chat))
         .route("/api/chat/stream", post(stream::chat_stream))
-        .route("/api/sessions", get(rest::list))
+        .route("/api/sessions", get(herald::list))
+        .route("/api/sessions/{namespace}/name", put(herald::rename))
+        .route("/api/sessions/{namespace}/interactions/{interaction_id}", post(herald::interaction))
+        .route("/api/sessions/{namespace}/otp", post(herald::otp))
+        .route("/api/agents", get(herald::agents))
+        .route("/api/status", get(herald::status))
         .route("/api/sessions/{namespace}", get(rest::show).delete(rest::delete))
         .route("/api/sessions/{namespace}/approvals/{call_id}", post(rest::approve))
+        .route("/agui", post(agui::run_default))
+        .route("/agui/{agent_id}", post(agui::run_agent))
+        .route("/agui/threads/{thread_id}/messages", get(agui::messages))
         .with_state(api);
     for (name, value) in headers {
         router = router.layer(SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value)));
@@ -76,7 +86,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(allow)
-            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("last-event-id")])
             .max_age(std::time::Duration::from_secs(600)),
     )
@@ -90,11 +100,17 @@ pub(crate) struct ApiError {
     message: String,
     /// A budget's wait (`retry_after_ms` and a `Retry-After` header, whole seconds rounded up).
     retry_after_ms: Option<u64>,
+    /// What to fix (`details`: a card's field errors, the attempts left).
+    details: Option<Value>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), retry_after_ms: None }
+        ApiError { status, code, message: message.into(), retry_after_ms: None, details: None }
+    }
+    fn with_details(mut self, details: Value) -> ApiError {
+        self.details = Some(details);
+        self
     }
     fn invalid(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
@@ -119,7 +135,9 @@ impl From<ClientError> for ApiError {
             ErrorCode::SessionNotFound
             | ErrorCode::ConversationNotFound
             | ErrorCode::AgentNotFound
-            | ErrorCode::NoPendingConfirmation => (StatusCode::NOT_FOUND, "not_found"),
+            | ErrorCode::NoPendingConfirmation
+            | ErrorCode::NoPendingInteraction
+            | ErrorCode::InteractionMismatch => (StatusCode::NOT_FOUND, "not_found"),
             ErrorCode::TurnInProgress => (StatusCode::CONFLICT, "turn_in_progress"),
             ErrorCode::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ErrorCode::OriginNotAllowed => (StatusCode::FORBIDDEN, "origin_not_allowed"),
@@ -134,6 +152,9 @@ impl From<ClientError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = json!({"error": self.message, "code": self.code});
+        if let Some(d) = self.details {
+            body["details"] = d;
+        }
         let Some(ms) = self.retry_after_ms else { return (self.status, Json(body)).into_response() };
         body["retry_after_ms"] = json!(ms);
         let seconds = ms.div_ceil(1_000).to_string();

@@ -92,7 +92,9 @@ pub(crate) async fn open(
         agent_participant_id: new_id(),
         created_at_ms: now,
         namespace: Some(ns.to_string()),
-        supports: Vec::new(),
+        // A gateway caller is answered 202 `pending_interaction` with the card (an AG-UI client gets an
+        // interrupt): every card parks, none falls back to asking in words.
+        supports: crate::interactions::Kind::ALL.iter().map(|k| k.capability().to_string()).collect(),
     };
     let new_conversation = existing.is_none().then_some(&conversation);
     app.backends.sessions.create_session(&session, new_conversation).await?;

@@ -70,6 +70,7 @@ async fn chat(conn: &mut Conn, frame: &Value) -> Result<(), ApiError> {
     };
     let text_field = |k: &str| frame.get(k).and_then(Value::as_str).map(str::to_string);
     let req = ChatRequest {
+        client: Default::default(),
         message: message.to_string(),
         namespace: text_field("namespace"),
         agent: text_field("agent"),
@@ -152,13 +153,20 @@ pub(crate) async fn render(app: &App, session_id: &str, event: &str) -> Option<S
     };
     let frame = match outcome::read(&v, rid) {
         Seen::Delta(content) => json!({"type": "text_delta", "content": content}),
-        Seen::Approval => {
-            let call = outcome::pending_call(app, session_id, rid).await.ok()??;
+        Seen::Park => {
+            let p = outcome::pending_park(app, session_id, rid).await.ok()??;
             let (ns, _) = namespace_and_agent(app, session_id).await;
-            let mut body = outcome::approval_body(&ns, &call)["approval"].clone();
-            body["type"] = json!("tool_approval_request");
-            body["namespace"] = json!(ns);
-            body
+            if p.gate == crate::backend::Gate::Confirm {
+                let mut body = outcome::approval_body(&ns, &p.call)["approval"].clone();
+                body["type"] = json!("tool_approval_request");
+                body["namespace"] = json!(ns);
+                body
+            } else {
+                // A card or a code: the REST 202 body, as a frame (`pending_interaction` / `pending_otp`).
+                let mut body = outcome::park_body(&ns, &p);
+                body["type"] = body["status"].clone();
+                body
+            }
         }
         Seen::End(stop) => {
             let (ns, agent) = namespace_and_agent(app, session_id).await;
@@ -175,10 +183,10 @@ pub(crate) async fn render(app: &App, session_id: &str, event: &str) -> Option<S
     Some(frame.to_string())
 }
 
-/// The session's namespace and agent, for the frames that name them (empty when unreadable).
+/// The session's namespace and agent's display name, for the frames that name them (empty when unreadable).
 async fn namespace_and_agent(app: &App, session_id: &str) -> (String, String) {
     match app.backends.sessions.get_session(session_id).await.ok().flatten() {
-        Some(s) => (s.namespace.unwrap_or_default(), s.agent_id),
+        Some(s) => (s.namespace.unwrap_or_default(), s.agent_name),
         None => (String::new(), String::new()),
     }
 }

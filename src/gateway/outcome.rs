@@ -1,4 +1,5 @@
-//! What a turn's logged events mean to a REST caller: the turn answered, parked on an approval, or failed.
+//! What a turn's logged events mean to a REST caller: the turn answered, parked on a person (an approval, an
+//! interaction card, an OTP code), or failed.
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
@@ -6,7 +7,7 @@ use serde_json::{json, Value};
 use super::watch::SessionWatch;
 use super::ApiError;
 use crate::app::App;
-use crate::backend::PendingCall;
+use crate::backend::{Gate, ParkedTurn, PendingCall};
 use crate::error::{ClientError, ErrorCode};
 
 /// Where a turn stopped, as far as its caller is concerned.
@@ -16,8 +17,8 @@ pub(crate) enum Stop {
         input_tokens: u64,
         output_tokens: u64,
     },
-    /// Waiting for a human's decision on this call.
-    Parked(PendingCall),
+    /// Waiting for a person: an approval, a card or a code.
+    Parked(Box<ParkedTurn>),
     Failed(ApiError),
 }
 
@@ -25,8 +26,9 @@ pub(crate) enum Stop {
 pub(crate) enum Seen {
     /// A streamed piece of the reply.
     Delta(String),
-    /// `write_confirmation_required`: the parked record says which call.
-    Approval,
+    /// The turn parked on a person (`write_confirmation_required`, `interaction_required`, or `otp_sent` once
+    /// the code is on its way): the parked record says what it waits for.
+    Park,
     /// The turn's terminal event.
     End(Stop),
     /// Anything else (tool steps, reasoning, another turn's events, publishes).
@@ -40,7 +42,7 @@ pub(crate) fn read(event: &Value, request_id: &str) -> Seen {
     }
     match event.get("type").and_then(Value::as_str) {
         Some("stream_token") => Seen::Delta(event.get("token").and_then(Value::as_str).unwrap_or("").to_string()),
-        Some("write_confirmation_required") => Seen::Approval,
+        Some("write_confirmation_required" | "interaction_required" | "otp_sent") => Seen::Park,
         Some("eventual_response") => {
             let data = &event["data"]["data"];
             let text = data["response"]["responseParts"]
@@ -58,6 +60,10 @@ pub(crate) fn read(event: &Value, request_id: &str) -> Seen {
         }
         Some("error") => {
             let code = event["error"]["code"].as_str().unwrap_or("INTERNAL_ERROR");
+            // Said mid-turn (the gated call is answered with the failure): not the turn's end.
+            if code == ErrorCode::OtpSendFailed.as_str() {
+                return Seen::Other;
+            }
             let message = event["error"]["message"].as_str().unwrap_or("the turn failed").to_string();
             let code = ErrorCode::ALL.into_iter().find(|c| c.as_str() == code).unwrap_or(ErrorCode::Internal);
             Seen::End(Stop::Failed(ClientError::new(code, message).into()))
@@ -66,14 +72,14 @@ pub(crate) fn read(event: &Value, request_id: &str) -> Seen {
     }
 }
 
-/// The call a `write_confirmation_required` of turn `request_id` asks about, if it is still pending.
-pub(crate) async fn pending_call(
+/// What turn `request_id` is parked on, if it still waits.
+pub(crate) async fn pending_park(
     app: &App,
     session_id: &str,
     request_id: &str,
-) -> Result<Option<PendingCall>, ApiError> {
+) -> Result<Option<Box<ParkedTurn>>, ApiError> {
     let parked = app.turns.parked(session_id).await?;
-    Ok(parked.filter(|p| p.request_id == request_id).map(|p| p.call))
+    Ok(parked.filter(|p| p.request_id == request_id).map(Box::new))
 }
 
 /// Follows the session's log until the turn `request_id` answers, parks or fails.
@@ -90,10 +96,10 @@ pub(crate) async fn follow(
         for (_, event) in batch {
             match read(&event, request_id) {
                 Seen::End(stop) => return Ok(stop),
-                Seen::Approval => {
-                    // Already decided (a fast approver elsewhere): the turn goes on, keep following.
-                    if let Some(call) = pending_call(app, session_id, request_id).await? {
-                        return Ok(Stop::Parked(call));
+                Seen::Park => {
+                    // Already answered (a fast approver elsewhere): the turn goes on, keep following.
+                    if let Some(p) = pending_park(app, session_id, request_id).await? {
+                        return Ok(Stop::Parked(p));
                     }
                 }
                 Seen::Delta(_) | Seen::Other => {}
@@ -120,12 +126,29 @@ pub(crate) fn answer(stop: Stop, namespace: &str, agent: &str) -> Result<(Status
                 "input_tokens": input_tokens, "output_tokens": output_tokens,
                 "total_tokens": input_tokens + output_tokens}}),
         )),
-        Stop::Parked(call) => Ok((StatusCode::ACCEPTED, approval_body(namespace, &call))),
+        Stop::Parked(p) => Ok((StatusCode::ACCEPTED, park_body(namespace, &p))),
         Stop::Failed(e) => Err(e),
     }
 }
 
-/// The 202 body of a parked turn.
+/// The 202 body of a parked turn: `pending_approval {approval}`, `pending_interaction {interaction}` (the card
+/// to show, answered at `POST /api/sessions/{namespace}/interactions/{interaction_id}`) or `pending_otp {otp}`
+/// (answered at `POST /api/sessions/{namespace}/otp`).
+pub(crate) fn park_body(namespace: &str, p: &ParkedTurn) -> Value {
+    match &p.gate {
+        Gate::Confirm => approval_body(namespace, &p.call),
+        Gate::Interaction { interaction_id, interaction_kind, spec, reason } => json!({
+            "status": "pending_interaction", "namespace": namespace,
+            "interaction": {"interaction_id": interaction_id, "kind": interaction_kind, "spec": spec,
+                            "reason": reason, "call_id": p.call.tool_call_id}}),
+        Gate::Otp { .. } => json!({
+            "status": "pending_otp", "namespace": namespace,
+            "otp": {"call_id": p.call.tool_call_id, "tool_name": p.call.tool_name,
+                    "expires_at": crate::util::rfc3339_from_ms(p.expires_at_ms)}}),
+    }
+}
+
+/// The 202 body of a turn parked on an approval.
 pub(crate) fn approval_body(namespace: &str, call: &PendingCall) -> Value {
     let arguments: Value = serde_json::from_str(&call.arguments).unwrap_or(Value::String(call.arguments.clone()));
     json!({"status": "pending_approval", "namespace": namespace,

@@ -18,7 +18,7 @@ use crate::auth::Identity;
 use crate::backend::{ConversationRecord, Direction, SessionRecord};
 use crate::error::{ClientError, ErrorCode};
 use crate::protocol::MAX_MESSAGE_CHARS;
-use crate::turn::{Answer, StartRequest, TurnInput, Verdict};
+use crate::turn::{Answer, ClientSide, StartRequest, TurnInput, Verdict};
 use crate::util::rfc3339_from_ms;
 
 /// `POST /api/chat` (and `/api/chat/stream`) body. Unknown fields (orra callers send `metadata`) are ignored.
@@ -31,6 +31,9 @@ pub(super) struct ChatRequest {
     pub(super) agent: Option<String>,
     #[serde(default)]
     pub(super) model: Option<String>,
+    /// An AG-UI run's frontend tools and tool results (never from a REST body).
+    #[serde(skip)]
+    pub(super) client: ClientSide,
 }
 
 /// A turn started for a gateway request, with a watcher opened before it ran.
@@ -47,6 +50,7 @@ pub(super) struct Resolved {
     pub(super) namespace: String,
     model: Option<String>,
     message: String,
+    client: ClientSide,
 }
 
 /// Checks a chat request (message, namespace, agent, model; for a browser's socket its page `origin` against
@@ -57,7 +61,8 @@ pub(super) async fn resolve(
     req: ChatRequest,
     origin: Option<&str>,
 ) -> Result<Resolved, ApiError> {
-    if req.message.trim().is_empty() || req.message.chars().count() > MAX_MESSAGE_CHARS {
+    let continuing = !req.client.continuation.is_empty();
+    if (req.message.trim().is_empty() && !continuing) || req.message.chars().count() > MAX_MESSAGE_CHARS {
         return Err(ApiError::invalid(format!("message must be 1-{MAX_MESSAGE_CHARS} characters")));
     }
     let ns = match req.namespace {
@@ -85,12 +90,12 @@ pub(super) async fn resolve(
         Some(s) => s,
         None => namespace::open(app, who, &ns, &agent_id, &agent.name).await?,
     };
-    Ok(Resolved { session, namespace: ns, model: req.model, message: req.message })
+    Ok(Resolved { session, namespace: ns, model: req.model, message: req.message, client: req.client })
 }
 
 /// Starts the resolved turn through the turn service (budgets, lease); returns its request id.
 pub(super) async fn run(app: &App, who: &Identity, r: Resolved) -> Result<String, ApiError> {
-    let input = TurnInput { message: r.message, stream: true, images: Vec::new(), files: Vec::new() };
+    let input = TurnInput { message: r.message, stream: true, images: Vec::new(), files: Vec::new(), client: r.client };
     let request = StartRequest { request_id: None, model: r.model, skill: None, input };
     Ok(app.turns.start(who, &r.session, request).await?.to_string())
 }
@@ -114,7 +119,7 @@ pub(super) async fn start(api: &Api, who: &Identity, req: ChatRequest) -> Result
     Ok(Started { session, namespace, request_id, watch })
 }
 
-fn reply(result: Result<(StatusCode, Value), ApiError>) -> Response {
+pub(super) fn reply(result: Result<(StatusCode, Value), ApiError>) -> Response {
     match result {
         Ok((status, body)) => (status, Json(body)).into_response(),
         Err(e) => e.into_response(),
@@ -129,7 +134,7 @@ pub(super) async fn chat(State(api): State<Arc<Api>>, Caller(who): Caller, body:
             let req: ChatRequest = api.json(body).await?;
             let mut t = start(&api, &who, req).await?;
             let stop = outcome::follow(&api.app, &mut t.watch, &t.session.session_id, &t.request_id).await?;
-            outcome::answer(stop, &t.namespace, &t.session.agent_id)
+            outcome::answer(stop, &t.namespace, &t.session.agent_name)
         }
         .await,
     )
@@ -168,7 +173,7 @@ pub(super) async fn approve(
                 }
                 Err(e) => return Err(e.into()),
             };
-            outcome::answer(stop, &ns, &session.agent_id)
+            outcome::answer(stop, &ns, &session.agent_name)
         }
         .await,
     )
@@ -176,7 +181,7 @@ pub(super) async fn approve(
 
 /// Where turn `request_id` stopped, from the log: its terminal event, or a park that is still pending. None
 /// while it runs.
-async fn past_stop(app: &App, session_id: &str, request_id: &str) -> Result<Option<Stop>, ApiError> {
+pub(super) async fn past_stop(app: &App, session_id: &str, request_id: &str) -> Result<Option<Stop>, ApiError> {
     let mut last = None;
     let mut after = 0;
     loop {
@@ -187,53 +192,31 @@ async fn past_stop(app: &App, session_id: &str, request_id: &str) -> Result<Opti
             let Ok(event) = serde_json::from_str::<Value>(text) else { continue };
             match outcome::read(&event, request_id) {
                 Seen::End(stop) => last = Some(Some(stop)),
-                Seen::Approval => last = Some(None),
+                Seen::Park => last = Some(None),
                 Seen::Delta(_) | Seen::Other => {}
             }
         }
     }
     Ok(match last {
         Some(Some(stop)) => Some(stop),
-        Some(None) => outcome::pending_call(app, session_id, request_id).await?.map(Stop::Parked),
+        Some(None) => outcome::pending_park(app, session_id, request_id).await?.map(Stop::Parked),
         None => None,
     })
 }
 
-fn not_found(ns: &str) -> ApiError {
+pub(super) fn not_found(ns: &str) -> ApiError {
     ApiError::not_found(format!("namespace '{ns}' not found"))
 }
 
 /// The caller's conversation of `ns`, or 404 (also for another caller's).
-async fn namespace_conversation(app: &App, who: &Identity, ns: &str) -> Result<ConversationRecord, ApiError> {
+pub(super) async fn namespace_conversation(
+    app: &App,
+    who: &Identity,
+    ns: &str,
+) -> Result<ConversationRecord, ApiError> {
     namespace::validate(ns)?;
     let cid = namespace::conversation_id(who, ns);
     crate::tenancy::find_conversation(app, &cid, who).await?.ok_or_else(|| not_found(ns))
-}
-
-/// `GET /api/sessions`: the caller's namespaces, most recently used first (at most 100).
-pub(super) async fn list(State(api): State<Arc<Api>>, Caller(who): Caller) -> Response {
-    reply(
-        async {
-            api.app.turns.take_read(&who).await?;
-            let page = api
-                .app
-                .backends
-                .sessions
-                .list_conversations(&who.org_id, &who.user_id, 0, 100)
-                .await
-                .map_err(ClientError::from)?;
-            let sessions: Vec<Value> = page
-                .conversations
-                .iter()
-                .filter_map(|c| {
-                    Some(json!({"namespace": c.namespace.as_deref()?, "created_at": rfc3339_from_ms(c.created_at_ms),
-                            "updated_at": rfc3339_from_ms(c.updated_at_ms), "message_count": c.message_count}))
-                })
-                .collect();
-            Ok((StatusCode::OK, json!({"sessions": sessions})))
-        }
-        .await,
-    )
 }
 
 /// Messages shown by `GET /api/sessions/{namespace}`, newest kept.
@@ -277,12 +260,16 @@ pub(super) async fn show(State(api): State<Arc<Api>>, Path(ns): Path<String>, Ca
 /// Whether a turn runs in the namespace now: `{"state": "idle" | "running" | "parked", "approval"?}`. A caller
 /// whose request was cut (its pod died) polls this: a dead pod's turn ends with `TURN_INTERRUPTED` within
 /// `turn.lease_ms` + 1 s and the namespace is `idle` again.
-async fn turn_state(app: &App, session_id: &str, ns: &str) -> Result<Value, ApiError> {
+pub(super) async fn turn_state(app: &App, session_id: &str, ns: &str) -> Result<Value, ApiError> {
     let status = app.turns.status(session_id).await?;
     Ok(match status.lease {
         None => json!({"state": "idle"}),
         Some(t) if t.pod_id.is_empty() => match status.parked.filter(|p| p.request_id == t.request_id) {
-            Some(p) => json!({"state": "parked", "approval": outcome::approval_body(ns, &p.call)["approval"]}),
+            Some(p) => {
+                let mut state = outcome::park_body(ns, &p);
+                state["state"] = json!("parked");
+                state
+            }
             None => json!({"state": "running"}),
         },
         Some(_) => json!({"state": "running"}),

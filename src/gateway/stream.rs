@@ -99,7 +99,14 @@ pub(super) async fn chat_stream(
                     return Err(ApiError::not_found("nothing to resume: no turn runs and no event follows that id"));
                 }
                 let watch = SessionWatch::open(&api.app, &session.session_id, Some(after)).await?;
-                Ok::<_, ApiError>(Follow::new(&api.app, watch, session.session_id, r.namespace, session.agent_id, None))
+                Ok::<_, ApiError>(Follow::new(
+                    &api.app,
+                    watch,
+                    session.session_id,
+                    r.namespace,
+                    session.agent_name,
+                    None,
+                ))
             }
             None => {
                 let req: ChatRequest = api.json(body).await?;
@@ -109,7 +116,7 @@ pub(super) async fn chat_stream(
                     t.watch,
                     t.session.session_id,
                     t.namespace,
-                    t.session.agent_id,
+                    t.session.agent_name,
                     Some(t.request_id),
                 ))
             }
@@ -189,12 +196,18 @@ impl Follow {
         }
         match outcome::read(event, &rid) {
             Seen::Delta(text) => self.push(Some(seq), "text_delta", json!({"content": text})),
-            Seen::Approval => match outcome::pending_call(&self.app, &self.session_id, &rid).await {
-                Ok(Some(call)) => {
-                    let body = outcome::approval_body(&self.namespace, &call);
+            Seen::Park => match outcome::pending_park(&self.app, &self.session_id, &rid).await {
+                Ok(Some(p)) if p.gate == crate::backend::Gate::Confirm => {
+                    let body = outcome::approval_body(&self.namespace, &p.call);
                     let mut data = body["approval"].clone();
                     data["namespace"] = Value::String(self.namespace.clone());
                     self.finish(Some(seq), "tool_approval_request", data)
+                }
+                // A card or a code: the stream ends with what `/api/chat` would answer (202).
+                Ok(Some(p)) => {
+                    let body = outcome::park_body(&self.namespace, &p);
+                    let kind = body["status"].as_str().unwrap_or("pending_interaction").to_string();
+                    self.finish(Some(seq), &kind, body)
                 }
                 Ok(None) => {}
                 Err(e) => self.finish(Some(seq), "error", error_data(&e)),

@@ -63,6 +63,11 @@ impl SessionWatch {
         })
     }
 
+    /// The last seq this watch has read past (where it began, before any read).
+    pub(crate) fn position(&self) -> u64 {
+        self.cursor
+    }
+
     /// The next events (seq, JSON): what the log holds after the cursor, else what arrives within one wake-up or
     /// poll interval. Empty when nothing came in that time (the caller then checks whether a turn still runs).
     async fn next(&mut self) -> Result<Vec<(u64, Value)>, ClientError> {

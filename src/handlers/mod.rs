@@ -103,7 +103,13 @@ async fn send_message(conn: &mut Conn, rid: Option<&str>, m: SendMessage) -> Res
         request_id: rid.map(RequestId::from),
         model: m.model,
         skill: m.skill,
-        input: TurnInput { message: m.message, stream: m.stream, images: m.images, files: m.files },
+        input: TurnInput {
+            message: m.message,
+            stream: m.stream,
+            images: m.images,
+            files: m.files,
+            client: Default::default(),
+        },
     };
     match app.turns.start(&conn.identity, &session, request).await {
         Ok(request_id) => {

@@ -83,19 +83,21 @@ fn titled(mut step: Value, title: Option<&str>) -> Value {
     step
 }
 
-pub(crate) fn tool_call_chunk(request_id: &str, name: &str, arguments: &str, title: Option<&str>) -> Value {
-    let step = titled(json!({"name": name, "arguments": arguments}), title);
+/// A tool step's chunk; `id` is the model's call id (an AG-UI client ties the call to its result by it).
+pub(crate) fn tool_call_chunk(request_id: &str, id: &str, name: &str, arguments: &str, title: Option<&str>) -> Value {
+    let step = titled(json!({"id": id, "name": name, "arguments": arguments}), title);
     chunk(request_id, name, json!({"toolCall": step}))
 }
 
 pub(crate) fn tool_result_chunk(
     request_id: &str,
+    id: &str,
     name: &str,
     is_error: bool,
     result: &str,
     title: Option<&str>,
 ) -> Value {
-    let step = titled(json!({"name": name, "isError": is_error, "result": result}), title);
+    let step = titled(json!({"id": id, "name": name, "isError": is_error, "result": result}), title);
     chunk(request_id, name, json!({"toolResult": step}))
 }
 

@@ -350,8 +350,8 @@ mod tests {
             out::error(Some("r"), &ClientError::new(ErrorCode::SessionNotFound, "nope")),
             out::error(None, &ClientError::validation("bad")),
             out::token("stream_token", "r", "he"),
-            out::tool_call_chunk("r", "t", "{}", Some("Doing t")),
-            out::tool_result_chunk("r", "t", false, "ok", None),
+            out::tool_call_chunk("r", "c1", "t", "{}", Some("Doing t")),
+            out::tool_result_chunk("r", "c1", "t", false, "ok", None),
             out::write_confirmation_required("r", "t", "Allow?"),
             out::eventual_response(
                 "r",

@@ -45,8 +45,14 @@ async fn drive_inner(
         .ok_or_else(|| ClientError::new(ErrorCode::AgentNotFound, "the session's agent is no longer configured"))?;
     super::auto_context(turns, &agent, state).await;
     loop {
-        if run_pending_tools(turns, em, state, &agent, decision).await? == Pending::Parked {
-            return Ok(Outcome::Parked);
+        match run_pending_tools(turns, em, state, &agent, decision).await? {
+            Pending::Parked => return Ok(Outcome::Parked),
+            Pending::Handoff => {
+                // The client runs its tool and continues the thread with the result: this turn ends here.
+                let said = state.messages.last().and_then(|m| m.content.as_ref()).and_then(Value::as_str);
+                return finish(turns, state, said.unwrap_or_default().to_string()).await;
+            }
+            Pending::Done => {}
         }
         if state.iteration >= turns.config.turn.max_iterations {
             return Err(ClientError::new(
@@ -84,6 +90,7 @@ async fn drive_inner(
 enum Pending {
     Done,
     Parked,
+    Handoff,
 }
 
 /// Runs the tool calls of the last model response in order, each through its gates ([`gates::step`]); a
@@ -108,12 +115,19 @@ async fn run_pending_tools(
                 match gates::step(turns, em, state, agent, &call, answered.is_some()).await? {
                     Step::Done(outcome) => outcome,
                     Step::Parked => return Ok(Pending::Parked),
+                    Step::Handoff => return Ok(Pending::Handoff),
                 }
             }
         };
         let title = super::steps::title(turns, state, &name);
-        let chunk =
-            out::tool_result_chunk(&state.request_id, &name, outcome.is_error, &outcome.result, title.as_deref());
+        let chunk = out::tool_result_chunk(
+            &state.request_id,
+            &call.id,
+            &name,
+            outcome.is_error,
+            &outcome.result,
+            title.as_deref(),
+        );
         emit_stream(em, state, &chunk);
         state.messages.push(ChatMessage::tool_result(&call.id, &outcome.result));
         state.pending.remove(0);
@@ -192,6 +206,10 @@ async fn call_model(
 /// Stores the final answer in the conversation; the caller emits the terminal event.
 async fn finish(turns: &Turns, state: &TurnState, text: String) -> Result<Outcome, ClientError> {
     let message_id = new_id();
+    if text.is_empty() && !state.client_tools.is_empty() {
+        // A turn that handed a call to the client without a word: nothing to keep in the conversation.
+        return Ok(Outcome::Completed { text, message_id });
+    }
     let stored = StoredMessage {
         id: message_id.clone(),
         direction: Direction::Outbound,

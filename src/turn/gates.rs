@@ -46,6 +46,9 @@ pub(super) fn offered(turns: &Turns, agent: &AgentConfig, state: &TurnState) -> 
     if offers_fallback(agent, &state.supports) {
         specs.push(spec(interactions::fallback_tool_spec()));
     }
+    // The client's own tools, never in place of one of the agent's.
+    let taken: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    specs.extend(state.client_tools.iter().filter(|t| !taken.contains(&t.name)).cloned());
     if turns.knowledge.is_some() {
         specs.push(spec((
             KNOWLEDGE_TOOL,
@@ -72,10 +75,15 @@ pub(super) async fn step(
             emit_stream(
                 em,
                 state,
-                &out::tool_call_chunk(&state.request_id, name, &call.function.arguments, title.as_deref()),
+                &out::tool_call_chunk(&state.request_id, &call.id, name, &call.function.arguments, title.as_deref()),
             );
         }
     };
+    let agents_own = agent.tools.iter().any(|t| t.name == name);
+    if !agents_own && state.client_tools.iter().any(|t| t.name == name) {
+        announce(state);
+        return Ok(Step::Handoff);
+    }
     if let Some(kind) = Kind::from_raise_tool(name).filter(|k| kinds(agent).any(|e| e == *k)) {
         return raise(turns, em, state, call, kind).await;
     }
@@ -129,7 +137,7 @@ async fn raise(
 ) -> Result<Step, ClientError> {
     let name = &call.function.name;
     let title = super::steps::title(turns, state, name);
-    let chunk = out::tool_call_chunk(&state.request_id, name, &call.function.arguments, title.as_deref());
+    let chunk = out::tool_call_chunk(&state.request_id, &call.id, name, &call.function.arguments, title.as_deref());
     let raised = match parse_raise(kind, &call.function.arguments) {
         Ok(r) => r,
         Err(e) => {

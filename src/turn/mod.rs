@@ -26,7 +26,7 @@ pub(crate) use self::answer::{Answer, Verdict};
 use self::emitter::{Emitter, Halt};
 use self::gates::stamp_identity;
 use self::start::auto_context;
-pub(crate) use self::start::{StartRequest, TurnInput};
+pub(crate) use self::start::{ClientSide, StartRequest, TurnInput};
 pub(crate) use self::sweeper::sweep_loop;
 pub(crate) use self::turns::{Parts, Turns};
 use crate::backend::TurnInfo;
@@ -72,6 +72,10 @@ pub(crate) struct TurnState {
     /// Knowledge the model found with `knowledge_search`, cited after.
     #[serde(default)]
     pub knowledge_tool: Vec<crate::knowledge::Hit>,
+    /// Tools the client runs itself (AG-UI frontend tools): offered to the model; a call to one ends the turn
+    /// for the client to run it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_tools: Vec<crate::llm::ToolSpec>,
 }
 
 impl TurnState {

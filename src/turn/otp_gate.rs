@@ -28,7 +28,7 @@ pub(super) async fn require(
 ) -> Result<Step, ClientError> {
     let name = &call.function.name;
     let title = super::steps::title(turns, state, name);
-    let chunk = out::tool_call_chunk(&state.request_id, name, &call.function.arguments, title.as_deref());
+    let chunk = out::tool_call_chunk(&state.request_id, &call.id, name, &call.function.arguments, title.as_deref());
     let mut channels = Vec::new();
     if contact.email.is_some() {
         channels.push("email");

@@ -18,6 +18,8 @@ use crate::util::now_ms;
 pub(super) enum Step {
     Done(crate::tools::ToolOutcome),
     Parked,
+    /// A client tool: the turn ends here and the client runs it.
+    Handoff,
 }
 
 /// Stores the parked turn: `call` waits for `gate` until `expires_at_ms`.
@@ -65,7 +67,11 @@ pub(super) async fn for_confirmation(
         &format!("Tool '{name}' requires confirmation. Allow?"),
     ));
     let title = super::steps::title(turns, state, name);
-    emit_stream(em, state, &out::tool_call_chunk(&state.request_id, name, &call.function.arguments, title.as_deref()));
+    emit_stream(
+        em,
+        state,
+        &out::tool_call_chunk(&state.request_id, &call.id, name, &call.function.arguments, title.as_deref()),
+    );
     em.flush().await?;
     Ok(())
 }

@@ -25,6 +25,15 @@ struct Plan {
     model: Option<String>,
 }
 
+/// What a client that runs tools itself brings (AG-UI): the tools it offers, and, when a run continues after
+/// one of them ran, the model's call and the results (then no user message is stored or sent).
+#[derive(Default)]
+pub(crate) struct ClientSide {
+    pub(crate) tools: Vec<crate::llm::ToolSpec>,
+    /// The assistant message with the calls, then a `tool` message per result.
+    pub(crate) continuation: Vec<ChatMessage>,
+}
+
 /// The user's side of a new turn.
 pub(crate) struct TurnInput {
     pub(crate) message: String,
@@ -33,6 +42,7 @@ pub(crate) struct TurnInput {
     pub(crate) images: Vec<Image>,
     /// Passed to tool webhooks.
     pub(crate) files: Vec<Value>,
+    pub(crate) client: ClientSide,
 }
 
 /// A turn as a door asks for it.
@@ -171,13 +181,16 @@ async fn prepare(
             .sessions
             .recent_messages(&session.conversation_id, turns.config.turn.history_messages)
             .await?;
-        let stored = StoredMessage {
-            id: new_id(),
-            direction: Direction::Inbound,
-            text: input.message.clone(),
-            created_at: now_rfc3339(),
-        };
-        append_or_reopen(turns, session, &stored).await?;
+        let continuing = !input.client.continuation.is_empty();
+        if !continuing {
+            let stored = StoredMessage {
+                id: new_id(),
+                direction: Direction::Inbound,
+                text: input.message.clone(),
+                created_at: now_rfc3339(),
+            };
+            append_or_reopen(turns, session, &stored).await?;
+        }
         // The org's admin-set overrides, read here so a change applies to the next turn on every pod.
         let org = turns.backends.settings.get_settings(&session.org_id).await?.unwrap_or_default();
         let prompt = org.system_prompt.as_deref().unwrap_or(&plan.agent.system_prompt);
@@ -190,7 +203,7 @@ async fn prepare(
             let role = if h.direction == Direction::Inbound { "user" } else { "assistant" };
             messages.push(ChatMessage::text(role, &h.text));
         }
-        let knowledge_query = turns.knowledge.is_some().then(|| input.message.clone());
+        let knowledge_query = (turns.knowledge.is_some() && !continuing).then(|| input.message.clone());
         let content = if input.images.is_empty() {
             Value::String(input.message)
         } else {
@@ -204,12 +217,17 @@ async fn prepare(
             }
             Value::Array(parts)
         };
-        messages.push(ChatMessage {
-            role: "user".into(),
-            content: Some(content),
-            tool_calls: None,
-            tool_call_id: None,
-        });
+        if continuing {
+            // The model's calls and the client's results: the model goes on from there.
+            messages.extend(input.client.continuation);
+        } else {
+            messages.push(ChatMessage {
+                role: "user".into(),
+                content: Some(content),
+                tool_calls: None,
+                tool_call_id: None,
+            });
+        }
         Ok(TurnState {
             turn_id: turn_id.into(),
             request_id: request_id.into(),
@@ -230,6 +248,7 @@ async fn prepare(
             knowledge_query,
             knowledge_auto: Vec::new(),
             knowledge_tool: Vec::new(),
+            client_tools: input.client.tools,
         })
     }
     .await;

@@ -4,6 +4,7 @@
 use crate::{harness, support};
 
 mod budget;
+mod herald;
 mod orra;
 mod rest;
 mod stream;
