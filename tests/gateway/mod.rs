@@ -3,6 +3,7 @@
 
 use crate::{harness, support};
 
+mod agui;
 mod budget;
 mod herald;
 mod orra;

@@ -13,6 +13,8 @@
 //! `dead_code` allowance below.
 #![allow(dead_code)]
 
+/// AG-UI's official client (`@ag-ui/client` from npm, run by Node) driving a pod.
+pub mod agui;
 /// A real headless Chromium driven over WebDriver, for the widget.
 pub mod browser;
 /// Scripted OpenAI-compatible model server.
