@@ -7,7 +7,9 @@ use super::*;
 use support::agui::AguiClient;
 
 fn types(answer: &Value) -> Vec<String> {
-    answer["events"].as_array().map_or_else(Vec::new, |e| e.iter().map(|e| e["type"].as_str().unwrap_or("").to_string()).collect())
+    answer["events"]
+        .as_array()
+        .map_or_else(Vec::new, |e| e.iter().map(|e| e["type"].as_str().unwrap_or("").to_string()).collect())
 }
 
 fn agent(url: String, thread: &str, key: &str) -> Value {
@@ -31,8 +33,16 @@ async fn streamed_run_approval_across_pods_and_a_fresh_client(store: Store) {
     assert_eq!(a["ok"], true, "{a}");
     assert_eq!(
         types(&a),
-        ["RUN_STARTED", "MESSAGES_SNAPSHOT", "TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_CONTENT",
-         "TEXT_MESSAGE_CONTENT", "TEXT_MESSAGE_END", "RUN_FINISHED"],
+        [
+            "RUN_STARTED",
+            "MESSAGES_SNAPSHOT",
+            "TEXT_MESSAGE_START",
+            "TEXT_MESSAGE_CONTENT",
+            "TEXT_MESSAGE_CONTENT",
+            "TEXT_MESSAGE_CONTENT",
+            "TEXT_MESSAGE_END",
+            "RUN_FINISHED"
+        ],
         "{a}"
     );
     assert_eq!(a["outcome"]["type"], "success");
@@ -48,10 +58,20 @@ async fn streamed_run_approval_across_pods_and_a_fresh_client(store: Store) {
     let interrupt = &a["outcome"]["interrupts"][0];
     assert_eq!((interrupt["id"].as_str(), interrupt["reason"].as_str()), (Some("call-del"), Some("confirmation")));
     assert_eq!(a["pending"], json!(["call-del"]));
-    assert!(types(&a).ends_with(&["TOOL_CALL_START".into(), "TOOL_CALL_ARGS".into(), "TOOL_CALL_END".into(), "RUN_FINISHED".into()]), "{a}");
+    assert!(
+        types(&a).ends_with(&[
+            "TOOL_CALL_START".into(),
+            "TOOL_CALL_ARGS".into(),
+            "TOOL_CALL_END".into(),
+            "RUN_FINISHED".into()
+        ]),
+        "{a}"
+    );
     assert!(tools.calls("delete_record").is_empty(), "nothing ran before the approval");
     c.cmd(json!({"op": "url", "url": agui(&p[1])})).await;
-    let a = c.cmd(json!({"op": "resume", "interruptId": "call-del", "status": "resolved", "payload": {"approved": true}})).await;
+    let a = c
+        .cmd(json!({"op": "resume", "interruptId": "call-del", "status": "resolved", "payload": {"approved": true}}))
+        .await;
     assert_eq!(a["ok"], true, "{a}");
     assert_eq!(a["outcome"]["type"], "success", "{a}");
     assert!(types(&a).contains(&"TOOL_CALL_RESULT".to_string()), "{a}");
@@ -70,7 +90,10 @@ async fn streamed_run_approval_across_pods_and_a_fresh_client(store: Store) {
     let snapshot = a["events"].as_array().expect("events").iter().find(|e| e["type"] == "MESSAGES_SNAPSHOT").cloned();
     assert_eq!(snapshot.expect("snapshot")["count"], 5, "hi, its answer, the delete, its answer, this message");
     let texts: Vec<&str> = a["messages"].as_array().expect("m").iter().filter_map(|m| m["content"].as_str()).collect();
-    assert_eq!(texts, ["hi", "Hello from Aria.", "delete record 7", "Deleted record 7.", "are you there", "Still here."]);
+    assert_eq!(
+        texts,
+        ["hi", "Hello from Aria.", "delete record 7", "Deleted record 7.", "are you there", "Still here."]
+    );
     let (status, stored) = get(&p[0], "/agui/threads/thread-1/messages", Some(KEY_A)).await;
     assert_eq!(status, 200);
     assert_eq!(stored["messages"].as_array().map(Vec::len), Some(6));
@@ -94,14 +117,30 @@ async fn official_client_runs_interrupts_across_pods_and_threads_on_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_interaction_interrupt_and_a_frontend_tool_round_trip() {
+async fn an_interaction_interrupt_and_a_frontend_tool_round_trip_on_memory() {
     let (llm, tools) = setup().await;
-    let pod = pod(keyed(&llm, &tools)).await;
+    let store = memory_store(&keyed(&llm, &tools));
+    interaction_and_frontend_tool(llm, tools, store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interaction_interrupt_and_a_frontend_tool_round_trip_on_redis() {
+    let (llm, tools) = setup().await;
+    let redis = support::redis::RedisServer::start();
+    interaction_and_frontend_tool(llm, tools, Store::Redis(redis.url())).await;
+}
+
+async fn interaction_and_frontend_tool(llm: FakeLlm, tools: FakeTools, store: Store) {
+    let pod = pods(1, keyed(&llm, &tools), &store).await.remove(0);
     let mut c = AguiClient::start().await;
     c.cmd(agent(agui(&pod), "thread-2", KEY_A)).await;
 
     // An interaction card is an interrupt; values that do not fit ask again; good values resume the turn.
-    llm.push(Reply::tool_call("call-i", "request_identity_intake", &json!({"fields": ["email"], "reason": "to send the quote"})));
+    llm.push(Reply::tool_call(
+        "call-i",
+        "request_identity_intake",
+        &json!({"fields": ["email"], "reason": "to send the quote"}),
+    ));
     llm.push(Reply::text(&["Quote on its way."]));
     let a = c.cmd(json!({"op": "say", "text": "a quote please"})).await;
     assert_eq!(a["outcome"]["type"], "interrupt", "{a}");
@@ -109,10 +148,13 @@ async fn an_interaction_interrupt_and_a_frontend_tool_round_trip() {
     assert_eq!(interrupt["reason"], "input_required");
     assert_eq!(interrupt["metadata"]["kind"], "identity_intake");
     let iid = interrupt["id"].as_str().expect("id").to_string();
-    let a = c.cmd(json!({"op": "resume", "interruptId": iid, "status": "resolved", "payload": {"email": "nope"}})).await;
+    let a =
+        c.cmd(json!({"op": "resume", "interruptId": iid, "status": "resolved", "payload": {"email": "nope"}})).await;
     assert_eq!(a["outcome"]["type"], "interrupt", "asked again: {a}");
     assert!(a["outcome"]["interrupts"][0]["metadata"]["refused"]["errors"].to_string().contains("email"), "{a}");
-    let a = c.cmd(json!({"op": "resume", "interruptId": iid, "status": "resolved", "payload": {"email": "ada@example.com"}})).await;
+    let a = c
+        .cmd(json!({"op": "resume", "interruptId": iid, "status": "resolved", "payload": {"email": "ada@example.com"}}))
+        .await;
     assert_eq!(a["outcome"]["type"], "success", "{a}");
     let last = a["messages"].as_array().expect("m").last().cloned().expect("last");
     assert_eq!(last["content"], "Quote on its way.");
@@ -123,7 +165,12 @@ async fn an_interaction_interrupt_and_a_frontend_tool_round_trip() {
     let a = c.cmd(json!({"op": "say", "text": "what's the weather here", "tools": tool})).await;
     assert_eq!(a["ok"], true, "{a}");
     assert_eq!(a["outcome"]["type"], "success", "{a}");
-    let call = a["messages"].as_array().expect("m").iter().flat_map(|m| m["toolCalls"].as_array().cloned().unwrap_or_default()).last();
+    let call = a["messages"]
+        .as_array()
+        .expect("m")
+        .iter()
+        .flat_map(|m| m["toolCalls"].as_array().cloned().unwrap_or_default())
+        .last();
     assert_eq!(call.expect("the call")["name"], "get_location");
     let offered = llm.requests().last().cloned().expect("a model request");
     assert!(offered["tools"].to_string().contains("get_location"), "the model was offered the client's tool");
@@ -147,13 +194,18 @@ async fn bad_inputs_are_refused_and_threads_are_the_callers_own() {
     let post = |body: Value, key: &'static str| {
         http.post(agui(&pod)).bearer_auth(key).header("Accept", "text/event-stream").json(&body).send()
     };
-    let r = post(json!({"runId": "r", "messages": [{"id": "m", "role": "user", "content": "hi"}]}), KEY_A).await.expect("post");
+    let r = post(json!({"runId": "r", "messages": [{"id": "m", "role": "user", "content": "hi"}]}), KEY_A)
+        .await
+        .expect("post");
     assert_eq!(r.status(), 400, "missing threadId");
     let r = post(json!({"threadId": "t", "runId": "r", "messages": []}), KEY_A).await.expect("post");
     assert_eq!(r.status(), 400, "no message");
-    let r = post(json!({"threadId": "../x", "runId": "r", "messages": [{"id": "m", "role": "user", "content": "hi"}]}), KEY_A)
-        .await
-        .expect("post");
+    let r = post(
+        json!({"threadId": "../x", "runId": "r", "messages": [{"id": "m", "role": "user", "content": "hi"}]}),
+        KEY_A,
+    )
+    .await
+    .expect("post");
     assert_eq!(r.status(), 400);
     assert_eq!(http.post(agui(&pod)).json(&json!({})).send().await.expect("post").status(), 401, "auth as /api");
 
@@ -166,7 +218,9 @@ async fn bad_inputs_are_refused_and_threads_are_the_callers_own() {
     assert_eq!(get(&pod, "/agui/threads/private/messages", Some(KEY_B)).await.0, 404);
     let mut bob = AguiClient::start().await;
     bob.cmd(agent(agui(&pod), "private", KEY_B)).await;
-    let b = bob.cmd(json!({"op": "resume", "interruptId": "call-del", "status": "resolved", "payload": {"approved": true}})).await;
+    let b = bob
+        .cmd(json!({"op": "resume", "interruptId": "call-del", "status": "resolved", "payload": {"approved": true}}))
+        .await;
     assert_eq!(b["ok"], false);
     assert!(b["error"].as_str().is_some_and(|e| e.contains("404")), "{b}");
     // An unknown interrupt id on her own thread.
@@ -187,8 +241,12 @@ async fn read_sse(resp: reqwest::Response, until: impl Fn(&Value) -> bool) -> Ve
         buf.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
         while let Some(end) = buf.find("\n\n") {
             let frame: String = buf.drain(..end + 2).collect();
-            let id = frame.lines().find_map(|l| l.strip_prefix("id: ").or_else(|| l.strip_prefix("id:"))).map(str::to_string);
-            let data: String = frame.lines().filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:"))).collect();
+            let id = frame
+                .lines()
+                .find_map(|l| l.strip_prefix("id: ").or_else(|| l.strip_prefix("id:")))
+                .map(str::to_string);
+            let data: String =
+                frame.lines().filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:"))).collect();
             if data.is_empty() {
                 continue;
             }
@@ -211,7 +269,8 @@ async fn a_dropped_stream_reconnects_to_the_rest_of_its_run() {
     let pod = pod(keyed(&llm, &tools)).await;
     let words: Vec<String> = (0..20).map(|i| format!("w{i} ")).collect();
     llm.push(Reply::Slow { chunks: words.clone(), delay_ms: 30, usage: None });
-    let input = json!({"threadId": "drop", "runId": "run-1", "messages": [{"id": "u", "role": "user", "content": "story"}]});
+    let input =
+        json!({"threadId": "drop", "runId": "run-1", "messages": [{"id": "u", "role": "user", "content": "story"}]});
     let http = reqwest::Client::new();
     let first = http.post(agui(&pod)).bearer_auth(KEY_A).json(&input).send().await.expect("post");
     let seen = read_sse(first, |e| e["type"] == "TEXT_MESSAGE_CONTENT" && e["delta"] == "w4 ").await;
