@@ -4,6 +4,8 @@
 //! and OTP cards; a page on a disallowed origin sees the error. Each test leaves a screenshot under
 //! `target/browser-screenshots/`.
 
+#[path = "browser/cards.rs"]
+mod cards;
 #[path = "harness/mod.rs"]
 mod harness;
 #[path = "browser/logged_in.rs"]

@@ -116,7 +116,15 @@ async fn authenticate(app: &App, headers: &HeaderMap) -> Result<Identity, AdminE
         AuthError::Missing => {
             AdminError::new(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "a bearer token is required")
         }
-        AuthError::Invalid(why) => AdminError::new(StatusCode::UNAUTHORIZED, "INVALID_TOKEN", why),
+        // The verifier's reason (a JWT library's words, a JWKS fetch error naming an address) stays in the log.
+        AuthError::Invalid(why) => {
+            tracing::debug!(reason = %why, "admin request refused: invalid token");
+            AdminError::new(
+                StatusCode::UNAUTHORIZED,
+                "INVALID_TOKEN",
+                "the token is not valid (malformed, expired, not yet valid, wrongly signed, or for another issuer or audience)",
+            )
+        }
     })
 }
 

@@ -161,9 +161,15 @@ pub(crate) fn interaction_invalid(request_id: &str, interaction_id: &str, kind: 
 }
 
 /// `otp_verification_required`: the gated tool waits for the session to be verified.
-pub(crate) fn otp_verification_required(request_id: &str, tool_id: &str, channels: &[&str], auth_level: &str) -> Value {
+pub(crate) fn otp_verification_required(
+    request_id: &str,
+    tool_id: &str,
+    description: &str,
+    channels: &[&str],
+    auth_level: &str,
+) -> Value {
     let payload = json!({"toolId": tool_id,
-                         "actionDescription": format!("Verify your identity to continue using '{tool_id}'."),
+                         "actionDescription": description,
                          "availableChannels": channels, "authLevel": auth_level});
     nested("otp_verification_required", request_id, payload)
 }

@@ -384,7 +384,7 @@ mod tests {
                 "choices",
                 serde_json::json!([{"field": "Plan", "message": "this question must be answered"}]),
             ),
-            out::otp_verification_required("r", "pay", &["email"], "end_user"),
+            out::otp_verification_required("r", "pay", "Verify your identity to continue.", &["email"], "end_user"),
             out::otp_sent("r", "email", "a***@example.com"),
             out::otp_verified("r"),
             out::otp_invalid("r", "INVALID_CODE", 2, "Invalid code. 2 attempt(s) remaining."),

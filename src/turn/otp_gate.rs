@@ -53,7 +53,8 @@ pub(super) async fn require(
     turns.backends.identity.put_code(&state.session_id, &stored).await?;
     let gate = Gate::Otp { auth_level: tool.auth_level.as_str().to_string() };
     park::store(turns, state, call, gate, stored.expires_at_ms).await?;
-    em.send(&out::otp_verification_required(&state.request_id, name, &channels, tool.auth_level.as_str()));
+    let asked = super::steps::verification_request(turns, state, name);
+    em.send(&out::otp_verification_required(&state.request_id, name, &asked, &channels, tool.auth_level.as_str()));
     em.flush().await?;
     let key = format!("otp-{}-{}", state.session_id, call.id);
     match turns.otp.deliver(&state.session_id, &destination, &code, stored.expires_at_ms, &key).await {

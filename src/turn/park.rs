@@ -64,7 +64,7 @@ pub(super) async fn for_confirmation(
     em.send(&out::write_confirmation_required(
         &state.request_id,
         name,
-        &format!("Tool '{name}' requires confirmation. Allow?"),
+        &super::steps::approval_question(turns, state, name),
     ));
     let title = super::steps::title(turns, state, name);
     emit_stream(

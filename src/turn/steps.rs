@@ -24,7 +24,28 @@ pub(super) fn title(turns: &Turns, state: &TurnState, name: &str) -> Option<Stri
     };
     match (builtin, agent.visibility) {
         (Some(words), _) => Some(words.to_string()),
-        (None, Visibility::Public) => Some("Working on your request".to_string()),
+        (None, Visibility::Public) => Some(GENERIC_STEP.to_string()),
         (None, Visibility::Internal) => None,
+    }
+}
+
+/// A public agent's step without a title of its own.
+const GENERIC_STEP: &str = "Working on your request";
+
+/// The approval card's question for tool `name`, in the visitor's words on a public agent.
+pub(super) fn approval_question(turns: &Turns, state: &TurnState, name: &str) -> String {
+    match title(turns, state, name) {
+        None => format!("Tool '{name}' requires confirmation. Allow?"),
+        Some(t) if t == GENERIC_STEP => "The next step needs your approval. Allow?".to_string(),
+        Some(t) => format!("{t} needs your approval. Allow?"),
+    }
+}
+
+/// The OTP card's request for tool `name`, in the visitor's words on a public agent.
+pub(super) fn verification_request(turns: &Turns, state: &TurnState, name: &str) -> String {
+    match title(turns, state, name) {
+        None => format!("Verify your identity to continue using '{name}'."),
+        Some(t) if t == GENERIC_STEP => "Verify your identity to continue.".to_string(),
+        Some(t) => format!("Verify your identity to continue ({t})."),
     }
 }

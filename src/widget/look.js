@@ -47,6 +47,7 @@ header { display: flex; justify-content: space-between; align-items: center; pad
 .chip[aria-pressed="true"] { background: var(--sb-accent); color: #fff; }
 .sources { align-self: flex-start; font-size: .8rem; margin: 0; }
 .sources ol { margin: .2rem 0 0; padding-left: 1.2rem; }
+.sources .snippet { display: block; color: var(--sb-muted, #5b6270); overflow-wrap: anywhere; }
 button { font: inherit; border: 1px solid #c7cad1; background: #fff; border-radius: 6px; padding: .3rem .7rem;
   cursor: pointer; }
 button.primary { background: var(--sb-accent); border-color: var(--sb-accent); color: #fff; }

@@ -93,7 +93,8 @@ async fn demo_page(State(app): State<Arc<App>>) -> Response {
     let page = DEMO_HTML
         .replace("{{SCRIPT}}", &versioned_path())
         .replace("{{AGENT}}", &html_attr(app.agents.default_id()))
-        .replace("{{VERSION}}", env!("CARGO_PKG_VERSION"));
+        .replace("{{VERSION}}", env!("CARGO_PKG_VERSION"))
+        .replace("{{NOTE}}", note(&app.config));
     let mut resp = Html(page).into_response();
     // The page runs only its own script: no inline code, no other origin.
     resp.headers_mut().insert(
@@ -101,6 +102,19 @@ async fn demo_page(State(app): State<Arc<App>>) -> Response {
         HeaderValue::from_static("default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'"),
     );
     resp
+}
+
+/// What a visitor of the demo page must know first: with `auth.mode = "jwt"` the widget connects only with a
+/// sign-in token, which this page cannot have (it is served only when `widget.enabled` asks for it).
+fn note(config: &crate::config::Config) -> &'static str {
+    if config.auth.mode == crate::config::AuthMode::Jwt {
+        "<p class=\"note\" role=\"note\"><strong>This server needs a sign-in token.</strong> It runs with \
+         <code>auth.mode = \"jwt\"</code>: the chat below connects only when the page gives the widget a valid \
+         JWT in its <code>token</code> attribute, which this demo page cannot do. Embed the widget in your own \
+         page with the visitor's token, or try the demo on a server without JWT auth.</p>"
+    } else {
+        ""
+    }
 }
 
 fn html_attr(s: &str) -> String {

@@ -270,10 +270,12 @@ class SwitchboardChat extends HTMLElement {
       box.append(el("strong", {}, "Sources"));
       const list = el("ol");
       for (const c of citations) {
-        const li = el("li", { title: c.snippet || "" });
+        const li = el("li");
         const url = c.url && safeUrl(c.url);
         li.append(url ? el("a", { href: url, target: "_blank", rel: "noopener noreferrer" }, c.title || url)
           : el("span", {}, c.title || c.id));
+        // The passage that grounded the answer, as text.
+        if (c.snippet) li.append(el("span", { class: "snippet", part: "snippet" }, c.snippet));
         list.append(li);
       }
       box.append(list);

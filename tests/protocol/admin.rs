@@ -89,6 +89,9 @@ async fn every_admin_route_answers_by_role_and_org() {
     assert_eq!(a.get("/admin/me", None).await.1["error"]["code"], "UNAUTHENTICATED");
     let (status, body) = a.get("/admin/me", Some("not-a-jwt")).await;
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("INVALID_TOKEN")));
+    // The verifier's own words (a library's error names) are not the client's.
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(message.starts_with("the token is not valid") && !message.contains("Error"), "{message}");
 
     // Conversations: basic sees its own, curator the org's, never another org's.
     let ids = |v: &Value| -> Vec<String> {

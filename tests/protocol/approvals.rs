@@ -8,7 +8,8 @@ async fn park(c: &mut support::ws::Client, llm: &FakeLlm, sid: &str, rid: &str) 
     let frames = c.recv_until(|v| v["type"] == "stream_chunk").await;
     assert_eq!(types(&frames), ["immediate_response", "write_confirmation_required", "stream_chunk"], "{frames:?}");
     assert_eq!(frames[1]["data"]["data"]["toolId"], "delete_record");
-    assert_eq!(frames[1]["data"]["data"]["actionDescription"], "Tool 'delete_record' requires confirmation. Allow?");
+    // A public agent's untitled tool is asked about in the visitor's words, never by its internal name.
+    assert_eq!(frames[1]["data"]["data"]["actionDescription"], "The next step needs your approval. Allow?");
     assert_eq!(frames[2]["data"]["state"]["rawResponse"]["toolCall"]["name"], "delete_record");
     frames
 }

@@ -21,7 +21,7 @@ async fn gate(c: &mut support::ws::Client, llm: &FakeLlm, tools: &FakeTools, sid
     assert_eq!(types(&frames), ["immediate_response", "otp_verification_required", "otp_sent", "stream_chunk"]);
     assert_eq!(
         frames[1]["data"]["data"],
-        json!({"toolId": "pay_invoice", "actionDescription": "Verify your identity to continue using 'pay_invoice'.",
+        json!({"toolId": "pay_invoice", "actionDescription": "Verify your identity to continue.",
                "availableChannels": ["email"], "authLevel": "end_user"})
     );
     assert_eq!(frames[2]["data"]["data"], json!({"channel": "email", "maskedDestination": "a***@example.com"}));

@@ -134,12 +134,13 @@ async fn webhook_tools_run_and_report() {
     assert_eq!(frames[1]["node"], "lookup_order");
     assert_eq!(
         frames[1]["data"]["state"]["rawResponse"]["toolCall"],
-        json!({"name": "lookup_order", "arguments": r#"{"id":"A1"}"#, "title": "Working on your request"}),
+        json!({"id": "call_a", "name": "lookup_order", "arguments": r#"{"id":"A1"}"#, "title": "Working on your request"}),
         "a public agent's untitled tool is shown as a generic step"
     );
     let result = &frames[2]["data"]["state"]["rawResponse"]["toolResult"];
     assert_eq!(result["isError"], false);
     assert_eq!(result["result"], r#"{"status":"shipped"}"#);
+    assert_eq!(result["id"], "call_a", "a step's result names its call");
     assert_eq!(frames[3]["data"]["state"]["rawResponse"]["toolCall"]["arguments"], r#"{"id":"B2"}"#);
     assert_eq!(
         frames.last().expect("end")["data"]["data"]["usage"],

@@ -170,3 +170,23 @@ async fn an_agents_greeting_opens_the_chat_for_extended_clients_only() {
     let messages = v1.recv_until(|v| v["requestId"] == "m").await;
     assert_eq!(messages.last().expect("page")["data"]["messages"], json!([]), "not stored in the conversation");
 }
+
+/// With `auth.mode = "jwt"` the demo page is off unless `widget.enabled` asks for it, and then it says first
+/// that the widget needs a sign-in token (its socket would be refused without one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jwt_demo_page_says_a_token_is_needed() {
+    let (llm, tools) = setup().await;
+    let mut cfg = config(&llm, &tools);
+    cfg.auth.mode = switchboard::config::AuthMode::Jwt;
+    cfg.auth.jwt_hs256_secret = "a-jwt-secret-of-at-least-32-bytes!!".into();
+    let off = pod(cfg.clone()).await;
+    assert_eq!(reqwest::get(http_url(&off, "/")).await.expect("page").status(), 404, "off by default with jwt");
+    cfg.widget.enabled = Some(true);
+    let on = pod(cfg).await;
+    let page = reqwest::get(http_url(&on, "/")).await.expect("page").text().await.expect("html");
+    assert!(page.contains("This server needs a sign-in token."), "{page}");
+    assert!(page.contains("<switchboard-chat"), "the widget is still there, for a page that adds a token");
+    let open = pod(config(&llm, &tools)).await;
+    let page = reqwest::get(http_url(&open, "/")).await.expect("page").text().await.expect("html");
+    assert!(!page.contains("sign-in token"), "no note without jwt");
+}

@@ -209,7 +209,7 @@ mod tests {
     #[test]
     fn parks_end_the_run_and_a_failed_code_delivery_does_not() {
         let mut r = Renderer::new("t", "run", "q");
-        let asked = out::otp_verification_required("q", "pay", &["email"], "end_user");
+        let asked = out::otp_verification_required("q", "pay", "Verify", &["email"], "end_user");
         assert!(matches!(r.event(1, &asked), Rendered::Events(_)));
         let failed =
             out::error(Some("q"), &crate::error::ClientError::new(crate::error::ErrorCode::OtpSendFailed, "x"));
