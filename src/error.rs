@@ -12,6 +12,7 @@ pub(crate) enum ErrorCode {
     AgentNotFound,
     SkillNotFound,
     RateLimited,
+    QuotaExceeded,
     NoPendingConfirmation,
     NoPendingInteraction,
     InteractionMismatch,
@@ -36,6 +37,7 @@ impl ErrorCode {
             ErrorCode::AgentNotFound => "AGENT_NOT_FOUND",
             ErrorCode::SkillNotFound => "SKILL_NOT_FOUND",
             ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::QuotaExceeded => "QUOTA_EXCEEDED",
             ErrorCode::NoPendingConfirmation => "NO_PENDING_CONFIRMATION",
             ErrorCode::NoPendingInteraction => "NO_PENDING_INTERACTION",
             ErrorCode::InteractionMismatch => "INTERACTION_MISMATCH",
@@ -51,7 +53,7 @@ impl ErrorCode {
     }
 
     /// Every code, for metrics pre-registration and docs.
-    pub(crate) const ALL: [ErrorCode; 19] = [
+    pub(crate) const ALL: [ErrorCode; 20] = [
         ErrorCode::ValidationError,
         ErrorCode::UnsupportedAction,
         ErrorCode::SessionNotFound,
@@ -60,6 +62,7 @@ impl ErrorCode {
         ErrorCode::AgentNotFound,
         ErrorCode::SkillNotFound,
         ErrorCode::RateLimited,
+        ErrorCode::QuotaExceeded,
         ErrorCode::NoPendingConfirmation,
         ErrorCode::NoPendingInteraction,
         ErrorCode::InteractionMismatch,

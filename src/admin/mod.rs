@@ -5,6 +5,7 @@
 //! publish keys (see `http`), which also open `/admin/connections` across orgs for operators.
 
 mod settings;
+mod usage;
 
 use std::sync::Arc;
 
@@ -85,6 +86,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/admin/conversations/{id}/messages", get(messages))
         .route("/admin/settings", get(settings::read).put(settings::write))
         .route("/admin/connections", get(connections))
+        .route("/admin/usage", get(usage::usage))
         .with_state(app)
 }
 

@@ -22,6 +22,8 @@ pub mod parks;
 pub mod quota;
 pub mod redis;
 pub mod settings;
+mod title;
+pub mod usage;
 
 use std::sync::Arc;
 
@@ -36,6 +38,7 @@ pub use identity::{Contact, IdentityStore, OtpAttempt, OtpCode};
 pub use parks::{ConfirmStore, Decided, Gate, ParkedTurn, PendingCall};
 pub use quota::QuotaStore;
 pub use settings::{OrgSettings, SettingsStore};
+pub use usage::{UsageEntry, UsageStore};
 
 /// Errors of the storage layer. Converted into a client-safe `INTERNAL_ERROR` at the edge.
 #[derive(Debug, thiserror::Error)]
@@ -419,6 +422,8 @@ pub struct Backends {
     pub identity: Arc<dyn IdentityStore>,
     /// Per-org overrides set through the admin API (model, system prompt).
     pub settings: Arc<dyn SettingsStore>,
+    /// Tokens and cost per org, user, model and day; an org's spend per month.
+    pub usage: Arc<dyn UsageStore>,
 }
 
 /// Readiness of the storage connection.
@@ -440,6 +445,7 @@ impl Backends {
             + QuotaStore
             + IdentityStore
             + SettingsStore
+            + UsageStore
             + 'static,
     {
         Backends {
@@ -452,6 +458,7 @@ impl Backends {
             quotas: store.clone(),
             identity: store.clone(),
             settings: store.clone(),
+            usage: store.clone(),
             health: store,
             idempotency,
         }
@@ -467,29 +474,4 @@ impl Backends {
     }
 }
 
-/// A conversation title from its first message (both backends title a conversation so): first line, at most 60 characters, on a word boundary.
-pub(crate) fn title_from(text: &str) -> String {
-    let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
-    if line.chars().count() <= 60 {
-        return line.to_string();
-    }
-    let cut: String = line.chars().take(60).collect();
-    let trimmed = match cut.rfind(' ') {
-        Some(i) if i > 20 => &cut[..i],
-        _ => cut.as_str(),
-    };
-    format!("{}…", trimmed.trim_end())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn titles() {
-        assert_eq!(title_from("  hi there \nsecond"), "hi there");
-        let long = "word ".repeat(30);
-        let t = title_from(&long);
-        assert!(t.chars().count() <= 61 && t.ends_with('…'), "{t}");
-    }
-}
+pub(crate) use title::title_from;

@@ -90,6 +90,26 @@ pub struct LlmConfig {
     /// The keys themselves, read from the environment at load (secret; never serialized).
     #[serde(skip)]
     pub org_key_values: std::collections::BTreeMap<String, String>,
+    /// Prices per model (`[llm.prices."gpt-4o-mini"] input_usd_per_mtok, output_usd_per_mtok`): a turn's
+    /// `usage.costUsd` and the usage counters. A model without a price has no cost (left out, never 0).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub prices: std::collections::BTreeMap<String, ModelPrice>,
+}
+
+/// What a model costs, in US dollars per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPrice {
+    pub input_usd_per_mtok: f64,
+    pub output_usd_per_mtok: f64,
+}
+
+impl ModelPrice {
+    /// The cost of `input` and `output` tokens, in millionths of a dollar (rounded up: never under-counted).
+    pub fn micro_usd(&self, input: u64, output: u64) -> u64 {
+        // USD per million tokens is micro-USD per token.
+        (input as f64 * self.input_usd_per_mtok + output as f64 * self.output_usd_per_mtok).ceil() as u64
+    }
 }
 
 impl LlmConfig {
@@ -273,6 +293,9 @@ pub struct LimitsConfig {
     /// History reads (`list_conversations`, `get_messages`, their REST forms) one caller may make per minute
     /// on every door and pod; each costs a page of backend reads.
     pub reads_per_user_per_minute: u64,
+    /// What an org may spend on priced models per calendar month (UTC), in US dollars; once spent, new turns
+    /// are refused with `QUOTA_EXCEEDED` (a running turn finishes). 0 = no limit.
+    pub org_monthly_usd: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -342,6 +365,7 @@ impl Default for LlmConfig {
             read_window_ms: None,
             org_keys: Default::default(),
             org_key_values: Default::default(),
+            prices: Default::default(),
         }
     }
 }
@@ -403,6 +427,7 @@ impl Default for LimitsConfig {
             frames_per_connection_per_s: 20,
             frames_burst: 40,
             reads_per_user_per_minute: 120,
+            org_monthly_usd: 0.0,
         }
     }
 }

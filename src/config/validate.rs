@@ -145,6 +145,18 @@ impl Config {
             return Err(invalid("limits.frames_burst", "must be at least limits.frames_per_connection_per_s"));
         }
         positive("limits.reads_per_user_per_minute", self.limits.reads_per_user_per_minute)?;
+        if !(self.limits.org_monthly_usd.is_finite() && self.limits.org_monthly_usd >= 0.0) {
+            return Err(invalid("limits.org_monthly_usd", "must be a number of dollars, 0 or more"));
+        }
+        for (model, p) in &self.llm.prices {
+            let ok = |v: f64| v.is_finite() && v >= 0.0;
+            if !ok(p.input_usd_per_mtok) || !ok(p.output_usd_per_mtok) {
+                return Err(invalid(
+                    &format!("llm.prices.\"{model}\""),
+                    "prices must be dollars per million tokens, 0 or more",
+                ));
+            }
+        }
         positive("session.empty_conversation_ttl_s", self.session.empty_conversation_ttl_s)?;
         positive("session.conversations_per_user", self.session.conversations_per_user as u64)?;
         if !self.auth.resume_secret.is_empty() && self.auth.resume_secret.len() < 32 {

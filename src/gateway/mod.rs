@@ -140,6 +140,7 @@ impl From<ClientError> for ApiError {
             | ErrorCode::InteractionMismatch => (StatusCode::NOT_FOUND, "not_found"),
             ErrorCode::TurnInProgress => (StatusCode::CONFLICT, "turn_in_progress"),
             ErrorCode::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ErrorCode::QuotaExceeded => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
             ErrorCode::OriginNotAllowed => (StatusCode::FORBIDDEN, "origin_not_allowed"),
             ErrorCode::LlmUnavailable => (StatusCode::BAD_GATEWAY, "model_unavailable"),
             ErrorCode::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),

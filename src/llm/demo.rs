@@ -140,7 +140,11 @@ impl ChatModel for DemoModel {
             Err(call) => {
                 let events = vec![
                     Ok(ModelEvent::ToolCalls(vec![call])),
-                    Ok(ModelEvent::Usage(crate::llm::Usage { prompt_tokens, completion_tokens: 8 })),
+                    Ok(ModelEvent::Usage(crate::llm::Usage {
+                        prompt_tokens,
+                        completion_tokens: 8,
+                        cost_micro_usd: None,
+                    })),
                 ];
                 Ok(Box::pin(futures_util::stream::iter(events)))
             }
@@ -152,7 +156,7 @@ impl ChatModel for DemoModel {
                     Ok(ModelEvent::Token(w))
                 });
                 let usage = futures_util::stream::once(async move {
-                    Ok(ModelEvent::Usage(crate::llm::Usage { prompt_tokens, completion_tokens }))
+                    Ok(ModelEvent::Usage(crate::llm::Usage { prompt_tokens, completion_tokens, cost_micro_usd: None }))
                 });
                 Ok(Box::pin(tokens.chain(usage)))
             }

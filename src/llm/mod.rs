@@ -129,4 +129,8 @@ pub(crate) trait ChatModel: Send + Sync {
 pub(crate) struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// What the turn's model calls cost, in millionths of a dollar; None while the model has no price
+    /// (`llm.prices`). Summed by the turn, not reported by the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_micro_usd: Option<u64>,
 }

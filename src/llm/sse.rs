@@ -140,6 +140,7 @@ impl SseDecoder {
             self.pending.push_back(Ok(ModelEvent::Usage(Usage {
                 prompt_tokens: u.prompt_tokens.unwrap_or(0),
                 completion_tokens: u.completion_tokens.unwrap_or(0),
+                cost_micro_usd: None,
             })));
         }
         for choice in chunk.choices.unwrap_or_default() {

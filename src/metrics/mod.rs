@@ -68,6 +68,8 @@ pub(crate) struct Metrics {
     bus_lag: Gauge<f64, AtomicU64>,
     tokens_prompt: Counter,
     tokens_completion: Counter,
+    /// Dollars spent on priced models, by model (`llm.prices`).
+    cost_usd: Family<ModelLabel, Counter<f64, AtomicU64>>,
     errors: Family<CodeLabel, Counter>,
     llm_ttft: Histogram,
     turn_duration: Histogram,
@@ -116,6 +118,11 @@ impl Refusal {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabel {
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
 }
@@ -143,6 +150,7 @@ impl Metrics {
             bus_lag: Gauge::default(),
             tokens_prompt: Counter::default(),
             tokens_completion: Counter::default(),
+            cost_usd: Family::default(),
             errors: Family::default(),
             llm_ttft: histogram(),
             turn_duration: histogram(),
@@ -177,6 +185,7 @@ impl Metrics {
             "Completion tokens reported by the model",
             m.tokens_completion.clone(),
         );
+        r.register("switchboard_cost_usd", "Dollars spent on priced models (llm.prices), by model", m.cost_usd.clone());
         r.register("switchboard_errors", "Errors sent to clients, by code", m.errors.clone());
         r.register(
             "switchboard_llm_time_to_first_token_seconds",
@@ -251,6 +260,10 @@ impl Metrics {
     pub(crate) fn tokens(&self, usage: Usage) {
         self.tokens_prompt.inc_by(usage.prompt_tokens);
         self.tokens_completion.inc_by(usage.completion_tokens);
+    }
+    /// Counts the cost of one model call on a priced model.
+    pub(crate) fn cost(&self, model: &str, micro_usd: u64) {
+        self.cost_usd.get_or_create(&ModelLabel { model: model.to_string() }).inc_by(micro_usd as f64 / 1e6);
     }
     /// Counts a refused connection or upgrade; the log line is the listener's periodic summary, never one each.
     pub(crate) fn connection_refused(&self, reason: Refusal) {

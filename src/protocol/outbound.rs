@@ -132,9 +132,13 @@ pub(crate) fn eventual_response(
                    "resolutionStatus": "in_progress",
                    "suggestedNextActions": []
                },
-               "usage": {"promptTokens": usage.prompt_tokens, "completionTokens": usage.completion_tokens, "costUsd": 0.0}
+               "usage": {"promptTokens": usage.prompt_tokens, "completionTokens": usage.completion_tokens}
            }},
            "timestamp": now_ms()});
+    // A model without a price has no cost: left out, never 0 (the schema types it as a number).
+    if let Some(micro) = usage.cost_micro_usd {
+        v["data"]["data"]["usage"]["costUsd"] = json!(micro as f64 / 1e6);
+    }
     if let Some(c) = citations {
         v["data"]["data"]["citations"] = c;
     }

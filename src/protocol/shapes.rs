@@ -357,7 +357,7 @@ mod tests {
                 "r",
                 "m",
                 "done",
-                crate::llm::Usage { prompt_tokens: 1, completion_tokens: 2 },
+                crate::llm::Usage { prompt_tokens: 1, completion_tokens: 2, cost_micro_usd: Some(1_500) },
                 None,
             ),
             out::cancelled("r"),

@@ -195,11 +195,16 @@ async fn call_model(
             }
         }
     }
-    chat_span.record("gen_ai.usage.input_tokens", state.usage.prompt_tokens - usage_before.prompt_tokens);
-    chat_span.record("gen_ai.usage.output_tokens", state.usage.completion_tokens - usage_before.completion_tokens);
+    let (input, output) = (
+        state.usage.prompt_tokens - usage_before.prompt_tokens,
+        state.usage.completion_tokens - usage_before.completion_tokens,
+    );
+    chat_span.record("gen_ai.usage.input_tokens", input);
+    chat_span.record("gen_ai.usage.output_tokens", output);
     chat_span
         .record("gen_ai.response.finish_reasons", if calls.is_empty() { "[\"stop\"]" } else { "[\"tool_calls\"]" });
     drop(chat_span);
+    turns.count_call(state, input, output).await;
     Ok((text, calls))
 }
 

@@ -13,6 +13,7 @@ mod emitter;
 mod gates;
 mod otp_gate;
 mod park;
+mod spend;
 mod start;
 mod steps;
 mod sweeper;

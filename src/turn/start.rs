@@ -74,6 +74,7 @@ impl Turns {
             return Err(ClientError::session_not_found(&session.session_id));
         }
         let plan = plan(self, &session.agent_id, req.model.as_deref(), req.skill.as_deref())?;
+        self.check_spend(&session.org_id).await?;
         let spent = self.take_message(caller).await?;
         let request_id = req.request_id.unwrap_or_else(|| new_id().into());
         let turn_id = match acquire(self, session, &request_id).await {

@@ -96,6 +96,8 @@ async fn full_suite(url: &str) {
     let (a, b) = pods(url).await;
     conformance::deployment_keys(&a, &b).await;
     let (a, b) = pods(url).await;
+    conformance::usage_counters(&a, &b).await;
+    let (a, b) = pods(url).await;
     conformance::deletion_forgets_the_person(&a, &b).await;
     conversation_bounds(url).await;
 }
@@ -266,6 +268,7 @@ single! {
     single_idempotency => idempotency;
     single_identity_moves => identity_moves;
     single_deployment_keys => deployment_keys;
+    single_usage_counters => usage_counters;
     single_deletion_forgets_the_person => deletion_forgets_the_person;
 }
 

@@ -202,3 +202,69 @@ async fn an_org_with_its_own_model_key_is_billed_to_it() {
     assert_eq!(auth[auth.len() - 2].as_deref(), Some("Bearer sk-acme"));
     assert_eq!(auth[auth.len() - 1].as_deref(), Some("Bearer sk-test"));
 }
+
+/// A priced model's turns carry `usage.costUsd` (summed over the turn's model calls), are counted per org,
+/// user, model and day (`GET /admin/usage`, curators and admins) and in `switchboard_cost_usd`; once an org has
+/// spent `limits.org_monthly_usd` its next turn is `QUOTA_EXCEEDED`, another org's is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priced_turns_report_their_cost_count_it_and_stop_at_the_monthly_limit() {
+    let (llm, tools) = setup().await;
+    let mut cfg = jwt_config(&llm, &tools);
+    cfg.llm.prices.insert(
+        "gpt-4o-mini".into(),
+        switchboard::config::ModelPrice { input_usd_per_mtok: 2.0, output_usd_per_mtok: 10.0 },
+    );
+    cfg.limits.org_monthly_usd = 0.001;
+    let pod = pod(cfg).await;
+    let a = Admin { http: reqwest::Client::new(), base: format!("http://{}", pod.addr) };
+    // Two model calls in one turn: a tool call, then the answer. 100 + 200 input, 10 + 20 output tokens.
+    llm.push(Reply::ToolCalls {
+        calls: vec![("c1".into(), "lookup_order".into(), "{}".into())],
+        usage: Some((100, 10)),
+    });
+    llm.push(Reply::text_with_usage(&["Done."], 200, 20));
+    let mut c =
+        support::ws::Client::connect_with(&ws_url(&pod), None, Some(&token("ann", "acme", None))).await.expect("ws");
+    let sid = create_session(&mut c).await;
+    send_message(&mut c, &sid, "m1", "order?").await;
+    let end = until_terminal(&mut c, "m1").await.pop().expect("end");
+    let usage = &end["data"]["data"]["usage"];
+    assert_eq!((usage["promptTokens"].as_u64(), usage["completionTokens"].as_u64()), (Some(300), Some(30)));
+    // 300 × $2 + 30 × $10 per million tokens = $0.0009.
+    assert!((usage["costUsd"].as_f64().expect("cost") - 0.0009).abs() < 1e-12, "{usage}");
+    check_v1_frame(&end).expect("a v1 frame");
+
+    let curator = token("cur", "acme", Some("curator"));
+    let (status, by_user) = a.get("/admin/usage?groupBy=user", Some(&curator)).await;
+    assert_eq!(status, 200, "{by_user}");
+    assert_eq!(by_user["rows"], json!([{"user": "ann", "inputTokens": 300, "outputTokens": 30, "costUsd": 0.0009}]));
+    let (_, by_model) = a.get("/admin/usage?groupBy=model", Some(&curator)).await;
+    assert_eq!(by_model["rows"][0]["model"], "gpt-4o-mini");
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let (_, by_day) = a.get(&format!("/admin/usage?from={today}&to={today}"), Some(&curator)).await;
+    assert_eq!(by_day["rows"][0]["day"], today.as_str());
+    assert_eq!(by_day["total"]["inputTokens"], 300);
+    assert_eq!(a.get("/admin/usage", Some(&token("ann", "acme", Some("user")))).await.0, 403, "curators and admins");
+    for bad in ["?from=2026-13-01", "?groupBy=tool", "?from=2026-12-02&to=2026-12-01", "?from=2020-01-01&to=2026-01-01"]
+    {
+        assert_eq!(a.get(&format!("/admin/usage{bad}"), Some(&curator)).await.0, 400, "{bad}");
+    }
+    let (_, globex) = a.get("/admin/usage", Some(&token("g", "globex", Some("curator")))).await;
+    assert_eq!(globex["rows"], json!([]), "another org's usage is its own");
+    let metrics = scrape(&pod).await;
+    assert!((metrics.value("switchboard_cost_usd_total", &[("model", "gpt-4o-mini")]) - 0.0009).abs() < 1e-9);
+
+    // Another $0.0009 passes the $0.001 limit: the turn after it is refused, before it costs anything.
+    llm.push(Reply::text_with_usage(&["Again."], 300, 30));
+    send_message(&mut c, &sid, "m2", "again").await;
+    until_terminal(&mut c, "m2").await;
+    send_message(&mut c, &sid, "m3", "and again").await;
+    let refused = c.recv_until(|v| v["requestId"] == "m3").await.pop().expect("reply");
+    assert_eq!(refused["error"]["code"], "QUOTA_EXCEEDED", "{refused}");
+    let mut other =
+        support::ws::Client::connect_with(&ws_url(&pod), None, Some(&token("eve", "globex", None))).await.expect("ws");
+    let other_sid = create_session(&mut other).await;
+    llm.push(Reply::text(&["Hi Eve."]));
+    send_message(&mut other, &other_sid, "g1", "hi").await;
+    assert_eq!(until_terminal(&mut other, "g1").await.pop().expect("end")["type"], "eventual_response");
+}

@@ -31,7 +31,8 @@ async fn streamed_turn_has_v1_shapes_and_order() {
     let end = frames.last().expect("end");
     assert_eq!(end["status"], 200);
     assert_eq!(end["data"]["data"]["response"]["responseParts"], json!(["Hello there."]));
-    assert_eq!(end["data"]["data"]["usage"], json!({"promptTokens": 11, "completionTokens": 3, "costUsd": 0.0}));
+    // The model has no price (`llm.prices`): no cost, left out rather than a made-up 0.
+    assert_eq!(end["data"]["data"]["usage"], json!({"promptTokens": 11, "completionTokens": 3}));
     for f in &frames {
         assert_eq!(f["requestId"], "r-1");
     }
@@ -144,7 +145,7 @@ async fn webhook_tools_run_and_report() {
     assert_eq!(frames[3]["data"]["state"]["rawResponse"]["toolCall"]["arguments"], r#"{"id":"B2"}"#);
     assert_eq!(
         frames.last().expect("end")["data"]["data"]["usage"],
-        json!({"promptTokens": 12, "completionTokens": 5, "costUsd": 0.0})
+        json!({"promptTokens": 12, "completionTokens": 5})
     );
     let calls = tools.calls("lookup_order");
     assert_eq!(calls.len(), 2);

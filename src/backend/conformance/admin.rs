@@ -4,6 +4,39 @@
 use super::{msg, session, sid};
 use crate::backend::*;
 
+/// Usage counters add up per (day, user, model) across pods; an org's month spend sums its days; another org's
+/// counters are its own.
+pub async fn usage_counters(a: &Backends, b: &Backends) {
+    let org = format!("org-{}", sid());
+    let entry = |user: &str, model: &str, i, o, c| UsageEntry {
+        user_id: user.into(),
+        model: model.into(),
+        input_tokens: i,
+        output_tokens: o,
+        cost_micro_usd: c,
+    };
+    a.usage.record_usage(&org, "2026-12-01", &entry("ann", "m1", 100, 10, 150)).await.expect("record");
+    b.usage.record_usage(&org, "2026-12-01", &entry("ann", "m1", 50, 5, 75)).await.expect("record");
+    a.usage.record_usage(&org, "2026-12-01", &entry("bob:x", "m2", 7, 3, 0)).await.expect("record");
+    b.usage.record_usage(&org, "2026-12-02", &entry("ann", "m1", 1, 1, 25)).await.expect("record");
+    a.usage.record_usage(&org, "2026-11-30", &entry("ann", "m1", 1, 1, 1_000)).await.expect("record");
+    a.usage.record_usage("other", "2026-12-01", &entry("ann", "m1", 9, 9, 9)).await.expect("record");
+    let days = vec!["2026-12-01".to_string(), "2026-12-02".to_string()];
+    let mut got = b.usage.usage(&org, &days).await.expect("usage");
+    got.sort_by(|x, y| (&x.0, &x.1.user_id).cmp(&(&y.0, &y.1.user_id)));
+    assert_eq!(
+        got,
+        vec![
+            ("2026-12-01".to_string(), entry("ann", "m1", 150, 15, 225)),
+            ("2026-12-01".to_string(), entry("bob:x", "m2", 7, 3, 0)),
+            ("2026-12-02".to_string(), entry("ann", "m1", 1, 1, 25)),
+        ]
+    );
+    assert_eq!(a.usage.month_spend(&org, "2026-12").await.expect("spend"), 250);
+    assert_eq!(b.usage.month_spend(&org, "2026-11").await.expect("spend"), 1_000);
+    assert_eq!(b.usage.month_spend(&org, "2026-10").await.expect("spend"), 0);
+}
+
 /// A deployment-wide key is the first one stored, the same on every pod; another name has its own.
 pub async fn deployment_keys(a: &Backends, b: &Backends) {
     let name = format!("k-{}", sid());

@@ -11,7 +11,7 @@ mod admin;
 mod identity;
 mod tenancy;
 mod turns;
-pub use admin::{deployment_keys, org_listing, org_settings};
+pub use admin::{deployment_keys, org_listing, org_settings, usage_counters};
 pub use identity::{identities, interaction_parks};
 pub use tenancy::{conversation_bounds, deletion_forgets_the_person, identity_moves};
 use turns::parked;
@@ -490,6 +490,7 @@ mod memory_suite {
         memory_org_settings => org_settings;
         memory_identity_moves => identity_moves;
         memory_deployment_keys => deployment_keys;
+        memory_usage_counters => usage_counters;
         memory_deletion_forgets_the_person => deletion_forgets_the_person;
     }
 }

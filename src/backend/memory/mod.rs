@@ -45,6 +45,9 @@ struct Shared {
     next_pod: AtomicU64,
 }
 
+/// (org, day, user, model).
+type UsageKey = (String, String, String, String);
+
 #[derive(Default)]
 struct State {
     sessions: HashMap<String, (SessionRecord, i64)>,
@@ -69,6 +72,10 @@ struct State {
     settings: HashMap<String, OrgSettings>,
     /// Deployment-wide secrets (`SettingsStore::deployment_key`), for the process's life.
     deployment_keys: HashMap<String, Vec<u8>>,
+    /// (org, day, user, model) → (input tokens, output tokens, micro-USD).
+    usage: HashMap<UsageKey, (u64, u64, u64)>,
+    /// (org, month) → micro-USD spent.
+    spend: HashMap<(String, String), u64>,
     /// Session → its issued OTP code and the attempts used on it.
     otp_codes: HashMap<String, (OtpCode, u32)>,
     /// Hold key → holder → until (Unix ms): places held, e.g. a user's running turns.

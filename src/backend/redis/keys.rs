@@ -33,6 +33,14 @@ impl Keys {
     pub(super) fn deployment_key(&self, name: &str) -> String {
         format!("{}:key:{name}", self.prefix)
     }
+    /// An org's usage counters of one UTC day (a hash; kept `USAGE_KEEP_S`).
+    pub(super) fn usage(&self, org: &str, day: &str) -> String {
+        format!("{}:usage:{org}:{day}", self.prefix)
+    }
+    /// An org's spend of one UTC month (micro-USD).
+    pub(super) fn spend(&self, org: &str, month: &str) -> String {
+        format!("{}:spend:{org}:{month}", self.prefix)
+    }
     pub(super) fn confirm_expiry(&self) -> String {
         format!("{}:confirm:expiry", self.prefix)
     }
