@@ -217,6 +217,10 @@ pub struct TurnConfig {
     pub max_iterations: u32,
     /// Conversation messages replayed to the model.
     pub history_messages: usize,
+    /// Tokens of history replayed to the model, at most (estimated: a token per 4 bytes of text, plus 4 per
+    /// message): the oldest messages past it are left out, the newest always kept. 0 = no bound but
+    /// `history_messages`.
+    pub history_tokens: usize,
     /// Turn lease in milliseconds: renewed while a turn runs; a dead pod's turn is ended after it lapses.
     pub lease_ms: u64,
     /// Milliseconds a turn's streamed events may wait to be logged and published together (0: each as soon
@@ -391,6 +395,7 @@ impl Default for TurnConfig {
         Self {
             max_iterations: 8,
             history_messages: 50,
+            history_tokens: 16_000,
             lease_ms: 10_000,
             coalesce_ms: 50,
             max_tool_calls: 16,

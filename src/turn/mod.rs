@@ -11,6 +11,7 @@ mod budget;
 mod drive;
 mod emitter;
 mod gates;
+mod history;
 mod otp_gate;
 mod park;
 mod spend;

@@ -200,7 +200,7 @@ async fn prepare(
         if !prompt.is_empty() {
             messages.push(ChatMessage::text("system", prompt));
         }
-        for h in history {
+        for h in super::history::within_tokens(history, turns.config.turn.history_tokens) {
             let role = if h.direction == Direction::Inbound { "user" } else { "assistant" };
             messages.push(ChatMessage::text(role, &h.text));
         }

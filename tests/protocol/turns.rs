@@ -515,3 +515,31 @@ async fn tool_steps_carry_a_title_a_visitor_can_read() {
     internal.agents[0].visibility = switchboard::config::Visibility::Internal;
     assert_eq!(titles(&run(internal).await), [Value::Null, Value::Null], "an internal agent shows the name");
 }
+
+/// `turn.history_tokens` bounds what the model is given of the conversation: the oldest messages past the
+/// budget are left out, the newest kept (estimated at a token per 4 bytes plus 4 per message).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_given_to_the_model_fits_its_token_budget() {
+    let (llm, tools) = setup().await;
+    let mut cfg = config(&llm, &tools);
+    cfg.turn.history_tokens = 60;
+    let pod = pod(cfg).await;
+    let mut c = connect(&pod, false).await;
+    let sid = create_session(&mut c).await;
+    let long = "x".repeat(160); // 44 estimated tokens
+    for (i, text) in [long.as_str(), "short one", "short two"].iter().enumerate() {
+        llm.push(Reply::text(&[format!("answer {i}")]));
+        send_message(&mut c, &sid, &format!("h{i}"), text).await;
+        until_terminal(&mut c, &format!("h{i}")).await;
+    }
+    let sent = llm.requests().last().cloned().expect("the last request");
+    let texts: Vec<&str> = sent["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["role"] != "system")
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    // History before "short two": long, answer 0, short one, answer 1 = 44 + 6 + 7 + 6 tokens: the long one goes.
+    assert_eq!(texts, ["answer 0", "short one", "answer 1", "short two"]);
+}
