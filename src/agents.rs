@@ -56,6 +56,7 @@ impl Agents {
                 allowed_origins: Vec::new(),
                 widget_secret: String::new(),
                 org: "default".into(),
+                mcp_servers: Vec::new(),
                 greeting: Some(
                     "Hi! I'm the offline demo assistant. Ask about returns or shipping, or try \"delete record 7\"."
                         .into(),

@@ -63,6 +63,7 @@ mod knowledge;
 mod lifecycle;
 mod listen;
 mod llm;
+mod mcp;
 mod metrics;
 mod origin;
 mod otp;

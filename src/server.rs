@@ -99,6 +99,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
 
 /// Starts a pod on given backends (tests share one memory backend between pods).
 pub async fn start_with(config: Config, backends: Backends) -> Result<Running, ServerError> {
+    // The process's rustls provider, for the clients that do not pick one (MCP's): ring, as everywhere else.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if config.auth.mode == crate::config::AuthMode::None {
         tracing::warn!("auth.mode = none: every connection is the same anonymous user; for local use only");
     }

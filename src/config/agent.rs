@@ -43,6 +43,10 @@ pub struct AgentConfig {
     /// stored in the conversation, not given to the model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub greeting: Option<String>,
+    /// MCP servers (`mcp.servers[].name`) whose tools this agent is offered, as `<server>__<tool>`; its
+    /// `confirm_tools` globs apply to those names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_servers: Vec<String>,
     /// The org this agent's widget visitors belong to (a signed `authContext` makes the socket act as
     /// `widget:<agentId>:<userId>` in this org).
     #[serde(default = "default_org")]

@@ -72,6 +72,20 @@ impl Config {
             }
             config.llm.org_key_values.insert(org.clone(), value);
         }
+        // MCP servers' header values come from the variables the config names.
+        for server in &mut config.mcp.servers {
+            for (header, var) in &server.headers {
+                let value =
+                    env_all.iter().find(|(k, _)| k == var).map(|(_, v)| v.trim().to_string()).unwrap_or_default();
+                if value.is_empty() {
+                    return Err(ConfigError::Env {
+                        var: var.clone(),
+                        message: format!("holds header `{header}` of MCP server `{}` and is not set", server.name),
+                    });
+                }
+                server.header_values.insert(header.clone(), value);
+            }
+        }
         for (var, value) in &widget_vars {
             let agent = config.agents.iter_mut().find(|a| a.widget_secret_env() == *var).ok_or_else(|| {
                 ConfigError::Env { var: var.clone(), message: "no [[agents]] entry has this id".into() }

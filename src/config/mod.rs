@@ -59,6 +59,8 @@ pub struct Config {
     pub otp: OtpConfig,
     pub knowledge: KnowledgeConfig,
     pub widget: WidgetConfig,
+    /// MCP servers whose tools agents may use.
+    pub mcp: McpConfig,
     /// Agents served by this deployment. Empty = the built-in demo agent answers every `agentId`.
     pub agents: Vec<AgentConfig>,
 }
@@ -354,6 +356,7 @@ impl Default for Config {
             otp: OtpConfig::default(),
             knowledge: KnowledgeConfig::default(),
             widget: WidgetConfig::default(),
+            mcp: McpConfig::default(),
             agents: Vec::new(),
         }
     }
@@ -456,12 +459,14 @@ impl Default for DrainConfig {
 mod agent;
 mod features;
 mod load;
+mod mcp;
 mod modes;
 mod redact;
 mod validate;
 
 pub use agent::{AgentConfig, ToolConfig};
 pub use features::{InteractionConfig, KnowledgeConfig, KnowledgeDocument, OtpConfig, OtpDelivery, WidgetConfig};
+pub use mcp::{McpConfig, McpServerConfig};
 pub use modes::{AuthLevel, AuthMode, InteractionKind, LogFormat, OtpDeliveryMode, Visibility};
 
 impl Config {

@@ -25,6 +25,9 @@ impl Config {
         for a in &mut c.agents {
             hide(&mut a.widget_secret);
         }
+        for s in &mut c.mcp.servers {
+            s.header_values.clear();
+        }
         for k in &mut c.auth.publish_keys {
             *k = "<redacted>".into();
         }

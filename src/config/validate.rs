@@ -192,6 +192,7 @@ impl Config {
         if self.http.idle_timeout_ms < 1_000 {
             return Err(invalid("http.idle_timeout_ms", "must be at least 1000"));
         }
+        self.mcp.validate()?;
         let mut ids = HashSet::new();
         for (i, agent) in self.agents.iter().enumerate() {
             let key = |f: &str| format!("agents[{i}].{f}");
@@ -203,6 +204,9 @@ impl Config {
             }
             if agent.org.is_empty() {
                 return Err(invalid(&key("org"), "must not be empty"));
+            }
+            if let Some(name) = agent.mcp_servers.iter().find(|n| self.mcp.server(n).is_none()) {
+                return Err(invalid(&key("mcp_servers"), format!("names `{name}`, which is not in mcp.servers")));
             }
             if agent.confirm_tools.iter().any(|p| p.is_empty()) {
                 return Err(invalid(&key("confirm_tools"), "patterns must not be empty"));

@@ -70,6 +70,10 @@ pub(crate) struct Metrics {
     tokens_completion: Counter,
     /// Dollars spent on priced models, by model (`llm.prices`).
     cost_usd: Family<ModelLabel, Counter<f64, AtomicU64>>,
+    /// MCP tool calls by server, tool and outcome (`ok`, `error`).
+    mcp_calls: Family<McpCallLabel, Counter>,
+    /// 1 while an MCP server answers (its tools listed), 0 while it is down.
+    mcp_up: Family<ServerLabel, Gauge>,
     errors: Family<CodeLabel, Counter>,
     llm_ttft: Histogram,
     turn_duration: Histogram,
@@ -118,6 +122,18 @@ impl Refusal {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct McpCallLabel {
+    server: String,
+    tool: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerLabel {
+    server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelLabel {
     model: String,
 }
@@ -151,6 +167,8 @@ impl Metrics {
             tokens_prompt: Counter::default(),
             tokens_completion: Counter::default(),
             cost_usd: Family::default(),
+            mcp_calls: Family::default(),
+            mcp_up: Family::default(),
             errors: Family::default(),
             llm_ttft: histogram(),
             turn_duration: histogram(),
@@ -186,6 +204,8 @@ impl Metrics {
             m.tokens_completion.clone(),
         );
         r.register("switchboard_cost_usd", "Dollars spent on priced models (llm.prices), by model", m.cost_usd.clone());
+        r.register("switchboard_mcp_calls", "MCP tool calls, by server, tool and outcome", m.mcp_calls.clone());
+        r.register("switchboard_mcp_server_up", "1 while an MCP server answers, 0 while it is down", m.mcp_up.clone());
         r.register("switchboard_errors", "Errors sent to clients, by code", m.errors.clone());
         r.register(
             "switchboard_llm_time_to_first_token_seconds",
@@ -260,6 +280,15 @@ impl Metrics {
     pub(crate) fn tokens(&self, usage: Usage) {
         self.tokens_prompt.inc_by(usage.prompt_tokens);
         self.tokens_completion.inc_by(usage.completion_tokens);
+    }
+    /// Counts one MCP tool call.
+    pub(crate) fn mcp_call(&self, server: &str, tool: &str, ok: bool) {
+        let label = McpCallLabel { server: server.into(), tool: tool.into(), outcome: if ok { "ok" } else { "error" } };
+        self.mcp_calls.get_or_create(&label).inc();
+    }
+    /// Whether an MCP server answers now.
+    pub(crate) fn mcp_server_up(&self, server: &str, up: bool) {
+        self.mcp_up.get_or_create(&ServerLabel { server: server.into() }).set(i64::from(up));
     }
     /// Counts the cost of one model call on a priced model.
     pub(crate) fn cost(&self, model: &str, micro_usd: u64) {

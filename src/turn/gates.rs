@@ -46,6 +46,7 @@ pub(super) fn offered(turns: &Turns, agent: &AgentConfig, state: &TurnState) -> 
     if offers_fallback(agent, &state.supports) {
         specs.push(spec(interactions::fallback_tool_spec()));
     }
+    specs.extend(turns.mcp.specs(agent));
     // The client's own tools, never in place of one of the agent's.
     let taken: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
     specs.extend(state.client_tools.iter().filter(|t| !taken.contains(&t.name)).cloned());
@@ -96,6 +97,15 @@ pub(super) async fn step(
         return Ok(Step::Done(knowledge_search(turns, state, agent, &call.function.arguments).await));
     }
     let Some(tool) = agent.tools.iter().find(|t| t.name == name) else {
+        if turns.mcp.owns(agent, name) {
+            // An MCP tool: the same approval gate as a webhook tool; it has no auth level of its own.
+            if needs_confirmation(agent, name) {
+                park::for_confirmation(turns, em, state, call).await?;
+                return Ok(Step::Parked);
+            }
+            announce(state);
+            return Ok(Step::Done(run_tool(turns, state, agent, call).await));
+        }
         announce(state);
         return Ok(Step::Done(ToolOutcome { is_error: true, result: format!("unknown tool '{name}'") }));
     };
@@ -242,7 +252,10 @@ async fn verified_contact(turns: &Turns, session_id: &str) -> Option<serde_json:
 /// Calls a configured tool's webhook, in the `execute_tool` span.
 pub(super) async fn run_tool(turns: &Turns, state: &TurnState, agent: &AgentConfig, call: &ToolCall) -> ToolOutcome {
     let Some(tool) = agent.tools.iter().find(|t| t.name == call.function.name) else {
-        return ToolOutcome { is_error: true, result: format!("unknown tool '{}'", call.function.name) };
+        // Not a webhook: an MCP tool of the agent's servers (or unknown, which it says).
+        let span = tracing::info_span!("execute_tool", otel.name = %format!("execute_tool {}", call.function.name),
+            gen_ai.operation.name = "execute_tool", gen_ai.tool.name = %call.function.name, gen_ai.tool.call.id = %call.id);
+        return turns.mcp.call(agent, &call.function.name, &call.function.arguments).instrument(span).await;
     };
     let contact = match tool.auth_level {
         AuthLevel::EndUser => verified_contact(turns, &state.session_id).await,

@@ -49,6 +49,8 @@ pub(crate) struct Turns {
     pub(super) agents: Arc<Agents>,
     pub(super) model: Arc<dyn ChatModel>,
     pub(super) tools: ToolRunner,
+    /// The MCP servers' tools (a client per server, shared by every turn of the pod).
+    pub(super) mcp: crate::mcp::McpTools,
     /// The agents' knowledge; `None` when none is configured.
     pub(super) knowledge: Option<Arc<dyn crate::knowledge::Retriever>>,
     /// Issues and delivers the OTP gate's codes.
@@ -80,6 +82,7 @@ impl Turns {
         Arc::new(Turns {
             tools: ToolRunner::new(&p.config.tools),
             otp: crate::otp::OtpService::new(&p.config),
+            mcp: crate::mcp::McpTools::start(&p.config.mcp, p.metrics.clone()),
             config: p.config,
             pod_id: p.pod_id,
             backends: p.backends,

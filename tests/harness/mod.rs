@@ -56,6 +56,7 @@ pub fn config(llm: &FakeLlm, tools: &FakeTools) -> Config {
         allowed_origins: vec![],
         widget_secret: String::new(),
         org: "default".into(),
+        mcp_servers: Vec::new(),
         greeting: None,
     }];
     c

@@ -12,6 +12,7 @@ mod support;
 
 #[path = "../gateway/mod.rs"]
 mod gateway;
+mod mcp;
 #[path = "../multipod/mod.rs"]
 mod multipod;
 #[path = "../protocol/mod.rs"]

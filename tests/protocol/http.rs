@@ -119,10 +119,27 @@ fn readme_metric_names() -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_serve_every_metric_the_readme_lists_in_a_parsable_exposition() {
     let (llm, tools) = setup().await;
-    let pod = pod(config(&llm, &tools)).await;
+    let mut cfg = config(&llm, &tools);
+    // A priced model and an MCP server (down: nothing listens there), so their labelled families have samples.
+    cfg.llm.prices.insert(
+        "gpt-4o-mini".into(),
+        switchboard::config::ModelPrice { input_usd_per_mtok: 1.0, output_usd_per_mtok: 1.0 },
+    );
+    cfg.mcp.servers = vec![switchboard::config::McpServerConfig {
+        name: "down".into(),
+        url: format!("http://127.0.0.1:{}/mcp", support::ports::free_port()),
+        headers: Default::default(),
+        header_values: Default::default(),
+        timeout_ms: 500,
+        allow: vec![],
+        deny: vec![],
+    }];
+    cfg.agents[0].mcp_servers = vec!["down".into()];
+    let pod = pod(cfg).await;
     let mut c = connect(&pod, false).await;
     let sid = create_session(&mut c).await;
-    llm.push(Reply::text(&["hi ", "there"]));
+    llm.push(Reply::tool_call("c0", "down__echo", &json!({})));
+    llm.push(Reply::text_with_usage(&["hi ", "there"], 3, 2));
     send_message(&mut c, &sid, "r1", "hello").await;
     until_terminal(&mut c, "r1").await;
 
@@ -140,10 +157,19 @@ async fn metrics_serve_every_metric_the_readme_lists_in_a_parsable_exposition() 
     assert_eq!(m.value("switchboard_errors_total", &[("code", "TURN_IN_PROGRESS")]), 0.0);
     assert!(m.value("switchboard_events_published_total", &[]) >= 3.0, "202 is not logged; tokens and the end are");
     assert!(m.value("process_resident_memory_bytes", &[]) > 0.0);
+    assert!(
+        (m.value("switchboard_cost_usd_total", &[("model", "gpt-4o-mini")]) - 5e-6).abs() < 1e-12,
+        "5 tokens at $1/M"
+    );
+    assert_eq!(m.value("switchboard_mcp_server_up", &[("server", "down")]), 0.0);
+    assert_eq!(
+        m.value("switchboard_mcp_calls_total", &[("server", "down"), ("tool", "echo"), ("outcome", "error")]),
+        1.0
+    );
     let ttft = m.0.samples.iter().find(|s| s.metric == "switchboard_llm_time_to_first_token_seconds");
     match ttft.map(|s| &s.value) {
         Some(prometheus_parse::Value::Histogram(buckets)) => {
-            assert_eq!(buckets.last().map(|b| b.count), Some(1.0), "one model call observed: {buckets:?}")
+            assert_eq!(buckets.last().map(|b| b.count), Some(2.0), "two model calls observed: {buckets:?}")
         }
         other => panic!("time to first token is not a histogram: {other:?}"),
     }

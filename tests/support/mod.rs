@@ -19,6 +19,8 @@ pub mod agui;
 pub mod browser;
 /// Scripted OpenAI-compatible model server.
 pub mod llm;
+/// MCP servers from the Python SDK and `server-everything`, as child processes.
+pub mod mcp;
 /// Free ports for processes that must be told theirs up front.
 pub mod ports;
 /// A switchable TCP proxy standing in for a load balancer.
