@@ -31,6 +31,9 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // One rustls provider for the process, before any HTTP client is built (the OTLP exporter's and MCP's
+    // reqwest pick none of their own): ring, as everywhere else.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => {

@@ -94,6 +94,13 @@ pub struct ConversationRecord {
     pub supports: Option<Vec<String>>,
 }
 
+/// What the model was told of a conversation's messages before index `upto` (they are no longer replayed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub upto: u64,
+    pub text: String,
+}
+
 /// Who wrote a message: `inbound` from the user, `outbound` from the agent (the wire and storage spelling).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -161,6 +168,10 @@ pub trait SessionStore: Send + Sync {
     async fn rename_conversation(&self, conversation_id: &str, title: &str) -> BResult<bool>;
     /// Records the capabilities a new session of the conversation declared; false when it does not exist.
     async fn set_conversation_supports(&self, conversation_id: &str, supports: &[String]) -> BResult<bool>;
+    /// The summary of the conversation's older messages (`turn.summarize`), if one was made.
+    async fn summary(&self, conversation_id: &str) -> BResult<Option<Summary>>;
+    /// Stores the summary (replacing an older one); false when the conversation does not exist.
+    async fn set_summary(&self, conversation_id: &str, summary: &Summary) -> BResult<bool>;
     /// Deletes a session and its conversation with everything they hold: the session record, its logged
     /// events (the seq counter stays, so a socket still attached, or the namespace used again, goes on after the
     /// last seq instead of seeing low seqs as duplicates), a parked turn and recorded decisions, the conversation, its messages and its place in the

@@ -16,6 +16,8 @@ pub(crate) enum Stop {
         text: String,
         input_tokens: u64,
         output_tokens: u64,
+        /// The turn's cost, when its model has a price (`llm.prices`).
+        cost_usd: Option<f64>,
     },
     /// Waiting for a person: an approval, a card or a code.
     Parked(Box<ParkedTurn>),
@@ -53,6 +55,7 @@ pub(crate) fn read(event: &Value, request_id: &str) -> Seen {
                 text,
                 input_tokens: data["usage"]["promptTokens"].as_u64().unwrap_or(0),
                 output_tokens: data["usage"]["completionTokens"].as_u64().unwrap_or(0),
+                cost_usd: data["usage"]["costUsd"].as_f64(),
             })
         }
         Some("cancelled") => {
@@ -120,12 +123,15 @@ pub(crate) fn ended_without_answer() -> ApiError {
 /// The orra answer for a stop: 200 `{message, namespace, usage, agent}`, 202 `pending_approval`, or the error.
 pub(crate) fn answer(stop: Stop, namespace: &str, agent: &str) -> Result<(StatusCode, Value), ApiError> {
     match stop {
-        Stop::Answered { text, input_tokens, output_tokens } => Ok((
-            StatusCode::OK,
-            json!({"message": text, "namespace": namespace, "agent": agent, "usage": {
-                "input_tokens": input_tokens, "output_tokens": output_tokens,
-                "total_tokens": input_tokens + output_tokens}}),
-        )),
+        Stop::Answered { text, input_tokens, output_tokens, cost_usd } => {
+            let mut usage = json!({"input_tokens": input_tokens, "output_tokens": output_tokens,
+                                   "total_tokens": input_tokens + output_tokens});
+            // Priced models only, as on the socket: never a made-up 0.
+            if let Some(cost) = cost_usd {
+                usage["cost_usd"] = json!(cost);
+            }
+            Ok((StatusCode::OK, json!({"message": text, "namespace": namespace, "agent": agent, "usage": usage})))
+        }
         Stop::Parked(p) => Ok((StatusCode::ACCEPTED, park_body(namespace, &p))),
         Stop::Failed(e) => Err(e),
     }

@@ -187,9 +187,21 @@ async fn interaction_and_frontend_tool(llm: FakeLlm, tools: FakeTools, store: St
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_inputs_are_refused_and_threads_are_the_callers_own() {
+async fn bad_inputs_are_refused_and_threads_are_the_callers_own_on_memory() {
     let (llm, tools) = setup().await;
-    let pod = pod(keyed(&llm, &tools)).await;
+    let store = memory_store(&keyed(&llm, &tools));
+    bad_inputs(llm, tools, store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_inputs_are_refused_and_threads_are_the_callers_own_on_redis() {
+    let (llm, tools) = setup().await;
+    let redis = support::redis::RedisServer::start();
+    bad_inputs(llm, tools, Store::Redis(redis.url())).await;
+}
+
+async fn bad_inputs(llm: FakeLlm, tools: FakeTools, store: Store) {
+    let pod = pods(1, keyed(&llm, &tools), &store).await.remove(0);
     let http = reqwest::Client::new();
     let post = |body: Value, key: &'static str| {
         http.post(agui(&pod)).bearer_auth(key).header("Accept", "text/event-stream").json(&body).send()
@@ -264,9 +276,21 @@ async fn read_sse(resp: reqwest::Response, until: impl Fn(&Value) -> bool) -> Ve
 /// A client whose stream drops mid-run posts the same input with `Last-Event-ID` and gets the rest of that
 /// run (no new turn): every delta once, then `RUN_FINISHED`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dropped_stream_reconnects_to_the_rest_of_its_run() {
+async fn a_dropped_stream_reconnects_to_the_rest_of_its_run_on_memory() {
     let (llm, tools) = setup().await;
-    let pod = pod(keyed(&llm, &tools)).await;
+    let store = memory_store(&keyed(&llm, &tools));
+    dropped_stream(llm, tools, store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_stream_reconnects_to_the_rest_of_its_run_on_redis() {
+    let (llm, tools) = setup().await;
+    let redis = support::redis::RedisServer::start();
+    dropped_stream(llm, tools, Store::Redis(redis.url())).await;
+}
+
+async fn dropped_stream(llm: FakeLlm, tools: FakeTools, store: Store) {
+    let pod = pods(1, keyed(&llm, &tools), &store).await.remove(0);
     let words: Vec<String> = (0..20).map(|i| format!("w{i} ")).collect();
     llm.push(Reply::Slow { chunks: words.clone(), delay_ms: 30, usage: None });
     let input =

@@ -267,4 +267,17 @@ async fn priced_turns_report_their_cost_count_it_and_stop_at_the_monthly_limit()
     llm.push(Reply::text(&["Hi Eve."]));
     send_message(&mut other, &other_sid, "g1", "hi").await;
     assert_eq!(until_terminal(&mut other, "g1").await.pop().expect("end")["type"], "eventual_response");
+    // The REST door reports the cost too (herald's usage shape, plus `cost_usd`).
+    llm.push(Reply::text_with_usage(&["Over REST."], 100, 0));
+    let body: Value = reqwest::Client::new()
+        .post(http_url(&pod, "/api/chat"))
+        .bearer_auth(token("eve", "globex", None))
+        .json(&json!({"message": "hi"}))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    assert!((body["usage"]["cost_usd"].as_f64().expect("cost") - 0.0002).abs() < 1e-12, "{body}");
 }

@@ -72,6 +72,8 @@ struct State {
     settings: HashMap<String, OrgSettings>,
     /// Deployment-wide secrets (`SettingsStore::deployment_key`), for the process's life.
     deployment_keys: HashMap<String, Vec<u8>>,
+    /// Conversation → the summary of its older messages.
+    summaries: HashMap<String, Summary>,
     /// (org, day, user, model) → (input tokens, output tokens, micro-USD).
     usage: HashMap<UsageKey, (u64, u64, u64)>,
     /// (org, month) → micro-USD spent.
@@ -330,7 +332,21 @@ impl SessionStore for MemoryStore {
         st.otp_codes.remove(sid);
         st.conversations.remove(&session.conversation_id);
         st.messages.remove(&session.conversation_id);
+        st.summaries.remove(&session.conversation_id);
         Ok(())
+    }
+
+    async fn summary(&self, conversation_id: &str) -> BResult<Option<Summary>> {
+        Ok(self.shared.state.lock().summaries.get(conversation_id).cloned())
+    }
+
+    async fn set_summary(&self, conversation_id: &str, summary: &Summary) -> BResult<bool> {
+        let mut st = self.shared.state.lock();
+        if !st.conversations.contains_key(conversation_id) {
+            return Ok(false);
+        }
+        st.summaries.insert(conversation_id.to_string(), summary.clone());
+        Ok(true)
     }
 
     async fn set_conversation_supports(&self, conversation_id: &str, supports: &[String]) -> BResult<bool> {

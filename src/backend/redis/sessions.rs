@@ -12,6 +12,7 @@ use futures_util::future::join_all;
 use super::conn::{array, corrupt, int, parse_json, text, to_json, RedisStore};
 use crate::backend::{
     BResult, ConversationPage, ConversationRecord, Direction, MessagePage, SessionRecord, SessionStore, StoredMessage,
+    Summary,
 };
 
 fn conv_from_hash(map: HashMap<String, String>) -> BResult<Option<ConversationRecord>> {
@@ -262,6 +263,20 @@ impl SessionStore for RedisStore {
         let reply = s
             .eval(&s.scripts.rename, vec![s.keys.conv(conversation_id)], vec!["title".into(), title.to_string()])
             .await?;
+        Ok(int(&reply) == Some(1))
+    }
+
+    async fn summary(&self, conversation_id: &str) -> BResult<Option<Summary>> {
+        let s = self.s();
+        let raw: Option<String> = s.client.hget(s.keys.conv(conversation_id), "summary").await.map_err(|e| s.err(e))?;
+        raw.map(|r| parse_json("summary", &r)).transpose()
+    }
+
+    async fn set_summary(&self, conversation_id: &str, summary: &Summary) -> BResult<bool> {
+        let s = self.s();
+        // A field of the conversation's hash: it expires and is deleted with the conversation.
+        let args = vec!["summary".into(), to_json(summary)?];
+        let reply = s.eval(&s.scripts.rename, vec![s.keys.conv(conversation_id)], args).await?;
         Ok(int(&reply) == Some(1))
     }
 
