@@ -199,11 +199,17 @@ async fn messages(
     let (before, limit) = q.read("am")?;
     crate::tenancy::readable_conversation(&app, &id, &who).await?;
     let before = q.cursor.is_some().then_some(before);
-    let page = app.backends.sessions.messages_page(&id, before, limit).await?;
+    let (page, summary) =
+        tokio::join!(app.backends.sessions.messages_page(&id, before, limit), app.backends.sessions.summary(&id));
+    let page = page?;
     let items: Vec<Value> = page.messages.iter().map(crate::handlers::message_json).collect();
     let next = page.has_more.then(|| encode_cursor("am", page.oldest_index));
-    Ok(Json(json!({"conversationId": id, "messages": items, "nextCursor": next, "hasMore": page.has_more}))
-        .into_response())
+    let mut body = json!({"conversationId": id, "messages": items, "nextCursor": next, "hasMore": page.has_more});
+    // What the model is told of the messages it is no longer given (`turn.summarize`).
+    if let Some(s) = summary? {
+        body["summary"] = json!({"text": s.text, "upto": s.upto});
+    }
+    Ok(Json(body).into_response())
 }
 
 #[derive(serde::Deserialize)]

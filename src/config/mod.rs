@@ -223,6 +223,9 @@ pub struct TurnConfig {
     /// message): the oldest messages past it are left out, the newest always kept. 0 = no bound but
     /// `history_messages`.
     pub history_tokens: usize,
+    /// Summarise the messages `history_tokens` leaves out (once, by the model; stored in the conversation and
+    /// reused) instead of leaving them out silently.
+    pub summarize: bool,
     /// Turn lease in milliseconds: renewed while a turn runs; a dead pod's turn is ended after it lapses.
     pub lease_ms: u64,
     /// Milliseconds a turn's streamed events may wait to be logged and published together (0: each as soon
@@ -399,6 +402,7 @@ impl Default for TurnConfig {
             max_iterations: 8,
             history_messages: 50,
             history_tokens: 16_000,
+            summarize: false,
             lease_ms: 10_000,
             coalesce_ms: 50,
             max_tool_calls: 16,

@@ -44,6 +44,7 @@ async fn drive_inner(
         .get(&state.agent_id)
         .ok_or_else(|| ClientError::new(ErrorCode::AgentNotFound, "the session's agent is no longer configured"))?;
     super::auto_context(turns, &agent, state).await;
+    turns.summarise(state).await;
     loop {
         match run_pending_tools(turns, em, state, &agent, decision).await? {
             Pending::Parked => return Ok(Outcome::Parked),

@@ -17,6 +17,7 @@ mod park;
 mod spend;
 mod start;
 mod steps;
+mod summary;
 mod sweeper;
 mod task;
 mod turns;
@@ -78,6 +79,10 @@ pub(crate) struct TurnState {
     /// for the client to run it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub client_tools: Vec<crate::llm::ToolSpec>,
+    /// A summary of the messages the history budget left out, to be made before the first model call
+    /// (`turn.summarize`); taken by the turn's task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary_job: Option<summary::SummaryJob>,
 }
 
 impl TurnState {

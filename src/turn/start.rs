@@ -200,7 +200,19 @@ async fn prepare(
         if !prompt.is_empty() {
             messages.push(ChatMessage::text("system", prompt));
         }
-        for h in super::history::within_tokens(history, turns.config.turn.history_tokens) {
+        let window = history.len();
+        let kept = super::history::within_tokens(history.clone(), turns.config.turn.history_tokens);
+        let earlier = match turns.config.turn.summarize {
+            true => earlier(turns, session, &history[..window - kept.len()], kept.len()).await?,
+            false => super::summary::Earlier::Nothing,
+        };
+        let mut summary_job = None;
+        match earlier {
+            super::summary::Earlier::Summary(text) => messages.push(super::summary::message(&text)),
+            super::summary::Earlier::Job(job) => summary_job = Some(job),
+            super::summary::Earlier::Nothing => {}
+        }
+        for h in kept {
             let role = if h.direction == Direction::Inbound { "user" } else { "assistant" };
             messages.push(ChatMessage::text(role, &h.text));
         }
@@ -250,6 +262,7 @@ async fn prepare(
             knowledge_auto: Vec::new(),
             knowledge_tool: Vec::new(),
             client_tools: input.client.tools,
+            summary_job,
         })
     }
     .await;
@@ -264,6 +277,22 @@ async fn prepare(
 async fn give_back(turns: &Turns, session: &SessionRecord, turn_id: &str) {
     let _ = turns.backends.leases.release(&session.session_id, turn_id).await;
     let _ = turns.backends.quotas.release_hold(&super::hold_key(&session.org_id, &session.user_id), turn_id).await;
+}
+
+/// What the model is told of the messages before the `kept` replayed ones (`turn.summarize`): the stored summary,
+/// or the job of making one. `dropped`: the window's messages the budget left out.
+async fn earlier(
+    turns: &Turns,
+    session: &SessionRecord,
+    dropped: &[StoredMessage],
+    kept: usize,
+) -> Result<super::summary::Earlier, ClientError> {
+    let sessions = &turns.backends.sessions;
+    let (conversation, stored) =
+        tokio::join!(sessions.get_conversation(&session.conversation_id), sessions.summary(&session.conversation_id));
+    // The count includes the message this turn just stored, which is not part of the history.
+    let count = conversation?.map_or(0, |c| c.message_count).saturating_sub(1);
+    Ok(super::summary::plan(stored?, dropped, count.saturating_sub(kept as u64)))
 }
 
 /// Stores the turn's message; a session whose conversation is gone (it never got a message within

@@ -543,3 +543,65 @@ async fn the_history_given_to_the_model_fits_its_token_budget() {
     // History before "short two": long, answer 0, short one, answer 1 = 44 + 6 + 7 + 6 tokens: the long one goes.
     assert_eq!(texts, ["answer 0", "short one", "answer 1", "short two"]);
 }
+
+/// With `turn.summarize`, what the history budget leaves out is summarised by the model once, stored in the
+/// conversation (the admin API shows it), given to the model before the history, and reused by later turns
+/// while it still covers what is left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_left_out_are_summarised_once_and_reused() {
+    let (llm, tools) = setup().await;
+    let mut cfg = config(&llm, &tools);
+    cfg.turn.history_tokens = 60;
+    cfg.turn.summarize = true;
+    let pod = pod(cfg).await;
+    let mut c = connect(&pod, false).await;
+    c.send(&json!({"action": "create_conversation_session", "requestId": "c", "agentId": AGENT})).await;
+    let created = c.recv().await;
+    let sid = created["data"]["sessionId"].as_str().expect("sid").to_string();
+    let cid = created["data"]["conversationId"].as_str().expect("cid").to_string();
+    let long = format!("my order number is 4242 {}", "x".repeat(140)); // 45 estimated tokens
+    for (i, text) in [long.as_str(), "short one"].iter().enumerate() {
+        llm.push(Reply::text(&[format!("answer {i}")]));
+        send_message(&mut c, &sid, &format!("s{i}"), text).await;
+        until_terminal(&mut c, &format!("s{i}")).await;
+    }
+    // The third turn leaves the long message out: first a summary call, then the answer.
+    let before = llm.requests().len();
+    llm.push(Reply::text(&["The user gave order number 4242."]));
+    llm.push(Reply::text(&["answer 2"]));
+    send_message(&mut c, &sid, "s2", "short two").await;
+    until_terminal(&mut c, "s2").await;
+    let reqs = llm.requests();
+    assert_eq!(reqs.len(), before + 2, "one summary call, then the turn's");
+    let summary_call = &reqs[before];
+    assert!(summary_call["messages"][0]["content"].as_str().is_some_and(|t| t.starts_with("Summarise")));
+    assert!(summary_call["messages"][1]["content"].as_str().is_some_and(|t| t.contains("4242")), "{summary_call}");
+    assert!(summary_call.get("tools").is_none_or(|t| t.as_array().is_none_or(Vec::is_empty)), "no tools offered");
+    let told = |req: &Value| -> Vec<String> {
+        req["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .filter_map(|m| m["content"].as_str().map(str::to_string))
+            .collect()
+    };
+    let turn = told(&reqs[before + 1]);
+    assert_eq!(turn[1], "Summary of the earlier conversation: The user gave order number 4242.", "{turn:?}");
+    assert!(!turn.iter().any(|t| t.contains("xxxx")), "the long message itself is left out");
+    // Shown in the admin API.
+    let admin: Value = reqwest::get(http_url(&pod, &format!("/admin/conversations/{cid}/messages")))
+        .await
+        .expect("admin")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(admin["summary"]["text"], "The user gave order number 4242.", "{admin}");
+    assert_eq!(admin["summary"]["upto"], 1);
+    // The next turn leaves out the same message: the stored summary is reused, no second summary call.
+    llm.push(Reply::text(&["answer 3"]));
+    send_message(&mut c, &sid, "s3", "short three").await;
+    until_terminal(&mut c, "s3").await;
+    let reqs = llm.requests();
+    assert_eq!(reqs.len(), before + 3);
+    assert_eq!(told(&reqs[before + 2])[1], "Summary of the earlier conversation: The user gave order number 4242.");
+}
