@@ -21,7 +21,7 @@ async function run(params) {
   const subscriber = {
     onEvent: ({ event }) => {
       const e = { type: event.type };
-      for (const k of ["messageId", "delta", "toolCallId", "toolCallName", "content", "message", "code", "parentMessageId"]) {
+      for (const k of ["messageId", "delta", "toolCallId", "toolCallName", "content", "message", "code", "parentMessageId", "usage"]) {
         if (event[k] !== undefined) e[k] = event[k];
       }
       if (event.type === "MESSAGES_SNAPSHOT") e.count = event.messages.length;

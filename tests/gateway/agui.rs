@@ -28,7 +28,7 @@ async fn streamed_run_approval_across_pods_and_a_fresh_client(store: Store) {
     assert_eq!(c.cmd(agent(agui(&p[0]), "thread-1", KEY_A)).await["ok"], true);
 
     // A streamed run.
-    llm.push(Reply::text(&["Hello ", "from ", "Aria."]));
+    llm.push(Reply::text_with_usage(&["Hello ", "from ", "Aria."], 12, 3));
     let a = c.cmd(json!({"op": "say", "text": "hi"})).await;
     assert_eq!(a["ok"], true, "{a}");
     assert_eq!(
@@ -46,6 +46,13 @@ async fn streamed_run_approval_across_pods_and_a_fresh_client(store: Store) {
         "{a}"
     );
     assert_eq!(a["outcome"]["type"], "success");
+    let finished = a["events"].as_array().expect("events").last().cloned().expect("RUN_FINISHED");
+    assert_eq!(finished["type"], "RUN_FINISHED");
+    assert_eq!(
+        finished["usage"],
+        json!([{"inputTokens": 12, "outputTokens": 3, "totalTokens": 15}]),
+        "validated by the client"
+    );
     let last = a["messages"].as_array().expect("messages").last().cloned().expect("a message");
     assert_eq!((last["role"].as_str(), last["content"].as_str()), (Some("assistant"), Some("Hello from Aria.")));
 

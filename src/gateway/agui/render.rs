@@ -138,7 +138,13 @@ impl Renderer {
                     let id = format!("{}-{seq}", self.request_id);
                     out.extend([wire::text_start(&id), wire::text_content(&id, &text), wire::text_end(&id)]);
                 }
-                out.push(self.finished(json!({"type": "success"})));
+                let mut finished = self.finished(json!({"type": "success"}));
+                // AG-UI's token usage (its TokenUsage has no cost: that is in `/admin/usage`).
+                let tokens = (data["usage"]["promptTokens"].as_u64(), data["usage"]["completionTokens"].as_u64());
+                if let (Some(i), Some(o)) = tokens.0.zip(tokens.1).filter(|(i, o)| i + o > 0).unzip() {
+                    finished["usage"] = json!([{"inputTokens": i, "outputTokens": o, "totalTokens": i + o}]);
+                }
+                out.push(finished);
                 return Rendered::End(out);
             }
             "cancelled" => {
