@@ -20,8 +20,37 @@ fn agui(pod: &switchboard::server::Running) -> String {
     http_url(pod, "/agui")
 }
 
-async fn streamed_run_approval_across_pods_and_a_fresh_client(store: Store) {
-    let (llm, tools) = setup().await;
+/// Each scenario as two tests: on one memory store and on a real Redis.
+macro_rules! on_memory_and_redis {
+    ($($memory:ident, $redis:ident => $scenario:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $memory() {
+            let (llm, tools) = setup().await;
+            let store = memory_store(&keyed(&llm, &tools));
+            $scenario(llm, tools, store).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $redis() {
+            let (llm, tools) = setup().await;
+            let redis = support::redis::RedisServer::start();
+            $scenario(llm, tools, Store::Redis(redis.url())).await;
+        }
+    )*};
+}
+
+on_memory_and_redis! {
+    official_client_runs_interrupts_across_pods_and_threads_on_memory,
+    official_client_runs_interrupts_across_pods_and_threads_on_redis => streamed_run_approval_across_pods_and_a_fresh_client;
+    an_interaction_interrupt_and_a_frontend_tool_round_trip_on_memory,
+    an_interaction_interrupt_and_a_frontend_tool_round_trip_on_redis => interaction_and_frontend_tool;
+    bad_inputs_are_refused_and_threads_are_the_callers_own_on_memory,
+    bad_inputs_are_refused_and_threads_are_the_callers_own_on_redis => bad_inputs;
+    a_dropped_stream_reconnects_to_the_rest_of_its_run_on_memory,
+    a_dropped_stream_reconnects_to_the_rest_of_its_run_on_redis => dropped_stream;
+}
+
+async fn streamed_run_approval_across_pods_and_a_fresh_client(llm: FakeLlm, tools: FakeTools, store: Store) {
     tools.set("delete_record", Behaviour::Ok(json!("record 7 deleted")));
     let p = pods(2, keyed(&llm, &tools), &store).await;
     let mut c = AguiClient::start().await;
@@ -109,34 +138,6 @@ async fn streamed_run_approval_across_pods_and_a_fresh_client(store: Store) {
     assert!(list.as_array().expect("list").iter().any(|s| s["namespace"] == "thread-1"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn official_client_runs_interrupts_across_pods_and_threads_on_memory() {
-    let (llm, tools) = setup().await;
-    let store = memory_store(&keyed(&llm, &tools));
-    drop((llm, tools));
-    streamed_run_approval_across_pods_and_a_fresh_client(store).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn official_client_runs_interrupts_across_pods_and_threads_on_redis() {
-    let redis = support::redis::RedisServer::start();
-    streamed_run_approval_across_pods_and_a_fresh_client(Store::Redis(redis.url())).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_interaction_interrupt_and_a_frontend_tool_round_trip_on_memory() {
-    let (llm, tools) = setup().await;
-    let store = memory_store(&keyed(&llm, &tools));
-    interaction_and_frontend_tool(llm, tools, store).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_interaction_interrupt_and_a_frontend_tool_round_trip_on_redis() {
-    let (llm, tools) = setup().await;
-    let redis = support::redis::RedisServer::start();
-    interaction_and_frontend_tool(llm, tools, Store::Redis(redis.url())).await;
-}
-
 async fn interaction_and_frontend_tool(llm: FakeLlm, tools: FakeTools, store: Store) {
     let pod = pods(1, keyed(&llm, &tools), &store).await.remove(0);
     let mut c = AguiClient::start().await;
@@ -191,20 +192,6 @@ async fn interaction_and_frontend_tool(llm: FakeLlm, tools: FakeTools, store: St
     let n = tail.len();
     assert_eq!(tail[n - 2]["tool_calls"][0]["id"], "call-loc", "the model's call, then the client's result");
     assert_eq!((tail[n - 1]["role"].as_str(), tail[n - 1]["content"].as_str()), (Some("tool"), Some("Lisbon")));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_inputs_are_refused_and_threads_are_the_callers_own_on_memory() {
-    let (llm, tools) = setup().await;
-    let store = memory_store(&keyed(&llm, &tools));
-    bad_inputs(llm, tools, store).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_inputs_are_refused_and_threads_are_the_callers_own_on_redis() {
-    let (llm, tools) = setup().await;
-    let redis = support::redis::RedisServer::start();
-    bad_inputs(llm, tools, Store::Redis(redis.url())).await;
 }
 
 async fn bad_inputs(llm: FakeLlm, tools: FakeTools, store: Store) {
@@ -282,20 +269,6 @@ async fn read_sse(resp: reqwest::Response, until: impl Fn(&Value) -> bool) -> Ve
 
 /// A client whose stream drops mid-run posts the same input with `Last-Event-ID` and gets the rest of that
 /// run (no new turn): every delta once, then `RUN_FINISHED`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dropped_stream_reconnects_to_the_rest_of_its_run_on_memory() {
-    let (llm, tools) = setup().await;
-    let store = memory_store(&keyed(&llm, &tools));
-    dropped_stream(llm, tools, store).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dropped_stream_reconnects_to_the_rest_of_its_run_on_redis() {
-    let (llm, tools) = setup().await;
-    let redis = support::redis::RedisServer::start();
-    dropped_stream(llm, tools, Store::Redis(redis.url())).await;
-}
-
 async fn dropped_stream(llm: FakeLlm, tools: FakeTools, store: Store) {
     let pod = pods(1, keyed(&llm, &tools), &store).await.remove(0);
     let words: Vec<String> = (0..20).map(|i| format!("w{i} ")).collect();
