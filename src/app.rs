@@ -36,6 +36,8 @@ pub(crate) struct App {
     pub lifecycle: Arc<Lifecycle>,
     /// Tracks turn tasks and socket tasks so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// `http.trusted_proxies`, parsed once (validated at boot).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl App {
@@ -65,6 +67,7 @@ impl App {
         });
         Arc::new(App {
             auth: Authenticator::new(&config.auth),
+            trusted_proxies: crate::client_addr::parse_proxies(&config.http.trusted_proxies),
             config,
             pod_id,
             backends,

@@ -20,14 +20,18 @@ pub(crate) fn peer(extensions: &Extensions) -> Option<SocketAddr> {
     extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
 }
 
+/// `http.trusted_proxies` as networks (entries that do not parse were refused at boot).
+pub(crate) fn parse_proxies(entries: &[String]) -> Vec<IpNet> {
+    entries.iter().filter_map(|t| parse_proxy(t)).collect()
+}
+
 /// The client address of a request from `peer`: see the module docs.
-pub(crate) fn client_address(peer: Option<SocketAddr>, headers: &HeaderMap, trusted: &[String]) -> Option<IpAddr> {
+pub(crate) fn client_address(peer: Option<SocketAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
     Some(through_proxies(peer?.ip(), headers, trusted))
 }
 
-fn through_proxies(peer: IpAddr, headers: &HeaderMap, trusted: &[String]) -> IpAddr {
-    let nets: Vec<IpNet> = trusted.iter().filter_map(|t| parse_proxy(t)).collect();
-    let is_trusted = |ip: &IpAddr| nets.iter().any(|n| n.contains(&canonical(*ip)));
+fn through_proxies(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(&canonical(*ip)));
     if !is_trusted(&peer) {
         return canonical(peer);
     }
@@ -73,7 +77,7 @@ mod tests {
     #[test]
     fn the_first_untrusted_hop_from_the_right_is_the_client() {
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
-        let trusted = vec!["10.0.0.0/8".to_string(), "192.168.1.1".to_string()];
+        let trusted = parse_proxies(&["10.0.0.0/8".to_string(), "192.168.1.1".to_string()]);
         // No trusted peer: the header is the client's own words, never read.
         assert_eq!(through_proxies(ip("203.0.113.9"), &xff(&["1.2.3.4"]), &trusted), ip("203.0.113.9"));
         // Through the proxy: the hop it appended.

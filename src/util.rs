@@ -113,6 +113,15 @@ pub(crate) fn new_epoch() -> String {
     id[..16].to_string()
 }
 
+/// The bytes of lower-case hex (what [`hex`] writes); None for anything else (odd length, upper case, other
+/// characters), so a signature has one spelling.
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
+}
+
 /// Lower-case hex of `bytes` (signatures and salts on the wire and in storage).
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;

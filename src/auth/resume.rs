@@ -40,14 +40,10 @@ impl ResumeKeys {
         if expires_s < now_s || tag.len() != 64 {
             return false;
         }
-        let Some(given) = decode_hex(tag) else { return false };
+        let Some(given) = crate::util::unhex(tag) else { return false };
         // ring compares in constant time.
         hmac::verify(&self.key, Self::text(session_id, owner, expires_s).as_bytes(), &given).is_ok()
     }
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    (0..s.len()).step_by(2).map(|i| s.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect()
 }
 
 #[cfg(test)]

@@ -172,7 +172,7 @@ impl axum::extract::FromRequestParts<Arc<Api>> for Caller {
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
         let who = api.caller(&parts.headers).await?;
-        let trusted = &api.app.config.http.trusted_proxies;
+        let trusted = &api.app.trusted_proxies;
         Ok(Caller(who.seen_from(crate::client_addr::client_address(
             crate::client_addr::peer(&parts.extensions),
             &parts.headers,

@@ -156,17 +156,9 @@ pub(crate) async fn render(app: &App, session_id: &str, event: &str) -> Option<S
         Seen::Park => {
             let p = outcome::pending_park(app, session_id, rid).await.ok()??;
             let (ns, _) = namespace_and_agent(app, session_id).await;
-            if p.gate == crate::backend::Gate::Confirm {
-                let mut body = outcome::approval_body(&ns, &p.call)["approval"].clone();
-                body["type"] = json!("tool_approval_request");
-                body["namespace"] = json!(ns);
-                body
-            } else {
-                // A card or a code: the REST 202 body, as a frame (`pending_interaction` / `pending_otp`).
-                let mut body = outcome::park_body(&ns, &p);
-                body["type"] = body["status"].clone();
-                body
-            }
+            let (kind, mut frame) = outcome::park_event(&ns, &p);
+            frame["type"] = json!(kind);
+            frame
         }
         Seen::End(stop) => {
             let (ns, agent) = namespace_and_agent(app, session_id).await;

@@ -47,12 +47,8 @@ pub(crate) fn read(event: &Value, request_id: &str) -> Seen {
         Some("write_confirmation_required" | "interaction_required" | "otp_sent") => Seen::Park,
         Some("eventual_response") => {
             let data = &event["data"]["data"];
-            let text = data["response"]["responseParts"]
-                .as_array()
-                .map(|parts| parts.iter().filter_map(Value::as_str).collect::<String>())
-                .unwrap_or_default();
             Seen::End(Stop::Answered {
-                text,
+                text: answer_text(data),
                 input_tokens: data["usage"]["promptTokens"].as_u64().unwrap_or(0),
                 output_tokens: data["usage"]["completionTokens"].as_u64().unwrap_or(0),
                 cost_usd: data["usage"]["costUsd"].as_f64(),
@@ -135,6 +131,25 @@ pub(crate) fn answer(stop: Stop, namespace: &str, agent: &str) -> Result<(Status
         Stop::Parked(p) => Ok((StatusCode::ACCEPTED, park_body(namespace, &p))),
         Stop::Failed(e) => Err(e),
     }
+}
+
+/// The text of a turn's answer: the `responseParts` of its `eventual_response` payload (`data.data`), joined.
+pub(crate) fn answer_text(data: &Value) -> String {
+    let parts = data["response"]["responseParts"].as_array();
+    parts.map(|parts| parts.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
+}
+
+/// A park as a streamed event of the orra family: `tool_approval_request {call_id, tool_name, arguments,
+/// namespace}` for an approval, else the 202 body under its status (`pending_interaction` / `pending_otp`). The
+/// SSE stream sends it as an event of that name, an orra socket as a frame of that type.
+pub(crate) fn park_event(namespace: &str, p: &ParkedTurn) -> (String, Value) {
+    if p.gate == Gate::Confirm {
+        let mut data = approval_body(namespace, &p.call)["approval"].clone();
+        data["namespace"] = json!(namespace);
+        return ("tool_approval_request".into(), data);
+    }
+    let body = park_body(namespace, p);
+    (body["status"].as_str().unwrap_or("pending_interaction").to_string(), body)
 }
 
 /// The 202 body of a parked turn: `pending_approval {approval}`, `pending_interaction {interaction}` (the card

@@ -197,17 +197,9 @@ impl Follow {
         match outcome::read(event, &rid) {
             Seen::Delta(text) => self.push(Some(seq), "text_delta", json!({"content": text})),
             Seen::Park => match outcome::pending_park(&self.app, &self.session_id, &rid).await {
-                Ok(Some(p)) if p.gate == crate::backend::Gate::Confirm => {
-                    let body = outcome::approval_body(&self.namespace, &p.call);
-                    let mut data = body["approval"].clone();
-                    data["namespace"] = Value::String(self.namespace.clone());
-                    self.finish(Some(seq), "tool_approval_request", data)
-                }
-                // A card or a code: the stream ends with what `/api/chat` would answer (202).
                 Ok(Some(p)) => {
-                    let body = outcome::park_body(&self.namespace, &p);
-                    let kind = body["status"].as_str().unwrap_or("pending_interaction").to_string();
-                    self.finish(Some(seq), &kind, body)
+                    let (kind, data) = outcome::park_event(&self.namespace, &p);
+                    self.finish(Some(seq), &kind, data)
                 }
                 Ok(None) => {}
                 Err(e) => self.finish(Some(seq), "error", error_data(&e)),

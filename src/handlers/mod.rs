@@ -62,10 +62,16 @@ async fn dispatch(conn: &mut Conn, req: Request) -> Result<(), ClientError> {
 /// whose origin the session's agent does not allow gets `ORIGIN_NOT_ALLOWED` on every action, not only create.
 pub(super) async fn owned_session(conn: &Conn, session_id: &str) -> Result<SessionRecord, ClientError> {
     let session = crate::tenancy::owned_session(&conn.app, session_id, &conn.identity).await?;
-    if let Some(agent) = conn.app.agents.get(&session.agent_id) {
-        crate::widget::auth::check_origin(&agent, conn.origin.as_deref())?;
-    }
+    origin_allowed(conn, &session)?;
     Ok(session)
+}
+
+/// `ORIGIN_NOT_ALLOWED` when the session's agent does not allow this socket's page.
+pub(super) fn origin_allowed(conn: &Conn, session: &SessionRecord) -> Result<(), ClientError> {
+    match conn.app.agents.get(&session.agent_id) {
+        Some(agent) => crate::widget::auth::check_origin(&agent, conn.origin.as_deref()),
+        None => Ok(()),
+    }
 }
 
 /// The conversation if it exists and belongs to this socket's identity; otherwise `CONVERSATION_NOT_FOUND`.

@@ -36,9 +36,9 @@ pub(super) async fn resume(
     match proof {
         // A socket without the owner's credentials (a reconnect, a reload) proves it, then acts as the owner.
         Some(proof) => {
-            let (_, owner) = crate::tenancy::proven_session(&app, session_id, &conn.identity, &proof).await?;
+            let (session, owner) = crate::tenancy::proven_session(&app, session_id, &conn.identity, &proof).await?;
+            super::origin_allowed(conn, &session)?;
             conn.act_as(owner).await?;
-            owned_session(conn, session_id).await?;
         }
         None => {
             owned_session(conn, session_id).await?;

@@ -66,7 +66,7 @@ pub(crate) fn verify(agent: &AgentConfig, ctx: &AuthContext, now_s: i64) -> Resu
     if now_s.abs_diff(ctx.timestamp) > MAX_SKEW_S {
         return Err(invalid());
     }
-    let given = decode_hex(&ctx.signature).ok_or_else(invalid)?;
+    let given = crate::util::unhex(&ctx.signature).filter(|g| g.len() == 32).ok_or_else(invalid)?;
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, agent.widget_secret.as_bytes());
     // ring compares in constant time.
     let signed = |text: String| ring::hmac::verify(&key, text.as_bytes(), &given).is_ok();
@@ -83,13 +83,6 @@ pub(crate) fn verify(agent: &AgentConfig, ctx: &AuthContext, now_s: i64) -> Resu
         }
     }
     Ok(widget_identity(agent, user))
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        return None;
-    }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
 }
 
 /// What a host's server computes: the lower-case hex signature of `text` (`"{agentId}:{userId}:{timestamp}"`).

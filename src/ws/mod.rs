@@ -81,7 +81,7 @@ pub(crate) async fn upgrade(
             return refuse(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "a valid token is required to chat here");
         }
     };
-    let address = crate::client_addr::client_address(peer.map(|p| p.0 .0), &headers, &app.config.http.trusted_proxies);
+    let address = crate::client_addr::client_address(peer.map(|p| p.0 .0), &headers, &app.trusted_proxies);
     let identity = identity.seen_from(address);
     // Sockets per caller (a user, or an anonymous caller's address), across pods: a client opening sockets in a
     // loop is refused before it costs a task, a queue and two subscriptions each.

@@ -37,6 +37,11 @@ fn two_agents(llm: &FakeLlm, tools: &FakeTools) -> switchboard::config::Config {
     cfg
 }
 
+/// The headers of an extended socket from client `ip`, through the trusted proxy (the test's 127.0.0.1).
+fn from(ip: &'static str) -> [(&'static str, &'static str); 2] {
+    [("X-Forwarded-For", ip), ("Sec-WebSocket-Protocol", "switchboard")]
+}
+
 async fn ask(c: &mut Client, frame: Value) -> Value {
     let rid = frame["requestId"].as_str().expect("requestId").to_string();
     c.send(&frame).await;
@@ -157,7 +162,6 @@ async fn session_creation_is_budgeted_per_caller_across_pods_and_doors() {
     cfg.http.trusted_proxies = vec!["127.0.0.1".into()];
     let store = memory_store(&cfg);
     let p = pods(2, cfg, &store).await;
-    let from = |ip: &'static str| [("X-Forwarded-For", ip), ("Sec-WebSocket-Protocol", "switchboard")];
     let mut one = Client::connect_with_headers(&ws_url(&p[0]), &from("198.51.100.1")).await.expect("ws");
     let mut other_pod = Client::connect_with_headers(&ws_url(&p[1]), &from("198.51.100.1")).await.expect("ws");
     let mut created = 0;
@@ -251,7 +255,6 @@ async fn anonymous_sockets_count_per_address_and_move_with_their_identity() {
     cfg.limits.sockets_per_user = 2;
     cfg.http.trusted_proxies = vec!["127.0.0.0/8".into()];
     let pod = pod(cfg).await;
-    let from = |ip: &'static str| [("X-Forwarded-For", ip), ("Sec-WebSocket-Protocol", "switchboard")];
     let url = ws_url(&pod);
     let mut a1 = Client::connect_with_headers(&url, &from("198.51.100.1")).await.expect("1st");
     let _a2 = Client::connect_with_headers(&url, &from("198.51.100.1")).await.expect("2nd");

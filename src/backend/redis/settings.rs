@@ -30,11 +30,7 @@ impl SettingsStore for RedisStore {
             .map_err(|e| s.err(e))?;
         let stored: Option<String> = s.client.get(&key).await.map_err(|e| s.err(e))?;
         let stored = stored.ok_or_else(|| corrupt("deployment key", "missing after SET NX"))?;
-        (0..stored.len())
-            .step_by(2)
-            .map(|i| stored.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
-            .collect::<Option<Vec<u8>>>()
-            .ok_or_else(|| corrupt("deployment key", "not hex"))
+        crate::util::unhex(&stored).ok_or_else(|| corrupt("deployment key", "not hex"))
     }
 
     async fn put_settings(&self, org_id: &str, settings: &OrgSettings) -> BResult<()> {

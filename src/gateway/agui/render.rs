@@ -129,10 +129,7 @@ impl Renderer {
             }
             "eventual_response" => {
                 let data = &event["data"]["data"];
-                let text: String = data["response"]["responseParts"]
-                    .as_array()
-                    .map(|p| p.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
+                let text = crate::gateway::outcome::answer_text(data);
                 self.close_text(&mut out);
                 if !self.streamed && !text.is_empty() {
                     let id = format!("{}-{seq}", self.request_id);
