@@ -42,6 +42,8 @@ struct Env {
     pids: Vec<u32>,
     /// The bench's own Redis, when it started one: its command counts are reported per turn.
     redis_port: Option<u16>,
+    /// Its process, whose CPU time counts with the pods' (Redis is shared by the whole deployment).
+    redis_pid: Option<u32>,
     _children: Vec<ChildGuard>,
 }
 
@@ -96,7 +98,14 @@ async fn start_env(model_port: u16) -> Env {
         let pids = std::env::var("BENCH_PIDS").unwrap_or_default().split(',').filter_map(|p| p.parse().ok()).collect();
         let b = std::env::var("BENCH_WS_B").unwrap_or_else(|_| a.clone());
         let http = std::env::var("BENCH_HTTP_A").unwrap_or_default();
-        return Env { ws: [a, b], http: [http.clone(), http], pids, redis_port: None, _children: vec![] };
+        return Env {
+            ws: [a, b],
+            http: [http.clone(), http],
+            pids,
+            redis_port: None,
+            redis_pid: None,
+            _children: vec![],
+        };
     }
     // BENCH_SERVER=reference runs the seed's reference server (REFERENCE_BIN) the same way, side by side.
     let reference = std::env::var("BENCH_SERVER").is_ok_and(|v| v == "reference");
@@ -111,6 +120,7 @@ async fn start_env(model_port: u16) -> Env {
         .stdout(Stdio::null())
         .spawn()
         .expect("redis-server on PATH");
+    let redis_pid = redis.id();
     let mut children = vec![ChildGuard(redis)];
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut ws = Vec::new();
@@ -139,6 +149,9 @@ async fn start_env(model_port: u16) -> Env {
             .env("SWITCHBOARD_LIMITS__MESSAGES_PER_USER_PER_MINUTE", "10000000")
             .env("SWITCHBOARD_LIMITS__SOCKETS_PER_USER", "100000")
             .env("SWITCHBOARD_LIMITS__TURNS_PER_USER", "100000")
+            // Every bench client is the same anonymous caller on one address.
+            .env("SWITCHBOARD_LIMITS__SESSIONS_PER_USER_PER_MINUTE", "10000000")
+            .env("SWITCHBOARD_LIMITS__READS_PER_USER_PER_MINUTE", "10000000")
             .env("SWITCHBOARD_LIMITS__OUTBOUND_QUEUE", "4096")
             .env("SWITCHBOARD_LOG_FORMAT", "json")
             .env("RUST_LOG", "warn")
@@ -166,6 +179,7 @@ async fn start_env(model_port: u16) -> Env {
         http: [http[0].clone(), http[1].clone()],
         pids,
         redis_port: Some(rport),
+        redis_pid: Some(redis_pid),
         _children: children,
     }
 }
@@ -354,17 +368,24 @@ async fn redis_calls(port: Option<u16>) -> std::collections::BTreeMap<String, u6
 async fn turns(env: &Env, clients: usize, per_client: usize) {
     let calls_before = redis_calls(env.redis_port).await;
     let before: Vec<f64> = env.pids.iter().map(|p| proc_stats(*p).0).collect();
+    let redis_before = env.redis_pid.map(|p| proc_stats(p).0);
     let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
     let frames_total = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..clients {
         let url = env.ws[i % 2].clone();
         let done = done.clone();
+        let errors = errors.clone();
         let frames = frames_total.clone();
         tasks.push(tokio::spawn(async move {
             let mut ws = connect(&url).await;
             let sid = create(&mut ws).await;
+            if sid.is_empty() {
+                errors.fetch_add(per_client as u64, Ordering::Relaxed);
+                return;
+            }
             for t in 0..per_client {
                 let rid = format!("r{t}");
                 let f =
@@ -376,6 +397,9 @@ async fn turns(env: &Env, clients: usize, per_client: usize) {
                     if v["requestId"] == rid.as_str()
                         && matches!(v["type"].as_str(), Some("eventual_response" | "error" | "cancelled"))
                     {
+                        if v["type"] != "eventual_response" {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
                         break;
                     }
                 }
@@ -388,13 +412,23 @@ async fn turns(env: &Env, clients: usize, per_client: usize) {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let after: Vec<f64> = env.pids.iter().map(|p| proc_stats(*p).0).collect();
+    let redis_cpu = env.redis_pid.map(|p| proc_stats(p).0).zip(redis_before).map(|(a, b)| a - b);
     let cpu: f64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
     let n = done.load(Ordering::Relaxed);
     let frames_per_turn = frames_total.load(Ordering::Relaxed) as f64 / n.max(1) as f64;
+    let per_turn = |secs: f64| secs * 1000.0 / n.max(1) as f64;
     println!(
         "turns clients={clients} turns={n} wall={elapsed:.2}s server_cpu={cpu:.2}s cpu_per_turn={:.3}ms frames_per_turn={frames_per_turn:.1} (800-char replies, 100 chunks)",
-        cpu * 1000.0 / n.max(1) as f64
+        per_turn(cpu)
     );
+    let failed = errors.load(Ordering::Relaxed);
+    if failed > 0 {
+        println!("  WARNING: {failed} turns did not end with eventual_response: these figures are not comparable");
+    }
+    if let Some(r) = redis_cpu {
+        // /proc ticks are 10 ms: over a round of 800 turns that is 0.0125 ms per turn of resolution.
+        println!("  redis_cpu_per_turn={:.3}ms pods+redis_per_turn={:.3}ms", per_turn(r), per_turn(cpu + r));
+    }
     let calls_after = redis_calls(env.redis_port).await;
     let mut per_turn: Vec<(String, f64)> = calls_after
         .iter()

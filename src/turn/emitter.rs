@@ -48,6 +48,9 @@ const MAX_BACKLOG: usize = 10_000;
 enum EmitCmd {
     Event(String),
     Flush(oneshot::Sender<Result<(), Halt>>),
+    /// The turn's terminal event: appended last, in the same batch as whatever is still queued, with the lease
+    /// freed in the same step ([`Guard::Release`]); nothing is queued after it.
+    Finish(String, oneshot::Sender<Result<(), Halt>>),
 }
 
 /// Largest batch per append (bounds one script call).
@@ -78,20 +81,29 @@ impl Emitter {
                 first_batch = false;
                 let mut events = Vec::new();
                 let mut flushes = Vec::new();
+                let mut finish = false;
                 let mut next = Some(first);
                 while let Some(cmd) = next.take() {
                     match cmd {
-                        EmitCmd::Event(e) => events.push(e),
+                        EmitCmd::Event(e) => {
+                            taken.fetch_sub(1, Ordering::Relaxed);
+                            events.push(e);
+                        }
                         EmitCmd::Flush(f) => flushes.push(f),
+                        EmitCmd::Finish(e, f) => {
+                            events.push(e);
+                            flushes.push(f);
+                            finish = true;
+                        }
                     }
-                    if events.len() < EMIT_BATCH {
+                    if events.len() < EMIT_BATCH && !finish {
                         next = rx.try_recv().ok();
                     }
                 }
-                taken.fetch_sub(events.len(), Ordering::Relaxed);
                 if !events.is_empty() && halt_tx.borrow().is_none() {
                     let n = events.len() as u64;
-                    match turns.backends.log.append_guarded(&session_id, events, Guard::Holder(&turn_id)).await {
+                    let guard = if finish { Guard::Release(&turn_id) } else { Guard::Holder(&turn_id) };
+                    match turns.backends.log.append_guarded(&session_id, events, guard).await {
                         Ok(Some(_)) => turns.metrics.events_published(n),
                         Ok(None) => {
                             tracing::warn!(%session_id, %turn_id, "the turn's lease is gone: it stops, emitting nothing more");
@@ -150,9 +162,20 @@ impl Emitter {
     }
 
     pub(super) async fn flush(&self) -> Result<(), Halt> {
+        self.close(EmitCmd::Flush).await
+    }
+
+    /// [`Emitter::flush`] with the turn's terminal event as the last of the final batch, appended only while the
+    /// turn holds its lease, which that same step frees: the ending costs no append of its own.
+    pub(super) async fn finish(&self, ending: &Value) -> Result<(), Halt> {
+        let ending = ending.to_string();
+        self.close(|tx| EmitCmd::Finish(ending, tx)).await
+    }
+
+    async fn close(&self, cmd: impl FnOnce(oneshot::Sender<Result<(), Halt>>) -> EmitCmd) -> Result<(), Halt> {
         let stopped = || Halt::Failed(ClientError::new(ErrorCode::Internal, "event emitter stopped"));
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(EmitCmd::Flush(tx)).is_err() {
+        if self.tx.send(cmd(tx)).is_err() {
             return Err(stopped());
         }
         // A permit left over when the task was not waiting only ends a later wait early.

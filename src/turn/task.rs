@@ -125,18 +125,30 @@ async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<D
         }
     };
     renewer.abort();
+    // The place among the user's running turns goes before the ending is visible: a client that answers the
+    // ending at once must find it free.
+    drop_hold(&turns, &state.org_id, &state.user_id, &state.turn_id).await;
+    let (rid, tid) = (state.request_id.clone(), state.turn_id.clone());
     // Everything the turn queued is logged before its terminal event (and before the lease is released). A
-    // turn that could not log all of it does not end as if it had (a park among them would be unseen).
-    let outcome = match (em.flush().await, outcome) {
-        (Err(Halt::LeaseLost), _) | (_, Some(Outcome::LeaseLost)) => Some(Outcome::LeaseLost),
-        (Err(Halt::Failed(e)), Some(_)) => Some(Outcome::Failed(e)),
+    // turn that could not log all of it does not end as if it had (a park among them would be unseen). A
+    // completed turn's ending goes in the same final batch, which frees the lease.
+    let closed = match &outcome {
+        Some(Outcome::Completed { text, message_id }) => {
+            let cited = crate::knowledge::citations::citations(&state.knowledge_auto, &state.knowledge_tool);
+            em.finish(&out::eventual_response(&rid, message_id, text, state.usage, cited)).await.map(|()| true)
+        }
+        _ => em.flush().await.map(|()| false),
+    };
+    let (outcome, ended_already) = match (closed, outcome) {
+        (Err(Halt::LeaseLost), _) | (_, Some(Outcome::LeaseLost)) => (Some(Outcome::LeaseLost), false),
+        (Err(Halt::Failed(e)), Some(_)) => (Some(Outcome::Failed(e)), false),
         // A cancel that came while the turn was parking (the prompt going out) wins over the park: the turn
         // would otherwise wait for an answer its person has already called off.
-        (Ok(()), Some(Outcome::Parked)) if cancel.is_cancelled() => None,
-        (_, o) => o,
+        (Ok(false), Some(Outcome::Parked)) if cancel.is_cancelled() => (None, false),
+        (Ok(ended), o) => (o, ended),
+        (Err(_), None) => (None, false),
     };
     turns.unregister(&sid, &state.turn_id);
-    drop_hold(&turns, &state.org_id, &state.user_id, &state.turn_id).await;
     let ended = match &outcome {
         Some(Outcome::Parked) => TurnOutcome::Parked,
         Some(Outcome::Completed { .. }) => TurnOutcome::Completed,
@@ -145,7 +157,6 @@ async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<D
         None => TurnOutcome::Cancelled,
     };
     turns.metrics.turn_ended(ended, started.elapsed());
-    let (rid, tid) = (state.request_id.clone(), state.turn_id.clone());
     match outcome {
         Some(Outcome::Parked) => {
             // Hand the slot over to the parked state only now that the renewer is stopped, so it cannot put
@@ -154,11 +165,7 @@ async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<D
                 tracing::warn!(error = %e, session_id = %sid, "could not hand the parked turn's lease over");
             }
         }
-        Some(Outcome::Completed { text, message_id }) => {
-            let cited = crate::knowledge::citations::citations(&state.knowledge_auto, &state.knowledge_tool);
-            let done = out::eventual_response(&rid, &message_id, &text, state.usage, cited);
-            turns.end(&sid, Guard::Release(&tid), &done).await;
-        }
+        Some(Outcome::Completed { .. }) => debug_assert!(ended_already, "a completed turn ends in its final batch"),
         Some(Outcome::Failed(err)) => {
             // A park written before the failure must not be resumed later by the timeout sweeper.
             turns.take_own_park(&sid, &tid).await;

@@ -307,16 +307,49 @@ async fn single_session_keys_carry_the_idle_ttl() {
     }
 }
 
+/// The append's own resend guard: a retry of a call whose outcome is unknown (the flag `1`) finds the first
+/// run's entry by its token and answers its seq without appending again; a retry of a call that never ran
+/// appends; one entry holds a batch, with its first seq, and a later read cuts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_an_append_retried_with_its_token_is_not_appended_twice() {
+    let (redis, config, pod, sid) = one_pod_with_a_session().await;
+    let prefix = &config.redis_key_prefix;
+    let key = |k: &str| format!("{prefix}:{{{sid}}}:{k}");
+    let keys: Vec<String> = ["seq", "log", "lease", "turn", "epoch", "session"].iter().map(|k| key(k)).collect();
+    let script = include_str!("../../src/backend/redis/lua/append_batch.lua");
+    let append = |token: &str, retry: &str, events: &[&str]| {
+        let channel = key("events");
+        let mut args = vec!["EVAL", script, "6"];
+        args.extend(keys.iter().map(String::as_str));
+        args.extend(["100", "60", channel.as_str(), "PUBLISH", "none", "", "ep1", token, retry]);
+        args.extend(events);
+        redis.cli(&args)
+    };
+    assert_eq!(append("tok-a", "0", &[r#"{"a":1}"#, r#"{"a":2}"#]), "1");
+    assert_eq!(append("tok-a", "1", &[r#"{"a":1}"#, r#"{"a":2}"#]), "1", "the first run is found");
+    assert_eq!(append("tok-b", "1", &[r#"{"b":1}"#]), "3", "a call that never ran appends");
+    let entries = redis.cli(&["XLEN", &key("log")]);
+    assert_eq!(entries, "2", "one entry per batch");
+    let read = pod.log.read_after(&sid, 1, 10).await.expect("read");
+    assert_eq!(read, vec![(2, r#"{"a":2}"#.to_string()), (3, r#"{"b":1}"#.to_string())]);
+    assert_eq!(pod.log.bounds(&sid).await.expect("bounds"), (1, 3));
+}
+
 /// A busy session's resend-safety records stay small: the ops hash keeps the last 64 replies and one previous
 /// generation, not a reply per write for as long as the session keeps writing (it held up to 1,000 before).
+/// The log's appends keep none at all: they guard their own resends (a token in the stream entry).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_ops_hashes_stay_bounded_on_a_busy_session() {
     let (redis, config, pod, sid) = one_pod_with_a_session().await;
+    let prefix = &config.redis_key_prefix;
+    let hlen = |key: String| -> u64 { redis.cli(&["HLEN", &key]).parse().expect("hlen") };
     for n in 1..=600u64 {
         assert_eq!(pod.log.append(&sid, &format!(r#"{{"n":{n}}}"#)).await.expect("append"), n);
     }
-    let prefix = &config.redis_key_prefix;
-    let hlen = |key: String| -> u64 { redis.cli(&["HLEN", &key]).parse().expect("hlen") };
+    assert_eq!(hlen(format!("{prefix}:{{{sid}}}:ops")), 0, "appends keep no reply per call");
+    for _ in 0..600 {
+        assert!(!pod.leases.release(&sid, "no-such-turn").await.expect("release"));
+    }
     let (ops, prev) = (hlen(format!("{prefix}:{{{sid}}}:ops")), hlen(format!("{prefix}:{{{sid}}}:ops:prev")));
     assert!((1..=64).contains(&ops), "current generation holds {ops}");
     assert_eq!(prev, 64, "the previous generation holds one full hash");

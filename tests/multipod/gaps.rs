@@ -56,11 +56,13 @@ async fn a_socket_whose_next_event_was_trimmed_away_is_told_to_resume() {
     let got = a.recv_until(|f| f["token"] == "first").await;
     assert_eq!(got.last().expect("frame")["seq"], 1);
 
-    // The pod's pub/sub connection drops; twenty events are logged meanwhile (the log keeps five), so the
-    // socket's next event (seq 2) is gone by the time the pod has resubscribed and re-reads the log.
+    // The pod's pub/sub connection drops; twenty events are logged meanwhile, one append each (the log keeps
+    // the batches that hold its last five seqs), so the socket's next event (seq 2) is gone by the time the pod
+    // has resubscribed and re-reads the log.
     redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
-    let events: Vec<String> = (2..=21).map(|i| token_event(&format!("t{i}"))).collect();
-    writer.log.append_batch(&sid, events).await.expect("append");
+    for i in 2..=21 {
+        writer.log.append(&sid, &token_event(&format!("t{i}"))).await.expect("append");
+    }
     let (frames, code) = until_closed(&mut a).await;
     assert_eq!(code, Some(4000), "{frames:?}");
     assert!(frames.iter().all(|f| f["type"] != "stream_token"), "no jump to seq 17: {frames:?}");

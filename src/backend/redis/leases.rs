@@ -16,7 +16,7 @@ impl TurnLease for RedisStore {
         let s = self.s();
         let deadline = now_ms().saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
         let reply = s
-            .eval_once(
+            .eval(
                 &s.scripts.acquire,
                 vec![s.keys.session_key(session_id, "lease"), s.keys.session_key(session_id, "turn")],
                 vec![to_json(info)?, ttl_ms.max(1).to_string(), s.idle_ttl_s.to_string()],

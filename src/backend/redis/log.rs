@@ -1,5 +1,6 @@
-//! The per-session event log: a counter and a stream per session; appending assigns the seqs, trims the
-//! stream and publishes, in one script ([`super::scripts::Scripts::append_batch`]).
+//! The per-session event log: a counter and a stream per session, one stream entry per appended batch;
+//! appending assigns the seqs, trims the stream and publishes, in one script
+//! ([`super::scripts::Scripts::append_batch`]), which guards its own resends.
 
 use async_trait::async_trait;
 use fred::interfaces::{KeysInterface, StreamsInterface};
@@ -8,6 +9,32 @@ use fred::types::Value;
 use super::conn::{array, corrupt, int, text, RedisStore};
 use super::keys::seq_of;
 use crate::backend::{BResult, Channel, EventLog, Guard};
+
+/// Stream entries read per XRANGE by [`EventLog::read_after`].
+const READ_PAGE: usize = 128;
+
+/// One stream entry: its id, its batch's first seq (`f`; none in an entry of one event written before batches)
+/// and its events (`e`, one per line).
+fn batch(entry: Value) -> BResult<(String, Option<u64>, String)> {
+    let mut parts = array(entry).into_iter();
+    let id = parts.next().as_ref().and_then(text).ok_or_else(|| corrupt("log entry", "no id"))?;
+    let fields = parts.next().map(array).unwrap_or_default();
+    let field = |name: &str| {
+        fields
+            .chunks(2)
+            .find(|kv| kv.first().and_then(text).as_deref() == Some(name))
+            .and_then(|kv| kv.get(1).and_then(text))
+    };
+    let events = field("e").ok_or_else(|| corrupt("log entry", format!("no event in {id}")))?;
+    let first = match field("f") {
+        Some(f) => Some(f.parse::<u64>().map_err(|_| corrupt("log entry", format!("bad first seq in {id}")))?),
+        None => None,
+    };
+    Ok((id, first, events))
+}
+
+/// Where the retry flag sits among the append script's arguments (`lua/append_batch.lua`).
+const RETRY_FLAG_AT: usize = 8;
 
 #[async_trait]
 impl EventLog for RedisStore {
@@ -25,24 +52,14 @@ impl EventLog for RedisStore {
             Guard::Lapsed(t) => ("lapsed", t),
             Guard::Live => ("live", ""),
         };
-        let mut args = Vec::with_capacity(events.len() + 6);
+        let mut args = Vec::with_capacity(events.len() + 9);
         args.extend([s.log_len.to_string(), s.idle_ttl_s.to_string(), channel, publish.to_string()]);
         args.extend([mode.to_string(), turn.to_string(), crate::util::new_epoch()]);
+        // The call's token and the retry flag (`RETRY_FLAG_AT`), which the resend guard sets.
+        args.extend([uuid::Uuid::new_v4().simple().to_string(), "0".to_string()]);
         args.extend(events);
-        let reply = s
-            .eval_once_replicated(
-                &s.scripts.append_batch,
-                vec![
-                    s.keys.session_key(session_id, "seq"),
-                    s.keys.session_key(session_id, "log"),
-                    s.keys.session_key(session_id, "lease"),
-                    s.keys.session_key(session_id, "turn"),
-                    s.keys.session_key(session_id, "epoch"),
-                    s.keys.session_key(session_id, "session"),
-                ],
-                args,
-            )
-            .await?;
+        let keys = ["seq", "log", "lease", "turn", "epoch", "session"].map(|k| s.keys.session_key(session_id, k));
+        let reply = s.eval_guarding_resends(&s.scripts.append_batch, keys.to_vec(), args, RETRY_FLAG_AT).await?;
         match int(&reply) {
             Some(-1) => Ok(None),
             Some(n) => u64::try_from(n).map(Some).map_err(|_| corrupt("append_batch", "bad seq")),
@@ -55,29 +72,34 @@ impl EventLog for RedisStore {
             return Ok(Vec::new());
         }
         let s = self.s();
-        // fred rejects counts that do not fit its signed integer type; no log is that long anyway.
-        let count = u64::try_from(max).unwrap_or(u64::MAX).min(i32::MAX as u64);
-        let start = format!("{}-0", after + 1);
-        let reply: Value = s
-            .client
-            .xrange(s.keys.session_key(session_id, "log"), start, "+", Some(count))
-            .await
-            .map_err(|e| s.err(e))?;
+        let key = s.keys.session_key(session_id, "log");
+        // An entry's id is its batch's last seq, so the first entry at or past `after + 1` holds the next event.
+        let mut start = format!("{}-0", after + 1);
         let mut out = Vec::new();
-        for entry in array(reply) {
-            let mut parts = array(entry).into_iter();
-            let id = parts.next().as_ref().and_then(text).ok_or_else(|| corrupt("log entry", "no id"))?;
-            let seq = seq_of(&id).ok_or_else(|| corrupt("log entry", format!("bad id {id}")))?;
-            let fields = parts.next().map(array).unwrap_or_default();
-            // Fields come as [name, value, …]; the event is the value of `e`.
-            let event = fields
-                .chunks(2)
-                .find(|kv| kv.first().and_then(text).as_deref() == Some("e"))
-                .and_then(|kv| kv.get(1).and_then(text))
-                .ok_or_else(|| corrupt("log entry", format!("no event in {id}")))?;
-            out.push((seq, event));
+        loop {
+            // Entries hold one event or more: read a page of them at a time, never more than `max` events' worth.
+            let page = max.saturating_sub(out.len()).min(READ_PAGE);
+            let reply: Value =
+                s.client.xrange(&key, start.as_str(), "+", Some(page as u64)).await.map_err(|e| s.err(e))?;
+            let entries = array(reply);
+            let full = entries.len() == page;
+            let mut last_id = None;
+            for entry in entries {
+                let (id, first, events) = batch(entry)?;
+                let last = seq_of(&id).ok_or_else(|| corrupt("log entry", format!("bad id {id}")))?;
+                let first = first.unwrap_or(last);
+                for (seq, event) in (first..).zip(events.split('\n')) {
+                    if seq > after && out.len() < max {
+                        out.push((seq, event.to_string()));
+                    }
+                }
+                last_id = Some(id);
+            }
+            match last_id {
+                Some(id) if full && out.len() < max => start = format!("({id}"),
+                _ => return Ok(out),
+            }
         }
-        Ok(out)
     }
 
     async fn epoch(&self, session_id: &str) -> BResult<Option<String>> {

@@ -30,7 +30,7 @@ fn once(body: &str) -> String {
 /// The compiled scripts (hashes computed once; loaded lazily on NOSCRIPT). The ones marked resend-safe are
 /// wrapped by [`once`] and called through [`super::conn::Shared::eval_once`].
 pub(super) struct Scripts {
-    /// Appends events with consecutive seqs and publishes them, atomically (resend-safe).
+    /// Appends events with consecutive seqs and publishes them, atomically (guards its own resends).
     pub(super) append_batch: Script,
     /// Oldest retained and latest seq of a session log.
     pub(super) bounds: Script,
@@ -75,12 +75,12 @@ pub(super) struct Scripts {
 impl Scripts {
     pub(super) fn new() -> Self {
         Self {
-            append_batch: Script::from_lua(once(include_str!("lua/append_batch.lua"))),
+            append_batch: Script::from_lua(include_str!("lua/append_batch.lua")),
             bounds: Script::from_lua(include_str!("lua/bounds.lua")),
             touch: Script::from_lua(include_str!("lua/touch.lua")),
             quota_take: Script::from_lua(include_str!("lua/quota_take.lua")),
             hold: Script::from_lua(include_str!("lua/hold.lua")),
-            append_message: Script::from_lua(once(include_str!("lua/append_message.lua"))),
+            append_message: Script::from_lua(include_str!("lua/append_message.lua")),
             messages_page: Script::from_lua(include_str!("lua/messages_page.lua")),
             rename: Script::from_lua(include_str!("lua/rename.lua")),
             stamp: Script::from_lua(include_str!("lua/stamp.lua")),
@@ -88,7 +88,7 @@ impl Scripts {
             park: Script::from_lua(include_str!("lua/park.lua")),
             decide: Script::from_lua(once(include_str!("lua/decide.lua"))),
             take: Script::from_lua(once(include_str!("lua/take.lua"))),
-            acquire: Script::from_lua(once(include_str!("lua/acquire.lua"))),
+            acquire: Script::from_lua(include_str!("lua/acquire.lua")),
             renew: Script::from_lua(include_str!("lua/renew.lua")),
             release: Script::from_lua(once(include_str!("lua/release.lua"))),
             claim: Script::from_lua(once(include_str!("lua/claim.lua"))),

@@ -15,6 +15,13 @@ use crate::backend::{
     Summary,
 };
 
+/// How recently a TTL may have been refreshed for a use to leave it (`lua/touch.lua`, `lua/append_message.lua`):
+/// a minute, or a tenth of the TTL when that is shorter, so a record in steady use costs its expiries once a
+/// minute rather than on every use, and still lives at least nine tenths of its TTL after its last use.
+fn refresh_period_s(ttl_s: i64) -> i64 {
+    (ttl_s / 10).min(60)
+}
+
 fn conv_from_hash(map: HashMap<String, String>) -> BResult<Option<ConversationRecord>> {
     if map.is_empty() {
         return Ok(None);
@@ -63,7 +70,16 @@ impl RedisStore {
     /// Puts a conversation at `updated_ms` in its owner's list and its org's (GT: two pods racing keep the
     /// later time). Separate commands: the indexes live on other slots than the conversation. The two indexes
     /// are written concurrently (fred pipelines them): two round trips per message append, not four.
-    async fn index_conversation(&self, org_id: &str, user_id: &str, cid: &str, updated_ms: i64) -> BResult<()> {
+    /// Moves a conversation up its owner's and its org's index; `renew` also renews the indexes' expiry (done
+    /// when the conversation's own was: an index lives as long as its most recent conversation).
+    async fn index_conversation(
+        &self,
+        org_id: &str,
+        user_id: &str,
+        cid: &str,
+        updated_ms: i64,
+        renew: bool,
+    ) -> BResult<()> {
         let s = self.s();
         let index = |key: String| async move {
             s.client
@@ -71,7 +87,10 @@ impl RedisStore {
                 .await
                 .map_err(|e| s.err(e))?;
             // After the ZADD: an EXPIRE on a key that does not exist yet would do nothing.
-            s.client.expire::<(), _>(&key, s.conv_ttl_s, None).await.map_err(|e| s.err(e))
+            if renew {
+                s.client.expire::<(), _>(&key, s.conv_ttl_s, None).await.map_err(|e| s.err(e))?;
+            }
+            Ok::<(), crate::backend::BackendError>(())
         };
         futures_util::future::try_join(index(s.keys.user_convs(org_id, user_id)), index(s.keys.org_convs(org_id)))
             .await?;
@@ -156,7 +175,9 @@ impl SessionStore for RedisStore {
         // Reads the record and refreshes the idle TTL of the session and of its log, counter and epoch in one
         // step: the log must not expire under a live session (its seq would restart in a new epoch).
         let keys = ["session", "seq", "log", "epoch", "contact"].map(|k| s.keys.session_key(session_id, k)).to_vec();
-        let reply = s.eval(&s.scripts.touch, keys, vec![s.idle_ttl_s.to_string()]).await?;
+        let reply = s
+            .eval(&s.scripts.touch, keys, vec![s.idle_ttl_s.to_string(), refresh_period_s(s.idle_ttl_s).to_string()])
+            .await?;
         text(&reply).map(|r| parse_json("session", &r)).transpose()
     }
 
@@ -170,24 +191,30 @@ impl SessionStore for RedisStore {
     async fn append_message(&self, conversation_id: &str, message: &StoredMessage, now_ms: i64) -> BResult<bool> {
         let s = self.s();
         let inbound = if message.direction == Direction::Inbound { "1" } else { "0" };
-        let reply = s
-            .eval_once(
-                &s.scripts.append_message,
-                vec![s.keys.conv(conversation_id), s.keys.msgs(conversation_id)],
-                vec![
-                    to_json(message)?,
-                    now_ms.to_string(),
-                    inbound.into(),
-                    crate::backend::title_from(&message.text),
-                    s.conv_ttl_s.to_string(),
-                    s.conv_max_messages.to_string(),
-                ],
-            )
-            .await?;
+        let args = vec![
+            to_json(message)?,
+            now_ms.to_string(),
+            inbound.into(),
+            crate::backend::title_from(&message.text),
+            s.conv_ttl_s.to_string(),
+            s.conv_max_messages.to_string(),
+            // How the message's id appears in its JSON, for a retry to find it (serde_json escapes it the same).
+            format!(r#""id":{}"#, to_json(&message.id)?),
+            "0".into(),
+            refresh_period_s(s.conv_ttl_s).saturating_mul(1000).to_string(),
+        ];
+        let keys = vec![s.keys.conv(conversation_id), s.keys.msgs(conversation_id)];
+        let reply = s.eval_guarding_resends(&s.scripts.append_message, keys, args, 7).await?;
         let owner = array(reply);
         match (owner.first().and_then(text), owner.get(1).and_then(text)) {
             (Some(user_id), Some(org_id)) => {
-                self.index_conversation(&org_id, &user_id, conversation_id, now_ms).await?;
+                // The indexes order conversations by their people's activity: the user's messages move them,
+                // the replies (seconds later, in the same turn) do not, which saves a turn two commands. Their
+                // expiry is renewed with the conversation's.
+                let renewed = owner.get(2).and_then(int) == Some(1);
+                if message.direction == Direction::Inbound || renewed {
+                    self.index_conversation(&org_id, &user_id, conversation_id, now_ms, renewed).await?;
+                }
                 Ok(true)
             }
             _ => Ok(false),

@@ -59,29 +59,32 @@ impl UsageStore for RedisStore {
         let s = self.s();
         let key = s.keys.usage(org_id, day);
         let spend = s.keys.spend(org_id, day.get(..7).unwrap_or(day));
-        let add = |kind: char, n: u64| {
+        let add = |kind: char, n: i64| {
             let field = usage_field(kind, &e.user_id, &e.model);
             let key = key.clone();
-            async move { s.client.hincrby::<i64, _, _>(key, field, i64::try_from(n).unwrap_or(i64::MAX)).await }
+            async move { s.client.hincrby::<i64, _, _>(key, field, n).await }
         };
-        // One round trip: fred pipelines the concurrent commands.
-        let (i, o, c, kept) = tokio::join!(
-            add('i', e.input_tokens),
-            add('o', e.output_tokens),
-            add('c', e.cost_micro_usd),
-            s.client.expire::<(), _>(&key, USAGE_KEEP_S, None)
-        );
-        for r in [i.map(drop), o.map(drop), c.map(drop), kept] {
-            r.map_err(|err| s.err(err))?;
+        // One round trip for the counters (fred pipelines concurrent commands); counters that do not move are
+        // not sent. The expiry is set when a counter was just created (its value is the increment), not on
+        // every call: a day's key gets it with its first counters.
+        let counts = [('i', e.input_tokens), ('o', e.output_tokens), ('c', e.cost_micro_usd)];
+        let moved: Vec<(char, i64)> = counts
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| (k, i64::try_from(n).unwrap_or(i64::MAX)))
+            .collect();
+        let mut created = false;
+        for (r, (_, n)) in join_all(moved.iter().map(|(k, n)| add(*k, *n))).await.into_iter().zip(&moved) {
+            created |= r.map_err(|err| s.err(err))? == *n;
+        }
+        if created {
+            s.client.expire::<(), _>(&key, USAGE_KEEP_S, None).await.map_err(|err| s.err(err))?;
         }
         if e.cost_micro_usd > 0 {
             let cost = i64::try_from(e.cost_micro_usd).unwrap_or(i64::MAX);
-            let (spent, kept) = tokio::join!(
-                s.client.incr_by::<i64, _>(&spend, cost),
-                s.client.expire::<(), _>(&spend, SPEND_KEEP_S, None)
-            );
-            spent.map_err(|err| s.err(err))?;
-            kept.map_err(|err| s.err(err))?;
+            if s.client.incr_by::<i64, _>(&spend, cost).await.map_err(|err| s.err(err))? == cost {
+                s.client.expire::<(), _>(&spend, SPEND_KEEP_S, None).await.map_err(|err| s.err(err))?;
+            }
         }
         Ok(())
     }

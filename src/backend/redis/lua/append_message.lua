@@ -1,15 +1,37 @@
 -- KEYS: conv hash, msgs list. ARGV: message JSON, now_ms, inbound (1/0), title from the message, conversation
--- TTL s (renewed on both keys: a conversation lives that long after its last message), messages kept (the
--- oldest past it are trimmed; `message_count` keeps counting every message, so indexes stay absolute).
--- Returns {user id, org id} of the conversation (for the per-user index), or nil when it does not exist.
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[6]), -1)
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('EXPIRE', KEYS[2], ARGV[5])
-redis.call('HINCRBY', KEYS[1], 'message_count', 1)
-redis.call('HSET', KEYS[1], 'updated_at_ms', ARGV[2])
-if ARGV[3] == '1' and (redis.call('HGET', KEYS[1], 'title') or '') == '' then
-  redis.call('HSET', KEYS[1], 'title', ARGV[4])
+-- TTL s (a conversation lives that long after its last message), messages kept (the oldest past it are
+-- trimmed; `message_count` keeps counting every message, so indexes stay absolute), the message's `"id":"<id>"`
+-- as it appears in its JSON, `1` when this call retries one whose outcome is unknown, the refresh period ms.
+-- Sent once (never resent by the client): a retry first looks for the message among the last ones, so a
+-- message is never stored twice, without per-call bookkeeping.
+-- Both keys' TTLs are renewed when the last renewal (`kept_at_ms`) is older than the refresh period: a
+-- conversation in steady use pays for its expiries once per period, not on every message.
+-- Returns {user id, org id, 1 when the TTLs were renewed (the indexes' are then renewed too) else 0}, or nil when
+-- the conversation does not exist.
+local conv = redis.call('HMGET', KEYS[1], 'user_id', 'org_id', 'title', 'kept_at_ms', 'message_count')
+if not conv[1] then return false end
+if ARGV[8] == '1' then
+  for _, m in ipairs(redis.call('LRANGE', KEYS[2], -16, -1)) do
+    if string.find(m, ARGV[7], 1, true) then return {conv[1], conv[2], 0} end
+  end
 end
-return redis.call('HMGET', KEYS[1], 'user_id', 'org_id')
+local kept = tonumber(ARGV[6])
+if redis.call('RPUSH', KEYS[2], ARGV[1]) > kept then redis.call('LTRIM', KEYS[2], -kept, -1) end
+local now = tonumber(ARGV[2])
+local renew = not conv[4] or now - tonumber(conv[4]) >= tonumber(ARGV[9])
+local fields = {'updated_at_ms', ARGV[2], 'message_count', string.format('%d', (tonumber(conv[5]) or 0) + 1)}
+if ARGV[3] == '1' and (conv[3] or '') == '' then
+  fields[#fields + 1] = 'title'
+  fields[#fields + 1] = ARGV[4]
+end
+if renew then
+  fields[#fields + 1] = 'kept_at_ms'
+  fields[#fields + 1] = ARGV[2]
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+if renew then
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+  return {conv[1], conv[2], 1}
+end
+return {conv[1], conv[2], 0}
