@@ -68,7 +68,7 @@ async fn fake_model() -> u16 {
                     .collect();
                 events.push(format!(
                     "data: {}\n\n",
-                    json!({"choices": [], "usage": {"prompt_tokens": 20, "completion_tokens": 100}})
+                    json!({"choices": [], "usage": {"prompt_tokens": 20, "completion_tokens": 100, "total_tokens": 120}})
                 ));
                 events.push("data: [DONE]\n\n".to_string());
                 let headers = [("content-type", "text/event-stream")];
@@ -397,8 +397,8 @@ async fn turns(env: &Env, clients: usize, per_client: usize) {
                     if v["requestId"] == rid.as_str()
                         && matches!(v["type"].as_str(), Some("eventual_response" | "error" | "cancelled"))
                     {
-                        if v["type"] != "eventual_response" {
-                            errors.fetch_add(1, Ordering::Relaxed);
+                        if v["type"] != "eventual_response" && errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                            println!("  first failed turn: {v}");
                         }
                         break;
                     }

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+
 use super::Resolution;
 use super::Turns;
 use crate::backend::{Decided, Gate, Guard, TurnInfo};
@@ -33,11 +35,12 @@ pub(crate) async fn sweep_loop(turns: Arc<Turns>) {
             }
             Err(e) => tracing::warn!(error = %e, "confirmation sweep failed"),
         }
-        match turns.backends.leases.claim_lapsed(now_ms(), 50).await {
+        match turns.backends.leases.claim_lapsed(now_ms(), 500).await {
             Ok(lapsed) => {
-                for (sid, info) in lapsed {
-                    end_lapsed(&turns, &sid, &info).await;
-                }
+                // Each ending is its own session's: a batch of them goes out together.
+                let endings: Vec<_> =
+                    lapsed.into_iter().map(|(sid, info)| end_lapsed(turns.clone(), sid, info)).collect();
+                futures_util::stream::iter(endings).buffer_unordered(32).collect::<Vec<()>>().await;
             }
             Err(e) => tracing::warn!(error = %e, "lease sweep failed"),
         }
@@ -74,7 +77,8 @@ async fn time_out(turns: &Arc<Turns>, sid: &str) -> Result<(), crate::backend::B
 /// Ends a turn whose lease lapsed with `TURN_INTERRUPTED`, appended only if the turn is still the lapsed one
 /// ([`Guard::Lapsed`], which also forgets it in the same step). A failed append leaves the turn to be claimed
 /// again (by any pod) after `LAPSED_RETRY_MS`, so the client always gets its ending.
-async fn end_lapsed(turns: &Turns, sid: &str, info: &TurnInfo) {
+async fn end_lapsed(turns: Arc<Turns>, sid: String, info: TurnInfo) {
+    let sid = sid.as_str();
     tracing::warn!(session_id = %sid, pod = %info.pod_id, "turn lease lapsed: ending the turn");
     turns.take_own_park(sid, &info.turn_id).await;
     let e = ClientError::new(ErrorCode::TurnInterrupted, "the turn was interrupted: the server running it stopped");

@@ -181,8 +181,11 @@ impl Turns {
     }
 
     /// Appends a session event a turn's answer produces (outside a running turn's emitter). Returns its seq.
+    /// Only into a session that exists ([`Guard::Live`]): an answer racing the session's deletion gets
+    /// `SESSION_NOT_FOUND` instead of bringing the deleted log back.
     pub(super) async fn emit(&self, session_id: &str, event: &Value) -> Result<u64, ClientError> {
-        let seq = self.backends.log.append(session_id, &event.to_string()).await?;
+        let appended = self.backends.log.append_guarded(session_id, vec![event.to_string()], Guard::Live).await?;
+        let seq = appended.ok_or_else(|| ClientError::session_not_found(session_id))?;
         self.metrics.events_published(1);
         Ok(seq)
     }

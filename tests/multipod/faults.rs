@@ -237,3 +237,23 @@ async fn rolling_restart_of_three_pods_loses_no_event() {
         s.await.expect("old pod stopped");
     }
 }
+
+/// A turn that ends normally takes its entry out of the lapsed-lease index with it: only turns whose pod died
+/// are left for the sweepers, so they do not spend their time (and Redis's) on every finished turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_finished_turn_leaves_nothing_for_the_lease_sweeper() {
+    let (llm, tools) = setup().await;
+    let redis = RedisServer::start();
+    let p = pods(1, config(&llm, &tools), &Store::Redis(redis.url())).await;
+    let mut a = connect(&p[0], true).await;
+    let sid = create_session(&mut a).await;
+    for i in 0..3 {
+        llm.push(Reply::text(&["done"]));
+        let rid = format!("r-{i}");
+        send_message(&mut a, &sid, &rid, "go").await;
+        let frames = until_terminal(&mut a, &rid).await;
+        assert_eq!(frames.last().map(|f| f["type"].clone()), Some(json!("eventual_response")), "{frames:?}");
+    }
+    let index = format!("{}:turns:deadline", p[0].config().redis_key_prefix);
+    assert_eq!(redis.cli(&["ZCARD", &index]), "0", "entries: {}", redis.cli(&["ZRANGE", &index, "0", "-1"]));
+}

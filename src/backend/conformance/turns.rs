@@ -138,4 +138,18 @@ pub async fn guarded_appends(a: &Backends, b: &Backends) {
     assert_eq!(b.log.append_guarded(&live, ev(1), Guard::Live).await.expect("append"), Some(1));
     b.sessions.delete_session(&rec).await.expect("delete");
     assert_eq!(a.log.append_guarded(&live, ev(2), Guard::Live).await.expect("append"), None, "deleted");
+
+    // A session deleted while its turn runs stops the turn: the lease and the turn record go with the session,
+    // so neither the turn's next events, nor its ending, nor a sweeper's bring the deleted log back.
+    let doomed = sid();
+    let (rec, conv) = session(&doomed, "bob");
+    a.sessions.create_session(&rec, Some(&conv)).await.expect("create");
+    let t4 = TurnInfo { turn_id: "t4".into(), request_id: "r4".into(), pod_id: "pod-a".into() };
+    assert!(a.leases.acquire(&doomed, &t4, 5_000).await.expect("acquire"));
+    assert_eq!(a.log.append_guarded(&doomed, ev(1), Guard::Holder("t4")).await.expect("append"), Some(1));
+    b.sessions.delete_session(&rec).await.expect("delete");
+    for guard in [Guard::Holder("t4"), Guard::Release("t4"), Guard::Lapsed("t4")] {
+        assert_eq!(a.log.append_guarded(&doomed, ev(2), guard).await.expect("append"), None, "{guard:?}");
+    }
+    assert!(b.log.read_after(&doomed, 0, 10).await.expect("read").is_empty(), "the deleted log stays gone");
 }

@@ -324,6 +324,10 @@ impl SessionStore for MemoryStore {
         if let Some(log) = st.logs.get_mut(sid) {
             log.entries.clear();
         }
+        // A turn running in the deleted session stops: with its lease and record gone, neither its events nor
+        // an ending (its own or a sweeper's) can bring the log back.
+        st.leases.remove(sid);
+        st.turns.remove(sid);
         st.parked.remove(sid);
         st.decided.remove(sid);
         st.last_decision.remove(sid);

@@ -367,11 +367,18 @@ impl Shared {
     }
 
     /// Records when a session's turn lease lapses, for `claim_lapsed` on any pod.
-    pub(super) async fn index_turn_deadline(&self, session_id: &str, deadline_ms: i64) -> BResult<()> {
+    pub(super) async fn index_turn_deadline(&self, session_id: &str, turn_id: &str, deadline_ms: i64) -> BResult<()> {
+        let member = super::keys::deadline_member(session_id, turn_id);
         self.client
-            .zadd::<(), _, _>(self.keys.turns_deadline(), None, None, false, false, (deadline_ms as f64, session_id))
+            .zadd::<(), _, _>(self.keys.turns_deadline(), None, None, false, false, (deadline_ms as f64, member))
             .await
             .map_err(|e| self.err(e))
+    }
+
+    /// Takes a turn that ended (its lease freed by its ending or released) out of the lapsed-lease index.
+    pub(super) async fn unindex_turn(&self, session_id: &str, turn_id: &str) -> BResult<()> {
+        let member = super::keys::deadline_member(session_id, turn_id);
+        self.client.zrem::<(), _, _>(self.keys.turns_deadline(), member).await.map_err(|e| self.err(e))
     }
 
     /// Members of a deadline index whose score (Unix ms) is at or before `now_ms`, at most `max`.

@@ -92,6 +92,20 @@ pub(super) fn seq_of(id: &str) -> Option<u64> {
     id.split_once('-').map(|(s, _)| s).unwrap_or(id).parse().ok()
 }
 
+/// A turn's member of the lapsed-lease index: `<sid>|<turn id>`, so a turn that ends removes its own entry
+/// and never the one of a turn that took the slot after it.
+pub(super) fn deadline_member(session_id: &str, turn_id: &str) -> String {
+    format!("{session_id}|{turn_id}")
+}
+
+/// The session and the turn (none in entries written before turns had their own) of an index member.
+pub(super) fn parse_deadline_member(member: &str) -> (&str, Option<&str>) {
+    match member.split_once('|') {
+        Some((sid, turn)) => (sid, Some(turn)),
+        None => (member, None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,10 @@ use fred::interfaces::{KeysInterface, SortedSetsInterface};
 use fred::types::sorted_sets::Ordering as ZOrdering;
 use fred::types::SetOptions;
 
+use futures_util::StreamExt;
+
 use super::conn::{array, corrupt, int, parse_json, text, to_json, RedisStore};
+use super::keys::parse_deadline_member;
 use crate::backend::{BResult, TurnInfo, TurnLease, LAPSED_RETRY_MS};
 use crate::util::now_ms;
 
@@ -25,7 +28,7 @@ impl TurnLease for RedisStore {
         if int(&reply) != Some(1) {
             return Ok(false);
         }
-        s.index_turn_deadline(session_id, deadline).await?;
+        s.index_turn_deadline(session_id, &info.turn_id, deadline).await?;
         Ok(true)
     }
 
@@ -42,14 +45,12 @@ impl TurnLease for RedisStore {
         if int(&reply) != Some(1) {
             return Ok(false);
         }
-        s.index_turn_deadline(session_id, deadline).await?;
+        s.index_turn_deadline(session_id, &info.turn_id, deadline).await?;
         Ok(true)
     }
 
     async fn release(&self, session_id: &str, turn_id: &str) -> BResult<bool> {
         let s = self.s();
-        // The deadline index entry is left for `claim_lapsed` to prune: removing it here could remove the entry
-        // of a turn that acquired the slot right after this release.
         let reply = s
             .eval_once(
                 &s.scripts.release,
@@ -57,6 +58,8 @@ impl TurnLease for RedisStore {
                 vec![turn_id.to_string()],
             )
             .await?;
+        // The turn's own index entry (never another turn's: the member names the turn).
+        s.unindex_turn(session_id, turn_id).await?;
         Ok(int(&reply) == Some(1))
     }
 
@@ -71,56 +74,78 @@ impl TurnLease for RedisStore {
             return Ok(Vec::new());
         }
         let s = self.s();
-        let index = s.keys.turns_deadline();
-        let due = s.due(&index, now_ms, max).await?;
+        let due = s.due(&s.keys.turns_deadline(), now_ms, max).await?;
+        // Entries are independent (each session its own slot): claimed concurrently, a batch in a few round
+        // trips rather than three per entry in turn.
+        let claims = futures_util::stream::iter(due)
+            .map(|member| async move { self.claim_one(&member, now_ms).await })
+            .buffer_unordered(CLAIMS_IN_FLIGHT);
         let mut out = Vec::new();
-        for sid in due {
-            // Moving the entry forward picks the one caller that handles it now (`GT CH`: only the first mover
-            // changes it); it comes due again if this caller does not end the turn.
-            let retry_at = (now_ms + LAPSED_RETRY_MS) as f64;
-            let moved: i64 = s
-                .client
-                .zadd(&index, Some(SetOptions::XX), Some(ZOrdering::GreaterThan), true, false, (retry_at, sid.as_str()))
-                .await
-                .map_err(|e| s.err(e))?;
-            if moved != 1 {
-                continue;
-            }
-            let reply = s
-                .eval_once(
-                    &s.scripts.claim,
-                    vec![s.keys.session_key(&sid, "lease"), s.keys.session_key(&sid, "turn")],
-                    vec![],
-                )
-                .await?;
-            let v = array(reply);
-            match v.first().and_then(text).as_deref() {
-                Some("claimed") => {
-                    let json = v.get(1).and_then(text).ok_or_else(|| corrupt("claim", "no turn record"))?;
-                    out.push((sid, parse_json("turn record", &json)?));
-                }
-                Some("alive") => {
-                    // A lease runs (a new turn took the slot): put its deadline back so it is still watched.
-                    let pttl = v.get(1).and_then(int).filter(|t| *t > 0).unwrap_or(1_000);
-                    let deadline = crate::util::now_ms().saturating_add(pttl);
-                    s.client
-                        .zadd::<(), _, _>(
-                            &index,
-                            None,
-                            Some(ZOrdering::GreaterThan),
-                            false,
-                            false,
-                            (deadline as f64, sid.as_str()),
-                        )
-                        .await
-                        .map_err(|e| s.err(e))?;
-                }
-                _ => {
-                    // No turn record: ended (or released) since; the stale entry goes.
-                    s.client.zrem::<(), _, _>(&index, sid.as_str()).await.map_err(|e| s.err(e))?;
-                }
+        for claimed in claims.collect::<Vec<_>>().await {
+            if let Some(c) = claimed? {
+                out.push(c);
             }
         }
         Ok(out)
+    }
+}
+
+/// Index entries claimed at once by one sweep.
+const CLAIMS_IN_FLIGHT: usize = 32;
+
+impl RedisStore {
+    /// Claims one due entry of the lapsed-lease index for this caller, or leaves it (see `lua/claim.lua`).
+    async fn claim_one(&self, member: &str, now_ms: i64) -> BResult<Option<(String, TurnInfo)>> {
+        let s = self.s();
+        let index = s.keys.turns_deadline();
+        let (sid, turn) = parse_deadline_member(member);
+        // Moving the entry forward picks the one caller that handles it now (`GT CH`: only the first mover
+        // changes it); it comes due again if this caller does not end the turn.
+        let retry_at = (now_ms + LAPSED_RETRY_MS) as f64;
+        let moved: i64 = s
+            .client
+            .zadd(&index, Some(SetOptions::XX), Some(ZOrdering::GreaterThan), true, false, (retry_at, member))
+            .await
+            .map_err(|e| s.err(e))?;
+        if moved != 1 {
+            return Ok(None);
+        }
+        let reply = s
+            .eval_once(
+                &s.scripts.claim,
+                vec![s.keys.session_key(sid, "lease"), s.keys.session_key(sid, "turn")],
+                vec![turn.unwrap_or_default().to_string()],
+            )
+            .await?;
+        let v = array(reply);
+        match v.first().and_then(text).as_deref() {
+            Some("claimed") => {
+                let json = v.get(1).and_then(text).ok_or_else(|| corrupt("claim", "no turn record"))?;
+                Ok(Some((sid.to_string(), parse_json("turn record", &json)?)))
+            }
+            Some("alive") => {
+                // A lease runs (an entry of the older form, whose turn may be another): put its deadline back
+                // so it is still watched.
+                let pttl = v.get(1).and_then(int).filter(|t| *t > 0).unwrap_or(1_000);
+                let deadline = crate::util::now_ms().saturating_add(pttl);
+                s.client
+                    .zadd::<(), _, _>(
+                        &index,
+                        None,
+                        Some(ZOrdering::GreaterThan),
+                        false,
+                        false,
+                        (deadline as f64, member),
+                    )
+                    .await
+                    .map_err(|e| s.err(e))?;
+                Ok(None)
+            }
+            _ => {
+                // No record of this turn: it ended (or was released) since; the stale entry goes.
+                s.client.zrem::<(), _, _>(&index, member).await.map_err(|e| s.err(e))?;
+                Ok(None)
+            }
+        }
     }
 }

@@ -60,11 +60,19 @@ impl EventLog for RedisStore {
         args.extend(events);
         let keys = ["seq", "log", "lease", "turn", "epoch", "session"].map(|k| s.keys.session_key(session_id, k));
         let reply = s.eval_guarding_resends(&s.scripts.append_batch, keys.to_vec(), args, RETRY_FLAG_AT).await?;
-        match int(&reply) {
-            Some(-1) => Ok(None),
-            Some(n) => u64::try_from(n).map(Some).map_err(|_| corrupt("append_batch", "bad seq")),
-            None => Err(corrupt("append_batch", "no seq returned")),
+        let first = match int(&reply) {
+            Some(-1) => return Ok(None),
+            Some(n) => u64::try_from(n).map_err(|_| corrupt("append_batch", "bad seq"))?,
+            None => return Err(corrupt("append_batch", "no seq returned")),
+        };
+        if let Guard::Release(t) | Guard::Lapsed(t) = guard {
+            // The turn ended: its lapsed-lease index entry goes now rather than when a sweeper comes across it.
+            // Best effort: a sweeper that finds it later drops it (the turn's record is gone).
+            if let Err(e) = s.unindex_turn(session_id, t).await {
+                tracing::debug!(error = %e, %session_id, "could not drop an ended turn's index entry");
+            }
         }
+        Ok(Some(first))
     }
 
     async fn read_after(&self, session_id: &str, after: u64, max: usize) -> BResult<Vec<(u64, String)>> {

@@ -273,10 +273,13 @@ impl SessionStore for RedisStore {
         let cid = &session.conversation_id;
         // One slot each: the session's keys, then the conversation's. The seq counter stays: a socket still
         // attached keeps its position, and the namespace's next turn continues after it instead of starting at 1.
-        let session_keys: Vec<String> = ["session", "log", "confirm", "decided", "last", "contact", "otp"]
-            .iter()
-            .map(|w| s.keys.session_key(sid, w))
-            .collect();
+        // The lease and the turn record go: a turn running in the session stops (its appends are refused), so
+        // neither its events nor an ending bring the deleted log back.
+        let session_keys: Vec<String> =
+            ["session", "log", "confirm", "decided", "last", "contact", "otp", "lease", "turn"]
+                .iter()
+                .map(|w| s.keys.session_key(sid, w))
+                .collect();
         s.client.del::<(), _>(session_keys).await.map_err(|e| s.err(e))?;
         s.client.del::<(), _>(vec![s.keys.conv(cid), s.keys.msgs(cid)]).await.map_err(|e| s.err(e))?;
         for index in [s.keys.user_convs(&session.org_id, &session.user_id), s.keys.org_convs(&session.org_id)] {
