@@ -188,8 +188,9 @@ pub trait EventLog: Send + Sync {
     async fn append(&self, session_id: &str, event: &str) -> BResult<u64> {
         self.append_batch(session_id, vec![event.to_string()]).await
     }
-    /// Appends several events atomically with consecutive seqs and publishes them as one bus message of
-    /// `"<seq>:<epoch>:<event>"` lines. Returns the first seq (0 for an empty batch). An unguarded
+    /// Appends several events atomically with consecutive seqs and publishes them as one bus message (a
+    /// `"<first seq>:<epoch>"` line, then the events: see `framing.rs`). Returns the first seq (0 for an empty
+    /// batch). An unguarded
     /// [`append_guarded`](EventLog::append_guarded).
     async fn append_batch(&self, session_id: &str, events: Vec<String>) -> BResult<u64> {
         self.append_guarded(session_id, events, Guard::None)
@@ -207,7 +208,7 @@ pub trait EventLog: Send + Sync {
     /// The log's epoch: a random id created with the seq counter (by the first append after the counter did
     /// not exist). A counter that restarted (the log was lost: a flushed Redis, a failover to an empty
     /// replica) has a new epoch, so a `seq` is only comparable with another of the same epoch. `None` before
-    /// the first event. The bus carries it on every session event (`"<seq>:<epoch>:<event>"` lines).
+    /// the first event. The bus carries it on every session message (`"<first seq>:<epoch>"`, then the events).
     async fn epoch(&self, session_id: &str) -> BResult<Option<String>>;
 }
 
@@ -232,7 +233,8 @@ pub enum Guard<'a> {
     Live,
 }
 
-/// A pub/sub address. Session channels carry `"<seq>:<json>"`; all others carry the JSON event as is.
+/// A pub/sub address. Session channels carry batches of logged events (`framing.rs`); all others carry the JSON
+/// event as is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Channel {
     Session(String),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use switchboard::backend::{conformance, redis, BResult, Backends, BusEvent, Channel, SessionRecord};
+use switchboard::backend::{conformance, redis, BResult, Backends, BusEvent, Channel, SessionBatch, SessionRecord};
 use switchboard::config::Config;
 
 use support::redis::{RedisCluster, RedisSentinel, RedisServer};
@@ -197,11 +197,11 @@ async fn wait_resubscribed(rx: &mut broadcast::Receiver<BusEvent>, within: Durat
 }
 
 /// The next message on `want`, skipping others (and Resubscribed events).
-/// A session bus line `<seq>:<epoch>:<event>` as `(<seq>:<event>, epoch)`.
-fn split_epoch(line: &str) -> (String, String) {
-    let (seq, rest) = line.split_once(':').expect("seq");
-    let (epoch, event) = rest.split_once(':').expect("epoch");
-    (format!("{seq}:{event}"), epoch.to_string())
+/// A session bus message of one event as `(<seq>:<event>, epoch)`.
+fn split_epoch(message: &str) -> (String, String) {
+    let batch = SessionBatch::decode(std::sync::Arc::from(message));
+    let event = batch.events().first().expect("an event");
+    (format!("{}:{}", event.seq, batch.json(event)), batch.epoch(event).to_string())
 }
 
 async fn recv_on(rx: &mut broadcast::Receiver<BusEvent>, want: &Channel, within: Duration) -> String {
@@ -321,8 +321,9 @@ async fn single_an_append_retried_with_its_token_is_not_appended_twice() {
         let channel = key("events");
         let mut args = vec!["EVAL", script, "6"];
         args.extend(keys.iter().map(String::as_str));
-        args.extend(["100", "60", channel.as_str(), "PUBLISH", "none", "", "ep1", token, retry]);
-        args.extend(events);
+        let n = events.len().to_string();
+        let joined = events.join("\n");
+        args.extend(["100", "60", channel.as_str(), "PUBLISH", "none", "", "ep1", token, retry, &n, &joined]);
         redis.cli(&args)
     };
     assert_eq!(append("tok-a", "0", &[r#"{"a":1}"#, r#"{"a":2}"#]), "1");

@@ -4,7 +4,7 @@ use super::{recv_message, sid};
 use crate::backend::*;
 
 /// Seq starts at 1 and has no gaps under concurrent appends from two pods; the log is bounded; publishes
-/// carry `seq:json` and reach a subscriber on the other pod.
+/// carry the batch (`<first seq>:<epoch>` then the events, one per line) and reach a subscriber on the other pod.
 pub async fn event_log_and_publish(a: &Backends, b: &Backends, log_len: usize) {
     let id = sid();
     assert_eq!(a.log.bounds(&id).await.expect("bounds"), (0, 0));
@@ -14,11 +14,11 @@ pub async fn event_log_and_publish(a: &Backends, b: &Backends, log_len: usize) {
     b.bus.subscribe(&ch).await.expect("subscribe");
     let s1 = a.log.append(&id, r#"{"n":1}"#).await.expect("append");
     assert_eq!(s1, 1);
-    // Bus lines are `<seq>:<epoch>:<event>`; the epoch is the log's, the same from every pod.
+    // A bus message opens with `<first seq>:<epoch>`; the epoch is the log's, the same from every pod.
     let epoch = b.log.epoch(&id).await.expect("epoch").expect("an epoch once the log exists");
     assert!(!epoch.is_empty() && !epoch.contains(':'), "{epoch}");
     assert_eq!(a.log.epoch(&id).await.expect("epoch").as_deref(), Some(epoch.as_str()));
-    assert_eq!(recv_message(&mut rx, &ch).await, format!(r#"1:{epoch}:{{"n":1}}"#));
+    assert_eq!(recv_message(&mut rx, &ch).await, format!("1:{epoch}\n{{\"n\":1}}"));
     let mut tasks = Vec::new();
     for i in 0..20 {
         let log = if i % 2 == 0 { a.log.clone() } else { b.log.clone() };
@@ -37,14 +37,14 @@ pub async fn event_log_and_publish(a: &Backends, b: &Backends, log_len: usize) {
     let tail = b.log.read_after(&id, 19, 1000).await.expect("read");
     assert_eq!(tail.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [20, 21]);
     assert_eq!(b.log.read_after(&id, 5, 2).await.expect("read").len(), 2);
-    // A batch gets consecutive seqs and arrives as one message of `seq:json` lines.
+    // A batch gets consecutive seqs and arrives as one message.
     let batch = vec![r#"{"b":1}"#.to_string(), r#"{"b":2}"#.to_string(), r#"{"b":3}"#.to_string()];
     assert_eq!(a.log.append_batch(&id, batch.clone()).await.expect("batch"), 22);
-    // The 20 concurrent appends published one message each; the batch is the next, as three lines.
+    // The 20 concurrent appends published one message each; the batch is the next, its three events in one.
     for _ in 0..20 {
         recv_message(&mut rx, &ch).await;
     }
-    let lines = format!("22:{epoch}:{{\"b\":1}}\n23:{epoch}:{{\"b\":2}}\n24:{epoch}:{{\"b\":3}}");
+    let lines = format!("22:{epoch}\n{{\"b\":1}}\n{{\"b\":2}}\n{{\"b\":3}}");
     assert_eq!(recv_message(&mut rx, &ch).await, lines);
     let read = |after: u64, max: usize| b.log.read_after(&id, after, max);
     let ev = |i: usize| (22 + i as u64, batch[i].clone());

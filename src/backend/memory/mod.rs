@@ -396,17 +396,16 @@ impl EventLog for MemoryStore {
         let log = st.logs.entry(session_id.to_string()).or_default();
         log.touched_ms = now_ms();
         let first = log.latest + 1;
-        let mut lines = Vec::with_capacity(events.len());
+        let message = crate::backend::framing::message(first, &log.epoch, &events.join("\n"));
         for event in events {
             log.latest += 1;
-            lines.push(crate::backend::framing::line(log.latest, &log.epoch, &event));
             log.entries.push_back((log.latest, event));
         }
         while log.entries.len() > self.shared.log_len {
             log.entries.pop_front();
         }
         // Publishing under the state lock keeps seq order on the bus equal to append order.
-        self.shared.deliver(&st, &Channel::Session(session_id.to_string()), &lines.join("\n"));
+        self.shared.deliver(&st, &Channel::Session(session_id.to_string()), &message);
         Ok(Some(first))
     }
 

@@ -57,7 +57,7 @@ impl EventLog for RedisStore {
         args.extend([mode.to_string(), turn.to_string(), crate::util::new_epoch()]);
         // The call's token and the retry flag (`RETRY_FLAG_AT`), which the resend guard sets.
         args.extend([uuid::Uuid::new_v4().simple().to_string(), "0".to_string()]);
-        args.extend(events);
+        args.extend([events.len().to_string(), events.join("\n")]);
         let keys = ["seq", "log", "lease", "turn", "epoch", "session"].map(|k| s.keys.session_key(session_id, k));
         let reply = s.eval_guarding_resends(&s.scripts.append_batch, keys.to_vec(), args, RETRY_FLAG_AT).await?;
         let first = match int(&reply) {
