@@ -420,6 +420,41 @@ async fn restart_resubscribes_and_keeps_working() {
 
 /// Two pods on a Sentinel set with one logged event on a session that pod b follows, replicated so that it
 /// survives a failover. Returns the pods, the session, its channel, b's receiver and the seq key.
+/// A Sentinel deployment that requires a password: the pod's `+switch-master` watcher connects with the pod's own
+/// credentials (as every other connection does), so it is subscribed and a failover is followed at once, rather
+/// than failing NOAUTH in silence and leaving the pod on the demoted master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_watcher_uses_the_pods_credentials() {
+    let _turn = HEAVY.lock().await;
+    let set = RedisSentinel::start();
+    let pw = "s3ntinel-pass";
+    for node in [set.master(), set.replica()] {
+        assert_eq!(node.cli(&["CONFIG", "SET", "masterauth", pw]), "OK");
+        assert_eq!(node.cli(&["CONFIG", "SET", "requirepass", pw]), "OK");
+    }
+    assert_eq!(set.sentinel_cli(&["SENTINEL", "SET", "mymaster", "auth-pass", pw]), "OK");
+    assert_eq!(set.sentinel_cli(&["ACL", "SETUSER", "default", "resetpass", &format!(">{pw}")]), "OK");
+    let sentinel_cli = |args: &[&str]| {
+        let port = set.sentinel_port().to_string();
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port, "-a", pw, "--no-auth-warning"])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    init_tracing();
+    let url = format!("redis-sentinel://:{pw}@127.0.0.1:{}/mymaster", set.sentinel_port());
+    let pod = redis::connect(&config(&url)).await.expect("connect with the password");
+    let sid = unique_id("s");
+    assert_eq!(pod.log.append(&sid, r#"{"n":1}"#).await.expect("append"), 1, "the pod's commands authenticate");
+    let watching = Instant::now() + Duration::from_secs(20);
+    while sentinel_cli(&["CLIENT", "LIST"]).lines().filter(|l| l.contains(" sub=1 ")).count() < 1 {
+        assert!(Instant::now() < watching, "the pod's watcher never subscribed to +switch-master");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn sentinel_session(
     set: &RedisSentinel,
 ) -> (Backends, Backends, String, Channel, broadcast::Receiver<BusEvent>, String) {

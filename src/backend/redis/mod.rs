@@ -120,6 +120,7 @@ pub async fn connect(config: &Config) -> BResult<Backends> {
         for host in hosts {
             let watch = SentinelWatch {
                 sentinel: host.clone(),
+                base: fred_config.clone(),
                 service: service_name.clone(),
                 clients: std::iter::once(client.clone()).chain(replicated.as_ref().map(|r| r.client.clone())).collect(),
                 subscriber: subscriber.clone(),

@@ -15,11 +15,17 @@ use super::bus::resubscribe;
 use super::conn::{builder, AbortOnDrop};
 use crate::util::Backoff;
 
+/// How long the watcher's first connection and subscription may take before the pod warns.
+const FIRST_CONNECT: Duration = Duration::from_secs(10);
+
 /// Follows Sentinel's `+switch-master` for our service. Between promoting a replica and demoting the old
 /// master (its next periodic check, up to ~10 s later) Sentinel leaves our connections on the old master,
 /// which still accepts writes that its resync will then drop; so move as soon as the switch is announced.
 pub(super) struct SentinelWatch {
     pub(super) sentinel: Server,
+    /// The pod's own client configuration: the watcher connects to Sentinel with its TLS and credentials (fred
+    /// uses the same for Sentinel as for Redis), not with a default, plain, anonymous one.
+    pub(super) base: FredConfig,
     pub(super) service: String,
     /// The pod's command clients (commands, and the replicated writes when configured) and bus subscriber,
     /// reconnected on a switch.
@@ -30,13 +36,22 @@ pub(super) struct SentinelWatch {
 }
 
 impl SentinelWatch {
+    /// The watcher's configuration: the Sentinel alone, with the pod's TLS and credentials.
+    fn config(&self) -> FredConfig {
+        FredConfig {
+            server: ServerConfig::Centralized { server: self.sentinel.clone() },
+            username: self.base.username.clone(),
+            password: self.base.password.clone(),
+            tls: self.base.tls.clone(),
+            ..FredConfig::default()
+        }
+    }
+
     pub(super) async fn run(self) {
-        let config =
-            FredConfig { server: ServerConfig::Centralized { server: self.sentinel.clone() }, ..FredConfig::default() };
-        let watcher = match builder(config).build_subscriber_client() {
+        let watcher = match builder(self.config()).build_subscriber_client() {
             Ok(w) => w,
             Err(e) => {
-                warn!(error = %e, "cannot build the sentinel watcher");
+                warn!(error = %e, sentinel = %self.sentinel, "cannot build the sentinel watcher: failovers are noticed only by READONLY replies");
                 return;
             }
         };
@@ -44,9 +59,24 @@ impl SentinelWatch {
         let mut reconnects = watcher.reconnect_rx();
         let _connection = AbortOnDrop(watcher.connect().abort_handle());
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+        let started = tokio::time::Instant::now();
+        let mut warned = false;
         loop {
-            if watcher.wait_for_connect().await.is_ok() && watcher.subscribe("+switch-master").await.is_ok() {
-                break;
+            let subscribed = match tokio::time::timeout(FIRST_CONNECT, watcher.wait_for_connect()).await {
+                Ok(Ok(())) => watcher.subscribe("+switch-master").await.map_err(|e| e.to_string()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no connection within {FIRST_CONNECT:?}")),
+            };
+            match subscribed {
+                Ok(()) => break,
+                // Said once, loudly, past the first attempts: a watcher that cannot subscribe (wrong TLS or
+                // credentials, an unreachable Sentinel) leaves the pod on a demoted master for seconds after
+                // each failover, which must not go unnoticed.
+                Err(e) if !warned && started.elapsed() >= FIRST_CONNECT => {
+                    warned = true;
+                    warn!(error = %e, sentinel = %self.sentinel, "cannot follow +switch-master: failovers are noticed only by READONLY replies; retrying");
+                }
+                Err(e) => tracing::debug!(error = %e, sentinel = %self.sentinel, "sentinel watcher not subscribed yet"),
             }
             backoff.wait().await;
         }
