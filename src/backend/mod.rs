@@ -356,6 +356,17 @@ impl TurnInfo {
     }
 }
 
+/// What [`TurnLease::resume`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resumed {
+    /// The lease is the turn's: it runs.
+    Held,
+    /// The turn was ended meanwhile (its record is gone): it must not run, nor end again.
+    Ended,
+    /// Another turn holds the session: this one never ended, and must end now.
+    Replaced,
+}
+
 /// How long a claimed lapsed turn is not handed out again (see [`TurnLease::claim_lapsed`]).
 pub const LAPSED_RETRY_MS: i64 = 5_000;
 
@@ -366,6 +377,9 @@ pub trait TurnLease: Send + Sync {
     async fn acquire(&self, session_id: &str, info: &TurnInfo, ttl_ms: u64) -> BResult<bool>;
     /// Extends the lease (and may change the holder's pod, e.g. parked → running) if `turn_id` holds it.
     async fn renew(&self, session_id: &str, info: &TurnInfo, ttl_ms: u64) -> BResult<bool>;
+    /// Takes (or renews) the lease for a parked turn that resumes, only while its turn record is still its own,
+    /// checked in the same step: a sweeper that ended the turn forgot the record with its ending.
+    async fn resume(&self, session_id: &str, info: &TurnInfo, ttl_ms: u64) -> BResult<Resumed>;
     /// Frees the slot if `turn_id` holds it (or held it and it lapsed); forgets the turn record.
     async fn release(&self, session_id: &str, turn_id: &str) -> BResult<bool>;
     /// The current holder, if the lease is live.

@@ -262,9 +262,11 @@ pub(super) async fn show(State(api): State<Arc<Api>>, Path(ns): Path<String>, Ca
 /// `turn.lease_ms` + 1 s and the namespace is `idle` again.
 pub(super) async fn turn_state(app: &App, session_id: &str, ns: &str) -> Result<Value, ApiError> {
     let status = app.turns.status(session_id).await?;
+    // A turn with a park of its own waits for a person, whether or not its pod has handed the lease over yet
+    // (the park is stored before its prompt is sent; the hand-over comes after).
     Ok(match status.lease {
         None => json!({"state": "idle"}),
-        Some(t) if t.pod_id.is_empty() => match status.parked.filter(|p| p.request_id == t.request_id) {
+        Some(t) => match status.parked.filter(|p| p.request_id == t.request_id) {
             Some(p) => {
                 let mut state = outcome::park_body(ns, &p);
                 state["state"] = json!("parked");
@@ -272,7 +274,6 @@ pub(super) async fn turn_state(app: &App, session_id: &str, ns: &str) -> Result<
             }
             None => json!({"state": "running"}),
         },
-        Some(_) => json!({"state": "running"}),
     })
 }
 

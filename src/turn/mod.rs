@@ -14,6 +14,8 @@ mod gates;
 mod history;
 mod otp_gate;
 mod park;
+#[cfg(test)]
+mod races;
 mod spend;
 mod start;
 mod steps;

@@ -77,7 +77,7 @@ async fn time_out(turns: &Arc<Turns>, sid: &str) -> Result<(), crate::backend::B
 /// Ends a turn whose lease lapsed with `TURN_INTERRUPTED`, appended only if the turn is still the lapsed one
 /// ([`Guard::Lapsed`], which also forgets it in the same step). A failed append leaves the turn to be claimed
 /// again (by any pod) after `LAPSED_RETRY_MS`, so the client always gets its ending.
-async fn end_lapsed(turns: Arc<Turns>, sid: String, info: TurnInfo) {
+pub(super) async fn end_lapsed(turns: Arc<Turns>, sid: String, info: TurnInfo) {
     let sid = sid.as_str();
     tracing::warn!(session_id = %sid, pod = %info.pod_id, "turn lease lapsed: ending the turn");
     turns.take_own_park(sid, &info.turn_id).await;

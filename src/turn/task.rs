@@ -11,7 +11,7 @@ use tracing::Instrument;
 use super::drive::drive;
 use super::emitter::{Emitter, Halt};
 use super::{hold_key, Decision, Outcome, Resolution, TurnState, Turns};
-use crate::backend::{Guard, ParkedTurn, TurnInfo};
+use crate::backend::{Guard, ParkedTurn, Resumed, TurnInfo};
 use crate::error::{ClientError, ErrorCode};
 use crate::ids::SessionId;
 use crate::metrics::TurnOutcome;
@@ -59,18 +59,23 @@ pub(super) async fn resume_with(turns: Arc<Turns>, parked: ParkedTurn, resolutio
         }
     };
     let info = state.lease_info(&turns.pod_id);
-    let lease_ms = turns.config.turn.lease_ms;
-    let leases = &turns.backends.leases;
-    let held = match leases.renew(&state.session_id, &info, lease_ms).await {
-        Ok(true) => true,
-        _ => leases.acquire(&state.session_id, &info, lease_ms).await.unwrap_or(false),
-    };
-    if !held {
-        // Another turn holds the slot (this one's hold ran out): running it would put two turns in the session.
-        tracing::warn!(session_id = %state.session_id, "a parked turn's lease is gone: ending it instead of resuming");
-        let err = ClientError::new(ErrorCode::TurnInterrupted, "the turn was interrupted while waiting for a decision");
-        turns.fail(&state.session_id, Guard::None, &state.request_id, &err).await;
-        return;
+    // The lease comes back only while the turn record is still this turn's, checked in the same step: a sweeper
+    // that ended the lapsed turn meanwhile forgot the record with its ending, and the turn must not run after it.
+    match turns.backends.leases.resume(&state.session_id, &info, turns.config.turn.lease_ms).await {
+        Ok(Resumed::Held) => {}
+        Ok(Resumed::Ended) => {
+            tracing::info!(session_id = %state.session_id, "the parked turn was ended meanwhile: not resumed");
+            return;
+        }
+        other => {
+            // Another turn holds the slot (this one's hold ran out), or the store failed: running it could put
+            // two turns in the session, and this one never got an ending.
+            tracing::warn!(session_id = %state.session_id, result = ?other, "a parked turn's lease is gone: ending it instead of resuming");
+            let err =
+                ClientError::new(ErrorCode::TurnInterrupted, "the turn was interrupted while waiting for a decision");
+            turns.fail(&state.session_id, Guard::None, &state.request_id, &err).await;
+            return;
+        }
     }
     keep_hold(&turns, (&state.org_id, &state.user_id), &state.turn_id).await;
     let decision = Decision { tool_call_id: parked.call.tool_call_id.clone(), resolution };

@@ -152,4 +152,21 @@ pub async fn guarded_appends(a: &Backends, b: &Backends) {
         assert_eq!(a.log.append_guarded(&doomed, ev(2), guard).await.expect("append"), None, "{guard:?}");
     }
     assert!(b.log.read_after(&doomed, 0, 10).await.expect("read").is_empty(), "the deleted log stays gone");
+
+    // A parked turn resumes only while its record is its own: not once a sweeper ended it, nor once a newer
+    // turn took the slot.
+    let parked = sid();
+    let t5 = TurnInfo { turn_id: "t5".into(), request_id: "r5".into(), pod_id: String::new() };
+    assert!(a.leases.acquire(&parked, &t5, 5_000).await.expect("acquire"));
+    let on_b = TurnInfo { pod_id: "pod-b".into(), ..t5.clone() };
+    assert_eq!(b.leases.resume(&parked, &on_b, 5_000).await.expect("resume"), Resumed::Held);
+    assert_eq!(a.leases.current(&parked).await.expect("current"), Some(on_b.clone()), "held by its new pod");
+    assert!(a.leases.renew(&parked, &t5, 50).await.expect("hand back"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(a.log.append_guarded(&parked, ev(1), Guard::Lapsed("t5")).await.expect("end"), Some(1));
+    assert_eq!(b.leases.resume(&parked, &on_b, 5_000).await.expect("resume"), Resumed::Ended);
+    assert_eq!(a.leases.current(&parked).await.expect("current"), None, "an ended turn takes nothing back");
+    let t6 = TurnInfo { turn_id: "t6".into(), request_id: "r6".into(), pod_id: "pod-a".into() };
+    assert!(a.leases.acquire(&parked, &t6, 5_000).await.expect("acquire"));
+    assert_eq!(b.leases.resume(&parked, &on_b, 5_000).await.expect("resume"), Resumed::Replaced);
 }

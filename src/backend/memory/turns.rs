@@ -89,6 +89,22 @@ impl TurnLease for MemoryStore {
             _ => Ok(false),
         }
     }
+    async fn resume(&self, session_id: &str, info: &TurnInfo, ttl_ms: u64) -> BResult<Resumed> {
+        let now = now_ms();
+        let mut st = self.shared.state.lock();
+        match st.turns.get(session_id) {
+            None => return Ok(Resumed::Ended),
+            Some((record, _)) if record.turn_id != info.turn_id => return Ok(Resumed::Replaced),
+            Some(_) => {}
+        }
+        if matches!(st.leases.get(session_id), Some((held, d)) if *d > now && held.turn_id != info.turn_id) {
+            return Ok(Resumed::Replaced);
+        }
+        let deadline = now + ttl_ms as i64;
+        st.leases.insert(session_id.to_string(), (info.clone(), deadline));
+        st.turns.insert(session_id.to_string(), (info.clone(), deadline));
+        Ok(Resumed::Held)
+    }
     async fn release(&self, session_id: &str, turn_id: &str) -> BResult<bool> {
         let mut st = self.shared.state.lock();
         let mut released = false;

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 
 use super::conn::{array, corrupt, int, parse_json, text, to_json, RedisStore};
 use super::keys::parse_deadline_member;
-use crate::backend::{BResult, TurnInfo, TurnLease, LAPSED_RETRY_MS};
+use crate::backend::{BResult, Resumed, TurnInfo, TurnLease, LAPSED_RETRY_MS};
 use crate::util::now_ms;
 
 #[async_trait]
@@ -47,6 +47,27 @@ impl TurnLease for RedisStore {
         }
         s.index_turn_deadline(session_id, &info.turn_id, deadline).await?;
         Ok(true)
+    }
+
+    async fn resume(&self, session_id: &str, info: &TurnInfo, ttl_ms: u64) -> BResult<Resumed> {
+        let s = self.s();
+        let deadline = now_ms().saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
+        let reply = s
+            .eval(
+                &s.scripts.resume,
+                vec![s.keys.session_key(session_id, "lease"), s.keys.session_key(session_id, "turn")],
+                vec![info.turn_id.clone(), to_json(info)?, ttl_ms.max(1).to_string(), s.idle_ttl_s.to_string()],
+            )
+            .await?;
+        match text(&reply).as_deref() {
+            Some("held") => {
+                s.index_turn_deadline(session_id, &info.turn_id, deadline).await?;
+                Ok(Resumed::Held)
+            }
+            Some("ended") => Ok(Resumed::Ended),
+            Some("replaced") => Ok(Resumed::Replaced),
+            other => Err(corrupt("resume", format!("unexpected reply {other:?}"))),
+        }
     }
 
     async fn release(&self, session_id: &str, turn_id: &str) -> BResult<bool> {

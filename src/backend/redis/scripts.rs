@@ -60,6 +60,8 @@ pub(super) struct Scripts {
     pub(super) acquire: Script,
     /// Extends a turn lease that still belongs to the turn (compare-and-set on the turn id).
     pub(super) renew: Script,
+    /// Takes the lease back for a parked turn whose record is still its own.
+    pub(super) resume: Script,
     /// Frees whatever of the lease and turn record still belongs to the turn (resend-safe).
     pub(super) release: Script,
     /// Hands a lapsed turn to the one sweeper that won the deadline index entry (resend-safe).
@@ -90,6 +92,7 @@ impl Scripts {
             take: Script::from_lua(once(include_str!("lua/take.lua"))),
             acquire: Script::from_lua(include_str!("lua/acquire.lua")),
             renew: Script::from_lua(include_str!("lua/renew.lua")),
+            resume: Script::from_lua(include_str!("lua/resume.lua")),
             release: Script::from_lua(once(include_str!("lua/release.lua"))),
             claim: Script::from_lua(once(include_str!("lua/claim.lua"))),
             index_add: Script::from_lua(include_str!("lua/index_add.lua")),
