@@ -87,3 +87,25 @@ async fn a_parked_turn_the_sweeper_ended_is_not_resumed_by_the_approval_that_rac
     assert_eq!(ended[0]["data"]["error"]["code"], "TURN_INTERRUPTED", "{ended:?}");
     assert_eq!(backends.leases.current(sid).await.expect("current"), None, "nothing holds the slot");
 }
+
+/// The timeout sweeper found a session whose park was due, but by the time it reads the park a person has
+/// answered that one and the turn has parked its next call, due in a minute. The sweeper must time out only
+/// the call that was due: the new park stays, undecided.
+#[tokio::test]
+async fn the_timeout_sweeper_never_answers_a_park_that_is_not_due() {
+    let backends = MemoryBackend::new(&Config::default()).backends();
+    let turns = turns_on(&backends);
+    let sid = "s-race-2";
+    assert!(backends.leases.acquire(sid, &TurnInfo::new("t-1", "r-1", ""), 60_000).await.expect("acquire"));
+    let mut due = parked(sid, "t-1", "call-due");
+    due.expires_at_ms = now_ms() - 1;
+    backends.confirms.park(&due).await.expect("park");
+    assert!(backends.confirms.expired(now_ms(), 10).await.expect("expired").iter().any(|s| s == sid));
+    // Meanwhile: the due call was answered and the turn parked its next one.
+    backends.confirms.park(&parked(sid, "t-1", "call-next")).await.expect("park the next call");
+
+    super::sweeper::time_out(&turns, sid).await.expect("sweep");
+    let waiting = backends.confirms.get(sid).await.expect("get").expect("the next call still waits");
+    assert_eq!(waiting.call.tool_call_id, "call-next");
+    assert!(endings(&backends, sid).await.is_empty(), "nothing ended");
+}

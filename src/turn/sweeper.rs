@@ -49,10 +49,17 @@ pub(crate) async fn sweep_loop(turns: Arc<Turns>) {
 
 /// Answers an expired park the way its gate times out: a confirmation is denied, an interaction card gets "no
 /// response", an OTP wait refuses the tool; the turn goes on here.
-async fn time_out(turns: &Arc<Turns>, sid: &str) -> Result<(), crate::backend::BackendError> {
+pub(super) async fn time_out(turns: &Arc<Turns>, sid: &str) -> Result<(), crate::backend::BackendError> {
     let Some(parked) = turns.backends.confirms.get(sid).await? else { return Ok(()) };
+    // The index said the session had a park due; the park there now may be a newer one (the due call was
+    // answered and the turn parked its next): only a due park is timed out, and only that call (a park that
+    // changes between this read and the decision is not touched).
+    if parked.expires_at_ms > now_ms() {
+        return Ok(());
+    }
+    let call = parked.call.tool_call_id.as_str();
     if parked.gate == Gate::Confirm {
-        if let Decided::Claimed(parked) = turns.backends.confirms.decide(sid, None, false).await? {
+        if let Decided::Claimed(parked) = turns.backends.confirms.decide(sid, Some(call), false).await? {
             tracing::info!(session_id = %sid, tool = %parked.call.tool_name, "confirmation timed out: denied");
             super::task::resume_parked(turns.clone(), *parked, false, "the confirmation timed out").await;
         }
@@ -60,7 +67,7 @@ async fn time_out(turns: &Arc<Turns>, sid: &str) -> Result<(), crate::backend::B
     }
     // Taken once, and only this call's park (a newer one that replaced it is not due): a late answer on another
     // pod finds nothing pending.
-    let Some(parked) = turns.backends.confirms.take(sid, Some(&parked.call.tool_call_id)).await? else { return Ok(()) };
+    let Some(parked) = turns.backends.confirms.take(sid, Some(call)).await? else { return Ok(()) };
     let outcome = match &parked.gate {
         Gate::Interaction { .. } => ToolOutcome { is_error: false, result: crate::interactions::NO_RESPONSE.into() },
         _ => {
