@@ -118,6 +118,15 @@ impl App {
                     let _entered = span.enter();
                     let found = self.turns.cancel_local(&session_id, &turn_id);
                     tracing::info!(found, "cancel requested by another pod");
+                    if !found {
+                        // Not running here (any more): it may be handing its slot over to a park; look again.
+                        let turns = self.turns.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = turns.cancel_turn(&session_id, &turn_id).await {
+                                tracing::warn!(error = %e, %session_id, "a forwarded cancel could not be applied");
+                            }
+                        });
+                    }
                 }
                 Some(PodMessage::Deliver { connection_id, event }) => {
                     if let Some(conn) = self.hub.connection(&connection_id) {

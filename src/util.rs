@@ -131,6 +131,29 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     })
 }
 
+/// Aborts a task when dropped: ties a helper task (a connection, a lease renewer) to the one that owns it, so it
+/// never outlives it, however the owner ends.
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::AbortHandle);
+
+impl AbortOnDrop {
+    pub(crate) fn spawn<F>(task: F) -> AbortOnDrop
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        AbortOnDrop(tokio::spawn(task).abort_handle())
+    }
+
+    pub(crate) fn abort(&self) {
+        self.0.abort();
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +185,24 @@ mod tests {
             Backoff::new(Duration::from_millis(200), Duration::from_secs(10)).with_jitter(Duration::from_millis(100));
         let d = j.next_delay().as_millis();
         assert!((200..300).contains(&d), "{d}");
+    }
+
+    #[tokio::test]
+    async fn a_helper_task_stops_with_the_task_that_owns_it() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let owner = tokio::spawn(async move {
+            let _helper = AbortOnDrop::spawn(async move {
+                loop {
+                    let _ = tx.send(());
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            });
+            std::future::pending::<()>().await;
+        });
+        rx.recv().await.expect("the helper runs");
+        owner.abort();
+        let _ = owner.await;
+        // Once its owner is gone the helper is aborted: its sender drops and the channel closes.
+        while rx.recv().await.is_some() {}
     }
 }

@@ -44,6 +44,9 @@ pub trait TurnLease: Send + Sync {
     /// Takes (or renews) the lease for a parked turn that resumes, only while its turn record is still its own,
     /// checked in the same step: a sweeper that ended the turn forgot the record with its ending.
     async fn resume(&self, session_id: &str, info: &TurnInfo, ttl_ms: u64) -> BResult<Resumed>;
+    /// Hands a parked turn's lease over to its park (`info` held by no pod, for `ttl_ms`), only while `call` is
+    /// still the call parked and the lease still the turn's, checked in the same step. False when not.
+    async fn hand_over(&self, session_id: &str, info: &TurnInfo, call: &str, ttl_ms: u64) -> BResult<bool>;
     /// Frees the slot if `turn_id` holds it (or held it and it lapsed); forgets the turn record.
     async fn release(&self, session_id: &str, turn_id: &str) -> BResult<bool>;
     /// The current holder, if the lease is live.

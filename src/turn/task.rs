@@ -107,7 +107,10 @@ async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<D
     let info = state.lease_info(&turns.pod_id);
     let lease_lost = CancellationToken::new();
     let who = (state.org_id.clone(), state.user_id.clone());
-    let renewer = tokio::spawn(renew_loop(turns.clone(), sid.clone(), info, who, lease_lost.clone()));
+    // Aborted however this task ends (returned, or dropped: a panic, the runtime going away), so a turn that no
+    // longer runs never keeps renewing its lease and holding the session.
+    let renewer =
+        crate::util::AbortOnDrop::spawn(renew_loop(turns.clone(), sid.clone(), info, who, lease_lost.clone()));
 
     let em = Emitter::start(turns.clone(), sid.clone(), state.turn_id.clone());
     let outcome = tokio::select! {
@@ -147,13 +150,17 @@ async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<D
     let (outcome, ended_already) = match (closed, outcome) {
         (Err(Halt::LeaseLost), _) | (_, Some(Outcome::LeaseLost)) => (Some(Outcome::LeaseLost), false),
         (Err(Halt::Failed(e)), Some(_)) => (Some(Outcome::Failed(e)), false),
-        // A cancel that came while the turn was parking (the prompt going out) wins over the park: the turn
-        // would otherwise wait for an answer its person has already called off.
-        (Ok(false), Some(Outcome::Parked)) if cancel.is_cancelled() => (None, false),
         (Ok(ended), o) => (o, ended),
         (Err(_), None) => (None, false),
     };
     turns.unregister(&sid, &state.turn_id);
+    // A cancel that came while the turn was parking (the prompt going out) wins over the park: the turn would
+    // otherwise wait for an answer its person has already called off. Looked at only once the turn is no longer
+    // registered, so no cancel can reach the token after the look (a later one finds the park instead).
+    let outcome = match outcome {
+        Some(Outcome::Parked) if cancel.is_cancelled() => None,
+        o => o,
+    };
     let ended = match &outcome {
         Some(Outcome::Parked) => TurnOutcome::Parked,
         Some(Outcome::Completed { .. }) => TurnOutcome::Completed,
@@ -223,7 +230,10 @@ async fn hand_over_parked(turns: &Turns, state: &TurnState) -> Result<(), Client
     if let Some(p) = turns.backends.confirms.get(&state.session_id).await?.filter(|p| state.turn_id == p.turn_id) {
         let left_ms = u64::try_from(p.expires_at_ms - crate::util::now_ms()).unwrap_or(0);
         let hold_ms = left_ms + turns.config.turn.lease_ms + 5_000;
-        turns.backends.leases.renew(&state.session_id, &parked_info, hold_ms).await?;
+        // Only while that call is still parked, in the same step: an answer that resumed the turn on another
+        // pod since the read above keeps its lease (a renewal would hand it to the park for minutes).
+        let call = &p.call.tool_call_id;
+        turns.backends.leases.hand_over(&state.session_id, &parked_info, call, hold_ms).await?;
     }
     Ok(())
 }

@@ -221,12 +221,26 @@ impl Turns {
     /// Cancels the session's turn wherever it is: parked (no pod), here, or on another pod. True when a turn
     /// was found; the turn itself (or whoever took its park) emits `cancelled`.
     pub(crate) async fn cancel(&self, session_id: &str) -> Result<bool, ClientError> {
+        self.cancel_matching(session_id, None).await
+    }
+
+    /// [`Turns::cancel`] of turn `turn_id` only: another pod asked this one to cancel it, and it was not (or no
+    /// longer) registered here, e.g. it was handing its slot over to a park: it is looked for again, and no other
+    /// turn of the session is touched.
+    pub(crate) async fn cancel_turn(&self, session_id: &str, turn_id: &str) -> Result<bool, ClientError> {
+        self.cancel_matching(session_id, Some(turn_id)).await
+    }
+
+    async fn cancel_matching(&self, session_id: &str, turn_id: Option<&str>) -> Result<bool, ClientError> {
         // A parked turn that is resuming, or a local turn that is just registering, is caught on a look again.
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(200));
         for _ in 0..3 {
             let Some(info) = self.backends.leases.current(session_id).await? else {
                 return Ok(false);
             };
+            if turn_id.is_some_and(|t| t != info.turn_id) {
+                return Ok(false);
+            }
             if info.pod_id.is_empty() {
                 // Parked: whoever takes the parked record ends the turn.
                 if let Some(parked) = self.take_park_to_end(session_id, None).await? {

@@ -307,33 +307,35 @@ async fn single_session_keys_carry_the_idle_ttl() {
     }
 }
 
-/// The append's own resend guard: a retry of a call whose outcome is unknown (the flag `1`) finds the first
-/// run's entry by its token and answers its seq without appending again; a retry of a call that never ran
-/// appends; one entry holds a batch, with its first seq, and a later read cuts it.
+/// The append's own resend guard: a second run of a call (same token) that ran finds its token among the last
+/// calls' and answers its seq without appending again, even after other calls appended in between; one entry
+/// holds a batch, with its first seq, and a later read cuts it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn single_an_append_retried_with_its_token_is_not_appended_twice() {
+async fn single_an_append_sent_twice_is_appended_once() {
     let (redis, config, pod, sid) = one_pod_with_a_session().await;
     let prefix = &config.redis_key_prefix;
     let key = |k: &str| format!("{prefix}:{{{sid}}}:{k}");
-    let keys: Vec<String> = ["seq", "log", "lease", "turn", "epoch", "session"].iter().map(|k| key(k)).collect();
+    let keys: Vec<String> =
+        ["seq", "log", "lease", "turn", "epoch", "session", "toks"].iter().map(|k| key(k)).collect();
     let script = include_str!("../../src/backend/redis/lua/append_batch.lua");
-    let append = |token: &str, retry: &str, events: &[&str]| {
+    let append = |token: &str, events: &[&str]| {
         let channel = key("events");
-        let mut args = vec!["EVAL", script, "6"];
+        let mut args = vec!["EVAL", script, "7"];
         args.extend(keys.iter().map(String::as_str));
         let n = events.len().to_string();
         let joined = events.join("\n");
-        args.extend(["100", "60", channel.as_str(), "PUBLISH", "none", "", "ep1", token, retry, &n, &joined]);
+        args.extend(["100", "60", channel.as_str(), "PUBLISH", "none", "", "ep1", token, &n, &joined]);
         redis.cli(&args)
     };
-    assert_eq!(append("tok-a", "0", &[r#"{"a":1}"#, r#"{"a":2}"#]), "1");
-    assert_eq!(append("tok-a", "1", &[r#"{"a":1}"#, r#"{"a":2}"#]), "1", "the first run is found");
-    assert_eq!(append("tok-b", "1", &[r#"{"b":1}"#]), "3", "a call that never ran appends");
-    let entries = redis.cli(&["XLEN", &key("log")]);
-    assert_eq!(entries, "2", "one entry per batch");
+    assert_eq!(append("tok-a", &[r#"{"a":1}"#, r#"{"a":2}"#]), "1");
+    assert_eq!(append("tok-b", &[r#"{"b":1}"#]), "3", "another call appends");
+    assert_eq!(append("tok-a", &[r#"{"a":1}"#, r#"{"a":2}"#]), "1", "the first run is found");
+    assert_eq!(redis.cli(&["XLEN", &key("log")]), "2", "one entry per batch, none twice");
     let read = pod.log.read_after(&sid, 1, 10).await.expect("read");
     assert_eq!(read, vec![(2, r#"{"a":2}"#.to_string()), (3, r#"{"b":1}"#.to_string())]);
     assert_eq!(pod.log.bounds(&sid).await.expect("bounds"), (1, 3));
+    let ttl: i64 = redis.cli(&["TTL", &key("toks")]).parse().expect("ttl");
+    assert!(ttl > 0, "the tokens expire with the log: {ttl}");
 }
 
 /// A busy session's resend-safety records stay small: the ops hash keeps the last 64 replies and one previous

@@ -155,18 +155,33 @@ pub async fn guarded_appends(a: &Backends, b: &Backends) {
 
     // A parked turn resumes only while its record is its own: not once a sweeper ended it, nor once a newer
     // turn took the slot.
-    let parked = sid();
+    let resuming = sid();
     let t5 = TurnInfo { turn_id: "t5".into(), request_id: "r5".into(), pod_id: String::new() };
-    assert!(a.leases.acquire(&parked, &t5, 5_000).await.expect("acquire"));
+    assert!(a.leases.acquire(&resuming, &t5, 5_000).await.expect("acquire"));
     let on_b = TurnInfo { pod_id: "pod-b".into(), ..t5.clone() };
-    assert_eq!(b.leases.resume(&parked, &on_b, 5_000).await.expect("resume"), Resumed::Held);
-    assert_eq!(a.leases.current(&parked).await.expect("current"), Some(on_b.clone()), "held by its new pod");
-    assert!(a.leases.renew(&parked, &t5, 50).await.expect("hand back"));
+    assert_eq!(b.leases.resume(&resuming, &on_b, 5_000).await.expect("resume"), Resumed::Held);
+    assert_eq!(a.leases.current(&resuming).await.expect("current"), Some(on_b.clone()), "held by its new pod");
+    assert!(a.leases.renew(&resuming, &t5, 50).await.expect("hand back"));
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(a.log.append_guarded(&parked, ev(1), Guard::Lapsed("t5")).await.expect("end"), Some(1));
-    assert_eq!(b.leases.resume(&parked, &on_b, 5_000).await.expect("resume"), Resumed::Ended);
-    assert_eq!(a.leases.current(&parked).await.expect("current"), None, "an ended turn takes nothing back");
+    assert_eq!(a.log.append_guarded(&resuming, ev(1), Guard::Lapsed("t5")).await.expect("end"), Some(1));
+    assert_eq!(b.leases.resume(&resuming, &on_b, 5_000).await.expect("resume"), Resumed::Ended);
+    assert_eq!(a.leases.current(&resuming).await.expect("current"), None, "an ended turn takes nothing back");
     let t6 = TurnInfo { turn_id: "t6".into(), request_id: "r6".into(), pod_id: "pod-a".into() };
-    assert!(a.leases.acquire(&parked, &t6, 5_000).await.expect("acquire"));
-    assert_eq!(b.leases.resume(&parked, &on_b, 5_000).await.expect("resume"), Resumed::Replaced);
+    assert!(a.leases.acquire(&resuming, &t6, 5_000).await.expect("acquire"));
+    assert_eq!(b.leases.resume(&resuming, &on_b, 5_000).await.expect("resume"), Resumed::Replaced);
+
+    // A turn hands its lease over to its park only while that call is parked and the lease is its own.
+    let handing = sid();
+    let t7 = TurnInfo { turn_id: "turn-1".into(), request_id: "r7".into(), pod_id: "pod-a".into() };
+    let held_by_park = TurnInfo { pod_id: String::new(), ..t7.clone() };
+    assert!(a.leases.acquire(&handing, &t7, 5_000).await.expect("acquire"));
+    a.confirms.park(&parked(&handing, "call-7", now_ms() + 60_000)).await.expect("park");
+    assert!(!b.leases.hand_over(&handing, &held_by_park, "call-other", 60_000).await.expect("hand over"));
+    assert!(b.leases.hand_over(&handing, &held_by_park, "call-7", 60_000).await.expect("hand over"));
+    assert_eq!(a.leases.current(&handing).await.expect("current"), Some(held_by_park.clone()));
+    // An answer took the park and resumed the turn elsewhere: a late hand-over changes nothing.
+    assert!(matches!(a.confirms.decide(&handing, None, true).await.expect("decide"), Decided::Claimed(_)));
+    assert_eq!(b.leases.resume(&handing, &t7, 5_000).await.expect("resume"), Resumed::Held);
+    assert!(!a.leases.hand_over(&handing, &held_by_park, "call-7", 60_000).await.expect("hand over"));
+    assert_eq!(a.leases.current(&handing).await.expect("current"), Some(t7), "the resumed turn keeps its lease");
 }

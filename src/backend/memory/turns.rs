@@ -105,6 +105,19 @@ impl TurnLease for MemoryStore {
         st.turns.insert(session_id.to_string(), (info.clone(), deadline));
         Ok(Resumed::Held)
     }
+    async fn hand_over(&self, session_id: &str, info: &TurnInfo, call: &str, ttl_ms: u64) -> BResult<bool> {
+        let now = now_ms();
+        let mut st = self.shared.state.lock();
+        let parked = st.parked.get(session_id).is_some_and(|p| p.call.tool_call_id == call);
+        let held = matches!(st.leases.get(session_id), Some((held, d)) if *d > now && held.turn_id == info.turn_id);
+        if !(parked && held) {
+            return Ok(false);
+        }
+        let deadline = now + ttl_ms as i64;
+        st.leases.insert(session_id.to_string(), (info.clone(), deadline));
+        st.turns.insert(session_id.to_string(), (info.clone(), deadline));
+        Ok(true)
+    }
     async fn release(&self, session_id: &str, turn_id: &str) -> BResult<bool> {
         let mut st = self.shared.state.lock();
         let mut released = false;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use fred::interfaces::{ClientLike, LuaInterface, SortedSetsInterface};
 use fred::prelude::{Builder, Client, Error as FredError, ReconnectPolicy, ServerConfig};
 
-use fred::types::config::{Config as FredConfig, Options, UnresponsiveConfig};
+use fred::types::config::{Config as FredConfig, UnresponsiveConfig};
 use fred::types::scripts::Script;
 use fred::types::Value;
 use parking_lot::Mutex;
@@ -129,15 +129,6 @@ impl Drop for PodTasks {
         for h in self.handles.lock().drain(..) {
             h.abort();
         }
-    }
-}
-
-/// Aborts a task when dropped: ties a helper connection's task to the task that uses it.
-pub(super) struct AbortOnDrop(pub(super) AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -269,58 +260,34 @@ impl Shared {
     }
 
     async fn eval_on(&self, client: &Client, script: &Script, keys: Vec<String>, args: Vec<String>) -> BResult<Value> {
-        self.eval_with(client, None, script, keys, args).await
-    }
-
-    /// EVALSHA on `client` with per-command `options` (none: the client's own), loading the script on NOSCRIPT.
-    async fn eval_with(
-        &self,
-        client: &Client,
-        options: Option<&Options>,
-        script: &Script,
-        keys: Vec<String>,
-        args: Vec<String>,
-    ) -> BResult<Value> {
         // Shared strings: the copy kept for a NOSCRIPT retry costs a reference count per argument, not a copy
         // of every event of an append.
         let keys: Vec<fred::types::Key> = keys.into_iter().map(Into::into).collect();
         let args: Vec<Value> = args.into_iter().map(|a| Value::String(a.into())).collect();
-        let call = |keys, args| async {
-            match options {
-                Some(o) => client.with_options(o).evalsha::<Value, _, _, _>(script.sha1().clone(), keys, args).await,
-                None => client.evalsha::<Value, _, _, _>(script.sha1().clone(), keys, args).await,
-            }
-        };
-        match call(keys.clone(), args.clone()).await {
+        match client.evalsha::<Value, _, _, _>(script.sha1().clone(), keys.clone(), args.clone()).await {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
                 script.load(client).await.map_err(|e| self.err(e))?;
-                call(keys, args).await.map_err(|e| self.err(e))
+                client.evalsha(script.sha1().clone(), keys, args).await.map_err(|e| self.err(e))
             }
             other => other.map_err(|e| self.err(e)),
         }
     }
 
-    /// [`Shared::eval_replicated`] for a script that guards its own resends (`lua/append_batch.lua`): sent once,
-    /// never resent by the client after a dropped connection, so it needs no ops hash. `args` end with the
-    /// call's token and a retry flag (`0`); when the first send's outcome is unknown (the connection dropped, a
-    /// timeout) the call is made once more with the flag `1`, and the script answers from the first run if it
-    /// happened.
+    /// [`Shared::eval_replicated`] for a script that guards its own resends (`lua/append_batch.lua`,
+    /// `lua/append_message.lua`: each call carries a token the script remembers for the last few calls, so it
+    /// needs no ops hash). When a send's outcome is unknown (the connection dropped, a timeout) the call is made
+    /// once more with the same token, and the script answers from the first run if it happened.
     pub(super) async fn eval_guarding_resends(
         &self,
         script: &Script,
         keys: Vec<String>,
-        mut args: Vec<String>,
-        retry_flag_at: usize,
+        args: Vec<String>,
     ) -> BResult<Value> {
         let client = self.replicated.as_ref().map_or(&self.client, |r| &r.client);
-        let once = Options { max_attempts: Some(1), ..Options::default() };
-        let first = match self.eval_with(client, Some(&once), script, keys.clone(), args.clone()).await {
+        let first = match self.eval_on(client, script, keys.clone(), args.clone()).await {
             Err(BackendError::Redis(e)) if outcome_unknown(&e) => {
-                tracing::debug!(error = %e, "an append's outcome is unknown: retrying it with its token");
-                if let Some(flag) = args.get_mut(retry_flag_at) {
-                    *flag = "1".into();
-                }
-                self.eval_with(client, None, script, keys.clone(), args).await
+                tracing::debug!(error = %e, "a guarded write's outcome is unknown: sending it again with its token");
+                self.eval_on(client, script, keys.clone(), args).await
             }
             other => other,
         };

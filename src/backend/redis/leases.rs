@@ -70,6 +70,24 @@ impl TurnLease for RedisStore {
         }
     }
 
+    async fn hand_over(&self, session_id: &str, info: &TurnInfo, call: &str, ttl_ms: u64) -> BResult<bool> {
+        let s = self.s();
+        let deadline = now_ms().saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
+        let keys = ["lease", "turn", "confirm"].map(|k| s.keys.session_key(session_id, k)).to_vec();
+        let args = vec![
+            info.turn_id.clone(),
+            to_json(info)?,
+            ttl_ms.max(1).to_string(),
+            s.idle_ttl_s.to_string(),
+            call.into(),
+        ];
+        if int(&s.eval(&s.scripts.hand_over, keys, args).await?) != Some(1) {
+            return Ok(false);
+        }
+        s.index_turn_deadline(session_id, &info.turn_id, deadline).await?;
+        Ok(true)
+    }
+
     async fn release(&self, session_id: &str, turn_id: &str) -> BResult<bool> {
         let s = self.s();
         let reply = s

@@ -33,9 +33,6 @@ fn batch(entry: Value) -> BResult<(String, Option<u64>, String)> {
     Ok((id, first, events))
 }
 
-/// Where the retry flag sits among the append script's arguments (`lua/append_batch.lua`).
-const RETRY_FLAG_AT: usize = 8;
-
 #[async_trait]
 impl EventLog for RedisStore {
     async fn append_guarded(&self, session_id: &str, events: Vec<String>, guard: Guard<'_>) -> BResult<Option<u64>> {
@@ -55,11 +52,12 @@ impl EventLog for RedisStore {
         let mut args = Vec::with_capacity(events.len() + 9);
         args.extend([s.log_len.to_string(), s.idle_ttl_s.to_string(), channel, publish.to_string()]);
         args.extend([mode.to_string(), turn.to_string(), crate::util::new_epoch()]);
-        // The call's token and the retry flag (`RETRY_FLAG_AT`), which the resend guard sets.
-        args.extend([uuid::Uuid::new_v4().simple().to_string(), "0".to_string()]);
+        // The call's token: a resend of a call that ran is answered from its first run.
+        args.push(uuid::Uuid::new_v4().simple().to_string());
         args.extend([events.len().to_string(), events.join("\n")]);
-        let keys = ["seq", "log", "lease", "turn", "epoch", "session"].map(|k| s.keys.session_key(session_id, k));
-        let reply = s.eval_guarding_resends(&s.scripts.append_batch, keys.to_vec(), args, RETRY_FLAG_AT).await?;
+        let keys =
+            ["seq", "log", "lease", "turn", "epoch", "session", "toks"].map(|k| s.keys.session_key(session_id, k));
+        let reply = s.eval_guarding_resends(&s.scripts.append_batch, keys.to_vec(), args).await?;
         let first = match int(&reply) {
             Some(-1) => return Ok(None),
             Some(n) => u64::try_from(n).map_err(|_| corrupt("append_batch", "bad seq"))?,

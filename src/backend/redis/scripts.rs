@@ -62,6 +62,8 @@ pub(super) struct Scripts {
     pub(super) renew: Script,
     /// Takes the lease back for a parked turn whose record is still its own.
     pub(super) resume: Script,
+    /// Hands a parked turn's lease over to its park while that call is still parked.
+    pub(super) hand_over: Script,
     /// Frees whatever of the lease and turn record still belongs to the turn (resend-safe).
     pub(super) release: Script,
     /// Hands a lapsed turn to the one sweeper that won the deadline index entry (resend-safe).
@@ -93,6 +95,7 @@ impl Scripts {
             acquire: Script::from_lua(include_str!("lua/acquire.lua")),
             renew: Script::from_lua(include_str!("lua/renew.lua")),
             resume: Script::from_lua(include_str!("lua/resume.lua")),
+            hand_over: Script::from_lua(include_str!("lua/hand_over.lua")),
             release: Script::from_lua(once(include_str!("lua/release.lua"))),
             claim: Script::from_lua(once(include_str!("lua/claim.lua"))),
             index_add: Script::from_lua(include_str!("lua/index_add.lua")),

@@ -12,7 +12,8 @@ use tokio::sync::broadcast;
 use tracing::{info, warn};
 
 use super::bus::resubscribe;
-use super::conn::{builder, AbortOnDrop};
+use super::conn::builder;
+use crate::util::AbortOnDrop;
 use crate::util::Backoff;
 
 /// How long the watcher's first connection and subscription may take before the pod warns.

@@ -198,13 +198,12 @@ impl SessionStore for RedisStore {
             crate::backend::title_from(&message.text),
             s.conv_ttl_s.to_string(),
             s.conv_max_messages.to_string(),
-            // How the message's id appears in its JSON, for a retry to find it (serde_json escapes it the same).
-            format!(r#""id":{}"#, to_json(&message.id)?),
-            "0".into(),
+            // The resend guard's token: a message id never holds a space (see the script).
+            message.id.replace(' ', "_"),
             refresh_period_s(s.conv_ttl_s).saturating_mul(1000).to_string(),
         ];
         let keys = vec![s.keys.conv(conversation_id), s.keys.msgs(conversation_id)];
-        let reply = s.eval_guarding_resends(&s.scripts.append_message, keys, args, 7).await?;
+        let reply = s.eval_guarding_resends(&s.scripts.append_message, keys, args).await?;
         let owner = array(reply);
         match (owner.first().and_then(text), owner.get(1).and_then(text)) {
             (Some(user_id), Some(org_id)) => {
@@ -276,7 +275,7 @@ impl SessionStore for RedisStore {
         // The lease and the turn record go: a turn running in the session stops (its appends are refused), so
         // neither its events nor an ending bring the deleted log back.
         let session_keys: Vec<String> =
-            ["session", "log", "confirm", "decided", "last", "contact", "otp", "lease", "turn"]
+            ["session", "log", "toks", "confirm", "decided", "last", "contact", "otp", "lease", "turn"]
                 .iter()
                 .map(|w| s.keys.session_key(sid, w))
                 .collect();

@@ -1,19 +1,20 @@
--- KEYS: seq, log, lease, turn record, epoch, session record. ARGV: log_len, idle_ttl_s, channel, publish command
--- (PUBLISH or SPUBLISH), guard (none, holder, release, lapsed, live), guard turn id, a fresh epoch (used only when
--- the session has none: the counter is new), the call's token, `1` when this call retries one whose outcome is
--- unknown, the number of events, then the events joined by newlines (one argument: the script does no work per
--- event, which in Lua, building and interning a string per event, cost ~1 µs each).
+-- KEYS: seq, log, lease, turn record, epoch, session record, recent tokens. ARGV: log_len, idle_ttl_s, channel,
+-- publish command (PUBLISH or SPUBLISH), guard (none, holder, release, lapsed, live), guard turn id, a fresh epoch
+-- (used only when the session has none: the counter is new), the call's token, the number of events, then the
+-- events joined by newlines (one argument: the script does no work per event, which in Lua, building and
+-- interning a string per event, cost ~1 µs each).
 --
--- One stream entry per batch, id `<last seq>-0`, fields `f` (first seq), `t` (the token), `e` (the events, one
+-- One stream entry per batch, id `<last seq>-0`, fields `f` (first seq) and `e` (the events, one
 -- per line: JSON text never holds a raw newline), so a batch costs one XADD however many events it carries. The
 -- stream is trimmed by MINID to the entries that hold one of the last log_len seqs. A reader cuts the first
 -- entry it reads at its `afterSeq` (log.rs).
 --
--- Resend safety without bookkeeping: the pod sends this script once (no automatic resend after a dropped
--- connection); a retry of a call whose outcome is unknown passes `1`, and the script first looks for the token in
--- the stream's last entries: found, the first run's first seq is returned and nothing runs again.
+-- Resend safety: every call carries a token; the last eight calls' `token:first seq` are kept in one small key,
+-- read with the guard (one MGET) and written after the append (one SET), so a resend of a call that ran (the
+-- client's after a dropped connection, or the pod's own retry of a call whose outcome it could not know) is
+-- answered with the first run's seq and appends nothing.
 --
--- The guard is checked first, in the same step (see `Guard` in src/backend/mod.rs); -1 when it does not hold.
+-- Then the guard is checked, in the same step (see `Guard` in src/backend/mod.rs); -1 when it does not hold.
 -- A running turn's appends (holder, and its ending: release) read the lease, the epoch (and the turn record) in
 -- one MGET and renew no expiry: the keys' TTLs are renewed with the session's (`lua/touch.lua`, which every turn
 -- passes through before it starts), when the counter is created, and by appends from outside a turn, so a turn
@@ -21,41 +22,29 @@
 -- (src/backend/framing.rs). If the counter vanished while the stream survived, seqs continue after the
 -- stream. Returns the first seq.
 local guard, turn, token = ARGV[5], ARGV[6], ARGV[8]
-local n = tonumber(ARGV[10])
-local payload = ARGV[11]
+local n = tonumber(ARGV[9])
+local payload = ARGV[10]
 
-if ARGV[9] == '1' and n > 0 then
-  for _, entry in ipairs(redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 256)) do
-    local f = entry[2]
-    if f[3] == 't' and f[4] == token then return tonumber(f[2]) end
-  end
+-- One read for the guard, the epoch and the recent calls' tokens (and the turn record when the guard needs it).
+local reads = {KEYS[3], KEYS[5], KEYS[7]}
+if guard == 'release' or guard == 'lapsed' then reads[4] = KEYS[4] end
+local v = redis.call('MGET', unpack(reads))
+local lease, epoch, toks, record = v[1], v[2], v[3], v[4]
+if n > 0 and toks then
+  local seen = string.match(' ' .. toks, ' ' .. string.gsub(token, '%p', '%%%0') .. ':(%d+)')
+  if seen then return tonumber(seen) end
 end
-
-local epoch
-if guard == 'holder' then
-  local v = redis.call('MGET', KEYS[3], KEYS[5])
-  if not v[1] or cjson.decode(v[1])['turn_id'] ~= turn then return -1 end
-  epoch = v[2]
-elseif guard == 'release' then
-  local v = redis.call('MGET', KEYS[3], KEYS[5], KEYS[4])
-  if not v[1] or cjson.decode(v[1])['turn_id'] ~= turn then return -1 end
-  epoch = v[2]
-  if v[3] and cjson.decode(v[3])['turn_id'] == turn then
-    redis.call('DEL', KEYS[3], KEYS[4])
-  else
-    redis.call('DEL', KEYS[3])
-  end
-else
-  if guard == 'lapsed' then
-    if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
-    local t = redis.call('GET', KEYS[4])
-    if not t or cjson.decode(t)['turn_id'] ~= turn then return -1 end
-  elseif guard == 'live' then
-    if redis.call('EXISTS', KEYS[6]) == 0 then return -1 end
-  end
-  if n > 0 then epoch = redis.call('GET', KEYS[5]) end
+local function owns(rec) return rec and cjson.decode(rec)['turn_id'] == turn end
+if guard == 'holder' or guard == 'release' then
+  if not owns(lease) then return -1 end
+elseif guard == 'lapsed' then
+  if lease or not owns(record) then return -1 end
+elseif guard == 'live' then
+  if redis.call('EXISTS', KEYS[6]) == 0 then return -1 end
 end
-if guard == 'lapsed' then
+if guard == 'release' then
+  if owns(record) then redis.call('DEL', KEYS[3], KEYS[4]) else redis.call('DEL', KEYS[3]) end
+elseif guard == 'lapsed' then
   redis.call('DEL', KEYS[4])
 end
 if n == 0 then return 0 end
@@ -82,11 +71,18 @@ end
 local keep_from = last - tonumber(ARGV[1]) + 1
 if keep_from < 1 then keep_from = 1 end
 redis.call('XADD', KEYS[2], 'MINID', string.format('%d', keep_from), string.format('%d', last) .. '-0',
-  'f', string.format('%d', first), 't', token, 'e', payload)
+  'f', string.format('%d', first), 'e', payload)
 if touch then
   redis.call('EXPIRE', KEYS[1], ARGV[2])
   redis.call('EXPIRE', KEYS[2], ARGV[2])
   redis.call('EXPIRE', KEYS[5], ARGV[2])
 end
+-- This call's token goes first among the last few calls' (a resend comes within moments of its first run, and a
+-- session's appends are few at a time: its turn's emitter sends one at a time).
+local kept = {token .. ':' .. string.format('%d', first)}
+for entry in string.gmatch(toks or '', '%S+') do
+  if #kept < 8 then kept[#kept + 1] = entry end
+end
+redis.call('SET', KEYS[7], table.concat(kept, ' '), 'EX', ARGV[2])
 redis.call(ARGV[4], ARGV[3], string.format('%d', first) .. ':' .. epoch .. '\n' .. payload)
 return first
