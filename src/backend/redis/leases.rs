@@ -3,9 +3,9 @@
 
 use async_trait::async_trait;
 use fred::interfaces::{KeysInterface, SortedSetsInterface};
+use fred::types::scripts::Script;
 use fred::types::sorted_sets::Ordering as ZOrdering;
-use fred::types::SetOptions;
-
+use fred::types::{SetOptions, Value};
 use futures_util::StreamExt;
 
 use super::conn::{array, corrupt, int, parse_json, text, to_json, RedisStore};
@@ -17,7 +17,6 @@ use crate::util::now_ms;
 impl TurnLease for RedisStore {
     async fn acquire(&self, session_id: &str, info: &TurnInfo, ttl_ms: u64) -> BResult<bool> {
         let s = self.s();
-        let deadline = now_ms().saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
         let reply = s
             .eval(
                 &s.scripts.acquire,
@@ -25,43 +24,19 @@ impl TurnLease for RedisStore {
                 vec![to_json(info)?, ttl_ms.max(1).to_string(), s.idle_ttl_s.to_string()],
             )
             .await?;
-        if int(&reply) != Some(1) {
-            return Ok(false);
-        }
-        s.index_turn_deadline(session_id, &info.turn_id, deadline).await?;
-        Ok(true)
+        self.indexed_if(int(&reply) == Some(1), session_id, info, ttl_ms).await
     }
 
     async fn renew(&self, session_id: &str, info: &TurnInfo, ttl_ms: u64) -> BResult<bool> {
-        let s = self.s();
-        let deadline = now_ms().saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
-        let reply = s
-            .eval(
-                &s.scripts.renew,
-                vec![s.keys.session_key(session_id, "lease"), s.keys.session_key(session_id, "turn")],
-                vec![info.turn_id.clone(), to_json(info)?, ttl_ms.max(1).to_string(), s.idle_ttl_s.to_string()],
-            )
-            .await?;
-        if int(&reply) != Some(1) {
-            return Ok(false);
-        }
-        s.index_turn_deadline(session_id, &info.turn_id, deadline).await?;
-        Ok(true)
+        let reply = self.set_lease(&self.s().scripts.renew, session_id, info, ttl_ms, None).await?;
+        self.indexed_if(int(&reply) == Some(1), session_id, info, ttl_ms).await
     }
 
     async fn resume(&self, session_id: &str, info: &TurnInfo, ttl_ms: u64) -> BResult<Resumed> {
-        let s = self.s();
-        let deadline = now_ms().saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
-        let reply = s
-            .eval(
-                &s.scripts.resume,
-                vec![s.keys.session_key(session_id, "lease"), s.keys.session_key(session_id, "turn")],
-                vec![info.turn_id.clone(), to_json(info)?, ttl_ms.max(1).to_string(), s.idle_ttl_s.to_string()],
-            )
-            .await?;
+        let reply = self.set_lease(&self.s().scripts.resume, session_id, info, ttl_ms, None).await?;
         match text(&reply).as_deref() {
             Some("held") => {
-                s.index_turn_deadline(session_id, &info.turn_id, deadline).await?;
+                self.indexed_if(true, session_id, info, ttl_ms).await?;
                 Ok(Resumed::Held)
             }
             Some("ended") => Ok(Resumed::Ended),
@@ -71,21 +46,8 @@ impl TurnLease for RedisStore {
     }
 
     async fn hand_over(&self, session_id: &str, info: &TurnInfo, call: &str, ttl_ms: u64) -> BResult<bool> {
-        let s = self.s();
-        let deadline = now_ms().saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
-        let keys = ["lease", "turn", "confirm"].map(|k| s.keys.session_key(session_id, k)).to_vec();
-        let args = vec![
-            info.turn_id.clone(),
-            to_json(info)?,
-            ttl_ms.max(1).to_string(),
-            s.idle_ttl_s.to_string(),
-            call.into(),
-        ];
-        if int(&s.eval(&s.scripts.hand_over, keys, args).await?) != Some(1) {
-            return Ok(false);
-        }
-        s.index_turn_deadline(session_id, &info.turn_id, deadline).await?;
-        Ok(true)
+        let reply = self.set_lease(&self.s().scripts.hand_over, session_id, info, ttl_ms, Some(call)).await?;
+        self.indexed_if(int(&reply) == Some(1), session_id, info, ttl_ms).await
     }
 
     async fn release(&self, session_id: &str, turn_id: &str) -> BResult<bool> {
@@ -126,6 +88,38 @@ impl TurnLease for RedisStore {
             }
         }
         Ok(out)
+    }
+}
+
+impl RedisStore {
+    /// Runs a script that sets the session's lease and turn record to `info` for `ttl_ms` under its own
+    /// condition (`lua/renew.lua`, `resume.lua`, `hand_over.lua`: keys lease, turn record [, confirm]; arguments
+    /// turn id, the record, ttl, idle ttl [, call]).
+    async fn set_lease(
+        &self,
+        script: &Script,
+        session_id: &str,
+        info: &TurnInfo,
+        ttl_ms: u64,
+        call: Option<&str>,
+    ) -> BResult<Value> {
+        let s = self.s();
+        let mut keys = vec![s.keys.session_key(session_id, "lease"), s.keys.session_key(session_id, "turn")];
+        let mut args = vec![info.turn_id.clone(), to_json(info)?, ttl_ms.max(1).to_string(), s.idle_ttl_s.to_string()];
+        if let Some(call) = call {
+            keys.push(s.keys.session_key(session_id, "confirm"));
+            args.push(call.to_string());
+        }
+        s.eval(script, keys, args).await
+    }
+
+    /// When `set` holds, records the lease's new deadline in the lapsed-lease index; returns `set`.
+    async fn indexed_if(&self, set: bool, session_id: &str, info: &TurnInfo, ttl_ms: u64) -> BResult<bool> {
+        if set {
+            let deadline = now_ms().saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
+            self.s().index_turn_deadline(session_id, &info.turn_id, deadline).await?;
+        }
+        Ok(set)
     }
 }
 
