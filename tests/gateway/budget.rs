@@ -50,6 +50,7 @@ fn refused_on_socket(frame: &Value) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_third_message_is_refused_on_every_door_and_the_count_is_shared() {
+    crate::support::one_budget_window().await;
     let (llm, tools) = setup().await;
     for _ in 0..12 {
         llm.push(Reply::text(&["ok"]));

@@ -314,6 +314,7 @@ async fn cluster_flows() {
 /// `limits.messages_per_user_per_minute` counts one user's messages across sockets on different pods.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_per_user_message_budget_spans_pods() {
+    crate::support::one_budget_window().await;
     let (llm, tools) = setup().await;
     let mut cfg = config(&llm, &tools);
     cfg.limits.messages_per_user_per_minute = 3;

@@ -110,6 +110,7 @@ async fn a_gated_tool_waits_for_the_code_then_runs_without_asking_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_codes_lock_the_gate_and_the_turn_goes_on_without_the_tool() {
+    crate::support::one_budget_window().await;
     let (llm, tools) = setup().await;
     let mut cfg = otp_config(&llm, &tools);
     cfg.otp.verify_per_minute = 6;

@@ -85,6 +85,7 @@ async fn resume_with_and_without_a_gap() {
 /// refused with `RATE_LIMITED`, attaching nothing, and the socket stays usable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_replays_within_its_byte_budget_and_the_users_minute() {
+    crate::support::one_budget_window().await;
     let (llm, tools) = setup().await;
     let mut cfg = config(&llm, &tools);
     cfg.limits.resume_replay_bytes = 65_536;

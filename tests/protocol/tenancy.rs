@@ -156,6 +156,7 @@ async fn a_resume_token_or_a_fresh_auth_context_reopens_the_session_on_a_new_soc
 /// counts per client address (X-Forwarded-For from a trusted proxy), so one address cannot spend another's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_creation_is_budgeted_per_caller_across_pods_and_doors() {
+    crate::support::one_budget_window().await;
     let (llm, tools) = setup().await;
     let mut cfg = config(&llm, &tools);
     cfg.limits.sessions_per_user_per_minute = 5;
@@ -205,6 +206,7 @@ async fn session_creation_is_budgeted_per_caller_across_pods_and_doors() {
 /// not handled, the socket stays open, and history reads have a per-caller budget of their own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_and_reads_are_budgeted_and_the_socket_stays_open() {
+    crate::support::one_budget_window().await;
     let (llm, tools) = setup().await;
     let mut cfg = config(&llm, &tools);
     cfg.limits.frames_per_connection_per_s = 5;

@@ -34,6 +34,18 @@ pub mod tools;
 /// WebSocket test client.
 pub mod ws;
 
+/// Waits, when the current minute has less than 15 s left, for the next one to begin: the per-caller budgets count
+/// in fixed minute windows (README, limits), so a test that spends a budget and expects `RATE_LIMITED` must spend
+/// it all within one window.
+#[allow(dead_code)] // not every test binary counts budgets
+pub async fn one_budget_window() {
+    let into_minute =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() % 60_000).unwrap_or(0);
+    if into_minute > 45_000 {
+        tokio::time::sleep(std::time::Duration::from_millis((60_000 - into_minute) as u64 + 100)).await;
+    }
+}
+
 /// A fresh identifier for keys, sessions or users, so tests sharing one Redis never see each other's data.
 ///
 /// `tag` is kept as a readable prefix to make leftovers attributable when debugging with `redis-cli`.
