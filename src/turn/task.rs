@@ -143,15 +143,14 @@ async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<D
     let closed = match &outcome {
         Some(Outcome::Completed { text, message_id }) => {
             let cited = crate::knowledge::citations::citations(&state.knowledge_auto, &state.knowledge_tool);
-            em.finish(&out::eventual_response(&rid, message_id, text, state.usage, cited)).await.map(|()| true)
+            em.finish(&out::eventual_response(&rid, message_id, text, state.usage, cited)).await
         }
-        _ => em.flush().await.map(|()| false),
+        _ => em.flush().await,
     };
-    let (outcome, ended_already) = match (closed, outcome) {
-        (Err(Halt::LeaseLost), _) | (_, Some(Outcome::LeaseLost)) => (Some(Outcome::LeaseLost), false),
-        (Err(Halt::Failed(e)), Some(_)) => (Some(Outcome::Failed(e)), false),
-        (Ok(ended), o) => (o, ended),
-        (Err(_), None) => (None, false),
+    let outcome = match (closed, outcome) {
+        (Err(Halt::LeaseLost), _) | (_, Some(Outcome::LeaseLost)) => Some(Outcome::LeaseLost),
+        (Err(Halt::Failed(e)), Some(_)) => Some(Outcome::Failed(e)),
+        (_, o) => o,
     };
     turns.unregister(&sid, &state.turn_id);
     // A cancel that came while the turn was parking (the prompt going out) wins over the park: the turn would
@@ -177,7 +176,8 @@ async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<D
                 tracing::warn!(error = %e, session_id = %sid, "could not hand the parked turn's lease over");
             }
         }
-        Some(Outcome::Completed { .. }) => debug_assert!(ended_already, "a completed turn ends in its final batch"),
+        // Its ending went out with the final batch (`Emitter::finish`).
+        Some(Outcome::Completed { .. }) => {}
         Some(Outcome::Failed(err)) => {
             // A park written before the failure must not be resumed later by the timeout sweeper.
             turns.take_own_park(&sid, &tid).await;

@@ -180,12 +180,6 @@ fn once_args(mut keys: Vec<String>, mut args: Vec<String>) -> BResult<(Vec<Strin
     Ok((keys, args))
 }
 
-/// Whether a command that failed this way may have run on the server (so a retry must not repeat it blindly).
-fn outcome_unknown(e: &FredError) -> bool {
-    use fred::error::ErrorKind::{Canceled, Cluster, Routing, Timeout, IO};
-    matches!(e.kind(), IO | Canceled | Timeout | Routing | Cluster)
-}
-
 pub(super) fn fred_err(e: FredError) -> BackendError {
     BackendError::Redis(e)
 }
@@ -271,31 +265,6 @@ impl Shared {
             }
             other => other.map_err(|e| self.err(e)),
         }
-    }
-
-    /// [`Shared::eval_replicated`] for a script that guards its own resends (`lua/append_batch.lua`,
-    /// `lua/append_message.lua`: each call carries a token the script remembers for the last few calls, so it
-    /// needs no ops hash). When a send's outcome is unknown (the connection dropped, a timeout) the call is made
-    /// once more with the same token, and the script answers from the first run if it happened.
-    pub(super) async fn eval_guarding_resends(
-        &self,
-        script: &Script,
-        keys: Vec<String>,
-        args: Vec<String>,
-    ) -> BResult<Value> {
-        let client = self.replicated.as_ref().map_or(&self.client, |r| &r.client);
-        let first = match self.eval_on(client, script, keys.clone(), args.clone()).await {
-            Err(BackendError::Redis(e)) if outcome_unknown(&e) => {
-                tracing::debug!(error = %e, "a guarded write's outcome is unknown: sending it again with its token");
-                self.eval_on(client, script, keys.clone(), args).await
-            }
-            other => other,
-        };
-        let reply = first?;
-        if let (Some(replicated), Some(key)) = (&self.replicated, keys.first()) {
-            replicated.wait(key).await;
-        }
-        Ok(reply)
     }
 
     /// [`Shared::eval`] for a write that must survive a failover (a park, a decision, a log append): with

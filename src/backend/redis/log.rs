@@ -57,7 +57,8 @@ impl EventLog for RedisStore {
         args.extend([events.len().to_string(), events.join("\n")]);
         let keys =
             ["seq", "log", "lease", "turn", "epoch", "session", "toks"].map(|k| s.keys.session_key(session_id, k));
-        let reply = s.eval_guarding_resends(&s.scripts.append_batch, keys.to_vec(), args).await?;
+        // Resend-safe by itself (a resend finds its token), so fred may resend it after a dropped connection.
+        let reply = s.eval_replicated(&s.scripts.append_batch, keys.to_vec(), args).await?;
         let first = match int(&reply) {
             Some(-1) => return Ok(None),
             Some(n) => u64::try_from(n).map_err(|_| corrupt("append_batch", "bad seq"))?,

@@ -203,7 +203,8 @@ impl SessionStore for RedisStore {
             refresh_period_s(s.conv_ttl_s).saturating_mul(1000).to_string(),
         ];
         let keys = vec![s.keys.conv(conversation_id), s.keys.msgs(conversation_id)];
-        let reply = s.eval_guarding_resends(&s.scripts.append_message, keys, args).await?;
+        // Resend-safe by itself (a resend finds its message id among the recent ones).
+        let reply = s.eval(&s.scripts.append_message, keys, args).await?;
         let owner = array(reply);
         match (owner.first().and_then(text), owner.get(1).and_then(text)) {
             (Some(user_id), Some(org_id)) => {
