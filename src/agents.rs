@@ -39,6 +39,7 @@ impl Agents {
                         url: DEMO_TOOL_URL.into(),
                         auth_level: AuthLevel::None,
                         title: Some("Deleting the record".into()),
+                        idempotent: false,
                     }, ToolConfig {
                         name: DEMO_GATED_TOOL_NAME.into(),
                         description: "The account balance of the person (needs a verified identity)".into(),
@@ -46,6 +47,7 @@ impl Agents {
                         url: DEMO_TOOL_URL.into(),
                         auth_level: AuthLevel::EndUser,
                         title: Some("Checking your balance".into()),
+                        idempotent: true,
                     }]
                 } else {
                     vec![]

@@ -31,6 +31,31 @@ pub enum Resumed {
     Replaced,
 }
 
+/// A running turn's last durable step ([`TurnLease::checkpoint`]): what another pod resumes it from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The session's last logged seq when the step was written: events after it were sent since (tokens of a
+    /// model response cut by the pod's death).
+    pub seq: u64,
+    /// The turn's whole state, serialized by the turn engine (opaque here).
+    pub state: String,
+    /// Takeovers so far, this one included.
+    pub takeovers: u32,
+}
+
+/// What [`TurnLease::take_over`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TakeOver {
+    /// The lease is the new holder's, the turn record names it and `from_seq` is the first seq it may write.
+    Taken { checkpoint: Checkpoint, from_seq: u64 },
+    /// The turn wrote no step to resume from (or `turn.takeover` was off on its pod): it is ended instead.
+    Unsaved,
+    /// The turn was taken over `max` times already: it is ended instead.
+    Exhausted,
+    /// The turn is no longer the lapsed one (it ended, or a lease runs again): nothing to do.
+    Gone,
+}
+
 /// How long a claimed lapsed turn is not handed out again (see [`TurnLease::claim_lapsed`]).
 pub const LAPSED_RETRY_MS: i64 = 5_000;
 
@@ -47,7 +72,22 @@ pub trait TurnLease: Send + Sync {
     /// Hands a parked turn's lease over to its park (`info` held by no pod, for `ttl_ms`), only while `call` is
     /// still the call parked and the lease still the turn's, checked in the same step. False when not.
     async fn hand_over(&self, session_id: &str, info: &TurnInfo, call: &str, ttl_ms: u64) -> BResult<bool>;
-    /// Frees the slot if `turn_id` holds it (or held it and it lapsed); forgets the turn record.
+    /// Records a running turn's durable step (its state, opaque here, and the log's seq now), only while
+    /// `turn_id` holds the lease, checked in the same step. False when it does not (the turn must stop).
+    async fn checkpoint(&self, session_id: &str, turn_id: &str, state: &str) -> BResult<bool>;
+    /// Takes over the lapsed turn `lapsed` (claimed with [`claim_lapsed`](TurnLease::claim_lapsed)) for `info`,
+    /// a new turn id (the new lease generation: everything guarded by the old id, on a pod that wakes up, is
+    /// refused), in one step: only while no lease runs, the turn record is still `lapsed`'s, it has a checkpoint
+    /// and fewer than `max` takeovers. The checkpoint then belongs to `info`'s turn.
+    async fn take_over(
+        &self,
+        session_id: &str,
+        lapsed: &str,
+        info: &TurnInfo,
+        ttl_ms: u64,
+        max: u32,
+    ) -> BResult<TakeOver>;
+    /// Frees the slot if `turn_id` holds it (or held it and it lapsed); forgets the turn record and its checkpoint.
     async fn release(&self, session_id: &str, turn_id: &str) -> BResult<bool>;
     /// The current holder, if the lease is live.
     async fn current(&self, session_id: &str) -> BResult<Option<TurnInfo>>;

@@ -36,7 +36,7 @@ use crate::config::Config;
 pub use framing::{FramedEvent, SessionBatch};
 pub use idempotency::{Claim, IdempotencyStore};
 pub use identity::{Contact, IdentityStore, OtpAttempt, OtpCode};
-pub use lease::{Resumed, TurnInfo, TurnLease, LAPSED_RETRY_MS};
+pub use lease::{Checkpoint, Resumed, TakeOver, TurnInfo, TurnLease, LAPSED_RETRY_MS};
 pub use parks::{ConfirmStore, Decided, Gate, ParkedTurn, PendingCall};
 pub use quota::QuotaStore;
 pub use settings::{OrgSettings, SettingsStore};
@@ -223,10 +223,11 @@ pub enum Guard<'a> {
     None,
     /// Only while this turn id holds the lease: a running turn's events.
     Holder(&'a str),
-    /// Only while this turn id holds the lease, which is freed (with the turn record) in the same step: the
+    /// Only while this turn id holds the lease, which is freed (with the turn record and its checkpoint) in the same step: the
     /// turn's terminal event, so a client answering it at once is never told `TURN_IN_PROGRESS`.
     Release(&'a str),
-    /// Only when no lease is live and the turn record is this turn id's, which is forgotten in the same step:
+    /// Only when no lease is live and the turn record is this turn id's, which is forgotten (with its checkpoint) in the same
+    /// step:
     /// the sweeper's `TURN_INTERRUPTED` for a turn whose pod stopped renewing. A retry after an unknown
     /// outcome cannot end the turn twice.
     Lapsed(&'a str),

@@ -88,6 +88,11 @@ pub struct ToolConfig {
     /// shown as a generic step, never by its internal name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+    /// Running a call twice does no harm (a lookup, or a host that honours `Idempotency-Key`): a call cut by
+    /// its pod's death is run again by the pod that takes the turn over. Otherwise the model is told the call
+    /// may have run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub idempotent: bool,
 }
 
 fn default_parameters() -> serde_json::Value {

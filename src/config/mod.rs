@@ -84,6 +84,10 @@ pub struct LlmConfig {
     /// connector), which turns the windows off without turning off coalescing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_window_ms: Option<u64>,
+    /// The endpoint continues a final assistant message (`continue_final_message`, e.g. vLLM): a response cut
+    /// by its pod's death is continued that way by the pod that takes the turn over. Off: the partial reply is
+    /// given back with an instruction to continue it exactly.
+    pub continue_final_message: bool,
     /// Per-org model keys (`[llm.org_keys] acme = "ACME_OPENAI_KEY"`): an org's turns use the key held by that
     /// environment variable (e.g. from a Kubernetes Secret), so each tenant's usage is billed to its own key.
     /// Orgs not listed use `llm.api_key`. A named variable that is unset or empty fails the boot.
@@ -240,6 +244,11 @@ pub struct TurnConfig {
     pub deadline_s: u64,
     /// Turns running at once on one pod; one more `send_message` gets `RATE_LIMITED`.
     pub max_per_pod: usize,
+    /// A turn whose pod dies is taken over by another pod from its last durable step (docs/architecture.md,
+    /// "A turn survives its pod"); off: it ends with `TURN_INTERRUPTED`, and no step is written.
+    pub takeover: bool,
+    /// Takeovers of one turn at most; past them the turn ends with `TURN_INTERRUPTED`.
+    pub max_takeovers: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -373,6 +382,7 @@ impl Default for LlmConfig {
             timeout_s: 60,
             max_retries: 2,
             read_window_ms: None,
+            continue_final_message: false,
             org_keys: Default::default(),
             org_key_values: Default::default(),
             prices: Default::default(),
@@ -408,6 +418,8 @@ impl Default for TurnConfig {
             max_tool_calls: 16,
             deadline_s: 300,
             max_per_pod: 1_000,
+            takeover: true,
+            max_takeovers: 2,
         }
     }
 }

@@ -85,6 +85,8 @@ pub(crate) struct ChatRequest {
     pub tools: Vec<ToolSpec>,
     /// The turn's org's own model key (`llm.org_keys`); `None` = the deployment's `llm.api_key`.
     pub api_key: Option<String>,
+    /// The last message is a cut assistant reply the endpoint is to continue (`continue_final_message`).
+    pub continue_final: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -92,6 +92,11 @@ impl OpenAiModel {
                 .collect();
             body["tools"] = Value::Array(tools);
         }
+        if request.continue_final {
+            // vLLM's (and transformers' chat template) names: go on with the last assistant message.
+            body["continue_final_message"] = Value::Bool(true);
+            body["add_generation_prompt"] = Value::Bool(false);
+        }
         body
     }
 
@@ -342,6 +347,7 @@ mod tests {
             messages: vec![ChatMessage::text("user", "hi")],
             tools: vec![],
             api_key: None,
+            continue_final: false,
         };
         match model.stream(request).await {
             Err(LlmError::Unreachable(e)) => assert!(!e.is_empty()),
@@ -421,6 +427,7 @@ mod tests {
                 messages: vec![ChatMessage::text("user", "hi")],
                 tools: vec![],
                 api_key: None,
+                continue_final: false,
             };
             let started = Instant::now();
             let mut stream = model.stream(request).await.expect("stream");

@@ -59,6 +59,7 @@ pub(crate) struct Metrics {
     connections: Gauge,
     sessions_attached: Gauge,
     turns_started: Counter,
+    takeovers: Counter,
     turns_running: Gauge,
     turns: Family<OutcomeLabel, Counter>,
     events_published: Counter,
@@ -157,6 +158,7 @@ impl Metrics {
             connections: Gauge::default(),
             sessions_attached: Gauge::default(),
             turns_started: Counter::default(),
+            takeovers: Counter::default(),
             turns_running: Gauge::default(),
             turns: Family::default(),
             events_published: Counter::default(),
@@ -186,6 +188,11 @@ impl Metrics {
             m.sessions_attached.clone(),
         );
         r.register("switchboard_turns_started", "Agent turns started or resumed on this pod", m.turns_started.clone());
+        r.register(
+            "switchboard_turn_takeovers",
+            "Turns this pod took over from a pod that stopped renewing their lease",
+            m.takeovers.clone(),
+        );
         r.register("switchboard_turns_running", "Agent turns running on this pod", m.turns_running.clone());
         r.register("switchboard_turns", "Turn segments ended on this pod, by outcome", m.turns.clone());
         r.register("switchboard_events_published", "Session events appended and published", m.events_published.clone());
@@ -256,6 +263,9 @@ impl Metrics {
     pub(crate) fn turn_started(&self) {
         self.turns_started.inc();
         self.turns_running.inc();
+    }
+    pub(crate) fn turn_taken_over(&self) {
+        self.takeovers.inc();
     }
     pub(crate) fn turn_ended(&self, outcome: TurnOutcome, elapsed: std::time::Duration) {
         self.turns_running.dec();

@@ -197,6 +197,17 @@ pub(crate) fn cancelled(request_id: &str) -> Value {
            "data": {"requestId": request_id, "status": 499}, "timestamp": now_ms()})
 }
 
+/// `turn_resumed` (extended clients only): the turn went on at another pod after its own died; its events go
+/// on from `fromSeq` (same requestId, no gap).
+/// Built with its type first, so a v1 socket can tell it from its first bytes.
+pub(crate) fn turn_resumed(request_id: &str, from_seq: u64) -> String {
+    let rid = Value::String(request_id.to_string());
+    format!(r#"{{"type":"{TURN_RESUMED}","requestId":{rid},"fromSeq":{from_seq},"timestamp":{}}}"#, now_ms())
+}
+
+/// The type of [`turn_resumed`], which a v1 client never sees.
+pub(crate) const TURN_RESUMED: &str = "turn_resumed";
+
 pub(crate) fn pong(request_id: Option<&str>) -> Value {
     let ts = now_ms();
     with_rid(json!({"type": "pong", "data": {"timestamp": ts}, "timestamp": ts}), request_id)

@@ -55,6 +55,8 @@ async fn drive_inner(
             }
             Pending::Done => {}
         }
+        // The step a takeover resumes from: the model call is made again (continuing what was sent of it).
+        super::durable::step(turns, em, state).await?;
         if state.iteration >= turns.config.turn.max_iterations {
             return Err(ClientError::new(
                 ErrorCode::AgentError,
@@ -107,7 +109,7 @@ async fn run_pending_tools(
         let name = call.function.name.clone();
         let answered = decision.take_if(|d| d.tool_call_id == call.id).map(|d| d.resolution);
         let outcome = match answered {
-            Some(Resolution::Approved) => run_tool(turns, state, agent, &call).await,
+            Some(Resolution::Approved) => run_tool(turns, em, state, agent, &call).await?,
             Some(Resolution::Denied(reason)) => {
                 ToolOutcome { is_error: true, result: format!("User denied: {reason}") }
             }
@@ -132,6 +134,8 @@ async fn run_pending_tools(
         emit_stream(em, state, &chunk);
         state.messages.push(ChatMessage::tool_result(&call.id, &outcome.result));
         state.pending.remove(0);
+        // The result is durable before anything else runs: a takeover never runs this call again.
+        super::durable::step(turns, em, state).await?;
     }
     Ok(Pending::Done)
 }
@@ -143,11 +147,16 @@ async fn call_model(
     state: &mut TurnState,
     agent: &AgentConfig,
 ) -> Result<(String, Vec<ToolCall>), ClientError> {
+    // A reply cut by a pod's death (this turn was taken over): the client has its start, the model goes on.
+    let partial = state.continue_from.take();
+    let mut messages = state.messages.clone();
+    let continue_final = partial.as_deref().is_some_and(|p| super::durable::continuing(turns, &mut messages, p));
     let request = ChatRequest {
         model: state.model.clone(),
-        messages: state.messages.clone(),
+        messages,
         tools: gates::offered(turns, agent, state),
         api_key: turns.config.llm.org_key(&state.org_id).map(str::to_string),
+        continue_final,
     };
     let t0 = Instant::now();
     let llm_err = |e: crate::llm::LlmError| {
@@ -168,7 +177,7 @@ async fn call_model(
     let usage_before = state.usage;
     let mut stream = turns.model.stream(request).instrument(chat_span.clone()).await.map_err(llm_err)?;
     let mut first = true;
-    let mut text = String::new();
+    let mut text = partial.unwrap_or_default();
     let mut calls: Vec<ToolCall> = Vec::new();
     while let Some(ev) = stream.next().await {
         if first {

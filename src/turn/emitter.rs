@@ -134,6 +134,18 @@ impl Emitter {
         }
     }
 
+    /// Halts the emitter because the turn's lease is gone (found by a write other than an append): nothing more
+    /// is appended, and the turn ends as one that lost its lease.
+    pub(super) fn lease_lost(&self) {
+        self.halt_tx.send_if_modified(|h| {
+            let first = h.is_none();
+            if first {
+                *h = Some(Halt::LeaseLost);
+            }
+            first
+        });
+    }
+
     pub(super) fn send(&self, event: &Value) {
         self.send_text(event.to_string());
     }

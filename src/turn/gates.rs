@@ -104,7 +104,7 @@ pub(super) async fn step(
                 return Ok(Step::Parked);
             }
             announce(state);
-            return Ok(Step::Done(run_tool(turns, state, agent, call).await));
+            return Ok(Step::Done(run_tool(turns, em, state, agent, call).await?));
         }
         announce(state);
         return Ok(Step::Done(ToolOutcome { is_error: true, result: format!("unknown tool '{name}'") }));
@@ -124,7 +124,7 @@ pub(super) async fn step(
         return Ok(Step::Parked);
     }
     announce(state);
-    Ok(Step::Done(run_tool(turns, state, agent, call).await))
+    Ok(Step::Done(run_tool(turns, em, state, agent, call).await?))
 }
 
 /// On a public agent an `admin` tool never runs; internal agents pass every level.
@@ -250,7 +250,20 @@ async fn verified_contact(turns: &Turns, session_id: &str) -> Option<serde_json:
 }
 
 /// Calls a configured tool's webhook, in the `execute_tool` span.
-pub(super) async fn run_tool(turns: &Turns, state: &TurnState, agent: &AgentConfig, call: &ToolCall) -> ToolOutcome {
+/// Runs a webhook or MCP tool call that passed its gates, after a durable step that says it runs (a takeover
+/// then knows it may have run).
+pub(super) async fn run_tool(
+    turns: &Turns,
+    em: &Emitter,
+    state: &TurnState,
+    agent: &AgentConfig,
+    call: &ToolCall,
+) -> Result<ToolOutcome, ClientError> {
+    super::durable::before_call(turns, em, state, &call.id).await?;
+    Ok(call_tool(turns, state, agent, call).await)
+}
+
+async fn call_tool(turns: &Turns, state: &TurnState, agent: &AgentConfig, call: &ToolCall) -> ToolOutcome {
     let Some(tool) = agent.tools.iter().find(|t| t.name == call.function.name) else {
         // Not a webhook: an MCP tool of the agent's servers (or unknown, which it says).
         let span = tracing::info_span!("execute_tool", otel.name = %format!("execute_tool {}", call.function.name),

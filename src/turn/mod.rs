@@ -9,6 +9,7 @@
 mod answer;
 mod budget;
 mod drive;
+mod durable;
 mod emitter;
 mod gates;
 mod history;
@@ -85,6 +86,14 @@ pub(crate) struct TurnState {
     /// (`turn.summarize`); taken by the turn's task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary_job: Option<summary::SummaryJob>,
+    /// What the client already has of a model reply cut by its pod's death: the next model call continues it.
+    /// Set by a takeover, taken by that call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continue_from: Option<String>,
+    /// The call that runs now, in a durable step written just before it runs (see `durable.rs`); none in the
+    /// running state itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_call: Option<String>,
 }
 
 impl TurnState {

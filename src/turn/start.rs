@@ -263,6 +263,8 @@ async fn prepare(
             knowledge_tool: Vec::new(),
             client_tools: input.client.tools,
             summary_job,
+            continue_from: None,
+            running_call: None,
         })
     }
     .await;

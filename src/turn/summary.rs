@@ -94,6 +94,7 @@ impl Turns {
             messages: vec![ChatMessage::text("system", INSTRUCTION), ChatMessage::text("user", &transcript)],
             tools: Vec::new(),
             api_key: self.config.llm.org_key(&state.org_id).map(str::to_string),
+            continue_final: false,
         };
         let mut text = String::new();
         let (mut input, mut output) = (0, 0);

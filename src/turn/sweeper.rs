@@ -81,11 +81,15 @@ pub(super) async fn time_out(turns: &Arc<Turns>, sid: &str) -> Result<(), crate:
     Ok(())
 }
 
-/// Ends a turn whose lease lapsed with `TURN_INTERRUPTED`, appended only if the turn is still the lapsed one
-/// ([`Guard::Lapsed`], which also forgets it in the same step). A failed append leaves the turn to be claimed
-/// again (by any pod) after `LAPSED_RETRY_MS`, so the client always gets its ending.
+/// A turn whose lease lapsed: taken over here from its last durable step (`durable.rs`), or, when it cannot
+/// be, ended with `TURN_INTERRUPTED`, appended only if the turn is still the lapsed one ([`Guard::Lapsed`],
+/// which also forgets it in the same step). A failed append leaves the turn to be claimed again (by any pod)
+/// after `LAPSED_RETRY_MS`, so the client always gets its ending.
 pub(super) async fn end_lapsed(turns: Arc<Turns>, sid: String, info: TurnInfo) {
     let sid = sid.as_str();
+    if super::durable::take_over(&turns, sid, &info).await {
+        return;
+    }
     tracing::warn!(session_id = %sid, pod = %info.pod_id, "turn lease lapsed: ending the turn");
     turns.take_own_park(sid, &info.turn_id).await;
     let e = ClientError::new(ErrorCode::TurnInterrupted, "the turn was interrupted: the server running it stopped");

@@ -29,7 +29,7 @@ async fn keep_hold(turns: &Turns, state_user: (&str, &str), turn_id: &str) {
 }
 
 /// The turn no longer runs (ended, parked, stopped): its place among the user's running turns goes.
-async fn drop_hold(turns: &Turns, org_id: &str, user_id: &str, turn_id: &str) {
+pub(super) async fn drop_hold(turns: &Turns, org_id: &str, user_id: &str, turn_id: &str) {
     if let Err(e) = turns.backends.quotas.release_hold(&hold_key(org_id, user_id), turn_id).await {
         tracing::warn!(error = %e, "could not free the turn's place among the user's turns (it lapses with the lease)");
     }
@@ -38,7 +38,15 @@ async fn drop_hold(turns: &Turns, org_id: &str, user_id: &str, turn_id: &str) {
 /// Builds the model context for a new turn and runs it in the background.
 pub(super) fn spawn_new(turns: Arc<Turns>, state: TurnState) {
     let tasks = turns.tasks.clone();
-    tasks.spawn(run(turns, state, None));
+    tasks.spawn(run(turns, state, None, None));
+}
+
+/// Runs a turn taken over from a dead pod (its lease already this pod's, under its new turn id) from its last
+/// durable step, `opening` (`turn_resumed`) first.
+pub(super) async fn spawn_taken_over(turns: Arc<Turns>, state: TurnState, decision: Option<Decision>, opening: String) {
+    keep_hold(&turns, (&state.org_id, &state.user_id), &state.turn_id).await;
+    let tasks = turns.tasks.clone();
+    tasks.spawn(run(turns, state, decision, Some(opening)));
 }
 
 /// Resumes a parked confirmation on this pod with a decision (approve, deny, or timeout-deny).
@@ -80,10 +88,11 @@ pub(super) async fn resume_with(turns: Arc<Turns>, parked: ParkedTurn, resolutio
     keep_hold(&turns, (&state.org_id, &state.user_id), &state.turn_id).await;
     let decision = Decision { tool_call_id: parked.call.tool_call_id.clone(), resolution };
     let tasks = turns.tasks.clone();
-    tasks.spawn(run(turns, state, Some(decision)));
+    tasks.spawn(run(turns, state, Some(decision), None));
 }
 
-async fn run(turns: Arc<Turns>, state: TurnState, decision: Option<Decision>) {
+/// `opening`: an event sent before anything else (a taken-over turn's `turn_resumed`).
+async fn run(turns: Arc<Turns>, state: TurnState, decision: Option<Decision>, opening: Option<String>) {
     let span = tracing::info_span!(
         "turn",
         otel.name = "agent.turn",
@@ -96,10 +105,10 @@ async fn run(turns: Arc<Turns>, state: TurnState, decision: Option<Decision>) {
     if let Some(tp) = &state.traceparent {
         crate::telemetry::set_parent(&span, tp);
     }
-    run_in_span(turns, state, decision).instrument(span).await
+    run_in_span(turns, state, decision, opening).instrument(span).await
 }
 
-async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<Decision>) {
+async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<Decision>, opening: Option<String>) {
     let sid = state.session_id.clone();
     let started = Instant::now();
     turns.metrics.turn_started();
@@ -113,6 +122,9 @@ async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<D
         crate::util::AbortOnDrop::spawn(renew_loop(turns.clone(), sid.clone(), info, who, lease_lost.clone()));
 
     let em = Emitter::start(turns.clone(), sid.clone(), state.turn_id.clone());
+    if let Some(event) = opening {
+        em.send_text(event);
+    }
     let outcome = tokio::select! {
         o = drive(&turns, &em, &mut state, decision) => Some(o),
         h = em.halted() => Some(h.into()),

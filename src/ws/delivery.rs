@@ -183,12 +183,21 @@ async fn send_session(
 ) -> bool {
     match render {
         Render::Extended => feed_text(sink, &out::extend_session_event(json, session_id, seq, epoch)).await,
+        // An extension event a v1 client was never told of.
+        Render::V1 if is_extension(json) => true,
         Render::V1 => feed_text(sink, json).await,
         Render::Orra => match crate::gateway::orra::render(app, session_id, json).await {
             Some(frame) => feed_text(sink, &frame).await,
             None => true,
         },
     }
+}
+
+/// Whether a logged event is one only extended clients get (`turn_resumed`, written with its type first).
+fn is_extension(json: &str) -> bool {
+    json.strip_prefix(r#"{"type":""#)
+        .and_then(|rest| rest.strip_prefix(out::TURN_RESUMED))
+        .is_some_and(|rest| rest.starts_with('"'))
 }
 
 /// Delivers logged events after the socket's position (up to `until` when set). A read that fails, or a log

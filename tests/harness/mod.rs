@@ -48,6 +48,8 @@ pub fn config(llm: &FakeLlm, tools: &FakeTools) -> Config {
                 url: tools.url(n),
                 auth_level: AuthLevel::None,
                 title: None,
+                // A lookup may run twice (a turn taken over after its pod died mid-call).
+                idempotent: *n == "lookup_order",
             })
             .collect(),
         interactions: vec![InteractionKind::IdentityIntake, InteractionKind::Choices],
@@ -73,6 +75,7 @@ pub fn with_otp_gate(cfg: &mut Config, tools: &FakeTools) {
             url: tools.url(name),
             auth_level: level,
             title: None,
+            idempotent: false,
         });
     }
     cfg.otp.delivery = OtpDeliveryMode::Webhook;

@@ -74,6 +74,8 @@ async fn full_suite(url: &str) {
     let (a, b) = pods(url).await;
     conformance::turn_leases(&a, &b).await;
     let (a, b) = pods(url).await;
+    conformance::takeovers(&a, &b).await;
+    let (a, b) = pods(url).await;
     conformance::guarded_appends(&a, &b).await;
     let (a, b) = pods(url).await;
     conformance::quotas(&a, &b).await;
@@ -261,6 +263,7 @@ single! {
     single_org_listing => org_listing;
     single_org_settings => org_settings;
     single_turn_leases => turn_leases;
+    single_takeovers => takeovers;
     single_guarded_appends => guarded_appends;
     single_quotas => quotas;
     single_registry => registry;

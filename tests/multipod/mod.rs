@@ -6,7 +6,9 @@ use crate::{harness, support};
 
 mod faults;
 mod gaps;
+mod process;
 mod seed;
+mod takeover;
 mod turn_faults;
 
 use std::time::{Duration, Instant};

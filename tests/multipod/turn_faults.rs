@@ -1,91 +1,13 @@
-//! Exactly one ending per turn under faults: a pod process frozen (SIGSTOP) past its lease, Redis stalled
-//! past the lease mid-turn, and a parked turn resumed after its slot was taken. Each ends the turn once
-//! (`TURN_INTERRUPTED` from a sweeper), and the turn that lost its lease adds nothing to the log afterwards.
+//! Exactly one ending per turn under faults: a pod process frozen (SIGSTOP) past its lease (taken over by
+//! another pod), Redis stalled past the lease mid-turn (with `turn.takeover` off: `TURN_INTERRUPTED` from a
+//! sweeper), and a parked turn resumed after its slot was taken. Each ends the turn once, and the turn that
+//! lost its lease adds nothing to the log afterwards.
 
-use std::process::{Child, Command, Stdio};
-
+use super::process::*;
 use super::*;
 
-/// A Switchboard server process (the real binary), killed on drop.
-struct ProcessPod {
-    child: Child,
-    port: u16,
-    _config_dir: tempfile::TempDir,
-}
-
-impl Drop for ProcessPod {
-    fn drop(&mut self) {
-        self.signal("CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl ProcessPod {
-    /// Starts the binary with `config` (written as a TOML file) on a free port and waits until it is ready.
-    async fn start(mut config: switchboard::config::Config) -> ProcessPod {
-        let port = support::ports::free_port();
-        config.bind = format!("127.0.0.1:{port}");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("switchboard.toml");
-        std::fs::write(&path, toml::to_string(&config).expect("config as TOML")).expect("write config");
-        let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env_clear()
-            .env("SWITCHBOARD_LOG_FORMAT", "json")
-            .env("RUST_LOG", std::env::var("SB_TEST_LOG").unwrap_or_else(|_| "off".into()))
-            .stdout(Stdio::null())
-            .stderr(if std::env::var("SB_TEST_LOG").is_ok() { Stdio::inherit() } else { Stdio::null() })
-            .spawn()
-            .expect("spawn switchboard");
-        let pod = ProcessPod { child, port, _config_dir: dir };
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let ready = format!("http://127.0.0.1:{port}/readyz");
-        while !http.get(&ready).send().await.is_ok_and(|r| r.status() == 200) {
-            assert!(Instant::now() < deadline, "the server process never became ready");
-            sleep_ms(100).await;
-        }
-        pod
-    }
-
-    fn ws_url(&self) -> String {
-        format!("ws://127.0.0.1:{}/ws", self.port)
-    }
-
-    fn signal(&self, sig: &str) {
-        let _ = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status();
-    }
-}
-
-/// The frames of `rid` in the session's whole log, read by a fresh socket on `pod`.
-async fn logged(pod: &switchboard::server::Running, sid: &str, rid: &str) -> Vec<serde_json::Value> {
-    let mut c = connect(pod, true).await;
-    c.send(&json!({"action": "resume_session", "requestId": "log", "sessionId": sid, "afterSeq": 0})).await;
-    let mut frames = Vec::new();
-    while let Some(Frame::Text(v)) = c.recv_raw_timeout(Duration::from_millis(1_500)).await {
-        if v["requestId"] == rid {
-            frames.push(v);
-        }
-    }
-    frames
-}
-
-fn is_terminal(v: &serde_json::Value) -> bool {
-    matches!(v["type"].as_str(), Some("eventual_response" | "error" | "cancelled"))
-}
-
-/// The one ending of `rid`: exactly one terminal event, and it is the request's last event.
-fn single_ending(frames: &[serde_json::Value]) -> serde_json::Value {
-    let endings: Vec<_> = frames.iter().filter(|v| is_terminal(v)).collect();
-    assert_eq!(endings.len(), 1, "exactly one ending, got {endings:?}");
-    assert!(is_terminal(frames.last().expect("frames")), "nothing after the ending: {frames:?}");
-    endings[0].clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_pod_frozen_past_its_lease_is_ended_once_and_adds_nothing_when_it_wakes() {
+async fn a_pod_frozen_past_its_lease_is_taken_over_once_and_adds_nothing_when_it_wakes() {
     let (llm, tools) = setup().await;
     let redis = RedisServer::start();
     let mut cfg = config(&llm, &tools);
@@ -100,16 +22,19 @@ async fn a_pod_frozen_past_its_lease_is_ended_once_and_adds_nothing_when_it_wake
     let sid = create_session(&mut a).await;
     let chunks: Vec<String> = (0..30).map(|i| format!("t{i} ")).collect();
     llm.push(Reply::Slow { chunks, delay_ms: 100, usage: None });
+    llm.push(Reply::text(&["and the rest."]));
     send_message(&mut a, &sid, "r-1", "tell me").await;
     a.recv_until(|v| v["type"].as_str().is_some_and(|t| t.starts_with("stream_"))).await;
     frozen.signal("STOP");
 
-    // The healthy pod's sweeper ends the turn once the frozen pod's lease lapses.
+    // The healthy pod's sweeper takes the turn over once the frozen pod's lease lapses, and finishes the reply.
     let mut b = connect(&p[0], true).await;
     b.send(&json!({"action": "resume_session", "requestId": "res", "sessionId": sid, "afterSeq": 0})).await;
     let seen = until_terminal(&mut b, "r-1").await;
     let ending = seen.last().expect("ending");
-    assert_eq!(ending["error"]["code"], "TURN_INTERRUPTED", "{ending}");
+    assert_eq!(ending["type"], "eventual_response", "{ending}");
+    let text = reply_text(ending);
+    assert!(text.ends_with("and the rest."), "{ending}");
 
     // The frozen pod wakes with the model's whole reply waiting in its socket buffer: it must notice that its
     // lease is gone and stop, adding nothing (no tokens, no second ending).
@@ -117,7 +42,8 @@ async fn a_pod_frozen_past_its_lease_is_ended_once_and_adds_nothing_when_it_wake
     sleep_ms(4_000).await;
     let frames = logged(&p[0], &sid, "r-1").await;
     let ending = single_ending(&frames);
-    assert_eq!(ending["error"]["code"], "TURN_INTERRUPTED");
+    assert_eq!(ending["type"], "eventual_response");
+    assert_eq!(tokens(&frames), text, "the client's tokens are the reply, none twice, none after the ending");
 
     // The session takes a new turn (on either pod) and it runs to its end.
     llm.push(Reply::text(&["again"]));
@@ -130,7 +56,9 @@ async fn a_pod_frozen_past_its_lease_is_ended_once_and_adds_nothing_when_it_wake
 async fn redis_stalled_past_the_lease_mid_turn_ends_the_turn_once() {
     let (llm, tools) = setup().await;
     let redis = RedisServer::start();
-    let p = pods(2, config(&llm, &tools), &Store::Redis(redis.url())).await;
+    let mut cfg = config(&llm, &tools);
+    cfg.turn.takeover = false;
+    let p = pods(2, cfg, &Store::Redis(redis.url())).await;
     let mut a = connect(&p[0], true).await;
     let sid = create_session(&mut a).await;
     let chunks: Vec<String> = (0..40).map(|i| format!("t{i} ")).collect();

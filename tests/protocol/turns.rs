@@ -177,6 +177,7 @@ async fn tool_failures_become_error_results() {
         url: "http://127.0.0.1:9/never".into(),
         auth_level: switchboard::config::AuthLevel::None,
         title: None,
+        idempotent: false,
     });
     let cases: Vec<(&str, Option<Behaviour>, &str)> = vec![
         ("lookup_order", None, "HTTP 500"),

@@ -65,6 +65,8 @@ struct State {
     leases: HashMap<String, (TurnInfo, i64)>,
     /// Turn records outlive the lease so a lapsed turn can be ended: session → (info, lease deadline).
     turns: HashMap<String, (TurnInfo, i64)>,
+    /// Session → its running turn's last durable step: (turn id, the checkpoint).
+    steps: HashMap<String, (String, Checkpoint)>,
     registry: HashMap<String, (SocketEntry, i64)>,
     /// Session → its person's contact and verification.
     contacts: HashMap<String, Contact>,
@@ -328,6 +330,7 @@ impl SessionStore for MemoryStore {
         // an ending (its own or a sweeper's) can bring the log back.
         st.leases.remove(sid);
         st.turns.remove(sid);
+        st.steps.remove(sid);
         st.parked.remove(sid);
         st.decided.remove(sid);
         st.last_decision.remove(sid);
@@ -389,6 +392,7 @@ impl EventLog for MemoryStore {
         if let Guard::Release(_) | Guard::Lapsed(_) = guard {
             st.leases.remove(session_id);
             st.turns.remove(session_id);
+            st.steps.remove(session_id);
         }
         if events.is_empty() {
             return Ok(Some(0));

@@ -127,9 +127,53 @@ impl TurnLease for MemoryStore {
         }
         if matches!(st.turns.get(session_id), Some((held, _)) if held.turn_id == turn_id) {
             st.turns.remove(session_id);
+            st.steps.remove(session_id);
             released = true;
         }
         Ok(released)
+    }
+    async fn checkpoint(&self, session_id: &str, turn_id: &str, state: &str) -> BResult<bool> {
+        let now = now_ms();
+        let mut st = self.shared.state.lock();
+        if !matches!(st.leases.get(session_id), Some((held, d)) if *d > now && held.turn_id == turn_id) {
+            return Ok(false);
+        }
+        let seq = st.logs.get(session_id).map_or(0, |l| l.latest);
+        let takeovers = match st.steps.get(session_id) {
+            Some((t, c)) if t == turn_id => c.takeovers,
+            _ => 0,
+        };
+        let checkpoint = Checkpoint { seq, state: state.to_string(), takeovers };
+        st.steps.insert(session_id.to_string(), (turn_id.to_string(), checkpoint));
+        Ok(true)
+    }
+    async fn take_over(
+        &self,
+        session_id: &str,
+        lapsed: &str,
+        info: &TurnInfo,
+        ttl_ms: u64,
+        max: u32,
+    ) -> BResult<TakeOver> {
+        let now = now_ms();
+        let mut st = self.shared.state.lock();
+        let live = st.leases.get(session_id).is_some_and(|(_, d)| *d > now);
+        if live || !st.turns.get(session_id).is_some_and(|(i, _)| i.turn_id == lapsed) {
+            return Ok(TakeOver::Gone);
+        }
+        let Some(checkpoint) = st.steps.get(session_id).filter(|(t, _)| t == lapsed).map(|(_, c)| c.clone()) else {
+            return Ok(TakeOver::Unsaved);
+        };
+        if checkpoint.takeovers >= max {
+            return Ok(TakeOver::Exhausted);
+        }
+        let checkpoint = Checkpoint { takeovers: checkpoint.takeovers + 1, ..checkpoint };
+        let deadline = now + ttl_ms as i64;
+        st.leases.insert(session_id.to_string(), (info.clone(), deadline));
+        st.turns.insert(session_id.to_string(), (info.clone(), deadline));
+        st.steps.insert(session_id.to_string(), (info.turn_id.clone(), checkpoint.clone()));
+        let from_seq = st.logs.get(session_id).map_or(0, |l| l.latest) + 1;
+        Ok(TakeOver::Taken { checkpoint, from_seq })
     }
     async fn current(&self, session_id: &str) -> BResult<Option<TurnInfo>> {
         let now = now_ms();

@@ -127,7 +127,7 @@ mod tests {
         let slot = |s: &str| fred::util::redis_keyslot(s.as_bytes());
         let sid = "7d4c";
         let channel = Channel::Session(sid.into()).name("sb");
-        for what in ["seq", "log", "confirm", "decided", "last", "lease", "turn", "session"] {
+        for what in ["seq", "log", "confirm", "decided", "last", "lease", "turn", "step", "session"] {
             assert_eq!(slot(&k.session_key(sid, what)), slot(&channel), "{what}");
         }
         assert_eq!(slot(&k.conv("c1")), slot(&k.msgs("c1")));

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 
 use super::conn::{array, corrupt, int, parse_json, text, to_json, RedisStore};
 use super::keys::parse_deadline_member;
-use crate::backend::{BResult, Resumed, TurnInfo, TurnLease, LAPSED_RETRY_MS};
+use crate::backend::{BResult, Checkpoint, Resumed, TakeOver, TurnInfo, TurnLease, LAPSED_RETRY_MS};
 use crate::util::now_ms;
 
 #[async_trait]
@@ -55,13 +55,62 @@ impl TurnLease for RedisStore {
         let reply = s
             .eval_once(
                 &s.scripts.release,
-                vec![s.keys.session_key(session_id, "lease"), s.keys.session_key(session_id, "turn")],
+                ["lease", "turn", "step"].map(|k| s.keys.session_key(session_id, k)).to_vec(),
                 vec![turn_id.to_string()],
             )
             .await?;
         // The turn's own index entry (never another turn's: the member names the turn).
         s.unindex_turn(session_id, turn_id).await?;
         Ok(int(&reply) == Some(1))
+    }
+
+    async fn checkpoint(&self, session_id: &str, turn_id: &str, state: &str) -> BResult<bool> {
+        let s = self.s();
+        let keys = ["lease", "step", "seq"].map(|k| s.keys.session_key(session_id, k)).to_vec();
+        let args = vec![turn_id.to_string(), state.to_string(), s.idle_ttl_s.to_string()];
+        // Writes the same step again on a resend: safe as it is.
+        let reply = s.eval_replicated(&s.scripts.checkpoint, keys, args).await?;
+        Ok(int(&reply) == Some(1))
+    }
+
+    async fn take_over(
+        &self,
+        session_id: &str,
+        lapsed: &str,
+        info: &TurnInfo,
+        ttl_ms: u64,
+        max: u32,
+    ) -> BResult<TakeOver> {
+        let s = self.s();
+        let keys = ["lease", "turn", "step", "seq"].map(|k| s.keys.session_key(session_id, k)).to_vec();
+        let args = vec![
+            lapsed.to_string(),
+            to_json(info)?,
+            info.turn_id.clone(),
+            ttl_ms.max(1).to_string(),
+            s.idle_ttl_s.to_string(),
+            max.to_string(),
+        ];
+        let v = array(s.eval_once_replicated(&s.scripts.take_over, keys, args).await?);
+        let field = |i: usize| v.get(i).and_then(text);
+        let number = |i: usize| field(i).and_then(|n| n.parse::<u64>().ok());
+        match field(0).as_deref() {
+            Some("taken") => {
+                let (Some(seq), Some(state), Some(takeovers), Some(now)) = (number(1), field(2), number(3), number(4))
+                else {
+                    return Err(corrupt("take_over", "incomplete reply"));
+                };
+                // The lapsed turn's index entry goes; the new one watches the new lease.
+                s.unindex_turn(session_id, lapsed).await?;
+                self.indexed_if(true, session_id, info, ttl_ms).await?;
+                let takeovers = u32::try_from(takeovers).unwrap_or(u32::MAX);
+                Ok(TakeOver::Taken { checkpoint: Checkpoint { seq, state, takeovers }, from_seq: now + 1 })
+            }
+            Some("unsaved") => Ok(TakeOver::Unsaved),
+            Some("exhausted") => Ok(TakeOver::Exhausted),
+            Some("gone") => Ok(TakeOver::Gone),
+            other => Err(corrupt("take_over", format!("unexpected reply {other:?}"))),
+        }
     }
 
     async fn current(&self, session_id: &str) -> BResult<Option<TurnInfo>> {

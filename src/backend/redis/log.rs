@@ -55,8 +55,8 @@ impl EventLog for RedisStore {
         // The call's token: a resend of a call that ran is answered from its first run.
         args.push(uuid::Uuid::new_v4().simple().to_string());
         args.extend([events.len().to_string(), events.join("\n")]);
-        let keys =
-            ["seq", "log", "lease", "turn", "epoch", "session", "toks"].map(|k| s.keys.session_key(session_id, k));
+        let keys = ["seq", "log", "lease", "turn", "epoch", "session", "toks", "step"]
+            .map(|k| s.keys.session_key(session_id, k));
         // Resend-safe by itself (a resend finds its token), so fred may resend it after a dropped connection.
         let reply = s.eval_replicated(&s.scripts.append_batch, keys.to_vec(), args).await?;
         let first = match int(&reply) {

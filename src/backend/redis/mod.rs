@@ -15,12 +15,13 @@
 //! | `P:{sid}:decided`, `P:{sid}:last` | hash call → `1`/`0` + request id; hash `call`/`decision` | `decide` | idle |
 //! | `P:{sid}:lease` | string, JSON [`TurnInfo`] | `acquire`/`renew` | the lease (PX) |
 //! | `P:{sid}:turn` | string, JSON [`TurnInfo`] | `acquire`/`renew` | idle (outlives the lease) |
+//! | `P:{sid}:step` | hash `t` turn id, `s` seq, `j` state, `n` takeovers (a running turn's last durable step) | `checkpoint`/`take_over` | idle; deleted with the turn's ending |
 //! | `P:conv:{cid}`, `P:conv:{cid}:msgs` | hash of the record's fields, list of JSON messages | sessions | `session.conversation_ttl_s`, refreshed by each message |
 //! | `P:{sid}:ops`, `P:conv:{cid}:ops` (+ `:prev`) | hash token → reply of a write script, the last 64 and one previous generation (see `lua/once.lua`) | 60 s |
 //! | `P:user:{uid}:convs`, `P:org:{org}:convs` | zset cid → updated_at_ms (a user's, an org's) | sessions | conversation TTL, refreshed on use; expired members pruned when listed |
 //! | `P:settings:<org>` | string, JSON [`OrgSettings`] | `put_settings` (admin API) | none |
 //! | `P:confirm:expiry` | zset `["sid","call"]` → expires_at_ms | `park` | none (pruned lazily) |
-//! | `P:turns:deadline` | zset sid → lease deadline ms | `acquire`/`renew` | none (pruned by `claim_lapsed`) |
+//! | `P:turns:deadline` | zset `sid|turn` → lease deadline ms | `acquire`/`renew` | none (pruned by `claim_lapsed`) |
 //! | `P:sock:<conn>` | string, JSON [`SocketEntry`] | `upsert` | the heartbeat (PX) |
 //! | `P:idx:{all,session,user,org}[:<id>]` | zset conn → heartbeat deadline ms | `upsert` | refreshed by `upsert` |
 //! | `P:idem:<key>` | string: pending marker, then the first answer | `claim`/`complete` | the key's TTL (PX) |

@@ -64,6 +64,10 @@ pub(super) struct Scripts {
     pub(super) resume: Script,
     /// Hands a parked turn's lease over to its park while that call is still parked.
     pub(super) hand_over: Script,
+    /// Records a running turn's durable step while it holds its lease.
+    pub(super) checkpoint: Script,
+    /// Takes a lapsed turn over under a new turn id from its last step (resend-safe).
+    pub(super) take_over: Script,
     /// Frees whatever of the lease and turn record still belongs to the turn (resend-safe).
     pub(super) release: Script,
     /// Hands a lapsed turn to the one sweeper that won the deadline index entry (resend-safe).
@@ -96,6 +100,8 @@ impl Scripts {
             renew: Script::from_lua(include_str!("lua/renew.lua")),
             resume: Script::from_lua(include_str!("lua/resume.lua")),
             hand_over: Script::from_lua(include_str!("lua/hand_over.lua")),
+            checkpoint: Script::from_lua(include_str!("lua/checkpoint.lua")),
+            take_over: Script::from_lua(once(include_str!("lua/take_over.lua"))),
             release: Script::from_lua(once(include_str!("lua/release.lua"))),
             claim: Script::from_lua(once(include_str!("lua/claim.lua"))),
             index_add: Script::from_lua(include_str!("lua/index_add.lua")),

@@ -273,10 +273,10 @@ impl SessionStore for RedisStore {
         let cid = &session.conversation_id;
         // One slot each: the session's keys, then the conversation's. The seq counter stays: a socket still
         // attached keeps its position, and the namespace's next turn continues after it instead of starting at 1.
-        // The lease and the turn record go: a turn running in the session stops (its appends are refused), so
+        // The lease, the turn record and its step go: a turn running in the session stops (its appends are refused), so
         // neither its events nor an ending bring the deleted log back.
         let session_keys: Vec<String> =
-            ["session", "log", "toks", "confirm", "decided", "last", "contact", "otp", "lease", "turn"]
+            ["session", "log", "toks", "confirm", "decided", "last", "contact", "otp", "lease", "turn", "step"]
                 .iter()
                 .map(|w| s.keys.session_key(sid, w))
                 .collect();

@@ -1,4 +1,4 @@
--- KEYS: seq, log, lease, turn record, epoch, session record, recent tokens. ARGV: log_len, idle_ttl_s, channel,
+-- KEYS: seq, log, lease, turn record, epoch, session record, recent tokens, the turn's step. ARGV: log_len, idle_ttl_s, channel,
 -- publish command (PUBLISH or SPUBLISH), guard (none, holder, release, lapsed, live), guard turn id, a fresh epoch
 -- (used only when the session has none: the counter is new), the call's token, the number of events, then the
 -- events joined by newlines (one argument: the script does no work per event, which in Lua, building and
@@ -43,9 +43,9 @@ elseif guard == 'live' then
   if redis.call('EXISTS', KEYS[6]) == 0 then return -1 end
 end
 if guard == 'release' then
-  if owns(record) then redis.call('DEL', KEYS[3], KEYS[4]) else redis.call('DEL', KEYS[3]) end
+  if owns(record) then redis.call('DEL', KEYS[3], KEYS[4], KEYS[8]) else redis.call('DEL', KEYS[3]) end
 elseif guard == 'lapsed' then
-  redis.call('DEL', KEYS[4])
+  redis.call('DEL', KEYS[4], KEYS[8])
 end
 if n == 0 then return 0 end
 

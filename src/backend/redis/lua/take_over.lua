@@ -1,0 +1,17 @@
+-- KEYS: lease, turn record, step (hash, see checkpoint.lua), seq. ARGV: the lapsed turn id, the new TurnInfo
+-- JSON, its turn id, lease ms, idle ttl s, most takeovers. A sweeper takes a lapsed turn over under a new turn
+-- id (the lease generation that fences the old pod out) only while no lease runs, the turn record is still the
+-- lapsed turn's and it left a step, in one step with the checks. Returns {'taken', step seq, state, takeovers,
+-- seq now}, or {'gone'}, {'unsaved'}, {'exhausted'}.
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'gone'} end
+local rec = redis.call('GET', KEYS[2])
+if not rec or cjson.decode(rec)['turn_id'] ~= ARGV[1] then return {'gone'} end
+local step = redis.call('HMGET', KEYS[3], 't', 's', 'j', 'n')
+if step[1] ~= ARGV[1] or not step[3] then return {'unsaved'} end
+local n = tonumber(step[4] or '0')
+if n >= tonumber(ARGV[6]) then return {'exhausted'} end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[4])
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[5])
+redis.call('HSET', KEYS[3], 't', ARGV[3], 'n', n + 1)
+local seq = redis.call('GET', KEYS[4]) or '0'
+return {'taken', step[2], step[3], tostring(n + 1), seq}
