@@ -127,15 +127,37 @@ async fn approvals_across_pods(store: Store) {
     assert_eq!(tools.calls("delete_record")[1].idempotency_key.as_deref(), Some("call-2"));
 }
 
-/// A killed mid-stream: the turn ends with TURN_INTERRUPTED within the lease bound; the session works again.
+/// A killed mid-stream: B takes the turn over within the lease bound and finishes the reply after the token
+/// already sent; the session works again.
 async fn killed_mid_stream(store: Store) {
+    let (end, _) = kill_mid_stream(store, true).await;
+    assert_eq!(end.iter().filter(|f| f["type"] == "turn_resumed").count(), 1, "{end:?}");
+    let e = end.last().expect("end");
+    assert_eq!(e["type"], "eventual_response", "{e}");
+    assert_eq!(e["data"]["data"]["response"]["responseParts"][0], "…taken over", "{e}");
+}
+
+/// With `turn.takeover` off, a killed pod's turn ends with `TURN_INTERRUPTED` within the lease bound.
+async fn killed_mid_stream_without_takeover(store: Store) {
+    let (end, llm_requests) = kill_mid_stream(store, false).await;
+    let e = end.last().expect("end");
+    assert_eq!(e["error"]["code"], "TURN_INTERRUPTED", "{e}");
+    assert_eq!(llm_requests, 1, "the turn was not run again");
+}
+
+/// Kills A while its turn streams and returns what a socket resumed on B saw until the turn's ending, and the
+/// model calls made until then; then runs a turn on B.
+async fn kill_mid_stream(store: Store, takeover: bool) -> (Vec<serde_json::Value>, usize) {
     let (llm, tools) = setup().await;
     let mut cfg = config(&llm, &tools);
     cfg.turn.lease_ms = 1_500;
+    cfg.turn.takeover = takeover;
     let mut p = pods(2, cfg, &store).await;
     let mut a = connect(&p[0], true).await;
     let sid = create_session(&mut a).await;
     llm.push(Reply::Hang);
+    // The pod that takes the turn over gets this; with no takeover, a second call would show.
+    llm.set_default(Reply::text(&["taken over"]));
     send_message(&mut a, &sid, "r-dead", "hang").await;
     let got = a.recv_until(|v| v["type"] == "stream_token").await;
     let last = got.last().and_then(|f| f["seq"].as_u64()).expect("seq");
@@ -144,12 +166,12 @@ async fn killed_mid_stream(store: Store) {
     let mut b = connect(&p[0], true).await;
     resume(&mut b, &sid, last).await;
     let end = until_terminal(&mut b, "r-dead").await;
-    let e = end.last().expect("end");
-    assert_eq!(e["error"]["code"], "TURN_INTERRUPTED", "{e}");
     assert!(killed_at.elapsed() < Duration::from_millis(1_500 + 1_000 + 1_500), "took {:?}", killed_at.elapsed());
-    llm.push(Reply::text(&["back"]));
+    let requests = llm.request_count();
+    llm.set_default(Reply::text(&["back"]));
     send_message(&mut b, &sid, "r-again", "hello").await;
     assert_eq!(tokens(&until_terminal(&mut b, "r-again").await), "back");
+    (end, requests)
 }
 
 /// Publish on C reaches a socket on A once; without a key → 401.
@@ -299,6 +321,7 @@ on_memory_and_redis!(
     drop_on_a_resume_on_b,
     approvals_across_pods,
     killed_mid_stream,
+    killed_mid_stream_without_takeover,
     publish_reaches_other_pods,
     drain_mid_turn,
     cancel_from_another_pod
