@@ -152,11 +152,13 @@ impl Turns {
                 return Ok(verdict);
             }
         };
-        // Of two answers racing on two pods, one takes the park.
-        let taken = self.backends.confirms.take(sid, Some(call)).await?.ok_or_else(|| no_pending_interaction(sid))?;
+        // The answer's side effect first: a store that fails it fails the answer and leaves the card waiting
+        // (taken first, the park would be gone with the answer unapplied). Two answers racing may both stamp;
+        // of the two, one takes the park.
         if card == Kind::IdentityIntake {
             super::stamp_identity(self, sid, &values).await?;
         }
+        let taken = self.backends.confirms.take(sid, Some(call)).await?.ok_or_else(|| no_pending_interaction(sid))?;
         let outcome = ToolOutcome { is_error: false, result: interactions::submitted(&values) };
         let verdict = answered(Some(values));
         ack(&verdict);

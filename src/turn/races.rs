@@ -109,3 +109,72 @@ async fn the_timeout_sweeper_never_answers_a_park_that_is_not_due() {
     assert_eq!(waiting.call.tool_call_id, "call-next");
     assert!(endings(&backends, sid).await.is_empty(), "nothing ended");
 }
+
+/// An identity store whose `stamp` fails (Redis unreachable at that moment); everything else is the memory
+/// backend's.
+struct StampFails(Arc<dyn crate::backend::IdentityStore>);
+
+#[async_trait::async_trait]
+impl crate::backend::IdentityStore for StampFails {
+    async fn contact(&self, sid: &str) -> crate::backend::BResult<crate::backend::Contact> {
+        self.0.contact(sid).await
+    }
+    async fn stamp(&self, _: &str, _: Option<&str>, _: Option<&str>, _: Option<&str>) -> crate::backend::BResult<()> {
+        Err(crate::backend::BackendError::Redis(fred::error::Error::new(
+            fred::error::ErrorKind::IO,
+            "the store went away",
+        )))
+    }
+    async fn set_verified(&self, sid: &str) -> crate::backend::BResult<()> {
+        self.0.set_verified(sid).await
+    }
+    async fn put_code(&self, sid: &str, code: &crate::backend::OtpCode) -> crate::backend::BResult<()> {
+        self.0.put_code(sid, code).await
+    }
+    async fn attempt(&self, sid: &str, now: i64) -> crate::backend::BResult<crate::backend::OtpAttempt> {
+        self.0.attempt(sid, now).await
+    }
+    async fn consume_code(&self, sid: &str) -> crate::backend::BResult<bool> {
+        self.0.consume_code(sid).await
+    }
+}
+
+/// A person answers an identity card while the store fails to record their contact: the answer is refused
+/// with the store's error and the card still waits, so the person (or their retry) can answer it again. Had
+/// the park been taken first, the answer would be lost and the turn would wait for an answer it already had.
+#[tokio::test]
+async fn an_answer_the_store_could_not_apply_leaves_the_card_waiting() {
+    let mut backends = MemoryBackend::new(&Config::default()).backends();
+    backends.identity = Arc::new(StampFails(backends.identity.clone()));
+    let turns = turns_on(&backends);
+    let sid = "s-race-3";
+    assert!(backends.leases.acquire(sid, &TurnInfo::new("t-1", "r-1", ""), 60_000).await.expect("acquire"));
+    let mut card = parked(sid, "t-1", "call-card");
+    card.gate = Gate::Interaction {
+        interaction_id: "int-1".into(),
+        interaction_kind: "identity_intake".into(),
+        spec: json!({"fields": [{"key": "email", "required": true}]}),
+        reason: "to send the quote".into(),
+    };
+    backends.confirms.park(&card).await.expect("park");
+    let session = crate::backend::SessionRecord {
+        session_id: sid.into(),
+        conversation_id: format!("c-{sid}"),
+        agent_id: AGENT.into(),
+        agent_name: "Agent".into(),
+        user_id: "u".into(),
+        org_id: "default".into(),
+        user_participant_id: "up".into(),
+        agent_participant_id: "ap".into(),
+        created_at_ms: now_ms(),
+        namespace: None,
+        supports: Vec::new(),
+    };
+    let values = json!({"email": "ann@example.com"});
+    let answer =
+        super::Answer::Interaction { interaction_id: "int-1", kind: None, values: Some(&values), declined: false };
+    let answered = turns.answer(&session, answer, |_| {}).await;
+    assert!(answered.is_err(), "the store's failure is the answer's: {answered:?}");
+    let waiting = backends.confirms.get(sid).await.expect("get").expect("the card still waits");
+    assert_eq!(waiting.call.tool_call_id, "call-card");
+}

@@ -5,6 +5,7 @@
 
 use super::process::*;
 use super::*;
+use switchboard::backend::Direction;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pod_frozen_past_its_lease_is_taken_over_once_and_adds_nothing_when_it_wakes() {
@@ -44,6 +45,12 @@ async fn a_pod_frozen_past_its_lease_is_taken_over_once_and_adds_nothing_when_it
     let ending = single_ending(&frames);
     assert_eq!(ending["type"], "eventual_response");
     assert_eq!(tokens(&frames), text, "the client's tokens are the reply, none twice, none after the ending");
+    // The conversation keeps the one reply: the woken pod's own finish is fenced out too.
+    let sessions = &p[0].backends().sessions;
+    let session = sessions.get_session(&sid).await.expect("read").expect("session");
+    let history = sessions.recent_messages(&session.conversation_id, 10).await.expect("history");
+    let replies: Vec<_> = history.iter().filter(|m| m.direction == Direction::Outbound).map(|m| &m.text).collect();
+    assert_eq!(replies, vec![&text], "{history:?}");
 
     // The session takes a new turn (on either pod) and it runs to its end.
     llm.push(Reply::text(&["again"]));
