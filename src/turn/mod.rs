@@ -134,6 +134,9 @@ enum Outcome {
     /// The lease is no longer this turn's (it stalled past `turn.lease_ms`): whoever took it over ends the
     /// turn; this task emits nothing more.
     LeaseLost,
+    /// The pod drained past `drain.timeout_s`: the turn's lease is made to lapse at once, and another pod's
+    /// sweeper takes the turn over from its last durable step.
+    HandedOff,
 }
 
 impl From<Halt> for Outcome {

@@ -134,8 +134,12 @@ async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<D
             format!("the turn did not finish within {} s (turn.deadline_s)", turns.config.turn.deadline_s),
         ))),
         _ = cancel.cancelled() => None,
-        _ = turns.lifecycle.turns_interrupted() => Some(Outcome::Failed(ClientError::new(
-            ErrorCode::TurnInterrupted, "the turn was interrupted: the server is shutting down"))),
+        // In memory no other pod shares the turn: it ends here.
+        _ = turns.lifecycle.turns_interrupted() => Some(if turns.config.turn.takeover && !turns.config.redis_url.is_empty() {
+            Outcome::HandedOff
+        } else {
+            Outcome::Failed(ClientError::new(ErrorCode::TurnInterrupted, "the turn was interrupted: the server is shutting down"))
+        }),
         _ = turns.lifecycle.stopped() => {
             // The pod is gone (killed): nothing is released or emitted; the lease lapses and another pod's
             // sweeper ends the turn.
@@ -176,7 +180,7 @@ async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<D
         Some(Outcome::Parked) => TurnOutcome::Parked,
         Some(Outcome::Completed { .. }) => TurnOutcome::Completed,
         Some(Outcome::Failed(_)) => TurnOutcome::Failed,
-        Some(Outcome::LeaseLost) => TurnOutcome::Abandoned,
+        Some(Outcome::LeaseLost | Outcome::HandedOff) => TurnOutcome::Abandoned,
         None => TurnOutcome::Cancelled,
     };
     turns.metrics.turn_ended(ended, started.elapsed());
@@ -197,6 +201,14 @@ async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<D
         }
         Some(Outcome::LeaseLost) => {
             tracing::warn!(session_id = %sid, turn_id = %tid, "the turn lost its lease and stopped without an ending");
+        }
+        Some(Outcome::HandedOff) => {
+            // Lapsing now rather than in `turn.lease_ms`: a sweeper on a pod that is not draining takes the turn
+            // over within about half a second. Should this fail, the lease lapses on its own.
+            tracing::info!(session_id = %sid, turn_id = %tid, "draining: handing the running turn over to another pod");
+            if let Err(e) = turns.backends.leases.renew(&sid, &state.lease_info(&turns.pod_id), 1).await {
+                tracing::warn!(error = %e, session_id = %sid, "could not hand the turn over at once (its lease lapses)");
+            }
         }
         None => {
             // A park that raced the cancel must not be resumable.

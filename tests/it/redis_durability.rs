@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use switchboard::backend::{conformance, redis};
+use switchboard::backend::{conformance, redis, Channel};
 use switchboard::config::Config;
 
 use support::redis::RedisServer;
@@ -61,7 +61,12 @@ async fn durable_writes_wait_for_a_replica_on_their_own_connection() {
     assert_eq!(replica.cli(&["XLEN", &log_key]), "1", "an acknowledged append is on the replica");
     assert_eq!(seq, 1);
 
-    // A stalled replica delays the durable write (up to the timeout), not the pod's other commands.
+    // A stalled replica delays the durable write (up to the timeout), not the pod's other commands; and no
+    // socket hears of the event before a replica has it: a failover could otherwise take back an event a client
+    // has seen, and the next event would reuse its seq.
+    let channel = Channel::Session(session.clone());
+    let mut heard = b.bus.receiver();
+    b.bus.subscribe(&channel).await.expect("subscribe");
     replica.pause();
     let log = a.log.clone();
     let id = session.clone();
@@ -70,8 +75,30 @@ async fn durable_writes_wait_for_a_replica_on_their_own_connection() {
     assert_eq!(a.log.bounds(&session).await.expect("bounds").1, 2, "the write itself is on the master");
     assert!(a.health.ping().await, "the command connection is not blocked by the WAIT");
     assert!(!append.is_finished(), "the append waits for the replica");
-    let done = tokio::time::timeout(Duration::from_secs(10), append).await.expect("the WAIT times out");
-    assert_eq!(done.expect("join").expect("the write goes on unconfirmed"), 2);
+    while let Ok(event) = heard.try_recv() {
+        assert!(event.raw().is_none_or(|(c, _)| c != channel), "published before a replica had it");
+    }
+    replica.resume();
+    let done = tokio::time::timeout(Duration::from_secs(10), append).await.expect("the replica acknowledges");
+    assert_eq!(done.expect("join").expect("the write is confirmed"), 2);
+    let message = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(event) = heard.recv().await {
+                if let Some((c, payload)) = event.raw().filter(|(c, _)| *c == channel) {
+                    assert_eq!(c, channel);
+                    return payload.to_string();
+                }
+            }
+        }
+    })
+    .await
+    .expect("then the event is published");
+    assert!(message.starts_with("2:") && message.ends_with(r#"{"n":2}"#), "{message}");
+
+    // A replica that stays away: the write goes on unconfirmed once `redis_wait_timeout_ms` runs out.
+    replica.pause();
+    let done = tokio::time::timeout(Duration::from_secs(10), a.log.append(&session, r#"{"n":3}"#)).await;
+    assert_eq!(done.expect("the WAIT times out").expect("the write goes on unconfirmed"), 3);
     replica.resume();
 }
 

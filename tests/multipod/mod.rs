@@ -270,6 +270,42 @@ async fn drain_mid_turn(store: Store) {
     assert_eq!(rest.last().expect("end")["type"], "eventual_response");
 }
 
+/// A turn longer than the drain: when `drain.timeout_s` runs out, the draining pod hands the turn over at once
+/// (not after `turn.lease_ms`) and B finishes it; a client on B sees `turn_resumed`, the rest of the reply after
+/// the tokens already sent, and one ending. (In memory there is no other pod to take it: it ends there.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_turn_outlasting_the_drain_moves_to_another_pod() {
+    let redis = RedisServer::start();
+    let store = Store::Redis(redis.url());
+    let (llm, tools) = setup().await;
+    let mut cfg = config(&llm, &tools);
+    cfg.drain.pre_stop_s = 0;
+    cfg.drain.timeout_s = 1;
+    let p = pods(2, cfg, &store).await;
+    let chunks: Vec<String> = (0..100).map(|i| format!("d{i} ")).collect();
+    llm.push(Reply::Slow { chunks, delay_ms: 50, usage: None });
+    llm.push(Reply::text(&["the rest."]));
+    let mut a = connect(&p[0], true).await;
+    let sid = create_session(&mut a).await;
+    let mut b = connect(&p[1], true).await;
+    resume(&mut b, &sid, 0).await;
+    send_message(&mut a, &sid, "r-long", "stream").await;
+    let mut frames = b.recv_until(|v| v["token"] == "d2 ").await;
+    let drained_at = Instant::now();
+    p[0].drain();
+    frames.extend(until_terminal(&mut b, "r-long").await);
+    // The drain's second, then the sweeper's half second: well inside the 10 s lease a dead pod's turn waits.
+    assert!(drained_at.elapsed() < Duration::from_secs(5), "took {:?}", drained_at.elapsed());
+    assert_eq!(frames.iter().filter(|f| f["type"] == "turn_resumed").count(), 1, "{frames:?}");
+    let end = frames.last().expect("end");
+    assert_eq!(end["type"], "eventual_response", "{end}");
+    let text = end["data"]["data"]["response"]["responseParts"][0].as_str().unwrap_or_default();
+    assert!(text.starts_with("d0 d1 d2 ") && text.ends_with("the rest."), "{text}");
+    assert_eq!(tokens(&frames), text, "no token lost or repeated");
+    let s = seqs(&frames);
+    assert!(s.windows(2).all(|w| w[1] == w[0] + 1), "{s:?}");
+}
+
 /// A turn running on A is cancelled from a socket on B (through A's control channel).
 async fn cancel_from_another_pod(store: Store) {
     let (llm, tools) = setup().await;

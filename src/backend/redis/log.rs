@@ -3,7 +3,7 @@
 //! ([`super::scripts::Scripts::append_batch`]), which guards its own resends.
 
 use async_trait::async_trait;
-use fred::interfaces::{KeysInterface, StreamsInterface};
+use fred::interfaces::{KeysInterface, PubsubInterface, StreamsInterface};
 use fred::types::Value;
 
 use super::conn::{array, corrupt, int, text, RedisStore};
@@ -41,7 +41,15 @@ impl EventLog for RedisStore {
         }
         let s = self.s();
         let channel = Channel::Session(session_id.to_string()).name(&s.keys.prefix);
-        let publish = if s.cluster { "SPUBLISH" } else { "PUBLISH" };
+        // With `redis_wait_replicas`, the bus message goes out only once replicas have the events (after the
+        // `WAIT`), so a failover never takes back an event a client has already seen (the next one would reuse
+        // its seq). Otherwise the script publishes in the same step.
+        let after_wait = s.replicated.is_some();
+        let publish = match (after_wait, s.cluster) {
+            (true, _) => "",
+            (false, true) => "SPUBLISH",
+            (false, false) => "PUBLISH",
+        };
         let (mode, turn) = match guard {
             Guard::None => ("none", ""),
             Guard::Holder(t) => ("holder", t),
@@ -50,19 +58,40 @@ impl EventLog for RedisStore {
             Guard::Live => ("live", ""),
         };
         let mut args = Vec::with_capacity(events.len() + 9);
+        let publish_to = after_wait.then(|| channel.clone());
         args.extend([s.log_len.to_string(), s.idle_ttl_s.to_string(), channel, publish.to_string()]);
         args.extend([mode.to_string(), turn.to_string(), crate::util::new_epoch()]);
         // The call's token: a resend of a call that ran is answered from its first run.
         args.push(uuid::Uuid::new_v4().simple().to_string());
-        args.extend([events.len().to_string(), events.join("\n")]);
+        let payload = events.join("\n");
+        let kept = after_wait.then(|| payload.clone());
+        args.extend([events.len().to_string(), payload]);
         let keys = ["seq", "log", "lease", "turn", "epoch", "session", "toks", "step"]
             .map(|k| s.keys.session_key(session_id, k));
         // Resend-safe by itself (a resend finds its token), so fred may resend it after a dropped connection.
         let reply = s.eval_replicated(&s.scripts.append_batch, keys.to_vec(), args).await?;
-        let first = match int(&reply) {
-            Some(-1) => return Ok(None),
-            Some(n) => u64::try_from(n).map_err(|_| corrupt("append_batch", "bad seq"))?,
-            None => return Err(corrupt("append_batch", "no seq returned")),
+        let first = match (int(&reply), kept.zip(publish_to)) {
+            (Some(-1), _) => return Ok(None),
+            (Some(n), _) => u64::try_from(n).map_err(|_| corrupt("append_batch", "bad seq"))?,
+            (None, Some((payload, channel))) => {
+                let v = array(reply);
+                let first = v.first().and_then(int).and_then(|n| u64::try_from(n).ok());
+                let (Some(first), Some(epoch)) = (first, v.get(1).and_then(text)) else {
+                    return Err(corrupt("append_batch", "no seq and epoch returned"));
+                };
+                // Replicas have it (or `redis_wait_timeout_ms` ran out): now the sockets may see it. Should this
+                // publish fail, the events are logged and a socket's gap repair reads them.
+                let message = crate::backend::framing::message(first, &epoch, &payload);
+                let published = match s.cluster {
+                    true => s.client.spublish::<(), _, _>(channel, message).await,
+                    false => s.client.publish::<(), _, _>(channel, message).await,
+                };
+                if let Err(e) = published {
+                    tracing::warn!(error = %e, %session_id, "a replicated append was logged but not published");
+                }
+                first
+            }
+            (None, None) => return Err(corrupt("append_batch", "no seq returned")),
         };
         if let Guard::Release(t) | Guard::Lapsed(t) = guard {
             // The turn ended: its lapsed-lease index entry goes now rather than when a sweeper comes across it.

@@ -1,5 +1,5 @@
 -- KEYS: seq, log, lease, turn record, epoch, session record, recent tokens, the turn's step. ARGV: log_len, idle_ttl_s, channel,
--- publish command (PUBLISH or SPUBLISH), guard (none, holder, release, lapsed, live), guard turn id, a fresh epoch
+-- publish command (PUBLISH, SPUBLISH, or empty: the caller publishes), guard (none, holder, release, lapsed, live), guard turn id, a fresh epoch
 -- (used only when the session has none: the counter is new), the call's token, the number of events, then the
 -- events joined by newlines (one argument: the script does no work per event, which in Lua, building and
 -- interning a string per event, cost ~1 µs each).
@@ -30,9 +30,15 @@ local reads = {KEYS[3], KEYS[5], KEYS[7]}
 if guard == 'release' or guard == 'lapsed' then reads[4] = KEYS[4] end
 local v = redis.call('MGET', unpack(reads))
 local lease, epoch, toks, record = v[1], v[2], v[3], v[4]
+-- With no publish command the caller publishes once replicas have the write (`redis_wait_replicas`): the reply
+-- is then {first seq, epoch}, so it can frame the bus message.
+local function done(first)
+  if ARGV[4] == '' then return {first, epoch} end
+  return first
+end
 if n > 0 and toks then
   local seen = string.match(' ' .. toks, ' ' .. string.gsub(token, '%p', '%%%0') .. ':(%d+)')
-  if seen then return tonumber(seen) end
+  if seen then return done(tonumber(seen)) end
 end
 local function owns(rec) return rec and cjson.decode(rec)['turn_id'] == turn end
 if guard == 'holder' or guard == 'release' then
@@ -84,5 +90,6 @@ for entry in string.gmatch(toks or '', '%S+') do
   if #kept < 8 then kept[#kept + 1] = entry end
 end
 redis.call('SET', KEYS[7], table.concat(kept, ' '), 'EX', ARGV[2])
+if ARGV[4] == '' then return done(first) end
 redis.call(ARGV[4], ARGV[3], string.format('%d', first) .. ':' .. epoch .. '\n' .. payload)
 return first
