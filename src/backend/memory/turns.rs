@@ -158,7 +158,7 @@ impl TurnLease for MemoryStore {
         let now = now_ms();
         let mut st = self.shared.state.lock();
         let live = st.leases.get(session_id).is_some_and(|(_, d)| *d > now);
-        if live || !st.turns.get(session_id).is_some_and(|(i, _)| i.turn_id == lapsed) {
+        if live || st.turns.get(session_id).is_none_or(|(i, _)| i.turn_id != lapsed) {
             return Ok(TakeOver::Gone);
         }
         let Some(checkpoint) = st.steps.get(session_id).filter(|(t, _)| t == lapsed).map(|(_, c)| c.clone()) else {
