@@ -5,7 +5,7 @@
 //!
 //! `cargo build --release --bin switchboard --example chaos && target/release/examples/chaos`
 //! (CHAOS_SECONDS per Redis mode, default 300; CHAOS_CLIENTS, default 200; CHAOS_MODES, default
-//! `single,sentinel`; CHAOS_FAULT_EVERY_S, mean seconds between faults, default 4; CHAOS_SEED.)
+//! `single,sentinel`; CHAOS_FAULT_EVERY_S, mean seconds between faults, default 4; CHAOS_LOG_DIR: each pod's log there.)
 //!
 //! Checked per turn: exactly one ending (a second one, or none within 60 s of quiet, is a violation); the text of
 //! an `eventual_response` is exactly the tokens the client received (none lost, none twice, across pod deaths
@@ -69,7 +69,7 @@ impl Tally {
     fn violation(&self, counter: &AtomicU64, what: String) {
         counter.fetch_add(1, Ordering::Relaxed);
         let mut ex = self.examples.lock();
-        if ex.len() < 12 {
+        if ex.len() < 40 {
             ex.push(what);
         }
     }
@@ -189,6 +189,9 @@ impl Store {
 }
 
 fn spawn_pod(bin: &str, port: u16, redis_url: &str, model: u16, sentinel: bool) -> Child {
+    // CHAOS_LOG_DIR: each pod's warnings go to `pod-<port>.log` there.
+    let log = std::env::var("CHAOS_LOG_DIR").ok();
+    let log = log.as_deref();
     let agents = json!([{"id": "chaos", "name": "Chaos", "confirm_tools": ["delete_*"],
         "interactions": ["identity_intake"],
         "tools": [
@@ -209,9 +212,16 @@ fn spawn_pod(bin: &str, port: u16, redis_url: &str, model: u16, sentinel: bool) 
         .env("SWITCHBOARD_LIMITS__SOCKETS_PER_USER", "100000")
         .env("SWITCHBOARD_LIMITS__TURNS_PER_USER", "100000")
         .env("SWITCHBOARD_LOG_FORMAT", "json")
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .env("RUST_LOG", if log.is_some() { "warn" } else { "error" })
+        .stderr(Stdio::null())
+        .stdout(match log {
+            Some(dir) => std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(format!("{dir}/pod-{port}.log"))
+                .map_or_else(|_| Stdio::null(), Stdio::from),
+            None => Stdio::null(),
+        });
     if sentinel {
         cmd.env("SWITCHBOARD_REDIS_WAIT_REPLICAS", "1");
     }
@@ -323,7 +333,11 @@ async fn client(n: usize, ports: Arc<Vec<u16>>, tally: Arc<Tally>, until: Instan
                         let accepted = if t.accepted { "accepted" } else { "never acknowledged" };
                         tally.violation(
                             &tally.no_ending,
-                            format!("{}: {accepted}, no ending within {QUIET_LIMIT:?}", t.rid),
+                            format!(
+                                "{} (session {}): {accepted}, no ending within {QUIET_LIMIT:?}",
+                                t.rid,
+                                sid.as_deref().unwrap_or_default()
+                            ),
                         );
                     }
                     continue;
@@ -498,7 +512,7 @@ async fn run(mode: &str, seconds: u64, clients: usize, every_s: u64) {
                 let past_lease = LEASE_MS + 500 + rand::random::<u64>() % 3_000;
                 revive.push((Instant::now() + Duration::from_millis(past_lease), i, "cont"));
             }
-            4 => match &mut store {
+            4 | 5 => match &mut store {
                 Store::Single(r) => {
                     r.restart();
                     faults.redis_restarts += 1;

@@ -63,8 +63,9 @@ pub(super) async fn before_call(turns: &Turns, em: &Emitter, state: &TurnState, 
 }
 
 /// Takes the lapsed running turn `lapsed` over on this pod and runs it on. False when it is not to be taken
-/// over (off, a parked turn, no step, too many takeovers, this pod is draining or full, the store failed):
-/// the caller ends it. True when it runs here now, or is no longer the lapsed turn.
+/// over (off, a parked turn, no step, too many takeovers, this pod is draining or full, a corrupt record): the
+/// caller ends it. True when it runs here now, is no longer the lapsed turn, or is left to be claimed again
+/// (the store failed).
 pub(super) async fn take_over(turns: &Arc<Turns>, sid: &str, lapsed: &TurnInfo) -> bool {
     let cfg = &turns.config.turn;
     if !cfg.takeover || lapsed.pod_id.is_empty() || turns.lifecycle.is_draining() {
@@ -77,7 +78,8 @@ pub(super) async fn take_over(turns: &Arc<Turns>, sid: &str, lapsed: &TurnInfo) 
     // could otherwise be answered on one pod while the turn runs on another.
     match turns.backends.confirms.get(sid).await {
         Ok(Some(p)) if p.turn_id == lapsed.turn_id => return false,
-        Err(_) => return false,
+        // The store is failing: claimed again shortly.
+        Err(_) => return true,
         _ => {}
     }
     let info = TurnInfo::new(&new_id(), &lapsed.request_id, &turns.pod_id);
@@ -87,9 +89,15 @@ pub(super) async fn take_over(turns: &Arc<Turns>, sid: &str, lapsed: &TurnInfo) 
             Ok(TakeOver::Taken { checkpoint, from_seq }) => (checkpoint, from_seq),
             Ok(TakeOver::Gone) => return true,
             Ok(TakeOver::Unsaved | TakeOver::Exhausted) => return false,
+            Err(crate::backend::BackendError::Redis(e)) => {
+                // The store is failing (a failover, a restart): ending the turn now would likely fail too, or end
+                // a turn that can go on. The claim comes due again in `LAPSED_RETRY_MS` (and if the takeover did
+                // happen, its lease lapses unrenewed and the turn is claimed again under its new id).
+                tracing::warn!(error = %e, session_id = %sid, "a takeover failed: the turn is claimed again shortly");
+                return true;
+            }
             Err(e) => {
-                // If it did take the turn, that lease lapses unrenewed and the turn is claimed again.
-                tracing::warn!(error = %e, session_id = %sid, "a takeover failed");
+                tracing::warn!(error = %e, session_id = %sid, "a takeover failed: ending the turn");
                 return false;
             }
         };

@@ -12,7 +12,9 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use switchboard::backend::{conformance, redis, BResult, Backends, BusEvent, Channel, SessionBatch, SessionRecord};
+use switchboard::backend::{
+    conformance, redis, BResult, Backends, BusEvent, Channel, SessionBatch, SessionRecord, TurnInfo,
+};
 use switchboard::config::Config;
 
 use support::redis::{RedisCluster, RedisSentinel, RedisServer};
@@ -646,4 +648,35 @@ async fn single_conversations_expire_after_their_retention() {
 
 fn switchboard_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// A failover can lose a takeover's writes but keep the index entry written after them: the deadline index then
+/// names a turn the record does not (the record is still the lapsed turn's, with no lease). The entry is the
+/// only pointer left to that turn, so its claim hands out the turn the record names instead of dropping the
+/// entry (which left the turn with no ending, ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_follows_the_turn_record_when_the_index_names_another_turn() {
+    let redis = RedisServer::start();
+    let (a, _, prefix) = pods_with_prefix(&redis.url()).await;
+    let sid = unique_id("s");
+    let lapsed = TurnInfo::new("t-1", "r-1", "pod-a");
+    assert!(a.leases.acquire(&sid, &lapsed, 50).await.expect("acquire"));
+    // What survived the failover: t-1's record, no lease, and only the entry of the lost takeover's t-2.
+    let index = format!("{prefix}:turns:deadline");
+    redis.cli(&["ZREM", &index, &format!("{sid}|t-1")]);
+    redis.cli(&["ZADD", &index, "1", &format!("{sid}|t-2")]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let claimed = a.leases.claim_lapsed(wall_ms(), 100).await.expect("claim");
+    assert_eq!(claimed, vec![(sid.clone(), lapsed)], "the record's turn is claimed");
+    // A record whose turn runs is left to that turn's own entry.
+    let running = TurnInfo::new("t-3", "r-3", "pod-a");
+    let other = unique_id("s");
+    assert!(a.leases.acquire(&other, &running, 60_000).await.expect("acquire"));
+    redis.cli(&["ZADD", &index, "1", &format!("{other}|t-old")]);
+    let claimed = a.leases.claim_lapsed(wall_ms(), 100).await.expect("claim");
+    assert!(claimed.iter().all(|(s, _)| s != &other), "{claimed:?}");
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }

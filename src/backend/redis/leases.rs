@@ -17,8 +17,10 @@ use crate::util::now_ms;
 impl TurnLease for RedisStore {
     async fn acquire(&self, session_id: &str, info: &TurnInfo, ttl_ms: u64) -> BResult<bool> {
         let s = self.s();
+        // Replicated (with `redis_wait_replicas`): a failover that lost a new turn's record would leave a turn
+        // the client was told of (202) that no sweeper can ever find.
         let reply = s
-            .eval(
+            .eval_replicated(
                 &s.scripts.acquire,
                 vec![s.keys.session_key(session_id, "lease"), s.keys.session_key(session_id, "turn")],
                 vec![to_json(info)?, ttl_ms.max(1).to_string(), s.idle_ttl_s.to_string()],
@@ -100,8 +102,9 @@ impl TurnLease for RedisStore {
                 else {
                     return Err(corrupt("take_over", "incomplete reply"));
                 };
-                // The lapsed turn's index entry goes; the new one watches the new lease.
-                s.unindex_turn(session_id, lapsed).await?;
+                // The new lease is watched by its own entry. The lapsed turn's entry stays until a claim finds
+                // the record names a running turn (and drops it): should a failover lose this takeover's writes,
+                // that entry still leads a sweeper to the lapsed turn.
                 self.indexed_if(true, session_id, info, ttl_ms).await?;
                 let takeovers = u32::try_from(takeovers).unwrap_or(u32::MAX);
                 Ok(TakeOver::Taken { checkpoint: Checkpoint { seq, state, takeovers }, from_seq: now + 1 })

@@ -1,12 +1,17 @@
 -- KEYS: lease, turn record. ARGV: the turn the index entry names (empty for entries of the older form, which name
 -- only the session). Run by the caller that moved the deadline-index entry forward (its claim for
--- LAPSED_RETRY_MS). Returns {'gone'} when the record is not that turn's (it ended; another turn may run now, with
--- its own entry), {'alive', pttl} when the turn's lease still runs, {'claimed', json} when the turn lapsed: the
--- record stays until the caller's `lapsed`-guarded append ends the turn, so a caller that dies or fails meanwhile
--- leaves it to be claimed again.
+-- LAPSED_RETRY_MS). Returns {'gone'} when there is no record, or when the record is another turn's whose lease
+-- runs (that turn has its own entry); {'alive', pttl} when the entry's turn's lease still runs; {'claimed', json}
+-- when the record's turn lapsed: the record stays until the caller's `lapsed`-guarded append (or takeover) ends
+-- it, so a caller that dies or fails meanwhile leaves it to be claimed again. A record of another turn with no
+-- lease is claimed too: a failover can lose a takeover's writes yet keep the index entry written after them,
+-- and this entry is then the only pointer left to the lapsed turn.
 local rec = redis.call('GET', KEYS[2])
 if not rec then return {'gone'} end
-if ARGV[1] ~= '' and cjson.decode(rec)['turn_id'] ~= ARGV[1] then return {'gone'} end
 local ttl = redis.call('PTTL', KEYS[1])
+if ARGV[1] ~= '' and cjson.decode(rec)['turn_id'] ~= ARGV[1] then
+  if ttl ~= -2 then return {'gone'} end
+  return {'claimed', rec}
+end
 if ttl ~= -2 then return {'alive', ttl} end
 return {'claimed', rec}
