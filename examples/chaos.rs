@@ -55,6 +55,7 @@ struct Tally {
     approvals: AtomicU64,
     cards: AtomicU64,
     reconnects: AtomicU64,
+    resume_refused: AtomicU64,
     no_ending: AtomicU64,
     two_endings: AtomicU64,
     text_mismatch: AtomicU64,
@@ -63,6 +64,9 @@ struct Tally {
     /// (tool, Idempotency-Key) → calls.
     tool_calls: Mutex<HashMap<(String, String), u64>>,
     examples: Mutex<Vec<String>>,
+    /// Sessions with a turn that never ended, and the last seq their client had: compared with the log at the
+    /// end, to tell a lost ending from a log that went back.
+    stuck: Mutex<Vec<(String, u64)>>,
 }
 
 impl Tally {
@@ -211,6 +215,9 @@ fn spawn_pod(bin: &str, port: u16, redis_url: &str, model: u16, sentinel: bool) 
         .env("SWITCHBOARD_LIMITS__SESSIONS_PER_USER_PER_MINUTE", "10000000")
         .env("SWITCHBOARD_LIMITS__SOCKETS_PER_USER", "100000")
         .env("SWITCHBOARD_LIMITS__TURNS_PER_USER", "100000")
+        // Every chaos client is the one anonymous user: its per-user budgets would throttle the run, not test it.
+        .env("SWITCHBOARD_LIMITS__REPLAY_BYTES_PER_USER_PER_MINUTE", "100000000000")
+        .env("SWITCHBOARD_LIMITS__READS_PER_USER_PER_MINUTE", "10000000")
         .env("SWITCHBOARD_LOG_FORMAT", "json")
         .env("RUST_LOG", if log.is_some() { "warn" } else { "error" })
         .stderr(Stdio::null())
@@ -331,6 +338,7 @@ async fn client(n: usize, ports: Arc<Vec<u16>>, tally: Arc<Tally>, until: Instan
                 Err(_) => {
                     if let Some(t) = turn.take_if(|t| t.resend_at.is_none() && t.last_event.elapsed() >= QUIET_LIMIT) {
                         let accepted = if t.accepted { "accepted" } else { "never acknowledged" };
+                        tally.stuck.lock().push((sid.clone().unwrap_or_default(), last_seq));
                         tally.violation(
                             &tally.no_ending,
                             format!(
@@ -351,6 +359,14 @@ async fn client(n: usize, ports: Arc<Vec<u16>>, tally: Arc<Tally>, until: Instan
                 continue;
             }
             if v["type"] == "reconnect" {
+                continue 'connection;
+            }
+            if v["type"] == "error" && v["requestId"] == "r" {
+                // The resume was refused (a pod between Redis connections, a budget): try again on a fresh
+                // socket, as a client must, or this session would never hear of its turn.
+                tally.resume_refused.fetch_add(1, Ordering::Relaxed);
+                let wait = v["data"]["details"]["retryAfterMs"].as_u64().unwrap_or(500);
+                tokio::time::sleep(Duration::from_millis(wait.min(5_000))).await;
                 continue 'connection;
             }
             if let Some(seq) = v["seq"].as_u64() {
@@ -386,7 +402,9 @@ async fn client(n: usize, ports: Arc<Vec<u16>>, tally: Arc<Tally>, until: Instan
                     t.answer = None;
                     t.tokens.push_str(v["token"].as_str().unwrap_or_default());
                 }
-                "stream_chunk" => t.answer = None,
+                // The answer was applied once the call's result shows (its call chunk comes with the question,
+                // before the answer is even read).
+                "stream_chunk" if msg.contains("\"toolResult\"") => t.answer = None,
                 "turn_resumed" => {
                     tally.resumed.fetch_add(1, Ordering::Relaxed);
                 }
@@ -537,6 +555,21 @@ async fn run(mode: &str, seconds: u64, clients: usize, every_s: u64) {
         let _ = tokio::time::timeout(QUIET_LIMIT + Duration::from_secs(30), t).await;
     }
     print_table(mode, seconds, clients, &tally, &faults);
+    let port = match &store {
+        Store::Single(r) => Some(r.port()),
+        Store::Sentinel(s) => s.current_master_port(),
+    };
+    for (sid, client_seq) in tally.stuck.lock().iter().take(10) {
+        let get = |args: &[&str]| {
+            let port = port.unwrap_or_default().to_string();
+            let out = Command::new("redis-cli").args(["-p", &port]).args(args).output();
+            out.map(|o| String::from_utf8_lossy(&o.stdout).trim().replace('\n', " ")).unwrap_or_default()
+        };
+        let seq = get(&["GET", &format!("sb:{{{sid}}}:seq")]);
+        let lease = get(&["GET", &format!("sb:{{{sid}}}:lease")]);
+        let record = get(&["GET", &format!("sb:{{{sid}}}:turn")]);
+        println!("  stuck session {sid}: client at seq {client_seq}, log at {seq}; lease {lease:?}; record {record:?}");
+    }
 }
 
 fn print_table(mode: &str, seconds: u64, clients: usize, t: &Tally, f: &Faults) {
@@ -571,7 +604,11 @@ fn print_table(mode: &str, seconds: u64, clients: usize, t: &Tally, f: &Faults) 
     ] {
         println!("| {what} | {n} |");
     }
-    println!("(epoch changes seen: {})", get(&t.epoch_changes));
+    println!(
+        "(epoch changes seen: {}; resumes refused and retried: {})",
+        get(&t.epoch_changes),
+        get(&t.resume_refused)
+    );
     for e in t.examples.lock().iter() {
         println!("  e.g. {e}");
     }

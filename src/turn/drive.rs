@@ -85,6 +85,9 @@ async fn drive_inner(
             tool_call_id: None,
         });
         state.pending = calls;
+        // The model's calls are durable before any of them goes through its gates: a takeover runs them (asking
+        // again for an approval never given) instead of asking the model again.
+        super::durable::step(turns, em, state).await?;
     }
 }
 

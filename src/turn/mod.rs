@@ -134,8 +134,8 @@ enum Outcome {
     /// The lease is no longer this turn's (it stalled past `turn.lease_ms`): whoever took it over ends the
     /// turn; this task emits nothing more.
     LeaseLost,
-    /// The pod drained past `drain.timeout_s`: the turn's lease is made to lapse at once, and another pod's
-    /// sweeper takes the turn over from its last durable step.
+    /// The pod drained past `drain.timeout_s`, or an append failed (the store is failing over): the turn's lease
+    /// is made to lapse at once, and a sweeper takes the turn over from its last durable step.
     HandedOff,
 }
 

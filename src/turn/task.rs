@@ -127,7 +127,7 @@ async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<D
     }
     let outcome = tokio::select! {
         o = drive(&turns, &em, &mut state, decision) => Some(o),
-        h = em.halted() => Some(h.into()),
+        h = em.halted() => Some(after_halt(&turns, h)),
         _ = lease_lost.cancelled() => Some(Outcome::LeaseLost),
         _ = tokio::time::sleep(Duration::from_secs(turns.config.turn.deadline_s)) => Some(Outcome::Failed(ClientError::new(
             ErrorCode::AgentError,
@@ -165,7 +165,7 @@ async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<D
     };
     let outcome = match (closed, outcome) {
         (Err(Halt::LeaseLost), _) | (_, Some(Outcome::LeaseLost)) => Some(Outcome::LeaseLost),
-        (Err(Halt::Failed(e)), Some(_)) => Some(Outcome::Failed(e)),
+        (Err(h @ Halt::Failed(_)), Some(_)) => Some(after_halt(&turns, h)),
         (_, o) => o,
     };
     turns.unregister(&sid, &state.turn_id);
@@ -205,7 +205,7 @@ async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<D
         Some(Outcome::HandedOff) => {
             // Lapsing now rather than in `turn.lease_ms`: a sweeper on a pod that is not draining takes the turn
             // over within about half a second. Should this fail, the lease lapses on its own.
-            tracing::info!(session_id = %sid, turn_id = %tid, "draining: handing the running turn over to another pod");
+            tracing::info!(session_id = %sid, turn_id = %tid, "handing the running turn over (a drain, or a failed append)");
             if let Err(e) = turns.backends.leases.renew(&sid, &state.lease_info(&turns.pod_id), 1).await {
                 tracing::warn!(error = %e, session_id = %sid, "could not hand the turn over at once (its lease lapses)");
             }
@@ -215,6 +215,17 @@ async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<D
             turns.take_own_park(&sid, &tid).await;
             turns.end(&sid, Guard::Release(&tid), &out::cancelled(&rid)).await;
         }
+    }
+}
+
+/// How a turn goes on after its emitter halted. An append that failed (the store unreachable, failing over)
+/// leaves the log in a state only the store knows: with takeover on and a shared store, the turn is handed
+/// over (its lease made to lapse) and a sweeper goes on from its last durable step once the store answers,
+/// reading what the log really holds; otherwise it ends with the error.
+fn after_halt(turns: &Turns, halt: Halt) -> Outcome {
+    match halt {
+        Halt::Failed(_) if turns.config.turn.takeover && !turns.config.redis_url.is_empty() => Outcome::HandedOff,
+        h => h.into(),
     }
 }
 
