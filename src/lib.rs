@@ -13,7 +13,7 @@
 //!              │         submit_interaction, verify_otp) ─▶ tenancy (owned, agent's, proven records)
 //!              └─ turn/ (Turns: the front door; budget: every per-caller budget; TurnState, resume, lease;
 //!                   │    drive: tools / model / finish; gates: built-in tools,
-//!                   │    OTP, confirm; otp_gate; park; emitter: group commit; durable: steps, takeover;
+//!                   │    OTP, confirm; otp_gate; park; emitter: group commit; durable: steps; takeover;
 //!                   │    sweeper: timeouts, dead pods' turns taken over)
 //!                   ├─ llm::{openai (retries), sse (decoding), window (pod-wide read grid), demo}  tools
 //!                   └─ knowledge/ (builtin: tantivy | webhook; citations)  interactions (specs, validation)  otp

@@ -22,6 +22,7 @@ mod start;
 mod steps;
 mod summary;
 mod sweeper;
+mod takeover;
 mod task;
 mod turns;
 

@@ -81,13 +81,13 @@ pub(super) async fn time_out(turns: &Arc<Turns>, sid: &str) -> Result<(), crate:
     Ok(())
 }
 
-/// A turn whose lease lapsed: taken over here from its last durable step (`durable.rs`), or, when it cannot
+/// A turn whose lease lapsed: taken over here from its last durable step (`takeover.rs`), or, when it cannot
 /// be, ended with `TURN_INTERRUPTED`, appended only if the turn is still the lapsed one ([`Guard::Lapsed`],
 /// which also forgets it in the same step). A failed append leaves the turn to be claimed again (by any pod)
 /// after `LAPSED_RETRY_MS`, so the client always gets its ending.
 pub(super) async fn end_lapsed(turns: Arc<Turns>, sid: String, info: TurnInfo) {
     let sid = sid.as_str();
-    if super::durable::take_over(&turns, sid, &info).await {
+    if super::takeover::take_over(&turns, sid, &info).await {
         return;
     }
     tracing::warn!(session_id = %sid, pod = %info.pod_id, "turn lease lapsed: ending the turn");
