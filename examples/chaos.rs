@@ -569,6 +569,22 @@ async fn run(mode: &str, seconds: u64, clients: usize, every_s: u64) {
         let lease = get(&["GET", &format!("sb:{{{sid}}}:lease")]);
         let record = get(&["GET", &format!("sb:{{{sid}}}:turn")]);
         println!("  stuck session {sid}: client at seq {client_seq}, log at {seq}; lease {lease:?}; record {record:?}");
+        // What each pod answers now: readiness, and the events a fresh socket gets on a resume from there.
+        for p in &pods {
+            let ready = reqwest::get(format!("http://127.0.0.1:{}/readyz", p.port)).await.map(|r| r.status().as_u16());
+            let mut heard = 0;
+            if let Some(mut ws) = connect(p.port).await {
+                let resume =
+                    json!({"action": "resume_session", "requestId": "x", "sessionId": sid, "afterSeq": client_seq});
+                let _ = ws.send(Message::text(resume.to_string())).await;
+                while let Ok(Some(Ok(Message::Text(t)))) =
+                    tokio::time::timeout(Duration::from_millis(700), ws.next()).await
+                {
+                    heard += usize::from(t.contains("\"seq\""));
+                }
+            }
+            println!("    pod {}: readyz {ready:?}, a fresh resume got {heard} events", p.port);
+        }
     }
 }
 
