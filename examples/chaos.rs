@@ -559,7 +559,8 @@ async fn run(mode: &str, seconds: u64, clients: usize, every_s: u64) {
         Store::Single(r) => Some(r.port()),
         Store::Sentinel(s) => s.current_master_port(),
     };
-    for (sid, client_seq) in tally.stuck.lock().iter().take(10) {
+    let stuck: Vec<(String, u64)> = tally.stuck.lock().iter().take(10).cloned().collect();
+    for (sid, client_seq) in &stuck {
         let get = |args: &[&str]| {
             let port = port.unwrap_or_default().to_string();
             let out = Command::new("redis-cli").args(["-p", &port]).args(args).output();
