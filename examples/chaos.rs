@@ -450,6 +450,32 @@ async fn client(n: usize, ports: Arc<Vec<u16>>, tally: Arc<Tally>, until: Instan
     }
 }
 
+/// How a pod a fault took away comes back.
+#[derive(Clone, Copy)]
+enum Revive {
+    /// Killed: started again on its port.
+    Restart,
+    /// Frozen: SIGCONT.
+    Wake,
+}
+
+/// Brings back every pod in `due` whose time is at or before `now`; the others stay in `due`.
+fn revive_due(pods: &mut [Pod], due: &mut Vec<(Instant, usize, Revive)>, now: Instant, start: &impl Fn(u16) -> Child) {
+    due.retain(|&(at, i, how)| {
+        if at > now {
+            return true;
+        }
+        match how {
+            Revive::Restart => pods[i].child = Some(start(pods[i].port)),
+            Revive::Wake => {
+                pods[i].signal("-CONT");
+                pods[i].stopped = false;
+            }
+        }
+        false
+    });
+}
+
 /// Faults injected so far, by kind.
 #[derive(Default)]
 struct Faults {
@@ -494,19 +520,11 @@ async fn run(mode: &str, seconds: u64, clients: usize, every_s: u64) {
     let tasks: Vec<_> = (0..clients).map(|n| tokio::spawn(client(n, ports.clone(), tally.clone(), until))).collect();
 
     let mut faults = Faults::default();
-    let mut revive: Vec<(Instant, usize, &'static str)> = Vec::new();
+    let start = |port: u16| spawn_pod(&bin, port, &url, model, sentinel);
+    let mut revive: Vec<(Instant, usize, Revive)> = Vec::new();
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        for (at, i, what) in std::mem::take(&mut revive) {
-            if Instant::now() < at {
-                revive.push((at, i, what));
-            } else if what == "restart" {
-                pods[i].child = Some(spawn_pod(&bin, pods[i].port, &url, model, sentinel));
-            } else {
-                pods[i].signal("-CONT");
-                pods[i].stopped = false;
-            }
-        }
+        revive_due(&mut pods, &mut revive, Instant::now(), &start);
         if rand::random::<u64>() % (every_s * 4).max(1) != 0 {
             continue;
         }
@@ -516,11 +534,8 @@ async fn run(mode: &str, seconds: u64, clients: usize, every_s: u64) {
                 let i = alive[rand::random::<usize>() % alive.len()];
                 pods[i].kill();
                 faults.kills += 1;
-                revive.push((
-                    Instant::now() + Duration::from_millis(1_000 + rand::random::<u64>() % 3_000),
-                    i,
-                    "restart",
-                ));
+                let back = Instant::now() + Duration::from_millis(1_000 + rand::random::<u64>() % 3_000);
+                revive.push((back, i, Revive::Restart));
             }
             2 | 3 if alive.len() >= 2 => {
                 let i = alive[rand::random::<usize>() % alive.len()];
@@ -528,7 +543,7 @@ async fn run(mode: &str, seconds: u64, clients: usize, every_s: u64) {
                 pods[i].stopped = true;
                 faults.freezes += 1;
                 let past_lease = LEASE_MS + 500 + rand::random::<u64>() % 3_000;
-                revive.push((Instant::now() + Duration::from_millis(past_lease), i, "cont"));
+                revive.push((Instant::now() + Duration::from_millis(past_lease), i, Revive::Wake));
             }
             4 | 5 => match &mut store {
                 Store::Single(r) => {
@@ -543,14 +558,8 @@ async fn run(mode: &str, seconds: u64, clients: usize, every_s: u64) {
             _ => {}
         }
     }
-    for (_, i, what) in revive {
-        if what == "restart" {
-            pods[i].child = Some(spawn_pod(&bin, pods[i].port, &url, model, sentinel));
-        } else {
-            pods[i].signal("-CONT");
-            pods[i].stopped = false;
-        }
-    }
+    // Every pod back before the quiet period, whatever its time.
+    revive_due(&mut pods, &mut revive, Instant::now() + Duration::from_secs(3_600), &start);
     for t in tasks {
         let _ = tokio::time::timeout(QUIET_LIMIT + Duration::from_secs(30), t).await;
     }

@@ -92,6 +92,10 @@ pub(super) async fn end_lapsed(turns: Arc<Turns>, sid: String, info: TurnInfo) {
     }
     tracing::warn!(session_id = %sid, pod = %info.pod_id, "turn lease lapsed: ending the turn");
     turns.take_own_park(sid, &info.turn_id).await;
-    let e = ClientError::new(ErrorCode::TurnInterrupted, "the turn was interrupted: the server running it stopped");
-    turns.fail(sid, Guard::Lapsed(&info.turn_id), &info.request_id, &e).await;
+    turns.fail(sid, Guard::Lapsed(&info.turn_id), &info.request_id, &pod_stopped()).await;
+}
+
+/// The ending of a turn whose pod stopped and that no other pod goes on with.
+pub(super) fn pod_stopped() -> ClientError {
+    ClientError::new(ErrorCode::TurnInterrupted, "the turn was interrupted: the server running it stopped")
 }

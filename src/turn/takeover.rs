@@ -21,10 +21,8 @@ use crate::util::new_id;
 /// (the store failed).
 pub(super) async fn take_over(turns: &Arc<Turns>, sid: &str, lapsed: &TurnInfo) -> bool {
     let cfg = &turns.config.turn;
-    if !cfg.takeover || lapsed.pod_id.is_empty() || turns.lifecycle.is_draining() {
-        return false;
-    }
-    if turns.local_count() >= cfg.max_per_pod {
+    let full = turns.local_count() >= cfg.max_per_pod;
+    if !cfg.takeover || lapsed.pod_id.is_empty() || turns.lifecycle.is_draining() || full {
         return false;
     }
     // A turn that died parking (its park stored, the lease not yet handed to it) is ended as before: its park
@@ -58,10 +56,7 @@ pub(super) async fn take_over(turns: &Arc<Turns>, sid: &str, lapsed: &TurnInfo) 
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, session_id = %sid, "a turn's step is unreadable: ending it");
-            let err = crate::error::ClientError::new(
-                crate::error::ErrorCode::TurnInterrupted,
-                "the turn was interrupted: the server running it stopped",
-            );
+            let err = super::sweeper::pod_stopped();
             turns.fail(sid, crate::backend::Guard::Release(&info.turn_id), &lapsed.request_id, &err).await;
             return true;
         }

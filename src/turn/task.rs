@@ -134,8 +134,7 @@ async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<D
             format!("the turn did not finish within {} s (turn.deadline_s)", turns.config.turn.deadline_s),
         ))),
         _ = cancel.cancelled() => None,
-        // In memory no other pod shares the turn: it ends here.
-        _ = turns.lifecycle.turns_interrupted() => Some(if turns.config.turn.takeover && !turns.config.redis_url.is_empty() {
+        _ = turns.lifecycle.turns_interrupted() => Some(if hands_over(&turns) {
             Outcome::HandedOff
         } else {
             Outcome::Failed(ClientError::new(ErrorCode::TurnInterrupted, "the turn was interrupted: the server is shutting down"))
@@ -224,9 +223,15 @@ async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<D
 /// reading what the log really holds; otherwise it ends with the error.
 fn after_halt(turns: &Turns, halt: Halt) -> Outcome {
     match halt {
-        Halt::Failed(_) if turns.config.turn.takeover && !turns.config.redis_url.is_empty() => Outcome::HandedOff,
+        Halt::Failed(_) if hands_over(turns) => Outcome::HandedOff,
         h => h.into(),
     }
+}
+
+/// Whether a turn that must stop here is handed over to another pod rather than ended: takeover is on and the
+/// store is shared (in memory no other pod could take it).
+fn hands_over(turns: &Turns) -> bool {
+    turns.config.turn.takeover && !turns.config.redis_url.is_empty()
 }
 
 /// Renews the lease every third of `turn.lease_ms`. The lease is lost when a renewal finds another holder (or

@@ -216,7 +216,12 @@ impl Metrics {
 
 /// Scrapes a pod's `/metrics` and parses it.
 pub async fn scrape(pod: &Running) -> Metrics {
-    let text = reqwest::get(http_url(pod, "/metrics")).await.expect("metrics").text().await.expect("body");
+    scrape_url(&http_url(pod, "/metrics")).await
+}
+
+/// Scrapes the `/metrics` at `url` (a pod in another process) and parses it.
+pub async fn scrape_url(url: &str) -> Metrics {
+    let text = reqwest::get(url).await.expect("metrics").text().await.expect("body");
     let lines = text.lines().map(|l| Ok(l.to_string()));
     Metrics(prometheus_parse::Scrape::parse(lines).unwrap_or_else(|e| panic!("unparsable scrape: {e}\n{text}")))
 }

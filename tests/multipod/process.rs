@@ -53,17 +53,10 @@ impl ProcessPod {
         format!("ws://127.0.0.1:{}/ws", self.port)
     }
 
-    /// The pod's Prometheus text.
-    pub(super) async fn metrics(&self) -> String {
-        let url = format!("http://127.0.0.1:{}/metrics", self.port);
-        reqwest::get(url).await.expect("metrics").text().await.expect("metrics text")
-    }
-
     /// Turns this pod took over (`switchboard_turn_takeovers_total`).
     pub(super) async fn takeovers(&self) -> u64 {
-        let text = self.metrics().await;
-        let line = text.lines().find(|l| l.starts_with("switchboard_turn_takeovers_total "));
-        line.and_then(|l| l.split_whitespace().nth(1)).and_then(|n| n.parse::<f64>().ok()).unwrap_or(0.0) as u64
+        let metrics = scrape_url(&format!("http://127.0.0.1:{}/metrics", self.port)).await;
+        metrics.find("switchboard_turn_takeovers_total", &[]).unwrap_or(0.0) as u64
     }
 
     /// SIGKILL: the process dies at once, with nothing released.
@@ -110,4 +103,16 @@ pub(super) fn single_ending(frames: &[serde_json::Value]) -> serde_json::Value {
 /// The reply text of an `eventual_response`.
 pub(super) fn reply_text(ending: &serde_json::Value) -> String {
     ending["data"]["data"]["response"]["responseParts"][0].as_str().unwrap_or_default().to_string()
+}
+
+/// `cfg` for a process pod sharing `p`'s store and resume key.
+pub(super) fn shared(
+    cfg: &switchboard::config::Config,
+    p: &switchboard::server::Running,
+) -> switchboard::config::Config {
+    let mut cfg = cfg.clone();
+    cfg.redis_url = p.config().redis_url.clone();
+    cfg.redis_key_prefix = p.config().redis_key_prefix.clone();
+    cfg.auth.resume_secret = p.config().auth.resume_secret.clone();
+    cfg
 }

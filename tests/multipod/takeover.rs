@@ -6,6 +6,7 @@
 
 use super::process::*;
 use super::*;
+use serde_json::Value;
 use switchboard::config::{AuthLevel, Config, ToolConfig};
 use switchboard::server::Running;
 
@@ -17,15 +18,6 @@ async fn cluster(cfg: &Config, redis: &RedisServer, n: usize) -> (Running, Vec<P
         procs.push(ProcessPod::start(shared(cfg, &p)).await);
     }
     (p, procs)
-}
-
-/// `cfg` for a process pod sharing `p`'s store and resume key.
-fn shared(cfg: &Config, p: &Running) -> Config {
-    let mut cfg = cfg.clone();
-    cfg.redis_url = p.config().redis_url.clone();
-    cfg.redis_key_prefix = p.config().redis_key_prefix.clone();
-    cfg.auth.resume_secret = p.config().auth.resume_secret.clone();
-    cfg
 }
 
 fn base(llm: &FakeLlm, tools: &FakeTools) -> Config {
@@ -112,6 +104,27 @@ async fn sigkill_during_the_model_stream_continues_the_reply_on_another_pod() {
     assert_eq!(frames.last().expect("end")["type"], "eventual_response", "{frames:?}");
 }
 
+/// Runs turn `r-1` on a process pod of `cfg` whose model asks for `tool` (call `call`) and then says `reply`;
+/// kills that pod while the (slow) call runs and returns what a watcher on the in-process pod saw.
+async fn killed_during_call(
+    cfg: &Config,
+    llm: &FakeLlm,
+    tools: &FakeTools,
+    (call, tool, args): (&str, &str, Value),
+    reply: &str,
+) -> Vec<Value> {
+    slow_tool(tools, tool);
+    let redis = RedisServer::start();
+    let (p, mut procs) = cluster(cfg, &redis, 1).await;
+    llm.push(Reply::tool_call(call, tool, &args));
+    llm.push(Reply::text(&[reply]));
+    let (_a, sid) = start_turn(&procs[0], "do it").await;
+    let mut w = watch(&harness::ws_url(&p), &sid).await;
+    tools.wait_for_calls(tool, 1, Duration::from_secs(10)).await;
+    procs[0].kill();
+    until_terminal(&mut w, "r-1").await
+}
+
 /// A tool that is slow to answer: the test kills its caller while the call runs.
 fn slow_tool(tools: &FakeTools, name: &str) {
     // Under the harness's `tools.timeout_ms` (1 s), so the call run again by the takeover answers.
@@ -121,17 +134,8 @@ fn slow_tool(tools: &FakeTools, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_during_an_idempotent_tool_call_runs_it_again_with_the_same_key() {
     let (llm, tools) = setup().await;
-    slow_tool(&tools, "lookup_order");
-    let redis = RedisServer::start();
-    let (p, mut procs) = cluster(&base(&llm, &tools), &redis, 1).await;
-    llm.push(Reply::tool_call("call-1", "lookup_order", &json!({"id": "7"})));
-    llm.push(Reply::text(&["It shipped."]));
-    let (_a, sid) = start_turn(&procs[0], "where is 7?").await;
-    let mut w = watch(&harness::ws_url(&p), &sid).await;
-    tools.wait_for_calls("lookup_order", 1, Duration::from_secs(10)).await;
-    procs[0].kill();
-
-    let frames = until_terminal(&mut w, "r-1").await;
+    let call = ("call-1", "lookup_order", json!({"id": "7"}));
+    let frames = killed_during_call(&base(&llm, &tools), &llm, &tools, call, "It shipped.").await;
     assert_eq!(one_reply(&frames), "It shipped.");
     let calls = tools.calls("lookup_order");
     assert_eq!(calls.len(), 2, "the idempotent call cut by the kill runs again");
@@ -144,8 +148,6 @@ async fn sigkill_during_an_idempotent_tool_call_runs_it_again_with_the_same_key(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_during_a_non_idempotent_tool_call_never_runs_it_twice() {
     let (llm, tools) = setup().await;
-    slow_tool(&tools, "send_email");
-    let redis = RedisServer::start();
     let mut cfg = base(&llm, &tools);
     cfg.agents[0].tools.push(ToolConfig {
         name: "send_email".into(),
@@ -156,15 +158,8 @@ async fn sigkill_during_a_non_idempotent_tool_call_never_runs_it_twice() {
         title: None,
         idempotent: false,
     });
-    let (p, mut procs) = cluster(&cfg, &redis, 1).await;
-    llm.push(Reply::tool_call("call-9", "send_email", &json!({"to": "a@b.c"})));
-    llm.push(Reply::text(&["I could not tell whether it went."]));
-    let (_a, sid) = start_turn(&procs[0], "email them").await;
-    let mut w = watch(&harness::ws_url(&p), &sid).await;
-    tools.wait_for_calls("send_email", 1, Duration::from_secs(10)).await;
-    procs[0].kill();
-
-    let frames = until_terminal(&mut w, "r-1").await;
+    let call = ("call-9", "send_email", json!({"to": "a@b.c"}));
+    let frames = killed_during_call(&cfg, &llm, &tools, call, "I could not tell whether it went.").await;
     assert_eq!(one_reply(&frames), "I could not tell whether it went.");
     sleep_ms(3_000).await;
     assert_eq!(tools.calls("send_email").len(), 1, "a call that may have run is never run again");

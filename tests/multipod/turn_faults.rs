@@ -14,10 +14,7 @@ async fn a_pod_frozen_past_its_lease_is_taken_over_once_and_adds_nothing_when_it
     let mut cfg = config(&llm, &tools);
     cfg.turn.lease_ms = 1_500;
     let p = pods(1, cfg.clone(), &Store::Redis(redis.url())).await;
-    cfg.redis_url = p[0].config().redis_url.clone();
-    cfg.redis_key_prefix = p[0].config().redis_key_prefix.clone();
-    cfg.auth.resume_secret = p[0].config().auth.resume_secret.clone();
-    let frozen = ProcessPod::start(cfg).await;
+    let frozen = ProcessPod::start(shared(&cfg, &p[0])).await;
 
     let mut a = Client::connect(&frozen.ws_url()).await;
     let sid = create_session(&mut a).await;

@@ -9,9 +9,6 @@
 local rec = redis.call('GET', KEYS[2])
 if not rec then return {'gone'} end
 local ttl = redis.call('PTTL', KEYS[1])
-if ARGV[1] ~= '' and cjson.decode(rec)['turn_id'] ~= ARGV[1] then
-  if ttl ~= -2 then return {'gone'} end
-  return {'claimed', rec}
-end
-if ttl ~= -2 then return {'alive', ttl} end
-return {'claimed', rec}
+if ttl == -2 then return {'claimed', rec} end
+if ARGV[1] == '' or cjson.decode(rec)['turn_id'] == ARGV[1] then return {'alive', ttl} end
+return {'gone'}
