@@ -16,11 +16,28 @@ const CONTINUE: &str = "Your previous reply was cut off after the text above. Co
 /// Writes the turn's step (after logging everything it queued, so the step's seq covers it). A lost lease halts
 /// the turn; a store that fails leaves the turn running without this step (a takeover resumes an earlier one).
 pub(super) async fn step(turns: &Turns, em: &Emitter, state: &TurnState) -> Result<(), Halt> {
+    write(turns, em, state, state).await
+}
+
+/// The step before `call` runs: a pod that takes the turn over knows the call may have run. The state is
+/// written with `running_call` set (it is unset in the running state), without copying it.
+pub(super) async fn before_call(turns: &Turns, em: &Emitter, state: &TurnState, call: &str) -> Result<(), Halt> {
+    #[derive(serde::Serialize)]
+    struct Running<'a> {
+        #[serde(flatten)]
+        state: &'a TurnState,
+        running_call: &'a str,
+    }
+    write(turns, em, state, &Running { state, running_call: call }).await
+}
+
+/// Writes `step` (the serialized form of `state`) as the turn's durable step.
+async fn write(turns: &Turns, em: &Emitter, state: &TurnState, step: &impl serde::Serialize) -> Result<(), Halt> {
     if !turns.config.turn.takeover {
         return Ok(());
     }
     em.flush().await?;
-    let json = match serde_json::to_string(state) {
+    let json = match serde_json::to_string(step) {
         Ok(j) => j,
         Err(e) => {
             tracing::warn!(error = %e, "a turn's step could not be serialized");
@@ -39,16 +56,6 @@ pub(super) async fn step(turns: &Turns, em: &Emitter, state: &TurnState) -> Resu
             Ok(())
         }
     }
-}
-
-/// The step before `call` runs: a pod that takes the turn over knows the call may have run.
-pub(super) async fn before_call(turns: &Turns, em: &Emitter, state: &TurnState, call: &str) -> Result<(), Halt> {
-    if !turns.config.turn.takeover {
-        return Ok(());
-    }
-    let mut marked = state.clone();
-    marked.running_call = Some(call.to_string());
-    step(turns, em, &marked).await
 }
 
 /// The messages of a model call that continues the cut reply `partial`, and whether the endpoint is asked to
