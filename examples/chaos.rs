@@ -23,7 +23,7 @@ mod ports;
 #[path = "../tests/support/redis/mod.rs"]
 mod redis;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -230,7 +230,9 @@ fn spawn_pod(bin: &str, port: u16, redis_url: &str, model: u16, sentinel: bool) 
             None => Stdio::null(),
         });
     if sentinel {
-        cmd.env("SWITCHBOARD_REDIS_WAIT_REPLICAS", "1");
+        // One replica: after each failover there is none until the old master has re-synced (seconds), and
+        // writes wait for it rather than go on unconfirmed (which a second failover could take back).
+        cmd.env("SWITCHBOARD_REDIS_WAIT_REPLICAS", "1").env("SWITCHBOARD_REDIS_WAIT_TIMEOUT_MS", "20000");
     }
     cmd.spawn().unwrap_or_else(|e| panic!("cannot start {bin} (cargo build --release first): {e}"))
 }
@@ -263,7 +265,8 @@ async fn client(n: usize, ports: Arc<Vec<u16>>, tally: Arc<Tally>, until: Instan
     let mut sid: Option<String> = None;
     let mut last_seq = 0u64;
     let mut epoch = String::new();
-    let mut ended: HashSet<String> = HashSet::new();
+    // Each ended request and how: its ending kind or error code, and the seq it came at (`None`: a direct reply).
+    let mut ended: HashMap<String, (String, Option<u64>)> = HashMap::new();
     let mut turn: Option<Turn> = None;
     let mut count = 0u64;
     'connection: loop {
@@ -386,8 +389,16 @@ async fn client(n: usize, ports: Arc<Vec<u16>>, tally: Arc<Tally>, until: Instan
             }
             let rid = v["requestId"].as_str().unwrap_or_default();
             let kind = v["type"].as_str().unwrap_or_default();
-            if matches!(kind, "eventual_response" | "error" | "cancelled") && ended.contains(rid) {
-                tally.violation(&tally.two_endings, format!("{rid}: a second ending {kind}"));
+            let code = v["data"]["error"]["code"].as_str().or(v["error"]["code"].as_str()).unwrap_or(kind);
+            if let Some((first, at)) =
+                ended.get(rid).filter(|_| matches!(kind, "eventual_response" | "error" | "cancelled"))
+            {
+                let sid = sid.as_deref().unwrap_or_default();
+                let seq = v["seq"].as_u64();
+                tally.violation(
+                    &tally.two_endings,
+                    format!("{rid} (session {sid}): {first} at seq {at:?}, then {code} at seq {seq:?}"),
+                );
                 continue;
             }
             let Some(t) = turn.as_mut().filter(|t| t.rid == rid) else { continue };
@@ -435,13 +446,12 @@ async fn client(n: usize, ports: Arc<Vec<u16>>, tally: Arc<Tally>, until: Instan
                         );
                     }
                     tally.completed.fetch_add(1, Ordering::Relaxed);
-                    ended.insert(rid.to_string());
+                    ended.insert(rid.to_string(), (kind.to_string(), v["seq"].as_u64()));
                     turn = None;
                 }
                 "error" | "cancelled" => {
-                    let code = v["data"]["error"]["code"].as_str().or(v["error"]["code"].as_str()).unwrap_or(kind);
                     *tally.errors.lock().entry(code.to_string()).or_default() += 1;
-                    ended.insert(rid.to_string());
+                    ended.insert(rid.to_string(), (code.to_string(), v["seq"].as_u64()));
                     turn = None;
                 }
                 _ => {}

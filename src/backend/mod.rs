@@ -51,6 +51,10 @@ pub enum BackendError {
     Corrupt(String),
     #[error("invalid redis_url: {0}")]
     Config(String),
+    /// A write that must reach replicas (`redis_wait_replicas`) was not confirmed by them, or was lost by a
+    /// change of master: nobody was shown it, and a failover may take it back.
+    #[error("not confirmed by replicas: {0}")]
+    Unconfirmed(&'static str),
 }
 
 pub type BResult<T> = Result<T, BackendError>;

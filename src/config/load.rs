@@ -246,7 +246,7 @@ mod tests {
         assert!(e.to_string().contains("auth.resume_secret"), "{e}");
         let c = Config::load(None, env(&[redis, SECRET, ("SWITCHBOARD_REDIS_WAIT_REPLICAS", "2")])).expect("load");
         assert_eq!((c.redis_wait_replicas, c.redis_wait_timeout_ms), (2, 1_000));
-        let long = ("SWITCHBOARD_REDIS_WAIT_TIMEOUT_MS", "60000");
+        let long = ("SWITCHBOARD_REDIS_WAIT_TIMEOUT_MS", "60001");
         let e = Config::load(None, env(&[redis, SECRET, ("SWITCHBOARD_REDIS_WAIT_REPLICAS", "1"), long])).unwrap_err();
         assert!(e.to_string().contains("redis_wait_timeout_ms"), "{e}");
     }

@@ -30,8 +30,8 @@ impl Config {
                 return Err(invalid("redis_wait_replicas", "needs redis_url (the memory backend has no replicas)"));
             }
             // The pod's command timeout is 10 s; a WAIT must end well before fred gives up on it.
-            if !(1..=5_000).contains(&self.redis_wait_timeout_ms) {
-                return Err(invalid("redis_wait_timeout_ms", "must be 1..=5000 when redis_wait_replicas is set"));
+            if !(1..=60_000).contains(&self.redis_wait_timeout_ms) {
+                return Err(invalid("redis_wait_timeout_ms", "must be 1..=60000 when redis_wait_replicas is set"));
             }
         }
         if self.redis_key_prefix.is_empty() || self.redis_key_prefix.contains(['{', '}', ' ']) {

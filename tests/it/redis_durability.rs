@@ -8,9 +8,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use switchboard::backend::{conformance, redis, Channel};
+use switchboard::backend::{conformance, redis, BackendError, Backends, BusEvent, Channel, Guard, TurnInfo};
 use switchboard::config::Config;
 
+use support::proxy::Proxy;
 use support::redis::RedisServer;
 use support::unique_id;
 
@@ -95,11 +96,105 @@ async fn durable_writes_wait_for_a_replica_on_their_own_connection() {
     .expect("then the event is published");
     assert!(message.starts_with("2:") && message.ends_with(r#"{"n":2}"#), "{message}");
 
-    // A replica that stays away: the write goes on unconfirmed once `redis_wait_timeout_ms` runs out.
+    // A replica that stays away past `redis_wait_timeout_ms`: the write is logged and the append returns, but
+    // nobody hears of it until a replica has it (then it is published); a running turn's append fails instead,
+    // so the turn does not stream on from events a failover could take back.
     replica.pause();
     let done = tokio::time::timeout(Duration::from_secs(10), a.log.append(&session, r#"{"n":3}"#)).await;
-    assert_eq!(done.expect("the WAIT times out").expect("the write goes on unconfirmed"), 3);
+    assert_eq!(done.expect("the wait times out").expect("the write goes on, logged"), 3);
+    let lease = TurnInfo::new("t1", "req", "pod-a");
+    assert!(a.leases.acquire(&session, &lease, 60_000).await.expect("acquire"));
+    let held = a.log.append_guarded(&session, vec![r#"{"n":4}"#.into()], Guard::Holder("t1")).await;
+    assert!(unconfirmed(&held), "a turn's unconfirmed append fails: {held:?}");
+    assert_eq!(a.log.bounds(&session).await.expect("bounds").1, 4, "both are logged on the master");
+    let early = published(&mut heard_rx(&b, &channel).await, &channel, Duration::from_millis(500)).await;
+    assert!(early.is_empty(), "nothing unconfirmed is published: {early:?}");
+    let mut late = heard_rx(&b, &channel).await;
     replica.resume();
+    let got = published(&mut late, &channel, Duration::from_secs(5)).await;
+    assert!(got.iter().any(|m| m.starts_with("3:")), "published once the replica has it: {got:?}");
+    assert!(got.iter().any(|m| m.starts_with("4:")), "the turn's batch too (its takeover goes on after it): {got:?}");
+}
+
+/// Whether an append was refused as not confirmed by replicas.
+fn unconfirmed<T>(r: &Result<T, BackendError>) -> bool {
+    r.as_ref().is_err_and(|e| e.to_string().contains("not confirmed by replicas"))
+}
+
+/// A fresh receiver of `b`'s bus, subscribed to `channel`.
+async fn heard_rx(b: &Backends, channel: &Channel) -> tokio::sync::broadcast::Receiver<BusEvent> {
+    let rx = b.bus.receiver();
+    b.bus.subscribe(channel).await.expect("subscribe");
+    rx
+}
+
+/// The payloads published on `channel` that `rx` receives within `within`.
+async fn published(
+    rx: &mut tokio::sync::broadcast::Receiver<BusEvent>,
+    channel: &Channel,
+    within: Duration,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while let Ok(Ok(event)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        if let Some((_, payload)) = event.raw().filter(|(c, _)| c == channel) {
+            out.push(payload.to_string());
+        }
+    }
+    out
+}
+
+/// The fork a Sentinel switch made: a write the old master took after the replica was promoted, then lost when
+/// it was demoted. It must be reported lost and never shown: a client shown it would drop the next event (the
+/// same seq, new content) as already seen. The test plays the switch with a proxy in front of the master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_lost_by_a_change_of_master_is_reported_and_never_shown() {
+    let master = RedisServer::start_with_args(&["--repl-diskless-sync-delay", "0"]);
+    let replica = RedisServer::start_replica_of(&master);
+    let proxy = Proxy::start(([127, 0, 0, 1], master.port()).into()).await;
+    let cfg = config(format!("redis://{}", proxy.addr), 1);
+    let pod = redis::connect(&cfg).await.expect("pod");
+    let watch = |url: String| Config { redis_url: url, ..cfg.clone() };
+    let (on_master, on_replica) = (
+        redis::connect(&watch(master.url())).await.expect("watcher"),
+        redis::connect(&watch(replica.url())).await.expect("watcher"),
+    );
+    let session = unique_id("s");
+    let channel = Channel::Session(session.clone());
+    assert_eq!(pod.log.append(&session, r#"{"n":1}"#).await.expect("append"), 1);
+    let (mut old, mut new) = (heard_rx(&on_master, &channel).await, heard_rx(&on_replica, &channel).await);
+
+    // The replica is promoted: the master goes on taking writes no replica will have.
+    replica.cli(&["REPLICAOF", "NO", "ONE"]);
+    let log = pod.log.clone();
+    let id = session.clone();
+    let lost = tokio::spawn(async move { log.append(&id, r#"{"lost":true}"#).await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(master.cli(&["GET", &format!("{}:{{{session}}}:seq", cfg.redis_key_prefix)]), "2");
+    // The switch: connections now reach the promoted replica, and the old master's are closed.
+    proxy.route_to(([127, 0, 0, 1], replica.port()).into());
+    master.cli(&["CLIENT", "KILL", "TYPE", "normal"]);
+    let lost = tokio::time::timeout(Duration::from_secs(10), lost).await.expect("the append returns").expect("join");
+    assert!(unconfirmed(&lost), "the lost write is reported, not acknowledged: {lost:?}");
+
+    // The next event takes the lost one's seq (the promoted replica has no replica of its own, so it stays
+    // unpublished: its append goes on once `redis_wait_timeout_ms` runs out); nobody ever heard the lost one.
+    let next = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match pod.log.append(&session, r#"{"n":2}"#).await {
+                Ok(seq) => return seq,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+    .expect("the pod writes to the new master");
+    assert_eq!(next, 2);
+    let (old, new) = (
+        published(&mut old, &channel, Duration::from_millis(300)).await,
+        published(&mut new, &channel, Duration::from_millis(300)).await,
+    );
+    assert!(old.iter().chain(&new).all(|m| !m.contains("lost")), "the lost write was published: {old:?} {new:?}");
 }
 
 /// Starts the real binary on `url` and returns its log lines up to "listening".

@@ -17,8 +17,8 @@ use serde::Serialize;
 use tokio::task::{AbortHandle, JoinHandle};
 use tracing::{debug, warn};
 
-use super::durability::Replicated;
 use super::keys::{ops_keys, Keys};
+use super::replicated::{Replicated, Settled, Ticketing};
 use super::scripts::Scripts;
 use super::url::{RedisTarget, UrlParts};
 use crate::backend::{BResult, BackendError};
@@ -165,7 +165,7 @@ pub(super) struct Shared {
     /// Last time (ms) a READONLY reply forced a reconnect; rate-limits reconnect storms.
     pub(super) last_readonly_reconnect: AtomicI64,
     /// `redis_wait_replicas` > 0: the connection replicated writes go over, followed by `WAIT`.
-    pub(super) replicated: Option<Replicated>,
+    pub(super) replicated: Option<Arc<Replicated>>,
     /// The pod's background tasks: alive while any backend handle exists, aborted when the last one goes.
     pub(super) _tasks: PodTasks,
 }
@@ -253,7 +253,13 @@ impl Shared {
         self.eval_on(&self.client, script, keys, args).await
     }
 
-    async fn eval_on(&self, client: &Client, script: &Script, keys: Vec<String>, args: Vec<String>) -> BResult<Value> {
+    pub(super) async fn eval_on(
+        &self,
+        client: &Client,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> BResult<Value> {
         // Shared strings: the copy kept for a NOSCRIPT retry costs a reference count per argument, not a copy
         // of every event of an append.
         let keys: Vec<fred::types::Key> = keys.into_iter().map(Into::into).collect();
@@ -267,20 +273,51 @@ impl Shared {
         }
     }
 
-    /// [`Shared::eval`] for a write that must survive a failover (a park, a decision, a log append): with
+    /// [`Shared::eval`] for a write that must survive a failover (a park, a decision, a step): with
     /// `redis_wait_replicas` it goes over the replicated connection and returns once that many replicas have
-    /// it, or the wait timed out (see [`Replicated::wait`]).
+    /// it, or `redis_wait_timeout_ms` ran out (then it goes on, with a warning: see [`Replicated::settle`]). Log
+    /// appends settle their own way (`log.rs`): nobody is shown an event a failover could take back.
     pub(super) async fn eval_replicated(
         &self,
         script: &Script,
         keys: Vec<String>,
         args: Vec<String>,
     ) -> BResult<Value> {
-        let Some(replicated) = &self.replicated else { return self.eval(script, keys, args).await };
-        let first = keys.first().cloned().unwrap_or_default();
-        let reply = self.eval_on(&replicated.client, script, keys, args).await?;
-        replicated.wait(&first).await;
+        let (reply, settled) = self.eval_settled(script, keys, args).await?;
+        if settled != Settled::Confirmed {
+            tracing::debug!(?settled, "a durable write went on without the replicas redis_wait_replicas asks for");
+        }
         Ok(reply)
+    }
+
+    /// [`Shared::eval_replicated`] that says how the write settled (always confirmed without
+    /// `redis_wait_replicas`), for a caller that must check a moved write on the master it talks to now.
+    pub(super) async fn eval_settled(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> BResult<(Value, Settled)> {
+        let Some(replicated) = &self.replicated else {
+            return Ok((self.eval(script, keys, args).await?, Settled::Confirmed));
+        };
+        let at = replicated.before(keys.first().map_or("", String::as_str));
+        let reply = self.eval_on(&replicated.client, script, keys, args).await?;
+        Ok((reply, replicated.settle(&at, replicated.timeout).await))
+    }
+
+    /// After a write to `key` settled as moved (its connection was replaced before replicas had it): whether the
+    /// master the replicated connection talks to now holds it (`lua/held.lua`, `check` its arguments), and if so
+    /// how it settles there. `None`: not held, the write is lost.
+    pub(super) async fn follow_moved(&self, key: &str, check: [&str; 4]) -> BResult<Option<(Settled, Ticketing)>> {
+        let Some(replicated) = &self.replicated else { return Ok(Some((Settled::Confirmed, Ticketing::none()))) };
+        let at = replicated.before(key);
+        let check = check.iter().map(|a| a.to_string()).collect();
+        let reply = self.eval_on(&replicated.client, &self.scripts.held, vec![key.to_string()], check).await?;
+        if int(&reply) != Some(1) {
+            return Ok(None);
+        }
+        Ok(Some((replicated.settle(&at, replicated.timeout).await, at)))
     }
 
     /// [`Shared::eval`] for a script built by [`once_lua`]: adds the ops key (same slot as `keys[0]`) and a fresh

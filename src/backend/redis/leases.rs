@@ -10,6 +10,7 @@ use futures_util::StreamExt;
 
 use super::conn::{array, corrupt, int, parse_json, text, to_json, RedisStore};
 use super::keys::parse_deadline_member;
+use super::replicated::Settled;
 use crate::backend::{BResult, Checkpoint, Resumed, TakeOver, TurnInfo, TurnLease, LAPSED_RETRY_MS};
 use crate::util::now_ms;
 
@@ -18,15 +19,24 @@ impl TurnLease for RedisStore {
     async fn acquire(&self, session_id: &str, info: &TurnInfo, ttl_ms: u64) -> BResult<bool> {
         let s = self.s();
         // Replicated (with `redis_wait_replicas`): a failover that lost a new turn's record would leave a turn
-        // the client was told of (202) that no sweeper can ever find.
-        let reply = s
-            .eval_replicated(
+        // the client was told of (202) that no sweeper can ever find. So a start whose connection was replaced
+        // before replicas had it (a Sentinel switch) counts only if the master the pod talks to now holds it.
+        let record = s.keys.session_key(session_id, "turn");
+        let (reply, settled) = s
+            .eval_settled(
                 &s.scripts.acquire,
-                vec![s.keys.session_key(session_id, "lease"), s.keys.session_key(session_id, "turn")],
+                vec![s.keys.session_key(session_id, "lease"), record.clone()],
                 vec![to_json(info)?, ttl_ms.max(1).to_string(), s.idle_ttl_s.to_string()],
             )
             .await?;
-        self.indexed_if(int(&reply) == Some(1), session_id, info, ttl_ms).await
+        let acquired = int(&reply) == Some(1);
+        if acquired
+            && settled == Settled::Moved
+            && s.follow_moved(&record, ["turn", &info.turn_id, "", ""]).await?.is_none()
+        {
+            return Err(crate::backend::BackendError::Unconfirmed("the turn's start was lost by a change of master"));
+        }
+        self.indexed_if(acquired, session_id, info, ttl_ms).await
     }
 
     async fn renew(&self, session_id: &str, info: &TurnInfo, ttl_ms: u64) -> BResult<bool> {

@@ -3,19 +3,22 @@
 //! ([`super::scripts::Scripts::append_batch`]), which guards its own resends.
 
 use async_trait::async_trait;
+use std::sync::Arc;
+
 use fred::interfaces::{KeysInterface, PubsubInterface, StreamsInterface};
 use fred::types::Value;
 
-use super::conn::{array, corrupt, int, text, RedisStore};
+use super::conn::{array, corrupt, int, text, RedisStore, Shared};
 use super::keys::seq_of;
-use crate::backend::{BResult, Channel, EventLog, Guard};
+use super::replicated::{Replicated, Settled, Ticketing};
+use crate::backend::{BResult, BackendError, Channel, EventLog, Guard};
 
 /// Stream entries read per XRANGE by [`EventLog::read_after`].
 const READ_PAGE: usize = 128;
 
 /// One stream entry: its id, its batch's first seq (`f`; none in an entry of one event written before batches)
 /// and its events (`e`, one per line).
-fn batch(entry: Value) -> BResult<(String, Option<u64>, String)> {
+fn parse_entry(entry: Value) -> BResult<(String, Option<u64>, String)> {
     let mut parts = array(entry).into_iter();
     let id = parts.next().as_ref().and_then(text).ok_or_else(|| corrupt("log entry", "no id"))?;
     let fields = parts.next().map(array).unwrap_or_default();
@@ -41,14 +44,12 @@ impl EventLog for RedisStore {
         }
         let s = self.s();
         let channel = Channel::Session(session_id.to_string()).name(&s.keys.prefix);
-        // With `redis_wait_replicas`, the bus message goes out only once replicas have the events (after the
-        // `WAIT`), so a failover never takes back an event a client has already seen (the next one would reuse
-        // its seq). Otherwise the script publishes in the same step.
-        let after_wait = s.replicated.is_some();
-        let publish = match (after_wait, s.cluster) {
-            (true, _) => "",
-            (false, true) => "SPUBLISH",
-            (false, false) => "PUBLISH",
+        // With `redis_wait_replicas` the pod publishes, once replicas have the events ([`settle_append`]);
+        // otherwise the script publishes in the same step.
+        let publish = match (&s.replicated, s.cluster) {
+            (Some(_), _) => "",
+            (None, true) => "SPUBLISH",
+            (None, false) => "PUBLISH",
         };
         let (mode, turn) = match guard {
             Guard::None => ("none", ""),
@@ -58,44 +59,47 @@ impl EventLog for RedisStore {
             Guard::Live => ("live", ""),
         };
         let mut args = Vec::with_capacity(events.len() + 9);
-        let publish_to = after_wait.then(|| channel.clone());
-        args.extend([s.log_len.to_string(), s.idle_ttl_s.to_string(), channel, publish.to_string()]);
+        args.extend([s.log_len.to_string(), s.idle_ttl_s.to_string(), channel.clone(), publish.to_string()]);
         args.extend([mode.to_string(), turn.to_string(), crate::util::new_epoch()]);
         // The call's token: a resend of a call that ran is answered from its first run.
         args.push(uuid::Uuid::new_v4().simple().to_string());
+        let n = events.len() as u64;
         let payload = events.join("\n");
-        let kept = after_wait.then(|| payload.clone());
+        let kept = s.replicated.is_some().then(|| payload.clone());
         args.extend([events.len().to_string(), payload]);
         let keys = ["seq", "log", "lease", "turn", "epoch", "session", "toks", "step"]
             .map(|k| s.keys.session_key(session_id, k));
         // Resend-safe by itself (a resend finds its token), so fred may resend it after a dropped connection.
-        let reply = s.eval_replicated(&s.scripts.append_batch, keys.to_vec(), args).await?;
-        let first = match (int(&reply), kept.zip(publish_to)) {
-            (Some(-1), _) => return Ok(None),
-            (Some(n), _) => u64::try_from(n).map_err(|_| corrupt("append_batch", "bad seq"))?,
-            (None, Some((payload, channel))) => {
+        let (first, settled) = match (&s.replicated, kept) {
+            (Some(replicated), Some(payload)) => {
+                let at = replicated.before(&keys[0]);
+                let reply = s.eval_on(&replicated.client, &s.scripts.append_batch, keys.to_vec(), args).await?;
+                if int(&reply) == Some(-1) {
+                    return Ok(None);
+                }
                 let v = array(reply);
                 let first = v.first().and_then(int).and_then(|n| u64::try_from(n).ok());
                 let (Some(first), Some(epoch)) = (first, v.get(1).and_then(text)) else {
                     return Err(corrupt("append_batch", "no seq and epoch returned"));
                 };
-                // Replicas have it (or `redis_wait_timeout_ms` ran out): now the sockets may see it. Should this
-                // publish fail, the events are logged and a socket's gap repair reads them.
-                let message = crate::backend::framing::message(first, &epoch, &payload);
-                let published = match s.cluster {
-                    true => s.client.spublish::<(), _, _>(channel, message).await,
-                    false => s.client.publish::<(), _, _>(channel, message).await,
-                };
-                if let Err(e) = published {
-                    tracing::warn!(error = %e, %session_id, "a replicated append was logged but not published");
-                }
-                first
+                let batch = Unsettled { first, n, epoch, payload, channel, session_id: session_id.to_string() };
+                let settled =
+                    settle_append(&self.shared, replicated, at, batch, matches!(guard, Guard::Holder(_))).await?;
+                (first, settled)
             }
-            (None, None) => return Err(corrupt("append_batch", "no seq returned")),
+            _ => {
+                let reply = s.eval(&s.scripts.append_batch, keys.to_vec(), args).await?;
+                match int(&reply) {
+                    Some(-1) => return Ok(None),
+                    Some(n) => (u64::try_from(n).map_err(|_| corrupt("append_batch", "bad seq"))?, true),
+                    None => return Err(corrupt("append_batch", "no seq returned")),
+                }
+            }
         };
-        if let Guard::Release(t) | Guard::Lapsed(t) = guard {
+        if let (Guard::Release(t) | Guard::Lapsed(t), true) = (guard, settled) {
             // The turn ended: its lapsed-lease index entry goes now rather than when a sweeper comes across it.
-            // Best effort: a sweeper that finds it later drops it (the turn's record is gone).
+            // Best effort: a sweeper that finds it later drops it (the turn's record is gone). Not before replicas
+            // have the ending: should a failover take it back, the entry is how a sweeper finds the turn again.
             if let Err(e) = s.unindex_turn(session_id, t).await {
                 tracing::debug!(error = %e, %session_id, "could not drop an ended turn's index entry");
             }
@@ -121,7 +125,7 @@ impl EventLog for RedisStore {
             let full = entries.len() == page;
             let mut last_id = None;
             for entry in entries {
-                let (id, first, events) = batch(entry)?;
+                let (id, first, events) = parse_entry(entry)?;
                 let last = seq_of(&id).ok_or_else(|| corrupt("log entry", format!("bad id {id}")))?;
                 let first = first.unwrap_or(last);
                 for (seq, event) in (first..).zip(events.split('\n')) {
@@ -158,5 +162,125 @@ impl EventLog for RedisStore {
             (Some(o), Some(l)) => Ok((o, l)),
             _ => Err(corrupt("bounds", "unexpected reply")),
         }
+    }
+}
+
+/// A logged batch not yet shown to anyone (`redis_wait_replicas`).
+struct Unsettled {
+    session_id: String,
+    first: u64,
+    n: u64,
+    epoch: String,
+    payload: String,
+    /// The session's bus channel (full name).
+    channel: String,
+}
+
+/// How long a batch not confirmed in time keeps waiting, in the background, to be published.
+const LATE_SETTLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Publishes a replicated append once replicas have it (returns whether they have it now), so a failover never
+/// takes back an event a client has seen (the next event would reuse its seq, and the client would drop it as
+/// already seen).
+///
+/// - Confirmed: published now.
+/// - Moved (its connection was replaced, e.g. by a Sentinel switch): followed to the master the pod talks to
+///   now, published once replicas have it there; if that master does not hold it, it is lost and the caller is
+///   told (a turn then hands itself over, and its takeover goes on from what the log really holds).
+/// - Not confirmed within `redis_wait_timeout_ms`: it waits on in the background and is published once
+///   confirmed. A running turn's append (`holder`) fails meanwhile: the turn must not stream on from events a
+///   failover could take back, so it is handed over; its takeover, on a master that has them, reads them.
+async fn settle_append(
+    shared: &Arc<Shared>,
+    replicated: &Arc<Replicated>,
+    at: Ticketing,
+    batch: Unsettled,
+    holder: bool,
+) -> BResult<bool> {
+    match confirm(shared, replicated, at, &batch, replicated.timeout).await? {
+        Fate::Published => Ok(true),
+        Fate::Lost => Err(BackendError::Unconfirmed("the batch was lost by a change of master")),
+        Fate::Waiting(at) => {
+            let shared = shared.clone();
+            let session_id = batch.session_id.clone();
+            let replicated_too = replicated.clone();
+            let waiting = replicated.late(async move {
+                if let Ok(Fate::Waiting(_)) = confirm(&shared, &replicated_too, at, &batch, LATE_SETTLE).await {
+                    tracing::warn!(
+                        session_id = %batch.session_id,
+                        "a logged batch was never confirmed by replicas and is not published (a resume reads it)"
+                    );
+                }
+            });
+            if !waiting {
+                tracing::warn!(%session_id, "too many batches wait for replicas: this one is left to resumes");
+            }
+            if holder {
+                return Err(BackendError::Unconfirmed("replicas did not confirm the turn's events in time"));
+            }
+            Ok(false)
+        }
+    }
+}
+
+/// What became of a replicated batch.
+enum Fate {
+    /// Replicas have it, and it was published.
+    Published,
+    /// Not confirmed yet (the ticket to go on waiting with).
+    Waiting(Ticketing),
+    /// The master the pod talks to now does not hold it: nobody was shown it.
+    Lost,
+}
+
+/// Changes of master a write is followed across before it counts as not confirmed yet.
+const MAX_MOVES: usize = 3;
+
+/// Waits up to `within` for replicas to have the batch, following it to a new master when its connection is
+/// replaced, and publishes it once they do.
+async fn confirm(
+    s: &Shared,
+    replicated: &Arc<Replicated>,
+    mut at: Ticketing,
+    batch: &Unsettled,
+    within: std::time::Duration,
+) -> BResult<Fate> {
+    let deadline = tokio::time::Instant::now() + within;
+    let key = s.keys.session_key(&batch.session_id, "log");
+    let (id, first) = (format!("{}-0", batch.first + batch.n - 1), batch.first.to_string());
+    for _ in 0..=MAX_MOVES {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match replicated.settle(&at, left).await {
+            Settled::Confirmed => {
+                publish(s, batch).await;
+                return Ok(Fate::Published);
+            }
+            Settled::Short => return Ok(Fate::Waiting(at)),
+            Settled::Moved => match s.follow_moved(&key, ["entry", &id, &first, &batch.payload]).await? {
+                None => {
+                    let seq = batch.first;
+                    tracing::warn!(session_id = %batch.session_id, seq, "a batch was lost by a change of master before replicas had it; nobody was shown it");
+                    return Ok(Fate::Lost);
+                }
+                Some((Settled::Confirmed, _)) => {
+                    publish(s, batch).await;
+                    return Ok(Fate::Published);
+                }
+                Some((_, next)) => at = next,
+            },
+        }
+    }
+    Ok(Fate::Waiting(at))
+}
+
+/// Should this publish fail, the events are logged and a socket's gap repair reads them.
+async fn publish(s: &Shared, batch: &Unsettled) {
+    let message = crate::backend::framing::message(batch.first, &batch.epoch, &batch.payload);
+    let published = match s.cluster {
+        true => s.client.spublish::<(), _, _>(batch.channel.as_str(), message).await,
+        false => s.client.publish::<(), _, _>(batch.channel.as_str(), message).await,
+    };
+    if let Err(e) = published {
+        tracing::warn!(error = %e, session_id = %batch.session_id, "a replicated append was logged but not published");
     }
 }

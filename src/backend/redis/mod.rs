@@ -59,6 +59,7 @@ mod leases;
 mod log;
 mod quota;
 mod registry;
+mod replicated;
 mod scripts;
 mod sentinel;
 mod sessions;
@@ -76,8 +77,9 @@ use tracing::info;
 
 use self::bus::{pump, RedisBus, BUS_CAPACITY};
 use self::conn::{builder, fred_config, fred_err, spawn_connection, PodTasks, RedisStore, Shared};
-use self::durability::{check_eviction_policy, Replicated};
+use self::durability::check_eviction_policy;
 use self::keys::Keys;
+use self::replicated::Replicated;
 use self::scripts::Scripts;
 use self::sentinel::SentinelWatch;
 pub use self::url::RedisTarget;
@@ -108,7 +110,7 @@ pub async fn connect(config: &Config) -> BResult<Backends> {
     let replicated = if config.redis_wait_replicas > 0 {
         let durable = b.build().map_err(fred_err)?;
         spawn_connection(&tasks, durable.init().await.map_err(fred_err)?, "replicated writes");
-        Some(Replicated::new(durable, config.redis_wait_replicas, config.redis_wait_timeout_ms))
+        Some(Arc::new(Replicated::new(durable, config.redis_wait_replicas, config.redis_wait_timeout_ms, cluster)))
     } else {
         None
     };

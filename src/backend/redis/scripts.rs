@@ -78,12 +78,15 @@ pub(super) struct Scripts {
     pub(super) quota_give: Script,
     /// Adds a new conversation to an index, prunes the expired and trims past the per-user cap.
     pub(super) index_conversation: Script,
+    /// Whether the master holds a write whose connection was replaced before replicas had it (replicated.rs).
+    pub(super) held: Script,
 }
 
 impl Scripts {
     pub(super) fn new() -> Self {
         Self {
             append_batch: Script::from_lua(include_str!("lua/append_batch.lua")),
+            held: Script::from_lua(include_str!("lua/held.lua")),
             bounds: Script::from_lua(include_str!("lua/bounds.lua")),
             touch: Script::from_lua(include_str!("lua/touch.lua")),
             quota_take: Script::from_lua(include_str!("lua/quota_take.lua")),
