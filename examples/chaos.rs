@@ -13,7 +13,7 @@
 //! reconnect the client resumes from its last seq); approvals and card answers are re-sent after a reconnect
 //! until the turn moves on, so a lost answer shows as a turn without an ending; a tool that is not idempotent
 //! (`send_email`, `delete_record`) never receives the same `Idempotency-Key` twice. Redis runs with
-//! `appendfsync always` (a restart keeps its data); the Sentinel pair with `redis.wait_replicas = 1`.
+//! `appendfsync always` (a restart keeps its data); a Sentinel-watched master and replica with `redis_wait_replicas = 1`.
 
 // The tests' own Redis helpers (real `redis-server` processes, a Sentinel pair that fails over).
 #[allow(dead_code)]
@@ -230,8 +230,10 @@ fn spawn_pod(bin: &str, port: u16, redis_url: &str, model: u16, sentinel: bool) 
             None => Stdio::null(),
         });
     if sentinel {
-        // One replica: after each failover there is none until the old master has re-synced (seconds), and
-        // writes wait for it rather than go on unconfirmed (which a second failover could take back).
+        // One replica, which must confirm (`WAIT` must count every replica: Sentinel may promote one that did not
+        // acknowledge). After a failover there is none until Sentinel has made the old master a replica and it
+        // has re-synced (up to ~10 s): writes wait for it rather than go on unconfirmed, which the next failover
+        // could take back.
         cmd.env("SWITCHBOARD_REDIS_WAIT_REPLICAS", "1").env("SWITCHBOARD_REDIS_WAIT_TIMEOUT_MS", "20000");
     }
     cmd.spawn().unwrap_or_else(|e| panic!("cannot start {bin} (cargo build --release first): {e}"))
@@ -493,6 +495,23 @@ struct Faults {
     freezes: u64,
     redis_restarts: u64,
     failovers: u64,
+    /// Failovers not forced because the last one had not settled yet ([`settled`]).
+    deferred: u64,
+}
+
+/// Whether the last failover has settled: Sentinel's master has the other node as a replica, linked and synced.
+/// Forcing a failover before that promotes a node that has not re-synced (the old master, still holding what it
+/// took after it was replaced): no client of Redis can keep its writes then, so the program does not ask it to.
+fn settled(s: &RedisSentinel) -> bool {
+    let Some(port) = s.current_master_port() else { return false };
+    let (master, replica) =
+        if port == s.master().port() { (s.master(), s.replica()) } else { (s.replica(), s.master()) };
+    let (m, r) = (master.info("replication"), replica.info("replication"));
+    m.contains("role:master")
+        && r.contains("role:slave")
+        && r.contains(&format!("master_port:{port}"))
+        && r.contains("master_link_status:up")
+        && r.contains("master_sync_in_progress:0")
 }
 
 async fn wait_ready(port: u16) {
@@ -560,10 +579,11 @@ async fn run(mode: &str, seconds: u64, clients: usize, every_s: u64) {
                     r.restart();
                     faults.redis_restarts += 1;
                 }
-                Store::Sentinel(s) => {
+                Store::Sentinel(s) if settled(s) => {
                     let _ = s.sentinel_cli(&["SENTINEL", "FAILOVER", redis::SENTINEL_MASTER_NAME]);
                     faults.failovers += 1;
                 }
+                Store::Sentinel(_) => faults.deferred += 1,
             },
             _ => {}
         }
@@ -615,8 +635,9 @@ fn print_table(mode: &str, seconds: u64, clients: usize, t: &Tally, f: &Faults) 
     let calls: u64 = t.tool_calls.lock().values().sum();
     println!("\nchaos, Redis {mode}: {seconds} s, {clients} clients, 3 pods");
     println!(
-        "faults: {} pod SIGKILLs (restarted), {} SIGSTOPs past the lease, {} Redis restarts, {} Sentinel failovers",
-        f.kills, f.freezes, f.redis_restarts, f.failovers
+        "faults: {} pod SIGKILLs (restarted), {} SIGSTOPs past the lease, {} Redis restarts, {} Sentinel failovers \
+         ({} deferred: the last one had not settled)",
+        f.kills, f.freezes, f.redis_restarts, f.failovers, f.deferred
     );
     println!("| turns | eventual_response | other endings | taken over (turn_resumed) | approvals | cards | reconnects | tool calls |");
     println!(

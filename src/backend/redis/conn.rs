@@ -311,13 +311,22 @@ impl Shared {
     /// how it settles there. `None`: not held, the write is lost.
     pub(super) async fn follow_moved(&self, key: &str, check: [&str; 4]) -> BResult<Option<(Settled, Ticketing)>> {
         let Some(replicated) = &self.replicated else { return Ok(Some((Settled::Confirmed, Ticketing::none()))) };
-        let at = replicated.before(key);
-        let check = check.iter().map(|a| a.to_string()).collect();
-        let reply = self.eval_on(&replicated.client, &self.scripts.held, vec![key.to_string()], check).await?;
-        if int(&reply) != Some(1) {
-            return Ok(None);
+        let check: Vec<String> = check.iter().map(|a| a.to_string()).collect();
+        // Only a master answers (`lua/held.lua` is refused by replicas); while the pod's connection still reaches
+        // a replica (a demoted master), its READONLY reply makes the connection move (`Shared::err`): ask again.
+        let mut backoff = crate::util::Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let deadline = tokio::time::Instant::now() + replicated.timeout.max(Duration::from_secs(5));
+        loop {
+            let at = replicated.before(key);
+            match self.eval_on(&replicated.client, &self.scripts.held, vec![key.to_string()], check.clone()).await {
+                Ok(reply) if int(&reply) == Some(1) => {
+                    return Ok(Some((replicated.settle(&at, replicated.timeout).await, at)))
+                }
+                Ok(_) => return Ok(None),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => backoff.wait().await,
+            }
         }
-        Ok(Some((replicated.settle(&at, replicated.timeout).await, at)))
     }
 
     /// [`Shared::eval`] for a script built by [`once_lua`]: adds the ops key (same slot as `keys[0]`) and a fresh

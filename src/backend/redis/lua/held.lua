@@ -1,3 +1,4 @@
+#!lua
 -- Whether the master answering holds a write made on a connection that was replaced before replicas confirmed it
 -- (src/backend/redis/replicated.rs). KEYS[1]: the key the write made. ARGV[1]: 'entry' (a log batch: ARGV[2] its
 -- stream id, ARGV[3] its first seq, ARGV[4] its events) or 'turn' (a turn's start: ARGV[2] the turn id its record
@@ -5,6 +6,9 @@
 --
 -- When it does, the key's own expiry is set again: a write, so a `WAIT` on this connection after it covers the
 -- held write too (a replica applies the master's writes in order). Returns 1 when held, else 0.
+--
+-- The `#!lua` line (no `no-writes` flag) makes Redis refuse the script on a replica before it runs: a demoted
+-- master or a replica still syncing must not answer "not held" for a write the real master has.
 local held = false
 if ARGV[1] == 'entry' then
   local e = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])[1]
