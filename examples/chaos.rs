@@ -444,7 +444,11 @@ async fn client(n: usize, ports: Arc<Vec<u16>>, tally: Arc<Tally>, until: Instan
                     if said != t.tokens {
                         tally.violation(
                             &tally.text_mismatch,
-                            format!("{rid}: tokens {:?} but reply {said:?}", t.tokens),
+                            format!(
+                                "{rid} (session {}): tokens {:?} but reply {said:?}",
+                                sid.as_deref().unwrap_or_default(),
+                                t.tokens
+                            ),
                         );
                     }
                     tally.completed.fetch_add(1, Ordering::Relaxed);

@@ -47,7 +47,9 @@ pub struct Checkpoint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TakeOver {
     /// The lease is the new holder's, the turn record names it and `from_seq` is the first seq it may write.
-    Taken { checkpoint: Checkpoint, from_seq: u64 },
+    /// `sent`: the events logged after the step (`checkpoint.seq`) up to `from_seq`, read in the same step as the
+    /// takeover, on the store that took it: what the turn's client may already have (a cut reply's tokens).
+    Taken { checkpoint: Checkpoint, from_seq: u64, sent: Vec<String> },
     /// The turn wrote no step to resume from (or `turn.takeover` was off on its pod): it is ended instead.
     Unsaved,
     /// The turn was taken over `max` times already: it is ended instead.

@@ -35,9 +35,9 @@ pub(super) async fn take_over(turns: &Arc<Turns>, sid: &str, lapsed: &TurnInfo) 
     }
     let info = TurnInfo::new(&new_id(), &lapsed.request_id, &turns.pod_id);
     let leases = &turns.backends.leases;
-    let (checkpoint, from_seq) =
+    let (checkpoint, from_seq, sent) =
         match leases.take_over(sid, &lapsed.turn_id, &info, cfg.lease_ms, cfg.max_takeovers).await {
-            Ok(TakeOver::Taken { checkpoint, from_seq }) => (checkpoint, from_seq),
+            Ok(TakeOver::Taken { checkpoint, from_seq, sent }) => (checkpoint, from_seq, sent),
             Ok(TakeOver::Gone) => return true,
             Ok(TakeOver::Unsaved | TakeOver::Exhausted) => return false,
             Err(crate::backend::BackendError::Redis(e)) => {
@@ -70,8 +70,7 @@ pub(super) async fn take_over(turns: &Arc<Turns>, sid: &str, lapsed: &TurnInfo) 
         Some(call) => cut_call(turns, &state, &call),
         None => {
             if state.pending.is_empty() {
-                let sent = sent_text(turns, sid, checkpoint.seq, &state.request_id).await;
-                let whole = state.continue_from.take().unwrap_or_default() + &sent;
+                let whole = state.continue_from.take().unwrap_or_default() + &sent_text(&sent, &state.request_id);
                 state.continue_from = (!whole.is_empty()).then_some(whole);
             }
             None
@@ -102,20 +101,12 @@ fn cut_call(turns: &Turns, state: &TurnState, call: &str) -> Option<Decision> {
     Some(Decision { tool_call_id: call.to_string(), resolution })
 }
 
-/// The text of the turn's `stream_token`s logged after `seq`: what the client already has of a model reply
-/// that was cut.
-async fn sent_text(turns: &Turns, sid: &str, seq: u64, request_id: &str) -> String {
-    let events = match turns.backends.log.read_after(sid, seq, turns.config.limits.log_len).await {
-        Ok(e) => e,
-        Err(e) => {
-            // The reply is then given again from its start, and the client sees it twice.
-            tracing::warn!(error = %e, session_id = %sid, "could not read a cut reply back");
-            return String::new();
-        }
-    };
+/// The text of the request's `stream_token`s among `sent` (the events logged after the step): what the client
+/// already has of a model reply that was cut.
+fn sent_text(sent: &[String], request_id: &str) -> String {
     let mut text = String::new();
-    for (_, event) in events {
-        let Ok(v) = serde_json::from_str::<Value>(&event) else { continue };
+    for event in sent {
+        let Ok(v) = serde_json::from_str::<Value>(event) else { continue };
         if v["type"] == "stream_token" && v["requestId"] == request_id {
             text.push_str(v["token"].as_str().unwrap_or_default());
         }

@@ -43,9 +43,10 @@ pub async fn takeovers(a: &Backends, b: &Backends) {
     let taken = [&rb, &rc].into_iter().filter(|t| matches!(t, TakeOver::Taken { .. })).count();
     assert_eq!(taken, 1, "exactly one takeover: {rb:?} / {rc:?}");
     let (winner, holder) = if matches!(rb, TakeOver::Taken { .. }) { (rb, second) } else { (rc, third) };
-    let TakeOver::Taken { checkpoint, from_seq } = winner else { unreachable!() };
+    let TakeOver::Taken { checkpoint, from_seq, sent } = winner else { unreachable!() };
     assert_eq!(checkpoint, Checkpoint { seq: 2, state: "{\"step\":1}".into(), takeovers: 1 });
     assert_eq!(from_seq, 6);
+    assert_eq!(sent, ev(3), "the events after the step, read with the takeover");
     assert_eq!(a.leases.current(&id).await.expect("current"), Some(holder.clone()));
 
     // The old turn is fenced out: no step, no event, no ending, no renewal.

@@ -172,8 +172,12 @@ impl TurnLease for MemoryStore {
         st.leases.insert(session_id.to_string(), (info.clone(), deadline));
         st.turns.insert(session_id.to_string(), (info.clone(), deadline));
         st.steps.insert(session_id.to_string(), (info.turn_id.clone(), checkpoint.clone()));
-        let from_seq = st.logs.get(session_id).map_or(0, |l| l.latest) + 1;
-        Ok(TakeOver::Taken { checkpoint, from_seq })
+        let log = st.logs.get(session_id);
+        let from_seq = log.map_or(0, |l| l.latest) + 1;
+        let sent = log
+            .map(|l| l.entries.iter().filter(|(s, _)| *s > checkpoint.seq).map(|(_, e)| e.clone()).collect())
+            .unwrap_or_default();
+        Ok(TakeOver::Taken { checkpoint, from_seq, sent })
     }
     async fn current(&self, session_id: &str) -> BResult<Option<TurnInfo>> {
         let now = now_ms();

@@ -94,7 +94,7 @@ impl TurnLease for RedisStore {
         max: u32,
     ) -> BResult<TakeOver> {
         let s = self.s();
-        let keys = ["lease", "turn", "step", "seq"].map(|k| s.keys.session_key(session_id, k)).to_vec();
+        let keys = ["lease", "turn", "step", "seq", "log"].map(|k| s.keys.session_key(session_id, k)).to_vec();
         let args = vec![
             lapsed.to_string(),
             to_json(info)?,
@@ -102,6 +102,7 @@ impl TurnLease for RedisStore {
             ttl_ms.max(1).to_string(),
             s.idle_ttl_s.to_string(),
             max.to_string(),
+            s.log_len.to_string(),
         ];
         let v = array(s.eval_once_replicated(&s.scripts.take_over, keys, args).await?);
         let field = |i: usize| v.get(i).and_then(text);
@@ -117,7 +118,9 @@ impl TurnLease for RedisStore {
                 // that entry still leads a sweeper to the lapsed turn.
                 self.indexed_if(true, session_id, info, ttl_ms).await?;
                 let takeovers = u32::try_from(takeovers).unwrap_or(u32::MAX);
-                Ok(TakeOver::Taken { checkpoint: Checkpoint { seq, state, takeovers }, from_seq: now + 1 })
+                let entries = v.get(5).cloned().map(array).unwrap_or_default();
+                let sent = super::log::events_after(entries, seq)?.into_iter().map(|(_, e)| e).collect();
+                Ok(TakeOver::Taken { checkpoint: Checkpoint { seq, state, takeovers }, from_seq: now + 1, sent })
             }
             Some("unsaved") => Ok(TakeOver::Unsaved),
             Some("exhausted") => Ok(TakeOver::Exhausted),

@@ -123,18 +123,10 @@ impl EventLog for RedisStore {
                 s.client.xrange(&key, start.as_str(), "+", Some(page as u64)).await.map_err(|e| s.err(e))?;
             let entries = array(reply);
             let full = entries.len() == page;
-            let mut last_id = None;
-            for entry in entries {
-                let (id, first, events) = parse_entry(entry)?;
-                let last = seq_of(&id).ok_or_else(|| corrupt("log entry", format!("bad id {id}")))?;
-                let first = first.unwrap_or(last);
-                for (seq, event) in (first..).zip(events.split('\n')) {
-                    if seq > after && out.len() < max {
-                        out.push((seq, event.to_string()));
-                    }
-                }
-                last_id = Some(id);
-            }
+            let last_id = entries.last().cloned().map(parse_entry).transpose()?.map(|(id, _, _)| id);
+            let mut events = events_after(entries, after)?;
+            events.truncate(max.saturating_sub(out.len()));
+            out.extend(events);
             match last_id {
                 Some(id) if full && out.len() < max => start = format!("({id}"),
                 _ => return Ok(out),
@@ -163,6 +155,18 @@ impl EventLog for RedisStore {
             _ => Err(corrupt("bounds", "unexpected reply")),
         }
     }
+}
+
+/// The events of stream entries (as XRANGE gives them) with a seq after `after`, in order.
+pub(super) fn events_after(entries: Vec<Value>, after: u64) -> BResult<Vec<(u64, String)>> {
+    let mut out = Vec::new();
+    for entry in entries {
+        let (id, first, events) = parse_entry(entry)?;
+        let last = seq_of(&id).ok_or_else(|| corrupt("log entry", format!("bad id {id}")))?;
+        let first = first.unwrap_or(last);
+        out.extend((first..).zip(events.split('\n')).filter(|(seq, _)| *seq > after).map(|(s, e)| (s, e.to_string())));
+    }
+    Ok(out)
 }
 
 /// A logged batch not yet shown to anyone (`redis_wait_replicas`).
