@@ -10,7 +10,6 @@ use futures_util::StreamExt;
 use super::Resolution;
 use super::Turns;
 use crate::backend::{Decided, Gate, Guard, TurnInfo};
-use crate::error::{ClientError, ErrorCode};
 use crate::tools::ToolOutcome;
 use crate::util::now_ms;
 
@@ -92,10 +91,5 @@ pub(super) async fn end_lapsed(turns: Arc<Turns>, sid: String, info: TurnInfo) {
     }
     tracing::warn!(session_id = %sid, pod = %info.pod_id, "turn lease lapsed: ending the turn");
     turns.take_own_park(sid, &info.turn_id).await;
-    turns.fail(sid, Guard::Lapsed(&info.turn_id), &info.request_id, &pod_stopped()).await;
-}
-
-/// The ending of a turn whose pod stopped and that no other pod goes on with.
-pub(super) fn pod_stopped() -> ClientError {
-    ClientError::new(ErrorCode::TurnInterrupted, "the turn was interrupted: the server running it stopped")
+    turns.fail(sid, Guard::Lapsed(&info.turn_id), &info.request_id, &super::takeover::pod_stopped()).await;
 }

@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::durable::INTERRUPTED_CALL;
 use super::{Decision, Resolution, TurnState, Turns};
 use crate::backend::{TakeOver, TurnInfo};
+use crate::error::{ClientError, ErrorCode};
 use crate::protocol::outbound as out;
 use crate::tools::ToolOutcome;
 use crate::util::new_id;
@@ -56,7 +57,7 @@ pub(super) async fn take_over(turns: &Arc<Turns>, sid: &str, lapsed: &TurnInfo) 
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, session_id = %sid, "a turn's step is unreadable: ending it");
-            let err = super::sweeper::pod_stopped();
+            let err = pod_stopped();
             turns.fail(sid, crate::backend::Guard::Release(&info.turn_id), &lapsed.request_id, &err).await;
             return true;
         }
@@ -79,6 +80,12 @@ pub(super) async fn take_over(turns: &Arc<Turns>, sid: &str, lapsed: &TurnInfo) 
     let opening = out::turn_resumed(&state.request_id, from_seq);
     super::task::spawn_taken_over(turns.clone(), state, decision, opening).await;
     true
+}
+
+/// The ending of a turn whose pod stopped and that no other pod goes on with (the sweeper's, and a takeover's
+/// that cannot read the step).
+pub(super) fn pod_stopped() -> ClientError {
+    ClientError::new(ErrorCode::TurnInterrupted, "the turn was interrupted: the server running it stopped")
 }
 
 /// The answer to a call that was running when its pod died: run it again (an idempotent tool), or tell the
