@@ -43,12 +43,7 @@ impl Bus for RedisBus {
 
     async fn publish(&self, channel: &Channel, payload: &str) -> BResult<()> {
         let s = &self.shared;
-        let name = channel.name(&s.keys.prefix);
-        if self.sharded(channel) {
-            s.client.spublish::<(), _, _>(name, payload).await.map_err(|e| s.err(e))
-        } else {
-            s.client.publish::<(), _, _>(name, payload).await.map_err(|e| s.err(e))
-        }
+        s.publish(channel.name(&s.keys.prefix), self.sharded(channel), payload).await
     }
 
     async fn subscribe(&self, channel: &Channel) -> BResult<()> {

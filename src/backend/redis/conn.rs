@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fred::interfaces::{ClientLike, LuaInterface, SortedSetsInterface};
+use fred::interfaces::{ClientLike, LuaInterface, PubsubInterface, SortedSetsInterface};
 use fred::prelude::{Builder, Client, Error as FredError, ReconnectPolicy, ServerConfig};
 
 use fred::types::config::{Config as FredConfig, UnresponsiveConfig};
@@ -253,13 +253,7 @@ impl Shared {
         self.eval_on(&self.client, script, keys, args).await
     }
 
-    pub(super) async fn eval_on(
-        &self,
-        client: &Client,
-        script: &Script,
-        keys: Vec<String>,
-        args: Vec<String>,
-    ) -> BResult<Value> {
+    async fn eval_on(&self, client: &Client, script: &Script, keys: Vec<String>, args: Vec<String>) -> BResult<Value> {
         // Shared strings: the copy kept for a NOSCRIPT retry costs a reference count per argument, not a copy
         // of every event of an append.
         let keys: Vec<fred::types::Key> = keys.into_iter().map(Into::into).collect();
@@ -301,25 +295,39 @@ impl Shared {
         let Some(replicated) = &self.replicated else {
             return Ok((self.eval(script, keys, args).await?, Settled::Confirmed));
         };
-        let at = replicated.before(keys.first().map_or("", String::as_str));
-        let reply = self.eval_on(&replicated.client, script, keys, args).await?;
+        let (reply, at) = self.eval_ticketed(replicated, script, keys, args).await?;
         Ok((reply, replicated.settle(&at, replicated.timeout).await))
+    }
+
+    /// Runs `script` over the replicated connection, noting first where it goes (to settle it with).
+    pub(super) async fn eval_ticketed(
+        &self,
+        replicated: &Replicated,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> BResult<(Value, Ticketing)> {
+        let at = replicated.before(keys.first().map_or("", String::as_str));
+        Ok((self.eval_on(&replicated.client, script, keys, args).await?, at))
     }
 
     /// After a write to `key` settled as moved (its connection was replaced before replicas had it): whether the
     /// master the replicated connection talks to now holds it (`lua/held.lua`, `check` its arguments), and if so
     /// how it settles there. `None`: not held, the write is lost.
-    pub(super) async fn follow_moved(&self, key: &str, check: [&str; 4]) -> BResult<Option<(Settled, Ticketing)>> {
-        let Some(replicated) = &self.replicated else { return Ok(Some((Settled::Confirmed, Ticketing::none()))) };
+    pub(super) async fn follow_moved(
+        &self,
+        replicated: &Arc<Replicated>,
+        key: &str,
+        check: [&str; 4],
+    ) -> BResult<Option<(Settled, Ticketing)>> {
         let check: Vec<String> = check.iter().map(|a| a.to_string()).collect();
         // Only a master answers (`lua/held.lua` is refused by replicas); while the pod's connection still reaches
         // a replica (a demoted master), its READONLY reply makes the connection move (`Shared::err`): ask again.
         let mut backoff = crate::util::Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
         let deadline = tokio::time::Instant::now() + replicated.timeout.max(Duration::from_secs(5));
         loop {
-            let at = replicated.before(key);
-            match self.eval_on(&replicated.client, &self.scripts.held, vec![key.to_string()], check.clone()).await {
-                Ok(reply) if int(&reply) == Some(1) => {
+            match self.eval_ticketed(replicated, &self.scripts.held, vec![key.to_string()], check.clone()).await {
+                Ok((reply, at)) if int(&reply) == Some(1) => {
                     return Ok(Some((replicated.settle(&at, replicated.timeout).await, at)))
                 }
                 Ok(_) => return Ok(None),
@@ -327,6 +335,19 @@ impl Shared {
                 Err(_) => backoff.wait().await,
             }
         }
+    }
+
+    /// PUBLISH, or SPUBLISH for a channel sharded by its slot (a session's, in a cluster).
+    pub(super) async fn publish<M>(&self, channel: String, sharded: bool, message: M) -> BResult<()>
+    where
+        M: TryInto<Value> + Send,
+        M::Error: Into<FredError> + Send,
+    {
+        let published = match sharded {
+            true => self.client.spublish::<(), _, _>(channel, message).await,
+            false => self.client.publish::<(), _, _>(channel, message).await,
+        };
+        published.map_err(|e| self.err(e))
     }
 
     /// [`Shared::eval`] for a script built by [`once_lua`]: adds the ops key (same slot as `keys[0]`) and a fresh

@@ -30,11 +30,12 @@ impl TurnLease for RedisStore {
             )
             .await?;
         let acquired = int(&reply) == Some(1);
-        if acquired
-            && settled == Settled::Moved
-            && s.follow_moved(&record, ["turn", &info.turn_id, "", ""]).await?.is_none()
-        {
-            return Err(crate::backend::BackendError::Unconfirmed("the turn's start was lost by a change of master"));
+        if let (true, Settled::Moved, Some(replicated)) = (acquired, settled, &s.replicated) {
+            if s.follow_moved(replicated, &record, ["turn", &info.turn_id, "", ""]).await?.is_none() {
+                return Err(crate::backend::BackendError::Unconfirmed(
+                    "the turn's start was lost by a change of master",
+                ));
+            }
         }
         self.indexed_if(acquired, session_id, info, ttl_ms).await
     }

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use std::sync::Arc;
 
-use fred::interfaces::{KeysInterface, PubsubInterface, StreamsInterface};
+use fred::interfaces::{KeysInterface, StreamsInterface};
 use fred::types::Value;
 
 use super::conn::{array, corrupt, int, text, RedisStore, Shared};
@@ -44,12 +44,12 @@ impl EventLog for RedisStore {
         }
         let s = self.s();
         let channel = Channel::Session(session_id.to_string()).name(&s.keys.prefix);
-        // With `redis_wait_replicas` the pod publishes, once replicas have the events ([`settle_append`]);
-        // otherwise the script publishes in the same step.
-        let publish = match (&s.replicated, s.cluster) {
-            (Some(_), _) => "",
-            (None, true) => "SPUBLISH",
-            (None, false) => "PUBLISH",
+        // With `redis_wait_replicas` the pod publishes, once replicas have the events ([`settle_append`]): the
+        // script gets no channel and no command. Otherwise the script publishes in the same step.
+        let (channel, publish, kept_channel) = match (&s.replicated, s.cluster) {
+            (Some(_), _) => (String::new(), "", Some(channel)),
+            (None, true) => (channel, "SPUBLISH", None),
+            (None, false) => (channel, "PUBLISH", None),
         };
         let (mode, turn) = match guard {
             Guard::None => ("none", ""),
@@ -59,21 +59,21 @@ impl EventLog for RedisStore {
             Guard::Live => ("live", ""),
         };
         let mut args = Vec::with_capacity(events.len() + 9);
-        args.extend([s.log_len.to_string(), s.idle_ttl_s.to_string(), channel.clone(), publish.to_string()]);
+        args.extend([s.log_len.to_string(), s.idle_ttl_s.to_string(), channel, publish.to_string()]);
         args.extend([mode.to_string(), turn.to_string(), crate::util::new_epoch()]);
         // The call's token: a resend of a call that ran is answered from its first run.
         args.push(uuid::Uuid::new_v4().simple().to_string());
         let n = events.len() as u64;
         let payload = events.join("\n");
-        let kept = s.replicated.is_some().then(|| payload.clone());
+        // Kept to publish after the wait (the script's copy goes to Redis): one copy, in that mode only.
+        let kept = s.replicated.as_ref().zip(kept_channel).map(|(r, channel)| (r, channel, payload.clone()));
         args.extend([events.len().to_string(), payload]);
         let keys = ["seq", "log", "lease", "turn", "epoch", "session", "toks", "step"]
             .map(|k| s.keys.session_key(session_id, k));
         // Resend-safe by itself (a resend finds its token), so fred may resend it after a dropped connection.
-        let (first, settled) = match (&s.replicated, kept) {
-            (Some(replicated), Some(payload)) => {
-                let at = replicated.before(&keys[0]);
-                let reply = s.eval_on(&replicated.client, &s.scripts.append_batch, keys.to_vec(), args).await?;
+        let (first, settled) = match kept {
+            Some((replicated, channel, payload)) => {
+                let (reply, at) = s.eval_ticketed(replicated, &s.scripts.append_batch, keys.to_vec(), args).await?;
                 if int(&reply) == Some(-1) {
                     return Ok(None);
                 }
@@ -87,7 +87,7 @@ impl EventLog for RedisStore {
                     settle_append(&self.shared, replicated, at, batch, matches!(guard, Guard::Holder(_))).await?;
                 (first, settled)
             }
-            _ => {
+            None => {
                 let reply = s.eval(&s.scripts.append_batch, keys.to_vec(), args).await?;
                 match int(&reply) {
                     Some(-1) => return Ok(None),
@@ -260,7 +260,7 @@ async fn confirm(
                 return Ok(Fate::Published);
             }
             Settled::Short => return Ok(Fate::Waiting(at)),
-            Settled::Moved => match s.follow_moved(&key, ["entry", &id, &first, &batch.payload]).await? {
+            Settled::Moved => match s.follow_moved(replicated, &key, ["entry", &id, &first, &batch.payload]).await? {
                 None => {
                     let seq = batch.first;
                     tracing::warn!(session_id = %batch.session_id, seq, "a batch was lost by a change of master before replicas had it; nobody was shown it");
@@ -280,11 +280,8 @@ async fn confirm(
 /// Should this publish fail, the events are logged and a socket's gap repair reads them.
 async fn publish(s: &Shared, batch: &Unsettled) {
     let message = crate::backend::framing::message(batch.first, &batch.epoch, &batch.payload);
-    let published = match s.cluster {
-        true => s.client.spublish::<(), _, _>(batch.channel.as_str(), message).await,
-        false => s.client.publish::<(), _, _>(batch.channel.as_str(), message).await,
-    };
-    if let Err(e) = published {
+    // A session's channel: sharded in a cluster.
+    if let Err(e) = s.publish(batch.channel.clone(), s.cluster, message).await {
         tracing::warn!(error = %e, session_id = %batch.session_id, "a replicated append was logged but not published");
     }
 }

@@ -95,13 +95,6 @@ const MAX_LATE: usize = 10_000;
 /// The longest one round's `WAIT` blocks the connection (writes sent behind it wait that long at most).
 const ROUND_MS: i64 = 250;
 
-impl Ticketing {
-    /// For a store with no replicated writes (never settled).
-    pub(super) fn none() -> Ticketing {
-        Ticketing { route: None, conn: None, slot: 0 }
-    }
-}
-
 impl Replicated {
     pub(super) fn new(client: Client, replicas: u32, timeout_ms: u64, cluster: bool) -> Replicated {
         Replicated {
