@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use switchboard::backend::{
-    conformance, redis, BResult, Backends, BusEvent, Channel, SessionBatch, SessionRecord, TurnInfo,
+    conformance, redis, BResult, Backends, BusEvent, Channel, Guard, SessionBatch, SessionRecord, TurnInfo,
 };
 use switchboard::config::Config;
 
@@ -310,37 +310,63 @@ async fn single_session_keys_carry_the_idle_ttl() {
     for what in ["session", "seq", "log", "epoch"] {
         assert!(ttl(what) > 5, "{what} ttl {} after a read", ttl(what));
     }
+    // The pod that just refreshed them reads the record alone within the refresh period (one GET, no script);
+    // another pod refreshes them itself; a deleted session is gone for both.
+    let scripts = || -> u64 {
+        let info = redis.cli(&["INFO", "commandstats"]);
+        let line = info.lines().find(|l| l.starts_with("cmdstat_evalsha:")).unwrap_or("");
+        line.split(&[':', '=', ','][..]).nth(2).and_then(|n| n.parse().ok()).unwrap_or(0)
+    };
+    let before = scripts();
+    pod.sessions.get_session(&sid).await.expect("get").expect("the session");
+    assert_eq!(scripts(), before, "a read within the period runs no script");
+    redis.cli(&["EXPIRE", &format!("{prefix}:{{{sid}}}:seq"), "5"]);
+    let other = redis::connect(&config).await.expect("connect another pod");
+    other.sessions.get_session(&sid).await.expect("get").expect("the session");
+    assert!(ttl("seq") > 5, "another pod refreshes: seq ttl {}", ttl("seq"));
+    redis.cli(&["DEL", &format!("{prefix}:{{{sid}}}:session")]);
+    assert!(pod.sessions.get_session(&sid).await.expect("get").is_none(), "deleted");
+    assert!(other.sessions.get_session(&sid).await.expect("get").is_none(), "deleted");
 }
 
-/// The append's own resend guard: a second run of a call (same token) that ran finds its token among the last
-/// calls' and answers its seq without appending again, even after other calls appended in between; one entry
-/// holds a batch, with its first seq, and a later read cuts it.
+/// The append's own resend guard: a second run of a call that ran (same token: fred resends a call whose
+/// connection dropped) finds the counter moved past where its caller expected it, finds its token in the entry
+/// it wrote and answers its seq without appending again, even after other calls appended in between; a call that
+/// finds the counter where it was expected appends at once, one that finds it elsewhere (another writer came
+/// first, or the caller had no idea) appends when its token is nowhere. No key beside the log keeps tokens; one
+/// entry holds a batch, with its first seq, and a later read cuts it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_an_append_sent_twice_is_appended_once() {
     let (redis, config, pod, sid) = one_pod_with_a_session().await;
     let prefix = &config.redis_key_prefix;
     let key = |k: &str| format!("{prefix}:{{{sid}}}:{k}");
     let keys: Vec<String> =
-        ["seq", "log", "lease", "turn", "epoch", "session", "toks"].iter().map(|k| key(k)).collect();
+        ["seq", "log", "lease", "turn", "epoch", "session", "step"].iter().map(|k| key(k)).collect();
     let script = include_str!("../../src/backend/redis/lua/append_batch.lua");
-    let append = |token: &str, events: &[&str]| {
+    let append = |token: &str, expected: &str, events: &[&str]| {
         let channel = key("events");
         let mut args = vec!["EVAL", script, "7"];
         args.extend(keys.iter().map(String::as_str));
         let n = events.len().to_string();
         let joined = events.join("\n");
-        args.extend(["100", "60", channel.as_str(), "PUBLISH", "none", "", "ep1", token, &n, &joined]);
+        args.extend(["100", "60", channel.as_str(), "PUBLISH", "none", "", "ep1", token, expected, &n, &joined]);
         redis.cli(&args)
     };
-    assert_eq!(append("tok-a", &[r#"{"a":1}"#, r#"{"a":2}"#]), "1");
-    assert_eq!(append("tok-b", &[r#"{"b":1}"#]), "3", "another call appends");
-    assert_eq!(append("tok-a", &[r#"{"a":1}"#, r#"{"a":2}"#]), "1", "the first run is found");
-    assert_eq!(redis.cli(&["XLEN", &key("log")]), "2", "one entry per batch, none twice");
+    let a = [r#"{"a":1}"#, r#"{"a":2}"#];
+    assert_eq!(append("tok-a", "1", &a), "1", "where it was expected");
+    assert_eq!(append("tok-b", "0", &[r#"{"b":1}"#]), "3", "another call appends");
+    assert_eq!(append("tok-a", "1", &a), "1", "the first run is found");
+    assert_eq!(append("tok-a", "0", &a), "1", "found whatever the caller expected");
+    assert_eq!(append("tok-c", "4", &[r#"{"c":1}"#]), "4", "where it was expected");
+    assert_eq!(append("tok-d", "2", &[r#"{"d":1}"#]), "5", "expected elsewhere, never ran: appends");
+    assert_eq!(redis.cli(&["XLEN", &key("log")]), "4", "one entry per batch, none twice");
     let read = pod.log.read_after(&sid, 1, 10).await.expect("read");
-    assert_eq!(read, vec![(2, r#"{"a":2}"#.to_string()), (3, r#"{"b":1}"#.to_string())]);
-    assert_eq!(pod.log.bounds(&sid).await.expect("bounds"), (1, 3));
-    let ttl: i64 = redis.cli(&["TTL", &key("toks")]).parse().expect("ttl");
-    assert!(ttl > 0, "the tokens expire with the log: {ttl}");
+    let expected: Vec<(u64, String)> = [(2, r#"{"a":2}"#), (3, r#"{"b":1}"#), (4, r#"{"c":1}"#), (5, r#"{"d":1}"#)]
+        .map(|(s, e)| (s, e.to_string()))
+        .to_vec();
+    assert_eq!(read, expected);
+    assert_eq!(pod.log.bounds(&sid).await.expect("bounds"), (1, 5));
+    assert_eq!(redis.cli(&["EXISTS", &key("toks")]), "0", "no token key");
 }
 
 /// A busy session's resend-safety records stay small: the ops hash keeps the last 64 replies and one previous
@@ -602,6 +628,67 @@ async fn dropped_connections_never_duplicate_an_append() {
         assert_eq!(&log[(*seq - 1) as usize].1, event, "seq {seq} was returned for another event");
     }
     assert!(acked.len() > 1_000, "most appends succeed: {}", acked.len());
+}
+
+/// A running turn's appends (each knows where the counter should be, so it skips the search for its token) under
+/// dropped connections: fred resends the ones in flight, and none is appended twice; each turn's events stay in
+/// order, once each, and every returned seq points at its own event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_never_duplicate_a_turns_append() {
+    let redis = RedisServer::start();
+    init_tracing();
+    let mut config = config(&redis.url());
+    config.limits.log_len = 100_000;
+    let a = redis::connect(&config).await.expect("connect pod a");
+    let b = redis::connect(&config).await.expect("connect pod b");
+    let turns: Vec<_> = (0..6)
+        .map(|w| {
+            let (log, leases) = (a.log.clone(), a.leases.clone());
+            tokio::spawn(async move {
+                let sid = unique_id("s");
+                let turn = format!("t{w}");
+                assert!(leases.acquire(&sid, &TurnInfo::new(&turn, "r", "pod-a"), 60_000).await.expect("acquire"));
+                let mut done = Vec::new();
+                for i in 0..200 {
+                    let events = vec![format!(r#"{{"i":{i},"x":0}}"#), format!(r#"{{"i":{i},"x":1}}"#)];
+                    let result = log.append_guarded(&sid, events.clone(), Guard::Holder(&turn)).await;
+                    done.push((events, result));
+                }
+                (sid, done)
+            })
+        })
+        .collect();
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::task::block_in_place(|| redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]));
+    }
+    let mut acked = 0;
+    for t in turns {
+        let (sid, done) = t.await.expect("turn");
+        let log = b.log.read_after(&sid, 0, 100_000).await.expect("read");
+        let seqs: Vec<u64> = log.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, (1..=log.len() as u64).collect::<Vec<_>>(), "gap-free");
+        let mut events: Vec<&String> = log.iter().map(|(_, e)| e).collect();
+        events.sort();
+        let before = events.len();
+        events.dedup();
+        assert_eq!(events.len(), before, "an event was appended twice in {sid}");
+        for (sent, result) in done {
+            match result {
+                Ok(Some(first)) => {
+                    acked += 1;
+                    let at = (first - 1) as usize;
+                    assert_eq!(
+                        log[at..at + 2].iter().map(|(_, e)| e).collect::<Vec<_>>(),
+                        sent.iter().collect::<Vec<_>>()
+                    );
+                }
+                Ok(None) => panic!("the turn lost its lease"),
+                Err(e) => tracing::info!(error = %e, "append failed (may or may not be logged)"),
+            }
+        }
+    }
+    assert!(acked > 1_000, "most appends succeed: {acked}");
 }
 
 /// Conversations are kept `session.conversation_ttl_s` after their last message: every conversation key carries

@@ -18,6 +18,7 @@ use tokio::task::{AbortHandle, JoinHandle};
 use tracing::{debug, warn};
 
 use super::keys::{ops_keys, Keys};
+use super::memo::SessionMemo;
 use super::replicated::{Replicated, Settled, Ticketing};
 use super::scripts::Scripts;
 use super::url::{RedisTarget, UrlParts};
@@ -166,6 +167,11 @@ pub(super) struct Shared {
     pub(super) last_readonly_reconnect: AtomicI64,
     /// `redis_wait_replicas` > 0: the connection replicated writes go over, followed by `WAIT`.
     pub(super) replicated: Option<Arc<Replicated>>,
+    /// When this pod last refreshed a session's expiries (owned by `get_session`, see `sessions.rs`).
+    pub(super) touched: SessionMemo<i64>,
+    /// The first seq this pod's next append to a session gets, as far as it knows (owned by the log's appends
+    /// and the turn's steps, see `log.rs`).
+    pub(super) expected: SessionMemo<u64>,
     /// The pod's background tasks: alive while any backend handle exists, aborted when the last one goes.
     pub(super) _tasks: PodTasks,
 }

@@ -83,7 +83,13 @@ impl TurnLease for RedisStore {
         let args = vec![turn_id.to_string(), state.to_string(), s.idle_ttl_s.to_string()];
         // Writes the same step again on a resend: safe as it is.
         let reply = s.eval_replicated(&s.scripts.checkpoint, keys, args).await?;
-        Ok(int(&reply) == Some(1))
+        match int(&reply).and_then(|next| u64::try_from(next).ok()).filter(|next| *next > 0) {
+            Some(next) => {
+                s.expected.set(session_id, next);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     async fn take_over(

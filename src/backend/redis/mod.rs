@@ -8,14 +8,14 @@
 //! | key | type | written by | TTL |
 //! |---|---|---|---|
 //! | `P:{sid}:session` | string, JSON [`SessionRecord`] | `create_session` | idle, refreshed by `get_session` |
-//! | `P:{sid}:seq`, `P:{sid}:log` | counter, stream (`<seq>-0` ids, field `e`) | `append_batch` | idle, refreshed by `append_batch` |
+//! | `P:{sid}:seq`, `P:{sid}:log` | counter, stream (one entry per batch: id `<last seq>-0`, fields `f` first seq, `k` the call's token, `e` the events) | `append_batch` | idle, refreshed by `append_batch` |
 //! | `P:{sid}:confirm` | hash `json`/`call`/`req`/`gate` (a parked turn of any [`Gate`]) | `park` | until expiry + idle |
 //! | `P:{sid}:contact` | hash `name`/`email`/`phone`/`verified` | `stamp`/`set_verified` | idle, refreshed by `get_session` |
 //! | `P:{sid}:otp` | hash `json` ([`OtpCode`]), `exp`, `max`, `used` | `put_code`/`attempt` | until the code expires |
 //! | `P:{sid}:decided`, `P:{sid}:last` | hash call → `1`/`0` + request id; hash `call`/`decision` | `decide` | idle |
 //! | `P:{sid}:lease` | string, JSON [`TurnInfo`] | `acquire`/`renew` | the lease (PX) |
 //! | `P:{sid}:turn` | string, JSON [`TurnInfo`] | `acquire`/`renew` | idle (outlives the lease) |
-//! | `P:{sid}:step` | hash `t` turn id, `s` seq, `j` state, `n` takeovers (a running turn's last durable step) | `checkpoint`/`take_over` | idle; deleted with the turn's ending |
+//! | `P:{sid}:step` | hash `t` turn id, `s` seq, `j` state, `n` `<turn id>:<takeovers>` (a running turn's last durable step) | `checkpoint`/`take_over` | idle; deleted with the turn's ending |
 //! | `P:conv:{cid}`, `P:conv:{cid}:msgs` | hash of the record's fields, list of JSON messages | sessions | `session.conversation_ttl_s`, refreshed by each message |
 //! | `P:{sid}:ops`, `P:conv:{cid}:ops` (+ `:prev`) | hash token → reply of a write script, the last 64 and one previous generation (see `lua/once.lua`) | 60 s |
 //! | `P:user:{uid}:convs`, `P:org:{org}:convs` | zset cid → updated_at_ms (a user's, an org's) | sessions | conversation TTL, refreshed on use; expired members pruned when listed |
@@ -57,6 +57,7 @@ mod identity;
 mod keys;
 mod leases;
 mod log;
+mod memo;
 mod quota;
 mod registry;
 mod replicated;
@@ -145,6 +146,8 @@ pub async fn connect(config: &Config) -> BResult<Backends> {
         convs_per_user: config.session.conversations_per_user.max(1),
         log_len: config.limits.log_len.max(1),
         last_readonly_reconnect: AtomicI64::new(0),
+        touched: memo::SessionMemo::default(),
+        expected: memo::SessionMemo::default(),
         replicated,
         _tasks: tasks,
     });
