@@ -329,23 +329,23 @@ async fn single_session_keys_carry_the_idle_ttl() {
     assert!(other.sessions.get_session(&sid).await.expect("get").is_none(), "deleted");
 }
 
-/// The append's own resend guard: a second run of a call that ran (same token: fred resends a call whose
-/// connection dropped) finds the counter moved past where its caller expected it, finds its token in the entry
-/// it wrote and answers its seq without appending again, even after other calls appended in between; a call that
-/// finds the counter where it was expected appends at once, one that finds it elsewhere (another writer came
-/// first, or the caller had no idea) appends when its token is nowhere. No key beside the log keeps tokens; one
-/// entry holds a batch, with its first seq, and a later read cuts it.
+/// The append's own resend guard (fred resends a call whose connection dropped, and the call may have run). A
+/// running turn's append finds the counter where its pod expected it and appends at once, or finds it elsewhere
+/// (another writer came first, the pod had no idea, or it is a second run) and looks for its token in the last
+/// entries: a second run answers the first run's seq without appending again. Any other call keeps its token
+/// among the last calls' in a small key, where its second run finds it. One entry holds a batch, with its first
+/// seq, and a later read cuts it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_an_append_sent_twice_is_appended_once() {
     let (redis, config, pod, sid) = one_pod_with_a_session().await;
     let prefix = &config.redis_key_prefix;
     let key = |k: &str| format!("{prefix}:{{{sid}}}:{k}");
     let keys: Vec<String> =
-        ["seq", "log", "lease", "turn", "epoch", "session", "step"].iter().map(|k| key(k)).collect();
+        ["seq", "log", "lease", "turn", "epoch", "session", "toks", "step"].iter().map(|k| key(k)).collect();
     let script = include_str!("../../src/backend/redis/lua/append_batch.lua");
     let append = |token: &str, expected: &str, events: &[&str]| {
         let channel = key("events");
-        let mut args = vec!["EVAL", script, "7"];
+        let mut args = vec!["EVAL", script, "8"];
         args.extend(keys.iter().map(String::as_str));
         let n = events.len().to_string();
         let joined = events.join("\n");
@@ -353,10 +353,11 @@ async fn single_an_append_sent_twice_is_appended_once() {
         redis.cli(&args)
     };
     let a = [r#"{"a":1}"#, r#"{"a":2}"#];
-    assert_eq!(append("tok-a", "1", &a), "1", "where it was expected");
-    assert_eq!(append("tok-b", "0", &[r#"{"b":1}"#]), "3", "another call appends");
-    assert_eq!(append("tok-a", "1", &a), "1", "the first run is found");
-    assert_eq!(append("tok-a", "0", &a), "1", "found whatever the caller expected");
+    assert_eq!(append("tok-a", "1", &a), "1", "a turn's append where it was expected");
+    assert_eq!(append("tok-b", "", &[r#"{"b":1}"#]), "3", "another call appends");
+    assert_eq!(append("tok-a", "1", &a), "1", "the turn's first run is found in the log");
+    assert_eq!(append("tok-a", "0", &a), "1", "found whatever the pod expected");
+    assert_eq!(append("tok-b", "", &[r#"{"b":1}"#]), "3", "the other call's first run is found by its token");
     assert_eq!(append("tok-c", "4", &[r#"{"c":1}"#]), "4", "where it was expected");
     assert_eq!(append("tok-d", "2", &[r#"{"d":1}"#]), "5", "expected elsewhere, never ran: appends");
     assert_eq!(redis.cli(&["XLEN", &key("log")]), "4", "one entry per batch, none twice");
@@ -366,7 +367,8 @@ async fn single_an_append_sent_twice_is_appended_once() {
         .to_vec();
     assert_eq!(read, expected);
     assert_eq!(pod.log.bounds(&sid).await.expect("bounds"), (1, 5));
-    assert_eq!(redis.cli(&["EXISTS", &key("toks")]), "0", "no token key");
+    let ttl: i64 = redis.cli(&["TTL", &key("toks")]).parse().expect("ttl");
+    assert!(ttl > 0, "the tokens expire with the log: {ttl}");
 }
 
 /// A busy session's resend-safety records stay small: the ops hash keeps the last 64 replies and one previous

@@ -64,19 +64,19 @@ impl EventLog for RedisStore {
         // The call's token: a resend of a call that ran is answered from its first run.
         args.push(uuid::Uuid::new_v4().simple().to_string());
         // Where this pod expects the counter: a running turn's appends follow each other (and its step, which
-        // read the counter), so they find it there and skip the search for their token.
-        let expected = match guard {
-            Guard::Holder(_) | Guard::Release(_) => s.expected.get(session_id).unwrap_or(0),
-            _ => 0,
-        };
-        args.push(expected.to_string());
+        // read the counter, and the session's last turn on this pod), so they find it there and need no token
+        // bookkeeping. Other calls keep their token in the token key.
+        args.push(match guard {
+            Guard::Holder(_) | Guard::Release(_) => s.expected.get(session_id).unwrap_or(0).to_string(),
+            _ => String::new(),
+        });
         let n = events.len() as u64;
         let payload = events.join("\n");
         // Kept to publish after the wait (the script's copy goes to Redis): one copy, in that mode only.
         let kept = s.replicated.as_ref().zip(kept_channel).map(|(r, channel)| (r, channel, payload.clone()));
         args.extend([events.len().to_string(), payload]);
-        let keys =
-            ["seq", "log", "lease", "turn", "epoch", "session", "step"].map(|k| s.keys.session_key(session_id, k));
+        let keys = ["seq", "log", "lease", "turn", "epoch", "session", "toks", "step"]
+            .map(|k| s.keys.session_key(session_id, k));
         // Resend-safe by itself (a resend finds the counter moved, then its token), so fred may resend it after a
         // dropped connection.
         let (first, settled) = match kept {
@@ -105,8 +105,9 @@ impl EventLog for RedisStore {
             }
         };
         match guard {
-            Guard::Holder(_) => s.expected.set(session_id, first + n),
-            Guard::Release(_) | Guard::Lapsed(_) => s.expected.forget(session_id),
+            // The session's next turn on this pod, likely the next writer, starts where this one ended.
+            Guard::Holder(_) | Guard::Release(_) => s.expected.set(session_id, first + n),
+            Guard::Lapsed(_) => s.expected.forget(session_id),
             _ => {}
         }
         if let (Guard::Release(t) | Guard::Lapsed(t), true) = (guard, settled) {

@@ -1,21 +1,23 @@
--- KEYS: seq, log, lease, turn record, epoch, session record, the turn's step. ARGV: log_len, idle_ttl_s, channel,
--- publish command (PUBLISH, SPUBLISH, or empty: the caller publishes), guard (none, holder, release, lapsed, live), guard turn id, a fresh epoch
--- (used only when the session has none: the counter is new), the call's token, the first seq the caller expects
--- this call to get ('0' when it has no idea), the number of events, then the events joined by newlines (one
--- argument: the script does no work per event, which in Lua, building and interning a string per event, cost
--- ~1 µs each).
+-- KEYS: seq, log, lease, turn record, epoch, session record, recent tokens, the turn's step. ARGV: log_len,
+-- idle_ttl_s, channel, publish command (PUBLISH, SPUBLISH, or empty: the caller publishes), guard (none, holder,
+-- release, lapsed, live), guard turn id, a fresh epoch (used only when the session has none: the counter is new),
+-- the call's token, for a running turn's append the first seq its pod expects it to get ('0' when it has no idea)
+-- or '' for any other call, the number of events, then the events joined by newlines (one argument: the script
+-- does no work per event, which in Lua, building and interning a string per event, cost ~1 µs each).
 --
 -- One stream entry per batch, id `<last seq>-0`, fields `f` (first seq), `k` (the call's token) and `e` (the
 -- events, one per line: JSON text never holds a raw newline), so a batch costs one XADD however many events it
 -- carries. The stream is trimmed by MINID to the entries that hold one of the last log_len seqs. A reader cuts
 -- the first entry it reads at its `afterSeq` (log.rs).
 --
--- Resend safety (fred resends a call whose connection dropped, and the call may have run): a call that finds the
--- counter where its caller expected it cannot have run before (a run moves the counter past it). Any other call
--- looks for its token among the last 16 entries (other writers of the session may have appended since) and, when
--- found, answers the first run's seq and appends nothing. A running turn's pod knows the seq its next append
--- gets (its last append's, or its step's), so its appends pay for no token bookkeeping; that was a key of the
--- last calls' tokens, read and written by every append.
+-- Resend safety (fred resends a call whose connection dropped, and the call may have run): a running turn's
+-- append that finds the counter where its pod expected it cannot have run before (a run moves the counter past
+-- it), and its pod knows where to expect it (after its last append, or its step); one that finds it elsewhere
+-- looks for its token among the last 16 entries (its session's other writers may have appended since: this
+-- reads whole entries, so it is kept for the rare case) and, when found, answers the first run's seq and appends
+-- nothing. So a turn's appends pay for no token bookkeeping. Any other call (a publish, an interaction's event)
+-- keeps its token among the last eight calls' in one small key, read with the guard and written after the
+-- append, and a resend finds it there.
 --
 -- Then the guard is checked, in the same step (see `Guard` in src/backend/mod.rs); -1 when it does not hold.
 -- A running turn's appends (holder, and its ending: release) read the lease, the epoch (and the turn record) in
@@ -28,18 +30,20 @@ local guard, turn, token = ARGV[5], ARGV[6], ARGV[8]
 local n = tonumber(ARGV[10])
 local payload = ARGV[11]
 
--- One read for the guard, the epoch and the counter (and the turn record when the guard needs it).
-local reads = {KEYS[3], KEYS[5], KEYS[1]}
+-- One read for the guard, the epoch and either the counter (a turn's append) or the recent calls' tokens (and the
+-- turn record when the guard needs it).
+local turns = ARGV[9] ~= ''
+local reads = {KEYS[3], KEYS[5], turns and KEYS[1] or KEYS[7]}
 if guard == 'release' or guard == 'lapsed' then reads[4] = KEYS[4] end
 local v = redis.call('MGET', unpack(reads))
-local lease, epoch, now, record = v[1], v[2], tonumber(v[3] or '0'), v[4]
+local lease, epoch, record = v[1], v[2], v[4]
 -- With no publish command the caller publishes once replicas have the write (`redis_wait_replicas`): the reply
 -- is then {first seq, epoch}, so it can frame the bus message.
 local function done(first)
   if ARGV[4] == '' then return {first, epoch} end
   return first
 end
-if n > 0 and tonumber(ARGV[9]) ~= now + 1 then
+if n > 0 and turns and tonumber(ARGV[9]) ~= tonumber(v[3] or '0') + 1 then
   for _, entry in ipairs(redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 16)) do
     local f, k = nil, nil
     for i = 1, #entry[2], 2 do
@@ -47,6 +51,10 @@ if n > 0 and tonumber(ARGV[9]) ~= now + 1 then
     end
     if k == token then return done(tonumber(f or string.match(entry[1], '^(%d+)'))) end
   end
+end
+if n > 0 and not turns and v[3] then
+  local seen = string.match(' ' .. v[3], ' ' .. string.gsub(token, '%p', '%%%0') .. ':(%d+)')
+  if seen then return done(tonumber(seen)) end
 end
 local function owns(rec) return rec and cjson.decode(rec)['turn_id'] == turn end
 if guard == 'holder' or guard == 'release' then
@@ -57,9 +65,9 @@ elseif guard == 'live' then
   if redis.call('EXISTS', KEYS[6]) == 0 then return -1 end
 end
 if guard == 'release' then
-  if owns(record) then redis.call('DEL', KEYS[3], KEYS[4], KEYS[7]) else redis.call('DEL', KEYS[3]) end
+  if owns(record) then redis.call('DEL', KEYS[3], KEYS[4], KEYS[8]) else redis.call('DEL', KEYS[3]) end
 elseif guard == 'lapsed' then
-  redis.call('DEL', KEYS[4], KEYS[7])
+  redis.call('DEL', KEYS[4], KEYS[8])
 end
 if n == 0 then return 0 end
 
@@ -90,6 +98,13 @@ if touch then
   redis.call('EXPIRE', KEYS[1], ARGV[2])
   redis.call('EXPIRE', KEYS[2], ARGV[2])
   redis.call('EXPIRE', KEYS[5], ARGV[2])
+end
+if not turns then
+  local kept = {token .. ':' .. string.format('%d', first)}
+  for entry in string.gmatch(v[3] or '', '%S+') do
+    if #kept < 8 then kept[#kept + 1] = entry end
+  end
+  redis.call('SET', KEYS[7], table.concat(kept, ' '), 'EX', ARGV[2])
 end
 if ARGV[4] == '' then return done(first) end
 redis.call(ARGV[4], ARGV[3], string.format('%d', first) .. ':' .. epoch .. '\n' .. payload)
