@@ -20,8 +20,9 @@
 //!  app (the pod: emit, cancel, control and canary loops, readiness) ┘
 //!    ├─ hub (one bus subscription per channel per pod → local sockets' OutQueue<Outbound>)
 //!    └─ backend (traits, one choice point) ─┬─ memory (embedded default, one pod)
-//!                                           └─ redis/ (url keys scripts+lua/ conn sessions log confirms
-//!                                                      leases registry identity settings bus sentinel durability replicated)
+//!                                           └─ redis/ (url keys scripts+lua/ conn sessions log confirms leases
+//!                                                      registry identity settings bus sentinel durability
+//!                                                      replicated memo)
 //!  used across: protocol::{inbound, fields, outbound, shapes}  auth (jwt, resume tokens)  client_addr
 //!          agents  metrics (prometheus-client)
 //!          telemetry  error (one client-safe error)  queue  lifecycle  util
