@@ -580,16 +580,43 @@ async fn sentinel_switch_master_is_followed_and_loses_no_write() {
     assert_eq!(log, [1, 2, 3]);
 }
 
-/// Connections dropped under load (fred resends the commands that were in flight) never append an event
-/// twice: the log stays gap-free, each event appears once, and each returned seq points at its own event.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropped_connections_never_duplicate_an_append() {
+/// A Redis of its own and two pods on it whose logs keep every event of a test.
+async fn two_pods_keeping_long_logs() -> (RedisServer, Backends, Backends) {
     let redis = RedisServer::start();
     init_tracing();
     let mut config = config(&redis.url());
     config.limits.log_len = 100_000;
     let a = redis::connect(&config).await.expect("connect pod a");
     let b = redis::connect(&config).await.expect("connect pod b");
+    (redis, a, b)
+}
+
+/// Drops every client connection eight times, 30 ms apart, while the test's writers write.
+async fn drop_connections(redis: &RedisServer) {
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        tokio::task::block_in_place(|| redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]));
+    }
+}
+
+/// A session's whole log, checked gap-free with no event twice.
+async fn each_event_once(pod: &Backends, sid: &str) -> Vec<(u64, String)> {
+    let log = pod.log.read_after(sid, 0, 1_000_000).await.expect("read");
+    let seqs: Vec<u64> = log.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (1..=log.len() as u64).collect::<Vec<_>>(), "gap-free in {sid}");
+    let mut events: Vec<&String> = log.iter().map(|(_, e)| e).collect();
+    events.sort();
+    let before = events.len();
+    events.dedup();
+    assert_eq!(events.len(), before, "an event was appended twice in {sid}");
+    log
+}
+
+/// Connections dropped under load (fred resends the commands that were in flight) never append an event
+/// twice: the log stays gap-free, each event appears once, and each returned seq points at its own event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_never_duplicate_an_append() {
+    let (redis, a, b) = two_pods_keeping_long_logs().await;
     let sid = unique_id("s");
     let writers: Vec<_> = (0..8)
         .map(|w| {
@@ -605,10 +632,7 @@ async fn dropped_connections_never_duplicate_an_append() {
             })
         })
         .collect();
-    for _ in 0..8 {
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        tokio::task::block_in_place(|| redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]));
-    }
+    drop_connections(&redis).await;
     let mut acked = Vec::new();
     for w in writers {
         for (event, result) in w.await.expect("writer") {
@@ -618,14 +642,7 @@ async fn dropped_connections_never_duplicate_an_append() {
             }
         }
     }
-    let log = b.log.read_after(&sid, 0, 1_000_000).await.expect("read");
-    let seqs: Vec<u64> = log.iter().map(|(s, _)| *s).collect();
-    assert_eq!(seqs, (1..=log.len() as u64).collect::<Vec<_>>(), "gap-free");
-    let mut events: Vec<&String> = log.iter().map(|(_, e)| e).collect();
-    events.sort();
-    let before = events.len();
-    events.dedup();
-    assert_eq!(events.len(), before, "an event was appended twice");
+    let log = each_event_once(&b, &sid).await;
     for (seq, event) in &acked {
         assert_eq!(&log[(*seq - 1) as usize].1, event, "seq {seq} was returned for another event");
     }
@@ -637,12 +654,7 @@ async fn dropped_connections_never_duplicate_an_append() {
 /// order, once each, and every returned seq points at its own event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_connections_never_duplicate_a_turns_append() {
-    let redis = RedisServer::start();
-    init_tracing();
-    let mut config = config(&redis.url());
-    config.limits.log_len = 100_000;
-    let a = redis::connect(&config).await.expect("connect pod a");
-    let b = redis::connect(&config).await.expect("connect pod b");
+    let (redis, a, b) = two_pods_keeping_long_logs().await;
     let turns: Vec<_> = (0..6)
         .map(|w| {
             let (log, leases) = (a.log.clone(), a.leases.clone());
@@ -660,21 +672,11 @@ async fn dropped_connections_never_duplicate_a_turns_append() {
             })
         })
         .collect();
-    for _ in 0..8 {
-        tokio::time::sleep(Duration::from_millis(25)).await;
-        tokio::task::block_in_place(|| redis.cli(&["CLIENT", "KILL", "TYPE", "normal"]));
-    }
+    drop_connections(&redis).await;
     let mut acked = 0;
     for t in turns {
         let (sid, done) = t.await.expect("turn");
-        let log = b.log.read_after(&sid, 0, 100_000).await.expect("read");
-        let seqs: Vec<u64> = log.iter().map(|(s, _)| *s).collect();
-        assert_eq!(seqs, (1..=log.len() as u64).collect::<Vec<_>>(), "gap-free");
-        let mut events: Vec<&String> = log.iter().map(|(_, e)| e).collect();
-        events.sort();
-        let before = events.len();
-        events.dedup();
-        assert_eq!(events.len(), before, "an event was appended twice in {sid}");
+        let log = each_event_once(&b, &sid).await;
         for (sent, result) in done {
             match result {
                 Ok(Some(first)) => {

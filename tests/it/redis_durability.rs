@@ -116,36 +116,6 @@ async fn durable_writes_wait_for_a_replica_on_their_own_connection() {
     assert!(got.iter().any(|m| m.starts_with("4:")), "the turn's batch too (its takeover goes on after it): {got:?}");
 }
 
-/// A turn's lease moves (its hand-over to a park, its resume after the answer) survive a change of master like its
-/// start, its steps and its appends: each waits for the replicas (a renewal does not: waiting could outlast the
-/// lease, and one taken back only shortens the lease, after which a takeover fences the pod). A resume or hand-over a
-/// failover took back left the new master with a lease state the pods had moved past (a parked turn's park could
-/// then lapse under a running turn, or a resumed turn run without its lease), which the chaos program saw as a
-/// parked turn ended by the lapsed-lease sweeper and then taken over and ended again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lease_moves_wait_for_a_replica() {
-    let master = RedisServer::start_with_args(&["--repl-diskless-sync-delay", "0"]);
-    let replica = RedisServer::start_replica_of(&master);
-    let cfg = config(master.url(), 1);
-    let a = redis::connect(&cfg).await.expect("a");
-    let session = unique_id("s");
-    let turn = TurnInfo::new("t1", "req", "pod-a");
-    assert!(a.leases.acquire(&session, &turn, 60_000).await.expect("acquire"));
-    let lease_key = format!("{}:{{{session}}}:lease", cfg.redis_key_prefix);
-    assert!(a.leases.renew(&session, &turn, 60_000).await.expect("renew"));
-    // The park the turn hands its lease over to (as the confirmations store writes it).
-    master.cli(&["HSET", &format!("{}:{{{session}}}:confirm", cfg.redis_key_prefix), "call", "c1"]);
-    let parked = TurnInfo::new("t1", "req", "");
-    let before = calls(&master, "wait");
-    assert!(a.leases.hand_over(&session, &parked, "c1", 60_000).await.expect("hand over"));
-    assert!(calls(&master, "wait") > before, "a hand-over waits for the replica");
-    assert!(replica.cli(&["GET", &lease_key]).contains(r#""pod_id":"""#), "the replica has the hand-over");
-    let before = calls(&master, "wait");
-    assert_eq!(a.leases.resume(&session, &turn, 60_000).await.expect("resume"), switchboard::backend::Resumed::Held);
-    assert!(calls(&master, "wait") > before, "a resume waits for the replica");
-    assert!(replica.cli(&["GET", &lease_key]).contains("pod-a"), "the replica has the resume");
-}
-
 /// Whether an append was refused as not confirmed by replicas.
 fn unconfirmed<T>(r: &Result<T, BackendError>) -> bool {
     r.as_ref().is_err_and(|e| e.to_string().contains("not confirmed by replicas"))

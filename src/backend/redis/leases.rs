@@ -41,14 +41,12 @@ impl TurnLease for RedisStore {
     }
 
     async fn renew(&self, session_id: &str, info: &TurnInfo, ttl_ms: u64) -> BResult<bool> {
-        let reply = // Not replicated: it would hold the renewal loop up to `redis_wait_timeout_ms`, which may outlast the lease;
-        // and a renewal a failover takes back only shortens the lease there (a takeover then fences this pod).
-        self.set_lease(&self.s().scripts.renew, session_id, info, ttl_ms, None, false).await?;
+        let reply = self.set_lease(&self.s().scripts.renew, session_id, info, ttl_ms, None).await?;
         self.indexed_if(int(&reply) == Some(1), session_id, info, ttl_ms).await
     }
 
     async fn resume(&self, session_id: &str, info: &TurnInfo, ttl_ms: u64) -> BResult<Resumed> {
-        let reply = self.set_lease(&self.s().scripts.resume, session_id, info, ttl_ms, None, true).await?;
+        let reply = self.set_lease(&self.s().scripts.resume, session_id, info, ttl_ms, None).await?;
         match text(&reply).as_deref() {
             Some("held") => {
                 self.indexed_if(true, session_id, info, ttl_ms).await?;
@@ -61,7 +59,7 @@ impl TurnLease for RedisStore {
     }
 
     async fn hand_over(&self, session_id: &str, info: &TurnInfo, call: &str, ttl_ms: u64) -> BResult<bool> {
-        let reply = self.set_lease(&self.s().scripts.hand_over, session_id, info, ttl_ms, Some(call), true).await?;
+        let reply = self.set_lease(&self.s().scripts.hand_over, session_id, info, ttl_ms, Some(call)).await?;
         self.indexed_if(int(&reply) == Some(1), session_id, info, ttl_ms).await
     }
 
@@ -176,7 +174,6 @@ impl RedisStore {
         info: &TurnInfo,
         ttl_ms: u64,
         call: Option<&str>,
-        replicated: bool,
     ) -> BResult<Value> {
         let s = self.s();
         let mut keys = vec![s.keys.session_key(session_id, "lease"), s.keys.session_key(session_id, "turn")];
@@ -185,12 +182,7 @@ impl RedisStore {
             keys.push(s.keys.session_key(session_id, "confirm"));
             args.push(call.to_string());
         }
-        if !replicated {
-            return s.eval(script, keys, args).await;
-        }
-        // Replicated like the turn's start, steps and appends: a change of master that took a hand-over or a
-        // resume back would leave the new master with a lease state the pods moved past.
-        s.eval_replicated(script, keys, args).await
+        s.eval(script, keys, args).await
     }
 
     /// When `set` holds, records the lease's new deadline in the lapsed-lease index; returns `set`.
