@@ -741,6 +741,54 @@ fn switchboard_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
+/// A park taken by an answer (or a cancel, or its timeout) is followed at once by the taker's resume or ending.
+/// Should the taker's pod die in between, the turn must not wait for the park's whole deadline (its lease is
+/// held by the park until then): taking a park shortens the park's hold to twice the lease and brings the
+/// turn's lapsed-lease entry forward, so a sweeper ends the turn within seconds. Before, a decided park whose
+/// answering pod died left the session refusing turns (`TURN_IN_PROGRESS`) until the park's deadline, which the
+/// chaos program saw as turns with no ending. A park that is not taken keeps its hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_park_whose_taker_dies_lapses_within_two_leases() {
+    use switchboard::backend::{Decided, Gate, ParkedTurn, PendingCall};
+    let redis = RedisServer::start();
+    let (a, _, prefix) = pods_with_prefix(&redis.url()).await;
+    let lease_ms = switchboard::config::Config::default().turn.lease_ms;
+    for by_decision in [true, false] {
+        let sid = unique_id("s");
+        let turn = TurnInfo::new("t-1", "r-1", "pod-a");
+        assert!(a.leases.acquire(&sid, &turn, lease_ms).await.expect("acquire"));
+        let parked = ParkedTurn {
+            session_id: sid.clone(),
+            turn_id: "t-1".into(),
+            request_id: "r-1".into(),
+            call: PendingCall { tool_call_id: "c1".into(), tool_name: "delete_record".into(), arguments: "{}".into() },
+            gate: Gate::Confirm,
+            expires_at_ms: wall_ms() + 600_000,
+            state: serde_json::json!({}),
+        };
+        a.confirms.park(&parked).await.expect("park");
+        let hold = 600_000 + lease_ms;
+        assert!(a.leases.hand_over(&sid, &TurnInfo::new("t-1", "r-1", ""), "c1", hold).await.expect("hand over"));
+        let lease_key = format!("{prefix}:{{{sid}}}:lease");
+        let pttl = |k: &str| -> i64 { redis.cli(&["PTTL", k]).parse().expect("pttl") };
+        assert!(pttl(&lease_key) > 500_000, "the park holds the lease to its deadline");
+        // An answer that takes nothing (another call's) leaves the hold as it is.
+        assert_eq!(a.confirms.decide(&sid, Some("other"), true).await.expect("decide"), Decided::NoPending);
+        assert!(pttl(&lease_key) > 500_000, "a park not taken keeps its hold");
+        // Taken (and the taker dies before it resumes the turn).
+        if by_decision {
+            assert!(matches!(a.confirms.decide(&sid, Some("c1"), true).await.expect("decide"), Decided::Claimed(_)));
+        } else {
+            assert!(a.confirms.take(&sid, Some("c1")).await.expect("take").is_some());
+        }
+        let left = pttl(&lease_key);
+        assert!(left > 0 && left <= 2 * lease_ms as i64, "the taken park's hold is two leases at most: {left}");
+        let index = format!("{prefix}:turns:deadline");
+        let due: f64 = redis.cli(&["ZSCORE", &index, &format!("{sid}|t-1")]).parse().expect("indexed");
+        assert!(due as i64 <= wall_ms() + 2 * lease_ms as i64, "its lapsed-lease entry comes due with it");
+    }
+}
+
 /// A failover can lose a takeover's writes but keep the index entry written after them: the deadline index then
 /// names a turn the record does not (the record is still the lapsed turn's, with no lease). The entry is the
 /// only pointer left to that turn, so its claim hands out the turn the record names instead of dropping the

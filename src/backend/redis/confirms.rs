@@ -2,7 +2,7 @@
 //! repeated decision gets the first answer again) and the cluster-wide expiry index the sweepers read.
 
 use async_trait::async_trait;
-use fred::interfaces::{HashesInterface, SortedSetsInterface};
+use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface};
 use tracing::warn;
 
 use super::conn::{array, corrupt, parse_json, text, to_json, RedisStore};
@@ -57,11 +57,13 @@ impl ConfirmStore for RedisStore {
                     s.keys.session_key(session_id, "confirm"),
                     s.keys.session_key(session_id, "decided"),
                     s.keys.session_key(session_id, "last"),
+                    s.keys.session_key(session_id, "lease"),
                 ],
                 vec![
                     tool_call_id.unwrap_or("").to_string(),
                     if approved { "1" } else { "0" }.into(),
                     s.idle_ttl_s.to_string(),
+                    self.taken_hold_ms(session_id).await?.to_string(),
                 ],
             )
             .await?;
@@ -111,8 +113,9 @@ impl ConfirmStore for RedisStore {
 
     async fn take(&self, session_id: &str, call: Option<&str>) -> BResult<Option<ParkedTurn>> {
         let s = self.s();
-        let key = vec![s.keys.session_key(session_id, "confirm")];
-        let reply = s.eval_once_replicated(&s.scripts.take, key, vec![call.unwrap_or("").to_string()]).await?;
+        let keys = vec![s.keys.session_key(session_id, "confirm"), s.keys.session_key(session_id, "lease")];
+        let args = vec![call.unwrap_or("").to_string(), self.taken_hold_ms(session_id).await?.to_string()];
+        let reply = s.eval_once_replicated(&s.scripts.take, keys, args).await?;
         let v: Vec<Option<String>> = array(reply).iter().map(text).collect();
         let Some(json) = v.first().cloned().flatten() else {
             return Ok(None);
@@ -152,5 +155,25 @@ impl ConfirmStore for RedisStore {
     async fn pending_count(&self) -> BResult<u64> {
         let s = self.s();
         s.client.zcard(s.keys.confirm_expiry()).await.map_err(|e| s.err(e))
+    }
+}
+
+impl RedisStore {
+    /// Before a park may be taken (`decide.lua`, `take.lua` cut a taken park's hold to the ms returned): brings
+    /// the parked turn's lapsed-lease entry forward to when that cut hold runs out, so a sweeper ends the turn
+    /// then should the taker's pod die before it resumes or ends it. Written first (the index is another slot):
+    /// should the park not be taken after all, the sweeper finds the hold alive then and puts the entry back.
+    async fn taken_hold_ms(&self, session_id: &str) -> BResult<u64> {
+        let s = self.s();
+        let hold = s.lease_ms.saturating_mul(2);
+        let lease: Option<String> =
+            s.client.get(s.keys.session_key(session_id, "lease")).await.map_err(|e| s.err(e))?;
+        if let Some(info) = lease.and_then(|l| serde_json::from_str::<crate::backend::TurnInfo>(&l).ok()) {
+            if info.pod_id.is_empty() {
+                let due = crate::util::now_ms().saturating_add(i64::try_from(hold).unwrap_or(i64::MAX));
+                s.index_turn_deadline(session_id, &info.turn_id, due).await?;
+            }
+        }
+        Ok(hold)
     }
 }

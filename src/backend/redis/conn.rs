@@ -154,6 +154,8 @@ pub(super) struct Shared {
     /// Redis Cluster: session channels use sharded pub/sub.
     pub(super) cluster: bool,
     pub(super) idle_ttl_s: i64,
+    /// `turn.lease_ms`: a taken park's hold is cut to twice this (`confirms.rs`).
+    pub(super) lease_ms: u64,
     /// `session.conversation_ttl_s`: conversations expire this long after their last message.
     pub(super) conv_ttl_s: i64,
     /// `session.conversation_max_messages`: the list is trimmed to this many on each append.

@@ -140,6 +140,7 @@ pub async fn connect(config: &Config) -> BResult<Backends> {
         scripts: Scripts::new(),
         cluster,
         idle_ttl_s: i64::try_from(config.session.idle_ttl_s).unwrap_or(i64::MAX).max(1),
+        lease_ms: config.turn.lease_ms.max(1),
         conv_ttl_s: i64::try_from(config.session.conversation_ttl_s).unwrap_or(i64::MAX).max(1),
         conv_max_messages: config.session.conversation_max_messages.max(1),
         empty_conv_ttl_s: i64::try_from(config.session.empty_conversation_ttl_s).unwrap_or(i64::MAX).max(1),
