@@ -27,6 +27,12 @@ fn once(body: &str) -> String {
         .replace("__OPS_TTL_S__", &OPS_TTL_S.to_string())
 }
 
+/// A script that takes a park (`decide`, `take`) with `lua/cut_hold.lua`, the cut of the taken park's hold, in
+/// place of its `__CUT_HOLD__` line.
+fn taking(body: &str) -> String {
+    body.replace("__CUT_HOLD__", include_str!("lua/cut_hold.lua"))
+}
+
 /// The compiled scripts (hashes computed once; loaded lazily on NOSCRIPT). The ones marked resend-safe are
 /// wrapped by [`once`] and called through [`super::conn::Shared::eval_once`].
 pub(super) struct Scripts {
@@ -97,8 +103,8 @@ impl Scripts {
             stamp: Script::from_lua(include_str!("lua/stamp.lua")),
             otp_attempt: Script::from_lua(include_str!("lua/otp_attempt.lua")),
             park: Script::from_lua(include_str!("lua/park.lua")),
-            decide: Script::from_lua(once(include_str!("lua/decide.lua"))),
-            take: Script::from_lua(once(include_str!("lua/take.lua"))),
+            decide: Script::from_lua(once(&taking(include_str!("lua/decide.lua")))),
+            take: Script::from_lua(once(&taking(include_str!("lua/take.lua")))),
             acquire: Script::from_lua(include_str!("lua/acquire.lua")),
             renew: Script::from_lua(include_str!("lua/renew.lua")),
             resume: Script::from_lua(include_str!("lua/resume.lua")),
@@ -124,5 +130,9 @@ mod tests {
         assert!(wrapped.contains("local function run()\nreturn 42\nend"));
         assert!(wrapped.contains(">= 64 then") && wrapped.contains("EXPIRE', ops, 60)"));
         assert!(!wrapped.contains("__"), "every placeholder filled");
+        for script in [include_str!("lua/decide.lua"), include_str!("lua/take.lua")] {
+            let taking = taking(script);
+            assert!(taking.contains("local function cut_hold") && !taking.contains("__"), "{taking}");
+        }
     }
 }

@@ -2,15 +2,7 @@
 -- the hold ms a claimed park's lease is cut to.
 -- First decision wins: the parked record is removed by the winner; repeats read the decided hash.
 -- Returns {'claimed', json, call} | {'already', call, flag..request_id} | {'none'}.
--- A taker resumes or ends the turn at once; should its pod die first, the park's hold (the lease handed to the
--- park, `pod_id` empty, until the park's deadline) must not keep the session for the rest of the deadline: it is
--- cut to `hold_ms` (twice the lease; the caller brought the turn's lapsed-lease entry forward to then).
-local function cut_hold(lease, hold_ms)
-  local held = redis.call('GET', lease)
-  if held and cjson.decode(held)['pod_id'] == '' and redis.call('PTTL', lease) > tonumber(hold_ms) then
-    redis.call('PEXPIRE', lease, hold_ms)
-  end
-end
+__CUT_HOLD__
 if ARGV[1] ~= '' then
   local prev = redis.call('HGET', KEYS[2], ARGV[1])
   if prev then return {'already', ARGV[1], prev} end
