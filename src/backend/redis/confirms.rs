@@ -159,16 +159,20 @@ impl ConfirmStore for RedisStore {
 }
 
 impl RedisStore {
-    /// Before a park may be taken (`decide.lua`, `take.lua` cut a taken park's hold to the ms returned: two leases,
-    /// plus `redis_wait_timeout_ms` when the take waits for replicas): brings
+    /// Before a park may be taken (`decide.lua`, `take.lua` cut a taken park's hold to the ms returned: two leases):
+    /// brings
     /// the parked turn's lapsed-lease entry forward to when that cut hold runs out, so a sweeper ends the turn
     /// then should the taker's pod die before it resumes or ends it. Written first (the index is another slot):
     /// should the park not be taken after all, the sweeper finds the hold alive then and puts the entry back.
     async fn taken_hold_ms(&self, session_id: &str) -> BResult<u64> {
         let s = self.s();
-        // With `redis_wait_replicas` the take itself may wait that long for replicas before the taker resumes.
-        let waits = s.replicated.as_ref().map_or(0, |r| u64::try_from(r.timeout.as_millis()).unwrap_or(u64::MAX));
-        let hold = s.lease_ms.saturating_mul(2).saturating_add(waits);
+        if s.replicated.is_some() {
+            // Off with `redis_wait_replicas`: under the chaos program's Sentinel runs the cut went with replies
+            // lacking a token their client was shown (87 and 24 in two runs, none in one without it); not
+            // explained yet (docs/benchmarks.md). A hold longer than any lease is never cut.
+            return Ok(u64::try_from(i64::MAX).unwrap_or(u64::MAX));
+        }
+        let hold = s.lease_ms.saturating_mul(2);
         let lease: Option<String> =
             s.client.get(s.keys.session_key(session_id, "lease")).await.map_err(|e| s.err(e))?;
         if let Some(info) = lease.and_then(|l| serde_json::from_str::<crate::backend::TurnInfo>(&l).ok()) {
