@@ -63,7 +63,7 @@ impl ConfirmStore for RedisStore {
                     tool_call_id.unwrap_or("").to_string(),
                     if approved { "1" } else { "0" }.into(),
                     s.idle_ttl_s.to_string(),
-                    self.taken_hold_ms(session_id).await?.to_string(),
+                    self.taken_hold_ms(session_id).await?,
                 ],
             )
             .await?;
@@ -114,7 +114,7 @@ impl ConfirmStore for RedisStore {
     async fn take(&self, session_id: &str, call: Option<&str>) -> BResult<Option<ParkedTurn>> {
         let s = self.s();
         let keys = vec![s.keys.session_key(session_id, "confirm"), s.keys.session_key(session_id, "lease")];
-        let args = vec![call.unwrap_or("").to_string(), self.taken_hold_ms(session_id).await?.to_string()];
+        let args = vec![call.unwrap_or("").to_string(), self.taken_hold_ms(session_id).await?];
         let reply = s.eval_once_replicated(&s.scripts.take, keys, args).await?;
         let v: Vec<Option<String>> = array(reply).iter().map(text).collect();
         let Some(json) = v.first().cloned().flatten() else {
@@ -159,18 +159,18 @@ impl ConfirmStore for RedisStore {
 }
 
 impl RedisStore {
-    /// Before a park may be taken (`decide.lua`, `take.lua` cut a taken park's hold to the ms returned: two leases):
-    /// brings
-    /// the parked turn's lapsed-lease entry forward to when that cut hold runs out, so a sweeper ends the turn
-    /// then should the taker's pod die before it resumes or ends it. Written first (the index is another slot):
+    /// What a taken park's hold is cut to (`lua/cut_hold.lua`, run by `decide.lua` and `take.lua`), as the
+    /// scripts' argument: two leases, or `0` (no cut) with `redis_wait_replicas`. First brings the parked turn's
+    /// lapsed-lease entry forward to when that cut hold runs out, so a sweeper ends the turn then should the
+    /// taker's pod die before it resumes or ends it. Written before the script (the index is another slot):
     /// should the park not be taken after all, the sweeper finds the hold alive then and puts the entry back.
-    async fn taken_hold_ms(&self, session_id: &str) -> BResult<u64> {
+    async fn taken_hold_ms(&self, session_id: &str) -> BResult<String> {
         let s = self.s();
         if s.replicated.is_some() {
             // Off with `redis_wait_replicas`: under the chaos program's Sentinel runs the cut went with replies
             // lacking a token their client was shown (87 and 24 in two runs, none in one without it); not
-            // explained yet (docs/benchmarks.md). A hold longer than any lease is never cut.
-            return Ok(u64::try_from(i64::MAX).unwrap_or(u64::MAX));
+            // explained yet (docs/benchmarks.md).
+            return Ok("0".into());
         }
         let hold = s.lease_ms.saturating_mul(2);
         let lease: Option<String> =
@@ -181,6 +181,6 @@ impl RedisStore {
                 s.index_turn_deadline(session_id, &info.turn_id, due).await?;
             }
         }
-        Ok(hold)
+        Ok(hold.to_string())
     }
 }

@@ -173,11 +173,11 @@ impl SessionStore for RedisStore {
 
     async fn get_session(&self, session_id: &str) -> BResult<Option<SessionRecord>> {
         let s = self.s();
-        let period_ms = refresh_period_s(s.idle_ttl_s) * 1000;
+        let period_s = refresh_period_s(s.idle_ttl_s);
         let now = now_ms();
         // When this pod refreshed them within the period, they still have more than `idle - 2 × period` to run
         // (eight tenths of the TTL): a session in steady use pays for its expiries' check once a period per pod.
-        let lately = s.touched.get(session_id).is_some_and(|at| now - at < period_ms);
+        let lately = s.touched.get(session_id).is_some_and(|at| now - at < period_s * 1000);
         let reply = if lately {
             // A plain read: one command, not the script's four.
             s.client.get::<Value, _>(s.keys.session_key(session_id, "session")).await.map_err(|e| s.err(e))?
@@ -186,7 +186,7 @@ impl SessionStore for RedisStore {
             // step: the log must not expire under a live session (its seq would restart in a new epoch).
             let keys =
                 ["session", "seq", "log", "epoch", "contact"].map(|k| s.keys.session_key(session_id, k)).to_vec();
-            let args = vec![s.idle_ttl_s.to_string(), refresh_period_s(s.idle_ttl_s).to_string()];
+            let args = vec![s.idle_ttl_s.to_string(), period_s.to_string()];
             s.eval(&s.scripts.touch, keys, args).await?
         };
         match text(&reply) {
