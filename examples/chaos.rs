@@ -260,6 +260,9 @@ struct Turn {
     message: Value,
     accepted: bool,
     resend_at: Option<Instant>,
+    /// What this turn's client saw and did, in order (frame types with their seq, reconnects, resends): printed
+    /// with a violation, to tell which write a fault took back.
+    trail: Vec<String>,
 }
 
 /// One client: a session, turns one after another, reconnecting to a live pod whenever its socket drops.
@@ -293,8 +296,11 @@ async fn client(n: usize, ports: Arc<Vec<u16>>, tally: Arc<Tally>, until: Instan
                 continue;
             }
         }
-        if let Some(t) = turn.as_mut().filter(|t| !t.accepted) {
-            t.resend_at = Some(Instant::now() + Duration::from_secs(1));
+        if let Some(t) = turn.as_mut() {
+            t.trail.push(format!("reconnect@{port}"));
+            if !t.accepted {
+                t.resend_at = Some(Instant::now() + Duration::from_secs(1));
+            }
         }
         loop {
             if turn.is_none() && sid.is_some() {
@@ -316,6 +322,7 @@ async fn client(n: usize, ports: Arc<Vec<u16>>, tally: Arc<Tally>, until: Instan
                     message,
                     accepted: false,
                     resend_at: None,
+                    trail: vec![format!("sent@{port}")],
                 });
                 if ws.send(Message::text(m.to_string())).await.is_err() {
                     tally.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -324,6 +331,9 @@ async fn client(n: usize, ports: Arc<Vec<u16>>, tally: Arc<Tally>, until: Instan
             }
             if let Some(t) = turn.as_mut().filter(|t| t.resend_at.is_some_and(|at| at <= Instant::now())) {
                 t.resend_at = None;
+                if !t.accepted {
+                    t.trail.push("resent".into());
+                }
                 if !t.accepted && ws.send(Message::text(t.message.to_string())).await.is_err() {
                     continue 'connection;
                 }
@@ -347,9 +357,10 @@ async fn client(n: usize, ports: Arc<Vec<u16>>, tally: Arc<Tally>, until: Instan
                         tally.violation(
                             &tally.no_ending,
                             format!(
-                                "{} (session {}): {accepted}, no ending within {QUIET_LIMIT:?}",
+                                "{} (session {}): {accepted}, no ending within {QUIET_LIMIT:?}; saw {}",
                                 t.rid,
-                                sid.as_deref().unwrap_or_default()
+                                sid.as_deref().unwrap_or_default(),
+                                t.trail.join(" ")
                             ),
                         );
                     }
@@ -402,6 +413,11 @@ async fn client(n: usize, ports: Arc<Vec<u16>>, tally: Arc<Tally>, until: Instan
                     format!("{rid} (session {sid}): {first} at seq {at:?}, then {code} at seq {seq:?}"),
                 );
                 continue;
+            }
+            if let Some(t) = turn.as_mut().filter(|t| t.trail.len() < 60) {
+                let seq = v["seq"].as_u64().map(|s| format!("@{s}")).unwrap_or_default();
+                let whose = if t.rid == rid { "" } else { "other:" };
+                t.trail.push(format!("{whose}{code}{seq}"));
             }
             let Some(t) = turn.as_mut().filter(|t| t.rid == rid) else { continue };
             t.last_event = Instant::now();

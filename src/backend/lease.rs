@@ -93,6 +93,10 @@ pub trait TurnLease: Send + Sync {
     async fn release(&self, session_id: &str, turn_id: &str) -> BResult<bool>;
     /// The current holder, if the lease is live.
     async fn current(&self, session_id: &str) -> BResult<Option<TurnInfo>>;
+    /// Whether the session has a turn record with no live lease (a turn a sweeper must end or take over). Such a
+    /// turn is put back where sweepers look, due now (a failover can take its entry back and keep the record;
+    /// a later deadline already there is kept).
+    async fn rewatch(&self, session_id: &str) -> BResult<bool>;
     /// Turns whose lease lapsed without release (their pod died or stalled). Each is handed to one caller at a
     /// time, which ends it with an append guarded by [`Guard::Lapsed`](super::Guard::Lapsed) (that forgets the turn record); a turn
     /// not ended that way (the caller died, the append failed) is handed out again after [`LAPSED_RETRY_MS`].

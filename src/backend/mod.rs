@@ -238,6 +238,11 @@ pub enum Guard<'a> {
     /// Only while the session's record exists: an event another service publishes (`/admin/publish`), checked
     /// in the same step as the append, so a deleted or expired session's log is never brought back.
     Live,
+    /// Only when no lease runs, there is no turn record at all (neither a turn a sweeper can claim nor what an
+    /// ending leaves in its place) and the session exists: the ending of the request named here by a turn that
+    /// found its lease gone and its state with it (a Redis failover took back writes its replica never had), which
+    /// no sweeper could ever find. Leaves an ending's mark, so it holds once.
+    Orphan(&'a str),
 }
 
 /// A pub/sub address. Session channels carry batches of logged events (`framing.rs`); all others carry the JSON

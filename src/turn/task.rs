@@ -200,13 +200,19 @@ async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<D
         }
         Some(Outcome::LeaseLost) => {
             tracing::warn!(session_id = %sid, turn_id = %tid, "the turn lost its lease and stopped without an ending");
+            super::sweeper::after_lost_lease(&turns, &sid, &rid).await;
         }
         Some(Outcome::HandedOff) => {
             // Lapsing now rather than in `turn.lease_ms`: a sweeper on a pod that is not draining takes the turn
             // over within about half a second. Should this fail, the lease lapses on its own.
             tracing::info!(session_id = %sid, turn_id = %tid, "handing the running turn over (a drain, or a failed append)");
-            if let Err(e) = turns.backends.leases.renew(&sid, &state.lease_info(&turns.pod_id), 1).await {
-                tracing::warn!(error = %e, session_id = %sid, "could not hand the turn over at once (its lease lapses)");
+            match turns.backends.leases.renew(&sid, &state.lease_info(&turns.pod_id), 1).await {
+                Ok(true) => {}
+                // The lease was not this turn's any more (taken over, ended, or taken back by a failover).
+                Ok(false) => super::sweeper::after_lost_lease(&turns, &sid, &rid).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, session_id = %sid, "could not hand the turn over at once (its lease lapses)")
+                }
             }
         }
         None => {

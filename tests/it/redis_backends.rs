@@ -78,6 +78,8 @@ async fn full_suite(url: &str) {
     let (a, b) = pods(url).await;
     conformance::takeovers(&a, &b).await;
     let (a, b) = pods(url).await;
+    conformance::orphans(&a, &b).await;
+    let (a, b) = pods(url).await;
     conformance::guarded_appends(&a, &b).await;
     let (a, b) = pods(url).await;
     conformance::quotas(&a, &b).await;
@@ -266,6 +268,7 @@ single! {
     single_org_settings => org_settings;
     single_turn_leases => turn_leases;
     single_takeovers => takeovers;
+    single_orphans => orphans;
     single_guarded_appends => guarded_appends;
     single_quotas => quotas;
     single_registry => registry;

@@ -1,7 +1,8 @@
 //! Exactly one ending per turn under faults: a pod process frozen (SIGSTOP) past its lease (taken over by
 //! another pod), Redis stalled past the lease mid-turn (with `turn.takeover` off: `TURN_INTERRUPTED` from a
 //! sweeper), and a parked turn resumed after its slot was taken. Each ends the turn once, and the turn that
-//! lost its lease adds nothing to the log afterwards.
+//! lost its lease adds nothing to the log afterwards. A turn whose lease, record and sweeper's entry a Redis
+//! failover took back (writes its replica never had) still ends once.
 
 use super::process::*;
 use super::*;
@@ -124,4 +125,79 @@ async fn a_parked_turn_whose_slot_was_taken_ends_instead_of_running() {
     assert!(tools.calls("delete_record").is_empty(), "the approved tool must not run beside the newer turn");
     assert_eq!(llm.request_count(), 1, "the model is not called again");
     assert_eq!(backends.leases.current(&sid).await.expect("current"), Some(newer), "the newer turn keeps its slot");
+}
+
+/// What a Sentinel failover can take back of a running turn (writes the old master took that its replica never
+/// had): its lease and its lapsed-lease index entry, and with `record` its turn record and step too.
+fn take_back_turn(redis: &RedisServer, p: &switchboard::server::Running, sid: &str, record: bool) {
+    let prefix = &p.config().redis_key_prefix;
+    let kinds: &[&str] = if record { &["lease", "turn", "step"] } else { &["lease"] };
+    let keys: Vec<String> = kinds.iter().map(|k| format!("{prefix}:{{{sid}}}:{k}")).collect();
+    let script = "redis.call('DEL', unpack(KEYS, 2)) \
+        for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do \
+          if string.sub(m, 1, #ARGV[1]) == ARGV[1] then redis.call('ZREM', KEYS[1], m) end \
+        end";
+    let index = format!("{prefix}:turns:deadline");
+    let mut args = vec!["EVAL".to_string(), script.to_string(), (keys.len() + 1).to_string(), index];
+    args.extend(keys);
+    args.push(format!("{sid}|"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    redis.cli(&args);
+}
+
+/// A running turn on a pod with the model streaming, watched by `a`.
+async fn streaming_turn(llm: &FakeLlm, p: &switchboard::server::Running) -> (Client, String) {
+    let mut a = connect(p, true).await;
+    let sid = create_session(&mut a).await;
+    let chunks: Vec<String> = (0..30).map(|i| format!("t{i} ")).collect();
+    llm.push(Reply::Slow { chunks, delay_ms: 100, usage: None });
+    send_message(&mut a, &sid, "r-1", "tell me").await;
+    a.recv_until(|v| v["type"] == "stream_token").await;
+    (a, sid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_turn_whose_lease_and_record_a_failover_took_back_still_ends_once() {
+    let (llm, tools) = setup().await;
+    let redis = RedisServer::start();
+    let mut cfg = config(&llm, &tools);
+    cfg.turn.lease_ms = 1_500;
+    let p = pods(1, cfg, &Store::Redis(redis.url())).await;
+    let (mut a, sid) = streaming_turn(&llm, &p[0]).await;
+    // No lease, no record, no step, no index entry: no sweeper can find the turn; the turn itself finds its
+    // lease gone at its next append.
+    take_back_turn(&redis, &p[0], &sid, true);
+
+    let frames = until_terminal(&mut a, "r-1").await;
+    assert_eq!(frames.last().expect("ending")["error"]["code"], "TURN_INTERRUPTED", "{frames:?}");
+    sleep_ms(2_000).await;
+    let logged = logged(&p[0], &sid, "r-1").await;
+    single_ending(&logged);
+    assert!(is_terminal(logged.last().expect("events")), "nothing after the ending: {logged:?}");
+
+    // The session takes a new turn.
+    llm.push(Reply::text(&["again"]));
+    send_message(&mut a, &sid, "r-2", "again").await;
+    let frames = until_terminal(&mut a, "r-2").await;
+    assert_eq!(frames.last().expect("end")["type"], "eventual_response", "{frames:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_turn_whose_lease_and_index_entry_a_failover_took_back_is_taken_over() {
+    let (llm, tools) = setup().await;
+    let redis = RedisServer::start();
+    let mut cfg = config(&llm, &tools);
+    cfg.turn.lease_ms = 1_500;
+    let p = pods(1, cfg, &Store::Redis(redis.url())).await;
+    let (mut a, sid) = streaming_turn(&llm, &p[0]).await;
+    llm.push(Reply::text(&["and the rest."]));
+    // The record and its step stay, but without an index entry no sweeper would look at them.
+    take_back_turn(&redis, &p[0], &sid, false);
+
+    let frames = until_terminal(&mut a, "r-1").await;
+    let ending = frames.last().expect("ending");
+    assert_eq!(ending["type"], "eventual_response", "taken over from its step: {frames:?}");
+    assert!(reply_text(ending).ends_with("and the rest."), "{ending}");
+    sleep_ms(2_000).await;
+    single_ending(&logged(&p[0], &sid, "r-1").await);
 }

@@ -16,7 +16,7 @@ mod turns;
 pub use admin::{deployment_keys, org_listing, org_settings, usage_counters};
 pub use identity::{identities, interaction_parks};
 pub use log::event_log_and_publish;
-pub use takeover::takeovers;
+pub use takeover::{orphans, takeovers};
 pub use tenancy::{conversation_bounds, deletion_forgets_the_person, identity_moves};
 use turns::parked;
 pub use turns::{confirmations, guarded_appends, turn_leases};
@@ -425,6 +425,7 @@ mod memory_suite {
         memory_confirmations => confirmations;
         memory_turn_leases => turn_leases;
         memory_takeovers => takeovers;
+        memory_orphans => orphans;
         memory_guarded_appends => guarded_appends;
         memory_quotas => quotas;
         memory_registry => registry;

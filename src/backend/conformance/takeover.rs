@@ -88,3 +88,51 @@ pub async fn takeovers(a: &Backends, b: &Backends) {
     lapse().await;
     assert_eq!(b.leases.take_over(&other, "u4", &info("u5", "pod-b"), 60, 2).await.expect("take"), TakeOver::Unsaved);
 }
+
+/// The ending of a turn whose state a failover took back ([`Guard::Orphan`]): appended only when no lease runs,
+/// no record is there (neither a turn a sweeper can claim nor the mark an ending leaves) and the session exists;
+/// once. A turn ended by its own ending or a sweeper's is never ended again this way.
+pub async fn orphans(a: &Backends, b: &Backends) {
+    let id = sid();
+    let (rec, conv) = session(&id, "alice");
+    a.sessions.create_session(&rec, Some(&conv)).await.expect("create");
+
+    // A running turn, and one whose lease lapsed (a sweeper's to claim): not an orphan.
+    assert!(a.leases.acquire(&id, &info("t1", "pod-a"), 60).await.expect("acquire"));
+    assert_eq!(b.log.append_guarded(&id, ev(1), Guard::Orphan("req")).await.expect("append"), None, "the lease runs");
+    assert!(!b.leases.rewatch(&id).await.expect("rewatch"), "a running turn needs no sweeper");
+    lapse().await;
+    assert_eq!(
+        b.log.append_guarded(&id, ev(1), Guard::Orphan("req")).await.expect("append"),
+        None,
+        "a record is there"
+    );
+    assert!(b.leases.rewatch(&id).await.expect("rewatch"), "a lapsed turn is watched again");
+    let claimed = b.leases.claim_lapsed(crate::util::now_ms(), 100).await.expect("claim");
+    assert!(claimed.iter().any(|(s, i)| *s == id && i.turn_id == "t1"), "a sweeper finds it: {claimed:?}");
+
+    // Ended by a sweeper (or by itself): never again.
+    assert_eq!(b.log.append_guarded(&id, ev(1), Guard::Lapsed("t1")).await.expect("end"), Some(1));
+    assert_eq!(a.log.append_guarded(&id, ev(1), Guard::Orphan("req")).await.expect("append"), None, "it ended");
+    assert!(!a.leases.rewatch(&id).await.expect("rewatch"), "an ended turn is no sweeper's");
+    assert!(a.leases.acquire(&id, &info("t2", "pod-a"), 5_000).await.expect("acquire"));
+    assert_eq!(a.log.append_guarded(&id, ev(1), Guard::Release("t2")).await.expect("end"), Some(2));
+    assert_eq!(b.log.append_guarded(&id, ev(1), Guard::Orphan("req")).await.expect("append"), None, "it ended");
+
+    // A turn whose lease and record are gone without an ending (here given back, as a failover takes them back):
+    // its ending is appended, once.
+    assert!(a.leases.acquire(&id, &info("t3", "pod-a"), 5_000).await.expect("acquire"));
+    assert!(a.leases.release(&id, "t3").await.expect("release"));
+    let (x, y) = tokio::join!(
+        a.log.append_guarded(&id, ev(1), Guard::Orphan("req")),
+        b.log.append_guarded(&id, ev(1), Guard::Orphan("req"))
+    );
+    let ended: Vec<_> = [x.expect("a"), y.expect("b")].into_iter().flatten().collect();
+    assert_eq!(ended, vec![3], "one ending");
+    assert!(!a.leases.rewatch(&id).await.expect("rewatch"));
+
+    // Never into a session that is gone.
+    let gone = sid();
+    assert_eq!(a.log.append_guarded(&gone, ev(1), Guard::Orphan("req")).await.expect("append"), None, "no session");
+    assert_eq!(a.log.read_after(&gone, 0, 10).await.expect("read"), vec![], "no log brought back");
+}

@@ -65,6 +65,9 @@ struct State {
     leases: HashMap<String, (TurnInfo, i64)>,
     /// Turn records outlive the lease so a lapsed turn can be ended: session → (info, lease deadline).
     turns: HashMap<String, (TurnInfo, i64)>,
+    /// Sessions whose last turn ended (a record's tombstone in Redis): [`Guard::Orphan`] holds only where the
+    /// session has neither a record nor this.
+    ended: HashSet<String>,
     /// Session → its running turn's last durable step: (turn id, the checkpoint).
     steps: HashMap<String, (String, Checkpoint)>,
     registry: HashMap<String, (SocketEntry, i64)>,
@@ -330,6 +333,7 @@ impl SessionStore for MemoryStore {
         // an ending (its own or a sweeper's) can bring the log back.
         st.leases.remove(sid);
         st.turns.remove(sid);
+        st.ended.remove(sid);
         st.steps.remove(sid);
         st.parked.remove(sid);
         st.decided.remove(sid);
@@ -387,11 +391,18 @@ impl EventLog for MemoryStore {
             Guard::Lapsed(t)
                 if st.leases.get(session_id).is_none_or(|(_, d)| *d <= now)
                     && st.turns.get(session_id).is_some_and(|(i, _)| i.turn_id == t) => {}
+            Guard::Orphan(_)
+                if st.leases.get(session_id).is_none_or(|(_, d)| *d <= now)
+                    && !st.turns.contains_key(session_id)
+                    && !st.ended.contains(session_id)
+                    && st.sessions.contains_key(session_id) => {}
             _ => return Ok(None),
         }
-        if let Guard::Release(_) | Guard::Lapsed(_) = guard {
+        if let Guard::Release(_) | Guard::Lapsed(_) | Guard::Orphan(_) = guard {
             st.leases.remove(session_id);
-            st.turns.remove(session_id);
+            if st.turns.remove(session_id).is_some() || matches!(guard, Guard::Orphan(_)) {
+                st.ended.insert(session_id.to_string());
+            }
             st.steps.remove(session_id);
         }
         if events.is_empty() {

@@ -74,6 +74,7 @@ impl TurnLease for MemoryStore {
         let deadline = now + ttl_ms as i64;
         st.leases.insert(session_id.to_string(), (info.clone(), deadline));
         st.turns.insert(session_id.to_string(), (info.clone(), deadline));
+        st.ended.remove(session_id);
         Ok(true)
     }
     async fn renew(&self, session_id: &str, info: &TurnInfo, ttl_ms: u64) -> BResult<bool> {
@@ -183,6 +184,13 @@ impl TurnLease for MemoryStore {
         let now = now_ms();
         let st = self.shared.state.lock();
         Ok(st.leases.get(session_id).filter(|(_, d)| *d > now).map(|(i, _)| i.clone()))
+    }
+    async fn rewatch(&self, session_id: &str) -> BResult<bool> {
+        let now = now_ms();
+        let st = self.shared.state.lock();
+        // Sweepers here look at the records themselves ([`TurnLease::claim_lapsed`]): nothing to put back.
+        let leased = st.leases.get(session_id).is_some_and(|(_, d)| *d > now);
+        Ok(!leased && st.turns.contains_key(session_id))
     }
     async fn claim_lapsed(&self, now: i64, max: usize) -> BResult<Vec<(String, TurnInfo)>> {
         let mut st = self.shared.state.lock();

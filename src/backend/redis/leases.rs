@@ -30,12 +30,23 @@ impl TurnLease for RedisStore {
             )
             .await?;
         let acquired = int(&reply) == Some(1);
-        if let (true, Settled::Moved, Some(replicated)) = (acquired, settled, &s.replicated) {
-            if s.follow_moved(replicated, &record, ["turn", &info.turn_id, "", ""]).await?.is_none() {
+        match (acquired, settled, &s.replicated) {
+            (true, Settled::Moved, Some(replicated)) => {
+                if s.follow_moved(replicated, &record, ["turn", &info.turn_id, "", ""]).await?.is_none() {
+                    return Err(crate::backend::BackendError::Unconfirmed(
+                        "the turn's start was lost by a change of master",
+                    ));
+                }
+            }
+            // Not on a replica within `redis_wait_timeout_ms`: a failover could still take the start back, after
+            // the client was told the turn runs, and then no sweeper could find it. The start is given up.
+            (true, Settled::Short, Some(_)) => {
+                let _ = self.release(session_id, &info.turn_id).await;
                 return Err(crate::backend::BackendError::Unconfirmed(
-                    "the turn's start was lost by a change of master",
+                    "replicas did not confirm the turn's start in time",
                 ));
             }
+            _ => {}
         }
         self.indexed_if(acquired, session_id, info, ttl_ms).await
     }
@@ -140,6 +151,31 @@ impl TurnLease for RedisStore {
         let s = self.s();
         let raw: Option<String> = s.client.get(s.keys.session_key(session_id, "lease")).await.map_err(|e| s.err(e))?;
         raw.map(|r| parse_json("turn lease", &r)).transpose()
+    }
+
+    async fn rewatch(&self, session_id: &str) -> BResult<bool> {
+        let s = self.s();
+        let keys = vec![s.keys.session_key(session_id, "lease"), s.keys.session_key(session_id, "turn")];
+        let (lease, record): (Option<String>, Option<String>) = s.client.mget(keys).await.map_err(|e| s.err(e))?;
+        // A tombstone (what an ending leaves, lua/append_batch.lua) is no turn.
+        let Some(info) = record.filter(|_| lease.is_none()).and_then(|r| serde_json::from_str::<TurnInfo>(&r).ok())
+        else {
+            return Ok(false);
+        };
+        let member = super::keys::deadline_member(session_id, &info.turn_id);
+        // GT: a claim in progress moved the entry later; it stays so.
+        s.client
+            .zadd::<(), _, _>(
+                s.keys.turns_deadline(),
+                None,
+                Some(ZOrdering::GreaterThan),
+                false,
+                false,
+                (now_ms() as f64, member),
+            )
+            .await
+            .map_err(|e| s.err(e))?;
+        Ok(true)
     }
 
     async fn claim_lapsed(&self, now_ms: i64, max: usize) -> BResult<Vec<(String, TurnInfo)>> {

@@ -57,6 +57,7 @@ impl EventLog for RedisStore {
             Guard::Release(t) => ("release", t),
             Guard::Lapsed(t) => ("lapsed", t),
             Guard::Live => ("live", ""),
+            Guard::Orphan(request) => ("orphan", request),
         };
         let mut args = Vec::with_capacity(events.len() + 9);
         args.extend([s.log_len.to_string(), s.idle_ttl_s.to_string(), channel, publish.to_string()]);
@@ -107,7 +108,7 @@ impl EventLog for RedisStore {
         match guard {
             // The session's next turn on this pod, likely the next writer, starts where this one ended.
             Guard::Holder(_) | Guard::Release(_) => s.expected.set(session_id, first + n),
-            Guard::Lapsed(_) => s.expected.forget(session_id),
+            Guard::Lapsed(_) | Guard::Orphan(_) => s.expected.forget(session_id),
             _ => {}
         }
         if let (Guard::Release(t) | Guard::Lapsed(t), true) = (guard, settled) {

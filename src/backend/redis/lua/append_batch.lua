@@ -1,6 +1,6 @@
 -- KEYS: seq, log, lease, turn record, epoch, session record, recent tokens, the turn's step. ARGV: log_len,
 -- idle_ttl_s, channel, publish command (PUBLISH, SPUBLISH, or empty: the caller publishes), guard (none, holder,
--- release, lapsed, live), guard turn id, a fresh epoch (used only when the session has none: the counter is new),
+-- release, lapsed, live, orphan), guard turn id (the request id for orphan), a fresh epoch (used only when the session has none: the counter is new),
 -- the call's token, for a running turn's append the first seq its pod expects it to get ('0' when it has no idea)
 -- or '' for any other call, the number of events, then the events joined by newlines (one argument: the script
 -- does no work per event, which in Lua, building and interning a string per event, cost ~1 µs each).
@@ -20,6 +20,9 @@
 -- append, and a resend finds it there.
 --
 -- Then the guard is checked, in the same step (see `Guard` in src/backend/mod.rs); -1 when it does not hold.
+-- An ending (release, lapsed, orphan) leaves a tombstone in the turn record's place, `{"ended": turn id,
+-- "request_id": ...}`, kept with the session: it tells the orphan guard that the turn did end (its ending is
+-- logged) from a record a failover took back.
 -- A running turn's appends (holder, and its ending: release) read the lease, the epoch (and the turn record) in
 -- one MGET and renew no expiry: the keys' TTLs are renewed with the session's (`lua/touch.lua`, which every turn
 -- passes through before it starts), when the counter is created, and by appends from outside a turn, so a turn
@@ -34,7 +37,7 @@ local payload = ARGV[11]
 -- turn record when the guard needs it).
 local turns = ARGV[9] ~= ''
 local reads = {KEYS[3], KEYS[5], turns and KEYS[1] or KEYS[7]}
-if guard == 'release' or guard == 'lapsed' then reads[4] = KEYS[4] end
+if guard == 'release' or guard == 'lapsed' or guard == 'orphan' then reads[4] = KEYS[4] end
 local v = redis.call('MGET', unpack(reads))
 local lease, epoch, record = v[1], v[2], v[4]
 -- With no publish command the caller publishes once replicas have the write (`redis_wait_replicas`): the reply
@@ -63,11 +66,27 @@ elseif guard == 'lapsed' then
   if lease or not owns(record) then return -1 end
 elseif guard == 'live' then
   if redis.call('EXISTS', KEYS[6]) == 0 then return -1 end
+elseif guard == 'orphan' then
+  -- No lease (no pod runs the session's turn), no record at all (neither a turn for a sweeper to claim nor the
+  -- tombstone of an ending), and the session exists: the turn's state is gone, so it ends here.
+  if lease or record or redis.call('EXISTS', KEYS[6]) == 0 then return -1 end
+end
+local function tombstone(rec)
+  return cjson.encode({ended = rec and cjson.decode(rec)['turn_id'] or '', request_id = rec and
+    cjson.decode(rec)['request_id'] or turn})
 end
 if guard == 'release' then
-  if owns(record) then redis.call('DEL', KEYS[3], KEYS[4], KEYS[8]) else redis.call('DEL', KEYS[3]) end
+  if owns(record) then
+    redis.call('DEL', KEYS[3], KEYS[8])
+    redis.call('SET', KEYS[4], tombstone(record), 'EX', ARGV[2])
+  else
+    redis.call('DEL', KEYS[3])
+  end
 elseif guard == 'lapsed' then
-  redis.call('DEL', KEYS[4], KEYS[8])
+  redis.call('DEL', KEYS[8])
+  redis.call('SET', KEYS[4], tombstone(record), 'EX', ARGV[2])
+elseif guard == 'orphan' then
+  redis.call('SET', KEYS[4], tombstone(nil), 'EX', ARGV[2])
 end
 if n == 0 then return 0 end
 

@@ -7,7 +7,8 @@
 -- lease is claimed too: a failover can lose a takeover's writes yet keep the index entry written after them,
 -- and this entry is then the only pointer left to the lapsed turn.
 local rec = redis.call('GET', KEYS[2])
-if not rec then return {'gone'} end
+-- No record, or the tombstone an ending leaves (lua/append_batch.lua): the turn ended.
+if not rec or cjson.decode(rec)['ended'] then return {'gone'} end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl == -2 then return {'claimed', rec} end
 if ARGV[1] == '' or cjson.decode(rec)['turn_id'] == ARGV[1] then return {'alive', ttl} end
