@@ -461,9 +461,10 @@ async fn client(n: usize, ports: Arc<Vec<u16>>, tally: Arc<Tally>, until: Instan
                         tally.violation(
                             &tally.text_mismatch,
                             format!(
-                                "{rid} (session {}): tokens {:?} but reply {said:?}",
+                                "{rid} (session {}): tokens {:?} but reply {said:?}; saw {}",
                                 sid.as_deref().unwrap_or_default(),
-                                t.tokens
+                                t.tokens,
+                                t.trail.join(" ")
                             ),
                         );
                     }

@@ -14,9 +14,10 @@ const CONTINUE: &str = "Your previous reply was cut off after the text above. Co
                         stopped, without repeating any of it.";
 
 /// Writes the turn's step (after logging everything it queued, so the step's seq covers it). A lost lease halts
-/// the turn; a store that fails leaves the turn running without this step (a takeover resumes an earlier one).
+/// the turn; a store that fails leaves the turn running without this step (a takeover resumes an earlier one),
+/// except before a call (see [`before_call`]).
 pub(super) async fn step(turns: &Turns, em: &Emitter, state: &TurnState) -> Result<(), Halt> {
-    write(turns, em, state, state).await
+    write(turns, em, state, state, false).await
 }
 
 /// The step before `call` runs: a pod that takes the turn over knows the call may have run. The state is
@@ -28,11 +29,18 @@ pub(super) async fn before_call(turns: &Turns, em: &Emitter, state: &TurnState, 
         state: &'a TurnState,
         running_call: &'a str,
     }
-    write(turns, em, state, &Running { state, running_call: call }).await
+    write(turns, em, state, &Running { state, running_call: call }, true).await
 }
 
-/// Writes `step` (the serialized form of `state`) as the turn's durable step.
-async fn write(turns: &Turns, em: &Emitter, state: &TurnState, step: &impl serde::Serialize) -> Result<(), Halt> {
+/// Writes `step` (the serialized form of `state`) as the turn's durable step. `before_call`: a step that must be
+/// stored before the call runs, or a takeover (going on from the step before) could run the call again.
+async fn write(
+    turns: &Turns,
+    em: &Emitter,
+    state: &TurnState,
+    step: &impl serde::Serialize,
+    before_call: bool,
+) -> Result<(), Halt> {
     if !turns.config.turn.takeover {
         return Ok(());
     }
@@ -50,6 +58,13 @@ async fn write(turns: &Turns, em: &Emitter, state: &TurnState, step: &impl serde
             tracing::warn!(session_id = %state.session_id, "the turn's lease is gone: it stops, emitting nothing more");
             em.lease_lost();
             Err(Halt::LeaseLost)
+        }
+        Err(e) if before_call => {
+            // The turn is handed over rather than run the call: its takeover goes on from the step it can read.
+            tracing::warn!(error = %e, session_id = %state.session_id, "the step before a call was not stored: the turn stops");
+            let e: crate::error::ClientError = e.into();
+            em.failed(e.clone());
+            Err(Halt::Failed(e))
         }
         Err(e) => {
             tracing::warn!(error = %e, session_id = %state.session_id, "a turn's step was not stored");

@@ -137,10 +137,20 @@ impl Emitter {
     /// Halts the emitter because the turn's lease is gone (found by a write other than an append): nothing more
     /// is appended, and the turn ends as one that lost its lease.
     pub(super) fn lease_lost(&self) {
+        self.halt_with(Halt::LeaseLost);
+    }
+
+    /// Halts the emitter because a write the turn needs failed (a step before a call): nothing more is appended,
+    /// and the turn ends as one whose append failed (handed over to a sweeper, when it can be).
+    pub(super) fn failed(&self, e: ClientError) {
+        self.halt_with(Halt::Failed(e));
+    }
+
+    fn halt_with(&self, halt: Halt) {
         self.halt_tx.send_if_modified(|h| {
             let first = h.is_none();
             if first {
-                *h = Some(Halt::LeaseLost);
+                *h = Some(halt);
             }
             first
         });

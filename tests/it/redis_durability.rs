@@ -99,11 +99,20 @@ async fn durable_writes_wait_for_a_replica_on_their_own_connection() {
     // A replica that stays away past `redis_wait_timeout_ms`: the write is logged and the append returns, but
     // nobody hears of it until a replica has it (then it is published); a running turn's append fails instead,
     // so the turn does not stream on from events a failover could take back.
+    let lease = TurnInfo::new("t1", "req", "pod-a");
+    assert!(a.leases.acquire(&session, &lease, 60_000).await.expect("acquire"));
     replica.pause();
     let done = tokio::time::timeout(Duration::from_secs(10), a.log.append(&session, r#"{"n":3}"#)).await;
     assert_eq!(done.expect("the wait times out").expect("the write goes on, logged"), 3);
-    let lease = TurnInfo::new("t1", "req", "pod-a");
-    assert!(a.leases.acquire(&session, &lease, 60_000).await.expect("acquire"));
+    // A turn's start and a turn's step that replicas do not confirm are refused: a failover could take them back
+    // after the turn acted on them (no sweeper could find the started turn; a takeover would go on from the step
+    // before and run a non-idempotent call again). The refused start is given back.
+    let other = unique_id("s");
+    let start = a.leases.acquire(&other, &TurnInfo::new("t2", "req", "pod-a"), 60_000).await;
+    assert!(unconfirmed(&start), "{start:?}");
+    assert_eq!(a.leases.current(&other).await.expect("current"), None, "the refused start is given back");
+    let step = a.leases.checkpoint(&session, "t1", r#"{"running_call":"c1"}"#).await;
+    assert!(unconfirmed(&step), "{step:?}");
     let held = a.log.append_guarded(&session, vec![r#"{"n":4}"#.into()], Guard::Holder("t1")).await;
     assert!(unconfirmed(&held), "a turn's unconfirmed append fails: {held:?}");
     assert_eq!(a.log.bounds(&session).await.expect("bounds").1, 4, "both are logged on the master");

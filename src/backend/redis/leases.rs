@@ -92,9 +92,26 @@ impl TurnLease for RedisStore {
         let s = self.s();
         let keys = ["lease", "step", "seq"].map(|k| s.keys.session_key(session_id, k)).to_vec();
         let args = vec![turn_id.to_string(), state.to_string(), s.idle_ttl_s.to_string()];
+        let step_key = keys[1].clone();
         // Writes the same step again on a resend: safe as it is.
-        let reply = s.eval_replicated(&s.scripts.checkpoint, keys, args).await?;
-        match int(&reply).and_then(|next| u64::try_from(next).ok()).filter(|next| *next > 0) {
+        let (reply, settled) = s.eval_settled(&s.scripts.checkpoint, keys, args).await?;
+        let next = int(&reply).and_then(|next| u64::try_from(next).ok()).filter(|next| *next > 0);
+        // Replicated (`redis_wait_replicas`): a step a failover could take back is not one. A takeover would go on
+        // from the one before, and run again a call this step said may have run (a non-idempotent tool twice).
+        match (next, settled, &s.replicated) {
+            (Some(_), Settled::Short, Some(_)) => {
+                return Err(crate::backend::BackendError::Unconfirmed("replicas did not confirm the turn's step"))
+            }
+            (Some(_), Settled::Moved, Some(replicated)) => {
+                if s.follow_moved(replicated, &step_key, ["step", turn_id, state, ""]).await?.is_none() {
+                    return Err(crate::backend::BackendError::Unconfirmed(
+                        "the turn's step was lost by a change of master",
+                    ));
+                }
+            }
+            _ => {}
+        }
+        match next {
             Some(next) => {
                 s.expected.set(session_id, next);
                 Ok(true)

@@ -128,6 +128,12 @@ impl EventLog for RedisStore {
         }
         let s = self.s();
         let key = s.keys.session_key(session_id, "log");
+        // With `redis_wait_replicas` the read goes on the replicated connection and is fenced there (see
+        // [`fenced`]): a client is shown from the log only what a failover cannot take back, as it is live.
+        let (client, first) = match &s.replicated {
+            Some(r) => (&r.client, Some(r.before(&key))),
+            None => (&s.client, None),
+        };
         // An entry's id is its batch's last seq, so the first entry at or past `after + 1` holds the next event.
         let mut start = format!("{}-0", after + 1);
         let mut out = Vec::new();
@@ -135,7 +141,7 @@ impl EventLog for RedisStore {
             // Entries hold one event or more: read a page of them at a time, never more than `max` events' worth.
             let page = max.saturating_sub(out.len()).min(READ_PAGE);
             let reply: Value =
-                s.client.xrange(&key, start.as_str(), "+", Some(page as u64)).await.map_err(|e| s.err(e))?;
+                client.xrange(&key, start.as_str(), "+", Some(page as u64)).await.map_err(|e| s.err(e))?;
             let entries = array(reply);
             let full = entries.len() == page;
             let last_id = entries.last().cloned().map(parse_entry).transpose()?.map(|(id, _, _)| id);
@@ -144,9 +150,14 @@ impl EventLog for RedisStore {
             out.extend(events);
             match last_id {
                 Some(id) if full && out.len() < max => start = format!("({id}"),
-                _ => return Ok(out),
+                _ => break,
             }
         }
+        match (&s.replicated, first) {
+            (Some(replicated), Some(first)) if !out.is_empty() => fenced(s, replicated, &key, &first).await?,
+            _ => {}
+        }
+        Ok(out)
     }
 
     async fn epoch(&self, session_id: &str) -> BResult<Option<String>> {
@@ -182,6 +193,24 @@ pub(super) fn events_after(entries: Vec<Value>, after: u64) -> BResult<Vec<(u64,
         out.extend((first..).zip(events.split('\n')).filter(|(seq, _)| *seq > after).map(|(s, e)| (s, e.to_string())));
     }
     Ok(out)
+}
+
+/// After a read of the log on the replicated connection (`first`: where it stood before the read): a write that
+/// changes nothing (`lua/fence.lua`, refused by a replica) and a `WAIT` after it, on the same connection, so
+/// every event the read saw is on a replica. An event written on a master that is being replaced (a pod that has
+/// not followed the switch yet) is logged there, not on any replica: shown by a resume, it could be taken back
+/// by the failover, and the turn's takeover would go on without a token the client has. Refused (not confirmed)
+/// when the connection changed or the replicas did not confirm within `redis_wait_timeout_ms`: the reader asks
+/// again, as it does when Redis is unreachable.
+async fn fenced(s: &Shared, replicated: &Arc<Replicated>, key: &str, first: &Ticketing) -> BResult<()> {
+    let (_, at) = s.eval_ticketed(replicated, &s.scripts.fence, vec![key.to_string()], vec![]).await?;
+    if !Replicated::same_conn(first, &at) {
+        return Err(BackendError::Unconfirmed("the log was read across a change of connection"));
+    }
+    match replicated.settle(&at, replicated.timeout).await {
+        Settled::Confirmed => Ok(()),
+        _ => Err(BackendError::Unconfirmed("the events read are not on a replica yet")),
+    }
 }
 
 /// A logged batch not yet shown to anyone (`redis_wait_replicas`).

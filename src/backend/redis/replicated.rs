@@ -133,6 +133,11 @@ impl Replicated {
         Ticketing { conn: self.conn(&route), route, slot }
     }
 
+    /// Whether two writes went on the same connection (a read between them was served by it too).
+    pub(super) fn same_conn(a: &Ticketing, b: &Ticketing) -> bool {
+        a.conn.is_some() && a.route == b.route && a.conn == b.conn
+    }
+
     /// Called once the write's reply is in: waits up to `within` for a round to confirm it.
     pub(super) async fn settle(self: &Arc<Self>, at: &Ticketing, within: Duration) -> Settled {
         let (ticket, mut confirmed) = {

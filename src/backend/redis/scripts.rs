@@ -86,6 +86,8 @@ pub(super) struct Scripts {
     pub(super) index_conversation: Script,
     /// Whether the master holds a write whose connection was replaced before replicas had it (replicated.rs).
     pub(super) held: Script,
+    /// A write that changes nothing, after a read of the log, for a `WAIT` to cover what the read saw (log.rs).
+    pub(super) fence: Script,
 }
 
 impl Scripts {
@@ -93,6 +95,7 @@ impl Scripts {
         Self {
             append_batch: Script::from_lua(include_str!("lua/append_batch.lua")),
             held: Script::from_lua(include_str!("lua/held.lua")),
+            fence: Script::from_lua(include_str!("lua/fence.lua")),
             bounds: Script::from_lua(include_str!("lua/bounds.lua")),
             touch: Script::from_lua(include_str!("lua/touch.lua")),
             quota_take: Script::from_lua(include_str!("lua/quota_take.lua")),
