@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use switchboard::backend::{
-    conformance, redis, BResult, Backends, BusEvent, Channel, Guard, SessionBatch, SessionRecord, TurnInfo,
+    conformance, redis, BResult, Backends, BusEvent, Channel, Guard, SessionBatch, SessionRecord, TakeOver, TurnInfo,
 };
 use switchboard::config::Config;
 
@@ -821,4 +821,31 @@ async fn a_claim_follows_the_turn_record_when_the_index_names_another_turn() {
 
 fn wall_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A takeover whose reply was lost (its pod never heard it had taken the turn, so never indexed the new turn):
+/// the lapsed turn's entry, claimed while the new turn's lease runs, leaves an entry for the new turn behind,
+/// so once that lease lapses too a sweeper still finds the turn (before, the stale entry was dropped and the
+/// turn was never ended).
+#[tokio::test]
+async fn single_a_takeover_never_indexed_is_still_found_by_a_sweeper() {
+    let (redis, config, pod, sid) = one_pod_with_a_session().await;
+    let first = TurnInfo::new("t1", "req", "pod-a");
+    assert!(pod.leases.acquire(&sid, &first, 50).await.expect("acquire"));
+    assert!(pod.leases.checkpoint(&sid, "t1", "{}").await.expect("checkpoint"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = TurnInfo::new("t2", "req", "pod-b");
+    let taken = pod.leases.take_over(&sid, "t1", &second, 1_000, 2).await.expect("take over");
+    assert!(matches!(taken, TakeOver::Taken { .. }), "{taken:?}");
+    // As if the reply never came: the new turn's own entry is not there.
+    let index = format!("{}:turns:deadline", config.redis_key_prefix);
+    redis.cli(&["ZREM", &index, &format!("{sid}|t2")]);
+
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    assert_eq!(pod.leases.claim_lapsed(now(), 10).await.expect("claim"), vec![], "t2's lease runs");
+    let members = redis.cli(&["ZRANGE", &index, "0", "-1"]);
+    assert!(members.lines().any(|m| m == format!("{sid}|t2")), "t2 is watched now: {members}");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let claimed = pod.leases.claim_lapsed(now(), 10).await.expect("claim");
+    assert_eq!(claimed, vec![(sid.clone(), second)], "the lapsed takeover is found");
 }

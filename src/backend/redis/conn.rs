@@ -386,6 +386,22 @@ impl Shared {
             .map_err(|e| self.err(e))
     }
 
+    /// [`Shared::index_turn_deadline`] that never moves an entry earlier (`GT`: a claim in progress moved it
+    /// later; it stays so), for entries written on a turn's behalf by another caller.
+    pub(super) async fn index_turn_deadline_gt(
+        &self,
+        session_id: &str,
+        turn_id: &str,
+        deadline_ms: i64,
+    ) -> BResult<()> {
+        let member = super::keys::deadline_member(session_id, turn_id);
+        let gt = Some(fred::types::sorted_sets::Ordering::GreaterThan);
+        self.client
+            .zadd::<(), _, _>(self.keys.turns_deadline(), None, gt, false, false, (deadline_ms as f64, member))
+            .await
+            .map_err(|e| self.err(e))
+    }
+
     /// Takes a turn that ended (its lease freed by its ending or released) out of the lapsed-lease index.
     pub(super) async fn unindex_turn(&self, session_id: &str, turn_id: &str) -> BResult<()> {
         let member = super::keys::deadline_member(session_id, turn_id);

@@ -30,13 +30,9 @@ impl TurnLease for RedisStore {
             )
             .await?;
         let acquired = int(&reply) == Some(1);
-        match (acquired, settled, &s.replicated) {
+        let lost = match (acquired, settled, &s.replicated) {
             (true, Settled::Moved, Some(replicated)) => {
-                if s.follow_moved(replicated, &record, ["turn", &info.turn_id, "", ""]).await?.is_none() {
-                    return Err(crate::backend::BackendError::Unconfirmed(
-                        "the turn's start was lost by a change of master",
-                    ));
-                }
+                s.follow_moved(replicated, &record, ["turn", &info.turn_id, "", ""]).await?.is_none()
             }
             // Not on a replica within `redis_wait_timeout_ms`: a failover could still take the start back, after
             // the client was told the turn runs, and then no sweeper could find it. The start is given up.
@@ -46,7 +42,10 @@ impl TurnLease for RedisStore {
                     "replicas did not confirm the turn's start in time",
                 ));
             }
-            _ => {}
+            _ => false,
+        };
+        if lost {
+            return Err(crate::backend::BackendError::Unconfirmed("the turn's start was lost by a change of master"));
         }
         self.indexed_if(acquired, session_id, info, ttl_ms).await
     }
@@ -98,18 +97,17 @@ impl TurnLease for RedisStore {
         let next = int(&reply).and_then(|next| u64::try_from(next).ok()).filter(|next| *next > 0);
         // Replicated (`redis_wait_replicas`): a step a failover could take back is not one. A takeover would go on
         // from the one before, and run again a call this step said may have run (a non-idempotent tool twice).
-        match (next, settled, &s.replicated) {
+        let lost = match (next, settled, &s.replicated) {
             (Some(_), Settled::Short, Some(_)) => {
                 return Err(crate::backend::BackendError::Unconfirmed("replicas did not confirm the turn's step"))
             }
             (Some(_), Settled::Moved, Some(replicated)) => {
-                if s.follow_moved(replicated, &step_key, ["step", turn_id, state, ""]).await?.is_none() {
-                    return Err(crate::backend::BackendError::Unconfirmed(
-                        "the turn's step was lost by a change of master",
-                    ));
-                }
+                s.follow_moved(replicated, &step_key, ["step", turn_id, state, ""]).await?.is_none()
             }
-            _ => {}
+            _ => false,
+        };
+        if lost {
+            return Err(crate::backend::BackendError::Unconfirmed("the turn's step was lost by a change of master"));
         }
         match next {
             Some(next) => {
@@ -179,19 +177,7 @@ impl TurnLease for RedisStore {
         else {
             return Ok(false);
         };
-        let member = super::keys::deadline_member(session_id, &info.turn_id);
-        // GT: a claim in progress moved the entry later; it stays so.
-        s.client
-            .zadd::<(), _, _>(
-                s.keys.turns_deadline(),
-                None,
-                Some(ZOrdering::GreaterThan),
-                false,
-                false,
-                (now_ms() as f64, member),
-            )
-            .await
-            .map_err(|e| s.err(e))?;
+        s.index_turn_deadline_gt(session_id, &info.turn_id, now_ms()).await?;
         Ok(true)
     }
 
@@ -297,6 +283,17 @@ impl RedisStore {
                     )
                     .await
                     .map_err(|e| s.err(e))?;
+                Ok(None)
+            }
+            Some("other") => {
+                // The entry is stale: the session's record is another turn's, whose lease runs. That turn is
+                // watched from its own entry (written here too: a takeover whose reply was lost never wrote it).
+                let pttl = v.get(1).and_then(int).filter(|t| *t > 0).unwrap_or(1_000);
+                if let Some(turn) = v.get(2).and_then(text) {
+                    let deadline = crate::util::now_ms().saturating_add(pttl);
+                    s.index_turn_deadline_gt(sid, &turn, deadline).await?;
+                }
+                s.client.zrem::<(), _, _>(&index, member).await.map_err(|e| s.err(e))?;
                 Ok(None)
             }
             _ => {
