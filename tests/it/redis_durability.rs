@@ -108,8 +108,17 @@ async fn durable_writes_wait_for_a_replica_on_their_own_connection() {
     // after the turn acted on them (no sweeper could find the started turn; a takeover would go on from the step
     // before and run a non-idempotent call again). The refused start is given back.
     let other = unique_id("s");
-    let start = a.leases.acquire(&other, &TurnInfo::new("t2", "req", "pod-a"), 60_000).await;
+    let leases = a.leases.clone();
+    let id = other.clone();
+    let start = tokio::spawn(async move { leases.acquire(&id, &TurnInfo::new("t2", "req", "pod-a"), 60_000).await });
+    // While the start waits for replicas, a sweeper can already find it (should this pod die now).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let index = format!("{}:turns:deadline", cfg.redis_key_prefix);
+    let member = format!("{other}|t2");
+    assert_ne!(master.cli(&["ZSCORE", &index, &member]), "", "the start's lapsed-lease entry is written first");
+    let start = start.await.expect("join");
     assert!(unconfirmed(&start), "{start:?}");
+    assert_eq!(master.cli(&["ZSCORE", &index, &member]), "", "and goes with the refused start");
     assert_eq!(a.leases.current(&other).await.expect("current"), None, "the refused start is given back");
     let step = a.leases.checkpoint(&session, "t1", r#"{"running_call":"c1"}"#).await;
     assert!(unconfirmed(&step), "{step:?}");

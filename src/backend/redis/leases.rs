@@ -22,6 +22,10 @@ impl TurnLease for RedisStore {
         // the client was told of (202) that no sweeper can ever find. So a start whose connection was replaced
         // before replicas had it (a Sentinel switch) counts only if the master the pod talks to now holds it.
         let record = s.keys.session_key(session_id, "turn");
+        // The lapsed-lease entry goes first (the index is another slot): a pod that died between the start and
+        // its entry left a turn no sweeper could find, and with replicas the start may wait seconds for them.
+        let deadline = now_ms().saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
+        s.index_turn_deadline(session_id, &info.turn_id, deadline).await?;
         let (reply, settled) = s
             .eval_settled(
                 &s.scripts.acquire,
@@ -45,9 +49,13 @@ impl TurnLease for RedisStore {
             _ => false,
         };
         if lost {
+            let _ = s.unindex_turn(session_id, &info.turn_id).await;
             return Err(crate::backend::BackendError::Unconfirmed("the turn's start was lost by a change of master"));
         }
-        self.indexed_if(acquired, session_id, info, ttl_ms).await
+        if !acquired {
+            s.unindex_turn(session_id, &info.turn_id).await?;
+        }
+        Ok(acquired)
     }
 
     async fn renew(&self, session_id: &str, info: &TurnInfo, ttl_ms: u64) -> BResult<bool> {
