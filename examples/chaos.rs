@@ -7,7 +7,9 @@
 //! (CHAOS_SECONDS per Redis mode, default 300; CHAOS_CLIENTS, default 200; CHAOS_MODES, default
 //! `single,sentinel`; CHAOS_FAULT_EVERY_S, mean seconds between faults, default 4; CHAOS_LOG_DIR: each pod's log there.)
 //!
-//! Checked per turn: exactly one ending (a second one, or none within 60 s of quiet, is a violation); the text of
+//! Checked per turn: exactly one ending (a second one, or none within 60 s of quiet, is a violation; a direct
+//! refusal, with no seq, of a message the client sent again unacknowledged, after its request's logged ending,
+//! started nothing and is counted apart); the text of
 //! an `eventual_response` is exactly the tokens the client received (none lost, none twice, across pod deaths
 //! and reconnects); per session, every event's `seq` follows the last one (a gap is a violation; after a
 //! reconnect the client resumes from its last seq); approvals and card answers are re-sent after a reconnect
@@ -56,6 +58,9 @@ struct Tally {
     cards: AtomicU64,
     reconnects: AtomicU64,
     resume_refused: AtomicU64,
+    /// Direct refusals (no seq) of a message the client sent again, for a request whose ending was logged: the
+    /// duplicate started nothing (`TURN_IN_PROGRESS`, or a start refused), so it is no second ending.
+    duplicates_refused: AtomicU64,
     no_ending: AtomicU64,
     two_endings: AtomicU64,
     text_mismatch: AtomicU64,
@@ -406,6 +411,10 @@ async fn client(n: usize, ports: Arc<Vec<u16>>, tally: Arc<Tally>, until: Instan
             if let Some((first, at)) =
                 ended.get(rid).filter(|_| matches!(kind, "eventual_response" | "error" | "cancelled"))
             {
+                if at.is_some() && v["seq"].is_null() && kind == "error" {
+                    tally.duplicates_refused.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 let sid = sid.as_deref().unwrap_or_default();
                 let seq = v["seq"].as_u64();
                 tally.violation(
@@ -683,9 +692,11 @@ fn print_table(mode: &str, seconds: u64, clients: usize, t: &Tally, f: &Faults) 
         println!("| {what} | {n} |");
     }
     println!(
-        "(epoch changes seen: {}; resumes refused and retried: {})",
+        "(epoch changes seen: {}; resumes refused and retried: {}; a resent message refused after its request's \
+         logged ending: {})",
         get(&t.epoch_changes),
-        get(&t.resume_refused)
+        get(&t.resume_refused),
+        get(&t.duplicates_refused)
     );
     for e in t.examples.lock().iter() {
         println!("  e.g. {e}");
