@@ -51,9 +51,14 @@ async fn a_pod_frozen_past_its_lease_is_taken_over_once_and_adds_nothing_when_it
     assert_eq!(replies, vec![&text], "{history:?}");
 
     // The session takes a new turn (on either pod) and it runs to its end.
+    next_turn_runs(&llm, &mut b, &sid).await;
+}
+
+/// The session takes a new turn, `r-2`, and it runs to its end.
+async fn next_turn_runs(llm: &FakeLlm, c: &mut Client, sid: &str) {
     llm.push(Reply::text(&["again"]));
-    send_message(&mut b, &sid, "r-2", "again").await;
-    let frames = until_terminal(&mut b, "r-2").await;
+    send_message(c, sid, "r-2", "again").await;
+    let frames = until_terminal(c, "r-2").await;
     assert_eq!(frames.last().expect("end")["type"], "eventual_response", "{frames:?}");
 }
 
@@ -145,59 +150,54 @@ fn take_back_turn(redis: &RedisServer, p: &switchboard::server::Running, sid: &s
     redis.cli(&args);
 }
 
-/// A running turn on a pod with the model streaming, watched by `a`.
-async fn streaming_turn(llm: &FakeLlm, p: &switchboard::server::Running) -> (Client, String) {
-    let mut a = connect(p, true).await;
+/// One pod on its own Redis (lease 1.5 s) running a turn with the model streaming, watched by the client.
+async fn streaming_turn(
+    llm: &FakeLlm,
+    tools: &FakeTools,
+) -> (RedisServer, switchboard::server::Running, Client, String) {
+    let redis = RedisServer::start();
+    let mut cfg = config(llm, tools);
+    cfg.turn.lease_ms = 1_500;
+    let p = pods(1, cfg, &Store::Redis(redis.url())).await.remove(0);
+    let mut a = connect(&p, true).await;
     let sid = create_session(&mut a).await;
     let chunks: Vec<String> = (0..30).map(|i| format!("t{i} ")).collect();
     llm.push(Reply::Slow { chunks, delay_ms: 100, usage: None });
     send_message(&mut a, &sid, "r-1", "tell me").await;
     a.recv_until(|v| v["type"] == "stream_token").await;
-    (a, sid)
+    (redis, p, a, sid)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_turn_whose_lease_and_record_a_failover_took_back_still_ends_once() {
     let (llm, tools) = setup().await;
-    let redis = RedisServer::start();
-    let mut cfg = config(&llm, &tools);
-    cfg.turn.lease_ms = 1_500;
-    let p = pods(1, cfg, &Store::Redis(redis.url())).await;
-    let (mut a, sid) = streaming_turn(&llm, &p[0]).await;
+    let (redis, p, mut a, sid) = streaming_turn(&llm, &tools).await;
     // No lease, no record, no step, no index entry: no sweeper can find the turn; the turn itself finds its
     // lease gone at its next append.
-    take_back_turn(&redis, &p[0], &sid, true);
+    take_back_turn(&redis, &p, &sid, true);
 
     let frames = until_terminal(&mut a, "r-1").await;
     assert_eq!(frames.last().expect("ending")["error"]["code"], "TURN_INTERRUPTED", "{frames:?}");
     sleep_ms(2_000).await;
-    let logged = logged(&p[0], &sid, "r-1").await;
+    let logged = logged(&p, &sid, "r-1").await;
     single_ending(&logged);
     assert!(is_terminal(logged.last().expect("events")), "nothing after the ending: {logged:?}");
 
-    // The session takes a new turn.
-    llm.push(Reply::text(&["again"]));
-    send_message(&mut a, &sid, "r-2", "again").await;
-    let frames = until_terminal(&mut a, "r-2").await;
-    assert_eq!(frames.last().expect("end")["type"], "eventual_response", "{frames:?}");
+    next_turn_runs(&llm, &mut a, &sid).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_turn_whose_lease_and_index_entry_a_failover_took_back_is_taken_over() {
     let (llm, tools) = setup().await;
-    let redis = RedisServer::start();
-    let mut cfg = config(&llm, &tools);
-    cfg.turn.lease_ms = 1_500;
-    let p = pods(1, cfg, &Store::Redis(redis.url())).await;
-    let (mut a, sid) = streaming_turn(&llm, &p[0]).await;
+    let (redis, p, mut a, sid) = streaming_turn(&llm, &tools).await;
     llm.push(Reply::text(&["and the rest."]));
     // The record and its step stay, but without an index entry no sweeper would look at them.
-    take_back_turn(&redis, &p[0], &sid, false);
+    take_back_turn(&redis, &p, &sid, false);
 
     let frames = until_terminal(&mut a, "r-1").await;
     let ending = frames.last().expect("ending");
     assert_eq!(ending["type"], "eventual_response", "taken over from its step: {frames:?}");
     assert!(reply_text(ending).ends_with("and the rest."), "{ending}");
     sleep_ms(2_000).await;
-    single_ending(&logged(&p[0], &sid, "r-1").await);
+    single_ending(&logged(&p, &sid, "r-1").await);
 }
