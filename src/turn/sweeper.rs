@@ -93,26 +93,3 @@ pub(super) async fn end_lapsed(turns: Arc<Turns>, sid: String, info: TurnInfo) {
     turns.take_own_park(sid, &info.turn_id).await;
     turns.fail(sid, Guard::Lapsed(&info.turn_id), &info.request_id, &super::takeover::pod_stopped()).await;
 }
-
-/// After a turn stopped because its lease was gone. Usually another pod has the turn (a takeover) or ended it
-/// (a sweeper), and this one adds nothing. But a Redis failover can take back the writes that say so (the old
-/// master had them, the replica it was replaced by did not): with no lease, no turn record and no mark of an
-/// ending, no sweeper can ever find the turn, so it ends here, once ([`Guard::Orphan`]); with a record and no
-/// lease, the turn is put back where sweepers look ([`crate::backend::TurnLease::rewatch`]).
-pub(super) async fn after_lost_lease(turns: &Turns, sid: &str, request_id: &str) {
-    let err = crate::error::ClientError::new(
-        crate::error::ErrorCode::TurnInterrupted,
-        "the turn was interrupted: the server running it lost its state",
-    );
-    let ending = crate::protocol::outbound::error(Some(request_id), &err);
-    if turns.end(sid, Guard::Orphan(request_id), &ending).await {
-        turns.metrics.error(err.code);
-        tracing::warn!(session_id = %sid, "a turn's lease and record were gone with no ending (taken back by a failover): ended it");
-        return;
-    }
-    match turns.backends.leases.rewatch(sid).await {
-        Ok(true) => tracing::info!(session_id = %sid, "a lapsed turn is watched again for a sweeper"),
-        Ok(false) => {}
-        Err(e) => tracing::warn!(error = %e, session_id = %sid, "could not look at a turn that lost its lease"),
-    }
-}

@@ -200,7 +200,7 @@ async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<D
         }
         Some(Outcome::LeaseLost) => {
             tracing::warn!(session_id = %sid, turn_id = %tid, "the turn lost its lease and stopped without an ending");
-            super::sweeper::after_lost_lease(&turns, &sid, &rid).await;
+            after_lost_lease(&turns, &sid, &rid).await;
         }
         Some(Outcome::HandedOff) => {
             // Lapsing now rather than in `turn.lease_ms`: a sweeper on a pod that is not draining takes the turn
@@ -209,7 +209,7 @@ async fn run_in_span(turns: Arc<Turns>, mut state: TurnState, decision: Option<D
             match turns.backends.leases.renew(&sid, &state.lease_info(&turns.pod_id), 1).await {
                 Ok(true) => {}
                 // The lease was not this turn's any more (taken over, ended, or taken back by a failover).
-                Ok(false) => super::sweeper::after_lost_lease(&turns, &sid, &rid).await,
+                Ok(false) => after_lost_lease(&turns, &sid, &rid).await,
                 Err(e) => {
                     tracing::warn!(error = %e, session_id = %sid, "could not hand the turn over at once (its lease lapses)")
                 }
@@ -282,4 +282,27 @@ async fn hand_over_parked(turns: &Turns, state: &TurnState) -> Result<(), Client
         turns.backends.leases.hand_over(&state.session_id, &parked_info, call, hold_ms).await?;
     }
     Ok(())
+}
+
+/// After a turn stopped because its lease was gone. Usually another pod has the turn (a takeover) or ended it
+/// (a sweeper), and this one adds nothing. But a Redis failover can take back the writes that say so (the old
+/// master had them, the replica it was replaced by did not): with no lease, no turn record and no mark of an
+/// ending, no sweeper can ever find the turn, so it ends here, once ([`Guard::Orphan`]); with a record and no
+/// lease, the turn is put back where sweepers look ([`crate::backend::TurnLease::rewatch`]).
+async fn after_lost_lease(turns: &Turns, sid: &str, request_id: &str) {
+    let err = crate::error::ClientError::new(
+        crate::error::ErrorCode::TurnInterrupted,
+        "the turn was interrupted: the server running it lost its state",
+    );
+    let ending = crate::protocol::outbound::error(Some(request_id), &err);
+    if turns.end(sid, Guard::Orphan(request_id), &ending).await {
+        turns.metrics.error(err.code);
+        tracing::warn!(session_id = %sid, "a turn's lease and record were gone with no ending (taken back by a failover): ended it");
+        return;
+    }
+    match turns.backends.leases.rewatch(sid).await {
+        Ok(true) => tracing::info!(session_id = %sid, "a lapsed turn is watched again for a sweeper"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, session_id = %sid, "could not look at a turn that lost its lease"),
+    }
 }
