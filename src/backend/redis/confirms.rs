@@ -177,7 +177,7 @@ impl RedisStore {
         if let Some(info) = lease.and_then(|l| serde_json::from_str::<crate::backend::TurnInfo>(&l).ok()) {
             if info.pod_id.is_empty() {
                 let due = crate::util::now_ms().saturating_add(i64::try_from(hold).unwrap_or(i64::MAX));
-                s.index_turn_deadline(session_id, &info.turn_id, due).await?;
+                s.index_turn_deadline(session_id, &info.turn_id, due, false).await?;
             }
         }
         Ok(hold.to_string())

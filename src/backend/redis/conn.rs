@@ -377,29 +377,36 @@ impl Shared {
         self.eval_replicated(script, keys, args).await
     }
 
-    /// Records when a session's turn lease lapses, for `claim_lapsed` on any pod.
-    pub(super) async fn index_turn_deadline(&self, session_id: &str, turn_id: &str, deadline_ms: i64) -> BResult<()> {
-        let member = super::keys::deadline_member(session_id, turn_id);
-        self.client
-            .zadd::<(), _, _>(self.keys.turns_deadline(), None, None, false, false, (deadline_ms as f64, member))
-            .await
-            .map_err(|e| self.err(e))
-    }
-
-    /// [`Shared::index_turn_deadline`] that never moves an entry earlier (`GT`: a claim in progress moved it
-    /// later; it stays so), for entries written on a turn's behalf by another caller.
-    pub(super) async fn index_turn_deadline_gt(
+    /// Records when a session's turn lease lapses, for `claim_lapsed` on any pod. `later_only` (`GT`) for an entry
+    /// written on a turn's behalf by another caller: a claim in progress moved it later, and it stays so.
+    pub(super) async fn index_turn_deadline(
         &self,
         session_id: &str,
         turn_id: &str,
         deadline_ms: i64,
+        later_only: bool,
     ) -> BResult<()> {
         let member = super::keys::deadline_member(session_id, turn_id);
-        let gt = Some(fred::types::sorted_sets::Ordering::GreaterThan);
+        let order = later_only.then_some(fred::types::sorted_sets::Ordering::GreaterThan);
         self.client
-            .zadd::<(), _, _>(self.keys.turns_deadline(), None, gt, false, false, (deadline_ms as f64, member))
+            .zadd::<(), _, _>(self.keys.turns_deadline(), None, order, false, false, (deadline_ms as f64, member))
             .await
             .map_err(|e| self.err(e))
+    }
+
+    /// Whether a durable write that settled as `settled` is one a failover cannot take back: confirmed, or moved
+    /// and held by the master the pod talks to now (`lua/held.lua` with `check`, on `key`). Not on a replica
+    /// within `redis_wait_timeout_ms`, or moved and not held there (lost): `Unconfirmed`, saying which.
+    pub(super) async fn kept(&self, settled: Settled, key: &str, check: [&str; 4]) -> BResult<()> {
+        let Some(replicated) = &self.replicated else { return Ok(()) };
+        match settled {
+            Settled::Confirmed => Ok(()),
+            Settled::Short => Err(BackendError::Unconfirmed("replicas did not confirm it in time")),
+            Settled::Moved => match self.follow_moved(replicated, key, check).await? {
+                Some(_) => Ok(()),
+                None => Err(BackendError::Unconfirmed("it was lost by a change of master")),
+            },
+        }
     }
 
     /// Takes a turn that ended (its lease freed by its ending or released) out of the lapsed-lease index.

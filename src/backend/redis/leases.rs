@@ -10,7 +10,6 @@ use futures_util::StreamExt;
 
 use super::conn::{array, corrupt, int, parse_json, text, to_json, RedisStore};
 use super::keys::parse_deadline_member;
-use super::replicated::Settled;
 use crate::backend::{BResult, Checkpoint, Resumed, TakeOver, TurnInfo, TurnLease, LAPSED_RETRY_MS};
 use crate::util::now_ms;
 
@@ -25,7 +24,7 @@ impl TurnLease for RedisStore {
         // The lapsed-lease entry goes first (the index is another slot): a pod that died between the start and
         // its entry left a turn no sweeper could find, and with replicas the start may wait seconds for them.
         let deadline = now_ms().saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
-        s.index_turn_deadline(session_id, &info.turn_id, deadline).await?;
+        s.index_turn_deadline(session_id, &info.turn_id, deadline, false).await?;
         let (reply, settled) = s
             .eval_settled(
                 &s.scripts.acquire,
@@ -33,29 +32,17 @@ impl TurnLease for RedisStore {
                 vec![to_json(info)?, ttl_ms.max(1).to_string(), s.idle_ttl_s.to_string()],
             )
             .await?;
-        let acquired = int(&reply) == Some(1);
-        let lost = match (acquired, settled, &s.replicated) {
-            (true, Settled::Moved, Some(replicated)) => {
-                s.follow_moved(replicated, &record, ["turn", &info.turn_id, "", ""]).await?.is_none()
-            }
-            // Not on a replica within `redis_wait_timeout_ms`: a failover could still take the start back, after
-            // the client was told the turn runs, and then no sweeper could find it. The start is given up.
-            (true, Settled::Short, Some(_)) => {
-                let _ = self.release(session_id, &info.turn_id).await;
-                return Err(crate::backend::BackendError::Unconfirmed(
-                    "replicas did not confirm the turn's start in time",
-                ));
-            }
-            _ => false,
-        };
-        if lost {
-            let _ = s.unindex_turn(session_id, &info.turn_id).await;
-            return Err(crate::backend::BackendError::Unconfirmed("the turn's start was lost by a change of master"));
-        }
-        if !acquired {
+        if int(&reply) != Some(1) {
             s.unindex_turn(session_id, &info.turn_id).await?;
+            return Ok(false);
         }
-        Ok(acquired)
+        // Not kept (not on a replica in time, or lost by a change of master): a failover could take the start
+        // back after the client was told the turn runs, and then no sweeper could find it. It is given back.
+        if let Err(e) = s.kept(settled, &record, ["turn", &info.turn_id, "", ""]).await {
+            let _ = self.release(session_id, &info.turn_id).await;
+            return Err(e);
+        }
+        Ok(true)
     }
 
     async fn renew(&self, session_id: &str, info: &TurnInfo, ttl_ms: u64) -> BResult<bool> {
@@ -103,22 +90,11 @@ impl TurnLease for RedisStore {
         // Writes the same step again on a resend: safe as it is.
         let (reply, settled) = s.eval_settled(&s.scripts.checkpoint, keys, args).await?;
         let next = int(&reply).and_then(|next| u64::try_from(next).ok()).filter(|next| *next > 0);
-        // Replicated (`redis_wait_replicas`): a step a failover could take back is not one. A takeover would go on
-        // from the one before, and run again a call this step said may have run (a non-idempotent tool twice).
-        let lost = match (next, settled, &s.replicated) {
-            (Some(_), Settled::Short, Some(_)) => {
-                return Err(crate::backend::BackendError::Unconfirmed("replicas did not confirm the turn's step"))
-            }
-            (Some(_), Settled::Moved, Some(replicated)) => {
-                s.follow_moved(replicated, &step_key, ["step", turn_id, state, ""]).await?.is_none()
-            }
-            _ => false,
-        };
-        if lost {
-            return Err(crate::backend::BackendError::Unconfirmed("the turn's step was lost by a change of master"));
-        }
         match next {
             Some(next) => {
+                // Replicated (`redis_wait_replicas`): a step a failover could take back is not one. A takeover
+                // would go on from the one before, and run again a call this step said may have run.
+                s.kept(settled, &step_key, ["step", turn_id, state, ""]).await?;
                 s.expected.set(session_id, next);
                 Ok(true)
             }
@@ -185,7 +161,7 @@ impl TurnLease for RedisStore {
         else {
             return Ok(false);
         };
-        s.index_turn_deadline_gt(session_id, &info.turn_id, now_ms()).await?;
+        s.index_turn_deadline(session_id, &info.turn_id, now_ms(), true).await?;
         Ok(true)
     }
 
@@ -236,7 +212,7 @@ impl RedisStore {
     async fn indexed_if(&self, set: bool, session_id: &str, info: &TurnInfo, ttl_ms: u64) -> BResult<bool> {
         if set {
             let deadline = now_ms().saturating_add(i64::try_from(ttl_ms).unwrap_or(i64::MAX));
-            self.s().index_turn_deadline(session_id, &info.turn_id, deadline).await?;
+            self.s().index_turn_deadline(session_id, &info.turn_id, deadline, false).await?;
         }
         Ok(set)
     }
@@ -275,31 +251,21 @@ impl RedisStore {
                 let json = v.get(1).and_then(text).ok_or_else(|| corrupt("claim", "no turn record"))?;
                 Ok(Some((sid.to_string(), parse_json("turn record", &json)?)))
             }
-            Some("alive") => {
-                // A lease runs (an entry of the older form, whose turn may be another): put its deadline back
-                // so it is still watched.
+            Some(kind @ ("alive" | "other")) => {
+                // A lease runs. `alive`: this entry's turn (or an entry of the older form, whose turn may be
+                // another): its deadline is put back so it is still watched. `other`: the record is another
+                // turn's, so this entry is stale and goes, but that turn gets an entry of its own first (a
+                // takeover whose reply was lost never wrote it).
                 let pttl = v.get(1).and_then(int).filter(|t| *t > 0).unwrap_or(1_000);
                 let deadline = crate::util::now_ms().saturating_add(pttl);
-                s.client
-                    .zadd::<(), _, _>(
-                        &index,
-                        None,
-                        Some(ZOrdering::GreaterThan),
-                        false,
-                        false,
-                        (deadline as f64, member),
-                    )
-                    .await
-                    .map_err(|e| s.err(e))?;
-                Ok(None)
-            }
-            Some("other") => {
-                // The entry is stale: the session's record is another turn's, whose lease runs. That turn is
-                // watched from its own entry (written here too: a takeover whose reply was lost never wrote it).
-                let pttl = v.get(1).and_then(int).filter(|t| *t > 0).unwrap_or(1_000);
+                if kind == "alive" {
+                    let gt = Some(ZOrdering::GreaterThan);
+                    let entry = (deadline as f64, member);
+                    s.client.zadd::<(), _, _>(&index, None, gt, false, false, entry).await.map_err(|e| s.err(e))?;
+                    return Ok(None);
+                }
                 if let Some(turn) = v.get(2).and_then(text) {
-                    let deadline = crate::util::now_ms().saturating_add(pttl);
-                    s.index_turn_deadline_gt(sid, &turn, deadline).await?;
+                    s.index_turn_deadline(sid, &turn, deadline, true).await?;
                 }
                 s.client.zrem::<(), _, _>(&index, member).await.map_err(|e| s.err(e))?;
                 Ok(None)

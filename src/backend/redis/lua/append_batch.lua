@@ -1,9 +1,10 @@
 -- KEYS: seq, log, lease, turn record, epoch, session record, recent tokens, the turn's step. ARGV: log_len,
 -- idle_ttl_s, channel, publish command (PUBLISH, SPUBLISH, or empty: the caller publishes), guard (none, holder,
--- release, lapsed, live, orphan), guard turn id (the request id for orphan), a fresh epoch (used only when the session has none: the counter is new),
--- the call's token, for a running turn's append the first seq its pod expects it to get ('0' when it has no idea)
--- or '' for any other call, the number of events, then the events joined by newlines (one argument: the script
--- does no work per event, which in Lua, building and interning a string per event, cost ~1 µs each).
+-- release, lapsed, live, orphan), guard turn id (the request id for orphan), a fresh epoch (used only when the
+-- session has none: the counter is new), the call's token, for a running turn's append the first seq its pod
+-- expects it to get ('0' when it has no idea) or '' for any other call, the number of events, then the events
+-- joined by newlines (one argument: the script does no work per event, which in Lua, building and interning a
+-- string per event, cost ~1 µs each).
 --
 -- One stream entry per batch, id `<last seq>-0`, fields `f` (first seq), `k` (the call's token) and `e` (the
 -- events, one per line: JSON text never holds a raw newline), so a batch costs one XADD however many events it
@@ -72,8 +73,8 @@ elseif guard == 'orphan' then
   if lease or record or redis.call('EXISTS', KEYS[6]) == 0 then return -1 end
 end
 local function tombstone(rec)
-  return cjson.encode({ended = rec and cjson.decode(rec)['turn_id'] or '', request_id = rec and
-    cjson.decode(rec)['request_id'] or turn})
+  local r = rec and cjson.decode(rec) or {turn_id = '', request_id = turn}
+  return cjson.encode({ended = r['turn_id'], request_id = r['request_id']})
 end
 if guard == 'release' then
   if owns(record) then

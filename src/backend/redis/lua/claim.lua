@@ -1,9 +1,9 @@
 -- KEYS: lease, turn record. ARGV: the turn the index entry names (empty for entries of the older form, which name
 -- only the session). Run by the caller that moved the deadline-index entry forward (its claim for
--- LAPSED_RETRY_MS). Returns {'gone'} when there is no record (or an ending's tombstone); {'other', pttl, turn id}
--- when the record is another turn's whose lease runs; {'alive', pttl} when the entry's turn's lease still runs; {'claimed', json}
--- when the record's turn lapsed: the record stays until the caller's `lapsed`-guarded append (or takeover) ends
--- it, so a caller that dies or fails meanwhile leaves it to be claimed again. A record of another turn with no
+-- LAPSED_RETRY_MS). Returns {'gone'} when there is no record (or an ending's tombstone); {'other', pttl, turn
+-- id} when the record is another turn's whose lease runs; {'alive', pttl} when the entry's turn's lease still
+-- runs; {'claimed', json} when the record's turn lapsed: the record stays until the caller's `lapsed`-guarded
+-- append (or takeover) ends it, so a caller that dies or fails meanwhile leaves it to be claimed again. A record of another turn with no
 -- lease is claimed too: a failover can lose a takeover's writes yet keep the index entry written after them,
 -- and this entry is then the only pointer left to the lapsed turn.
 local rec = redis.call('GET', KEYS[2])
