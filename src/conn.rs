@@ -15,8 +15,6 @@ use crate::protocol::outbound as out;
 use crate::queue::OutQueue;
 use crate::util::now_ms;
 
-use tokio_util::sync::CancellationToken;
-
 /// Per-connection state used by the handlers.
 pub(crate) struct Conn {
     pub app: Arc<App>,
@@ -72,7 +70,7 @@ impl Conn {
             id: next_socket_id(),
             connection_id,
             queue: Arc::new(OutQueue::new(app.config.limits.outbound_queue)),
-            slow: CancellationToken::new(),
+            slow: app.lifecycle.socket_token(),
             watcher: false,
         };
         app.metrics.connection_opened();
@@ -241,7 +239,7 @@ impl Conn {
             }
         };
         let epoch = epoch.map(Arc::from);
-        self.handle.offer(Outbound::SetCursor { session_id: sid.clone(), after: position, epoch }, &self.app.metrics);
+        self.handle.offer(Outbound::set_cursor(sid.clone(), position, epoch), &self.app.metrics);
         if !attached {
             // Marked attached only once subscribed: a failed subscribe leaves the session unattached, so the
             // client's retry subscribes again instead of finding it "attached" and deaf.
@@ -258,13 +256,17 @@ impl Conn {
         // further: later events arrive live, in order with this socket's replies.
         let latest = self.app.backends.log.bounds(session_id).await?.1;
         if latest > position {
-            self.handle.offer(Outbound::CatchUp { session_id: sid, until: Some(latest) }, &self.app.metrics);
+            self.handle.offer(Outbound::catch_up(sid, Some(latest)), &self.app.metrics);
         }
         Ok(())
     }
 
     pub(crate) async fn attach_agent(&mut self, agent_id: &str) -> Result<(), ClientError> {
         if !self.agents.iter().any(|a| a == agent_id) {
+            // Nearly every socket talks to one agent: room for one, not the four a first push makes.
+            if self.agents.capacity() == 0 {
+                self.agents.reserve_exact(1);
+            }
             self.agents.push(agent_id.to_string());
             let channel = Channel::Agent(agent_id.to_string());
             self.app.hub.attach(&channel, &self.handle).await?;

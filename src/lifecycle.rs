@@ -15,6 +15,10 @@ pub(crate) struct Lifecycle {
     interrupt: CancellationToken,
     /// Entered last (or at once when the pod is killed): background loops stop.
     stopped: CancellationToken,
+    /// Cancelled with `close_sockets` or `stopped`, whichever comes first: the parent of every socket's own
+    /// token ([`Lifecycle::socket_token`]), so a socket waits on one token, not on three (each wait is part of
+    /// every idle socket's state).
+    sockets_stop: CancellationToken,
 }
 
 impl Lifecycle {
@@ -24,6 +28,7 @@ impl Lifecycle {
     }
     pub(crate) fn close_sockets(&self) {
         self.close_sockets.cancel();
+        self.sockets_stop.cancel();
     }
     pub(crate) fn interrupt_turns(&self) {
         self.interrupt.cancel();
@@ -31,6 +36,7 @@ impl Lifecycle {
     /// Stops the pod: without a drain this is a crash (sockets drop, turns are abandoned mid-flight).
     pub(crate) fn stop(&self) {
         self.stopped.cancel();
+        self.sockets_stop.cancel();
     }
 
     pub(crate) fn is_draining(&self) -> bool {
@@ -38,9 +44,6 @@ impl Lifecycle {
     }
     pub(crate) fn draining(&self) -> WaitForCancellationFuture<'_> {
         self.draining.cancelled()
-    }
-    pub(crate) fn sockets_closing(&self) -> WaitForCancellationFuture<'_> {
-        self.close_sockets.cancelled()
     }
     pub(crate) fn are_sockets_closing(&self) -> bool {
         self.close_sockets.is_cancelled()
@@ -60,5 +63,10 @@ impl Lifecycle {
     }
     pub(crate) fn sockets_closing_token(&self) -> CancellationToken {
         self.close_sockets.clone()
+    }
+    /// A socket's own stop token: cancelled by its owner (a slow consumer), or with the pod's sockets closing or
+    /// the pod stopping.
+    pub(crate) fn socket_token(&self) -> CancellationToken {
+        self.sockets_stop.child_token()
     }
 }

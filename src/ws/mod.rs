@@ -20,8 +20,10 @@ use crate::error::ClientError;
 use crate::metrics::Refusal;
 use crate::protocol::{inbound, outbound as out, EXTENSION_SUBPROTOCOL};
 
+mod clock;
 mod delivery;
 
+use self::clock::Clock;
 use self::delivery::{write_batch, Cursors, Render, Stop};
 
 pub(crate) const CLOSE_PROTOCOL_ERROR: u16 = 1002;
@@ -111,15 +113,19 @@ pub(crate) async fn upgrade(
         // Frames up to twice the limit are read so we can answer them with a proper 1009 close.
         .max_message_size(max * 2 + 1024)
         .max_frame_size(max * 2 + 1024)
-        // Small buffers keep an idle socket cheap; they grow on demand.
-        .read_buffer_size(512)
+        // Small buffers keep an idle socket cheap: this is only how much one read takes from the kernel (a frame
+        // gets a buffer of its own length), so a longer frame costs a few more reads, never a limit.
+        .read_buffer_size(256)
         // Frames are fed and flushed per batch; the buffer only grows while a batch is written.
         .write_buffer_size(16 * 1024);
     let extended = ws.selected_protocol().is_some();
     let tasks = app.tasks.clone();
     ws.on_upgrade(move |socket| {
         let opening = Opening { app, identity, connection_id, extended, origin, _slot: slot };
-        tasks.track_future(run_connection(Box::new(socket), Box::new(opening)))
+        // A task of the socket's own, and axum's upgrade task ends here: run inside that one, the socket would
+        // keep its whole state (the upgrade's, beside ours) for as long as it lives, ~0.5 KiB per idle socket.
+        tasks.spawn(run_connection(Box::new(socket), Box::new(opening)));
+        std::future::ready(())
     })
 }
 
@@ -166,14 +172,13 @@ async fn serve(app: &Arc<App>, socket: &mut WebSocket, conn: &mut Conn) -> Optio
         .expires_at
         .map(|exp| Duration::from_secs((exp - chrono::Utc::now().timestamp()).max(0) as u64))
         .unwrap_or(Duration::from_secs(u64::MAX / 4));
-    let token_expiry = tokio::time::sleep(expires_in);
-    tokio::pin!(token_expiry);
-    let mut heartbeat = tokio::time::interval(Duration::from_millis(REGISTRY_TTL_MS / 3));
-    heartbeat.tick().await;
     let keepalive = Duration::from_secs(app.config.keepalive_s);
-    // Reset on every write: a keepalive goes out only after `keepalive_s` without outbound traffic.
-    let idle = tokio::time::sleep(keepalive);
-    tokio::pin!(idle);
+    let mut clock = Clock::new(expires_in, Duration::from_millis(REGISTRY_TTL_MS / 3), keepalive);
+    // One timer for the three deadlines (each a tokio timer would cost every idle socket ~100 bytes more); it
+    // fires at the earliest, and a deadline moved later (a write puts the keepalive off) only makes it fire
+    // early once, to be set again.
+    let timer = tokio::time::sleep_until(clock.next());
+    tokio::pin!(timer);
     // Per session: the last seq this socket received.
     let mut cursors = Cursors::default();
     let close = loop {
@@ -187,7 +192,7 @@ async fn serve(app: &Arc<App>, socket: &mut WebSocket, conn: &mut Conn) -> Optio
                 let written = tokio::select! {
                     biased;
                     flow = Box::pin(write_batch(app, socket, &mut cursors, item, &queue, render)) => flow,
-                    _ = must_stop(app, &conn.handle.slow) => Err(Stop::Write),
+                    _ = must_stop(&conn.handle.slow) => Err(Stop::Write),
                 };
                 match written {
                     Ok(()) => {}
@@ -195,7 +200,7 @@ async fn serve(app: &Arc<App>, socket: &mut WebSocket, conn: &mut Conn) -> Optio
                     Err(Stop::Write) => break stop_close(app, &conn.handle.slow),
                     Err(Stop::Resync) => break Some(RESYNC),
                 }
-                idle.as_mut().reset(tokio::time::Instant::now() + keepalive);
+                clock.written();
             }
             msg = socket.recv() => match msg {
                 Some(Ok(Message::Text(text))) => {
@@ -231,21 +236,27 @@ async fn serve(app: &Arc<App>, socket: &mut WebSocket, conn: &mut Conn) -> Optio
                     break read_error_close(e);
                 }
             },
-            _ = must_stop(app, &conn.handle.slow) => break stop_close(app, &conn.handle.slow),
-            _ = &mut token_expiry => {
-                break Some(CloseSpec { code: CLOSE_TOKEN_EXPIRED, reason: "token expired", reconnect: false });
-            }
-            _ = heartbeat.tick() => Box::pin(conn.heartbeat()).await,
-            _ = &mut idle => {
-                // An orra socket has no keepalive frame: it gets a WebSocket ping, which every client answers.
-                let sent = match conn.dialect {
-                    Dialect::Orra => Box::pin(socket.send(Message::Ping(Default::default()))).await.is_ok(),
-                    _ => Box::pin(send_text(socket, &out::keepalive().to_string())).await,
-                };
-                if !sent {
-                    break None;
+            _ = must_stop(&conn.handle.slow) => break stop_close(app, &conn.handle.slow),
+            _ = &mut timer => {
+                let due = clock.due(tokio::time::Instant::now());
+                if due.expired {
+                    break Some(CloseSpec { code: CLOSE_TOKEN_EXPIRED, reason: "token expired", reconnect: false });
                 }
-                idle.as_mut().reset(tokio::time::Instant::now() + keepalive);
+                if due.heartbeat {
+                    Box::pin(conn.heartbeat()).await;
+                }
+                if due.keepalive {
+                    // An orra socket has no keepalive frame: it gets a WebSocket ping, which every client answers.
+                    let sent = match conn.dialect {
+                        Dialect::Orra => Box::pin(socket.send(Message::Ping(Default::default()))).await.is_ok(),
+                        _ => Box::pin(send_text(socket, &out::keepalive().to_string())).await,
+                    };
+                    if !sent {
+                        break None;
+                    }
+                    clock.written();
+                }
+                timer.as_mut().reset(clock.next());
             }
         }
     };
@@ -286,23 +297,21 @@ fn read_error_close(e: axum::Error) -> Option<CloseSpec> {
     }
 }
 
-/// Resolves once the socket must stop: its queue overflowed (`slow`), the pod drains, or the pod stops.
-async fn must_stop(app: &App, slow: &CancellationToken) {
-    tokio::select! {
-        _ = slow.cancelled() => {}
-        _ = app.lifecycle.sockets_closing() => {}
-        _ = app.lifecycle.stopped() => {}
-    }
+/// Resolves once the socket must stop: its queue overflowed (`slow`), the pod drains, or the pod stops (the
+/// socket's token is a child of the pod's: `Lifecycle::socket_token`).
+async fn must_stop(slow: &CancellationToken) {
+    slow.cancelled().await
 }
 
-/// How to close once stopped: a stopping pod closes nothing; otherwise slow consumer, then drain.
+/// How to close once stopped: a stopping pod closes nothing; otherwise drain, then slow consumer (the socket's
+/// token is cancelled by either).
 fn stop_close(app: &App, slow: &CancellationToken) -> Option<CloseSpec> {
     if app.lifecycle.is_stopped() {
         None
-    } else if slow.is_cancelled() {
-        Some(SLOW)
     } else if app.lifecycle.are_sockets_closing() {
         Some(DRAINING)
+    } else if slow.is_cancelled() {
+        Some(SLOW)
     } else {
         None
     }

@@ -5,6 +5,7 @@
 //! Session messages carry their `seq`; each socket's task drops duplicates and repairs gaps from the log
 //! (see `ws::delivery`), so a lost or lagged pub/sub message never shows as a gap to a client.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -18,6 +19,10 @@ use futures_util::StreamExt;
 use crate::backend::{BResult, Bus, BusEvent, Channel, EventLog, FramedEvent, SessionBatch};
 use crate::metrics::Metrics;
 
+mod routes;
+
+use self::routes::Routes;
+
 /// What a socket's task writes.
 #[derive(Debug, Clone)]
 pub(crate) enum Outbound {
@@ -27,12 +32,37 @@ pub(crate) enum Outbound {
     Session(Arc<SessionItem>),
     /// Sets the socket's position in a session's log (attach or resume), in the log's epoch (`None`: the
     /// log has no event yet, so any epoch's first event is new).
-    SetCursor { session_id: Arc<str>, after: u64, epoch: Option<Arc<str>> },
+    SetCursor(Box<SetCursor>),
     /// Read the session's log after the socket's position and deliver it (resume, reconnect, lag).
-    ///
-    /// `until`: deliver nothing newer than this seq. An attach bounds it by the log's end when the socket
-    /// registered, so a catch-up queued ahead of a reply cannot deliver the turn that reply starts before it.
-    CatchUp { session_id: Arc<str>, until: Option<u64> },
+    CatchUp(Box<CatchUp>),
+}
+
+/// [`Outbound::SetCursor`]'s fields, boxed: the rare items stay out of the queue's slots, so every slot (and an
+/// idle socket's queue, which keeps a few) is 24 bytes, not 48.
+#[derive(Debug, Clone)]
+pub(crate) struct SetCursor {
+    pub session_id: Arc<str>,
+    pub after: u64,
+    pub epoch: Option<Arc<str>>,
+}
+
+/// [`Outbound::CatchUp`]'s fields. `until`: deliver nothing newer than this seq. An attach bounds it by the
+/// log's end when the socket registered, so a catch-up queued ahead of a reply cannot deliver the turn that
+/// reply starts before it.
+#[derive(Debug, Clone)]
+pub(crate) struct CatchUp {
+    pub session_id: Arc<str>,
+    pub until: Option<u64>,
+}
+
+impl Outbound {
+    pub(crate) fn set_cursor(session_id: Arc<str>, after: u64, epoch: Option<Arc<str>>) -> Outbound {
+        Outbound::SetCursor(Box::new(SetCursor { session_id, after, epoch }))
+    }
+
+    pub(crate) fn catch_up(session_id: Arc<str>, until: Option<u64>) -> Outbound {
+        Outbound::CatchUp(Box::new(CatchUp { session_id, until }))
+    }
 }
 
 /// One logged session event, shared by every local socket of the session (boxed so an idle socket's queue,
@@ -71,7 +101,9 @@ pub(crate) struct ConnHandle {
     pub connection_id: Arc<str>,
     /// The socket's bounded outbound queue; producers push, the socket's task is the only consumer.
     pub queue: Arc<crate::queue::OutQueue<Outbound>>,
-    /// Cancelled by the hub when the queue is full: the connection task closes the socket with 4000.
+    /// Cancelled by the hub when the queue is full: the connection task closes the socket with 4000. A socket's
+    /// is a child of the pod's (`Lifecycle::socket_token`), so its task also stops on it when the pod closes its
+    /// sockets or stops.
     pub slow: CancellationToken,
     /// A gateway watcher, not a socket: its queue only carries wake-ups, and a full one is no slow consumer.
     pub watcher: bool,
@@ -104,7 +136,7 @@ pub(crate) struct Hub {
     log: Arc<dyn EventLog>,
     metrics: Arc<Metrics>,
     /// channel → local sockets. Read on every delivery, written on attach/detach.
-    routes: RwLock<HashMap<Channel, HashMap<u64, ConnHandle>>>,
+    routes: RwLock<HashMap<Channel, Routes>>,
     /// Global connection id → socket, for connection-targeted publishes.
     by_connection: RwLock<HashMap<Arc<str>, ConnHandle>>,
     /// Serializes subscribe/unsubscribe so a channel's first attach and last detach never interleave.
@@ -170,7 +202,12 @@ impl Hub {
         if !present {
             self.bus.subscribe(channel).await?;
         }
-        self.routes.write().entry(channel.clone()).or_default().insert(conn.id, conn.clone());
+        match self.routes.write().entry(channel.clone()) {
+            Entry::Occupied(mut routes) => routes.get_mut().insert(conn.clone()),
+            Entry::Vacant(v) => {
+                v.insert(Routes::new(conn.clone()));
+            }
+        }
         Ok(())
     }
 
@@ -188,10 +225,7 @@ impl Hub {
             channels
                 .iter()
                 .filter(|channel| match routes.get_mut(*channel) {
-                    Some(conns) => {
-                        conns.remove(&conn_id);
-                        conns.is_empty() && routes.remove(*channel).is_some()
-                    }
+                    Some(conns) => conns.remove(conn_id) && routes.remove(*channel).is_some(),
                     None => false,
                 })
                 .cloned()
@@ -267,9 +301,9 @@ impl Hub {
         };
         let routes = self.routes.read();
         if let Some(conns) = routes.get(channel) {
-            for conn in conns.values() {
+            conns.each(|conn| {
                 conn.offer(item.clone(), &self.metrics);
-            }
+            });
         }
     }
 
@@ -287,9 +321,9 @@ impl Hub {
                 batch: batch.clone(),
                 index,
             }));
-            for conn in conns.values() {
+            conns.each(|conn| {
                 conn.offer(item.clone(), &self.metrics);
-            }
+            });
         }
     }
 
@@ -312,7 +346,7 @@ impl Hub {
             routes
                 .iter()
                 .filter_map(|(channel, conns)| match channel {
-                    Channel::Session(sid) => Some((Arc::from(sid.as_str()), conns.values().cloned().collect())),
+                    Channel::Session(sid) => Some((Arc::from(sid.as_str()), conns.handles())),
                     _ => None,
                 })
                 .collect()
@@ -335,7 +369,7 @@ impl Hub {
             .buffer_unordered(CATCH_UP_READS);
         while let Some((sid, conns, until)) = ends.next().await {
             for conn in conns {
-                conn.offer(Outbound::CatchUp { session_id: sid.clone(), until }, &self.metrics);
+                conn.offer(Outbound::catch_up(sid.clone(), until), &self.metrics);
             }
         }
     }
@@ -363,6 +397,12 @@ mod tests {
         (conn, queue)
     }
 
+    #[test]
+    fn a_queue_slot_is_small() {
+        // Every socket's queue keeps a few slots while idle (docs/benchmarks.md, RSS per idle socket).
+        assert!(std::mem::size_of::<Outbound>() <= 24, "{}", std::mem::size_of::<Outbound>());
+    }
+
     #[tokio::test]
     async fn reconnect_catch_up_stops_at_the_log_end_read_after_resubscribing() {
         let backends = MemoryBackend::new(&Config::default()).backends();
@@ -378,9 +418,9 @@ mod tests {
         // A turn that starts after the restore appends more; the queued catch-up must not reach it.
         backends.log.append_batch("s1", events.clone()).await.expect("append");
         match queue.try_pop() {
-            Some(Outbound::CatchUp { session_id, until }) => {
-                assert_eq!(&*session_id, "s1");
-                assert_eq!(until, Some(3));
+            Some(Outbound::CatchUp(c)) => {
+                assert_eq!(&*c.session_id, "s1");
+                assert_eq!(c.until, Some(3));
             }
             other => panic!("expected a bounded catch-up, got {other:?}"),
         }
