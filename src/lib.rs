@@ -6,8 +6,8 @@
 //!  http (/ws /health /readyz /metrics /admin/publish) ───┤   gateway (/api/*: REST + SSE turns on namespaces;
 //!  admin/ (/admin/*: roles, conversations, settings)     │            the orra dialect on /ws) ─▶ turn, hub
 //!  widget/ (/widget.js, demo page; origin + authContext) ┘
-//!    └─ ws/ (mod: one task per socket: open / serve / close, close codes; delivery: cursors with epochs,
-//!            gap repair that never skips, rendering)
+//!    └─ ws/ (mod: one task per socket: open / serve / close, close codes; clock: its timers;
+//!            delivery: cursors with epochs, gap repair that never skips, rendering)
 //!         ├─ conn (a socket's state: identity and act_as, attached sessions, frame bucket, registry entry)
 //!         └─ handlers/ (one fn per action; create; resume: proofs of ownership; answers: confirm,
 //!              │         submit_interaction, verify_otp) ─▶ tenancy (owned, agent's, proven records)
@@ -18,7 +18,7 @@
 //!                   ├─ llm::{openai (retries), sse (decoding), window (pod-wide read grid), demo}  tools
 //!                   └─ knowledge/ (builtin: tantivy | webhook; citations)  interactions (specs, validation)  otp
 //!  app (the pod: emit, cancel, control and canary loops, readiness) ┘
-//!    ├─ hub (one bus subscription per channel per pod → local sockets' OutQueue<Outbound>)
+//!    ├─ hub/ (one bus subscription per channel per pod → local sockets' OutQueue<Outbound>; routes)
 //!    └─ backend (traits, one choice point) ─┬─ memory (embedded default, one pod)
 //!                                           └─ redis/ (url keys scripts+lua/ conn sessions log confirms leases
 //!                                                      registry identity settings bus sentinel durability

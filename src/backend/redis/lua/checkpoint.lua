@@ -6,9 +6,11 @@
 -- turn needs no read or reset of what an earlier one left. The hash's expiry is set when a step creates it (all
 -- three fields new): the turn's ending deletes it. Returns 0 when the lease is not the turn's, else the seq the
 -- log's next event gets (the turn's next append expects it: see append_batch.lua).
-local cur = redis.call('GET', KEYS[1])
+-- The lease and the counter in one read (a step is one of the few writes every turn makes).
+local read = redis.call('MGET', KEYS[1], KEYS[3])
+local cur = read[1]
 if not cur or cjson.decode(cur)['turn_id'] ~= ARGV[1] then return 0 end
-local seq = redis.call('GET', KEYS[3]) or '0'
+local seq = read[2] or '0'
 if redis.call('HSET', KEYS[2], 't', ARGV[1], 's', seq, 'j', ARGV[2]) == 3 then
   redis.call('EXPIRE', KEYS[2], ARGV[3])
 end
