@@ -454,13 +454,20 @@ async fn turns(env: &Env, clients: usize, per_client: usize) {
     }
 }
 
-/// N idle sockets each holding a session on pod B; RSS delta per socket.
+/// N idle sockets each holding a session on pod B; RSS delta per socket, from the start and between half and all
+/// of them (the second leaves out what the pod's first sockets grow once: buffers, maps, allocator pages, which
+/// made the first figure vary by ±0.5 KiB run to run).
 async fn idle(env: &Env, n: usize) {
     let pid = env.pids.get(1).copied();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = pid.map(|p| proc_stats(p).1).unwrap_or(0);
     let mut sockets = Vec::with_capacity(n);
+    let mut half = None;
     for chunk in 0..n.div_ceil(200) {
+        if half.is_none() && sockets.len() >= n / 2 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            half = Some((sockets.len(), pid.map(|p| proc_stats(p).1).unwrap_or(0)));
+        }
         let mut batch = Vec::new();
         for _ in 0..200.min(n - chunk * 200) {
             let url = env.ws[1].clone();
@@ -481,12 +488,14 @@ async fn idle(env: &Env, n: usize) {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = pid.map(|p| proc_stats(p).1).unwrap_or(0);
+    let (half_n, half_rss) = half.unwrap_or((0, before));
     println!(
-        "idle sockets={} rss_before={}KiB rss_after={}KiB per_socket={:.2}KiB",
+        "idle sockets={} rss_before={}KiB rss_after={}KiB per_socket={:.2}KiB second_half_per_socket={:.2}KiB",
         sockets.len(),
         before,
         after,
-        (after.saturating_sub(before)) as f64 / sockets.len().max(1) as f64
+        (after.saturating_sub(before)) as f64 / sockets.len().max(1) as f64,
+        (after.saturating_sub(half_rss)) as f64 / sockets.len().saturating_sub(half_n).max(1) as f64
     );
 }
 
