@@ -10,7 +10,7 @@ use crate::app::App;
 use crate::auth::Identity;
 use crate::backend::{Channel, SocketEntry};
 use crate::error::{ClientError, ErrorCode};
-use crate::hub::{ConnHandle, Outbound};
+use crate::hub::{ConnHandle, Handle, Outbound};
 use crate::protocol::outbound as out;
 use crate::queue::OutQueue;
 use crate::util::now_ms;
@@ -66,13 +66,13 @@ impl Conn {
         extended: bool,
         origin: Option<String>,
     ) -> Conn {
-        let handle = ConnHandle {
+        let handle = ConnHandle::new(Handle {
             id: next_socket_id(),
             connection_id,
             queue: Arc::new(OutQueue::new(app.config.limits.outbound_queue)),
             slow: app.lifecycle.socket_token(),
             watcher: false,
-        };
+        });
         app.metrics.connection_opened();
         app.hub.register_connection(&handle);
         let conn = Conn {

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::backend::Channel;
 use crate::error::{ClientError, ErrorCode};
-use crate::hub::{ConnHandle, Outbound};
+use crate::hub::{ConnHandle, Handle, Outbound};
 use crate::protocol::position::rebase;
 use crate::queue::OutQueue;
 
@@ -40,13 +40,13 @@ pub(crate) struct SessionWatch {
 impl SessionWatch {
     /// Watches from after `after`, or from the log's end now.
     pub(crate) async fn open(app: &Arc<App>, session_id: &str, after: Option<u64>) -> Result<Self, ClientError> {
-        let handle = ConnHandle {
+        let handle = ConnHandle::new(Handle {
             id: crate::conn::next_socket_id(),
             connection_id: Arc::from(crate::util::new_id()),
             queue: Arc::new(OutQueue::new(WAKE_QUEUE)),
             slow: CancellationToken::new(),
             watcher: true,
-        };
+        });
         app.hub.attach(&Channel::Session(session_id.to_string()), &handle).await?;
         // Read after subscribing: whatever is appended from here on is either in this bound or announced.
         let cursor = match after {

@@ -93,9 +93,13 @@ impl SessionItem {
     }
 }
 
-/// A local socket as the hub sees it.
+/// A local socket as the hub sees it: one shared pointer, so each channel the socket is on (its session, user,
+/// org and agent, and the pod's connection index) holds 8 bytes of it, not a copy of every field.
 #[derive(Clone)]
-pub(crate) struct ConnHandle {
+pub(crate) struct ConnHandle(Arc<Handle>);
+
+/// What a [`ConnHandle`] points at.
+pub(crate) struct Handle {
     pub id: u64,
     /// Global id (registry, connection-targeted publishes).
     pub connection_id: Arc<str>,
@@ -109,7 +113,18 @@ pub(crate) struct ConnHandle {
     pub watcher: bool,
 }
 
+impl std::ops::Deref for ConnHandle {
+    type Target = Handle;
+    fn deref(&self) -> &Handle {
+        &self.0
+    }
+}
+
 impl ConnHandle {
+    pub(crate) fn new(handle: Handle) -> ConnHandle {
+        ConnHandle(Arc::new(handle))
+    }
+
     /// Queues without waiting; a full queue marks the socket as a slow consumer.
     pub(crate) fn offer(&self, item: Outbound, metrics: &Metrics) -> bool {
         match self.queue.push(item) {
@@ -387,13 +402,13 @@ mod tests {
     /// A socket's handle with a queue of 64, and that queue.
     fn socket() -> (ConnHandle, Arc<crate::queue::OutQueue<Outbound>>) {
         let queue = Arc::new(crate::queue::OutQueue::new(64));
-        let conn = ConnHandle {
+        let conn = ConnHandle::new(Handle {
             id: 1,
             connection_id: Arc::from("c1"),
             queue: queue.clone(),
             slow: CancellationToken::new(),
             watcher: false,
-        };
+        });
         (conn, queue)
     }
 

@@ -5,10 +5,15 @@
 use std::collections::HashMap;
 
 use super::ConnHandle;
+#[cfg(test)]
+use super::Handle;
 
 pub(super) enum Routes {
     One(ConnHandle),
-    Many(HashMap<u64, ConnHandle>),
+    /// Boxed on purpose (the extra allocation is paid only by channels with several sockets): a route is then 16
+    /// bytes, and the one-socket case pays nothing for the map's 48.
+    #[allow(clippy::box_collection)]
+    Many(Box<HashMap<u64, ConnHandle>>),
 }
 
 impl Routes {
@@ -22,7 +27,7 @@ impl Routes {
             Routes::One(only) if only.id == conn.id => *only = conn,
             Routes::One(only) => {
                 let map = HashMap::from([(only.id, only.clone()), (conn.id, conn)]);
-                *self = Routes::Many(map);
+                *self = Routes::Many(Box::new(map));
             }
             Routes::Many(map) => {
                 map.insert(conn.id, conn);
@@ -61,13 +66,13 @@ mod tests {
     use std::sync::Arc;
 
     fn handle(id: u64) -> ConnHandle {
-        ConnHandle {
+        ConnHandle::new(Handle {
             id,
             connection_id: Arc::from(format!("c{id}")),
             queue: Arc::new(crate::queue::OutQueue::new(4)),
             slow: tokio_util::sync::CancellationToken::new(),
             watcher: false,
-        }
+        })
     }
 
     fn ids(r: &Routes) -> Vec<u64> {
@@ -91,6 +96,12 @@ mod tests {
         assert_eq!(r.handles().len(), 2);
         assert!(!r.remove(1));
         assert!(r.remove(3), "the last socket empties the channel");
+    }
+
+    #[test]
+    fn a_route_is_small() {
+        // One per channel a pod routes (10k idle sockets hold 10k session channels): docs/benchmarks.md.
+        assert!(std::mem::size_of::<Routes>() <= 16, "{}", std::mem::size_of::<Routes>());
     }
 
     #[test]
