@@ -263,11 +263,7 @@ impl Conn {
 
     pub(crate) async fn attach_agent(&mut self, agent_id: &str) -> Result<(), ClientError> {
         if !self.agents.iter().any(|a| a == agent_id) {
-            // Nearly every socket talks to one agent: room for one, not the four a first push makes.
-            if self.agents.capacity() == 0 {
-                self.agents.reserve_exact(1);
-            }
-            self.agents.push(agent_id.to_string());
+            crate::util::push_sparing(&mut self.agents, agent_id.to_string());
             let channel = Channel::Agent(agent_id.to_string());
             self.app.hub.attach(&channel, &self.handle).await?;
             self.register().await;

@@ -103,6 +103,15 @@ impl Backoff {
     }
 }
 
+/// Pushes onto a list that usually holds one item per idle socket (its sessions' cursors, its agents): the first
+/// gets room for one, where `Vec` would make room for four; later pushes grow the list as usual.
+pub(crate) fn push_sparing<T>(list: &mut Vec<T>, item: T) {
+    if list.capacity() == 0 {
+        list.reserve_exact(1);
+    }
+    list.push(item);
+}
+
 pub(crate) fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -156,6 +165,18 @@ impl Drop for AbortOnDrop {
 
 #[cfg(test)]
 mod tests {
+    use super::push_sparing;
+
+    #[test]
+    fn a_first_push_makes_room_for_one_only() {
+        let mut v = Vec::new();
+        push_sparing(&mut v, 1u64);
+        assert_eq!((v.len(), v.capacity()), (1, 1));
+        push_sparing(&mut v, 2);
+        push_sparing(&mut v, 3);
+        assert_eq!(v, [1, 2, 3]);
+    }
+
     use super::*;
 
     #[test]

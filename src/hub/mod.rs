@@ -5,7 +5,6 @@
 //! Session messages carry their `seq`; each socket's task drops duplicates and repairs gaps from the log
 //! (see `ws::delivery`), so a lost or lagged pub/sub message never shows as a gap to a client.
 
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -217,12 +216,11 @@ impl Hub {
         if !present {
             self.bus.subscribe(channel).await?;
         }
-        match self.routes.write().entry(channel.clone()) {
-            Entry::Occupied(mut routes) => routes.get_mut().insert(conn.clone()),
-            Entry::Vacant(v) => {
-                v.insert(Routes::new(conn.clone()));
-            }
-        }
+        self.routes
+            .write()
+            .entry(channel.clone())
+            .and_modify(|routes| routes.insert(conn.clone()))
+            .or_insert_with(|| Routes::new(conn.clone()));
         Ok(())
     }
 

@@ -50,13 +50,8 @@ impl Cursors {
         }
     }
 
-    /// Most sockets follow one session: the first cursor gets a place of its own (a `Vec` would make room for
-    /// four, 120 bytes more for every idle socket); later ones grow the list as usual.
     fn push(&mut self, cursor: Cursor) {
-        if self.0.capacity() == 0 {
-            self.0.reserve_exact(1);
-        }
-        self.0.push(cursor);
+        crate::util::push_sparing(&mut self.0, cursor);
     }
 
     /// A new position (attach or resume), in `epoch` (`None`: the log had no event yet).

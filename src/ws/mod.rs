@@ -192,7 +192,9 @@ async fn serve(app: &Arc<App>, socket: &mut WebSocket, conn: &mut Conn) -> Optio
                 let written = tokio::select! {
                     biased;
                     flow = Box::pin(write_batch(app, socket, &mut cursors, item, &queue, render)) => flow,
-                    _ = must_stop(&conn.handle.slow) => Err(Stop::Write),
+                    // The socket's own stop token: its queue overflowed, or (a child of the pod's,
+                    // `Lifecycle::socket_token`) the pod closes its sockets or stops.
+                    _ = conn.handle.slow.cancelled() => Err(Stop::Write),
                 };
                 match written {
                     Ok(()) => {}
@@ -236,7 +238,7 @@ async fn serve(app: &Arc<App>, socket: &mut WebSocket, conn: &mut Conn) -> Optio
                     break read_error_close(e);
                 }
             },
-            _ = must_stop(&conn.handle.slow) => break stop_close(app, &conn.handle.slow),
+            _ = conn.handle.slow.cancelled() => break stop_close(app, &conn.handle.slow),
             _ = &mut timer => {
                 let due = clock.due(tokio::time::Instant::now());
                 if due.expired {
@@ -295,12 +297,6 @@ fn read_error_close(e: axum::Error) -> Option<CloseSpec> {
         ) => Some(CloseSpec { code: CLOSE_PROTOCOL_ERROR, reason: "protocol error", reconnect: false }),
         _ => None,
     }
-}
-
-/// Resolves once the socket must stop: its queue overflowed (`slow`), the pod drains, or the pod stops (the
-/// socket's token is a child of the pod's: `Lifecycle::socket_token`).
-async fn must_stop(slow: &CancellationToken) {
-    slow.cancelled().await
 }
 
 /// How to close once stopped: a stopping pod closes nothing; otherwise drain, then slow consumer (the socket's
