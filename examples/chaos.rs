@@ -14,7 +14,8 @@
 //! and reconnects); per session, every event's `seq` follows the last one (a gap is a violation; after a
 //! reconnect the client resumes from its last seq); approvals and card answers are re-sent after a reconnect
 //! until the turn moves on, so a lost answer shows as a turn without an ending; a tool that is not idempotent
-//! (`send_email`, `delete_record`) never receives the same `Idempotency-Key` twice. Redis runs with
+//! (`send_email`, `delete_record`) never receives the same `Idempotency-Key` twice; a session the client was told
+//! it has is never `SESSION_NOT_FOUND` later (the client then starts a new one). Redis runs with
 //! `appendfsync always` (a restart keeps its data); a Sentinel-watched master and replica with `redis_wait_replicas = 1`.
 
 // The tests' own Redis helpers (real `redis-server` processes, a Sentinel pair that fails over).
@@ -58,11 +59,15 @@ struct Tally {
     cards: AtomicU64,
     reconnects: AtomicU64,
     resume_refused: AtomicU64,
+    /// Session creations refused (each asked for again).
+    create_refused: AtomicU64,
     /// Direct refusals (no seq) of a message the client sent again, for a request whose ending was logged: the
     /// duplicate started nothing (`TURN_IN_PROGRESS`, or a start refused), so it is no second ending.
     duplicates_refused: AtomicU64,
     no_ending: AtomicU64,
     two_endings: AtomicU64,
+    /// Sessions the client was told were created, later not found (a failover took them back).
+    sessions_lost: AtomicU64,
     text_mismatch: AtomicU64,
     seq_gaps: AtomicU64,
     epoch_changes: AtomicU64,
@@ -376,10 +381,26 @@ async fn client(n: usize, ports: Arc<Vec<u16>>, tally: Arc<Tally>, until: Instan
             if sid.is_none() {
                 if let Some(s) = v["data"]["sessionId"].as_str() {
                     sid = Some(s.to_string());
+                } else if v["type"] == "error" && v["requestId"] == "c" {
+                    // The session was not created (Redis failing over, or replicas not confirming it): asked for
+                    // again on a fresh socket, as a client must, or this client would wait for it forever.
+                    tally.create_refused.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue 'connection;
                 }
                 continue;
             }
             if v["type"] == "reconnect" {
+                continue 'connection;
+            }
+            if v["type"] == "error" && v["data"]["error"]["code"] == "SESSION_NOT_FOUND" {
+                // The session this client was told it has is gone: a violation; the client starts a new one (its
+                // turn in flight went with the session).
+                let lost = sid.take().unwrap_or_default();
+                let what = turn.take().map(|t| format!("; its turn {} saw {}", t.rid, t.trail.join(" ")));
+                tally.violation(&tally.sessions_lost, format!("session {lost} not found{}", what.unwrap_or_default()));
+                (last_seq, epoch) = (0, String::new());
+                ended.clear();
                 continue 'connection;
             }
             if v["type"] == "error" && v["requestId"] == "r" {
@@ -620,8 +641,11 @@ async fn run(mode: &str, seconds: u64, clients: usize, every_s: u64) {
     }
     // Every pod back before the quiet period, whatever its time.
     revive_due(&mut pods, &mut revive, Instant::now() + Duration::from_secs(3_600), &start);
-    for t in tasks {
-        let _ = tokio::time::timeout(QUIET_LIMIT + Duration::from_secs(30), t).await;
+    // Every client ends its turn within the quiet limit (or counts it as a violation); one bound for all of them,
+    // so clients that never got going cannot hold the table back one by one.
+    let all = futures_util::future::join_all(tasks);
+    if tokio::time::timeout(QUIET_LIMIT + Duration::from_secs(30), all).await.is_err() {
+        println!("some clients were still running {:?} after the run", QUIET_LIMIT + Duration::from_secs(30));
     }
     print_table(mode, seconds, clients, &tally, &faults);
     let port = match &store {
@@ -685,6 +709,7 @@ fn print_table(mode: &str, seconds: u64, clients: usize, t: &Tally, f: &Faults) 
     for (what, n) in [
         ("turn without an ending", get(&t.no_ending)),
         ("turn with two endings", get(&t.two_endings)),
+        ("session lost after it was created", get(&t.sessions_lost)),
         ("reply text ≠ tokens received", get(&t.text_mismatch)),
         ("seq gap", get(&t.seq_gaps)),
         ("non-idempotent tool call repeated", unsafe_repeats),
@@ -692,10 +717,11 @@ fn print_table(mode: &str, seconds: u64, clients: usize, t: &Tally, f: &Faults) 
         println!("| {what} | {n} |");
     }
     println!(
-        "(epoch changes seen: {}; resumes refused and retried: {}; a resent message refused after its request's \
-         logged ending: {})",
+        "(epoch changes seen: {}; resumes refused and retried: {}; session creations refused and retried: {}; a \
+         resent message refused after its request's logged ending: {})",
         get(&t.epoch_changes),
         get(&t.resume_refused),
+        get(&t.create_refused),
         get(&t.duplicates_refused)
     );
     for e in t.examples.lock().iter() {

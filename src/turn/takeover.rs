@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::durable::INTERRUPTED_CALL;
 use super::{Decision, Resolution, TurnState, Turns};
-use crate::backend::{TakeOver, TurnInfo};
+use crate::backend::{BackendError, TakeOver, TurnInfo};
 use crate::error::{ClientError, ErrorCode};
 use crate::protocol::outbound as out;
 use crate::tools::ToolOutcome;
@@ -41,10 +41,12 @@ pub(super) async fn take_over(turns: &Arc<Turns>, sid: &str, lapsed: &TurnInfo) 
             Ok(TakeOver::Taken { checkpoint, from_seq, sent }) => (checkpoint, from_seq, sent),
             Ok(TakeOver::Gone) => return true,
             Ok(TakeOver::Unsaved | TakeOver::Exhausted) => return false,
-            Err(crate::backend::BackendError::Redis(e)) => {
-                // The store is failing (a failover, a restart): ending the turn now would likely fail too, or end
-                // a turn that can go on. The claim comes due again in `LAPSED_RETRY_MS` (and if the takeover did
-                // happen, its lease lapses unrenewed and the turn is claimed again under its new id).
+            Err(e @ (BackendError::Redis(_) | BackendError::Unconfirmed(_))) => {
+                // The store is failing (a failover, a restart): ending the turn now would likely fail too, or end a
+                // turn that can go on. Or replicas did not confirm the takeover (made on a master being replaced, or
+                // one with no replica yet): running it could run the turn beside another pod's takeover or ending.
+                // The claim comes due again in `LAPSED_RETRY_MS` (and if the takeover did happen, its lease lapses
+                // unrun and the turn is claimed again under its new id).
                 tracing::warn!(error = %e, session_id = %sid, "a takeover failed: the turn is claimed again shortly");
                 return true;
             }

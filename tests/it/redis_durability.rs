@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use switchboard::backend::{conformance, redis, BackendError, Backends, BusEvent, Channel, Guard, TurnInfo};
+use switchboard::backend::{conformance, redis, BackendError, Backends, BusEvent, Channel, Guard, TakeOver, TurnInfo};
 use switchboard::config::Config;
 
 use support::proxy::Proxy;
@@ -132,6 +132,61 @@ async fn durable_writes_wait_for_a_replica_on_their_own_connection() {
     let got = published(&mut late, &channel, Duration::from_secs(5)).await;
     assert!(got.iter().any(|m| m.starts_with("3:")), "published once the replica has it: {got:?}");
     assert!(got.iter().any(|m| m.starts_with("4:")), "the turn's batch too (its takeover goes on after it): {got:?}");
+}
+
+/// A takeover replicas do not confirm is not run: made on a master a Sentinel switch is replacing (the turn's lease
+/// lapsed there because its pod renews it on the new master), it would run the turn beside its live self or beside
+/// another pod's takeover or ending: two endings. Its lease then lapses unrun and the turn is taken over again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_replicas_do_not_confirm_is_not_run() {
+    let master = RedisServer::start_with_args(&["--repl-diskless-sync-delay", "0"]);
+    let replica = RedisServer::start_replica_of(&master);
+    let cfg = config(master.url(), 1);
+    let pod = redis::connect(&cfg).await.expect("pod");
+    let session = unique_id("s");
+    let lapsed = TurnInfo::new("t1", "req-1", "pod-dead");
+    assert!(pod.leases.acquire(&session, &lapsed, 300).await.expect("acquire"));
+    assert!(pod.leases.checkpoint(&session, "t1", r#"{"step":1}"#).await.expect("step"), "a confirmed step");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    replica.pause();
+    let first = TurnInfo::new("t2", "req-1", "pod-b");
+    let taken = pod.leases.take_over(&session, "t1", &first, 300, 2).await;
+    assert!(unconfirmed(&taken), "an unconfirmed takeover is refused: {taken:?}");
+    replica.resume();
+
+    // The write stayed (no failover came): its lease lapses unrun and the turn is taken over again, under the
+    // id the unconfirmed takeover gave it, from the same step, as its second takeover.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let second = TurnInfo::new("t3", "req-1", "pod-c");
+    match pod.leases.take_over(&session, "t2", &second, 60_000, 2).await.expect("take over") {
+        TakeOver::Taken { checkpoint, .. } => {
+            assert_eq!(checkpoint.state, r#"{"step":1}"#);
+            assert_eq!(checkpoint.takeovers, 2, "the unconfirmed takeover counts");
+        }
+        other => panic!("the turn is taken over again: {other:?}"),
+    }
+}
+
+/// A new session is confirmed by replicas before the client is told of it: a failover right after its creation
+/// would otherwise leave the client a session id that is not found (every turn and resume refused from then on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_session_replicas_do_not_confirm_is_refused() {
+    let master = RedisServer::start_with_args(&["--repl-diskless-sync-delay", "0"]);
+    let replica = RedisServer::start_replica_of(&master);
+    let cfg = config(master.url(), 1);
+    let pod = redis::connect(&cfg).await.expect("pod");
+    let key = |sid: &str| format!("{}:{{{sid}}}:session", cfg.redis_key_prefix);
+
+    let (session, conversation) = conformance::session(&unique_id("s"), "u1");
+    pod.sessions.create_session(&session, Some(&conversation)).await.expect("created");
+    assert_eq!(replica.cli(&["EXISTS", &key(&session.session_id)]), "1", "a created session is on the replica");
+
+    replica.pause();
+    let (session, conversation) = conformance::session(&unique_id("s"), "u1");
+    let created = pod.sessions.create_session(&session, Some(&conversation)).await;
+    assert!(unconfirmed(&created), "a session replicas do not have is not reported created: {created:?}");
+    replica.resume();
 }
 
 /// Whether an append was refused as not confirmed by replicas.

@@ -56,7 +56,8 @@ async fn assert_silent(rx: &mut broadcast::Receiver<BusEvent>, channel: &Channel
     }
 }
 
-fn session(id: &str, user: &str) -> (SessionRecord, ConversationRecord) {
+/// A new session `id` of `user` and its new conversation, as a door would create them.
+pub fn session(id: &str, user: &str) -> (SessionRecord, ConversationRecord) {
     let cid = uuid::Uuid::new_v4().to_string();
     (
         SessionRecord {

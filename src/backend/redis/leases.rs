@@ -121,7 +121,9 @@ impl TurnLease for RedisStore {
             max.to_string(),
             s.log_len.to_string(),
         ];
-        let v = array(s.eval_once_replicated(&s.scripts.take_over, keys, args).await?);
+        let record = keys[1].clone();
+        let (reply, settled) = s.eval_once_settled(&s.scripts.take_over, keys, args).await?;
+        let v = array(reply);
         let field = |i: usize| v.get(i).and_then(text);
         let number = |i: usize| field(i).and_then(|n| n.parse::<u64>().ok());
         match field(0).as_deref() {
@@ -134,6 +136,12 @@ impl TurnLease for RedisStore {
                 // the record names a running turn (and drops it): should a failover lose this takeover's writes,
                 // that entry still leads a sweeper to the lapsed turn.
                 self.indexed_if(true, session_id, info, ttl_ms).await?;
+                // Replicated (`redis_wait_replicas`): a takeover a failover could take back is not run. Made on a
+                // master being replaced (a Sentinel switch not yet followed: the turn's lease lapsed there because
+                // its pod renews it on the new one) it would run the turn beside its live self, or beside another
+                // pod's takeover or ending on the new master: two endings. Unconfirmed, the new lease lapses
+                // unrun and a sweeper claims the turn again (under that new id, when the write did stay).
+                s.kept(settled, &record, ["turn", &info.turn_id, "", ""]).await?;
                 let takeovers = u32::try_from(takeovers).unwrap_or(u32::MAX);
                 let entries = v.get(5).cloned().map(array).unwrap_or_default();
                 let sent = super::log::events_after(entries, seq)?.into_iter().map(|(_, e)| e).collect();

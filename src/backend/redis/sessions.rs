@@ -141,7 +141,7 @@ impl SessionStore for RedisStore {
         let s = self.s();
         let key = s.keys.session_key(&session.session_id, "session");
         s.client
-            .set::<(), _, _>(key, to_json(session)?, Some(Expiration::EX(s.idle_ttl_s)), None, false)
+            .set::<(), _, _>(&key, to_json(session)?, Some(Expiration::EX(s.idle_ttl_s)), None, false)
             .await
             .map_err(|e| s.err(e))?;
         if let Some(c) = new_conversation {
@@ -168,7 +168,16 @@ impl SessionStore for RedisStore {
             s.client.expire::<(), _>(s.keys.conv(&c.conversation_id), ttl, None).await.map_err(|e| s.err(e))?;
             self.index_new_conversation(c).await?;
         }
-        Ok(())
+        // Replicated (`redis_wait_replicas`): the client is told of the session only once replicas have it (and
+        // its conversation: in a cluster another node's), so a failover cannot leave it a session not found.
+        let conv = new_conversation.map(|c| s.keys.conv(&c.conversation_id));
+        let (session, conv) = tokio::join!(s.fence_key(&key), async {
+            match &conv {
+                Some(conv) if s.cluster => s.fence_key(conv).await,
+                _ => Ok(()),
+            }
+        });
+        session.and(conv)
     }
 
     async fn get_session(&self, session_id: &str) -> BResult<Option<SessionRecord>> {
