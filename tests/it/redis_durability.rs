@@ -8,7 +8,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use switchboard::backend::{conformance, redis, BackendError, Backends, BusEvent, Channel, Guard, TakeOver, TurnInfo};
+use switchboard::backend::{
+    conformance, redis, BackendError, Backends, BusEvent, Channel, Decided, Guard, TakeOver, TurnInfo,
+};
 use switchboard::config::Config;
 
 use support::proxy::Proxy;
@@ -143,11 +145,13 @@ async fn a_takeover_replicas_do_not_confirm_is_not_run() {
     let replica = RedisServer::start_replica_of(&master);
     let cfg = config(master.url(), 1);
     let pod = redis::connect(&cfg).await.expect("pod");
+    // Once the replica has synced (this append waits for it), the dead pod's turn: started, one step, lapsed.
+    pod.log.append(&unique_id("warm"), "{}").await.expect("a first confirmed write");
     let session = unique_id("s");
     let lapsed = TurnInfo::new("t1", "req-1", "pod-dead");
-    assert!(pod.leases.acquire(&session, &lapsed, 300).await.expect("acquire"));
+    assert!(pod.leases.acquire(&session, &lapsed, 1_000).await.expect("acquire"));
     assert!(pod.leases.checkpoint(&session, "t1", r#"{"step":1}"#).await.expect("step"), "a confirmed step");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
 
     replica.pause();
     let first = TurnInfo::new("t2", "req-1", "pod-b");
@@ -187,6 +191,31 @@ async fn a_new_session_replicas_do_not_confirm_is_refused() {
     let created = pod.sessions.create_session(&session, Some(&conversation)).await;
     assert!(unconfirmed(&created), "a session replicas do not have is not reported created: {created:?}");
     replica.resume();
+}
+
+/// An answer to a park (an approval's decision, a card's or a code's take) is acted on only once replicas have it:
+/// made on a master being replaced it could be taken back, and the answer sent again would run the call twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_replicas_do_not_confirm_is_not_acted_on() {
+    let master = RedisServer::start_with_args(&["--repl-diskless-sync-delay", "0"]);
+    let replica = RedisServer::start_replica_of(&master);
+    let pod = redis::connect(&config(master.url(), 1)).await.expect("pod");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let later = i64::try_from(now).unwrap_or(i64::MAX) + 60_000;
+    let (approval, card, confirmed) = (unique_id("s"), unique_id("s"), unique_id("s"));
+    for sid in [&approval, &card, &confirmed] {
+        pod.confirms.park(&conformance::parked(sid, "call-1", later)).await.expect("park");
+    }
+
+    replica.pause();
+    let decided = pod.confirms.decide(&approval, Some("call-1"), true).await;
+    assert!(unconfirmed(&decided), "an unconfirmed decision is not acted on: {decided:?}");
+    let taken = pod.confirms.take(&card, Some("call-1")).await;
+    assert!(unconfirmed(&taken), "an unconfirmed take is not acted on: {taken:?}");
+    replica.resume();
+
+    let decided = pod.confirms.decide(&confirmed, Some("call-1"), true).await.expect("decide");
+    assert!(matches!(decided, Decided::Claimed(_)), "a confirmed decision is acted on: {decided:?}");
 }
 
 /// Whether an append was refused as not confirmed by replicas.
