@@ -823,6 +823,32 @@ fn wall_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// A session with two due entries (the lapsed turn's, kept so a lost takeover can still be found, and its
+/// takeover's) is claimed once per sweep: both lead to the turn the record names, and claiming both in one sweep
+/// set two endings of that one turn going at once (a Sentinel chaos run: one pod's sweep logged the same session's
+/// lapsed turn twice, 1 ms apart, and that request was ended twice). The other entry waits for the next sweep.
+#[tokio::test]
+async fn single_a_session_is_claimed_once_per_sweep() {
+    let (redis, config, pod, sid) = one_pod_with_a_session().await;
+    let first = TurnInfo::new("t1", "req", "pod-a");
+    assert!(pod.leases.acquire(&sid, &first, 50).await.expect("acquire"));
+    assert!(pod.leases.checkpoint(&sid, "t1", "{}").await.expect("checkpoint"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = TurnInfo::new("t2", "req", "pod-b");
+    let taken = pod.leases.take_over(&sid, "t1", &second, 50, 2).await.expect("take over");
+    assert!(matches!(taken, TakeOver::Taken { .. }), "{taken:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Both entries due now (the takeover's lease lapsed too, its pod gone).
+    let index = format!("{}:turns:deadline", config.redis_key_prefix);
+    for turn in ["t1", "t2"] {
+        redis.cli(&["ZADD", &index, "0", &format!("{sid}|{turn}")]);
+    }
+
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let claimed = pod.leases.claim_lapsed(now(), 10).await.expect("claim");
+    assert_eq!(claimed, vec![(sid.clone(), second)], "one claim of the session's turn in a sweep");
+}
+
 /// A takeover whose reply was lost (its pod never heard it had taken the turn, so never indexed the new turn):
 /// the lapsed turn's entry, claimed while the new turn's lease runs, leaves an entry for the new turn behind,
 /// so once that lease lapses too a sweeper still finds the turn (before, the stale entry was dropped and the

@@ -179,6 +179,11 @@ impl TurnLease for RedisStore {
         }
         let s = self.s();
         let due = s.due(&s.keys.turns_deadline(), now_ms, max).await?;
+        // One claim per session in a sweep: a session can have two due entries (a lapsed turn's, kept until a
+        // claim finds a running turn, and its takeover's), both leading to the turn its record names; claiming
+        // both set two endings (or takeovers) of that one turn going at once. The other waits for the next sweep.
+        let mut sessions = std::collections::HashSet::new();
+        let due = due.into_iter().filter(|m| sessions.insert(parse_deadline_member(m).0.to_string()));
         // Entries are independent (each session its own slot): claimed concurrently, a batch in a few round
         // trips rather than three per entry in turn.
         let claims = futures_util::stream::iter(due)
