@@ -823,6 +823,18 @@ fn wall_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// A dead pod's turn `t1` (one step, its lease lapsed), taken over as `t2` (returned) with a lease of `lease_ms`.
+async fn lapsed_and_taken_over(pod: &Backends, sid: &str, lease_ms: u64) -> TurnInfo {
+    let first = TurnInfo::new("t1", "req", "pod-a");
+    assert!(pod.leases.acquire(sid, &first, 50).await.expect("acquire"));
+    assert!(pod.leases.checkpoint(sid, "t1", "{}").await.expect("checkpoint"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = TurnInfo::new("t2", "req", "pod-b");
+    let taken = pod.leases.take_over(sid, "t1", &second, lease_ms, 2).await.expect("take over");
+    assert!(matches!(taken, TakeOver::Taken { .. }), "{taken:?}");
+    second
+}
+
 /// A session with two due entries (the lapsed turn's, kept so a lost takeover can still be found, and its
 /// takeover's) is claimed once per sweep: both lead to the turn the record names, and claiming both in one sweep
 /// set two endings of that one turn going at once (a Sentinel chaos run: one pod's sweep logged the same session's
@@ -830,13 +842,7 @@ fn wall_ms() -> i64 {
 #[tokio::test]
 async fn single_a_session_is_claimed_once_per_sweep() {
     let (redis, config, pod, sid) = one_pod_with_a_session().await;
-    let first = TurnInfo::new("t1", "req", "pod-a");
-    assert!(pod.leases.acquire(&sid, &first, 50).await.expect("acquire"));
-    assert!(pod.leases.checkpoint(&sid, "t1", "{}").await.expect("checkpoint"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let second = TurnInfo::new("t2", "req", "pod-b");
-    let taken = pod.leases.take_over(&sid, "t1", &second, 50, 2).await.expect("take over");
-    assert!(matches!(taken, TakeOver::Taken { .. }), "{taken:?}");
+    let second = lapsed_and_taken_over(&pod, &sid, 50).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Both entries due now (the takeover's lease lapsed too, its pod gone).
     let index = format!("{}:turns:deadline", config.redis_key_prefix);
@@ -856,13 +862,7 @@ async fn single_a_session_is_claimed_once_per_sweep() {
 #[tokio::test]
 async fn single_a_takeover_never_indexed_is_still_found_by_a_sweeper() {
     let (redis, config, pod, sid) = one_pod_with_a_session().await;
-    let first = TurnInfo::new("t1", "req", "pod-a");
-    assert!(pod.leases.acquire(&sid, &first, 50).await.expect("acquire"));
-    assert!(pod.leases.checkpoint(&sid, "t1", "{}").await.expect("checkpoint"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let second = TurnInfo::new("t2", "req", "pod-b");
-    let taken = pod.leases.take_over(&sid, "t1", &second, 1_000, 2).await.expect("take over");
-    assert!(matches!(taken, TakeOver::Taken { .. }), "{taken:?}");
+    let second = lapsed_and_taken_over(&pod, &sid, 1_000).await;
     // As if the reply never came: the new turn's own entry is not there.
     let index = format!("{}:turns:deadline", config.redis_key_prefix);
     redis.cli(&["ZREM", &index, &format!("{sid}|t2")]);

@@ -141,10 +141,7 @@ async fn durable_writes_wait_for_a_replica_on_their_own_connection() {
 /// another pod's takeover or ending: two endings. Its lease then lapses unrun and the turn is taken over again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_takeover_replicas_do_not_confirm_is_not_run() {
-    let master = RedisServer::start_with_args(&["--repl-diskless-sync-delay", "0"]);
-    let replica = RedisServer::start_replica_of(&master);
-    let cfg = config(master.url(), 1);
-    let pod = redis::connect(&cfg).await.expect("pod");
+    let (_master, replica, _cfg, pod) = replicated_pod().await;
     // Once the replica has synced (this append waits for it), the dead pod's turn: started, one step, lapsed.
     pod.log.append(&unique_id("warm"), "{}").await.expect("a first confirmed write");
     let session = unique_id("s");
@@ -176,10 +173,7 @@ async fn a_takeover_replicas_do_not_confirm_is_not_run() {
 /// would otherwise leave the client a session id that is not found (every turn and resume refused from then on).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_session_replicas_do_not_confirm_is_refused() {
-    let master = RedisServer::start_with_args(&["--repl-diskless-sync-delay", "0"]);
-    let replica = RedisServer::start_replica_of(&master);
-    let cfg = config(master.url(), 1);
-    let pod = redis::connect(&cfg).await.expect("pod");
+    let (_master, replica, cfg, pod) = replicated_pod().await;
     let key = |sid: &str| format!("{}:{{{sid}}}:session", cfg.redis_key_prefix);
 
     let (session, conversation) = conformance::session(&unique_id("s"), "u1");
@@ -197,9 +191,7 @@ async fn a_new_session_replicas_do_not_confirm_is_refused() {
 /// made on a master being replaced it could be taken back, and the answer sent again would run the call twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_replicas_do_not_confirm_is_not_acted_on() {
-    let master = RedisServer::start_with_args(&["--repl-diskless-sync-delay", "0"]);
-    let replica = RedisServer::start_replica_of(&master);
-    let pod = redis::connect(&config(master.url(), 1)).await.expect("pod");
+    let (_master, replica, _cfg, pod) = replicated_pod().await;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let later = i64::try_from(now).unwrap_or(i64::MAX) + 60_000;
     let (approval, card, confirmed) = (unique_id("s"), unique_id("s"), unique_id("s"));
@@ -216,6 +208,15 @@ async fn an_answer_replicas_do_not_confirm_is_not_acted_on() {
 
     let decided = pod.confirms.decide(&confirmed, Some("call-1"), true).await.expect("decide");
     assert!(matches!(decided, Decided::Claimed(_)), "a confirmed decision is acted on: {decided:?}");
+}
+
+/// A master, its replica and a pod whose durable writes wait for one replica.
+async fn replicated_pod() -> (RedisServer, RedisServer, Config, Backends) {
+    let master = RedisServer::start_with_args(&["--repl-diskless-sync-delay", "0"]);
+    let replica = RedisServer::start_replica_of(&master);
+    let cfg = config(master.url(), 1);
+    let pod = redis::connect(&cfg).await.expect("pod");
+    (master, replica, cfg, pod)
 }
 
 /// Whether an append was refused as not confirmed by replicas.

@@ -378,26 +378,6 @@ impl Shared {
         self.eval_settled(script, keys, args).await
     }
 
-    /// With `redis_wait_replicas`: returns once replicas hold every write this pod made to `key` so far, on any
-    /// of its connections (`lua/fence.lua` on the replicated connection, then its `WAIT`: a replica applies the
-    /// master's writes in order). For a write made outside the replicated connection that a client is then told
-    /// of (a new session: a failover that took it back would leave the client a session that is not found).
-    /// `key` must have an expiry (the fence rewrites it). Unconfirmed when replicas do not confirm in time, when
-    /// the connection changed meanwhile, or when the master the fence reached does not hold `key` (the write went
-    /// to a master being replaced).
-    pub(super) async fn fence_key(&self, key: &str) -> BResult<()> {
-        let Some(replicated) = &self.replicated else { return Ok(()) };
-        let (reply, at) = self.eval_ticketed(replicated, &self.scripts.fence, vec![key.to_string()], vec![]).await?;
-        if int(&reply) == Some(-2) {
-            return Err(BackendError::Unconfirmed("it was lost by a change of master"));
-        }
-        match replicated.settle(&at, replicated.timeout).await {
-            Settled::Confirmed => Ok(()),
-            Settled::Moved => Err(BackendError::Unconfirmed("its connection changed before replicas had it")),
-            Settled::Short => Err(BackendError::Unconfirmed("replicas did not confirm it in time")),
-        }
-    }
-
     /// Records when a session's turn lease lapses, for `claim_lapsed` on any pod. `later_only` (`GT`) for an entry
     /// written on a turn's behalf by another caller: a claim in progress moved it later, and it stays so.
     pub(super) async fn index_turn_deadline(

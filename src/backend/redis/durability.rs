@@ -1,10 +1,37 @@
 //! What Redis must do for our state to survive it: keep every key (`maxmemory-policy noeviction`, checked at
-//! boot). Writes that must reach replicas (`redis_wait_replicas`) are `super::replicated`'s.
+//! boot). Writes that must reach replicas (`redis_wait_replicas`) are `super::replicated`'s; a write made on the
+//! command connection is made as safe by a fence after it ([`Shared::fence_key`]).
 
 use fred::interfaces::ConfigInterface;
 use fred::prelude::Client;
 use fred::types::Value;
 use tracing::{info, warn};
+
+use super::conn::{int, Shared};
+use super::replicated::Settled;
+use crate::backend::{BResult, BackendError};
+
+impl Shared {
+    /// With `redis_wait_replicas`: returns once replicas hold every write this pod made to `key` so far, on any
+    /// of its connections (`lua/fence.lua` on the replicated connection, then its `WAIT`: a replica applies the
+    /// master's writes in order). For a write made outside the replicated connection that a client is then told
+    /// of (a new session: a failover that took it back would leave the client a session that is not found).
+    /// `key` must have an expiry (the fence rewrites it). Unconfirmed when replicas do not confirm in time, when
+    /// the connection changed meanwhile, or when the master the fence reached does not hold `key` (the write went
+    /// to a master being replaced).
+    pub(super) async fn fence_key(&self, key: &str) -> BResult<()> {
+        let Some(replicated) = &self.replicated else { return Ok(()) };
+        let (reply, at) = self.eval_ticketed(replicated, &self.scripts.fence, vec![key.to_string()], vec![]).await?;
+        if int(&reply) == Some(-2) {
+            return Err(BackendError::Unconfirmed("it was lost by a change of master"));
+        }
+        match replicated.settle(&at, replicated.timeout).await {
+            Settled::Confirmed => Ok(()),
+            Settled::Moved => Err(BackendError::Unconfirmed("its connection changed before replicas had it")),
+            Settled::Short => Err(BackendError::Unconfirmed("replicas did not confirm it in time")),
+        }
+    }
+}
 
 /// Reads `maxmemory-policy` and warns unless it is `noeviction`: under memory pressure any other policy lets
 /// Redis delete sessions, logs, parks or leases, which shows as lost conversations and turns that end twice.
