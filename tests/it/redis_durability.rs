@@ -8,9 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use switchboard::backend::{
-    conformance, redis, BackendError, Backends, BusEvent, Channel, Decided, Guard, TakeOver, TurnInfo,
-};
+use switchboard::backend::{conformance, redis, BackendError, Backends, BusEvent, Channel, Guard, TakeOver, TurnInfo};
 use switchboard::config::Config;
 
 use support::proxy::Proxy;
@@ -185,29 +183,6 @@ async fn a_new_session_replicas_do_not_confirm_is_refused() {
     let created = pod.sessions.create_session(&session, Some(&conversation)).await;
     assert!(unconfirmed(&created), "a session replicas do not have is not reported created: {created:?}");
     replica.resume();
-}
-
-/// An answer to a park (an approval's decision, a card's or a code's take) is acted on only once replicas have it:
-/// made on a master being replaced it could be taken back, and the answer sent again would run the call twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_answer_replicas_do_not_confirm_is_not_acted_on() {
-    let (_master, replica, _cfg, pod) = replicated_pod().await;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    let later = i64::try_from(now).unwrap_or(i64::MAX) + 60_000;
-    let (approval, card, confirmed) = (unique_id("s"), unique_id("s"), unique_id("s"));
-    for sid in [&approval, &card, &confirmed] {
-        pod.confirms.park(&conformance::parked(sid, "call-1", later)).await.expect("park");
-    }
-
-    replica.pause();
-    let decided = pod.confirms.decide(&approval, Some("call-1"), true).await;
-    assert!(unconfirmed(&decided), "an unconfirmed decision is not acted on: {decided:?}");
-    let taken = pod.confirms.take(&card, Some("call-1")).await;
-    assert!(unconfirmed(&taken), "an unconfirmed take is not acted on: {taken:?}");
-    replica.resume();
-
-    let decided = pod.confirms.decide(&confirmed, Some("call-1"), true).await.expect("decide");
-    assert!(matches!(decided, Decided::Claimed(_)), "a confirmed decision is acted on: {decided:?}");
 }
 
 /// A master, its replica and a pod whose durable writes wait for one replica.

@@ -18,7 +18,8 @@ pub use identity::{identities, interaction_parks};
 pub use log::event_log_and_publish;
 pub use takeover::{orphans, takeovers};
 pub use tenancy::{conversation_bounds, deletion_forgets_the_person, identity_moves};
-pub use turns::{confirmations, guarded_appends, parked, turn_leases};
+use turns::parked;
+pub use turns::{confirmations, guarded_appends, turn_leases};
 
 fn sid() -> String {
     uuid::Uuid::new_v4().to_string()

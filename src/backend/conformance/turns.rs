@@ -6,8 +6,7 @@ use super::{session, sid};
 use crate::backend::*;
 use crate::util::now_ms;
 
-/// A turn parked on an approval of `call` (`delete_record`) until `expires_at_ms`.
-pub fn parked(session_id: &str, call: &str, expires_at_ms: i64) -> ParkedTurn {
+pub(super) fn parked(session_id: &str, call: &str, expires_at_ms: i64) -> ParkedTurn {
     ParkedTurn {
         session_id: session_id.into(),
         turn_id: "turn-1".into(),

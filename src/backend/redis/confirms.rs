@@ -7,8 +7,7 @@ use tracing::warn;
 
 use super::conn::{array, corrupt, parse_json, text, to_json, RedisStore};
 use super::keys::expiry_member;
-use super::replicated::Settled;
-use crate::backend::{BResult, BackendError, ConfirmStore, Decided, ParkedTurn};
+use crate::backend::{BResult, ConfirmStore, Decided, ParkedTurn};
 use crate::util::now_ms;
 
 #[async_trait]
@@ -51,13 +50,12 @@ impl ConfirmStore for RedisStore {
 
     async fn decide(&self, session_id: &str, tool_call_id: Option<&str>, approved: bool) -> BResult<Decided> {
         let s = self.s();
-        let decided = s.keys.session_key(session_id, "decided");
-        let (reply, settled) = s
-            .eval_once_settled(
+        let reply = s
+            .eval_once_replicated(
                 &s.scripts.decide,
                 vec![
                     s.keys.session_key(session_id, "confirm"),
-                    decided.clone(),
+                    s.keys.session_key(session_id, "decided"),
                     s.keys.session_key(session_id, "last"),
                     s.keys.session_key(session_id, "lease"),
                 ],
@@ -75,11 +73,6 @@ impl ConfirmStore for RedisStore {
                 let json = v.get(1).cloned().flatten().ok_or_else(|| corrupt("decide", "no record"))?;
                 let parked: ParkedTurn = parse_json("parked turn", &json)?;
                 let call = v.get(2).cloned().flatten().unwrap_or_default();
-                // Acted on (the call run) only once replicas have the decision: made on a master being replaced
-                // it could be taken back, and the person's answer sent again would run the call a second time.
-                // Not kept, the park is gone here and its hold cut: a sweeper takes the turn over and asks again.
-                let decision = format!("{}{}", if approved { "1" } else { "0" }, parked.request_id);
-                s.kept(settled, &decided, ["field", &call, &decision, ""]).await?;
                 let removed = s
                     .client
                     .zrem::<(), _, _>(s.keys.confirm_expiry(), expiry_member(session_id, &call))
@@ -122,17 +115,12 @@ impl ConfirmStore for RedisStore {
         let s = self.s();
         let keys = vec![s.keys.session_key(session_id, "confirm"), s.keys.session_key(session_id, "lease")];
         let args = vec![call.unwrap_or("").to_string(), self.taken_hold_ms(session_id).await?];
-        let (reply, settled) = s.eval_once_settled(&s.scripts.take, keys, args).await?;
+        let reply = s.eval_once_replicated(&s.scripts.take, keys, args).await?;
         let v: Vec<Option<String>> = array(reply).iter().map(text).collect();
         let Some(json) = v.first().cloned().flatten() else {
             return Ok(None);
         };
         let call = v.get(1).cloned().flatten().unwrap_or_default();
-        // Acted on only once replicas have the take (see `decide`). A take whose connection was replaced is not
-        // followed to the new master: a park that is gone there may be another caller's take.
-        if s.replicated.is_some() && settled != Settled::Confirmed {
-            return Err(BackendError::Unconfirmed("replicas did not confirm the take in time"));
-        }
         if let Err(e) = s.client.zrem::<(), _, _>(s.keys.confirm_expiry(), expiry_member(session_id, &call)).await {
             warn!(error = %e, "could not remove a taken confirmation from the expiry index");
         }

@@ -366,6 +366,17 @@ impl Shared {
         self.eval(script, keys, args).await
     }
 
+    /// [`Shared::eval_once`] for a write that must survive a failover ([`Shared::eval_replicated`]).
+    pub(super) async fn eval_once_replicated(
+        &self,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> BResult<Value> {
+        let (keys, args) = once_args(keys, args)?;
+        self.eval_replicated(script, keys, args).await
+    }
+
     /// [`Shared::eval_once`] for a write that must survive a failover, saying how it settled
     /// ([`Shared::eval_settled`]): for a caller that acts on it only once it is kept ([`Shared::kept`]).
     pub(super) async fn eval_once_settled(

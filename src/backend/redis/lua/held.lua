@@ -3,8 +3,7 @@
 -- (src/backend/redis/replicated.rs). KEYS[1]: the key the write made. ARGV[1]: 'entry' (a log batch: ARGV[2] its
 -- stream id, ARGV[3] its first seq, ARGV[4] its events) or 'turn' (a turn's start: ARGV[2] the turn id its record
 -- must name; the record, not the lease, which may have lapsed while the start waited for replicas) or 'step' (a
--- turn's durable step: ARGV[2] its turn id, ARGV[3] its state) or 'field' (a decision: the hash field ARGV[2] holds
--- ARGV[3]).
+-- turn's durable step: ARGV[2] its turn id, ARGV[3] its state).
 --
 -- When it does, the key's own expiry is set again: a write, so a `WAIT` on this connection after it covers the
 -- held write too (a replica applies the master's writes in order). Returns 1 when held, else 0.
@@ -27,8 +26,6 @@ elseif ARGV[1] == 'turn' then
 elseif ARGV[1] == 'step' then
   local step = redis.call('HMGET', KEYS[1], 't', 'j')
   held = step[1] == ARGV[2] and step[2] == ARGV[3]
-elseif ARGV[1] == 'field' then
-  held = redis.call('HGET', KEYS[1], ARGV[2]) == ARGV[3]
 end
 if not held then return 0 end
 local ttl = redis.call('PTTL', KEYS[1])
