@@ -8,20 +8,29 @@ use fred::types::Value;
 use tracing::{info, warn};
 
 use super::conn::{int, Shared};
-use super::replicated::Settled;
+use super::replicated::{Replicated, Settled, Ticketing};
 use crate::backend::{BResult, BackendError};
 
 impl Shared {
-    /// With `redis_wait_replicas`: returns once replicas hold every write this pod made to `key` so far, on any
-    /// of its connections (`lua/fence.lua` on the replicated connection, then its `WAIT`: a replica applies the
-    /// master's writes in order). For a write made outside the replicated connection that a client is then told
-    /// of (a new session: a failover that took it back would leave the client a session that is not found).
-    /// `key` must have an expiry (the fence rewrites it). Unconfirmed when replicas do not confirm in time, when
-    /// the connection changed meanwhile, or when the master the fence reached does not hold `key` (the write went
-    /// to a master being replaced).
-    pub(super) async fn fence_key(&self, key: &str) -> BResult<()> {
+    /// With `redis_wait_replicas`: returns once replicas hold every write to `key`'s master made before this call,
+    /// on any connection (`lua/fence.lua` on the replicated connection, then its `WAIT`: a replica applies the
+    /// master's writes in order). `key` must have an expiry (the fence rewrites it). Two uses:
+    /// - after a write made on the command connection that a client is then told of (a new session: a failover
+    ///   that took it back would leave the client a session that is not found);
+    /// - after a read of a session's log on the replicated connection (`read_at`: where that connection stood
+    ///   before the read), so no event a resume shows can be taken back by a failover (an event written on a
+    ///   master being replaced, by a pod that has not followed the switch yet, is on no replica; the turn's
+    ///   takeover would go on without a token the client has).
+    ///
+    /// Unconfirmed (the caller asks again, as when Redis is unreachable) when replicas do not confirm within
+    /// `redis_wait_timeout_ms`, when the connection changed since the read or meanwhile, or when the master the
+    /// fence reached does not hold `key` (the write went to a master being replaced).
+    pub(super) async fn fence_key(&self, key: &str, read_at: Option<&Ticketing>) -> BResult<()> {
         let Some(replicated) = &self.replicated else { return Ok(()) };
         let (reply, at) = self.eval_ticketed(replicated, &self.scripts.fence, vec![key.to_string()], vec![]).await?;
+        if read_at.is_some_and(|first| !Replicated::same_conn(first, &at)) {
+            return Err(BackendError::Unconfirmed("the log was read across a change of connection"));
+        }
         if int(&reply) == Some(-2) {
             return Err(BackendError::Unconfirmed("it was lost by a change of master"));
         }

@@ -153,9 +153,9 @@ impl EventLog for RedisStore {
                 _ => break,
             }
         }
-        match (&s.replicated, first) {
-            (Some(replicated), Some(first)) if !out.is_empty() => fenced(s, replicated, &key, &first).await?,
-            _ => {}
+        // Every event the read saw is on a replica before anyone is shown it (`Shared::fence_key`).
+        if let Some(first) = first.filter(|_| !out.is_empty()) {
+            s.fence_key(&key, Some(&first)).await?;
         }
         Ok(out)
     }
@@ -193,24 +193,6 @@ pub(super) fn events_after(entries: Vec<Value>, after: u64) -> BResult<Vec<(u64,
         out.extend((first..).zip(events.split('\n')).filter(|(seq, _)| *seq > after).map(|(s, e)| (s, e.to_string())));
     }
     Ok(out)
-}
-
-/// After a read of the log on the replicated connection (`first`: where it stood before the read): a write that
-/// changes nothing (`lua/fence.lua`, refused by a replica) and a `WAIT` after it, on the same connection, so
-/// every event the read saw is on a replica. An event written on a master that is being replaced (a pod that has
-/// not followed the switch yet) is logged there, not on any replica: shown by a resume, it could be taken back
-/// by the failover, and the turn's takeover would go on without a token the client has. Refused (not confirmed)
-/// when the connection changed or the replicas did not confirm within `redis_wait_timeout_ms`: the reader asks
-/// again, as it does when Redis is unreachable.
-async fn fenced(s: &Shared, replicated: &Arc<Replicated>, key: &str, first: &Ticketing) -> BResult<()> {
-    let (_, at) = s.eval_ticketed(replicated, &s.scripts.fence, vec![key.to_string()], vec![]).await?;
-    if !Replicated::same_conn(first, &at) {
-        return Err(BackendError::Unconfirmed("the log was read across a change of connection"));
-    }
-    match replicated.settle(&at, replicated.timeout).await {
-        Settled::Confirmed => Ok(()),
-        _ => Err(BackendError::Unconfirmed("the events read are not on a replica yet")),
-    }
 }
 
 /// A logged batch not yet shown to anyone (`redis_wait_replicas`).

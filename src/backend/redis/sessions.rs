@@ -171,9 +171,9 @@ impl SessionStore for RedisStore {
         // Replicated (`redis_wait_replicas`): the client is told of the session only once replicas have it (and
         // its conversation: in a cluster another node's), so a failover cannot leave it a session not found.
         let conv = new_conversation.map(|c| s.keys.conv(&c.conversation_id));
-        let (session, conv) = tokio::join!(s.fence_key(&key), async {
+        let (session, conv) = tokio::join!(s.fence_key(&key, None), async {
             match &conv {
-                Some(conv) if s.cluster => s.fence_key(conv).await,
+                Some(conv) if s.cluster => s.fence_key(conv, None).await,
                 _ => Ok(()),
             }
         });
